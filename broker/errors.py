@@ -1,0 +1,117 @@
+"""Every error the broker raises, under one root.
+
+Foreign exceptions (etcd, grpc, keystoneauth1, cryptography) are translated where they
+enter — the store, the gateway, the auth module — with ``raise X(...) from exc``; they
+never travel further. A ``Temporary`` error carries a delay and is worth retrying as it
+is; every other error is permanent until its input changes. The API maps each class to
+one HTTP status (``broker/api/problems.py``).
+
+BrokerError
+├── Temporary                      (retry_after: seconds)
+│   ├── StoreUnavailable           etcd cannot be reached or timed out
+│   └── Conflict                   a concurrent writer won; re-read and retry
+├── LeaseExpired                   a lease is gone (expired or revoked)
+├── FencedOut                      a controller write compared a stale leader revision
+├── NotFound                       (kind, name)
+├── AlreadyExists                  (kind, name)
+├── InvalidInput                   (field: dotted path, problem)
+├── AuthError                      no or bad credentials            → 401
+│   └── Forbidden                  authenticated, lacks the role    → 403
+├── PkiError                       certificates and keys
+├── SettingsError                  (problems: every "dotted.path: what is wrong")
+└── WireError                      a stream broke the protocol
+    ├── IdentityRefused            certificate missing/revoked/for another site
+    └── VersionRefused             protocol version not served
+"""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    """Root of every error the broker raises."""
+
+
+class Temporary(BrokerError):
+    """Retrying the same request later may succeed."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(Temporary):
+    """etcd is unreachable, timed out, or has no leader."""
+
+
+class Conflict(Temporary):
+    """A concurrent writer changed what this request read; re-read and retry."""
+
+
+class LeaseExpired(BrokerError):
+    """The lease is gone: it expired or was revoked."""
+
+
+class FencedOut(BrokerError):
+    """A fenced write compared a leader revision that is no longer current.
+
+    The writer is no longer (or never was) the leader; the write did not land.
+    """
+
+    def __init__(self, message: str, *, fence: int) -> None:
+        super().__init__(message)
+        self.fence = fence
+
+
+class NotFound(BrokerError):
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} {name!r} does not exist")
+        self.kind = kind
+        self.name = name
+
+
+class AlreadyExists(BrokerError):
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} {name!r} already exists")
+        self.kind = kind
+        self.name = name
+
+
+class InvalidInput(BrokerError):
+    """A request field is wrong; ``field`` is its dotted path."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class AuthError(BrokerError):
+    """No credentials, or credentials that could not be validated."""
+
+
+class Forbidden(AuthError):
+    """Authenticated, but without a role this request needs."""
+
+
+class PkiError(BrokerError):
+    """Creating, loading or checking certificates and keys failed."""
+
+
+class SettingsError(BrokerError):
+    """The configuration is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid settings:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+class WireError(BrokerError):
+    """An agent stream broke the wire protocol."""
+
+
+class IdentityRefused(WireError):
+    """The peer's certificate does not let it speak for the site it claims."""
+
+
+class VersionRefused(WireError):
+    """The agent speaks a protocol version this broker does not serve."""

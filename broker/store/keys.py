@@ -1,0 +1,61 @@
+"""The etcd key schema (under the root prefix ``/meridian/v1/``, added by the store).
+
+One function per key family, so no module spells a key by hand.
+"""
+
+from __future__ import annotations
+
+ROOT = "/meridian/v1/"
+
+SITES = "sites/"
+SITESTATUS = "sitestatus/"
+INVENTORY = "inventory/"
+HEALTH = "health/"
+DESIRED = "desired/"
+OBSERVED = "observed/"
+EVENTS = "events/"
+REVOKED = "pki/revoked/"
+LEADER = "election/controller"
+REPLICAS = "replicas/"
+
+
+def site(site_id: str) -> str:
+    return f"{SITES}{site_id}"
+
+
+def sitestatus(site_id: str) -> str:
+    return f"{SITESTATUS}{site_id}"
+
+
+def inventory(site_id: str) -> str:
+    return f"{INVENTORY}{site_id}"
+
+
+def health(site_id: str) -> str:
+    return f"{HEALTH}{site_id}"
+
+
+def desired(site_id: str, kind: str = "", name: str = "") -> str:
+    """``desired/<site>/`` (all of a site), or one object's key."""
+    if not kind:
+        return f"{DESIRED}{site_id}/"
+    return f"{DESIRED}{site_id}/{kind}/{name}"
+
+
+def observed(site_id: str, kind: str = "", name: str = "") -> str:
+    if not kind:
+        return f"{OBSERVED}{site_id}/"
+    return f"{OBSERVED}{site_id}/{kind}/{name}"
+
+
+def event(event_id: str) -> str:
+    return f"{EVENTS}{event_id}"
+
+
+def revoked(serial: int) -> str:
+    """A revoked certificate serial, as lower-case hex without leading zeros."""
+    return f"{REVOKED}{serial:x}"
+
+
+def replica(name: str) -> str:
+    return f"{REPLICAS}{name}"

@@ -1,0 +1,1 @@
+"""Meridian site agent (docstring pending)."""

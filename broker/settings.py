@@ -1,0 +1,145 @@
+"""The broker's settings: frozen dataclasses, loaded from a TOML file and the environment.
+
+Every field has a default that runs a local replica; ``load`` validates everything in one
+place and raises ``SettingsError`` listing each problem with its dotted path
+(``gateway.listen: ...``). Environment variables override the file:
+``MERIDIAN_<SECTION>__<FIELD>`` (e.g. ``MERIDIAN_ETCD__ENDPOINTS=host1:2379,host2:2379``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+
+from broker import errors
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdSettings:
+    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    """host:port of every etcd member; the client fails over between them."""
+    root: str = "/meridian/v1/"
+    """Key prefix under which all of Meridian's state lives."""
+    ca_file: str = ""
+    """CA bundle to verify etcd's server certificate; empty = plain-text etcd."""
+    cert_file: str = ""
+    """Client certificate for etcd (--client-cert-auth)."""
+    key_file: str = ""
+    """Client key for etcd."""
+    timeout: float = 2.0
+    """Seconds before one etcd call is abandoned (and the API answers 503)."""
+    threads: int = 8
+    """Size of the thread pool the synchronous etcd client runs on."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    ca_file: str = ""
+    """The Meridian CA that signed every agent's and broker's certificate."""
+    cert_file: str = ""
+    """This replica's server certificate (issued by ``meridian pki issue-broker``)."""
+    key_file: str = ""
+    """Its private key (mode 0600)."""
+    trust_domain: str = "meridian.local"
+    """SPIFFE trust domain of site identities: spiffe://<trust-domain>/site/<id>."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    listen: str = "127.0.0.1:7443"
+    """host:port of the mTLS gRPC server for agent streams."""
+    heartbeat_interval: float = 1.0
+    """Seconds between agent heartbeats (told to agents in Welcome)."""
+    max_message_bytes: int = 4 * 1024 * 1024
+    """Largest message accepted on an agent stream; larger ones close the stream."""
+    hello_timeout: float = 10.0
+    """Seconds an agent has to send Hello after connecting."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    listen: str = "127.0.0.1:8080"
+    """host:port of the northbound REST API."""
+    auth: Literal["dev", "keystone"] = "dev"
+    """dev: one generated admin token, loopback only. keystone: Keystone tokens."""
+    dev_token_file: str = ""
+    """Where the dev-mode admin token is read from (created if missing)."""
+    keystone_url: str = ""
+    """Keystone v3 endpoint used to validate tokens (keystone mode)."""
+    keystone_cloud: str = ""
+    """clouds.yaml entry holding the broker's own service credentials (keystone mode)."""
+    token_cache_seconds: float = 30.0
+    """How long a validated token is trusted before Keystone is asked again."""
+    token_cache_size: int = 10_000
+    """Most tokens kept in the validation cache."""
+
+
+@dataclass(frozen=True, slots=True)
+class ElectionSettings:
+    lease_ttl: int = 2
+    """Seconds of the leader lease (etcd raises anything shorter to its minimum)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    down_after: float = 3.0
+    """A site with no heartbeat seen for this long goes DOWN (a closed stream: at once)."""
+    sweep_interval: float = 0.1
+    """Seconds between the site health controller's checks."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    name: str = field(default_factory=lambda: f"broker-{os.getpid()}")
+    """This replica's name: in events, the leader key and site status."""
+    etcd: EtcdSettings = field(default_factory=EtcdSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    election: ElectionSettings = field(default_factory=ElectionSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+
+
+ENV_PREFIX = "MERIDIAN_"
+
+
+def _overlay_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Apply ``MERIDIAN_SECTION__FIELD=value`` variables over the file's values."""
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        leaf = path[-1]
+        node[leaf] = raw.split(",") if leaf == "endpoints" else raw
+    return data
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> BrokerSettings:
+    """Read ``path`` (TOML, optional), apply the environment, and validate everything."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise errors.SettingsError([f"{path}: cannot read: {exc.strerror}"]) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise errors.SettingsError([f"{path}: not valid TOML: {exc}"]) from exc
+    data = _overlay_env(data, os.environ if env is None else env)
+    try:
+        return pydantic.TypeAdapter(BrokerSettings).validate_python(
+            data, strict=False, extra="forbid"  # type: ignore[call-arg]
+        )
+    except pydantic.ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        ]
+        raise errors.SettingsError(problems) from exc

@@ -136,7 +136,7 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Brok
     data = _overlay_env(data, os.environ if env is None else env)
     try:
         return pydantic.TypeAdapter(BrokerSettings).validate_python(
-            data, strict=False, extra="forbid"  # type: ignore[call-arg]
+            data, strict=False, extra="forbid"
         )
     except pydantic.ValidationError as exc:
         problems = [

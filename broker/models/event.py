@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import time
 from dataclasses import dataclass
 
 
@@ -13,3 +15,16 @@ class Event:
     subject: str  # what the event is about, e.g. a site id
     message: str
     replica: str = ""
+
+
+def new(kind: str, subject: str, message: str, *, replica: str = "", at_ms: int = 0) -> Event:
+    """A new event stamped now (or at ``at_ms``), with a sortable, unique id."""
+    at = at_ms or int(time.time() * 1000)
+    return Event(
+        id=f"{at:013d}-{secrets.token_hex(4)}",
+        at_ms=at,
+        kind=kind,
+        subject=subject,
+        message=message,
+        replica=replica,
+    )

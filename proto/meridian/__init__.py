@@ -1,0 +1,1 @@
+"""Meridian's wire protocol (generated code under ``meridian.v1``)."""

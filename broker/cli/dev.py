@@ -1,0 +1,112 @@
+"""``meridian dev up|down|status``: a whole local federation in one command."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from broker import errors
+from broker.devfed.federation import Federation
+
+app = typer.Typer(no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir", envvar="MERIDIAN_DEV_STATE", help="Where certificates, data and logs go."
+    ),
+]
+DEFAULT_STATE = Path(".state/dev")
+
+
+@app.command()
+def up(
+    sites: Annotated[int, typer.Option(help="How many sim sites (and agents).")] = 3,
+    brokers: Annotated[int, typer.Option(help="Broker replicas.")] = 3,
+    state_dir: StateDir = DEFAULT_STATE,
+    detach: Annotated[bool, typer.Option(help="Return once up; stop with `meridian dev down`.")] = False,
+) -> None:
+    """Start etcd, broker replicas and sim agents with freshly issued certificates."""
+    state = state_dir.resolve()
+    if (state / "procs.json").exists() and _alive(Federation.load(state)):
+        err.print(f"a federation already runs in {state}: `meridian dev down` first")
+        raise typer.Exit(1)
+    fed = Federation(state=state, brokers=brokers)
+    names = [f"site-{i:03d}" for i in range(1, sites + 1)]
+    started = time.monotonic()
+    try:
+        with out.status(f"starting etcd, {brokers} brokers and {sites} agents…"):
+            fed.up(names)
+            states = fed.wait_all_up(names, timeout=30 + sites * 0.2)
+    except errors.BrokerError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        fed.down()
+        raise typer.Exit(1) from exc
+    up_count = sum(1 for s in names if states.get(s) == "UP")
+    out.print(
+        f"[green]federation up[/green] in {time.monotonic() - started:.1f}s: "
+        f"{brokers} brokers, {up_count}/{sites} sites UP"
+    )
+    _print_access(fed)
+    if detach:
+        out.print("stop it with: [bold]meridian dev down[/bold]")
+        return
+    out.print("Ctrl-C stops everything.")
+    stops = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        signal.sigwait(stops)
+    finally:
+        with out.status("stopping…"):
+            fed.down()
+        out.print("stopped")
+
+
+def _print_access(fed: Federation) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_row("API", fed.api_url())
+    table.add_row("token", fed.token)
+    table.add_row("etcd", fed.etcd_endpoint)
+    table.add_row("state", str(fed.state))
+    table.add_row("CLI", f"export MERIDIAN_CONFIG={fed.state / 'cli.toml'}")
+    out.print(table)
+
+
+def _alive(fed: Federation) -> bool:
+    return any(p.alive() for p in fed.running.values())
+
+
+@app.command()
+def down(state_dir: StateDir = DEFAULT_STATE) -> None:
+    """Stop a federation started with --detach (keeps its state for the next `up`)."""
+    state = state_dir.resolve()
+    if not (state / "procs.json").exists():
+        err.print(f"no federation recorded in {state}")
+        raise typer.Exit(1)
+    fed = Federation.load(state)
+    fed.down()
+    (state / "procs.json").unlink()
+    out.print("stopped")
+
+
+@app.command()
+def status(state_dir: StateDir = DEFAULT_STATE) -> None:
+    """Which processes of the local federation run."""
+    state = state_dir.resolve()
+    if not (state / "procs.json").exists():
+        err.print(f"no federation recorded in {state}")
+        raise typer.Exit(1)
+    fed = Federation.load(state)
+    table = Table("process", "pid", "state", "log")
+    for name, proc in sorted(fed.running.items()):
+        table.add_row(name, str(proc.pid), "running" if proc.alive() else "exited", str(proc.log))
+    out.print(table)
+

@@ -1,0 +1,310 @@
+"""Starts and stops a whole local federation under one state directory.
+
+Layout of the state directory::
+
+    pki/                 CA, broker and site certificates (keys 0600)
+    etcd/                etcd's data directory
+    brokers/<name>.toml  each replica's settings
+    agents/<site>.toml   each agent's settings
+    logs/<proc>.log      every process's output
+    token                the dev-mode admin token (0600)
+    cli.toml             API URL and token for the ``meridian`` CLI
+    procs.json           what runs, for ``meridian dev down`` and ``status``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from broker import errors
+from broker.devfed import procs
+from broker.pki import authority
+
+ETCD_BINARY = "etcd"
+SWARM_SIZE = 25  # agents per process when agents share processes
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def toml(sections: dict[str, dict[str, object]], top: dict[str, object]) -> str:
+    lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
+    for name, values in sections.items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Federation:
+    state: Path
+    brokers: int = 3
+    heartbeat_interval: float = 1.0
+    down_after: float = 3.0
+    trust_domain: str = "meridian.local"
+    python: str = sys.executable
+    running: dict[str, procs.Proc] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    # -- paths -------------------------------------------------------------------------
+
+    @property
+    def pki(self) -> Path:
+        return self.state / "pki"
+
+    @property
+    def token_file(self) -> Path:
+        return self.state / "token"
+
+    @property
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    def broker_names(self) -> list[str]:
+        return [f"broker-{i}" for i in range(1, self.brokers + 1)]
+
+    def api_url(self, broker: str | None = None) -> str:
+        name = broker or self.broker_names()[0]
+        return f"http://127.0.0.1:{self.ports[f'{name}.api']}"
+
+    def gateway_addrs(self) -> list[str]:
+        return [f"127.0.0.1:{self.ports[f'{n}.grpc']}" for n in self.broker_names()]
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"127.0.0.1:{self.ports['etcd.client']}"
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """PKI, ports and the admin token; reuses whatever already exists."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        if not (self.pki / "ca.pem").exists():
+            authority.init(self.pki, trust_domain=self.trust_domain)
+        ca = authority.load(self.pki)
+        for name in self.broker_names():
+            if not (self.pki / "brokers" / f"{name}.pem").exists():
+                ca.issue_broker(name)
+        if not self.token_file.exists():
+            fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+        for key in ("etcd.client", "etcd.peer"):
+            self.ports.setdefault(key, procs.free_port())
+        for name in self.broker_names():
+            for kind in ("api", "grpc"):
+                self.ports.setdefault(f"{name}.{kind}", procs.free_port())
+
+    def issue_sites(self, sites: list[str]) -> None:
+        ca = authority.load(self.pki)
+        for site in sites:
+            if not (self.pki / "sites" / f"{site}.pem").exists():
+                ca.issue_site(site)
+
+    # -- processes ---------------------------------------------------------------------
+
+    def start_etcd(self) -> procs.Proc:
+        if shutil.which(ETCD_BINARY) is None:
+            raise errors.BrokerError(
+                "etcd not found: run deploy/dev/bootstrap.sh (installs Debian etcd-server)"
+            )
+        client, peer = self.ports["etcd.client"], self.ports["etcd.peer"]
+        proc = procs.start(
+            "etcd",
+            [
+                ETCD_BINARY, "--name", "dev", "--data-dir", str(self.state / "etcd"),
+                "--listen-client-urls", f"http://127.0.0.1:{client}",
+                "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-cluster", f"dev=http://127.0.0.1:{peer}",
+                "--heartbeat-interval", "50", "--election-timeout", "500",
+            ],
+            self.state / "logs" / "etcd.log",
+        )
+        procs.wait_until(proc, lambda: self._etcd_healthy(client), timeout=30, what="healthy")
+        self.running["etcd"] = proc
+        return proc
+
+    @staticmethod
+    def _etcd_healthy(port: int) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def broker_config(self, name: str) -> Path:
+        path = self.state / "brokers" / f"{name}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            toml(
+                {
+                    "etcd": {"endpoints": [self.etcd_endpoint]},
+                    "tls": {
+                        "ca_file": str(self.pki / "ca.pem"),
+                        "cert_file": str(self.pki / "brokers" / f"{name}.pem"),
+                        "key_file": str(self.pki / "brokers" / f"{name}.key"),
+                        "trust_domain": self.trust_domain,
+                    },
+                    "gateway": {
+                        "listen": f"127.0.0.1:{self.ports[f'{name}.grpc']}",
+                        "heartbeat_interval": self.heartbeat_interval,
+                    },
+                    "api": {
+                        "listen": f"127.0.0.1:{self.ports[f'{name}.api']}",
+                        "auth": "dev",
+                        "dev_token_file": str(self.token_file),
+                    },
+                    "health": {"down_after": self.down_after},
+                },
+                {"name": name},
+            )
+        )
+        return path
+
+    def start_broker(self, name: str, *, wait: bool = True) -> procs.Proc:
+        config = self.broker_config(name)
+        proc = procs.start(
+            name,
+            [self.python, "-m", "broker.cli.main", "broker", "run", "--config", str(config)],
+            self.state / "logs" / f"{name}.log",
+        )
+        self.running[name] = proc
+        if wait:
+            url = self.api_url(name)
+            procs.wait_until(proc, lambda: self._api_healthy(url), timeout=60, what="serving")
+        return proc
+
+    @staticmethod
+    def _api_healthy(url: str) -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def agent_config(self, site: str) -> Path:
+        path = self.state / "agents" / f"{site}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            toml(
+                {
+                    "tls": {
+                        "ca_file": str(self.pki / "ca.pem"),
+                        "cert_file": str(self.pki / "sites" / f"{site}.pem"),
+                        "key_file": str(self.pki / "sites" / f"{site}.key"),
+                    },
+                    "session": {"brokers": self.gateway_addrs()},
+                    "sim": {"hosts": 4, "cells": 2, "seed": sum(site.encode())},
+                },
+                {"site_id": site, "driver": "sim"},
+            )
+        )
+        return path
+
+    def start_agents(self, sites: list[str], *, per_process: int = 1) -> list[procs.Proc]:
+        started = []
+        for i in range(0, len(sites), per_process):
+            group = sites[i : i + per_process]
+            configs = [str(self.agent_config(s)) for s in group]
+            name = f"agent-{group[0]}" if len(group) == 1 else f"swarm-{group[0]}"
+            argv = [self.python, "-m", "siteagent", "run", *[f"--config={c}" for c in configs]]
+            proc = procs.start(name, argv, self.state / "logs" / f"{name}.log")
+            self.running[name] = proc
+            started.append(proc)
+        return started
+
+    def register_sites(self, sites: list[str], regions: int = 3) -> None:
+        with httpx.Client(base_url=self.api_url(), timeout=10.0) as client:
+            for i, site in enumerate(sites):
+                body = {
+                    "id": site,
+                    "region": f"region-{i % regions + 1}",
+                    "zone": f"zone-{i % 2 + 1}",
+                    "labels": {"tier": "edge"},
+                }
+                resp = client.post(
+                    "/v1/sites", json=body, headers={"Authorization": f"Bearer {self.token}"}
+                )
+                if resp.status_code not in (201, 409):
+                    raise errors.BrokerError(f"registering {site} failed: {resp.text}")
+
+    # -- whole federation --------------------------------------------------------------
+
+    def up(self, sites: list[str], *, per_process: int | None = None) -> None:
+        self.prepare()
+        self.issue_sites(sites)
+        self.start_etcd()
+        for name in self.broker_names():
+            self.start_broker(name, wait=False)
+        for name in self.broker_names():
+            url = self.api_url(name)
+            procs.wait_until(
+                self.running[name], lambda u=url: self._api_healthy(u), timeout=60, what="serving"
+            )
+        self.register_sites(sites)
+        if per_process is None:
+            per_process = 1 if len(sites) <= 10 else SWARM_SIZE
+        self.start_agents(sites, per_process=per_process)
+        self.write_records()
+
+    def write_records(self) -> None:
+        record = {
+            "ports": self.ports,
+            "procs": {n: {"pid": p.pid, "log": str(p.log)} for n, p in self.running.items()},
+            "api": self.api_url(),
+        }
+        (self.state / "procs.json").write_text(json.dumps(record, indent=2))
+        (self.state / "cli.toml").write_text(
+            toml({}, {"api_url": self.api_url(), "token": self.token})
+        )
+
+    @classmethod
+    def load(cls, state: Path) -> Federation:
+        record = json.loads((state / "procs.json").read_text())
+        fed = cls(state=state)
+        fed.ports = {k: int(v) for k, v in record["ports"].items()}
+        fed.brokers = sum(1 for k in fed.ports if k.endswith(".api"))
+        for name, info in record["procs"].items():
+            fed.running[name] = procs.Proc(name=name, argv=[], log=Path(info["log"]), pid=info["pid"])
+        return fed
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        self.running[name].signal(sig)
+
+    def down(self) -> None:
+        """Stop agents, then brokers, then etcd."""
+        order = sorted(self.running, key=lambda n: (n == "etcd", n.startswith("broker")))
+        for name in order:
+            self.running[name].stop()
+        self.running.clear()
+
+    def wait_all_up(self, sites: list[str], timeout: float) -> dict[str, str]:
+        """Poll the API until every site is UP; returns the last states seen."""
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        with httpx.Client(base_url=self.api_url(), timeout=5.0) as client:
+            while time.monotonic() < deadline:
+                resp = client.get("/v1/sites", headers={"Authorization": f"Bearer {self.token}"})
+                if resp.status_code == 200:
+                    states = {s["id"]: s.get("health", "") for s in resp.json()["sites"]}
+                    if all(states.get(s) == "UP" for s in sites):
+                        return states
+                time.sleep(0.2)
+        return states

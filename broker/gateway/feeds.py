@@ -1,0 +1,148 @@
+"""What each gateway replica keeps current from etcd, and its own lease.
+
+- ``ReplicaLease``: the lease every live-session record of this replica hangs on, so the
+  records vanish by themselves when the replica dies (a surviving replica's agents have
+  rewritten theirs under their new replica's lease by then).
+- ``Revocations``: revoked certificate serials, listed then watched, so a revocation made
+  through any replica refuses and closes streams on every replica at once.
+- ``DesiredFeed``: one watch over ``desired/`` for the whole replica, routing each change
+  to the stream of its site, if this replica holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from broker import errors
+from broker.gateway import convert
+from broker.gateway.sessions import Registry
+from broker.pki import identity
+from broker.store import keys
+from broker.store.protocol import EventType, Store
+
+log = logging.getLogger(__name__)
+
+RESYNC_DELAY = 1.0
+
+
+class ReplicaLease:
+    def __init__(self, store: Store, ttl: int) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._id = 0
+        self._lock = asyncio.Lock()
+
+    async def id(self) -> int:
+        """The current lease, granted anew if there is none (or it expired)."""
+        async with self._lock:
+            if not self._id:
+                self._id = (await self.store.grant_lease(self.ttl)).id
+            return self._id
+
+    async def run(self) -> None:
+        """Refresh the lease every third of its TTL, forever."""
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            if not self._id:
+                continue
+            try:
+                await self.store.refresh_lease(self._id)
+            except errors.LeaseExpired:
+                log.warning("replica lease expired; the next write takes a new one")
+                self._id = 0
+            except errors.StoreUnavailable as exc:
+                log.warning("replica lease not refreshed: %s", exc)
+
+    async def revoke(self) -> None:
+        if self._id:
+            try:
+                await self.store.revoke_lease(self._id)
+            except errors.BrokerError:
+                log.debug("lease revoke failed at shutdown", exc_info=True)
+            self._id = 0
+
+
+async def follow(
+    store: Store,
+    prefix: str,
+    on_list: Callable[[list[tuple[str, bytes]]], Awaitable[None]],
+    on_event: Callable[[EventType, str, bytes], Awaitable[None]],
+) -> None:
+    """List ``prefix`` then watch it from that revision; on any break, list again."""
+    while True:
+        try:
+            kvs, revision = await store.get_prefix(prefix)
+            await on_list([(kv.key, kv.value) for kv in kvs])
+            async for event in store.watch_prefix(prefix, start_revision=revision + 1):
+                await on_event(event.type, event.key, event.value)
+        except errors.StoreUnavailable as exc:
+            log.warning("watch on %s broke (%s); re-listing in %.0fs", prefix, exc, RESYNC_DELAY)
+        await asyncio.sleep(RESYNC_DELAY)
+
+
+class Revocations:
+    def __init__(self, store: Store, registry: Registry) -> None:
+        self.store = store
+        self.registry = registry
+        self.revoked = identity.RevocationList()
+        self.ready = asyncio.Event()
+
+    def is_revoked(self, serial: int) -> bool:
+        return self.revoked.is_revoked(serial)
+
+    @staticmethod
+    def _serial(key: str) -> int:
+        return int(key[len(keys.REVOKED) :], 16)
+
+    async def _listed(self, items: list[tuple[str, bytes]]) -> None:
+        serials = {self._serial(key) for key, _ in items}
+        self.revoked.replace(serials)
+        for serial in serials:
+            self._close(serial)
+        self.ready.set()
+
+    async def _changed(self, type_: EventType, key: str, value: bytes) -> None:
+        serial = self._serial(key)
+        if type_ is EventType.PUT:
+            self.revoked.add(serial)
+            self._close(serial)
+        else:
+            self.revoked.remove(serial)
+
+    def _close(self, serial: int) -> None:
+        if self.registry.close_serial(serial, f"certificate {serial:x} was revoked"):
+            log.warning("closed the stream(s) of revoked certificate %x", serial)
+
+    async def run(self) -> None:
+        await follow(self.store, keys.REVOKED, self._listed, self._changed)
+
+
+class DesiredFeed:
+    def __init__(self, store: Store, registry: Registry) -> None:
+        self.store = store
+        self.registry = registry
+
+    def _route(self, key: str, raw: bytes) -> None:
+        site, _, rest = key[len(keys.DESIRED) :].partition("/")
+        kind, _, name = rest.partition("/")
+        session = self.registry.get(site)
+        if session is None or not name:
+            return
+        value = json.loads(raw)
+        session.push_desired(kind, name, value, convert.desired_to_wire(kind, name, value))
+
+    async def _listed(self, items: list[tuple[str, bytes]]) -> None:
+        for key, raw in items:
+            self._route(key, raw)
+
+    async def _changed(self, type_: EventType, key: str, value: bytes) -> None:
+        # Deleting a desired key is not how objects are removed (a tombstone with
+        # deleted=true and a new generation is); a bare delete is only cleanup.
+        if type_ is EventType.PUT:
+            self._route(key, value)
+
+    async def run(self) -> None:
+        await follow(self.store, keys.DESIRED, self._listed, self._changed)

@@ -1,0 +1,22 @@
+"""Prometheus gauges about this replica's agent streams, on the API's registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from broker.gateway.servicer import Gateway
+from broker.gateway.sessions import Registry
+
+
+def register(registry: CollectorRegistry, sessions: Registry, gateway: Gateway) -> None:
+    streams = Gauge(
+        "meridian_gateway_streams", "Agent streams held by this replica", registry=registry
+    )
+    streams.set_function(lambda: len(sessions))
+    refusals = Gauge(
+        "meridian_gateway_refusals", "Agent streams refused, by reason", ["code"],
+        registry=registry,
+    )
+    for code in ("REFUSAL_IDENTITY", "REFUSAL_UNSUPPORTED_VERSION", "REFUSAL_UNKNOWN_SITE",
+                 "REFUSAL_MALFORMED", "REFUSAL_UNAVAILABLE"):
+        refusals.labels(code).set_function(lambda c=code: gateway.refusals.get(c, 0))

@@ -1,0 +1,301 @@
+"""The AgentGateway servicer: one coroutine per agent stream.
+
+Order of a stream: identify the peer by its certificate → read Hello (bounded wait) →
+negotiate the version → check the site is registered → record the live session and the
+inventory → Welcome → the desired snapshot → then heartbeats and statuses up, desired
+objects down, until either side ends. Every refusal is sent as a ``Refusal`` message and
+as the gRPC status, is logged, and writes nothing. Failing to reach etcd never ends a
+stream: statuses wait in memory and are written when etcd answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from cryptography import x509
+from meridian.v1 import agent_pb2 as pb
+from meridian.v1 import agent_pb2_grpc as pb_grpc
+
+from broker import errors
+from broker.gateway import convert, version
+from broker.gateway.feeds import ReplicaLease, Revocations
+from broker.gateway.sessions import Registry, Session
+from broker.models import codec
+from broker.models import site as sitemodel
+from broker.pki import identity
+from broker.settings import BrokerSettings
+from broker.store import keys
+from broker.store.protocol import Compare, Delete, Op, Put, Store, Target
+
+log = logging.getLogger(__name__)
+
+GRPC_CODE = {
+    pb.REFUSAL_UNSUPPORTED_VERSION: grpc.StatusCode.FAILED_PRECONDITION,
+    pb.REFUSAL_IDENTITY: grpc.StatusCode.PERMISSION_DENIED,
+    pb.REFUSAL_UNKNOWN_SITE: grpc.StatusCode.NOT_FOUND,
+    pb.REFUSAL_MALFORMED: grpc.StatusCode.INVALID_ARGUMENT,
+    pb.REFUSAL_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Refused(Exception):
+    def __init__(self, code: int, reason: str, retry_after_ms: int = 0) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.retry_after_ms = retry_after_ms
+
+
+class Gateway(pb_grpc.AgentGatewayServicer):
+    def __init__(
+        self,
+        store: Store,
+        settings: BrokerSettings,
+        registry: Registry,
+        lease: ReplicaLease,
+        revocations: Revocations,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.registry = registry
+        self.lease = lease
+        self.revocations = revocations
+        self.refusals: dict[str, int] = {}
+
+    async def Connect(  # noqa: N802 (the wire's name)
+        self,
+        request_iterator: AsyncIterator[pb.AgentMessage],
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage],
+    ) -> None:
+        try:
+            session, hello = await self._open(context)
+        except Refused as refused:
+            await self._refuse(context, refused)
+            return
+        try:
+            await self._serve(context, session, hello)
+        finally:
+            self.registry.remove(session)
+            await self._clear_status(session)
+            log.info("site %s: stream closed (%s)", session.site, session.closed_reason or "ended")
+
+    # -- opening ---------------------------------------------------------------------
+
+    def _identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, int]:
+        pems = context.auth_context().get("x509_pem_cert")
+        if not pems:
+            raise Refused(pb.REFUSAL_IDENTITY, "no client certificate was presented")
+        try:
+            cert = x509.load_pem_x509_certificate(pems[0])
+            site = identity.site_from_certificate(pems[0], self.settings.tls.trust_domain)
+        except errors.BrokerError as exc:
+            raise Refused(pb.REFUSAL_IDENTITY, str(exc)) from exc
+        except ValueError as exc:
+            raise Refused(pb.REFUSAL_IDENTITY, f"unreadable client certificate: {exc}") from exc
+        serial = cert.serial_number
+        if self.revocations.is_revoked(serial):
+            raise Refused(
+                pb.REFUSAL_IDENTITY,
+                f"certificate {serial:x} of site {site} is revoked: issue a new one "
+                "(meridian pki issue-site) and restart the agent",
+            )
+        return site, serial
+
+    async def _open(
+        self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage]
+    ) -> tuple[Session, pb.Hello]:
+        site, serial = self._identify(context)
+        try:
+            first = await asyncio.wait_for(context.read(), self.settings.gateway.hello_timeout)
+        except TimeoutError as exc:
+            raise Refused(pb.REFUSAL_MALFORMED, "no Hello within the hello timeout") from exc
+        if first is grpc.aio.EOF or not isinstance(first, pb.AgentMessage):
+            raise Refused(pb.REFUSAL_MALFORMED, "stream ended before Hello")
+        if first.WhichOneof("body") != "hello":
+            raise Refused(pb.REFUSAL_MALFORMED, "the first message of a stream must be Hello")
+        hello = first.hello
+        agreed = version.negotiate(version.Version(hello.version.major, hello.version.minor))
+        if isinstance(agreed, str):
+            raise Refused(pb.REFUSAL_UNSUPPORTED_VERSION, agreed)
+        if hello.site_id != site:
+            raise Refused(
+                pb.REFUSAL_IDENTITY,
+                f"certificate names site {site!r} but Hello claims {hello.site_id!r}: "
+                "a site may speak only for itself",
+            )
+        try:
+            spec = await self.store.get(keys.site(site))
+        except errors.StoreUnavailable as exc:
+            raise Refused(pb.REFUSAL_UNAVAILABLE, f"state store unreachable: {exc}", 2000) from exc
+        if spec is None:
+            raise Refused(
+                pb.REFUSAL_UNKNOWN_SITE,
+                f"site {site!r} is not registered: meridian sites register {site} --region ...",
+                5000,
+            )
+        session = Session(
+            site=site,
+            session_id=uuid.uuid4().hex,
+            serial=serial,
+            protocol=str(agreed),
+            agent_version=hello.agent_version,
+            connected_ms=now_ms(),
+        )
+        inventory = convert.inventory_from_wire(site, hello.inventory)
+        try:
+            await self._write_status(session, seq=0, extra=[Put(keys.inventory(site), codec.encode(inventory))])
+        except errors.StoreUnavailable as exc:
+            raise Refused(pb.REFUSAL_UNAVAILABLE, f"state store unreachable: {exc}", 2000) from exc
+        self.registry.add(session)
+        log.info("site %s: connected (protocol %s, session %s)", site, agreed, session.session_id)
+        return session, hello
+
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage], refused: Refused
+    ) -> None:
+        name = pb.RefusalCode.Name(refused.code)
+        self.refusals[name] = self.refusals.get(name, 0) + 1
+        log.warning("agent %s refused (%s): %s", context.peer(), name, refused.reason)
+        msg = pb.BrokerMessage(
+            refusal=pb.Refusal(
+                code=refused.code, reason=refused.reason, retry_after_ms=refused.retry_after_ms
+            )
+        )
+        try:
+            await context.write(msg)
+        except Exception:  # noqa: BLE001 - the peer may be gone already; the status still goes
+            log.debug("could not deliver the refusal message", exc_info=True)
+        await context.abort(GRPC_CODE[refused.code], refused.reason)
+
+    # -- serving ---------------------------------------------------------------------
+
+    async def _serve(
+        self,
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage],
+        session: Session,
+        hello: pb.Hello,
+    ) -> None:
+        interval_ms = int(self.settings.gateway.heartbeat_interval * 1000)
+        major, minor = (int(p) for p in session.protocol.split("."))
+        await context.write(
+            pb.BrokerMessage(
+                welcome=pb.Welcome(
+                    session_id=session.session_id,
+                    version=pb.ProtocolVersion(major=major, minor=minor),
+                    heartbeat_interval_ms=interval_ms,
+                    replica=self.settings.name,
+                )
+            )
+        )
+        session.sent_generations.update(dict(hello.observed))
+        reader = asyncio.create_task(self._read(context, session), name=f"read-{session.site}")
+        try:
+            await self._send_snapshot(session)
+            while (msg := await session.outbound.get()) is not None:
+                await context.write(msg)
+        finally:
+            reader.cancel()
+        if session.closed_reason and not context.done():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, session.closed_reason)
+
+    async def _send_snapshot(self, session: Session) -> None:
+        try:
+            kvs, _ = await self.store.get_prefix(keys.desired(session.site))
+        except errors.StoreUnavailable:
+            log.warning("site %s: desired snapshot postponed (etcd unreachable)", session.site)
+            return
+        prefix = keys.desired(session.site)
+        for kv in kvs:
+            kind, _, name = kv.key[len(prefix) :].partition("/")
+            value = json.loads(kv.value)
+            session.push_desired(kind, name, value, convert.desired_to_wire(kind, name, value))
+
+    async def _read(
+        self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage], session: Session
+    ) -> None:
+        pending: dict[str, bytes] = {}
+        try:
+            while True:
+                msg = await context.read()
+                if msg is grpc.aio.EOF or not isinstance(msg, pb.AgentMessage):
+                    session.close("agent closed the stream")
+                    return
+                body = msg.WhichOneof("body")
+                if body == "heartbeat":
+                    await self._heartbeat(session, msg.heartbeat, pending)
+                elif body == "status":
+                    st = msg.status
+                    pending[keys.observed(session.site, st.kind, st.name)] = json.dumps(
+                        convert.status_from_wire(st, now_ms())
+                    ).encode()
+                    await self._flush(pending)
+                elif body == "inventory":
+                    inventory = convert.inventory_from_wire(session.site, msg.inventory)
+                    pending[keys.inventory(session.site)] = codec.encode(inventory)
+                    await self._flush(pending)
+                else:
+                    session.close(f"protocol violation: unexpected {body or 'empty'} message")
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any read failure ends this stream only
+            session.close(f"stream broke: {exc}")
+
+    async def _heartbeat(self, session: Session, hb: pb.Heartbeat, pending: dict[str, bytes]) -> None:
+        try:
+            await self._write_status(session, seq=hb.seq)
+        except errors.StoreUnavailable:
+            log.warning("site %s: heartbeat not recorded (etcd unreachable)", session.site)
+        await self._flush(pending)
+        session.outbound.put_nowait(pb.BrokerMessage(heartbeat_ack=pb.HeartbeatAck(seq=hb.seq)))
+
+    async def _flush(self, pending: dict[str, bytes]) -> None:
+        """Write waiting statuses; on an etcd failure keep them for the next try."""
+        if not pending:
+            return
+        ops = [Put(key, value) for key, value in pending.items()]
+        try:
+            await self.store.txn([], ops)
+        except errors.StoreUnavailable:
+            log.warning("%d status updates wait for etcd", len(pending))
+            return
+        pending.clear()
+
+    async def _write_status(self, session: Session, seq: int, extra: list[Put] | None = None) -> None:
+        status = sitemodel.SiteStatus(
+            site=session.site,
+            replica=self.settings.name,
+            session_id=session.session_id,
+            protocol=session.protocol,
+            agent_version=session.agent_version,
+            connected_ms=session.connected_ms,
+            last_heartbeat_ms=now_ms(),
+            heartbeat_seq=seq,
+        )
+        value = codec.encode(status)
+        lease_id = await self.lease.id()
+        await self.store.txn([], [Put(keys.sitestatus(session.site), value, lease_id), *(extra or [])])
+        session.status_value = value
+
+    async def _clear_status(self, session: Session) -> None:
+        """Delete the site's live-session record, if it is still this session's."""
+        if not session.status_value:
+            return
+        key = keys.sitestatus(session.site)
+        try:
+            await self.store.txn(
+                [Compare(key, Target.VALUE, Op.EQUAL, session.status_value)], [Delete(key)]
+            )
+        except errors.StoreUnavailable:
+            log.warning("site %s: status not cleared (etcd unreachable; its lease will)", session.site)

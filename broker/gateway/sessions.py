@@ -1,0 +1,78 @@
+"""The agent sessions this replica holds, by site: one stream per site at most.
+
+A newer stream for the same site replaces the older one (the agent reconnected); a
+revoked certificate closes every stream that presented it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+from meridian.v1 import agent_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(eq=False)
+class Session:
+    site: str
+    session_id: str
+    serial: int
+    protocol: str
+    agent_version: str
+    connected_ms: int
+    outbound: asyncio.Queue[pb.BrokerMessage | None] = dataclasses.field(
+        default_factory=asyncio.Queue
+    )
+    sent_generations: dict[str, int] = dataclasses.field(default_factory=dict)
+    closed_reason: str = ""
+    status_value: bytes = b""  # the sitestatus value this session last wrote
+
+    def push_desired(self, kind: str, name: str, value: dict[str, Any], msg: pb.BrokerMessage) -> None:
+        """Queue a desired object unless this stream already carried that generation."""
+        ref = f"{kind}/{name}"
+        generation = int(value.get("generation", 0))
+        if self.sent_generations.get(ref, -1) >= generation:
+            return
+        self.sent_generations[ref] = generation
+        self.outbound.put_nowait(msg)
+
+    def close(self, reason: str) -> None:
+        if not self.closed_reason:
+            self.closed_reason = reason
+            self.outbound.put_nowait(None)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._by_site: dict[str, Session] = {}
+
+    def add(self, session: Session) -> None:
+        old = self._by_site.get(session.site)
+        if old is not None:
+            log.info("site %s reconnected: closing its older stream", session.site)
+            old.close("replaced by a newer stream from the same site")
+        self._by_site[session.site] = session
+
+    def remove(self, session: Session) -> None:
+        if self._by_site.get(session.site) is session:
+            del self._by_site[session.site]
+
+    def get(self, site: str) -> Session | None:
+        return self._by_site.get(site)
+
+    def all(self) -> list[Session]:
+        return list(self._by_site.values())
+
+    def close_serial(self, serial: int, reason: str) -> int:
+        """Close every stream whose certificate has ``serial``; returns how many."""
+        hit = [s for s in self._by_site.values() if s.serial == serial]
+        for session in hit:
+            session.close(reason)
+        return len(hit)
+
+    def __len__(self) -> int:
+        return len(self._by_site)

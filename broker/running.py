@@ -1,0 +1,118 @@
+"""Runs one broker replica: store, election, gateway, API and (while leading) controllers.
+
+All root tasks share one asyncio loop and are supervised together: when any of them
+ends or fails, the replica shuts down cleanly — the leader resigns, streams close, the
+replica lease is revoked — and the log says which task ended and why. SIGTERM and
+SIGINT do the same. Nothing here holds state that etcd does not (invariant 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+import uvicorn
+
+from broker import errors
+from broker.api import app as api_app
+from broker.api import auth as api_auth
+from broker.controllers.sitehealth import SiteHealthController
+from broker.election.campaign import Campaign
+from broker.gateway import server as gateway_server
+from broker.gateway.feeds import DesiredFeed, ReplicaLease, Revocations
+from broker.gateway.servicer import Gateway
+from broker.gateway.sessions import Registry
+from broker.settings import BrokerSettings
+from broker.store.etcd import EtcdStore
+
+log = logging.getLogger(__name__)
+
+REPLICA_LEASE_TTL = 3
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def controllers(store: EtcdStore, settings: BrokerSettings, fence: int) -> None:
+    """Everything the leader runs; cancelled the moment leadership is lost."""
+    log.info("leading with fence %d: controllers start", fence)
+    try:
+        await SiteHealthController(store, settings, fence).run()
+    except errors.FencedOut:
+        log.error("a controller write was fenced out (fence %d): no longer leader", fence)
+        raise
+
+
+async def run(settings: BrokerSettings) -> None:
+    api_auth.check_bind(settings.api.listen, settings.api.auth)
+    store = EtcdStore.from_settings(settings.etcd)
+    registry = Registry()
+    lease = ReplicaLease(store, REPLICA_LEASE_TTL)
+    revocations = Revocations(store, registry)
+    gateway = Gateway(store, settings, registry, lease, revocations)
+    grpc_server = gateway_server.build(settings, gateway)
+    authenticator = api_auth.from_settings(settings)
+    app = api_app.create_app(store, settings, replica=settings.name, auth=authenticator)
+    api_metrics = getattr(app.state, "metrics_registry", None)
+    if api_metrics is not None:
+        from broker.gateway import metrics as gateway_metrics
+
+        gateway_metrics.register(api_metrics, registry, gateway)
+    host, port = split_listen(settings.api.listen)
+    api = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    )
+    api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    campaign = Campaign(store, settings.name, settings.election)
+
+    await grpc_server.start()
+    log.info(
+        "replica %s: gateway on %s, API on %s", settings.name, settings.gateway.listen,
+        settings.api.listen,
+    )
+    roots: dict[str, Coroutine[Any, Any, None]] = {
+        "replica lease": lease.run(),
+        "revocations": revocations.run(),
+        "desired feed": DesiredFeed(store, registry).run(),
+        "election": campaign.run(),
+        "controllers": campaign.run_while_leading(
+            lambda fence: controllers(store, settings, fence)
+        ),
+        "api": api.serve(),
+    }
+    tasks = {asyncio.create_task(coro, name=name): name for name, coro in roots.items()}
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.create_task(stop.wait(), name="signal")
+    try:
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is stopper:
+                log.info("replica %s: stopping on signal", settings.name)
+            elif task.cancelled():
+                log.error("root task %r was cancelled: stopping", tasks[task])
+            elif task.exception() is not None:
+                log.error("root task %r failed: stopping", tasks[task], exc_info=task.exception())
+            else:
+                log.error("root task %r ended: stopping", tasks[task])
+    finally:
+        api.should_exit = True
+        for session in registry.all():
+            session.close("broker replica shutting down")
+        await grpc_server.stop(grace=1.0)
+        with contextlib.suppress(errors.BrokerError):
+            await campaign.resign()
+        for task in [*tasks, stopper]:
+            task.cancel()
+        await asyncio.gather(*tasks, stopper, return_exceptions=True)
+        await lease.revoke()
+        await store.close()
+        log.info("replica %s stopped", settings.name)

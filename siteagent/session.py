@@ -1,0 +1,232 @@
+"""The agent's one stream to the broker: connect, hello, heartbeat, resume.
+
+The agent dials out (edge sites sit behind NAT) over mutual TLS. A stream lives until
+either side ends it or no heartbeat ack arrives for ``missed_acks`` intervals; the agent
+then reconnects with jittered exponential backoff, moving to the next broker replica, and
+resumes: Hello carries the generations it has already converged, so the broker re-sends
+only what is newer (and a re-sent object is harmless anyway — invariant 4).
+
+Refusals for identity or version are permanent: the agent stops and says what to fix.
+An unknown site or an unavailable broker is retried after the delay the broker names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import meridian.v1 as wirever
+from meridian.v1 import agent_pb2 as pb
+from meridian.v1 import agent_pb2_grpc as pb_grpc
+
+from siteagent import errors, wire
+from siteagent.drivers.base import Driver
+from siteagent.reconciler import Reconciler
+from siteagent.settings import AgentSettings
+
+log = logging.getLogger(__name__)
+
+AGENT_VERSION = "0.1.0"
+PERMANENT = {pb.REFUSAL_IDENTITY, pb.REFUSAL_UNSUPPORTED_VERSION, pb.REFUSAL_MALFORMED}
+
+
+@dataclass
+class SessionStats:
+    """What the session has seen; read by tests and the fan-in benchmark."""
+
+    connects: int = 0
+    welcomed: int = 0
+    replica: str = ""
+    session_id: str = ""
+    acked: int = 0
+    lags_ms: list[float] = field(default_factory=list)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def channel_credentials(settings: AgentSettings) -> grpc.ChannelCredentials:
+    tls = settings.tls
+    try:
+        return grpc.ssl_channel_credentials(
+            root_certificates=Path(tls.ca_file).read_bytes(),
+            private_key=Path(tls.key_file).read_bytes(),
+            certificate_chain=Path(tls.cert_file).read_bytes(),
+        )
+    except OSError as exc:
+        raise errors.SettingsError([f"tls: cannot read {exc.filename}: {exc.strerror}"]) from exc
+
+
+class Session:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        driver: Driver,
+        reconciler: Reconciler,
+        *,
+        version: tuple[int, int] = (wirever.MAJOR, wirever.MINOR),
+        credentials: grpc.ChannelCredentials | None = None,
+        inventory_hook: Callable[[], Awaitable[pb.Inventory]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.driver = driver
+        self.reconciler = reconciler
+        self.version = version
+        self.stats = SessionStats()
+        self._credentials = credentials or channel_credentials(settings)
+        self._inventory_hook = inventory_hook
+        brokers = settings.session.brokers
+        # spread agents over replicas deterministically, then walk the list on failure
+        self._next = zlib.crc32(settings.site_id.encode()) % len(brokers)
+
+    async def run(self) -> None:
+        """Stay connected until cancelled; raises ``Refused`` on a permanent refusal."""
+        cfg = self.settings.session
+        failures = 0
+        while True:
+            broker = cfg.brokers[self._next % len(cfg.brokers)]
+            delay: float | None = None
+            try:
+                await self._stream(broker)
+                failures = 0
+            except errors.Refused as refused:
+                if refused.permanent:
+                    raise
+                delay = refused.retry_after
+                log.warning("%s refused the stream: %s", broker, refused)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("stream to %s ended: %s %s", broker, exc.code().name, exc.details())
+            except (TimeoutError, errors.StreamLost) as exc:
+                log.warning("stream to %s lost: %s", broker, exc or "timeout")
+            self.stats.connected.clear()
+            failures += 1
+            self._next += 1
+            if delay is None:
+                cap = min(cfg.backoff_max, cfg.backoff_initial * 2 ** min(failures, 16))
+                delay = random.uniform(cfg.backoff_initial / 2, cap)
+            await asyncio.sleep(delay)
+
+    async def _hello(self) -> pb.AgentMessage:
+        if self._inventory_hook is not None:
+            inventory = await self._inventory_hook()
+        else:
+            inventory = wire.inventory_to_wire(await self.driver.inventory())
+        return pb.AgentMessage(
+            hello=pb.Hello(
+                site_id=self.settings.site_id,
+                version=pb.ProtocolVersion(major=self.version[0], minor=self.version[1]),
+                agent_version=AGENT_VERSION,
+                inventory=inventory,
+                observed=self.reconciler.snapshot(),
+            )
+        )
+
+    async def _stream(self, broker: str) -> None:
+        cfg = self.settings.session
+        self.stats.connects += 1
+        options = [("grpc.keepalive_time_ms", 10_000), ("grpc.use_local_subchannel_pool", 1)]
+        async with grpc.aio.secure_channel(broker, self._credentials, options=options) as channel:
+            call = pb_grpc.AgentGatewayStub(channel).Connect()
+            await call.write(await self._hello())
+            first = await asyncio.wait_for(call.read(), cfg.connect_timeout)
+            welcome = self._welcome(first)
+            interval = max(welcome.heartbeat_interval_ms, 50) / 1000
+            self.stats.welcomed += 1
+            self.stats.replica = welcome.replica
+            self.stats.session_id = welcome.session_id
+            self.stats.connected.set()
+            log.info("connected to %s (replica %s, protocol %d.%d)", broker, welcome.replica,
+                     welcome.version.major, welcome.version.minor)
+            outbound: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
+            sent: dict[int, float] = {}
+            tasks = [
+                asyncio.create_task(self._write(call, outbound)),
+                asyncio.create_task(self._heartbeat(outbound, sent, interval)),
+                asyncio.create_task(self._forward_statuses(outbound)),
+                asyncio.create_task(self._read(call, sent)),
+            ]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+                raise errors.StreamLost("the broker ended the stream")
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _welcome(self, first: object) -> pb.Welcome:
+        if first is grpc.aio.EOF or not isinstance(first, pb.BrokerMessage):
+            raise errors.StreamLost("the broker closed the stream before Welcome")
+        body = first.WhichOneof("body")
+        if body == "refusal":
+            r = first.refusal
+            raise errors.Refused(
+                pb.RefusalCode.Name(r.code),
+                r.reason,
+                permanent=r.code in PERMANENT,
+                retry_after=r.retry_after_ms / 1000 if r.retry_after_ms else None,
+            )
+        if body != "welcome":
+            raise errors.StreamLost(f"expected Welcome, got {body}")
+        return first.welcome
+
+    @staticmethod
+    async def _write(
+        call: grpc.aio.StreamStreamCall[pb.AgentMessage, pb.BrokerMessage],
+        outbound: asyncio.Queue[pb.AgentMessage],
+    ) -> None:
+        while True:
+            await call.write(await outbound.get())
+
+    async def _heartbeat(
+        self, outbound: asyncio.Queue[pb.AgentMessage], sent: dict[int, float], interval: float
+    ) -> None:
+        seq = 0
+        while True:
+            seq += 1
+            usage = wire.usage_to_wire(await self.driver.usage())
+            sent[seq] = time.monotonic()
+            outbound.put_nowait(
+                pb.AgentMessage(
+                    heartbeat=pb.Heartbeat(seq=seq, sent_unix_ms=int(time.time() * 1000), usage=usage)
+                )
+            )
+            stale = [s for s in sent if s <= seq - self.settings.session.missed_acks]
+            if stale:
+                raise errors.StreamLost(f"no heartbeat ack for {len(stale)} intervals")
+            await asyncio.sleep(interval)
+
+    async def _forward_statuses(self, outbound: asyncio.Queue[pb.AgentMessage]) -> None:
+        async for status in self.reconciler.statuses():
+            outbound.put_nowait(pb.AgentMessage(status=wire.status_to_wire(status)))
+
+    async def _read(
+        self,
+        call: grpc.aio.StreamStreamCall[pb.AgentMessage, pb.BrokerMessage],
+        sent: dict[int, float],
+    ) -> None:
+        while True:
+            msg = await call.read()
+            if msg is grpc.aio.EOF or not isinstance(msg, pb.BrokerMessage):
+                return
+            body = msg.WhichOneof("body")
+            if body == "desired":
+                await self.reconciler.submit(wire.desired_from_wire(msg.desired))
+            elif body == "heartbeat_ack":
+                started = sent.pop(msg.heartbeat_ack.seq, None)
+                if started is not None:
+                    self.stats.acked += 1
+                    self.stats.lags_ms.append((time.monotonic() - started) * 1000)
+                    del self.stats.lags_ms[:-1000]
+            elif body == "refusal":
+                raise errors.Refused(
+                    pb.RefusalCode.Name(msg.refusal.code),
+                    msg.refusal.reason,
+                    permanent=msg.refusal.code in PERMANENT,
+                )

@@ -1,0 +1,145 @@
+"""The site agent's settings: frozen dataclasses from a TOML file and the environment.
+
+Validated in one place; ``SettingsError`` lists every problem with its dotted path.
+Environment overrides: ``MERIDIAN_AGENT_<SECTION>__<FIELD>`` (``MERIDIAN_AGENT_SITE_ID``
+for top-level fields). OpenStack credentials are NOT here: the openstack driver takes them
+from the site's own ``clouds.yaml`` / ``OS_*`` (invariant 6: they never leave the site).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+
+from siteagent import errors
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    ca_file: str = ""
+    """The Meridian CA; the broker's certificate must chain to it."""
+    cert_file: str = ""
+    """This site's client certificate (``meridian pki issue-site``)."""
+    key_file: str = ""
+    """Its private key (mode 0600)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    brokers: tuple[str, ...] = ("127.0.0.1:7443",)
+    """host:port of broker replicas; the agent moves to the next when one fails."""
+    connect_timeout: float = 5.0
+    """Seconds to establish a stream and receive Welcome."""
+    backoff_initial: float = 0.1
+    """First reconnect delay in seconds; doubled per failure, with full jitter."""
+    backoff_max: float = 5.0
+    """Longest reconnect delay in seconds."""
+    missed_acks: int = 3
+    """Heartbeat intervals without an ack before the stream is given up as dead."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimSettings:
+    config_file: str = ""
+    """YAML describing the simulated hosts; empty = generated from the fields below."""
+    hosts: int = 4
+    """Generated hosts (when no config_file)."""
+    cells: int = 2
+    """NUMA cells per generated host."""
+    seed: int = 0
+    """Seed of the generated site (the same seed gives the same site)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareSettings:
+    discover: bool = False
+    """Report this machine's own sysfs hardware as a host of the inventory."""
+    sysfs_root: str = "/"
+    """Where sysfs is mounted (a fixture tree in tests)."""
+    physnets: dict[str, str] = field(default_factory=dict)
+    """Network interface → physical network, for SR-IOV pools."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStackSettings:
+    cloud: str = ""
+    """Cloud name in the site's clouds.yaml (or OS_CLOUD); empty = OS_* variables."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    site_id: str = ""
+    """The site this agent speaks for; must match its certificate's URI SAN."""
+    driver: Literal["sim", "openstack"] = "sim"
+    """Which site driver converges desired state."""
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
+    sim: SimSettings = field(default_factory=SimSettings)
+    hardware: HardwareSettings = field(default_factory=HardwareSettings)
+    openstack: OpenStackSettings = field(default_factory=OpenStackSettings)
+
+
+ENV_PREFIX = "MERIDIAN_AGENT_"
+LISTS = {"brokers"}
+
+
+def from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        *sections, leaf = name[len(ENV_PREFIX) :].lower().split("__")
+        node = data
+        for part in sections:
+            node = node.setdefault(part, {})
+        node[leaf] = raw.split(",") if leaf in LISTS else raw
+    return data
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> AgentSettings:
+    """File, then environment, then explicit overrides; validated together."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise errors.SettingsError([f"{path}: cannot read: {exc.strerror}"]) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise errors.SettingsError([f"{path}: not valid TOML: {exc}"]) from exc
+    data = merge(merge(data, from_env(os.environ if env is None else env)), overrides or {})
+    problems: list[str] = []
+    try:
+        settings = pydantic.TypeAdapter(AgentSettings).validate_python(data, extra="forbid")
+    except pydantic.ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise errors.SettingsError(problems) from exc
+    if not settings.site_id:
+        problems.append("site_id: required (the site this agent speaks for)")
+    if not settings.session.brokers:
+        problems.append("session.brokers: at least one broker host:port")
+    for name in ("ca_file", "cert_file", "key_file"):
+        if not getattr(settings.tls, name):
+            problems.append(f"tls.{name}: required (issue with meridian pki issue-site)")
+    if problems:
+        raise errors.SettingsError(problems)
+    return settings

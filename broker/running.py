@@ -44,9 +44,11 @@ async def controllers(store: EtcdStore, settings: BrokerSettings, fence: int) ->
     log.info("leading with fence %d: controllers start", fence)
     try:
         await SiteHealthController(store, settings, fence).run()
-    except errors.FencedOut:
-        log.error("a controller write was fenced out (fence %d): no longer leader", fence)
-        raise
+    except errors.FencedOut as exc:
+        # Another replica leads: nothing of ours landed. The campaign notices the lost
+        # term on its own and cancels this coroutine; until then, decide nothing.
+        log.error("controllers stopped, %s", exc)
+        await asyncio.Event().wait()
 
 
 async def run(settings: BrokerSettings) -> None:

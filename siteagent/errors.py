@@ -15,7 +15,10 @@ SiteAgentError
 ├── InvalidSpec                (field: dotted path, problem; kind, name) a desired
 │                              object's spec is wrong; permanent until a new generation
 ├── SettingsError              (problems: every "dotted.path: what is wrong")
-└── HardwareError              (path) sysfs/procfs is missing, unreadable or malformed
+├── HardwareError              (path) sysfs/procfs is missing, unreadable or malformed
+└── WireError                  the stream to the broker failed
+    ├── StreamLost             (also Temporary) closed, timed out or out of order
+    └── Refused                (code, reason, permanent, retry_after) the broker refused
 """
 
 from __future__ import annotations
@@ -85,6 +88,31 @@ class HardwareError(SiteAgentError):
     def __init__(self, message: str, *, path: str = "") -> None:
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
+
+
+class WireError(SiteAgentError):
+    """The stream to the broker failed or the broker refused it."""
+
+
+class StreamLost(WireError, Temporary):
+    """The stream ended, timed out, or broke the protocol; reconnecting may succeed."""
+
+
+class Refused(WireError):
+    """The broker refused the stream with a ``RefusalCode`` (by name) and a reason.
+
+    ``permanent`` refusals (identity, unsupported version, unknown site) are not worth
+    retrying as is; the others may carry the broker's ``retry_after`` in seconds.
+    """
+
+    def __init__(
+        self, code: str, reason: str, *, permanent: bool, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"refused ({code}): {reason}")
+        self.code = code
+        self.reason = reason
+        self.permanent = permanent
+        self.retry_after = retry_after
 
 
 def retry_delay(exc: BaseException) -> float | None:

@@ -29,6 +29,7 @@ import httpx
 from broker import errors
 from broker.devfed import procs
 from broker.pki import authority
+from broker.pki.layout import Layout
 
 ETCD_BINARY = "etcd"
 SWARM_SIZE = 25  # agents per process when agents share processes
@@ -66,8 +67,8 @@ class Federation:
     # -- paths -------------------------------------------------------------------------
 
     @property
-    def pki(self) -> Path:
-        return self.state / "pki"
+    def pki(self) -> Layout:
+        return Layout(self.state / "pki")
 
     @property
     def token_file(self) -> Path:
@@ -96,11 +97,11 @@ class Federation:
     def prepare(self) -> None:
         """PKI, ports and the admin token; reuses whatever already exists."""
         self.state.mkdir(parents=True, exist_ok=True)
-        if not (self.pki / "ca.pem").exists():
-            authority.init(self.pki, trust_domain=self.trust_domain)
-        ca = authority.load(self.pki)
+        if not self.pki.metadata.exists():
+            authority.create(self.pki.root, self.trust_domain)
+        ca = authority.load(self.pki.root)
         for name in self.broker_names():
-            if not (self.pki / "brokers" / f"{name}.pem").exists():
+            if not self.pki.broker_cert(name).exists():
                 ca.issue_broker(name)
         if not self.token_file.exists():
             fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -113,9 +114,9 @@ class Federation:
                 self.ports.setdefault(f"{name}.{kind}", procs.free_port())
 
     def issue_sites(self, sites: list[str]) -> None:
-        ca = authority.load(self.pki)
+        ca = authority.load(self.pki.root)
         for site in sites:
-            if not (self.pki / "sites" / f"{site}.pem").exists():
+            if not self.pki.site_cert(site).exists():
                 ca.issue_site(site)
 
     # -- processes ---------------------------------------------------------------------
@@ -158,9 +159,9 @@ class Federation:
                 {
                     "etcd": {"endpoints": [self.etcd_endpoint]},
                     "tls": {
-                        "ca_file": str(self.pki / "ca.pem"),
-                        "cert_file": str(self.pki / "brokers" / f"{name}.pem"),
-                        "key_file": str(self.pki / "brokers" / f"{name}.key"),
+                        "ca_file": str(self.pki.ca_cert),
+                        "cert_file": str(self.pki.broker_cert(name)),
+                        "key_file": str(self.pki.broker_key(name)),
                         "trust_domain": self.trust_domain,
                     },
                     "gateway": {
@@ -206,9 +207,9 @@ class Federation:
             toml(
                 {
                     "tls": {
-                        "ca_file": str(self.pki / "ca.pem"),
-                        "cert_file": str(self.pki / "sites" / f"{site}.pem"),
-                        "key_file": str(self.pki / "sites" / f"{site}.key"),
+                        "ca_file": str(self.pki.ca_cert),
+                        "cert_file": str(self.pki.site_cert(site)),
+                        "key_file": str(self.pki.site_key(site)),
                     },
                     "session": {"brokers": self.gateway_addrs()},
                     "sim": {"hosts": 4, "cells": 2, "seed": sum(site.encode())},

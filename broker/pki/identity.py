@@ -112,9 +112,7 @@ def uris_of(cert: x509.Certificate) -> list[str]:
     return list(san.value.get_values_for_type(x509.UniformResourceIdentifier))
 
 
-def site_from_certificate(
-    pem_or_der: bytes | x509.Certificate, trust_domain: str
-) -> SiteId:
+def site_from_certificate(pem_or_der: bytes | x509.Certificate, trust_domain: str) -> SiteId:
     """The site id a client certificate speaks for, or ``IdentityRefused`` saying why not.
 
     The certificate must carry exactly one SPIFFE URI, and it must be
@@ -129,14 +127,13 @@ def site_from_certificate(
         raise errors.IdentityRefused(
             f"certificate {subject} has no SPIFFE URI SAN naming a site; {ISSUE_HINT}"
         )
-    ours = [(u, parse_spiffe(u)) for u in spiffe]
-    local = [(u, p) for u, p in ours if p is not None and p.trust_domain == trust_domain]
+    local = [u for u in spiffe if u[len(SCHEME) :].partition("/")[0] == trust_domain]
     if not local:
         raise errors.IdentityRefused(
             f"certificate {subject} belongs to another trust domain ({', '.join(spiffe)}), "
             f"not {trust_domain!r}; {ISSUE_HINT} from this federation's CA"
         )
-    sites = [(u, p) for u, p in local if p is not None and p.kind == SITE_PATH]
+    sites = [(u, p) for u in local if (p := parse_spiffe(u)) is not None and p.kind == SITE_PATH]
     if len(sites) > 1 or (sites and len(spiffe) > 1):
         raise errors.IdentityRefused(
             f"certificate {subject} names several identities ({', '.join(spiffe)}); "
@@ -148,7 +145,6 @@ def site_from_certificate(
             f"agents must present a site certificate; {ISSUE_HINT}"
         )
     uri, parsed = sites[0]
-    assert parsed is not None
     if not is_label(parsed.name):
         raise errors.IdentityRefused(
             f"certificate {subject} names an invalid site id in {uri} "
@@ -170,9 +166,7 @@ def not_valid_before(cert: x509.Certificate | bytes) -> datetime.datetime:
     return _certificate(cert).not_valid_before_utc
 
 
-def check_current(
-    cert: x509.Certificate | bytes, now: datetime.datetime | None = None
-) -> None:
+def check_current(cert: x509.Certificate | bytes, now: datetime.datetime | None = None) -> None:
     """Refuse a certificate that has expired or is not valid yet at ``now`` (default: now)."""
     cert = _certificate(cert)
     now = now or datetime.datetime.now(datetime.UTC)

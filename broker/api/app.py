@@ -1,0 +1,44 @@
+"""The northbound REST API of one broker replica: ``create_app`` builds it.
+
+Every replica serves the same API over the same etcd (invariant 2), so the app keeps no
+state of its own beyond caches: each request reads or writes the store, and an
+unreachable store is a 503 problem, never a stale answer. Errors of every kind leave
+through ``problems`` as application/problem+json.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from broker.api import problems, schemas
+from broker.api.auth import Authenticator
+from broker.api.deps import ApiState
+from broker.api.metrics import ApiMetrics, MetricsMiddleware
+from broker.api.routes import events, ops, pki, sites
+from broker.settings import BrokerSettings
+from broker.store.protocol import Store
+
+VERSION = "1"
+
+
+def create_app(
+    store: Store, settings: BrokerSettings, *, replica: str, auth: Authenticator
+) -> FastAPI:
+    """The API app for replica ``replica``, reading and writing ``store``.
+
+    ``app.state.metrics_registry`` is this app's Prometheus registry (served on
+    ``/metrics``); other parts of the replica may register their collectors on it.
+    """
+    app = FastAPI(
+        title="Meridian broker API",
+        version=VERSION,
+        description="Register sites, follow events and manage agent certificates.",
+    )
+    app.state.api = ApiState(store=store, settings=settings, replica=replica, auth=auth)
+    api_metrics = ApiMetrics()
+    app.state.metrics_registry = api_metrics.registry
+    app.add_middleware(MetricsMiddleware, metrics=api_metrics)
+    problems.install(app, schemas.allowed_fields())
+    for module in (sites, events, pki, ops):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,467 @@
+"""The real ``Store``: etcd v3 through the synchronous cslab-etcd3 client.
+
+Invariant 1 (etcd is the only state) rests on this module: every piece of broker state
+goes through it, under one root prefix (``EtcdSettings.root``), and nothing here caches.
+
+How it is built, and why:
+
+- The client is synchronous, so every call runs on a small dedicated thread pool
+  (``EtcdSettings.threads``) and the event loop never blocks. Every RPC carries the
+  settings timeout as its gRPC deadline, and the await is bounded too, so no call hangs.
+- ``MultiEndpointEtcd3Client`` with ``failover=True`` and ``time_retry=1``: a failed
+  endpoint is skipped for one second, then tried again (the client's default of 300 s
+  would strand a healthy cluster behind one timeout). Reads and lease calls are retried
+  once per endpoint within the call; writes are not (a write that timed out may have
+  landed, and only the caller knows whether repeating it is safe).
+- gRPC reconnect backoff is capped at one second so a restarted etcd is used again at
+  once instead of after the default exponential backoff (up to two minutes).
+- This is the one boundary where foreign exceptions become ``broker.errors``:
+  unreachable / timed out / no leader / compacted -> ``StoreUnavailable`` (with
+  ``retry_after``), unknown lease -> ``LeaseExpired``, a malformed request ->
+  ``InvalidInput``. Nothing from ``etcd3`` or ``grpc`` escapes.
+- Watches run on the client's watch thread; its callbacks are bridged into the loop with
+  ``call_soon_threadsafe`` onto an ``asyncio.Queue``. A broken watch stream ends the
+  iterator with ``StoreUnavailable``; closing the iterator cancels the etcd watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Any, TypeVar
+
+import etcd3
+import etcd3.events as etcd_events
+import etcd3.exceptions as etcd_exceptions
+import etcd3.utils as etcd_utils
+from etcd3 import etcdrpc
+
+from broker import errors
+from broker.settings import EtcdSettings
+from broker.store import protocol as p
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Channel options: fast reconnects after an etcd restart, and keepalive pings so a dead
+# peer behind a silent network is noticed by long-lived watch streams.
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+]
+_ENDPOINT_RETRY_SECONDS = 1
+
+_TARGETS = {
+    p.Target.VALUE: (etcdrpc.Compare.VALUE, "value"),
+    p.Target.CREATE: (etcdrpc.Compare.CREATE, "create_revision"),
+    p.Target.MOD: (etcdrpc.Compare.MOD, "mod_revision"),
+    p.Target.VERSION: (etcdrpc.Compare.VERSION, "version"),
+}
+_RESULTS = {
+    p.Op.EQUAL: etcdrpc.Compare.EQUAL,
+    p.Op.NOT_EQUAL: etcdrpc.Compare.NOT_EQUAL,
+    p.Op.LESS: etcdrpc.Compare.LESS,
+    p.Op.GREATER: etcdrpc.Compare.GREATER,
+}
+_UNAVAILABLE_ETCD3 = (
+    etcd_exceptions.ConnectionFailedError,
+    etcd_exceptions.ConnectionTimeoutError,
+    etcd_exceptions.InternalServerError,
+    etcd_exceptions.PreconditionFailedError,
+    etcd_exceptions.WatchTimedOut,
+)
+
+
+def _grpc_status(exc: BaseException | None) -> tuple[str, str] | None:
+    """(code name, details) of a grpc.RpcError, found on ``exc`` or what it wraps.
+
+    Duck-typed on purpose: only the gateway may import grpc (import-linter contract).
+    """
+    while exc is not None:
+        code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+        if callable(code) and callable(details):
+            try:
+                return str(getattr(code(), "name", code())), str(details() or "")
+            except Exception as odd:  # noqa: BLE001 - a half-built RpcError; keep looking
+                log.debug("unreadable gRPC status on %r: %s", exc, odd)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def translate(exc: BaseException, what: str) -> errors.BrokerError:
+    """The broker error for a foreign exception raised while doing ``what``."""
+    if isinstance(exc, errors.BrokerError):
+        return exc
+    status = _grpc_status(exc)
+    detail = f" ({status[0]}: {status[1]})" if status else ""
+    if isinstance(exc, etcd_exceptions.RevisionCompactedError):
+        return errors.StoreUnavailable(
+            f"{what}: revision compacted up to {exc.compacted_revision}; re-list",
+            retry_after=0.0,
+        )
+    if isinstance(exc, etcd_exceptions.NoServerAvailableError):
+        return errors.StoreUnavailable(
+            f"{what}: every etcd endpoint failed recently", retry_after=_ENDPOINT_RETRY_SECONDS
+        )
+    if isinstance(exc, TimeoutError):
+        return errors.StoreUnavailable(f"{what}: etcd timed out")
+    if isinstance(exc, _UNAVAILABLE_ETCD3):
+        return errors.StoreUnavailable(f"{what}: {exc}{detail}")
+    if status is not None:
+        code, details = status
+        if code == "NOT_FOUND" and "lease" in details:
+            return errors.LeaseExpired(f"{what}: {details}")
+        if code == "INVALID_ARGUMENT":
+            return errors.InvalidInput(what, details)
+        return errors.StoreUnavailable(f"{what}: etcd answered {code}: {details}")
+    return errors.StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _raw_txn(client: Any, request: Any) -> Any:
+    """``Txn`` returning the whole response (the client's helper drops the header)."""
+    try:
+        return client.kvstub.Txn(
+            request,
+            client.timeout,
+            credentials=client.call_credentials,
+            metadata=client.metadata,
+        )
+    except Exception as exc:
+        if _grpc_status(exc) is not None:
+            # lets the client mark the endpoint failed (failover) and map the code,
+            # exactly as its own decorated methods do
+            client._manage_grpc_errors(exc)
+        raise
+
+
+def _split_endpoint(endpoint: str) -> tuple[str, int]:
+    rest = endpoint.split("://", 1)[-1].rstrip("/")
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        raise errors.SettingsError([f"etcd.endpoints: {endpoint!r} is not host:port"])
+    return host.strip("[]"), int(port)
+
+
+def make_client(settings: EtcdSettings) -> Any:
+    """A failover client over every endpoint in ``settings`` (TLS when ``ca_file``)."""
+    if bool(settings.cert_file) != bool(settings.key_file):
+        raise errors.SettingsError(["etcd.cert_file, etcd.key_file: set both or neither"])
+    if settings.cert_file and not settings.ca_file:
+        raise errors.SettingsError(["etcd.ca_file: needed with a client certificate"])
+    if not settings.endpoints:
+        raise errors.SettingsError(["etcd.endpoints: at least one endpoint is needed"])
+    creds = None
+    if settings.ca_file:
+        try:
+            creds = etcd3.MultiEndpointEtcd3Client.get_secure_creds(
+                settings.ca_file, settings.key_file or None, settings.cert_file or None
+            )
+        except OSError as exc:
+            raise errors.SettingsError([f"etcd: cannot read {exc.filename}: {exc.strerror}"]) from exc
+    endpoints = [
+        etcd3.Endpoint(
+            host,
+            port,
+            secure=creds is not None,
+            creds=creds,
+            time_retry=_ENDPOINT_RETRY_SECONDS,
+            opts=_CHANNEL_OPTIONS,
+        )
+        for host, port in map(_split_endpoint, settings.endpoints)
+    ]
+    return etcd3.MultiEndpointEtcd3Client(
+        endpoints=endpoints, timeout=settings.timeout, failover=True
+    )
+
+
+class EtcdStore:
+    """``Store`` over etcd v3. Create with ``from_settings``; ``close`` when done."""
+
+    def __init__(self, client: Any, settings: EtcdSettings) -> None:
+        self._client = client
+        self._settings = settings
+        self._root = settings.root
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, settings.threads), thread_name_prefix="meridian-etcd"
+        )
+        self._closed = False
+        self._watch_tokens = itertools.count(1)
+        self._watches: set[int] = set()
+
+    @classmethod
+    def from_settings(cls, settings: EtcdSettings) -> EtcdStore:
+        return cls(make_client(settings), settings)
+
+    # -- introspection (tests, diagnostics) ---------------------------------------------
+
+    @property
+    def endpoint_in_use(self) -> str:
+        """host:port of the member the client currently talks to."""
+        return str(self._client.endpoint_in_use.netloc)
+
+    @property
+    def active_watches(self) -> int:
+        return len(self._watches)
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _key(self, key: str) -> bytes:
+        return (self._root + key).encode()
+
+    def _kv(self, kv: Any) -> p.KeyValue:
+        return p.KeyValue(
+            key=bytes(kv.key).decode()[len(self._root) :],
+            value=bytes(kv.value),
+            create_revision=int(kv.create_revision),
+            mod_revision=int(kv.mod_revision),
+            version=int(kv.version),
+            lease=int(kv.lease),
+        )
+
+    async def _call(self, what: str, fn: Callable[[], T], *, retry: bool = False) -> T:
+        """Run ``fn`` on the pool; translate what it raises; retry reads on failover."""
+        if self._closed:
+            raise errors.StoreUnavailable(f"{what}: the store is closed", retry_after=0.0)
+        loop = asyncio.get_running_loop()
+        attempts = len(self._settings.endpoints) if retry else 1
+        for attempt in range(attempts):
+            try:
+                future = loop.run_in_executor(self._pool, fn)
+                # the RPC has its own deadline; this bound only guards a stuck thread
+                return await asyncio.wait_for(future, self._settings.timeout + 1.0)
+            except RuntimeError as exc:
+                if self._closed:  # the pool was shut down under us
+                    raise errors.StoreUnavailable(f"{what}: the store is closed") from exc
+                raise translate(exc, what) from exc
+            except Exception as exc:
+                error = translate(exc, what)
+                last = attempt == attempts - 1
+                if last or not isinstance(error, errors.StoreUnavailable):
+                    if error is exc:
+                        raise
+                    raise error from exc
+                log.info("%s failed on one endpoint, trying another: %s", what, error)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- keys ---------------------------------------------------------------------------
+
+    async def get(self, key: str) -> p.KeyValue | None:
+        response = await self._call(
+            f"get {key}", lambda: self._client.get_response(self._key(key)), retry=True
+        )
+        return self._kv(response.kvs[0]) if response.kvs else None
+
+    async def get_prefix(self, prefix: str) -> tuple[list[p.KeyValue], int]:
+        response = await self._call(
+            f"get prefix {prefix}",
+            lambda: self._client.get_prefix_response(self._key(prefix)),
+            retry=True,
+        )
+        kvs = sorted((self._kv(kv) for kv in response.kvs), key=lambda kv: kv.key)
+        return kvs, int(response.header.revision)
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        response = await self._call(
+            f"put {key}", lambda: self._client.put(self._key(key), value, lease=lease)
+        )
+        return int(response.header.revision)
+
+    async def delete(self, key: str, *, prefix: bool = False) -> int:
+        if prefix:
+            response = await self._call(
+                f"delete prefix {key}", lambda: self._client.delete_prefix(self._key(key))
+            )
+        else:
+            response = await self._call(
+                f"delete {key}",
+                lambda: self._client.delete(self._key(key), return_response=True),
+            )
+        return int(response.deleted)
+
+    # -- transactions -------------------------------------------------------------------
+
+    def _compare(self, compare: p.Compare) -> Any:
+        target, field = _TARGETS[compare.target]
+        message = etcdrpc.Compare(
+            key=self._key(compare.key), target=target, result=_RESULTS[compare.op]
+        )
+        if compare.target is p.Target.VALUE:
+            if not isinstance(compare.value, bytes):
+                raise TypeError(f"compare on VALUE of {compare.key} needs bytes")
+        elif isinstance(compare.value, bytes) or not isinstance(compare.value, int):
+            raise TypeError(f"compare on {compare.target.name} of {compare.key} needs an int")
+        setattr(message, field, compare.value)
+        return message
+
+    def _request(self, op: p.TxnOp) -> Any:
+        key = self._key(op.key)
+        if isinstance(op, p.Put):
+            put = etcdrpc.PutRequest(key=key, value=op.value, lease=op.lease)
+            return etcdrpc.RequestOp(request_put=put)
+        range_end = etcd_utils.prefix_range_end(key) if op.prefix else b""
+        if isinstance(op, p.Delete):
+            delete = etcdrpc.DeleteRangeRequest(key=key, range_end=range_end)
+            return etcdrpc.RequestOp(request_delete_range=delete)
+        get = etcdrpc.RangeRequest(key=key, range_end=range_end)
+        return etcdrpc.RequestOp(request_range=get)
+
+    async def txn(
+        self,
+        compares: Sequence[p.Compare],
+        success: Sequence[p.TxnOp],
+        failure: Sequence[p.TxnOp] = (),
+    ) -> p.TxnResult:
+        request = etcdrpc.TxnRequest(
+            compare=[self._compare(c) for c in compares],
+            success=[self._request(op) for op in success],
+            failure=[self._request(op) for op in failure],
+        )
+        response = await self._call("txn", lambda: _raw_txn(self._client, request))
+        results: list[tuple[p.KeyValue, ...]] = []
+        for op_response in response.responses:
+            if op_response.WhichOneof("response") == "response_range":
+                kvs = (self._kv(kv) for kv in op_response.response_range.kvs)
+                results.append(tuple(sorted(kvs, key=lambda kv: kv.key)))
+            else:
+                results.append(())
+        return p.TxnResult(
+            succeeded=bool(response.succeeded),
+            revision=int(response.header.revision),
+            responses=tuple(results),
+        )
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def grant_lease(self, ttl: int) -> p.Lease:
+        lease = await self._call("grant lease", lambda: self._client.lease(ttl), retry=True)
+        return p.Lease(id=int(lease.id), ttl=int(lease.ttl))
+
+    async def refresh_lease(self, lease_id: int) -> int:
+        # refresh_lease() is a generator in this client: drain it on the pool thread
+        responses = await self._call(
+            f"refresh lease {lease_id:x}",
+            lambda: list(self._client.refresh_lease(lease_id)),
+            retry=True,
+        )
+        ttl = int(responses[0].TTL) if responses else 0
+        if ttl <= 0:
+            raise errors.LeaseExpired(f"lease {lease_id:x} is gone (expired or revoked)")
+        return ttl
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        """Revoke the lease (deleting its keys); a lease already gone is not an error."""
+        try:
+            await self._call(
+                f"revoke lease {lease_id:x}",
+                lambda: self._client.revoke_lease(lease_id),
+                retry=True,
+            )
+        except errors.LeaseExpired:
+            pass
+
+    # -- watches ------------------------------------------------------------------------
+
+    def _events(self, response: Any) -> list[p.WatchEvent]:
+        events = []
+        for event in response.events:
+            deleted = isinstance(event, etcd_events.DeleteEvent)
+            events.append(
+                p.WatchEvent(
+                    type=p.EventType.DELETE if deleted else p.EventType.PUT,
+                    key=bytes(event.key).decode()[len(self._root) :],
+                    value=b"" if deleted else bytes(event.value),
+                    mod_revision=int(event.mod_revision),
+                    create_revision=0 if deleted else int(event.create_revision),
+                )
+            )
+        return events
+
+    async def watch_prefix(
+        self, prefix: str, *, start_revision: int | None = None
+    ) -> AsyncGenerator[p.WatchEvent, None]:
+        """Events under ``prefix``; see ``Store.watch_prefix``.
+
+        The etcd watch is created when iteration starts (the first ``__anext__``), so
+        "from now" means from then; pass ``start_revision`` (a read's revision + 1) to
+        miss nothing.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[p.WatchEvent] | _Broken] = asyncio.Queue()
+        open_ = [True]
+
+        def deliver(item: list[p.WatchEvent] | _Broken) -> None:
+            if not open_[0]:
+                return
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                open_[0] = False
+
+        def on_response(response: Any) -> None:  # runs on the client's watch thread
+            if response is None or isinstance(response, BaseException):
+                deliver(_Broken(response))
+            else:
+                deliver(self._events(response))
+
+        key = self._key(prefix)
+        watch_id = await self._call(
+            f"watch {prefix}",
+            lambda: self._client.add_watch_prefix_callback(
+                key, on_response, start_revision=start_revision
+            ),
+        )
+        token = next(self._watch_tokens)
+        self._watches.add(token)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _Broken):
+                    error = translate(item.error or ConnectionError("stream closed"), "watch")
+                    raise errors.StoreUnavailable(
+                        f"watch {prefix} broke: {error}", retry_after=0.1
+                    ) from item.error
+                for event in item:
+                    yield event
+        finally:
+            open_[0] = False
+            self._watches.discard(token)
+            self._cancel_watch(watch_id)
+
+    def _cancel_watch(self, watch_id: Any) -> None:
+        def cancel() -> None:
+            try:
+                self._client.cancel_watch(watch_id)
+            except Exception as exc:  # noqa: BLE001 - the stream is gone anyway
+                log.debug("cancelling watch %s: %s", watch_id, exc)
+
+        try:
+            self._pool.submit(cancel)
+        except RuntimeError:  # pool shut down: close() ended every watch already
+            pass
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, self._client.close)
+        except Exception as exc:  # noqa: BLE001 - closing is best effort
+            log.debug("closing the etcd client: %s", exc)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Broken:
+    """A watch stream ended: ``error`` is what ended it (None: closed by the server)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error

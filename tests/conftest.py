@@ -1,0 +1,65 @@
+"""Fixtures shared by every test tier: real etcd, and the two Store implementations.
+
+``etcd_server`` is one real etcd member for the whole session; ``etcd_store`` gives each
+test its own root prefix on it, so tests never see each other's keys. ``store`` runs a
+test against both the in-memory fake and etcd (the Store contract). Tests that touch
+etcd carry ``pytest.mark.etcd`` (added here too, for tests that use the fixtures).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from tests.support import etcd as etcd_support
+
+from broker.store.etcd import EtcdStore
+from broker.store.memory import MemoryStore
+from broker.store.protocol import Store
+
+ETCD_FIXTURES = {"etcd_server", "etcd_store"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if ETCD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.etcd)
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[etcd_support.Cluster]:
+    """One real etcd member on a free loopback port, for the whole session."""
+    try:
+        cluster = etcd_support.start_single()
+    except etcd_support.EtcdNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture
+def etcd_root() -> str:
+    """A root prefix no other test uses."""
+    return f"/meridian-test/{uuid.uuid4().hex[:12]}/"
+
+
+@pytest.fixture
+async def etcd_store(etcd_server: etcd_support.Cluster, etcd_root: str) -> AsyncIterator[EtcdStore]:
+    store = EtcdStore.from_settings(etcd_server.settings(root=etcd_root))
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def memory_store() -> AsyncIterator[MemoryStore]:
+    store = MemoryStore()
+    yield store
+    await store.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("etcd", marks=pytest.mark.etcd)])
+def store(request: pytest.FixtureRequest) -> Store:
+    """The Store contract runs against the fake and against real etcd."""
+    found: Store = request.getfixturevalue(f"{request.param}_store")
+    return found

@@ -1,0 +1,1 @@
+"""Helpers that start the real components tests need (etcd, ...); not tests themselves."""

@@ -144,11 +144,12 @@ class Session:
                      welcome.version.major, welcome.version.minor)
             outbound: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
             sent: dict[int, float] = {}
+            self.reconciler.replay()  # statuses sent on a broken stream may be lost
             tasks = [
                 asyncio.create_task(self._write(call, outbound)),
                 asyncio.create_task(self._heartbeat(outbound, sent, interval)),
                 asyncio.create_task(self._forward_statuses(outbound)),
-                asyncio.create_task(self._read(call, sent)),
+                asyncio.create_task(self._read(call, sent, outbound)),
             ]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -210,6 +211,7 @@ class Session:
         self,
         call: grpc.aio.StreamStreamCall[pb.AgentMessage, pb.BrokerMessage],
         sent: dict[int, float],
+        outbound: asyncio.Queue[pb.AgentMessage],
     ) -> None:
         while True:
             msg = await call.read()
@@ -217,7 +219,12 @@ class Session:
                 return
             body = msg.WhichOneof("body")
             if body == "desired":
-                await self.reconciler.submit(wire.desired_from_wire(msg.desired))
+                try:
+                    obj = wire.desired_from_wire(msg.desired)
+                except errors.InvalidSpec as exc:
+                    outbound.put_nowait(wire.invalid_status(msg.desired, str(exc)))
+                    continue
+                await self.reconciler.submit(obj)
             elif body == "heartbeat_ack":
                 started = sent.pop(msg.heartbeat_ack.seq, None)
                 if started is not None:

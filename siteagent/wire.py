@@ -90,3 +90,17 @@ def status_to_wire(st: models.ObjectStatus) -> pb.ObjectStatus:
         temporary=st.temporary,
         outputs=dict(st.outputs),
     )
+
+
+def invalid_status(msg: pb.DesiredObject, problem: str) -> pb.AgentMessage:
+    """A permanent FAILED status for a desired object the agent could not even read."""
+    return pb.AgentMessage(
+        status=pb.ObjectStatus(
+            kind=msg.kind,
+            name=msg.name,
+            observed_generation=msg.generation,
+            state=pb.OBJECT_STATE_FAILED,
+            message=problem,
+            temporary=False,
+        )
+    )

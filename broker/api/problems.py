@@ -122,12 +122,23 @@ def dotted(loc: Sequence[Any]) -> str:
     return ".".join(str(p) for p in parts) or "body"
 
 
+def _field(err: dict[str, Any]) -> str:
+    if err.get("type") == "json_invalid":
+        return "body"
+    return dotted(err.get("loc", ()))
+
+
 def _message(err: dict[str, Any], allowed: Sequence[str]) -> str:
-    if err.get("type") == "extra_forbidden":
+    kind = err.get("type")
+    if kind == "extra_forbidden":
         hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
         return f"unknown field{hint}"
-    if err.get("type") == "json_invalid":
-        return "the body is not valid JSON"
+    if kind == "json_invalid":
+        loc = list(err.get("loc", ()))
+        where = f" (at character {loc[-1]})" if len(loc) > 1 else ""
+        return f"the body is not valid JSON{where}"
+    if kind == "missing" and list(err.get("loc", ())) == ["body"]:
+        return "a JSON body is required"
     return str(err.get("msg", "invalid"))
 
 
@@ -136,7 +147,7 @@ def from_validation(
 ) -> JSONResponse:
     """FastAPI's 422, as problem+json: the first bad field in ``field``, all in ``errors``."""
     found = [
-        {"field": dotted(e["loc"]), "problem": _message(e, _allowed_for(e, allowed or {}))}
+        {"field": _field(e), "problem": _message(e, _allowed_for(e, allowed or {}))}
         for e in exc.errors()
     ]
     if not found:
@@ -176,14 +187,17 @@ def install(
         assert isinstance(exc, RequestValidationError)
         return from_validation(exc, allowed.get(request.url.path))
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+        detail = str(exc.detail)
+        if exc.status_code in (404, 405):
+            detail = f"no route for {request.method} {request.url.path}: see /docs"
         return problem(
             exc.status_code,
             slug,
             slug.replace("-", " ").capitalize(),
-            str(exc.detail),
+            detail,
             headers=dict(exc.headers or {}),
         )
 

@@ -23,8 +23,8 @@ def dns_label(value: str, what: str = "") -> str:
         raise PydanticCustomError(
             "dns_label",
             "{what}must be a lowercase DNS label: 1-63 of a-z, 0-9 and '-', starting and "
-            "ending with a letter or digit (got {value!r})",
-            {"what": what, "value": value},
+            "ending with a letter or digit (got {value})",
+            {"what": what, "value": repr(value)},
         )
     return value
 
@@ -38,13 +38,13 @@ def _string_map(value: dict[str, str], what: str) -> dict[str, str]:
         if not LABEL_KEY.fullmatch(key):
             raise PydanticCustomError(
                 "label_key",
-                "key {key!r} must be 1-63 of A-Z, a-z, 0-9, '.', '_', '/', '-', starting "
+                "key {key} must be 1-63 of A-Z, a-z, 0-9, '.', '_', '/', '-', starting "
                 "and ending with a letter or digit",
-                {"key": key},
+                {"key": repr(key)},
             )
         if len(item) > 255:
             raise PydanticCustomError(
-                "label_value", "the value of {key!r} is longer than 255", {"key": key}
+                "label_value", "the value of {key} is longer than 255", {"key": repr(key)}
             )
     return value
 
@@ -95,8 +95,8 @@ class RevocationIn(Closed):
             raise PydanticCustomError(
                 "serial",
                 "must be a positive certificate serial in hex of at most 20 bytes, like "
-                "'4f1a9c' or '4F:1A:9C' (got {value!r})",
-                {"value": value},
+                "'4f1a9c' or '4F:1A:9C' (got {value})",
+                {"value": repr(value)},
             )
         return f"{int(compact, 16):x}"
 

@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -287,7 +288,11 @@ class Federation:
         return fed
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        self.running[name].signal(sig)
+        """Send ``sig``; after SIGKILL, wait until the process is gone (and reaped)."""
+        proc = self.running[name]
+        proc.signal(sig)
+        if sig == signal.SIGKILL and proc.popen is not None:
+            proc.popen.wait(timeout=10)
 
     def down(self) -> None:
         """Stop agents, then brokers, then etcd."""
@@ -295,6 +300,25 @@ class Federation:
         for name in order:
             self.running[name].stop()
         self.running.clear()
+
+    def api_get(self, path: str, *, broker: str | None = None, timeout: float = 3.0) -> Any:
+        """GET ``path`` from ``broker``, or from the first live replica that answers 200."""
+        names = [broker] if broker else self.broker_names()
+        headers = {"Authorization": f"Bearer {self.token}"}
+        last = "no replica is running"
+        for name in names:
+            proc = self.running.get(name)
+            if proc is None or not proc.alive():
+                continue
+            try:
+                resp = httpx.get(self.api_url(name) + path, headers=headers, timeout=timeout)
+            except httpx.HTTPError as exc:
+                last = f"{name}: {exc}"
+                continue
+            if resp.status_code == 200:
+                return resp.json()
+            last = f"{name}: {resp.status_code} {resp.text}"
+        raise errors.BrokerError(f"GET {path} failed: {last}")
 
     def wait_all_up(self, sites: list[str], timeout: float) -> dict[str, str]:
         """Poll the API until every site is UP; returns the last states seen."""

@@ -1,0 +1,210 @@
+"""One-time steps that fill a site's databases and catalogs, each guarded by a stamp.
+
+A stamp file under ``siteN/stamps/`` marks a step done; the data it made lives in the
+same state directory (MariaDB data dir, Glance stores), so stamps and data go together.
+Steps are idempotent anyway: re-running one after a crash does no harm.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from . import configs, procs, rest
+from .layout import Layout, Site
+from .procs import StartError
+
+DATABASES = ("keystone", "glance", "placement", "neutron", "nova_api", "nova_cell0",
+             "nova_cell1")
+
+
+def stamp(site: Site, step: str) -> Path:
+    return site.dir / "stamps" / step
+
+
+def done(site: Site, step: str, max_age: float | None = None) -> bool:
+    path = stamp(site, step)
+    if not path.exists():
+        return False
+    return max_age is None or time.time() - path.stat().st_mtime < max_age
+
+
+def mark(site: Site, step: str) -> None:
+    path = stamp(site, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(time.strftime("%F %T\n"))
+
+
+def run(lay: Layout, log: Path, argv: list[str], ok_codes: tuple[int, ...] = (0,),
+        timeout: float = 300) -> None:
+    """Runs one venv command, appending to ``log``; StartError with its tail on failure."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        out.write(f"\n===== {time.strftime('%F %T')}: {' '.join(argv)}\n".encode())
+        out.flush()
+        try:
+            res = subprocess.run([lay.bin(argv[0]), *argv[1:]], stdout=out,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise StartError(f"{argv[0]} {argv[1:3]} timed out after {timeout:.0f}s", log)
+    if res.returncode not in ok_codes:
+        raise StartError(f"{' '.join(argv[:4])} ... exited {res.returncode}", log)
+
+
+def database_names(site: Site) -> list[str]:
+    return [site.db(d) for d in DATABASES]
+
+
+def db_steps(lay: Layout, site: Site) -> dict[str, "callable"]:
+    """The schema steps still to do for ``site``, by name; independent of each other."""
+    steps = {"db-keystone": _keystone_db, "db-glance": _glance_db,
+             "db-placement": _placement_db, "db-neutron": _neutron_db, "db-nova": _nova_db}
+    return {name: (lambda f=f: (f(lay, site), mark(site, name)))
+            for name, f in steps.items() if not done(site, name)}
+
+
+def _log(lay: Layout, site: Site, what: str) -> Path:
+    return lay.log_dir / f"{site.name}-{what}.log"
+
+
+def _keystone_db(lay: Layout, site: Site) -> None:
+    conf = f"--config-file={configs.etc(site, 'keystone') / 'keystone.conf'}"
+    log = _log(lay, site, "keystone-manage")
+    run(lay, log, ["keystone-manage", conf, "db_sync"])
+    for what in ("fernet_setup", "credential_setup"):
+        run(lay, log, ["keystone-manage", conf, what, "--keystone-user", "root",
+                       "--keystone-group", "root"])
+    run(lay, log, [
+        "keystone-manage", conf, "bootstrap", "--bootstrap-password", lay.secrets["admin"],
+        "--bootstrap-region-id", site.region,
+        "--bootstrap-admin-url", site.url("keystone"),
+        "--bootstrap-internal-url", site.url("keystone"),
+        "--bootstrap-public-url", site.url("keystone")])
+
+
+def _glance_db(lay: Layout, site: Site) -> None:
+    conf = f"--config-file={configs.etc(site, 'glance') / 'glance-api.conf'}"
+    run(lay, _log(lay, site, "glance-manage"), ["glance-manage", conf, "db", "sync"])
+
+
+def _placement_db(lay: Layout, site: Site) -> None:
+    conf = f"--config-file={configs.etc(site, 'placement') / 'placement.conf'}"
+    run(lay, _log(lay, site, "placement-manage"), ["placement-manage", conf, "db", "sync"])
+
+
+def _neutron_db(lay: Layout, site: Site) -> None:
+    d = configs.etc(site, "neutron")
+    # "heads" migrates neutron and the installed subprojects (vpnaas, bgpvpn)
+    run(lay, _log(lay, site, "neutron-db-manage"), [
+        "neutron-db-manage", f"--config-file={d / 'neutron.conf'}",
+        f"--config-file={d / 'ml2_conf.ini'}", "upgrade", "heads"])
+
+
+def _nova_db(lay: Layout, site: Site) -> None:
+    conf = f"--config-file={configs.etc(site, 'nova') / 'nova.conf'}"
+    log = _log(lay, site, "nova-manage")
+    run(lay, log, ["nova-manage", conf, "api_db", "sync"])
+    run(lay, log, ["nova-manage", conf, "cell_v2", "map_cell0", "--database_connection",
+                   lay.db_url(site.db("nova_cell0"))])
+    run(lay, log, ["nova-manage", conf, "db", "sync"])
+    # exit 2: a cell with this database already exists
+    run(lay, log, ["nova-manage", conf, "cell_v2", "create_cell", "--name", "cell1"],
+        ok_codes=(0, 2))
+
+
+def admin_session(lay: Layout, site: Site) -> rest.Session:
+    return rest.Session(site.url("keystone"), "admin", lay.secrets["admin"], "admin")
+
+
+# (service name, type, API name) registered in each site's catalog
+CATALOG = (("glance", "image", "glance"), ("placement", "placement", "placement"),
+           ("neutron", "network", "neutron"), ("nova", "compute", "nova"))
+TEST_USERS = {"meridian-admin": ("meridian", ("admin", "member")),
+              "meridian-member": ("meridian-tenant", ("member",))}
+
+
+def identity(lay: Layout, site: Site) -> None:
+    """Service users, catalog, and the test projects and users, in the site's Keystone."""
+    s = admin_session(lay, site)
+    ks = site.url("keystone")
+    roles = {n: s.find_or_create(f"{ks}/roles", "role", {"name": n})["id"]
+             for n in ("admin", "member", "reader", "service")}
+    projects = {n: s.find_or_create(f"{ks}/projects", "project",
+                                    {"name": n, "domain_id": "default"})["id"]
+                for n in ("service", "meridian", "meridian-tenant")}
+
+    def user(name: str, password: str) -> str:
+        return s.find_or_create(f"{ks}/users", "user", {"name": name, "domain_id": "default"},
+                                {"password": password})["id"]
+
+    def grant(uid: str, project: str, role: str) -> None:
+        s.call("PUT", f"{ks}/projects/{projects[project]}/users/{uid}/roles/{roles[role]}")
+
+    for svc, stype, api in CATALOG:
+        uid = user(svc, lay.secrets["service"])
+        grant(uid, "service", "admin")
+        grant(uid, "service", "service")
+        sid = s.find_or_create(f"{ks}/services", "service", {"name": svc, "type": stype},
+                               query=f"?type={stype}")["id"]
+        for iface in ("public", "internal"):
+            s.find_or_create(f"{ks}/endpoints", "endpoint",
+                             {"service_id": sid, "interface": iface, "region_id": site.region,
+                              "url": site.url(api)},
+                             query=f"?service_id={sid}&interface={iface}")
+    for name, (project, user_roles) in TEST_USERS.items():
+        uid = user(name, lay.secrets["user"])
+        for role in user_roles:
+            grant(uid, project, role)
+    # the test admin also administers the tenant project
+    grant(user("meridian-admin", lay.secrets["user"]), "meridian-tenant", "admin")
+
+
+def report_agents(lay: Layout, site: Site) -> None:
+    """Registers an "Open vSwitch agent" per compute host through neutron's RPC, so
+    ports bind; also proves neutron-rpc-server consumes its queue."""
+    d = configs.etc(site, "neutron")
+    hosts = [site.host(c) for c in configs.COMPUTES]
+    tool = Path(__file__).resolve().parent.parent / "venvtools" / "ovs_agents.py"
+    log = _log(lay, site, "ovs-agents")
+    with open(log, "ab") as out:
+        res = subprocess.run([lay.bin("python"), str(tool), f"--config-file={d / 'neutron.conf'}",
+                              f"--config-file={d / 'ml2_conf.ini'}", *hosts],
+                             stdout=out, stderr=subprocess.STDOUT, timeout=180,
+                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if res.returncode != 0:
+        rpc_log = lay.log_dir / f"{site.name}-neutron-rpc-server.log"
+        raise StartError(f"{site.name}: registering OVS agents failed; last lines of "
+                         f"{rpc_log}:\n{procs.tail(rpc_log, 15)}", log)
+
+
+def wait_computes(lay: Layout, site: Site, timeout: float = 120) -> None:
+    """Waits until both nova-computes, the conductor and the scheduler report "up"."""
+    s = admin_session(lay, site)
+    want = {("nova-compute", site.host(c)) for c in configs.COMPUTES}
+    want |= {("nova-conductor", site.host("ctl")), ("nova-scheduler", site.host("ctl"))}
+    deadline = time.monotonic() + timeout
+    while True:
+        svcs = s.call("GET", f"{site.url('nova')}/os-services")["services"]
+        up = {(v["binary"], v["host"]) for v in svcs if v["state"] == "up"}
+        nodes = s.call("GET", f"{site.url('nova')}/os-hypervisors")["hypervisors"]
+        names = {n["hypervisor_hostname"] for n in nodes}
+        missing = want - up
+        if not missing and all(site.host(c) in names for c in configs.COMPUTES):
+            return
+        if time.monotonic() > deadline:
+            binary, host = sorted(missing or want)[0]
+            role = host.split("-", 1)[1]
+            name = binary if role == "ctl" else f"nova-{role}"
+            raise StartError(f"{site.name}: {binary} on {host} not up after {timeout:.0f}s "
+                             f"(nodes: {sorted(names)})",
+                             lay.log_dir / f"{site.name}-{name}.log")
+        time.sleep(1)
+
+
+def discover_hosts(lay: Layout, site: Site) -> None:
+    conf = f"--config-file={configs.etc(site, 'nova') / 'nova.conf'}"
+    run(lay, _log(lay, site, "nova-manage"),
+        ["nova-manage", conf, "cell_v2", "discover_hosts", "--verbose"])

@@ -1,0 +1,135 @@
+"""``minicloud up``: brings a minicloud to "all K sites running", doing only what is missing.
+
+Phases (each waits for health before the next; independent work runs in parallel):
+install -> MariaDB + RabbitMQ -> configs + databases -> schema syncs -> keystone ->
+identity -> other APIs, neutron-rpc-server, nova conductor/scheduler -> nova-computes ->
+OVS agent reports -> computes up + cell host discovery -> test resources -> clouds.yaml.
+With everything already running and unchanged, each phase is a no-op.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+from . import bootstrap, clouds, configs, infra, install, procs, resources, services
+from .layout import Layout, Site
+
+AGENT_REPORT_MAX_AGE = 12 * 3600  # agent_down_time is a day: re-report twice as often
+
+
+class Progress:
+    """Prints one line per step, with the time since ``up`` began."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.t0 = time.monotonic()
+        self.quiet = quiet
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"[minicloud {time.monotonic() - self.t0:6.1f}s] {message}", flush=True)
+
+
+def parallel(tasks: list[Callable[[], object]], workers: int = 4) -> None:
+    """Runs tasks in threads; re-raises the first failure as soon as it happens."""
+    if not tasks:
+        return
+    pool = ThreadPoolExecutor(max_workers=workers)
+    futures = [pool.submit(t) for t in tasks]
+    finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    for f in finished:
+        if f.exception() is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise f.exception()
+    pool.shutdown()
+
+
+def start_and_wait(svcs: list[procs.Service], say: Progress) -> list[procs.Service]:
+    """Ensures each service runs (same fingerprint); waits for those (re)started."""
+    started = [s for s in svcs if procs.ensure(s)]
+    parallel([lambda s=s: procs.wait_healthy(s) for s in started], workers=len(started) or 1)
+    if started:
+        say("started " + ", ".join(s.name for s in started))
+    return started
+
+
+def infrastructure(lay: Layout, say: Progress) -> None:
+    infra.write_mariadb_config(lay)
+    infra.init_mariadb(lay)
+    infra.write_rabbit_config(lay)
+    mariadb, epmd, rabbit = (infra.mariadb_service(lay), infra.epmd_service(lay),
+                             infra.rabbit_service(lay))
+    started = [s for s in (mariadb, epmd) if procs.ensure(s)]
+    if epmd in started:
+        procs.wait_healthy(epmd)  # RabbitMQ must find our epmd, not start its own
+    if procs.ensure(rabbit):
+        started.append(rabbit)
+    parallel([lambda s=s: procs.wait_healthy(s) for s in started if s is not epmd])
+    if started:
+        say("started " + ", ".join(s.name for s in started))
+
+
+def stop_extra_sites(lay: Layout, say: Progress) -> None:
+    for pid_file in sorted(lay.run_dir.glob("site*-*.pid")):
+        index = int(pid_file.name[4:].split("-", 1)[0])
+        if index > lay.sites_count and procs.stop(pid_file):
+            say(f"stopped {pid_file.stem} (site beyond --sites {lay.sites_count})")
+
+
+def up(lay: Layout, say: Progress) -> None:
+    install.debian_packages(say)
+    install.services_venv(lay.venv, say)
+    lay.run_dir.mkdir(parents=True, exist_ok=True)
+    lay.save()
+    infrastructure(lay, say)
+    stop_extra_sites(lay, say)
+    sites = lay.sites()
+    files = {s.name: configs.all_for(lay, s) for s in sites}
+    infra.create_databases(lay, [n for s in sites for n in bootstrap.database_names(s)])
+
+    steps = [f for s in sites for f in bootstrap.db_steps(lay, s).values()]
+    if steps:
+        say(f"creating schemas ({len(steps)} sync jobs)")
+        parallel(steps, workers=3)
+        say("schemas done")
+
+    start_and_wait([services.keystone(lay, s, files[s.name]) for s in sites], say)
+    todo = [s for s in sites if not bootstrap.done(s, "identity")]
+    parallel([lambda s=s: (bootstrap.identity(lay, s), bootstrap.mark(s, "identity"))
+              for s in todo])
+    if todo:
+        say("identity: service users, catalog, meridian projects and users")
+
+    control = [svc for s in sites for svc in services.control(lay, s, files[s.name])]
+    started = start_and_wait(control, say)
+    computes = [svc for s in sites for svc in services.computes(lay, s, files[s.name])]
+    started += start_and_wait(computes, say)
+    restarted = {svc.name for svc in started}
+
+    def agents(site: Site) -> None:
+        if (f"{site.name}/neutron-rpc-server" in restarted
+                or not bootstrap.done(site, "agents", AGENT_REPORT_MAX_AGE)):
+            bootstrap.report_agents(lay, site)
+            bootstrap.mark(site, "agents")
+            say(f"{site.name}: OVS agents registered for the compute hosts")
+
+    def nova_ready(site: Site) -> None:
+        if any(n.startswith(f"{site.name}/nova") for n in restarted) \
+                or not bootstrap.done(site, "discovered"):
+            bootstrap.wait_computes(lay, site)
+            if not bootstrap.done(site, "discovered"):
+                bootstrap.discover_hosts(lay, site)
+                bootstrap.mark(site, "discovered")
+            say(f"{site.name}: nova services and both computes up")
+
+    def finish(site: Site) -> None:
+        agents(site)
+        nova_ready(site)
+        if not bootstrap.done(site, "resources"):
+            resources.ensure(lay, site)
+            bootstrap.mark(site, "resources")
+            say(f"{site.name}: test image, flavor and network created")
+
+    parallel([lambda s=s: finish(s) for s in sites])
+    clouds.write(lay)

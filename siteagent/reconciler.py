@@ -1,0 +1,297 @@
+"""The declarative reconciler: desired objects in, a converged cloud and statuses out.
+
+The session ``submit``s each ``DesiredObject`` the broker pushes; ``run`` converges the
+driver to them one operation at a time — deletes first, in reverse dependency order
+(a server before its ports, a port before its network), then applies in dependency
+order (flavors and networks before ports, ports before servers) — and reports every
+change of an object's ``ObjectStatus`` through ``statuses()`` (and ``on_status``).
+
+Invariant 4: a submission whose generation is not newer than the one already held
+(queued, converging, converged or failed) is ignored, so redelivery, reconnect and
+replay are harmless; the driver is never asked for the same generation twice after it
+converged. Temporary failures are retried with jittered exponential backoff (capped,
+never sooner than the cloud's ``retry_after``); permanent ones wait for a new
+generation. ``PENDING`` objects are polled with ``observe`` until they settle.
+
+Cost: idle means awaiting one ``asyncio.Event``; retries and polls are loop timers, so a
+thousand reconcilers in one process cost nothing while nothing changes. Statuses are
+coalesced per object for ``statuses()``: a slow or absent reader holds at most one
+pending status per object, never an unbounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import heapq
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from siteagent import errors, models
+from siteagent.drivers import base
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays between retries of a temporarily failing object."""
+
+    base: float = 0.5
+    """Delay before the first retry, in seconds."""
+    factor: float = 2.0
+    cap: float = 60.0
+    """No delay is longer, not even a cloud's ``retry_after``."""
+    jitter: float = 0.5
+    """Up to this fraction of each delay is removed at random, spreading retries out."""
+
+    def delay(self, attempt: int, rng: random.Random, *, floor: float = 0.0) -> float:
+        """The delay before retry ``attempt`` (0 for the first), at least ``floor``."""
+        raw = min(self.cap, self.base * self.factor ** min(attempt, 64))
+        return min(self.cap, max(floor, raw * (1.0 - self.jitter * rng.random())))
+
+
+@dataclass(slots=True)
+class _Entry:
+    desired: models.DesiredObject
+    attempts: int = 0
+    polling: bool = False
+    """The driver said PENDING: the next operation is ``observe``."""
+    token: int = 0
+    """Bumped on every (re)scheduling; heap items and timers with an older one are stale."""
+    timer: asyncio.TimerHandle | None = None
+
+
+def _priority(obj: models.DesiredObject) -> tuple[int, int]:
+    if obj.deleted:
+        return 0, base.DELETE_ORDER.get(obj.kind, -1)
+    return 1, base.APPLY_ORDER.get(obj.kind, len(base.KINDS))
+
+
+class Reconciler:
+    """Converges one site's driver to the desired objects submitted to it."""
+
+    def __init__(
+        self,
+        driver: base.Driver,
+        *,
+        on_status: Callable[[models.ObjectStatus], None] | None = None,
+        backoff: Backoff = Backoff(),
+        poll_interval: float = 2.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.driver = driver
+        self.backoff = backoff
+        self.poll_interval = poll_interval
+        self._on_status = on_status
+        self._rng = rng or random.Random()
+        self._entries: dict[str, _Entry] = {}
+        self._converged: dict[str, int] = {}
+        self._last: dict[str, models.ObjectStatus] = {}
+        self._dirty: dict[str, None] = {}
+        self._heap: list[tuple[tuple[int, int], int, str, int]] = []
+        self._seq = 0
+        self._timers = 0
+        self._working = False
+        self._running = False
+        self._work = asyncio.Event()
+        self._news = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- what the session calls --------------------------------------------------------
+
+    async def submit(self, obj: models.DesiredObject) -> bool:
+        """Take ``obj`` as desired if its generation is newer than the one held.
+
+        Returns whether it was taken; an older or equal generation changes nothing.
+        """
+        entry = self._entries.get(obj.key)
+        if entry is None:
+            entry = self._entries[obj.key] = _Entry(obj)
+        elif obj.generation <= entry.desired.generation:
+            return False
+        entry.desired = obj
+        entry.attempts = 0
+        entry.polling = False
+        self._enqueue(entry)
+        return True
+
+    def snapshot(self) -> dict[str, int]:
+        """The generation each object converged to (READY or DELETED), by ``kind/name``."""
+        return dict(self._converged)
+
+    def observed(self) -> list[models.ObjectStatus]:
+        """The latest status of every object this reconciler has reported on."""
+        return list(self._last.values())
+
+    def status(self, kind: str, name: str) -> models.ObjectStatus | None:
+        return self._last.get(models.object_key(kind, name))
+
+    def replay(self) -> None:
+        """Report the latest status of every object again (after a reconnect)."""
+        for key in self._last:
+            self._dirty[key] = None
+        if self._dirty:
+            self._news.set()
+
+    async def statuses(self) -> AsyncIterator[models.ObjectStatus]:
+        """Every status change, coalesced per object while unread; runs until cancelled.
+
+        Meant for one reader at a time (the session's current stream).
+        """
+        while True:
+            while self._dirty:
+                key = next(iter(self._dirty))
+                del self._dirty[key]
+                yield self._last[key]
+            self._news.clear()
+            await self._news.wait()
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is queued, in flight, or scheduled for retry or polling."""
+        await self._idle.wait()
+
+    # -- the worker ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Converge until cancelled, one driver operation at a time."""
+        if self._running:
+            raise RuntimeError("Reconciler.run is already running")
+        self._running = True
+        try:
+            while True:
+                entry = await self._next()
+                self._working = True
+                try:
+                    await self._process(entry)
+                finally:
+                    self._working = False
+                    self._update_idle()
+        finally:
+            self._running = False
+            for entry in self._entries.values():
+                self._cancel_timer(entry)
+
+    async def _next(self) -> _Entry:
+        while True:
+            while self._heap:
+                _, _, key, token = heapq.heappop(self._heap)
+                entry = self._entries[key]
+                if entry.token == token:
+                    return entry
+            self._update_idle()
+            self._work.clear()
+            await self._work.wait()
+
+    async def _process(self, entry: _Entry) -> None:
+        obj = entry.desired
+        observing = entry.polling and not obj.deleted
+        try:
+            if obj.deleted:
+                status: models.ObjectStatus | None = await self.driver.delete(obj.kind, obj.name)
+            elif observing:
+                status = await self.driver.observe(obj.kind, obj.name)
+            else:
+                status = await self.driver.apply(obj)
+        except Exception as exc:  # noqa: BLE001 - one object's failure never stops the rest
+            if entry.desired is obj:
+                self._failed(entry, exc)
+            return
+        if entry.desired is not obj:
+            return  # a newer generation arrived meanwhile and is queued; this one is moot
+        if status is None:  # it vanished while we polled it: create it again
+            entry.polling = False
+            self._enqueue(entry)
+            return
+        self._settle(entry, dataclasses.replace(status, observed_generation=obj.generation))
+
+    def _settle(self, entry: _Entry, status: models.ObjectStatus) -> None:
+        state = status.state
+        key = entry.desired.key
+        if state is models.ObjectState.PENDING:
+            entry.polling = True
+            self._schedule(entry, self.poll_interval)
+        elif state is models.ObjectState.FAILED:
+            entry.polling = False
+            if status.temporary:
+                self._retry(entry, 0.0)
+        else:
+            entry.polling = False
+            entry.attempts = 0
+            self._converged[key] = entry.desired.generation
+        self._emit(status)
+
+    def _failed(self, entry: _Entry, exc: Exception) -> None:
+        obj = entry.desired
+        delay = errors.retry_delay(exc)
+        if not isinstance(exc, errors.SiteAgentError):
+            # a driver bug, not a cloud answer: say so, and keep retrying in case it passes
+            log.error("%s: driver raised %r", obj.key, exc, exc_info=exc)
+            delay = 0.0
+        message = str(exc) or type(exc).__name__
+        if delay is not None:
+            self._retry(entry, delay)
+        status = models.ObjectStatus(
+            obj.kind,
+            obj.name,
+            obj.generation,
+            models.ObjectState.FAILED,
+            message,
+            temporary=delay is not None,
+        )
+        self._emit(status)
+
+    def _retry(self, entry: _Entry, floor: float) -> None:
+        delay = self.backoff.delay(entry.attempts, self._rng, floor=floor)
+        entry.attempts += 1
+        self._schedule(entry, delay)
+
+    # -- queueing --------------------------------------------------------------------------
+
+    def _enqueue(self, entry: _Entry) -> None:
+        self._cancel_timer(entry)
+        entry.token += 1
+        self._seq += 1
+        heapq.heappush(
+            self._heap, (_priority(entry.desired), self._seq, entry.desired.key, entry.token)
+        )
+        self._idle.clear()
+        self._work.set()
+
+    def _schedule(self, entry: _Entry, delay: float) -> None:
+        self._cancel_timer(entry)
+        entry.token += 1
+        loop = asyncio.get_running_loop()
+        entry.timer = loop.call_later(delay, self._due, entry, entry.token)
+        self._timers += 1
+        self._idle.clear()
+
+    def _due(self, entry: _Entry, token: int) -> None:
+        entry.timer = None
+        self._timers -= 1
+        if entry.token == token:
+            self._enqueue(entry)
+        else:
+            self._update_idle()
+
+    def _cancel_timer(self, entry: _Entry) -> None:
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+            self._timers -= 1
+
+    def _update_idle(self) -> None:
+        if not self._heap and not self._timers and not self._working:
+            self._idle.set()
+
+    def _emit(self, status: models.ObjectStatus) -> None:
+        if self._last.get(status.key) == status:
+            return
+        self._last[status.key] = status
+        self._dirty[status.key] = None
+        self._news.set()
+        if self._on_status is not None:
+            self._on_status(status)

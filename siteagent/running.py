@@ -1,0 +1,111 @@
+"""Runs site agents: a driver, a reconciler and a session per site, supervised together.
+
+One process may run many agents (each its own site, certificate and stream). A permanent
+refusal (identity, version) stops that agent with a clear error; when the process runs a
+single agent, the process exits with it, so its supervisor (systemd) can say why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import time
+
+from siteagent import errors, models
+from siteagent.drivers.base import Driver
+from siteagent.drivers.sim import SimSite
+from siteagent.hardware import sysfs
+from siteagent.reconciler import Reconciler
+from siteagent.session import Session
+from siteagent.settings import AgentSettings
+
+log = logging.getLogger(__name__)
+
+
+def make_driver(settings: AgentSettings) -> Driver:
+    if settings.driver == "sim":
+        sim = settings.sim
+        if sim.config_file:
+            return SimSite.from_file(sim.config_file)
+        return SimSite.generated(settings.site_id, hosts=sim.hosts, cells=sim.cells, seed=sim.seed)
+    from siteagent.drivers import openstack  # type: ignore[attr-defined]
+
+    driver: Driver = openstack.OpenStackDriver.from_settings(settings)
+    return driver
+
+
+class HardwareMerged:
+    """The driver, with this machine's own sysfs host added to its inventory."""
+
+    def __init__(self, driver: Driver, settings: AgentSettings) -> None:
+        self._driver = driver
+        self._settings = settings
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._driver, name)
+
+    async def inventory(self) -> models.Inventory:
+        inventory = await self._driver.inventory()
+        hw = self._settings.hardware
+        host = await asyncio.to_thread(sysfs.discover_host, hw.sysfs_root, physnets=hw.physnets)
+        return dataclasses.replace(
+            inventory,
+            hosts=(*inventory.hosts, host),
+            collected_unix_ms=int(time.time() * 1000),
+        )
+
+
+async def run_one(settings: AgentSettings) -> None:
+    driver = make_driver(settings)
+    if settings.hardware.discover:
+        driver = HardwareMerged(driver, settings)  # type: ignore[assignment]
+    reconciler = Reconciler(driver)
+    session = Session(settings, driver, reconciler)
+    tasks = [
+        asyncio.create_task(reconciler.run(), name=f"reconciler-{settings.site_id}"),
+        asyncio.create_task(session.run(), name=f"session-{settings.site_id}"),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+        raise errors.SiteAgentError(f"site {settings.site_id}: a root task ended unexpectedly")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await driver.close()
+
+
+async def run_many(all_settings: list[AgentSettings]) -> None:
+    """Run every agent until SIGTERM/SIGINT; a single agent's failure ends the process."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    agents = {
+        asyncio.create_task(run_one(s), name=s.site_id): s.site_id for s in all_settings
+    }
+    stopper = asyncio.create_task(stop.wait())
+    pending: set[asyncio.Task[None]] = set(agents)
+    try:
+        while pending:
+            done, pending = await asyncio.wait(
+                pending | {stopper}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if stopper in done:
+                log.info("stopping %d agent(s) on signal", len(agents))
+                return
+            pending.discard(stopper)
+            for task in done:
+                exc = task.exception()
+                log.error("agent %s stopped: %s", agents[task], exc)
+                if len(agents) == 1 and exc is not None:
+                    raise exc
+    finally:
+        for task in agents:
+            task.cancel()
+        stopper.cancel()
+        await asyncio.gather(*agents, stopper, return_exceptions=True)

@@ -253,6 +253,11 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             session.close(f"stream broke: {exc}")
 
     async def _heartbeat(self, session: Session, hb: pb.Heartbeat, pending: dict[str, bytes]) -> None:
+        if hb.HasField("usage"):
+            usage = json.dumps(convert.usage_from_wire(hb.usage), sort_keys=True).encode()
+            if usage != session.usage_value:
+                pending[keys.usage(session.site)] = usage
+                session.usage_value = usage
         try:
             await self._write_status(session, seq=hb.seq)
         except errors.StoreUnavailable:

@@ -30,6 +30,7 @@ class Session:
     sent_generations: dict[str, int] = dataclasses.field(default_factory=dict)
     closed_reason: str = ""
     status_value: bytes = b""  # the sitestatus value this session last wrote
+    usage_value: bytes = b""  # the usage last queued for etcd (written only on change)
 
     def push_desired(self, kind: str, name: str, value: dict[str, Any], msg: pb.BrokerMessage) -> None:
         """Queue a desired object unless this stream already carried that generation."""

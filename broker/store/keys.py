@@ -14,6 +14,7 @@ HEALTH = "health/"
 DESIRED = "desired/"
 OBSERVED = "observed/"
 EVENTS = "events/"
+USAGE = "usage/"
 REVOKED = "pki/revoked/"
 LEADER = "election/controller"
 REPLICAS = "replicas/"
@@ -29,6 +30,11 @@ def sitestatus(site_id: str) -> str:
 
 def inventory(site_id: str) -> str:
     return f"{INVENTORY}{site_id}"
+
+
+def usage(site_id: str) -> str:
+    """Per-project usage a site's agent last reported: {project: {class: amount}}."""
+    return f"{USAGE}{site_id}"
 
 
 def health(site_id: str) -> str:

@@ -74,9 +74,12 @@ async def test_welcome_status_and_heartbeat(running: gw.RunningGateway) -> None:
         assert kv is not None and kv.lease != 0
         status = codec.decode(SiteStatus, kv.value)
         assert status.session_id == welcome.session_id and status.protocol == "1.1"
-        await call.write(pb.AgentMessage(heartbeat=pb.Heartbeat(seq=7)))
+        usage = pb.Usage(projects={"p1": pb.ResourceAmounts(amounts={"cores": 4})})
+        await call.write(pb.AgentMessage(heartbeat=pb.Heartbeat(seq=7, usage=usage)))
         ack = await asyncio.wait_for(call.read(), 5)
         assert ack.heartbeat_ack.seq == 7
+        reported = await running.store.get(keys.usage("site-a"))
+        assert reported is not None and json.loads(reported.value) == {"p1": {"cores": 4}}
         assert codec.decode(SiteStatus, (await running.store.get(keys.sitestatus("site-a"))).value).heartbeat_seq == 7
         inventory = json.loads((await running.store.get(keys.inventory("site-a"))).value)
         assert inventory["hosts"][0]["cells"][0]["cpus_total"] == 8

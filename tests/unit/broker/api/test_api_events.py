@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import httpx
-from tests.unit.broker.api.apitest_support import MEMBER, OPERATOR, assert_problem
 
 from broker.models import codec
 from broker.models.event import Event
 from broker.store import keys
 from broker.store.memory import MemoryStore
+from tests.unit.broker.api.apitest_support import MEMBER, OPERATOR, assert_problem
 
 
 async def seed(store: MemoryStore, n: int) -> list[Event]:
@@ -17,8 +17,11 @@ async def seed(store: MemoryStore, n: int) -> list[Event]:
         at = 1_700_000_000_000 + i * 1000
         # written out of order: the listing must sort by id, not by write order
         event = Event(
-            id=f"{at:013d}-{i:08x}", at_ms=at, kind="site.up",
-            subject=f"edge-{i % 3}", message=f"event {i}",
+            id=f"{at:013d}-{i:08x}",
+            at_ms=at,
+            kind="site.up",
+            subject=f"edge-{i % 3}",
+            message=f"event {i}",
         )
         made.append(event)
     for event in reversed(made):
@@ -26,7 +29,9 @@ async def seed(store: MemoryStore, n: int) -> list[Event]:
     return made
 
 
-async def test_newest_last_and_limit_keeps_the_newest(api: httpx.AsyncClient, memstore: MemoryStore):
+async def test_newest_last_and_limit_keeps_the_newest(
+    api: httpx.AsyncClient, memstore: MemoryStore
+):
     made = await seed(memstore, 10)
     resp = await api.get("/v1/events", headers=OPERATOR)
     assert resp.status_code == 200

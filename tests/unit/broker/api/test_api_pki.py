@@ -7,12 +7,12 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.unit.broker.api.apitest_support import ADMIN, MEMBER, OPERATOR, assert_problem
 
 from broker.models import codec
 from broker.models.event import Event
 from broker.store import keys
 from broker.store.memory import MemoryStore
+from tests.unit.broker.api.apitest_support import ADMIN, MEMBER, OPERATOR, assert_problem
 
 
 async def test_revoke_writes_the_watched_key_and_an_event(
@@ -60,12 +60,15 @@ async def test_unknown_field_and_missing_serial(api: httpx.AsyncClient):
     resp = await api.post("/v1/pki/revocations", json={"serial": "1", "why": "x"}, headers=ADMIN)
     problem = assert_problem(resp, 422, field="why")
     assert "allowed: serial, reason" in problem["detail"]
-    assert_problem(await api.post("/v1/pki/revocations", json={}, headers=ADMIN), 422,
-                   field="serial")
+    assert_problem(
+        await api.post("/v1/pki/revocations", json={}, headers=ADMIN), 422, field="serial"
+    )
 
 
 @pytest.mark.parametrize("who", [OPERATOR, MEMBER])
-async def test_only_admin_revokes(api: httpx.AsyncClient, memstore: MemoryStore, who: dict[str, str]):
+async def test_only_admin_revokes(
+    api: httpx.AsyncClient, memstore: MemoryStore, who: dict[str, str]
+):
     resp = await api.post("/v1/pki/revocations", json={"serial": "1f"}, headers=who)
     assert_problem(resp, 403, detail_has="admin")
     assert await memstore.get(keys.revoked(0x1F)) is None

@@ -93,8 +93,9 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("body", "field", "says"), [b[1:] for b in BAD_BODIES],
-                         ids=[b[0] for b in BAD_BODIES])
+@pytest.mark.parametrize(
+    ("body", "field", "says"), [b[1:] for b in BAD_BODIES], ids=[b[0] for b in BAD_BODIES]
+)
 async def test_bad_bodies_are_422_naming_the_field(
     api: httpx.AsyncClient, memstore: MemoryStore, body: dict[str, Any], field: str, says: str
 ):
@@ -135,8 +136,13 @@ async def test_list_joins_status_and_health(api: httpx.AsyncClient, memstore: Me
         resp = await api.post("/v1/sites", json={**SITE, "id": sid}, headers=ADMIN)
         assert resp.status_code == 201
     status = SiteStatus(
-        site="edge-1", replica="broker-b", session_id="s1", protocol="1.2",
-        agent_version="0.1.0", connected_ms=1000, last_heartbeat_ms=2000,
+        site="edge-1",
+        replica="broker-b",
+        session_id="s1",
+        protocol="1.2",
+        agent_version="0.1.0",
+        connected_ms=1000,
+        last_heartbeat_ms=2000,
     )
     await memstore.put(keys.sitestatus("edge-1"), codec.encode(status))
     health = SiteHealth(site="edge-1", state=Health.UP, since_ms=1500, decided_by="broker-a")
@@ -147,8 +153,13 @@ async def test_list_joins_status_and_health(api: httpx.AsyncClient, memstore: Me
     rows = resp.json()["sites"]
     assert [r["id"] for r in rows] == ["edge-1", "edge-2"]
     assert rows[0] == {
-        "id": "edge-1", "region": "eu-west", "zone": "z1", "health": "UP",
-        "replica": "broker-b", "last_heartbeat_ms": 2000, "protocol": "1.2",
+        "id": "edge-1",
+        "region": "eu-west",
+        "zone": "z1",
+        "health": "UP",
+        "replica": "broker-b",
+        "last_heartbeat_ms": 2000,
+        "protocol": "1.2",
     }
     assert rows[1]["health"] == "UNKNOWN" and rows[1]["replica"] is None
 
@@ -170,7 +181,11 @@ async def test_show_has_spec_status_health_and_inventory(
     assert bare["health"]["state"] == "UNKNOWN"
 
     cell = NumaCell(
-        id=0, cpus_total=32, pcpus_total=24, memory_mb=65536, pcpus_used=4,
+        id=0,
+        cpus_total=32,
+        pcpus_total=24,
+        memory_mb=65536,
+        pcpus_used=4,
         hugepages=(HugePages(page_size_kb=1048576, total=16, free=10),),
         sriov=(SriovPool(physnet="sriov-a", device="ens1f0", vfs_total=16, vfs_used=6),),
     )

@@ -1,0 +1,1 @@
+"""The minicloud tool: stdlib-only orchestration of real OpenStack services on loopback."""

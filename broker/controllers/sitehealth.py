@@ -94,11 +94,15 @@ class SiteHealthController:
             await self.sweep()
 
     async def sweep(self) -> None:
-        """Mark DOWN every site silent for longer than the bound."""
+        """Mark DOWN every UP site silent for longer than the bound.
+
+        A site never heard from stays UNKNOWN (registered, agent not connected yet)
+        rather than collecting a DOWN event at registration.
+        """
         bound = self.settings.health.down_after
         now = self.clock()
         for site, seen in list(self.last_seen.items()):
-            if self.health.get(site) is Health.DOWN:
+            if self.health.get(site) is not Health.UP:
                 continue
             silent = now - seen
             if silent > bound:

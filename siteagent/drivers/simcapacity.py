@@ -127,7 +127,7 @@ class Capacity:
         self._add(claim, 1)
 
     def give(self, claim: Claim) -> None:
-        pass
+        self._add(claim, -1)
 
     def _add(self, claim: Claim, sign: int) -> None:
         cell = self.hosts[claim.host].cells[claim.cell]

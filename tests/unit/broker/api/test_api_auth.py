@@ -49,14 +49,14 @@ PROTECTED = [
 )
 async def test_401_without_a_valid_token(
     api: httpx.AsyncClient, memstore: MemoryStore, method: str, path: str, headers: dict[str, str]
-):
+) -> None:
     resp = await api.request(method, path, headers=headers, json=SITE if method == "POST" else None)
     assert_problem(resp, 401)
     assert resp.headers["www-authenticate"] == "Bearer"
     assert memstore.revision == 1
 
 
-async def test_x_auth_token_is_accepted(api: httpx.AsyncClient):
+async def test_x_auth_token_is_accepted(api: httpx.AsyncClient) -> None:
     assert (await api.get("/v1/sites", headers={"X-Auth-Token": "member-token"})).status_code == 200
 
 
@@ -80,7 +80,7 @@ ROLE_TABLE = [
 @pytest.mark.parametrize(("headers", "method", "path", "allowed"), ROLE_TABLE)
 async def test_roles(
     api: httpx.AsyncClient, headers: dict[str, str], method: str, path: str, allowed: bool
-):
+) -> None:
     resp = await api.request(method, path, headers=headers, json=SITE if method == "POST" else None)
     if allowed:
         assert resp.status_code in (200, 201), resp.text
@@ -89,13 +89,15 @@ async def test_roles(
         assert "needs one of" in problem["detail"]
 
 
-async def test_member_post_is_403_and_writes_nothing(api: httpx.AsyncClient, memstore: MemoryStore):
+async def test_member_post_is_403_and_writes_nothing(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
     resp = await api.post("/v1/sites", json=SITE, headers=MEMBER)
     assert_problem(resp, 403, detail_has="max has member")
     assert memstore.revision == 1
 
 
-async def test_auth_comes_before_validation(api: httpx.AsyncClient, memstore: MemoryStore):
+async def test_auth_comes_before_validation(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
     """An anonymous caller learns nothing about the schema: 401, not 422."""
     resp = await api.post("/v1/sites", json={"bogus": 1})
     assert_problem(resp, 401)
@@ -104,7 +106,7 @@ async def test_auth_comes_before_validation(api: httpx.AsyncClient, memstore: Me
 # -- dev mode ---------------------------------------------------------------------------
 
 
-def test_dev_token_file_is_created_0600_and_reused(tmp_path: Path):
+def test_dev_token_file_is_created_0600_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "state" / "token"
     first = auth.DevAuthenticator(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -115,7 +117,7 @@ def test_dev_token_file_is_created_0600_and_reused(tmp_path: Path):
     assert first._token == second._token
 
 
-async def test_dev_authenticator_accepts_only_its_token(tmp_path: Path):
+async def test_dev_authenticator_accepts_only_its_token(tmp_path: Path) -> None:
     path = tmp_path / "token"
     dev = auth.DevAuthenticator(path)
     token = path.read_text().strip()
@@ -126,7 +128,7 @@ async def test_dev_authenticator_accepts_only_its_token(tmp_path: Path):
             await dev.authenticate(wrong)
 
 
-async def test_dev_token_end_to_end(tmp_path: Path, memstore: MemoryStore):
+async def test_dev_token_end_to_end(tmp_path: Path, memstore: MemoryStore) -> None:
     path = tmp_path / "token"
     dev = auth.DevAuthenticator(path)
     token = path.read_text().strip()
@@ -137,7 +139,7 @@ async def test_dev_token_end_to_end(tmp_path: Path, memstore: MemoryStore):
         assert_problem(bad, 401)
 
 
-def test_dev_token_file_readable_by_others_is_refused(tmp_path: Path):
+def test_dev_token_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text("secret-token\n")
     os.chmod(path, 0o644)
@@ -145,7 +147,7 @@ def test_dev_token_file_readable_by_others_is_refused(tmp_path: Path):
         auth.DevAuthenticator(path)
 
 
-def test_empty_dev_token_file_is_refused(tmp_path: Path):
+def test_empty_dev_token_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "token"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     os.close(fd)
@@ -153,7 +155,7 @@ def test_empty_dev_token_file_is_refused(tmp_path: Path):
         auth.DevAuthenticator(path)
 
 
-def test_from_settings_dev(tmp_path: Path):
+def test_from_settings_dev(tmp_path: Path) -> None:
     settings = BrokerSettings(api=ApiSettings(dev_token_file=str(tmp_path / "t")))
     authenticator = auth.from_settings(settings)
     assert isinstance(authenticator, auth.DevAuthenticator)
@@ -164,7 +166,7 @@ def test_from_settings_dev(tmp_path: Path):
     "listen",
     ["127.0.0.1:8080", "127.9.8.7:80", "[::1]:8080", "localhost:8080", "127.0.0.1"],
 )
-def test_check_bind_allows_loopback_in_dev(listen: str):
+def test_check_bind_allows_loopback_in_dev(listen: str) -> None:
     auth.check_bind(listen, "dev")
 
 
@@ -180,12 +182,12 @@ def test_check_bind_allows_loopback_in_dev(listen: str):
         "128.0.0.1:80",
     ],
 )
-def test_check_bind_refuses_the_rest_in_dev(listen: str):
+def test_check_bind_refuses_the_rest_in_dev(listen: str) -> None:
     with pytest.raises(errors.SettingsError) as info:
         auth.check_bind(listen, "dev")
     assert info.value.problems[0].startswith("api.listen:")
     assert "keystone" in info.value.problems[0]
 
 
-def test_check_bind_allows_anything_with_keystone():
+def test_check_bind_allows_anything_with_keystone() -> None:
     auth.check_bind("0.0.0.0:8080", "keystone")

@@ -31,7 +31,7 @@ async def seed(store: MemoryStore, n: int) -> list[Event]:
 
 async def test_newest_last_and_limit_keeps_the_newest(
     api: httpx.AsyncClient, memstore: MemoryStore
-):
+) -> None:
     made = await seed(memstore, 10)
     resp = await api.get("/v1/events", headers=OPERATOR)
     assert resp.status_code == 200
@@ -40,7 +40,7 @@ async def test_newest_last_and_limit_keeps_the_newest(
     assert [e["message"] for e in last3["events"]] == ["event 7", "event 8", "event 9"]
 
 
-async def test_since_pages_forward(api: httpx.AsyncClient, memstore: MemoryStore):
+async def test_since_pages_forward(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
     made = await seed(memstore, 10)
     page = (
         await api.get("/v1/events", params={"since": made[2].id, "limit": 4}, headers=OPERATOR)
@@ -50,7 +50,7 @@ async def test_since_pages_forward(api: httpx.AsyncClient, memstore: MemoryStore
     assert rest["events"] == []
 
 
-async def test_subject_filters(api: httpx.AsyncClient, memstore: MemoryStore):
+async def test_subject_filters(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
     await seed(memstore, 9)
     resp = await api.get("/v1/events", params={"subject": "edge-1"}, headers=OPERATOR)
     found = resp.json()["events"]
@@ -58,7 +58,7 @@ async def test_subject_filters(api: httpx.AsyncClient, memstore: MemoryStore):
     assert all(e["subject"] == "edge-1" for e in found)
 
 
-async def test_events_from_writes_show_up(api: httpx.AsyncClient):
+async def test_events_from_writes_show_up(api: httpx.AsyncClient) -> None:
     from tests.unit.broker.api.apitest_support import ADMIN, SITE
 
     await api.post("/v1/sites", json=SITE, headers=ADMIN)
@@ -67,11 +67,11 @@ async def test_events_from_writes_show_up(api: httpx.AsyncClient):
     assert [e["kind"] for e in found["events"]] == ["site.registered", "site.deleted"]
 
 
-async def test_bad_limit_is_422(api: httpx.AsyncClient):
+async def test_bad_limit_is_422(api: httpx.AsyncClient) -> None:
     for limit in ("0", "1001", "ten"):
         resp = await api.get("/v1/events", params={"limit": limit}, headers=OPERATOR)
         assert_problem(resp, 422, field="limit")
 
 
-async def test_member_may_not_read_events(api: httpx.AsyncClient):
+async def test_member_may_not_read_events(api: httpx.AsyncClient) -> None:
     assert_problem(await api.get("/v1/events", headers=MEMBER), 403, detail_has="operator")

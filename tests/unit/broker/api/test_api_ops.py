@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import prometheus_client
 import pytest
@@ -15,6 +17,7 @@ from broker.api.auth import DevAuthenticator
 from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore
+from broker.store.protocol import KeyValue
 from tests.unit.broker.api.apitest_support import (
     ADMIN,
     MEMBER,
@@ -28,7 +31,7 @@ from tests.unit.broker.api.apitest_support import (
 )
 
 
-async def test_healthz_reads_the_store(api: httpx.AsyncClient):
+async def test_healthz_reads_the_store(api: httpx.AsyncClient) -> None:
     resp = await api.get("/healthz")
     assert resp.status_code == 200
     assert resp.json()["status"] == "ok" and resp.json()["etcd"] == "ok"
@@ -48,7 +51,7 @@ ALL_STORE_ROUTES = [
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ALL_STORE_ROUTES)
-async def test_store_down_is_503_with_retry_after(method: str, path: str, body: object):
+async def test_store_down_is_503_with_retry_after(method: str, path: str, body: object) -> None:
     down = DownStore()
     async with client_for(down) as api:
         resp = await api.request(method, path, json=body, headers=ADMIN)
@@ -59,7 +62,7 @@ async def test_store_down_is_503_with_retry_after(method: str, path: str, body: 
     assert down.calls >= 1
 
 
-async def test_store_down_through_memorystore_switch(memstore: MemoryStore):
+async def test_store_down_through_memorystore_switch(memstore: MemoryStore) -> None:
     async with client_for(memstore) as api:
         memstore.set_unavailable()
         assert_problem(await api.get("/healthz"), 503)
@@ -67,13 +70,13 @@ async def test_store_down_through_memorystore_switch(memstore: MemoryStore):
         assert (await api.get("/healthz")).status_code == 200
 
 
-async def test_no_leader_is_503(api: httpx.AsyncClient):
+async def test_no_leader_is_503(api: httpx.AsyncClient) -> None:
     resp = await api.get("/v1/leader", headers=OPERATOR)
     assert_problem(resp, 503, detail_has="no leader elected")
     assert resp.headers["retry-after"] == "1"
 
 
-async def test_leader_name_and_fence(api: httpx.AsyncClient, memstore: MemoryStore):
+async def test_leader_name_and_fence(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
     await memstore.put("sites/x", b"{}")  # advance the revision first
     lease = await memstore.grant_lease(5)
     await memstore.put(keys.LEADER, b"broker-b", lease=lease.id)
@@ -91,7 +94,7 @@ def sample(registry: prometheus_client.CollectorRegistry, name: str, **labels: s
     return 0.0 if value is None else value
 
 
-async def test_metrics_count_by_route_template_and_status(memstore: MemoryStore):
+async def test_metrics_count_by_route_template_and_status(memstore: MemoryStore) -> None:
     app = create_app(memstore, BrokerSettings(), replica="r", auth=_table())
     registry = app.state.metrics_registry
     async with _client(app) as api:
@@ -114,7 +117,7 @@ async def test_metrics_count_by_route_template_and_status(memstore: MemoryStore)
     assert 'route="/v1/sites/{site_id}"' in text and "edge-1" not in text
 
 
-async def test_each_app_has_its_own_registry(memstore: MemoryStore):
+async def test_each_app_has_its_own_registry(memstore: MemoryStore) -> None:
     one = create_app(memstore, BrokerSettings(), replica="one", auth=_table())
     two = create_app(memstore, BrokerSettings(), replica="two", auth=_table())
     assert one.state.metrics_registry is not two.state.metrics_registry
@@ -134,14 +137,14 @@ async def test_each_app_has_its_own_registry(memstore: MemoryStore):
     )
 
 
-async def test_unknown_path_is_problem_json(api: httpx.AsyncClient):
+async def test_unknown_path_is_problem_json(api: httpx.AsyncClient) -> None:
     assert_problem(await api.get("/v2/nothing"), 404, detail_has="GET /v2/nothing")
     assert_problem(await api.put("/v1/sites", headers=ADMIN), 405)
 
 
-async def test_unexpected_bug_is_a_500_problem(tmp_path):
+async def test_unexpected_bug_is_a_500_problem(tmp_path: Path) -> None:
     class Broken(MemoryStore):
-        async def get_prefix(self, prefix: str):  # type: ignore[override]
+        async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
             raise RuntimeError("secret internals")
 
     app = create_app(Broken(), BrokerSettings(), replica="r", auth=DevAuthenticator(tmp_path / "t"))
@@ -171,7 +174,7 @@ TABLE = [
 @pytest.mark.parametrize(
     ("exc", "status", "field"), TABLE, ids=[type(t[0]).__name__ for t in TABLE]
 )
-def test_error_table(exc: errors.BrokerError, status: int, field: str | None):
+def test_error_table(exc: errors.BrokerError, status: int, field: str | None) -> None:
     resp = problems.from_error(exc)
     assert resp.status_code == status
     assert resp.media_type == "application/problem+json"

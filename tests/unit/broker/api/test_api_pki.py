@@ -17,7 +17,7 @@ from tests.unit.broker.api.apitest_support import ADMIN, MEMBER, OPERATOR, asser
 
 async def test_revoke_writes_the_watched_key_and_an_event(
     api: httpx.AsyncClient, memstore: MemoryStore
-):
+) -> None:
     resp = await api.post(
         "/v1/pki/revocations", json={"serial": "4F:1A:9C", "reason": "stolen"}, headers=ADMIN
     )
@@ -35,7 +35,7 @@ async def test_revoke_writes_the_watched_key_and_an_event(
 
 async def test_revoking_twice_is_409_and_keeps_the_first(
     api: httpx.AsyncClient, memstore: MemoryStore
-):
+) -> None:
     first = await api.post("/v1/pki/revocations", json={"serial": "0x0abc"}, headers=ADMIN)
     assert first.status_code == 201 and first.json()["serial"] == "abc"
     again = await api.post(
@@ -50,13 +50,15 @@ BAD_SERIALS: list[Any] = ["", "xyz", "-1", "0", "00", "1" * 41, "12 34", 1234, N
 
 
 @pytest.mark.parametrize("serial", BAD_SERIALS)
-async def test_bad_serials_are_422(api: httpx.AsyncClient, memstore: MemoryStore, serial: Any):
+async def test_bad_serials_are_422(
+    api: httpx.AsyncClient, memstore: MemoryStore, serial: Any
+) -> None:
     resp = await api.post("/v1/pki/revocations", json={"serial": serial}, headers=ADMIN)
     assert_problem(resp, 422, field="serial")
     assert memstore.revision == 1
 
 
-async def test_unknown_field_and_missing_serial(api: httpx.AsyncClient):
+async def test_unknown_field_and_missing_serial(api: httpx.AsyncClient) -> None:
     resp = await api.post("/v1/pki/revocations", json={"serial": "1", "why": "x"}, headers=ADMIN)
     problem = assert_problem(resp, 422, field="why")
     assert "allowed: serial, reason" in problem["detail"]
@@ -68,13 +70,13 @@ async def test_unknown_field_and_missing_serial(api: httpx.AsyncClient):
 @pytest.mark.parametrize("who", [OPERATOR, MEMBER])
 async def test_only_admin_revokes(
     api: httpx.AsyncClient, memstore: MemoryStore, who: dict[str, str]
-):
+) -> None:
     resp = await api.post("/v1/pki/revocations", json={"serial": "1f"}, headers=who)
     assert_problem(resp, 403, detail_has="admin")
     assert await memstore.get(keys.revoked(0x1F)) is None
 
 
-async def test_list_sorted_by_serial(api: httpx.AsyncClient, memstore: MemoryStore):
+async def test_list_sorted_by_serial(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
     for serial in ("ff", "1a", "100"):
         resp = await api.post("/v1/pki/revocations", json={"serial": serial}, headers=ADMIN)
         assert resp.status_code == 201

@@ -30,7 +30,9 @@ async def events_of(store: MemoryStore) -> list[Event]:
     return [codec.decode(Event, kv.value) for kv in items]
 
 
-async def test_register_writes_spec_and_event(api: httpx.AsyncClient, memstore: MemoryStore):
+async def test_register_writes_spec_and_event(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
     body = {**SITE, "failure_domains": {"power": "feed-a"}, "geo": {"lat": 48.85, "lon": 2}}
     resp = await api.post("/v1/sites", json=body, headers=ADMIN)
     assert resp.status_code == 201, resp.text
@@ -51,7 +53,9 @@ async def test_register_writes_spec_and_event(api: httpx.AsyncClient, memstore: 
     assert event.replica == REPLICA and "alice" in event.message
 
 
-async def test_duplicate_is_409_and_writes_nothing(api: httpx.AsyncClient, memstore: MemoryStore):
+async def test_duplicate_is_409_and_writes_nothing(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
     assert (await api.post("/v1/sites", json=SITE, headers=ADMIN)).status_code == 201
     before = memstore.revision
     resp = await api.post("/v1/sites", json={**SITE, "region": "other"}, headers=ADMIN)
@@ -62,7 +66,9 @@ async def test_duplicate_is_409_and_writes_nothing(api: httpx.AsyncClient, memst
     assert kv is not None and codec.decode(SiteSpec, kv.value).region == "eu-west"
 
 
-async def test_concurrent_registrations_create_once(api: httpx.AsyncClient, memstore: MemoryStore):
+async def test_concurrent_registrations_create_once(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
     bodies = [{**SITE, "region": f"r{i}"} for i in range(5)]
     resps = await asyncio.gather(*(api.post("/v1/sites", json=b, headers=ADMIN) for b in bodies))
     assert sorted(r.status_code for r in resps) == [201, 409, 409, 409, 409]
@@ -98,40 +104,40 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str, str]] = [
 )
 async def test_bad_bodies_are_422_naming_the_field(
     api: httpx.AsyncClient, memstore: MemoryStore, body: dict[str, Any], field: str, says: str
-):
+) -> None:
     resp = await api.post("/v1/sites", json=body, headers=ADMIN)
     problem = assert_problem(resp, 422, field=field, detail_has=says)
     assert problem["errors"][0]["field"] == field
     assert memstore.revision == 1, "nothing was written"
 
 
-async def test_unknown_field_lists_the_allowed_ones(api: httpx.AsyncClient):
+async def test_unknown_field_lists_the_allowed_ones(api: httpx.AsyncClient) -> None:
     resp = await api.post("/v1/sites", json={**SITE, "regoin": "x"}, headers=ADMIN)
     problem = assert_problem(resp, 422, field="regoin")
     assert "allowed: id, region, zone, failure_domains, geo, labels" in problem["detail"]
 
 
-async def test_every_bad_field_is_reported(api: httpx.AsyncClient):
+async def test_every_bad_field_is_reported(api: httpx.AsyncClient) -> None:
     body = {"id": "BAD", "region": "", "geo": {"lat": 100, "lon": 0}}
     problem = assert_problem(await api.post("/v1/sites", json=body, headers=ADMIN), 422)
     assert {e["field"] for e in problem["errors"]} == {"id", "region", "geo.lat"}
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"lat": NaN}', b""])
-async def test_body_that_is_not_an_object_is_422(api: httpx.AsyncClient, content: bytes):
+async def test_body_that_is_not_an_object_is_422(api: httpx.AsyncClient, content: bytes) -> None:
     headers = {**ADMIN, "content-type": "application/json"}
     resp = await api.post("/v1/sites", content=content, headers=headers)
     assert_problem(resp, 422)
 
 
-async def test_nan_coordinates_are_refused(api: httpx.AsyncClient):
+async def test_nan_coordinates_are_refused(api: httpx.AsyncClient) -> None:
     content = json.dumps({**SITE, "geo": {"lat": float("nan"), "lon": 0}}).encode()
     headers = {**ADMIN, "content-type": "application/json"}
     resp = await api.post("/v1/sites", content=content, headers=headers)
     assert_problem(resp, 422, field="geo.lat")
 
 
-async def test_list_joins_status_and_health(api: httpx.AsyncClient, memstore: MemoryStore):
+async def test_list_joins_status_and_health(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
     for sid in ("edge-2", "edge-1"):
         resp = await api.post("/v1/sites", json={**SITE, "id": sid}, headers=ADMIN)
         assert resp.status_code == 201
@@ -164,14 +170,14 @@ async def test_list_joins_status_and_health(api: httpx.AsyncClient, memstore: Me
     assert rows[1]["health"] == "UNKNOWN" and rows[1]["replica"] is None
 
 
-async def test_list_is_empty_at_first(api: httpx.AsyncClient):
+async def test_list_is_empty_at_first(api: httpx.AsyncClient) -> None:
     resp = await api.get("/v1/sites", headers=OPERATOR)
     assert resp.status_code == 200 and resp.json()["sites"] == []
 
 
 async def test_show_has_spec_status_health_and_inventory(
     api: httpx.AsyncClient, memstore: MemoryStore
-):
+) -> None:
     await api.post("/v1/sites", json=SITE, headers=ADMIN)
     resp = await api.get("/v1/sites/edge-1", headers=MEMBER)
     assert resp.status_code == 200
@@ -200,23 +206,23 @@ async def test_show_has_spec_status_health_and_inventory(
     assert full["health"]["state"] == "DOWN" and full["health"]["reason"] == "no heartbeat"
 
 
-async def test_show_missing_is_404(api: httpx.AsyncClient):
+async def test_show_missing_is_404(api: httpx.AsyncClient) -> None:
     assert_problem(await api.get("/v1/sites/nope", headers=ADMIN), 404, detail_has="'nope'")
 
 
-async def test_show_bad_id_is_422(api: httpx.AsyncClient):
+async def test_show_bad_id_is_422(api: httpx.AsyncClient) -> None:
     assert_problem(await api.get("/v1/sites/Not_A_Label", headers=ADMIN), 422, field="id")
 
 
 async def test_corrupt_stored_value_is_500_naming_the_key(
     api: httpx.AsyncClient, memstore: MemoryStore
-):
+) -> None:
     await memstore.put(keys.site("edge-9"), b'{"id": "edge-9"}')
     problem = assert_problem(await api.get("/v1/sites", headers=ADMIN), 500)
     assert "sites/edge-9" in problem["detail"]
 
 
-async def test_delete(api: httpx.AsyncClient, memstore: MemoryStore):
+async def test_delete(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
     await api.post("/v1/sites", json=SITE, headers=ADMIN)
     resp = await api.delete("/v1/sites/edge-1", headers=ADMIN)
     assert resp.status_code == 204 and resp.content == b""

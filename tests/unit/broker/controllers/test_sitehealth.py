@@ -1,0 +1,124 @@
+"""Site health over the in-memory store, with a hand-driven clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from broker import errors
+from broker.controllers.sitehealth import SiteHealthController
+from broker.models import codec
+from broker.models.site import Health, SiteHealth, SiteSpec
+from broker.settings import BrokerSettings, HealthSettings
+from broker.store import keys
+from broker.store.memory import MemoryStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def lead(store: MemoryStore, name: str = "b1") -> int:
+    await store.put(keys.LEADER, name.encode())
+    kv = await store.get(keys.LEADER)
+    assert kv is not None
+    return kv.create_revision
+
+
+async def verdict(store: MemoryStore, site: str) -> SiteHealth | None:
+    kv = await store.get(keys.health(site))
+    return None if kv is None else codec.decode(SiteHealth, kv.value)
+
+
+async def events(store: MemoryStore) -> list[dict[str, object]]:
+    kvs, _ = await store.get_prefix(keys.EVENTS)
+    return [json.loads(kv.value) for kv in kvs]
+
+
+async def settle() -> None:
+    """Let the controller's watch catch up (the fake store delivers asynchronously)."""
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+
+
+async def state_of(store: MemoryStore, site: str, want: Health) -> SiteHealth:
+    for _ in range(200):
+        v = await verdict(store, site)
+        if v is not None and v.state is want:
+            return v
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{site} never became {want}")
+
+
+@pytest.fixture
+async def setup(memory_store: MemoryStore):  # type: ignore[no-untyped-def]
+    store = memory_store
+    for site in ("a", "b"):
+        await store.put(keys.site(site), codec.encode(SiteSpec(id=site, region="r")))
+    fence = await lead(store)
+    clock = Clock()
+    settings = BrokerSettings(name="b1", health=HealthSettings(down_after=3.0, sweep_interval=3600))
+    ctl = SiteHealthController(store, settings, fence, clock=clock)
+    task = asyncio.create_task(ctl.run())
+    await settle()
+    yield store, ctl, clock, fence
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_status_up_then_closed_stream_down(setup) -> None:  # type: ignore[no-untyped-def]
+    store, ctl, clock, fence = setup
+    await store.put(keys.sitestatus("a"), b"{}")
+    v = await state_of(store, "a", Health.UP)
+    assert v.fence == fence and v.decided_by == "b1"
+    await store.delete(keys.sitestatus("a"))
+    v = await state_of(store, "a", Health.DOWN)
+    assert "stream closed" in v.reason
+    kinds = [(e["kind"], e["subject"]) for e in await events(store)]
+    assert kinds == [("site.up", "a"), ("site.down", "a")]
+
+
+async def test_silence_beyond_bound_goes_down_once(setup) -> None:  # type: ignore[no-untyped-def]
+    store, ctl, clock, _ = setup
+    await store.put(keys.sitestatus("a"), b"{}")
+    await state_of(store, "a", Health.UP)
+    clock.now += 2.9
+    await ctl.sweep()
+    assert (await verdict(store, "a")).state is Health.UP  # type: ignore[union-attr]
+    clock.now += 0.2
+    await ctl.sweep()
+    await ctl.sweep()
+    v = await verdict(store, "a")
+    assert v is not None and v.state is Health.DOWN and "no heartbeat" in v.reason
+    assert [e["kind"] for e in await events(store)] == ["site.up", "site.down"]
+    # a heartbeat brings it back
+    await store.put(keys.sitestatus("a"), b"{}")
+    await state_of(store, "a", Health.UP)
+
+
+async def test_never_connected_site_stays_unknown(setup) -> None:  # type: ignore[no-untyped-def]
+    store, ctl, clock, _ = setup
+    clock.now += 60
+    await ctl.sweep()
+    assert await verdict(store, "b") is None
+    assert await events(store) == []
+
+
+async def test_deposed_leader_cannot_write(memory_store: MemoryStore) -> None:
+    store = memory_store
+    await store.put(keys.site("a"), codec.encode(SiteSpec(id="a", region="r")))
+    old_fence = await lead(store, "old")
+    await store.delete(keys.LEADER)
+    await lead(store, "new")
+    ctl = SiteHealthController(store, BrokerSettings(name="old"), old_fence)
+    await store.put(keys.sitestatus("a"), b"{}")
+    with pytest.raises(errors.FencedOut):
+        await ctl._load()
+    assert await verdict(store, "a") is None
+    assert await events(store) == []

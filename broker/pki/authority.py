@@ -113,7 +113,7 @@ class Authority:
             "site",
             site_id,
             [x509.UniformResourceIdentifier(uri)],
-            [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+            [ExtendedKeyUsageOID.CLIENT_AUTH],
             self.paths.site_cert(site_id),
             self.paths.site_key(site_id),
             days,

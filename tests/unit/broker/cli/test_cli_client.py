@@ -106,7 +106,7 @@ def test_render_json_is_the_data(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_render_table_columns_headers_formats(capsys: pytest.CaptureFixture[str]) -> None:
-    rows = [{"id": "a", "n": 1, "hidden": "h"}, {"id": "[b]", "n": None}]
+    rows: list[dict[str, object]] = [{"id": "a", "n": 1, "hidden": "h"}, {"id": "[b]", "n": None}]
     output.render(
         rows,
         output.Format.table,

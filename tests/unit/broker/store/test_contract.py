@@ -27,7 +27,7 @@ from broker.store.protocol import (
     WatchEvent,
 )
 
-T, O = Target, Op
+T, O = Target, Op  # noqa: E741 - short names keep the compare table readable
 
 
 async def take(watch: AsyncIterator[WatchEvent], count: int, timeout: float = 10.0) -> list[WatchEvent]:

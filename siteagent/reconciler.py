@@ -26,7 +26,7 @@ import dataclasses
 import heapq
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from siteagent import errors, models
@@ -137,7 +137,7 @@ class Reconciler:
         if self._dirty:
             self._news.set()
 
-    async def statuses(self) -> AsyncIterator[models.ObjectStatus]:
+    async def statuses(self) -> AsyncGenerator[models.ObjectStatus, None]:
         """Every status change, coalesced per object while unread; runs until cancelled.
 
         Meant for one reader at a time (the session's current stream).
@@ -196,7 +196,7 @@ class Reconciler:
                 status = await self.driver.observe(obj.kind, obj.name)
             else:
                 status = await self.driver.apply(obj)
-        except Exception as exc:  # noqa: BLE001 - one object's failure never stops the rest
+        except Exception as exc:  # one object's failure never stops the others
             if entry.desired is obj:
                 self._failed(entry, exc)
             return

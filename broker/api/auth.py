@@ -116,7 +116,11 @@ def check_bind(listen: str, auth_mode: str) -> None:
     """Refuse dev mode on anything but loopback: the dev token is a shared admin key."""
     if auth_mode != "dev":
         return
-    host = listen.rpartition(":")[0].strip("[]") if ":" in listen else listen
+    host = listen.strip("[]")
+    try:
+        ipaddress.ip_address(host)  # a bare address, no port
+    except ValueError:
+        host = listen.rpartition(":")[0].strip("[]") if ":" in listen else listen
     if host == "localhost":
         return
     try:

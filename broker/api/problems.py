@@ -202,7 +202,7 @@ def install(
         )
 
     async def on_bug(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=exc)
+        # Starlette re-raises after this handler, so the server logs the traceback once
         return problem(500, "internal", "Internal broker error", "the broker failed: see its log")
 
     app.add_exception_handler(errors.BrokerError, on_broker_error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siteagent import errors, models, reconciler
+from siteagent import models, reconciler
 from siteagent.drivers import sim
 
 FAST = reconciler.Backoff(base=0.001, cap=0.01)
@@ -74,11 +75,19 @@ def driver() -> Recording:
 @pytest.fixture
 async def running(driver: Recording) -> AsyncIterator[reconciler.Reconciler]:
     rec = reconciler.Reconciler(driver, backoff=FAST, poll_interval=0.001, rng=random.Random(1))
+    async with started(rec):
+        yield rec
+
+
+@contextlib.asynccontextmanager
+async def started(rec: reconciler.Reconciler) -> AsyncIterator[reconciler.Reconciler]:
     task = asyncio.create_task(rec.run())
-    yield rec
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    try:
+        yield rec
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def converge(rec: reconciler.Reconciler, *objs: models.DesiredObject) -> None:
@@ -158,11 +167,14 @@ async def test_temporary_failures_are_retried(
     seen: list[models.ObjectStatus] = []
     driver.site.fail_next("network", message="neutron 503", times=3)
     reader = asyncio.create_task(_collect(running, seen))
+    await asyncio.sleep(0)
     await converge(running, desired("network", "n", project="p"))
     assert driver.calls.count(("apply", "network", "n")) == 4
     assert running.snapshot() == {"network/n": 1}
     await asyncio.sleep(0)
     reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
     # the three identical failures are one status change: reported once
     assert [(s.state.name, s.temporary, s.message) for s in seen] == [
         ("FAILED", True, "network 'n': neutron 503"),
@@ -214,11 +226,8 @@ async def test_pending_objects_are_polled_until_ready() -> None:
     driver = Recording(site)
     seen: list[models.ObjectStatus] = []
     rec = reconciler.Reconciler(driver, on_status=seen.append, poll_interval=0.001)
-    task = asyncio.create_task(rec.run())
-    try:
+    async with started(rec):
         await converge(rec, *VNF)
-    finally:
-        task.cancel()
     assert driver.calls.count(("observe", "server", "du")) == 3
     assert [s.state.name for s in seen if s.kind == "server"] == ["PENDING", "READY"]
 
@@ -226,18 +235,20 @@ async def test_pending_objects_are_polled_until_ready() -> None:
 async def test_an_object_that_vanishes_while_pending_is_created_again() -> None:
     site = sim.SimSite.from_dict({**_as_dict(sim.SimSite.generated("e").config), "build_polls": 5})
     driver = Recording(site)
-    rec = reconciler.Reconciler(driver, poll_interval=0.01)
-    task = asyncio.create_task(rec.run())
-    try:
+    building = asyncio.Event()
+
+    def on_status(status: models.ObjectStatus) -> None:
+        if status.kind == "server" and status.state is models.ObjectState.PENDING:
+            building.set()
+
+    rec = reconciler.Reconciler(driver, on_status=on_status, poll_interval=0.01)
+    async with started(rec):
         await rec.submit(desired("flavor", "f", vcpus=1, ram_mb=64))
         await rec.submit(desired("image", "i", disk_format="raw", size=1, sha256=SHA))
         await rec.submit(desired("server", "s", project="p", flavor="f", image="i"))
-        while ("observe", "server", "s") not in driver.calls:
-            await asyncio.sleep(0.001)
+        await asyncio.wait_for(building.wait(), timeout=10)
         await site.delete("server", "s")  # someone removed it behind our back
         await asyncio.wait_for(rec.wait_idle(), timeout=10)
-    finally:
-        task.cancel()
     assert driver.calls.count(("apply", "server", "s")) == 2
     assert rec.snapshot()["server/s"] == 1
 
@@ -245,14 +256,11 @@ async def test_an_object_that_vanishes_while_pending_is_created_again() -> None:
 async def test_a_newer_generation_during_an_operation_wins() -> None:
     site = sim.SimSite.from_dict({**_as_dict(sim.SimSite.generated("e").config), "latency_s": 0.02})
     rec = reconciler.Reconciler(site)
-    task = asyncio.create_task(rec.run())
-    try:
+    async with started(rec):
         await rec.submit(desired("network", "n", project="p"))
         await asyncio.sleep(0.005)  # generation 1 is in flight
         await rec.submit(desired("network", "n", 2, project="p", shared=True))
         await asyncio.wait_for(rec.wait_idle(), timeout=10)
-    finally:
-        task.cancel()
     assert rec.snapshot() == {"network/n": 2}
     status = rec.status("network", "n")
     assert status is not None and status.observed_generation == 2
@@ -280,11 +288,8 @@ async def test_a_driver_bug_fails_the_object_not_the_reconciler(
     driver = Broken(sim.SimSite.generated("e"))
     seen: list[models.ObjectStatus] = []
     rec = reconciler.Reconciler(driver, on_status=seen.append, backoff=FAST)
-    task = asyncio.create_task(rec.run())
-    try:
+    async with started(rec):
         await converge(rec, desired("network", "n", project="p"))
-    finally:
-        task.cancel()
     assert [(s.state.name, s.temporary, s.message) for s in seen] == [
         ("FAILED", True, "'driver bug'"),
         ("READY", False, ""),
@@ -358,20 +363,6 @@ def test_backoff_never_exceeds_its_cap(attempt: int, seed: int) -> None:
     backoff = reconciler.Backoff(base=0.1, factor=3.0, cap=30.0)
     delay = backoff.delay(attempt, random.Random(seed))
     assert 0 < delay <= 30.0
-
-
-def test_retry_delay_table() -> None:
-    cases: list[tuple[BaseException, float | None]] = [
-        (errors.Temporary("x", retry_after=3.0), 3.0),
-        (errors.StreamLost("gone"), 1.0),
-        (errors.DriverError("port", "p", "409", temporary=True), 0.0),
-        (errors.DriverError("port", "p", "503", temporary=True, retry_after=9.0), 9.0),
-        (errors.DriverError("port", "p", "400", temporary=False), None),
-        (errors.InvalidSpec("vcpus", "bad"), None),
-        (errors.HardwareError("bad"), None),
-        (ValueError("foreign"), None),
-    ]
-    assert [errors.retry_delay(exc) for exc, _ in cases] == [want for _, want in cases]
 
 
 async def _collect(rec: reconciler.Reconciler, into: list[models.ObjectStatus]) -> None:

@@ -164,7 +164,7 @@ def test_from_settings_dev(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "listen",
-    ["127.0.0.1:8080", "127.9.8.7:80", "[::1]:8080", "localhost:8080", "127.0.0.1"],
+    ["127.0.0.1:8080", "127.9.8.7:80", "[::1]:8080", "localhost:8080", "127.0.0.1", "::1"],
 )
 def test_check_bind_allows_loopback_in_dev(listen: str) -> None:
     auth.check_bind(listen, "dev")

@@ -137,6 +137,24 @@ async def test_each_app_has_its_own_registry(memstore: MemoryStore) -> None:
     )
 
 
+async def test_openapi_describes_every_route(api: httpx.AsyncClient) -> None:
+    resp = await api.get("/openapi.json")
+    assert resp.status_code == 200
+    paths = resp.json()["paths"]
+    for path in (
+        "/v1/sites",
+        "/v1/sites/{site_id}",
+        "/v1/events",
+        "/v1/leader",
+        "/v1/pki/revocations",
+        "/healthz",
+        "/metrics",
+    ):
+        assert path in paths
+    site_in = resp.json()["components"]["schemas"]["SiteIn"]
+    assert site_in["additionalProperties"] is False
+
+
 async def test_unknown_path_is_problem_json(api: httpx.AsyncClient) -> None:
     assert_problem(await api.get("/v2/nothing"), 404, detail_has="GET /v2/nothing")
     assert_problem(await api.put("/v1/sites", headers=ADMIN), 405)

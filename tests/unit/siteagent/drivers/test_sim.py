@@ -343,9 +343,13 @@ def _yaml_dict() -> dict[str, Any]:
 
 def _claims(inv: models.Inventory) -> list[tuple[int, ...]]:
     return [
-        (c.pcpus_used, c.vcpus_used, c.memory_used_mb)
-        + tuple(p.free for p in c.hugepages)
-        + tuple(p.vfs_used for p in c.sriov)
+        (
+            c.pcpus_used,
+            c.vcpus_used,
+            c.memory_used_mb,
+            *(p.free for p in c.hugepages),
+            *(p.vfs_used for p in c.sriov),
+        )
         for h in inv.hosts
         for c in h.cells
     ]

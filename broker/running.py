@@ -9,7 +9,6 @@ SIGINT do the same. Nothing here holds state that etcd does not (invariant 1).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Coroutine
@@ -70,7 +69,6 @@ async def run(settings: BrokerSettings) -> None:
     api = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     )
-    api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     campaign = Campaign(store, settings.name, settings.election)
 
     await grpc_server.start()
@@ -88,12 +86,14 @@ async def run(settings: BrokerSettings) -> None:
         ),
         "api": api.serve(),
     }
-    tasks = {asyncio.create_task(coro, name=name): name for name, coro in roots.items()}
+    tasks: dict[asyncio.Task[Any], str] = {
+        asyncio.create_task(coro, name=name): name for name, coro in roots.items()
+    }
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    stopper = asyncio.create_task(stop.wait(), name="signal")
+    stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="signal")
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -110,8 +110,10 @@ async def run(settings: BrokerSettings) -> None:
         for session in registry.all():
             session.close("broker replica shutting down")
         await grpc_server.stop(grace=1.0)
-        with contextlib.suppress(errors.BrokerError):
-            await campaign.resign()
+        # cancelling the campaign resigns: a follower takes over in milliseconds
+        election = next(t for t, n in tasks.items() if n == "election")
+        election.cancel()
+        await asyncio.gather(election, return_exceptions=True)
         for task in [*tasks, stopper]:
             task.cancel()
         await asyncio.gather(*tasks, stopper, return_exceptions=True)

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import signal
 import time
+from typing import Any
 
 from siteagent import errors, models
 from siteagent.drivers.base import Driver
@@ -85,11 +86,11 @@ async def run_many(all_settings: list[AgentSettings]) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    agents = {
+    agents: dict[asyncio.Task[Any], str] = {
         asyncio.create_task(run_one(s), name=s.site_id): s.site_id for s in all_settings
     }
-    stopper = asyncio.create_task(stop.wait())
-    pending: set[asyncio.Task[None]] = set(agents)
+    stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+    pending: set[asyncio.Task[Any]] = set(agents)
     try:
         while pending:
             done, pending = await asyncio.wait(

@@ -14,6 +14,7 @@ Layout of the state directory::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -256,10 +257,8 @@ class Federation:
         for name in self.broker_names():
             self.start_broker(name, wait=False)
         for name in self.broker_names():
-            url = self.api_url(name)
-            procs.wait_until(
-                self.running[name], lambda u=url: self._api_healthy(u), timeout=60, what="serving"
-            )
+            ready = functools.partial(self._api_healthy, self.api_url(name))
+            procs.wait_until(self.running[name], ready, timeout=60, what="serving")
         self.register_sites(sites)
         if per_process is None:
             per_process = 1 if len(sites) <= 10 else SWARM_SIZE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CollectorRegistry, Gauge
 
 from broker.gateway.servicer import Gateway
@@ -19,4 +21,8 @@ def register(registry: CollectorRegistry, sessions: Registry, gateway: Gateway) 
     )
     for code in ("REFUSAL_IDENTITY", "REFUSAL_UNSUPPORTED_VERSION", "REFUSAL_UNKNOWN_SITE",
                  "REFUSAL_MALFORMED", "REFUSAL_UNAVAILABLE"):
-        refusals.labels(code).set_function(lambda c=code: gateway.refusals.get(c, 0))
+        refusals.labels(code).set_function(functools.partial(_count, gateway.refusals, code))
+
+
+def _count(counts: dict[str, int], code: str) -> float:
+    return counts.get(code, 0)

@@ -50,7 +50,9 @@ def now_ms() -> int:
 
 
 class Refused(Exception):
-    def __init__(self, code: int, reason: str, retry_after_ms: int = 0) -> None:
+    def __init__(
+        self, code: pb.RefusalCode.ValueType, reason: str, retry_after_ms: int = 0
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
@@ -73,7 +75,9 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         self.revocations = revocations
         self.refusals: dict[str, int] = {}
 
-    async def Connect(  # noqa: N802 (the wire's name)
+    # grpc.aio accepts a coroutine that reads and writes through the context; the stub's
+    # signature only knows the iterator style.
+    async def Connect(  # type: ignore[override]
         self,
         request_iterator: AsyncIterator[pb.AgentMessage],
         context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage],

@@ -7,7 +7,6 @@ in etcd surfaces as ``InvalidInput`` naming the field, never as a half-built obj
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from typing import Any, TypeVar
 
@@ -23,9 +22,14 @@ def encode(value: Any) -> bytes:
     return json.dumps(dataclasses.asdict(value), separators=(",", ":"), sort_keys=True).encode()
 
 
-@functools.cache
+_adapters: dict[type[Any], pydantic.TypeAdapter[Any]] = {}
+
+
 def _adapter(cls: type[T]) -> pydantic.TypeAdapter[T]:
-    return pydantic.TypeAdapter(cls)
+    adapter = _adapters.get(cls)
+    if adapter is None:
+        adapter = _adapters[cls] = pydantic.TypeAdapter(cls)
+    return adapter
 
 
 def decode(cls: type[T], data: bytes | str | dict[str, Any]) -> T:

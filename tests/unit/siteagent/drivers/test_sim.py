@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from siteagent import errors, models
@@ -374,7 +374,6 @@ op_strategy = st.one_of(
     max_examples=60,
     deadline=None,
     database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(ops=st.lists(op_strategy, max_size=25))
 async def test_random_sequences_keep_claims_within_capacity(ops: list[tuple[Any, ...]]) -> None:

@@ -7,6 +7,7 @@ Steps are idempotent anyway: re-running one after a crash does no harm.
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import time
@@ -44,12 +45,14 @@ def run(lay: Layout, log: Path, argv: list[str], ok_codes: tuple[int, ...] = (0,
     with open(log, "ab") as out:
         out.write(f"\n===== {time.strftime('%F %T')}: {' '.join(argv)}\n".encode())
         out.flush()
+        t0 = time.monotonic()
         try:
             res = subprocess.run([lay.bin(argv[0]), *argv[1:]], stdout=out,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  timeout=timeout)
         except subprocess.TimeoutExpired:
             raise StartError(f"{argv[0]} {argv[1:3]} timed out after {timeout:.0f}s", log)
+        out.write(f"===== exit {res.returncode} after {time.monotonic() - t0:.1f}s\n".encode())
     if res.returncode not in ok_codes:
         raise StartError(f"{' '.join(argv[:4])} ... exited {res.returncode}", log)
 
@@ -62,7 +65,7 @@ def db_steps(lay: Layout, site: Site) -> dict[str, "callable"]:
     """The schema steps still to do for ``site``, by name; independent of each other."""
     steps = {"db-keystone": _keystone_db, "db-glance": _glance_db,
              "db-placement": _placement_db, "db-neutron": _neutron_db, "db-nova": _nova_db}
-    return {name: (lambda f=f: (f(lay, site), mark(site, name)))
+    return {name: (lambda f=f, name=name: (f(lay, site), mark(site, name)))
             for name, f in steps.items() if not done(site, name)}
 
 
@@ -74,15 +77,25 @@ def _keystone_db(lay: Layout, site: Site) -> None:
     conf = f"--config-file={configs.etc(site, 'keystone') / 'keystone.conf'}"
     log = _log(lay, site, "keystone-manage")
     run(lay, log, ["keystone-manage", conf, "db_sync"])
-    for what in ("fernet_setup", "credential_setup"):
-        run(lay, log, ["keystone-manage", conf, what, "--keystone-user", "root",
-                       "--keystone-group", "root"])
+    for repo in ("fernet-keys", "credential-keys"):
+        _key_repository(configs.etc(site, "keystone") / repo)
     run(lay, log, [
         "keystone-manage", conf, "bootstrap", "--bootstrap-password", lay.secrets["admin"],
         "--bootstrap-region-id", site.region,
         "--bootstrap-admin-url", site.url("keystone"),
         "--bootstrap-internal-url", site.url("keystone"),
         "--bootstrap-public-url", site.url("keystone")])
+
+
+def _key_repository(path: Path) -> None:
+    """What ``keystone-manage fernet_setup``/``credential_setup`` make, without starting
+    keystone-manage twice: key 0 (staged) and key 1 (primary), 32 random bytes each."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for index in ("0", "1"):
+        key = path / index
+        if not key.exists():
+            key.write_bytes(base64.urlsafe_b64encode(os.urandom(32)))
+            key.chmod(0o600)
 
 
 def _glance_db(lay: Layout, site: Site) -> None:

@@ -19,7 +19,9 @@ import uvicorn
 from broker import errors
 from broker.api import app as api_app
 from broker.api import auth as api_auth
+from broker.controllers.quotasync import QuotaMetrics, QuotaSyncController
 from broker.controllers.sitehealth import SiteHealthController
+from broker.controllers.vnfs import VnfController
 from broker.election.campaign import Campaign
 from broker.gateway import server as gateway_server
 from broker.gateway.feeds import DesiredFeed, ReplicaLease, Revocations
@@ -38,15 +40,24 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def controllers(store: EtcdStore, settings: BrokerSettings, fence: int) -> None:
+async def controllers(
+    store: EtcdStore,
+    settings: BrokerSettings,
+    fence: int,
+    quota_metrics: QuotaMetrics | None = None,
+) -> None:
     """Everything the leader runs; cancelled the moment leadership is lost."""
     log.info("leading with fence %d: controllers start", fence)
     try:
-        await SiteHealthController(store, settings, fence).run()
-    except errors.FencedOut as exc:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(SiteHealthController(store, settings, fence).run())
+            quota_sync = QuotaSyncController(store, settings, fence, metrics=quota_metrics)
+            group.create_task(quota_sync.run())
+            group.create_task(VnfController(store, fence).run())
+    except* errors.FencedOut as exc:
         # Another replica leads: nothing of ours landed. The campaign notices the lost
         # term on its own and cancels this coroutine; until then, decide nothing.
-        log.error("controllers stopped, %s", exc)
+        log.error("controllers stopped, %s", exc.exceptions[0])
         await asyncio.Event().wait()
 
 
@@ -61,6 +72,7 @@ async def run(settings: BrokerSettings) -> None:
     authenticator = api_auth.from_settings(settings)
     app = api_app.create_app(store, settings, replica=settings.name, auth=authenticator)
     api_metrics = getattr(app.state, "metrics_registry", None)
+    quota_metrics = QuotaMetrics(api_metrics)  # drift gauges on the same /metrics
     if api_metrics is not None:
         from broker.gateway import metrics as gateway_metrics
 
@@ -82,7 +94,7 @@ async def run(settings: BrokerSettings) -> None:
         "desired feed": DesiredFeed(store, registry).run(),
         "election": campaign.run(),
         "controllers": campaign.run_while_leading(
-            lambda fence: controllers(store, settings, fence)
+            lambda fence: controllers(store, settings, fence, quota_metrics)
         ),
         "api": api.serve(),
     }

@@ -11,7 +11,9 @@ import typer
 from broker.cli import dev, pki, serve
 from broker.cli import events as events_cmd
 from broker.cli import leader as leader_cmd
+from broker.cli import quota as quota_cmd
 from broker.cli import sites
+from broker.cli import vnf as vnf_cmd
 
 app = typer.Typer(
     name="meridian",
@@ -23,6 +25,8 @@ app.add_typer(sites.app, name="sites", help="Register and inspect sites.")
 app.add_typer(pki.app, name="pki", help="Certificates: CA, brokers, sites, revocation.")
 app.add_typer(serve.app, name="broker", help="Run a broker replica.")
 app.add_typer(dev.app, name="dev", help="A local federation for development and tests.")
+app.add_typer(quota_cmd.app, name="quota", help="Show and set tenants' global quotas.")
+app.add_typer(vnf_cmd.app, name="vnf", help="Place and explain VNFs.")
 app.command("events")(events_cmd.events)
 app.command("leader")(leader_cmd.leader)
 

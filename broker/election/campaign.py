@@ -49,12 +49,24 @@ class Term:
 
 
 async def _cancel(*tasks: asyncio.Future[Any]) -> None:
-    """Cancel ``tasks`` and wait until they are done, whatever they end with."""
+    """Cancel ``tasks`` and wait until they are done, whatever they end with.
+
+    The caller's own cancellation is never swallowed: if it arrives meanwhile, the
+    children are still waited for, then it is raised.
+    """
     for task in tasks:
         task.cancel()
+    interrupted = False
+    while not all(task.done() for task in tasks):
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            interrupted = True
     for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller decides whether it matters
+    if interrupted:
+        raise asyncio.CancelledError
 
 
 async def _first(*tasks: asyncio.Future[Any]) -> None:
@@ -194,9 +206,8 @@ class Campaign:
             await asyncio.sleep(lease.ttl / 3)
             sent = loop.time()
             try:
-                ttl = await asyncio.wait_for(
-                    self._store.refresh_lease(lease.id), max(0.0, deadline - sent)
-                )
+                async with asyncio.timeout_at(deadline):  # not wait_for: see EtcdStore._call
+                    ttl = await self._store.refresh_lease(lease.id)
             except (TimeoutError, errors.BrokerError) as exc:
                 log.warning("%s: lease %x not refreshed: %s", self._name, lease.id, exc or "late")
                 lost.set()
@@ -285,4 +296,6 @@ class Campaign:
                     )
                 await self._store.revoke_lease(lease.id)
         except (TimeoutError, errors.BrokerError) as exc:
-            log.info("%s: could not release lease %x (it will expire): %s", self._name, lease.id, exc)
+            log.info(
+                "%s: could not release lease %x (it will expire): %s", self._name, lease.id, exc
+            )

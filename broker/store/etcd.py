@@ -89,7 +89,7 @@ def _grpc_status(exc: BaseException | None) -> tuple[str, str] | None:
         if callable(code) and callable(details):
             try:
                 return str(getattr(code(), "name", code())), str(details() or "")
-            except Exception as odd:  # noqa: BLE001 - a half-built RpcError; keep looking
+            except Exception as odd:
                 log.debug("unreadable gRPC status on %r: %s", exc, odd)
         exc = exc.__cause__ or exc.__context__
     return None
@@ -164,7 +164,8 @@ def make_client(settings: EtcdSettings) -> Any:
                 settings.ca_file, settings.key_file or None, settings.cert_file or None
             )
         except OSError as exc:
-            raise errors.SettingsError([f"etcd: cannot read {exc.filename}: {exc.strerror}"]) from exc
+            problem = f"etcd: cannot read {exc.filename}: {exc.strerror}"
+            raise errors.SettingsError([problem]) from exc
     endpoints = [
         etcd3.Endpoint(
             host,
@@ -234,8 +235,11 @@ class EtcdStore:
         for attempt in range(attempts):
             try:
                 future = loop.run_in_executor(self._pool, fn)
-                # the RPC has its own deadline; this bound only guards a stuck thread
-                return await asyncio.wait_for(future, self._settings.timeout + 1.0)
+                # The RPC has its own deadline; this bound only guards a stuck thread.
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that races with the result (and a campaign would not stop).
+                async with asyncio.timeout(self._settings.timeout + 1.0):
+                    return await future
             except RuntimeError as exc:
                 if self._closed:  # the pool was shut down under us
                     raise errors.StoreUnavailable(f"{what}: the store is closed") from exc
@@ -438,7 +442,7 @@ class EtcdStore:
         def cancel() -> None:
             try:
                 self._client.cancel_watch(watch_id)
-            except Exception as exc:  # noqa: BLE001 - the stream is gone anyway
+            except Exception as exc:
                 log.debug("cancelling watch %s: %s", watch_id, exc)
 
         try:
@@ -453,7 +457,7 @@ class EtcdStore:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._pool, self._client.close)
-        except Exception as exc:  # noqa: BLE001 - closing is best effort
+        except Exception as exc:
             log.debug("closing the etcd client: %s", exc)
         self._pool.shutdown(wait=False, cancel_futures=True)
 

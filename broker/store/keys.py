@@ -18,6 +18,11 @@ USAGE = "usage/"
 REVOKED = "pki/revoked/"
 LEADER = "election/controller"
 REPLICAS = "replicas/"
+QUOTA = "quota/"  # the quota ledger's root; its layout is quota.ledger's
+VNFS = "vnfs/"
+PLACEMENTS = "placements/"
+CLAIMS = "claims/"
+LATENCY = "latency"
 
 
 def site(site_id: str) -> str:
@@ -65,3 +70,18 @@ def revoked(serial: int) -> str:
 
 def replica(name: str) -> str:
     return f"{REPLICAS}{name}"
+
+
+def vnf(vnf_id: str) -> str:
+    """A VNF: its descriptor, wanted state and status (API writes, placement updates)."""
+    return f"{VNFS}{vnf_id}"
+
+
+def placement(vnf_id: str) -> str:
+    """The placement decision of a VNF: assignment and explanation (placement, fenced)."""
+    return f"{PLACEMENTS}{vnf_id}"
+
+
+def claims(site_id: str) -> str:
+    """Every placed member's hardware claim at a site (placement, fenced)."""
+    return f"{CLAIMS}{site_id}"

@@ -149,9 +149,7 @@ class MemoryStore:
         if not prefix:
             entry = self._data.get(key)
             return () if entry is None else (self._kv(key, entry),)
-        return tuple(
-            self._kv(k, self._data[k]) for k in sorted(self._data) if k.startswith(key)
-        )
+        return tuple(self._kv(k, self._data[k]) for k in sorted(self._data) if k.startswith(key))
 
     @staticmethod
     def _validate(ops: Sequence[p.TxnOp | p.Compare]) -> None:
@@ -311,9 +309,7 @@ class MemoryStore:
         self._check(f"watch {prefix}")
         watcher = _Watcher(prefix, asyncio.Queue())
         if start_revision is not None:
-            first = bisect.bisect_left(
-                self._history, start_revision, key=lambda e: e.mod_revision
-            )
+            first = bisect.bisect_left(self._history, start_revision, key=lambda e: e.mod_revision)
             for event in self._history[first:]:
                 if event.key.startswith(prefix):
                     watcher.queue.put_nowait(event)

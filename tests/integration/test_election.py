@@ -65,11 +65,11 @@ async def replicas(etcd_server: etcd_support.Cluster, etcd_root: str) -> AsyncIt
     await group.close()
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 15.0) -> float:
-    """Seconds until ``check()`` held; fails after ``timeout``."""
+async def eventually(check: Callable[[], bool], within: float = 15.0) -> float:
+    """Seconds until ``check()`` held; fails after ``within`` seconds."""
     started = time.monotonic()
     while not check():
-        assert time.monotonic() - started < timeout, "condition never became true"
+        assert time.monotonic() - started < within, "condition never became true"
         await asyncio.sleep(0.005)
     return time.monotonic() - started
 
@@ -239,7 +239,7 @@ asyncio.run(main())
 """
 
 
-async def read_line(process: asyncio.subprocess.Process, prefix: str, timeout: float = 20.0) -> str:
+async def read_line(process: asyncio.subprocess.Process, prefix: str, within: float = 20.0) -> str:
     assert process.stdout is not None
 
     async def find() -> str:
@@ -250,7 +250,7 @@ async def read_line(process: asyncio.subprocess.Process, prefix: str, timeout: f
             if line.startswith(prefix):
                 return line
 
-    return await asyncio.wait_for(find(), timeout)
+    return await asyncio.wait_for(find(), within)
 
 
 async def test_a_paused_leader_is_replaced_and_its_writes_never_land(
@@ -273,7 +273,7 @@ async def test_a_paused_leader_is_replaced_and_its_writes_never_land(
 
         process.send_signal(signal.SIGSTOP)
         paused = time.monotonic()
-        await eventually(lambda: b.is_leader, timeout=20)
+        await eventually(lambda: b.is_leader, within=20)
         took = time.monotonic() - paused
         fence_b = b.fence
         assert fence_b is not None and fence_b > fence_a
@@ -290,7 +290,7 @@ async def test_a_paused_leader_is_replaced_and_its_writes_never_land(
         # no write of the paused leader landed after b's term began
         watch = store.watch_prefix("probe", start_revision=fence_a)
         try:
-            history = []
+            history: list[p.WatchEvent] = []
             while not history or history[-1].mod_revision < mine.revision:
                 history.append(await asyncio.wait_for(anext(watch), 10))
         finally:

@@ -57,9 +57,9 @@ async def stores() -> AsyncIterator[list[EtcdStore]]:
         await store.close()
 
 
-async def until_ok(call: Callable[[], Awaitable[R]], timeout: float = 20.0) -> R:
-    """Retry ``call`` while it raises StoreUnavailable; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
+async def until_ok(call: Callable[[], Awaitable[R]], within: float = 20.0) -> R:
+    """Retry ``call`` while it raises StoreUnavailable; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while True:
         try:
             return await call()
@@ -102,7 +102,8 @@ async def test_tls_with_client_certificate(
 async def test_tls_without_client_certificate_is_refused(
     tls_etcd: etcd_support.Cluster, stores: list[EtcdStore]
 ) -> None:
-    store = EtcdStore.from_settings(tls_etcd.settings(root="/tls/", client_cert=False, timeout=TIMEOUT))
+    settings = tls_etcd.settings(root="/tls/", client_cert=False, timeout=TIMEOUT)
+    store = EtcdStore.from_settings(settings)
     stores.append(store)
     assert await timed_unavailable(lambda: store.get("sites/a")) < TIMEOUT + SLACK
 

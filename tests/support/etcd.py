@@ -258,9 +258,8 @@ def start(size: int = 1, *, tls: bool = False, fast: bool = False) -> Cluster:
                 f"--trusted-ca-file={files.ca_file}",
                 "--client-cert-auth",
             ]
-        members.append(
-            Member(name, ports[2 * i], ports[2 * i + 1], workdir / name, workdir / f"{name}.log", args)
-        )
+        log_path = workdir / f"{name}.log"
+        members.append(Member(name, ports[2 * i], ports[2 * i + 1], workdir / name, log_path, args))
     cluster = Cluster(workdir, members, files, _client_ssl(files) if files else None)
     try:
         for member in members:

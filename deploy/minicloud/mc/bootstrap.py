@@ -11,14 +11,14 @@ import base64
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from . import configs, procs, rest
+from . import configs, layout, procs, rest
 from .layout import Layout, Site
 from .procs import StartError
 
-DATABASES = ("keystone", "glance", "placement", "neutron", "nova_api", "nova_cell0",
-             "nova_cell1")
+DATABASES = ("keystone", "glance", "placement", "neutron", "nova_api", "nova_cell0", "nova_cell1")
 
 
 def stamp(site: Site, step: str) -> Path:
@@ -38,8 +38,9 @@ def mark(site: Site, step: str) -> None:
     path.write_text(time.strftime("%F %T\n"))
 
 
-def run(lay: Layout, log: Path, argv: list[str], ok_codes: tuple[int, ...] = (0,),
-        timeout: float = 300) -> None:
+def run(
+    lay: Layout, log: Path, argv: list[str], ok_codes: tuple[int, ...] = (0,), timeout: float = 300
+) -> None:
     """Runs one venv command, appending to ``log``; StartError with its tail on failure."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
@@ -47,11 +48,16 @@ def run(lay: Layout, log: Path, argv: list[str], ok_codes: tuple[int, ...] = (0,
         out.flush()
         t0 = time.monotonic()
         try:
-            res = subprocess.run([lay.bin(argv[0]), *argv[1:]], stdout=out,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise StartError(f"{argv[0]} {argv[1:3]} timed out after {timeout:.0f}s", log)
+            res = subprocess.run(
+                [lay.bin(argv[0]), *argv[1:]],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                env=layout.venv_env(),
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise StartError(f"{argv[0]} {argv[1:3]} timed out after {timeout:.0f}s", log) from exc
         out.write(f"===== exit {res.returncode} after {time.monotonic() - t0:.1f}s\n".encode())
     if res.returncode not in ok_codes:
         raise StartError(f"{' '.join(argv[:4])} ... exited {res.returncode}", log)
@@ -61,12 +67,20 @@ def database_names(site: Site) -> list[str]:
     return [site.db(d) for d in DATABASES]
 
 
-def db_steps(lay: Layout, site: Site) -> dict[str, "callable"]:
+def db_steps(lay: Layout, site: Site, only: str | None = None) -> dict[str, Callable]:
     """The schema steps still to do for ``site``, by name; independent of each other."""
-    steps = {"db-keystone": _keystone_db, "db-glance": _glance_db,
-             "db-placement": _placement_db, "db-neutron": _neutron_db, "db-nova": _nova_db}
-    return {name: (lambda f=f, name=name: (f(lay, site), mark(site, name)))
-            for name, f in steps.items() if not done(site, name)}
+    steps = {
+        "db-keystone": _keystone_db,
+        "db-glance": _glance_db,
+        "db-placement": _placement_db,
+        "db-neutron": _neutron_db,
+        "db-nova": _nova_db,
+    }
+    return {
+        name: (lambda f=f, name=name: (f(lay, site), mark(site, name)))
+        for name, f in steps.items()
+        if not done(site, name) and only in (None, name)
+    }
 
 
 def _log(lay: Layout, site: Site, what: str) -> Path:
@@ -79,12 +93,25 @@ def _keystone_db(lay: Layout, site: Site) -> None:
     run(lay, log, ["keystone-manage", conf, "db_sync"])
     for repo in ("fernet-keys", "credential-keys"):
         _key_repository(configs.etc(site, "keystone") / repo)
-    run(lay, log, [
-        "keystone-manage", conf, "bootstrap", "--bootstrap-password", lay.secrets["admin"],
-        "--bootstrap-region-id", site.region,
-        "--bootstrap-admin-url", site.url("keystone"),
-        "--bootstrap-internal-url", site.url("keystone"),
-        "--bootstrap-public-url", site.url("keystone")])
+    run(
+        lay,
+        log,
+        [
+            "keystone-manage",
+            conf,
+            "bootstrap",
+            "--bootstrap-password",
+            lay.secrets["admin"],
+            "--bootstrap-region-id",
+            site.region,
+            "--bootstrap-admin-url",
+            site.url("keystone"),
+            "--bootstrap-internal-url",
+            site.url("keystone"),
+            "--bootstrap-public-url",
+            site.url("keystone"),
+        ],
+    )
 
 
 def _key_repository(path: Path) -> None:
@@ -111,21 +138,43 @@ def _placement_db(lay: Layout, site: Site) -> None:
 def _neutron_db(lay: Layout, site: Site) -> None:
     d = configs.etc(site, "neutron")
     # "heads" migrates neutron and the installed subprojects (vpnaas, bgpvpn)
-    run(lay, _log(lay, site, "neutron-db-manage"), [
-        "neutron-db-manage", f"--config-file={d / 'neutron.conf'}",
-        f"--config-file={d / 'ml2_conf.ini'}", "upgrade", "heads"])
+    run(
+        lay,
+        _log(lay, site, "neutron-db-manage"),
+        [
+            "neutron-db-manage",
+            f"--config-file={d / 'neutron.conf'}",
+            f"--config-file={d / 'ml2_conf.ini'}",
+            "upgrade",
+            "heads",
+        ],
+    )
 
 
 def _nova_db(lay: Layout, site: Site) -> None:
     conf = f"--config-file={configs.etc(site, 'nova') / 'nova.conf'}"
     log = _log(lay, site, "nova-manage")
     run(lay, log, ["nova-manage", conf, "api_db", "sync"])
-    run(lay, log, ["nova-manage", conf, "cell_v2", "map_cell0", "--database_connection",
-                   lay.db_url(site.db("nova_cell0"))])
+    run(
+        lay,
+        log,
+        [
+            "nova-manage",
+            conf,
+            "cell_v2",
+            "map_cell0",
+            "--database_connection",
+            lay.db_url(site.db("nova_cell0")),
+        ],
+    )
     run(lay, log, ["nova-manage", conf, "db", "sync"])
     # exit 2: a cell with this database already exists
-    run(lay, log, ["nova-manage", conf, "cell_v2", "create_cell", "--name", "cell1"],
-        ok_codes=(0, 2))
+    run(
+        lay,
+        log,
+        ["nova-manage", conf, "cell_v2", "create_cell", "--name", "cell1"],
+        ok_codes=(0, 2),
+    )
 
 
 def admin_session(lay: Layout, site: Site) -> rest.Session:
@@ -133,25 +182,35 @@ def admin_session(lay: Layout, site: Site) -> rest.Session:
 
 
 # (service name, type, API name) registered in each site's catalog
-CATALOG = (("glance", "image", "glance"), ("placement", "placement", "placement"),
-           ("neutron", "network", "neutron"), ("nova", "compute", "nova"))
-TEST_USERS = {"meridian-admin": ("meridian", ("admin", "member")),
-              "meridian-member": ("meridian-tenant", ("member",))}
+CATALOG = (
+    ("glance", "image", "glance"),
+    ("placement", "placement", "placement"),
+    ("neutron", "network", "neutron"),
+    ("nova", "compute", "nova"),
+)
+TEST_USERS = {
+    "meridian-admin": ("meridian", ("admin", "member")),
+    "meridian-member": ("meridian-tenant", ("member",)),
+}
 
 
 def identity(lay: Layout, site: Site) -> None:
     """Service users, catalog, and the test projects and users, in the site's Keystone."""
     s = admin_session(lay, site)
     ks = site.url("keystone")
-    roles = {n: s.find_or_create(f"{ks}/roles", "role", {"name": n})["id"]
-             for n in ("admin", "member", "reader", "service")}
-    projects = {n: s.find_or_create(f"{ks}/projects", "project",
-                                    {"name": n, "domain_id": "default"})["id"]
-                for n in ("service", "meridian", "meridian-tenant")}
+    roles = {
+        n: s.find_or_create(f"{ks}/roles", "role", {"name": n})["id"]
+        for n in ("admin", "member", "reader", "service")
+    }
+    projects = {
+        n: s.find_or_create(f"{ks}/projects", "project", {"name": n, "domain_id": "default"})["id"]
+        for n in ("service", "meridian", "meridian-tenant")
+    }
 
     def user(name: str, password: str) -> str:
-        return s.find_or_create(f"{ks}/users", "user", {"name": name, "domain_id": "default"},
-                                {"password": password})["id"]
+        return s.find_or_create(
+            f"{ks}/users", "user", {"name": name, "domain_id": "default"}, {"password": password}
+        )["id"]
 
     def grant(uid: str, project: str, role: str) -> None:
         s.call("PUT", f"{ks}/projects/{projects[project]}/users/{uid}/roles/{roles[role]}")
@@ -160,13 +219,21 @@ def identity(lay: Layout, site: Site) -> None:
         uid = user(svc, lay.secrets["service"])
         grant(uid, "service", "admin")
         grant(uid, "service", "service")
-        sid = s.find_or_create(f"{ks}/services", "service", {"name": svc, "type": stype},
-                               query=f"?type={stype}")["id"]
+        sid = s.find_or_create(
+            f"{ks}/services", "service", {"name": svc, "type": stype}, query=f"?type={stype}"
+        )["id"]
         for iface in ("public", "internal"):
-            s.find_or_create(f"{ks}/endpoints", "endpoint",
-                             {"service_id": sid, "interface": iface, "region_id": site.region,
-                              "url": site.url(api)},
-                             query=f"?service_id={sid}&interface={iface}")
+            s.find_or_create(
+                f"{ks}/endpoints",
+                "endpoint",
+                {
+                    "service_id": sid,
+                    "interface": iface,
+                    "region_id": site.region,
+                    "url": site.url(api),
+                },
+                query=f"?service_id={sid}&interface={iface}",
+            )
     for name, (project, user_roles) in TEST_USERS.items():
         uid = user(name, lay.secrets["user"])
         for role in user_roles:
@@ -183,14 +250,26 @@ def report_agents(lay: Layout, site: Site) -> None:
     tool = Path(__file__).resolve().parent.parent / "venvtools" / "ovs_agents.py"
     log = _log(lay, site, "ovs-agents")
     with open(log, "ab") as out:
-        res = subprocess.run([lay.bin("python"), str(tool), f"--config-file={d / 'neutron.conf'}",
-                              f"--config-file={d / 'ml2_conf.ini'}", *hosts],
-                             stdout=out, stderr=subprocess.STDOUT, timeout=180,
-                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        res = subprocess.run(
+            [
+                lay.bin("python"),
+                str(tool),
+                f"--config-file={d / 'neutron.conf'}",
+                f"--config-file={d / 'ml2_conf.ini'}",
+                *hosts,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=180,
+            env={**layout.venv_env(), "PYTHONWARNINGS": "ignore"},
+        )
     if res.returncode != 0:
         rpc_log = lay.log_dir / f"{site.name}-neutron-rpc-server.log"
-        raise StartError(f"{site.name}: registering OVS agents failed; last lines of "
-                         f"{rpc_log}:\n{procs.tail(rpc_log, 15)}", log)
+        raise StartError(
+            f"{site.name}: registering OVS agents failed; last lines of "
+            f"{rpc_log}:\n{procs.tail(rpc_log, 15)}",
+            log,
+        )
 
 
 def wait_computes(lay: Layout, site: Site, timeout: float = 120) -> None:
@@ -211,13 +290,18 @@ def wait_computes(lay: Layout, site: Site, timeout: float = 120) -> None:
             binary, host = sorted(missing or want)[0]
             role = host.split("-", 1)[1]
             name = binary if role == "ctl" else f"nova-{role}"
-            raise StartError(f"{site.name}: {binary} on {host} not up after {timeout:.0f}s "
-                             f"(nodes: {sorted(names)})",
-                             lay.log_dir / f"{site.name}-{name}.log")
+            raise StartError(
+                f"{site.name}: {binary} on {host} not up after {timeout:.0f}s "
+                f"(nodes: {sorted(names)})",
+                lay.log_dir / f"{site.name}-{name}.log",
+            )
         time.sleep(1)
 
 
 def discover_hosts(lay: Layout, site: Site) -> None:
     conf = f"--config-file={configs.etc(site, 'nova') / 'nova.conf'}"
-    run(lay, _log(lay, site, "nova-manage"),
-        ["nova-manage", conf, "cell_v2", "discover_hosts", "--verbose"])
+    run(
+        lay,
+        _log(lay, site, "nova-manage"),
+        ["nova-manage", conf, "cell_v2", "discover_hosts", "--verbose"],
+    )

@@ -19,14 +19,19 @@ def entries(lay: Layout, site: Site) -> dict[str, dict]:
             "region_name": site.region,
             "identity_api_version": 3,
             "interface": "public",
-            "auth": {"auth_url": site.url("keystone"), "username": user,
-                     "password": password, "project_name": project,
-                     "user_domain_name": "Default", "project_domain_name": "Default"},
+            "auth": {
+                "auth_url": site.url("keystone"),
+                "username": user,
+                "password": password,
+                "project_name": project,
+                "user_domain_name": "Default",
+                "project_domain_name": "Default",
+            },
         }
+
     return {
         site.cloud: cloud("meridian-admin", lay.secrets["user"], "meridian"),
-        f"{site.cloud}-member": cloud("meridian-member", lay.secrets["user"],
-                                      "meridian-tenant"),
+        f"{site.cloud}-member": cloud("meridian-member", lay.secrets["user"], "meridian-tenant"),
         f"{site.cloud}-cloudadmin": cloud("admin", lay.secrets["admin"], "admin"),
     }
 

@@ -50,9 +50,13 @@ def etc(site: Site, service: str) -> Path:
 def _auth(lay: Layout, site: Site, user: str) -> dict[str, object]:
     """keystoneauth password options for a service user of this site."""
     return {
-        "auth_type": "password", "auth_url": site.url("keystone"), "username": user,
-        "password": lay.secrets["service"], "project_name": "service",
-        "user_domain_name": "Default", "project_domain_name": "Default",
+        "auth_type": "password",
+        "auth_url": site.url("keystone"),
+        "username": user,
+        "password": lay.secrets["service"],
+        "project_name": "service",
+        "user_domain_name": "Default",
+        "project_domain_name": "Default",
         "region_name": site.region,
     }
 
@@ -71,15 +75,20 @@ def _common(site: Site) -> dict[str, object]:
 def keystone(lay: Layout, site: Site) -> list[Path]:
     d = etc(site, "keystone")
     conf = d / "keystone.conf"
-    write(conf, render({
-        "DEFAULT": _common(site),
-        "database": {"connection": lay.db_url(site.db("keystone"))},
-        # bcrypt's default cost makes every password auth ~0.2s of CPU
-        "identity": {"password_hash_rounds": 4},
-        "token": {"provider": "fernet"},
-        "fernet_tokens": {"key_repository": d / "fernet-keys"},
-        "credential": {"key_repository": d / "credential-keys"},
-    }))
+    write(
+        conf,
+        render(
+            {
+                "DEFAULT": _common(site),
+                "database": {"connection": lay.db_url(site.db("keystone"))},
+                # bcrypt's default cost makes every password auth ~0.2s of CPU
+                "identity": {"password_hash_rounds": 4},
+                "token": {"provider": "fernet"},
+                "fernet_tokens": {"key_repository": d / "fernet-keys"},
+                "credential": {"key_repository": d / "credential-keys"},
+            }
+        ),
+    )
     return [conf]
 
 
@@ -89,34 +98,50 @@ def glance(lay: Layout, site: Site) -> list[Path]:
     paste = d / "glance-api-paste.ini"
     _copy_paste(lay, "glance/glance-api-paste.ini", paste)
     conf = d / "glance-api.conf"
-    write(conf, render({
-        "DEFAULT": {
-            **_common(site),
-            "enabled_backends": "fs1:file, fs2:file",
-            "enabled_import_methods": "[glance-direct,web-download,copy-image]",
-            "worker_self_reference_url": f"http://{layout.HOST}:{site.port('glance')}",
-        },
-        "database": {"connection": lay.db_url(site.db("glance"))},
-        "keystone_authtoken": _authtoken(lay, site, "glance"),
-        "paste_deploy": {"flavor": "keystone", "config_file": paste},
-        "glance_store": {"default_backend": "fs1"},
-        "fs1": {"filesystem_store_datadir": data / "fs1", "store_description": "file store 1"},
-        "fs2": {"filesystem_store_datadir": data / "fs2", "store_description": "file store 2"},
-        "os_glance_staging_store": {"filesystem_store_datadir": data / "staging"},
-        "os_glance_tasks_store": {"filesystem_store_datadir": data / "tasks"},
-        "oslo_concurrency": {"lock_path": site.dir / "lock" / "glance"},
-    }))
+    write(
+        conf,
+        render(
+            {
+                "DEFAULT": {
+                    **_common(site),
+                    "enabled_backends": "fs1:file, fs2:file",
+                    "enabled_import_methods": "[glance-direct,web-download,copy-image]",
+                    "worker_self_reference_url": f"http://{layout.HOST}:{site.port('glance')}",
+                },
+                "database": {"connection": lay.db_url(site.db("glance"))},
+                "keystone_authtoken": _authtoken(lay, site, "glance"),
+                "paste_deploy": {"flavor": "keystone", "config_file": paste},
+                "glance_store": {"default_backend": "fs1"},
+                "fs1": {
+                    "filesystem_store_datadir": data / "fs1",
+                    "store_description": "file store 1",
+                },
+                "fs2": {
+                    "filesystem_store_datadir": data / "fs2",
+                    "store_description": "file store 2",
+                },
+                "os_glance_staging_store": {"filesystem_store_datadir": data / "staging"},
+                "os_glance_tasks_store": {"filesystem_store_datadir": data / "tasks"},
+                "oslo_concurrency": {"lock_path": site.dir / "lock" / "glance"},
+            }
+        ),
+    )
     return [conf, paste]
 
 
 def placement(lay: Layout, site: Site) -> list[Path]:
     conf = etc(site, "placement") / "placement.conf"
-    write(conf, render({
-        "DEFAULT": _common(site),
-        "placement_database": {"connection": lay.db_url(site.db("placement"))},
-        "api": {"auth_strategy": "keystone"},
-        "keystone_authtoken": _authtoken(lay, site, "placement"),
-    }))
+    write(
+        conf,
+        render(
+            {
+                "DEFAULT": _common(site),
+                "placement_database": {"connection": lay.db_url(site.db("placement"))},
+                "api": {"auth_strategy": "keystone"},
+                "keystone_authtoken": _authtoken(lay, site, "placement"),
+            }
+        ),
+    )
     return [conf]
 
 
@@ -125,48 +150,73 @@ def neutron(lay: Layout, site: Site) -> list[Path]:
     paste = d / "api-paste.ini"
     _copy_paste(lay, "neutron/api-paste.ini", paste)
     conf = d / "neutron.conf"
-    write(conf, render({
-        "DEFAULT": {
-            **_common(site),
-            "host": site.host("ctl"),
-            "core_plugin": "ml2",
-            "service_plugins": "router,vpnaas,bgpvpn",
-            "auth_strategy": "keystone",
-            "allow_overlapping_ips": True,
-            "transport_url": lay.transport_url(site),
-            "api_paste_config": paste,
-            "state_path": site.dir / "neutron",
-            # no real agents: the registered fake OVS agents must never turn "down"
-            "agent_down_time": 86400,
-            "dhcp_agent_notification": False,
-            "notify_nova_on_port_status_changes": True,
-            "notify_nova_on_port_data_changes": True,
-            "rpc_workers": 1,
-            "rpc_state_report_workers": 1,
-        },
-        "database": {"connection": lay.db_url(site.db("neutron")), "max_pool_size": 10},
-        "keystone_authtoken": _authtoken(lay, site, "neutron"),
-        "nova": _auth(lay, site, "nova"),
-        "oslo_concurrency": {"lock_path": site.dir / "lock" / "neutron"},
-        "oslo_messaging_notifications": {"driver": "noop"},
-        "quotas": {k: -1 for k in ("quota_network", "quota_subnet", "quota_port",
-                                    "quota_router", "quota_floatingip",
-                                    "quota_security_group", "quota_security_group_rule")},
-        "service_providers": {"service_provider": [
-            "VPN:strongswan:neutron_vpnaas.services.vpn.service_drivers.ipsec."
-            "IPsecVPNDriver:default",
-            "BGPVPN:Dummy:networking_bgpvpn.neutron.services.service_drivers.driver_api."
-            "BGPVPNDriver:default",
-        ]},
-    }))
+    write(
+        conf,
+        render(
+            {
+                "DEFAULT": {
+                    **_common(site),
+                    "host": site.host("ctl"),
+                    "core_plugin": "ml2",
+                    "service_plugins": "router,vpnaas,bgpvpn",
+                    "auth_strategy": "keystone",
+                    "allow_overlapping_ips": True,
+                    "transport_url": lay.transport_url(site),
+                    "api_paste_config": paste,
+                    "state_path": site.dir / "neutron",
+                    # no real agents: the registered fake OVS agents must never turn "down"
+                    "agent_down_time": 86400,
+                    "dhcp_agent_notification": False,
+                    "notify_nova_on_port_status_changes": True,
+                    "notify_nova_on_port_data_changes": True,
+                    "rpc_workers": 1,
+                    "rpc_state_report_workers": 1,
+                },
+                "database": {"connection": lay.db_url(site.db("neutron")), "max_pool_size": 10},
+                "keystone_authtoken": _authtoken(lay, site, "neutron"),
+                "nova": _auth(lay, site, "nova"),
+                "oslo_concurrency": {"lock_path": site.dir / "lock" / "neutron"},
+                "oslo_messaging_notifications": {"driver": "noop"},
+                "quotas": {
+                    k: -1
+                    for k in (
+                        "quota_network",
+                        "quota_subnet",
+                        "quota_port",
+                        "quota_router",
+                        "quota_floatingip",
+                        "quota_security_group",
+                        "quota_security_group_rule",
+                    )
+                },
+                "service_providers": {
+                    "service_provider": [
+                        "VPN:strongswan:neutron_vpnaas.services.vpn.service_drivers.ipsec."
+                        "IPsecVPNDriver:default",
+                        "BGPVPN:Dummy:networking_bgpvpn.neutron.services.service_drivers.driver_api."
+                        "BGPVPNDriver:default",
+                    ]
+                },
+            }
+        ),
+    )
     ml2 = d / "ml2_conf.ini"
-    write(ml2, render({
-        "ml2": {"type_drivers": "flat,vlan,vxlan", "tenant_network_types": "vxlan",
-                "mechanism_drivers": "openvswitch", "extension_drivers": "port_security"},
-        "ml2_type_flat": {"flat_networks": "public"},
-        "ml2_type_vlan": {"network_vlan_ranges": "physnet1:1000:1999"},
-        "ml2_type_vxlan": {"vni_ranges": "1:100000"},
-    }))
+    write(
+        ml2,
+        render(
+            {
+                "ml2": {
+                    "type_drivers": "flat,vlan,vxlan",
+                    "tenant_network_types": "vxlan",
+                    "mechanism_drivers": "openvswitch",
+                    "extension_drivers": "port_security",
+                },
+                "ml2_type_flat": {"flat_networks": "public"},
+                "ml2_type_vlan": {"network_vlan_ranges": "physnet1:1000:1999"},
+                "ml2_type_vxlan": {"vni_ranges": "1:100000"},
+            }
+        ),
+    )
     return [conf, ml2, paste]
 
 
@@ -175,45 +225,72 @@ def nova(lay: Layout, site: Site) -> list[Path]:
     paste = d / "api-paste.ini"
     _copy_paste(lay, "nova/api-paste.ini", paste)
     conf = d / "nova.conf"
-    write(conf, render({
-        "DEFAULT": {
-            **_common(site),
-            "host": site.host("ctl"),
-            "my_ip": layout.HOST,
-            "transport_url": lay.transport_url(site),
-            "state_path": site.dir / "nova",
-            "compute_driver": "fake.FakeDriverWithoutFakeNodes",
-        },
-        "api": {"auth_strategy": "keystone"},
-        "wsgi": {"api_paste_config": paste},
-        "api_database": {"connection": lay.db_url(site.db("nova_api")), "max_pool_size": 10},
-        "database": {"connection": lay.db_url(site.db("nova_cell1")), "max_pool_size": 10},
-        "keystone_authtoken": _authtoken(lay, site, "nova"),
-        "service_user": {**_auth(lay, site, "nova"), "send_service_user_token": True},
-        "placement": _auth(lay, site, "placement"),
-        "neutron": _auth(lay, site, "neutron"),
-        "glance": {"region_name": site.region},
-        "cinder": {"os_region_name": site.region},
-        "oslo_concurrency": {"lock_path": site.dir / "lock" / "nova"},
-        "oslo_messaging_notifications": {"driver": "noop"},
-        "conductor": {"workers": 1},
-        "scheduler": {"workers": 1, "discover_hosts_in_cells_interval": 30},
-        # no NUMATopologyFilter: the fake driver has no NUMA topology to fit into
-        "filter_scheduler": {"enabled_filters": "ComputeFilter,ComputeCapabilitiesFilter,"
-                             "ImagePropertiesFilter,ServerGroupAntiAffinityFilter,"
-                             "ServerGroupAffinityFilter"},
-        "quota": {k: -1 for k in ("instances", "cores", "ram", "metadata_items",
-                                  "key_pairs", "server_groups", "server_group_members")},
-        "vnc": {"enabled": False},
-    }))
+    write(
+        conf,
+        render(
+            {
+                "DEFAULT": {
+                    **_common(site),
+                    "host": site.host("ctl"),
+                    "my_ip": layout.HOST,
+                    "transport_url": lay.transport_url(site),
+                    "state_path": site.dir / "nova",
+                    "compute_driver": "fake.FakeDriverWithoutFakeNodes",
+                },
+                "api": {"auth_strategy": "keystone"},
+                "wsgi": {"api_paste_config": paste},
+                "api_database": {
+                    "connection": lay.db_url(site.db("nova_api")),
+                    "max_pool_size": 10,
+                },
+                "database": {"connection": lay.db_url(site.db("nova_cell1")), "max_pool_size": 10},
+                "keystone_authtoken": _authtoken(lay, site, "nova"),
+                "service_user": {**_auth(lay, site, "nova"), "send_service_user_token": True},
+                "placement": _auth(lay, site, "placement"),
+                "neutron": _auth(lay, site, "neutron"),
+                "glance": {"region_name": site.region},
+                "cinder": {"os_region_name": site.region},
+                "oslo_concurrency": {"lock_path": site.dir / "lock" / "nova"},
+                "oslo_messaging_notifications": {"driver": "noop"},
+                "conductor": {"workers": 1},
+                "scheduler": {"workers": 1, "discover_hosts_in_cells_interval": 30},
+                # no NUMATopologyFilter: the fake driver has no NUMA topology to fit into
+                "filter_scheduler": {
+                    "enabled_filters": "ComputeFilter,ComputeCapabilitiesFilter,"
+                    "ImagePropertiesFilter,ServerGroupAntiAffinityFilter,"
+                    "ServerGroupAffinityFilter"
+                },
+                "quota": {
+                    k: -1
+                    for k in (
+                        "instances",
+                        "cores",
+                        "ram",
+                        "metadata_items",
+                        "key_pairs",
+                        "server_groups",
+                        "server_group_members",
+                    )
+                },
+                "vnc": {"enabled": False},
+            }
+        ),
+    )
     files = [conf, paste]
     for name in COMPUTES:
         overlay = d / f"{name}.conf"
-        write(overlay, render({"DEFAULT": {
-            "host": site.host(name),
-            "state_path": site.dir / "nova" / name,
-            "instances_path": site.dir / "nova" / name / "instances",
-        }}))
+        write(
+            overlay,
+            render(
+                {
+                    "DEFAULT": {
+                        "host": site.host(name),
+                        "state_path": site.dir / "nova" / name,
+                        "instances_path": site.dir / "nova" / name / "instances",
+                    }
+                }
+            ),
+        )
         files.append(overlay)
     return files
 
@@ -222,9 +299,13 @@ def all_for(lay: Layout, site: Site) -> dict[str, list[Path]]:
     """Writes every config file of ``site``; returns them per service."""
     for sub in ("glance", "neutron", "nova"):
         (site.dir / "lock" / sub).mkdir(parents=True, exist_ok=True)
-    return {"keystone": keystone(lay, site), "glance": glance(lay, site),
-            "placement": placement(lay, site), "neutron": neutron(lay, site),
-            "nova": nova(lay, site)}
+    return {
+        "keystone": keystone(lay, site),
+        "glance": glance(lay, site),
+        "placement": placement(lay, site),
+        "neutron": neutron(lay, site),
+        "nova": nova(lay, site),
+    }
 
 
 def _copy_paste(lay: Layout, rel: str, dest: Path) -> None:

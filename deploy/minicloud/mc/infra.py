@@ -35,10 +35,10 @@ def write_mariadb_config(lay: Layout) -> None:
     text = f"""\
 [mysqld]
 user = root
-datadir = {d / 'data'}
-tmpdir = {d / 'tmp'}
-socket = {d / 'mysqld.sock'}
-pid-file = {d / 'mysqld.pid'}
+datadir = {d / "data"}
+tmpdir = {d / "tmp"}
+socket = {d / "mysqld.sock"}
+pid-file = {d / "mysqld.pid"}
 port = {lay.mariadb_port}
 bind-address = {layout.HOST}
 skip-name-resolve
@@ -55,7 +55,7 @@ performance_schema = OFF
 max_allowed_packet = 64M
 
 [client]
-socket = {d / 'mysqld.sock'}
+socket = {d / "mysqld.sock"}
 port = {lay.mariadb_port}
 user = root
 """
@@ -63,26 +63,42 @@ user = root
 
 
 def mariadb_service(lay: Layout) -> Service:
-    return Service("mariadb", [install.MARIADBD, f"--defaults-file={my_cnf(lay)}"],
-                   lay.run_dir, lay.log_dir, config_files=[my_cnf(lay)],
-                   port=lay.mariadb_port, timeout=60)
+    return Service(
+        "mariadb",
+        [install.MARIADBD, f"--defaults-file={my_cnf(lay)}"],
+        lay.run_dir,
+        lay.log_dir,
+        config_files=[my_cnf(lay)],
+        port=lay.mariadb_port,
+        timeout=60,
+    )
 
 
 def init_mariadb(lay: Layout) -> None:
     """Creates the data directory's system tables once."""
     if (mariadb_dir(lay) / "data" / "mysql").is_dir():
         return
-    res = subprocess.run(["mariadb-install-db", f"--defaults-file={my_cnf(lay)}",
-                          "--skip-test-db", "--auth-root-authentication-method=socket"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            "mariadb-install-db",
+            f"--defaults-file={my_cnf(lay)}",
+            "--skip-test-db",
+            "--auth-root-authentication-method=socket",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         raise StartError(f"mariadb-install-db failed:\n{(res.stdout + res.stderr)[-3000:]}")
 
 
 def sql(lay: Layout, statements: str) -> str:
     """Runs SQL as root over the private socket; returns stdout (tab separated)."""
-    res = subprocess.run(["mariadb", f"--defaults-file={my_cnf(lay)}", "-N", "-B",
-                          "-e", statements], capture_output=True, text=True)
+    res = subprocess.run(
+        ["mariadb", f"--defaults-file={my_cnf(lay)}", "-N", "-B", "-e", statements],
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         raise StartError(f"SQL failed: {res.stderr.strip()}\n{statements[:500]}")
     return res.stdout
@@ -91,8 +107,10 @@ def sql(lay: Layout, statements: str) -> str:
 def create_databases(lay: Layout, names: list[str]) -> None:
     """The ``minicloud`` user (TCP, password) and the given databases, idempotently."""
     pw = lay.secrets["db"]
-    stmts = [f"CREATE USER IF NOT EXISTS 'minicloud'@'{layout.HOST}' IDENTIFIED BY '{pw}'",
-             f"GRANT ALL PRIVILEGES ON *.* TO 'minicloud'@'{layout.HOST}'"]
+    stmts = [
+        f"CREATE USER IF NOT EXISTS 'minicloud'@'{layout.HOST}' IDENTIFIED BY '{pw}'",
+        f"GRANT ALL PRIVILEGES ON *.* TO 'minicloud'@'{layout.HOST}'",
+    ]
     stmts += [f"CREATE DATABASE IF NOT EXISTS `{n}` CHARACTER SET utf8mb3" for n in names]
     sql(lay, ";\n".join(stmts) + ";")
 
@@ -116,30 +134,45 @@ def write_rabbit_config(lay: Layout) -> None:
     if old.get("_minicloud_pw") != hashlib.sha256(lay.secrets["rabbit"].encode()).hexdigest():
         defs = {
             "_minicloud_pw": hashlib.sha256(lay.secrets["rabbit"].encode()).hexdigest(),
-            "users": [{"name": "minicloud", "tags": ["administrator"],
-                       "password_hash": _rabbit_password_hash(lay.secrets["rabbit"]),
-                       "hashing_algorithm": "rabbit_password_hashing_sha256"}],
+            "users": [
+                {
+                    "name": "minicloud",
+                    "tags": ["administrator"],
+                    "password_hash": _rabbit_password_hash(lay.secrets["rabbit"]),
+                    "hashing_algorithm": "rabbit_password_hashing_sha256",
+                }
+            ],
             "vhosts": [{"name": v} for v in vhosts],
-            "permissions": [{"user": "minicloud", "vhost": v, "configure": ".*",
-                             "write": ".*", "read": ".*"} for v in vhosts],
+            "permissions": [
+                {"user": "minicloud", "vhost": v, "configure": ".*", "write": ".*", "read": ".*"}
+                for v in vhosts
+            ],
         }
         defs_path.write_text(json.dumps(defs, indent=1))
-    _write_if_changed(d / "rabbitmq.conf", f"""\
+    _write_if_changed(
+        d / "rabbitmq.conf",
+        f"""\
 listeners.tcp.1 = {layout.HOST}:{lay.amqp_port}
 definitions.import_backend = local_filesystem
 definitions.local.path = {defs_path}
 disk_free_limit.absolute = 50MB
 log.console = false
 log.file.level = warning
-""")
+""",
+    )
     _write_if_changed(d / "enabled_plugins", "[].\n")
     _write_if_changed(d / "rabbitmq-env.conf", "# empty: keeps the system one out\n")
 
 
 def epmd_service(lay: Layout) -> Service:
-    return Service("epmd", [install.EPMD, "-address", layout.HOST, "-port",
-                            str(lay.epmd_port)], lay.run_dir, lay.log_dir,
-                   port=lay.epmd_port, timeout=15)
+    return Service(
+        "epmd",
+        [install.EPMD, "-address", layout.HOST, "-port", str(lay.epmd_port)],
+        lay.run_dir,
+        lay.log_dir,
+        port=lay.epmd_port,
+        timeout=15,
+    )
 
 
 def rabbit_service(lay: Layout) -> Service:
@@ -160,8 +193,16 @@ def rabbit_service(lay: Layout) -> Service:
         "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
     }
-    return Service("rabbitmq", [install.RABBITMQ_SERVER], lay.run_dir, lay.log_dir, env=env,
-                   config_files=[d / "rabbitmq.conf"], port=lay.amqp_port, timeout=90)
+    return Service(
+        "rabbitmq",
+        [install.RABBITMQ_SERVER],
+        lay.run_dir,
+        lay.log_dir,
+        env=env,
+        config_files=[d / "rabbitmq.conf"],
+        port=lay.amqp_port,
+        timeout=90,
+    )
 
 
 def _write_if_changed(path: Path, text: str) -> bool:

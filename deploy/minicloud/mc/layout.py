@@ -47,6 +47,17 @@ def default_venv_dir() -> Path:
     return cache / "meridian" / "minicloud-venv"
 
 
+def venv_env() -> dict[str, str]:
+    """Environment for processes of the services venv.
+
+    The venv is installed without byte-compiling (that would compile the projects' large
+    test trees too); the services write .pyc files for what they import, on first use.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -122,26 +133,40 @@ class Layout:
     sites_count: int
 
     @classmethod
-    def load(cls, state_dir: Path, venv: Path, *, create: bool) -> "Layout":
+    def load(cls, state_dir: Path, venv: Path, *, create: bool) -> Layout:
         """Reads ``state.json``; with ``create``, picks ports and secrets the first time."""
         path = state_dir / "state.json"
         if path.exists():
             data = json.loads(path.read_text())
-            return cls(state_dir, Path(data.get("venv", venv)), data["base_port"],
-                       data["secrets"], data.get("sites", 0))
+            return cls(
+                state_dir,
+                Path(data.get("venv", venv)),
+                data["base_port"],
+                data["secrets"],
+                data.get("sites", 0),
+            )
         if not create:
             raise SystemExit(f"minicloud: no minicloud in {state_dir} (run 'up' first)")
         state_dir.mkdir(parents=True, exist_ok=True)
         names = ("db", "rabbit", "admin", "service", "user")
-        layout = cls(state_dir, venv, _pick_base_port(state_dir),
-                     {n: secrets.token_hex(12) for n in names}, 0)
+        layout = cls(
+            state_dir,
+            venv,
+            _pick_base_port(state_dir),
+            {n: secrets.token_hex(12) for n in names},
+            0,
+        )
         layout.save()
         return layout
 
     def save(self) -> None:
-        data = {"base_port": self.base_port, "secrets": self.secrets,
-                "sites": self.sites_count, "venv": str(self.venv),
-                "ports": self.ports_table()}
+        data = {
+            "base_port": self.base_port,
+            "secrets": self.secrets,
+            "sites": self.sites_count,
+            "venv": str(self.venv),
+            "ports": self.ports_table(),
+        }
         path = self.state_dir / "state.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -149,8 +174,12 @@ class Layout:
         tmp.replace(path)
 
     def ports_table(self) -> dict[str, int]:
-        table = {"mariadb": self.mariadb_port, "rabbitmq": self.amqp_port,
-                 "erlang-dist": self.dist_port, "epmd": self.epmd_port}
+        table = {
+            "mariadb": self.mariadb_port,
+            "rabbitmq": self.amqp_port,
+            "erlang-dist": self.dist_port,
+            "epmd": self.epmd_port,
+        }
         for site in self.sites():
             for svc in API_SERVICES:
                 table[f"{site.name}/{svc}"] = site.port(svc)
@@ -194,8 +223,10 @@ class Layout:
         return [self.site(i) for i in range(1, self.sites_count + 1)]
 
     def db_url(self, dbname: str) -> str:
-        return (f"mysql+pymysql://minicloud:{self.secrets['db']}@{HOST}:{self.mariadb_port}"
-                f"/{dbname}?charset=utf8")
+        return (
+            f"mysql+pymysql://minicloud:{self.secrets['db']}@{HOST}:{self.mariadb_port}"
+            f"/{dbname}?charset=utf8"
+        )
 
     def transport_url(self, site: Site) -> str:
         return f"rabbit://minicloud:{self.secrets['rabbit']}@{HOST}:{self.amqp_port}/{site.vhost}"

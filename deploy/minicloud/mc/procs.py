@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import layout
+
 TAIL_LINES = 40
 
 
@@ -119,16 +121,29 @@ def start(svc: Service) -> None:
     """Starts ``svc`` detached, appending to its log; returns at once."""
     svc.run_dir.mkdir(parents=True, exist_ok=True)
     svc.log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **svc.env}
+    env = {**layout.venv_env(), **svc.env}
     with open(svc.log, "ab") as log:
-        log.write(f"\n===== minicloud start {time.strftime('%F %T')}: {' '.join(svc.argv)}\n"
-                  .encode())
+        log.write(
+            f"\n===== minicloud start {time.strftime('%F %T')}: {' '.join(svc.argv)}\n".encode()
+        )
         log.flush()
-        proc = subprocess.Popen(svc.argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                close_fds=True, cwd=svc.run_dir)
-    rec = {"pid": proc.pid, "start": _start_time(proc.pid), "argv": svc.argv,
-           "fingerprint": svc.fingerprint(), "port": svc.port}
+        proc = subprocess.Popen(
+            svc.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            cwd=svc.run_dir,
+        )
+    rec = {
+        "pid": proc.pid,
+        "start": _start_time(proc.pid),
+        "argv": svc.argv,
+        "fingerprint": svc.fingerprint(),
+        "port": svc.port,
+    }
     svc.pid_file.write_text(json.dumps(rec))
 
 
@@ -164,8 +179,7 @@ def wait_healthy(svc: Service) -> None:
             return
         if time.monotonic() > deadline:
             what = f"port {svc.port}" if svc.port else "readiness"
-            raise StartError(f"{svc.name} not healthy after {svc.timeout:.0f}s ({what})",
-                             svc.log)
+            raise StartError(f"{svc.name} not healthy after {svc.timeout:.0f}s ({what})", svc.log)
         time.sleep(0.5)
 
 

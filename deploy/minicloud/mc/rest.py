@@ -23,15 +23,23 @@ class RestError(Exception):
 class Session:
     """A project-scoped token of one user against one Keystone."""
 
-    def __init__(self, auth_url: str, user: str, password: str, project: str,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self, auth_url: str, user: str, password: str, project: str, timeout: float = 30.0
+    ) -> None:
         self.auth_url = auth_url.rstrip("/")
         self.timeout = timeout
-        body = {"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": user, "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": project, "domain": {"id": "default"}}}}}
-        status, headers, data = self._raw("POST", f"{self.auth_url}/auth/tokens", body, {})
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": user, "domain": {"id": "default"}, "password": password}
+                    },
+                },
+                "scope": {"project": {"name": project, "domain": {"id": "default"}}},
+            }
+        }
+        _, headers, data = self._raw("POST", f"{self.auth_url}/auth/tokens", body, {})
         self.token = headers["X-Subject-Token"]
         self.catalog = data["token"]["catalog"]
 
@@ -43,8 +51,9 @@ class Session:
                         return ep["url"].rstrip("/")
         raise RestError(404, f"no public {service_type} endpoint in {region}")
 
-    def _raw(self, method: str, url: str, body: Any, headers: dict[str, str],
-             raw: bytes | None = None) -> tuple[int, Any, Any]:
+    def _raw(
+        self, method: str, url: str, body: Any, headers: dict[str, str], raw: bytes | None = None
+    ) -> tuple[int, Any, Any]:
         hdrs = {"Accept": "application/json", **headers}
         data = raw
         if body is not None:
@@ -69,19 +78,30 @@ class Session:
                 time.sleep(1)
         raise AssertionError("unreachable")
 
-    def call(self, method: str, url: str, body: Any = None, *,
-             headers: dict[str, str] | None = None, raw: bytes | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> Any:
         """One authenticated request; returns the decoded JSON body (or None)."""
         hdrs = {"X-Auth-Token": self.token, **(headers or {})}
         return self._raw(method, url, body, hdrs, raw)[2]
 
-    def find_or_create(self, url: str, key: str, match: dict[str, Any],
-                       create: dict[str, Any] | None = None,
-                       query: str | None = None) -> dict[str, Any]:
+    def find_or_create(
+        self,
+        url: str,
+        key: str,
+        match: dict[str, Any],
+        create: dict[str, Any] | None = None,
+        query: str | None = None,
+    ) -> dict[str, Any]:
         """The first ``key`` object under ``url`` whose fields equal ``match``, created
         from ``match`` + ``create`` when there is none."""
-        q = query if query is not None else (f"?name={match['name']}" if "name" in match
-                                              else "")
+        q = query if query is not None else (f"?name={match['name']}" if "name" in match else "")
         items = self.call("GET", url + q)[key + "s"]
         for item in items:
             if all(item.get(k) == v for k, v in match.items()):

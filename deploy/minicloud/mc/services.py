@@ -17,39 +17,82 @@ from .procs import Service
 
 # (service, WSGI module, config env)
 APIS = {
-    "keystone": ("keystone.wsgi.api", lambda d: {
-        "OS_KEYSTONE_CONFIG_DIR": str(d), "OS_KEYSTONE_CONFIG_FILES": "keystone.conf"}),
+    "keystone": (
+        "keystone.wsgi.api",
+        lambda d: {"OS_KEYSTONE_CONFIG_DIR": str(d), "OS_KEYSTONE_CONFIG_FILES": "keystone.conf"},
+    ),
     "glance": ("glance.wsgi.api", lambda d: {"OS_GLANCE_CONFIG_DIR": str(d)}),
     "placement": ("placement.wsgi.api", lambda d: {"OS_PLACEMENT_CONFIG_DIR": str(d)}),
-    "neutron": ("neutron.wsgi.api", lambda d: {
-        "OS_NEUTRON_CONFIG_DIR": str(d), "OS_NEUTRON_CONFIG_FILES": "neutron.conf;ml2_conf.ini"}),
+    "neutron": (
+        "neutron.wsgi.api",
+        lambda d: {
+            "OS_NEUTRON_CONFIG_DIR": str(d),
+            "OS_NEUTRON_CONFIG_FILES": "neutron.conf;ml2_conf.ini",
+        },
+    ),
     # the first file is taken as the paste file
-    "nova": ("nova.wsgi.osapi_compute", lambda d: {
-        "OS_NOVA_CONFIG_DIR": str(d), "OS_NOVA_CONFIG_FILES": "api-paste.ini;nova.conf"}),
+    "nova": (
+        "nova.wsgi.osapi_compute",
+        lambda d: {"OS_NOVA_CONFIG_DIR": str(d), "OS_NOVA_CONFIG_FILES": "api-paste.ini;nova.conf"},
+    ),
 }
 
 
 def _uwsgi(lay: Layout, site: Site, service: str, files: list[Path]) -> Service:
     module, env_of = APIS[service]
     argv = [
-        lay.bin("uwsgi"), "--http-socket", f"{layout.HOST}:{site.port(service)}",
-        "--module", f"{module}:application", "--virtualenv", str(lay.venv),
-        "--procname-prefix", f"minicloud-{site.name}-",
-        "--master", "--processes", "1", "--threads", "4", "--enable-threads",
-        "--lazy-apps", "--need-app", "--die-on-term", "--buffer-size", "65535",
-        "--add-header", "Connection: close", "--wsgi-disable-file-wrapper",
-        "--http-auto-chunked", "--chunked-input-limit", "4096000",
-        "--disable-logging", "--log-4xx", "--log-5xx",
+        lay.bin("uwsgi"),
+        "--http-socket",
+        f"{layout.HOST}:{site.port(service)}",
+        "--module",
+        f"{module}:application",
+        "--virtualenv",
+        str(lay.venv),
+        "--procname-prefix",
+        f"minicloud-{site.name}-",
+        "--master",
+        "--processes",
+        "1",
+        "--threads",
+        "4",
+        "--enable-threads",
+        "--lazy-apps",
+        "--need-app",
+        "--die-on-term",
+        "--buffer-size",
+        "65535",
+        "--add-header",
+        "Connection: close",
+        "--wsgi-disable-file-wrapper",
+        "--http-auto-chunked",
+        "--chunked-input-limit",
+        "4096000",
+        "--disable-logging",
+        "--log-4xx",
+        "--log-5xx",
     ]
-    return Service(f"{site.name}/{service}", argv, lay.run_dir, lay.log_dir,
-                   env=env_of(configs.etc(site, service)), config_files=files,
-                   port=site.port(service), http=True, timeout=120)
+    return Service(
+        f"{site.name}/{service}",
+        argv,
+        lay.run_dir,
+        lay.log_dir,
+        env=env_of(configs.etc(site, service)),
+        config_files=files,
+        port=site.port(service),
+        http=True,
+        timeout=120,
+    )
 
 
-def _script(lay: Layout, site: Site, name: str, argv: list[str],
-            files: list[Path]) -> Service:
-    return Service(f"{site.name}/{name}", [lay.bin(argv[0]), *argv[1:]], lay.run_dir,
-                   lay.log_dir, config_files=files, settle=4.0)
+def _script(lay: Layout, site: Site, name: str, argv: list[str], files: list[Path]) -> Service:
+    return Service(
+        f"{site.name}/{name}",
+        [lay.bin(argv[0]), *argv[1:]],
+        lay.run_dir,
+        lay.log_dir,
+        config_files=files,
+        settle=4.0,
+    )
 
 
 def keystone(lay: Layout, site: Site, files: dict[str, list[Path]]) -> Service:
@@ -63,8 +106,9 @@ def control(lay: Layout, site: Site, files: dict[str, list[Path]]) -> list[Servi
     nova_files = files["nova"][:2]
     return [
         *(_uwsgi(lay, site, s, files[s]) for s in ("glance", "placement", "neutron", "nova")),
-        _script(lay, site, "neutron-rpc-server", ["neutron-rpc-server", *neutron_conf],
-                files["neutron"]),
+        _script(
+            lay, site, "neutron-rpc-server", ["neutron-rpc-server", *neutron_conf], files["neutron"]
+        ),
         _script(lay, site, "nova-conductor", ["nova-conductor", nova_conf], nova_files),
         _script(lay, site, "nova-scheduler", ["nova-scheduler", nova_conf], nova_files),
     ]
@@ -77,19 +121,32 @@ def computes(lay: Layout, site: Site, files: dict[str, list[Path]]) -> list[Serv
     for name in configs.COMPUTES:
         (site.dir / "nova" / name / "instances").mkdir(parents=True, exist_ok=True)
         overlay = d / f"{name}.conf"
-        out.append(_script(lay, site, f"nova-{name}",
-                           ["nova-compute", f"--config-file={d / 'nova.conf'}",
-                            f"--config-file={overlay}"],
-                           [*files["nova"][:2], overlay]))
+        out.append(
+            _script(
+                lay,
+                site,
+                f"nova-{name}",
+                ["nova-compute", f"--config-file={d / 'nova.conf'}", f"--config-file={overlay}"],
+                [*files["nova"][:2], overlay],
+            )
+        )
     return out
 
 
 def all_for(lay: Layout, site: Site, files: dict[str, list[Path]]) -> list[Service]:
-    return [keystone(lay, site, files), *control(lay, site, files),
-            *computes(lay, site, files)]
+    return [keystone(lay, site, files), *control(lay, site, files), *computes(lay, site, files)]
 
 
 # every long-running process of a site, in start order (pid files are "siteN-<name>.pid")
-NAMES = ("keystone", "glance", "placement", "neutron", "nova", "neutron-rpc-server",
-         "nova-conductor", "nova-scheduler", *(f"nova-{c}" for c in configs.COMPUTES))
+NAMES = (
+    "keystone",
+    "glance",
+    "placement",
+    "neutron",
+    "nova",
+    "neutron-rpc-server",
+    "nova-conductor",
+    "nova-scheduler",
+    *(f"nova-{c}" for c in configs.COMPUTES),
+)
 INFRA_NAMES = ("mariadb", "epmd", "rabbitmq")

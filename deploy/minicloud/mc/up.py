@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
 
 from . import bootstrap, clouds, configs, infra, install, procs, resources, services
 from .layout import Layout, Site
@@ -58,8 +59,11 @@ def infrastructure(lay: Layout, say: Progress) -> None:
     infra.write_mariadb_config(lay)
     infra.init_mariadb(lay)
     infra.write_rabbit_config(lay)
-    mariadb, epmd, rabbit = (infra.mariadb_service(lay), infra.epmd_service(lay),
-                             infra.rabbit_service(lay))
+    mariadb, epmd, rabbit = (
+        infra.mariadb_service(lay),
+        infra.epmd_service(lay),
+        infra.rabbit_service(lay),
+    )
     started = [s for s in (mariadb, epmd) if procs.ensure(s)]
     if epmd in started:
         procs.wait_healthy(epmd)  # RabbitMQ must find our epmd, not start its own
@@ -77,29 +81,52 @@ def stop_extra_sites(lay: Layout, say: Progress) -> None:
             say(f"stopped {pid_file.stem} (site beyond --sites {lay.sites_count})")
 
 
+def keystone_chain(
+    lay: Layout, site: Site, files: dict[str, list[Path]], say: Progress
+) -> Callable[[], None]:
+    """Keystone's schema, start and identity data: one task, so it overlaps the other
+    services' schema syncs."""
+
+    def run() -> None:
+        for step in bootstrap.db_steps(lay, site, only="db-keystone").values():
+            step()
+        start_and_wait([services.keystone(lay, site, files)], say)
+        if not bootstrap.done(site, "identity"):
+            bootstrap.identity(lay, site)
+            bootstrap.mark(site, "identity")
+            say(f"{site.name}: identity ready (service users, catalog, meridian users)")
+
+    return run
+
+
+def prepare(lay: Layout, say: Progress) -> None:
+    """Debian packages, then MariaDB/RabbitMQ, while pip fills the services venv."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    venv = pool.submit(install.services_venv, lay.venv, say)
+    try:
+        install.debian_packages(say)
+        infrastructure(lay, say)
+    finally:
+        venv.result()  # a failed pip is reported before anything else
+        pool.shutdown()
+
+
 def up(lay: Layout, say: Progress) -> None:
-    install.debian_packages(say)
-    install.services_venv(lay.venv, say)
     lay.run_dir.mkdir(parents=True, exist_ok=True)
     lay.save()
-    infrastructure(lay, say)
+    prepare(lay, say)
     stop_extra_sites(lay, say)
     sites = lay.sites()
     files = {s.name: configs.all_for(lay, s) for s in sites}
     infra.create_databases(lay, [n for s in sites for n in bootstrap.database_names(s)])
 
-    steps = [f for s in sites for f in bootstrap.db_steps(lay, s).values()]
-    if steps:
-        say(f"creating schemas ({len(steps)} sync jobs)")
-        parallel(steps, workers=3)
+    tasks = [keystone_chain(lay, s, files[s.name], say) for s in sites]
+    syncs = [f for s in sites for n, f in bootstrap.db_steps(lay, s).items() if n != "db-keystone"]
+    if syncs:
+        say(f"creating schemas ({len(syncs) + len(sites)} sync jobs), starting keystone")
+    parallel(tasks + syncs, workers=3)
+    if syncs:
         say("schemas done")
-
-    start_and_wait([services.keystone(lay, s, files[s.name]) for s in sites], say)
-    todo = [s for s in sites if not bootstrap.done(s, "identity")]
-    parallel([lambda s=s: (bootstrap.identity(lay, s), bootstrap.mark(s, "identity"))
-              for s in todo])
-    if todo:
-        say("identity: service users, catalog, meridian projects and users")
 
     control = [svc for s in sites for svc in services.control(lay, s, files[s.name])]
     started = start_and_wait(control, say)
@@ -108,28 +135,31 @@ def up(lay: Layout, say: Progress) -> None:
     restarted = {svc.name for svc in started}
 
     def agents(site: Site) -> None:
-        if (f"{site.name}/neutron-rpc-server" in restarted
-                or not bootstrap.done(site, "agents", AGENT_REPORT_MAX_AGE)):
+        if f"{site.name}/neutron-rpc-server" in restarted or not bootstrap.done(
+            site, "agents", AGENT_REPORT_MAX_AGE
+        ):
             bootstrap.report_agents(lay, site)
             bootstrap.mark(site, "agents")
             say(f"{site.name}: OVS agents registered for the compute hosts")
 
     def nova_ready(site: Site) -> None:
-        if any(n.startswith(f"{site.name}/nova") for n in restarted) \
-                or not bootstrap.done(site, "discovered"):
+        if any(n.startswith(f"{site.name}/nova") for n in restarted) or not bootstrap.done(
+            site, "discovered"
+        ):
             bootstrap.wait_computes(lay, site)
             if not bootstrap.done(site, "discovered"):
                 bootstrap.discover_hosts(lay, site)
                 bootstrap.mark(site, "discovered")
             say(f"{site.name}: nova services and both computes up")
 
-    def finish(site: Site) -> None:
-        agents(site)
-        nova_ready(site)
+    def test_resources(site: Site) -> None:
         if not bootstrap.done(site, "resources"):
             resources.ensure(lay, site)
             bootstrap.mark(site, "resources")
             say(f"{site.name}: test image, flavor and network created")
 
-    parallel([lambda s=s: finish(s) for s in sites])
+    parallel(
+        [lambda s=s, f=f: f(s) for s in sites for f in (agents, nova_ready, test_resources)],
+        workers=6,
+    )
     clouds.write(lay)

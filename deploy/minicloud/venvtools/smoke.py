@@ -31,8 +31,10 @@ def check_site(cloud: str) -> None:
     stores = conn.image.get("/info/stores").json()["stores"]
     ids = {s["id"] for s in stores}
     assert {"fs1", "fs2"} <= ids, f"{cloud}: glance stores {ids}"
-    print(f"{cloud}: region {conn.config.region_name}, vpnaas+bgpvpn loaded, "
-          f"stores {sorted(ids)}", flush=True)
+    print(
+        f"{cloud}: region {conn.config.region_name}, vpnaas+bgpvpn loaded, stores {sorted(ids)}",
+        flush=True,
+    )
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -58,14 +60,16 @@ def server_roundtrip(cloud: str) -> None:
     step(f"flavor {flavor.name} with hw:cpu_policy=dedicated", t0)
     image = member.image.find_image("minicloud-tiny", ignore_missing=False)
     net = member.network.find_network("minicloud-net", ignore_missing=False)
-    server = member.compute.create_server(name=f"mc-smoke-{tag}", flavor_id=flavor.id,
-                                          image_id=image.id, networks=[{"uuid": net.id}])
+    server = member.compute.create_server(
+        name=f"mc-smoke-{tag}", flavor_id=flavor.id, image_id=image.id, networks=[{"uuid": net.id}]
+    )
     try:
         server = member.compute.wait_for_server(server, status="ACTIVE", wait=180)
         step(f"server {server.name} ACTIVE on {server.compute_host or 'a compute'}", t0)
         ports = list(admin.network.ports(device_id=server.id))
-        assert ports and all(p.binding_vif_type == "ovs" for p in ports), \
-            [(p.id, p.binding_vif_type) for p in ports]
+        assert ports and all(p.binding_vif_type == "ovs" for p in ports), [
+            (p.id, p.binding_vif_type) for p in ports
+        ]
         step(f"port bound (vif_type ovs, host {ports[0].binding_host_id})", t0)
     finally:
         member.compute.delete_server(server)
@@ -73,19 +77,25 @@ def server_roundtrip(cloud: str) -> None:
         admin.compute.delete_flavor(flavor)
     step("server and flavor deleted", t0)
 
-    img = admin.image.create_image(name=f"mc-smoke-{tag}", disk_format="raw",
-                                   container_format="bare", data=os.urandom(65536),
-                                   visibility="private")
+    img = admin.image.create_image(
+        name=f"mc-smoke-{tag}",
+        disk_format="raw",
+        container_format="bare",
+        data=os.urandom(65536),
+        visibility="private",
+    )
     try:
         admin.image.import_image(img, method="copy-image", stores=["fs2"])
-        wait_for(lambda: "fs2" in admin.image.get_image(img).properties.get("stores", ""),
-                 60, "copy-image to fs2")
+        wait_for(
+            lambda: "fs2" in admin.image.get_image(img).properties.get("stores", ""),
+            60,
+            "copy-image to fs2",
+        )
         step("image copied to store fs2 (copy-image)", t0)
     finally:
         admin.image.delete_image(img)
 
-    ike = admin.network.create_vpn_ike_policy(name=f"mc-smoke-{tag}",
-                                              auth_algorithm="sha256")
+    ike = admin.network.create_vpn_ike_policy(name=f"mc-smoke-{tag}", auth_algorithm="sha256")
     admin.network.delete_vpn_ike_policy(ike)
     step("VPNaaS IKE policy created and deleted", t0)
 

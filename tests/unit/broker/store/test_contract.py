@@ -30,21 +30,23 @@ from broker.store.protocol import (
 T, O = Target, Op  # noqa: E741 - short names keep the compare table readable
 
 
-async def take(watch: AsyncIterator[WatchEvent], count: int, timeout: float = 10.0) -> list[WatchEvent]:
+async def take(
+    watch: AsyncIterator[WatchEvent], count: int, within: float = 10.0
+) -> list[WatchEvent]:
     """The next ``count`` events (a timeout here is a failure, not a wait)."""
 
     async def collect() -> list[WatchEvent]:
         return [await anext(watch) for _ in range(count)]
 
-    return await asyncio.wait_for(collect(), timeout)
+    return await asyncio.wait_for(collect(), within)
 
 
 async def aclose(watch: AsyncIterator[WatchEvent]) -> None:
     await watch.aclose()  # type: ignore[attr-defined]
 
 
-async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(check: Callable[[], object], within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "condition never became true"
         await asyncio.sleep(0.02)
@@ -248,7 +250,7 @@ async def test_lease_expiry_deletes_its_keys_in_one_revision(store: Store) -> No
     await store.put("exp/b", b"b", lease=lease.id)
     watch = store.watch_prefix("exp/", start_revision=revision + 1)
     try:
-        events = await take(watch, 4, timeout=15.0)
+        events = await take(watch, 4, within=15.0)
     finally:
         await aclose(watch)
     assert [(e.type, e.key) for e in events] == [
@@ -305,7 +307,10 @@ async def test_watch_from_a_past_revision_replays_history(store: Store) -> None:
         (later,) = await take(watch, 1)
     finally:
         await aclose(watch)
-    assert [(e.type, e.key) for e in replayed] == [(EventType.PUT, "h/b"), (EventType.DELETE, "h/a")]
+    assert [(e.type, e.key) for e in replayed] == [
+        (EventType.PUT, "h/b"),
+        (EventType.DELETE, "h/a"),
+    ]
     assert replayed[0].mod_revision == r2 > r1
     assert later.key == "h/c" and later.mod_revision == live
 

@@ -1,0 +1,321 @@
+"""``/v1/quotas``: tenant limits, usage, and admission-time reservations.
+
+Invariant 7 (no oversubscription): every reservation made here goes through the
+replica's one ``quota.ledger.Ledger``, which admits it in one etcd transaction against
+the tenant's limits, committed usage and every live reservation. Who may do what:
+
+=========================================  =======================================
+request                                    roles
+=========================================  =======================================
+GET quotas/{t}, quotas/{t}/usage           admin, operator; member of project t
+POST/DELETE quotas/{t}/reservations[...]   admin, operator; member of project t
+PUT quotas/{t}, PUT quota-classes/{name}   admin
+GET quota-classes/{name}                   admin, operator
+=========================================  =======================================
+
+Quota errors are answered here as problem+json: bad input 422 naming the field, a
+refusal 409 naming the class, the request and what is left, an expired reservation 410.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from broker import errors
+from broker.api import deps, problems, schemas
+from broker.api.auth import Principal
+from broker.api.routes.common import decode_stored
+from broker.models.site import SiteSpec
+from broker.quota_store import ledger_for
+from broker.store import keys
+from quota import admission, models
+from quota import errors as quota_errors
+from quota.layout import TenantView, class_key
+from quota.ledger import Ledger
+
+router = APIRouter(tags=["quotas"])
+
+ANYONE = Annotated[Principal, Depends(deps.require("admin", "operator", "member"))]
+
+
+class _QuotaProblem(Exception):
+    def __init__(self, response: JSONResponse) -> None:
+        self.response = response
+
+
+def _problem(exc: quota_errors.QuotaError) -> JSONResponse:
+    """The problem+json answer for a quota error (the API's table has no quota rows)."""
+    if isinstance(exc, quota_errors.InvalidQuota):
+        return problems.from_error(errors.InvalidInput(exc.field, exc.problem))
+    if isinstance(exc, quota_errors.QuotaExceeded):
+        return problems.problem(
+            409, "quota-exceeded", "Quota exceeded",
+            f"{exc}; release reservations, delete resources or ask an admin for more",
+            field=f"deltas.{exc.resource}", resource=exc.resource, requested=exc.requested,
+            left=exc.left, limit=exc.limit, used=exc.used, reserved=exc.reserved, scope=exc.scope,
+        )
+    if isinstance(exc, quota_errors.ReservationExpired):
+        return problems.problem(410, "reservation-expired", "Reservation expired", str(exc))
+    if isinstance(exc, quota_errors.ReservationNotFound):
+        return problems.problem(404, "not-found", "Not found", str(exc))
+    if isinstance(exc, quota_errors.ReservationConflict):
+        return problems.problem(409, "reservation-conflict", "Reservation conflict", str(exc))
+    retry = exc.retry_after if isinstance(exc, quota_errors.Temporary) else 1.0
+    return problems.from_error(errors.Temporary(f"quota ledger: {exc}", retry_after=retry))
+
+
+@contextlib.contextmanager
+def _answering() -> Iterator[None]:
+    try:
+        yield
+    except quota_errors.QuotaError as exc:
+        raise _QuotaProblem(_problem(exc)) from exc
+
+
+def _tenant(tenant: str, who: Principal) -> models.TenantId:
+    """The tenant id, validated; a member may only name its own project."""
+    with _answering():
+        found = models.tenant_id(tenant)
+    if who.has_any(("admin", "operator")):
+        return found
+    if who.project_id != found:
+        raise errors.Forbidden(
+            f"{who.user} is a member of project {who.project_id}, not {found}: a tenant "
+            "sees only its own quota"
+        )
+    return found
+
+
+def _ledger(request: Request, state: deps.ApiState) -> Ledger:
+    return ledger_for(request.app.state, state.store)
+
+
+async def _respond(coro: Any) -> Any:
+    try:
+        return await coro
+    except _QuotaProblem as exc:
+        return exc.response
+
+
+def _quota_body(tenant: str, view: TenantView) -> dict[str, Any]:
+    lines = admission.report(view.limits, view.account, view.holds.values())
+    return {
+        "tenant": tenant,
+        "quota": view.quota.dump(),
+        "effective": view.limits.dump(),
+        "over_limit": [line.resource for line in lines if line.over_limit],
+        "revision": view.revision,
+    }
+
+
+@router.get("/v1/quotas/{tenant}")
+async def show(tenant: str, request: Request, state: deps.State, who: ANYONE) -> Any:
+    async def run() -> dict[str, Any]:
+        found = _tenant(tenant, who)
+        with _answering():
+            view = await _ledger(request, state).view(found)
+        return _quota_body(found, view)
+
+    return await _respond(run())
+
+
+@router.put("/v1/quotas/{tenant}")
+async def set_limits(
+    tenant: str,
+    request: Request,
+    state: deps.State,
+    who: deps.Admin,
+    body: Annotated[dict[str, Any], Body()],
+) -> Any:
+    async def run() -> dict[str, Any]:
+        found = _tenant(tenant, who)
+        ledger = _ledger(request, state)
+        with _answering():
+            quota = models.TenantQuota.parse(body)
+            await ledger.set_quota(found, quota)
+            view = await ledger.view(found)
+        return _quota_body(found, view)
+
+    return await _respond(run())
+
+
+async def _reported(state: deps.ApiState, tenant: str) -> dict[str, dict[str, int]]:
+    """What each site's agent last reported for ``tenant`` (only the quota classes)."""
+    items, _ = await state.store.get_prefix(keys.USAGE)
+    out: dict[str, dict[str, int]] = {}
+    for kv in items:
+        try:
+            projects = json.loads(kv.value)
+        except ValueError as exc:
+            raise errors.BrokerError(f"the value stored at {kv.key!r} is corrupt") from exc
+        amounts = projects.get(tenant, {}) if isinstance(projects, dict) else {}
+        counts = {c: int(n) for c, n in amounts.items() if c in models.RESOURCE_CLASSES and n}
+        if counts:
+            out[kv.key[len(keys.USAGE) :]] = counts
+    return out
+
+
+@router.get("/v1/quotas/{tenant}/usage")
+async def usage(tenant: str, request: Request, state: deps.State, who: ANYONE) -> Any:
+    async def run() -> dict[str, Any]:
+        found = _tenant(tenant, who)
+        with _answering():
+            view = await _ledger(request, state).view(found)
+        reported = await _reported(state, found)
+        sites = admission.per_site(view.account, view.holds.values())
+        for site in reported:
+            sites.setdefault(site, {"used": {}, "reserved": {}})
+        for site, entry in sites.items():
+            entry["reported"] = reported.get(site, {})
+        lines = admission.report(view.limits, view.account, view.holds.values())
+        return {
+            "tenant": found,
+            "revision": view.revision,
+            "global": [
+                {
+                    "resource": line.resource,
+                    "limit": line.limit,
+                    "used": line.used,
+                    "reserved": line.reserved,
+                    "left": line.left,
+                    "over_limit": line.over_limit,
+                }
+                for line in lines
+            ],
+            "sites": dict(sorted(sites.items())),
+        }
+
+    return await _respond(run())
+
+
+class ReservationIn(schemas.Closed):
+    """``POST /v1/quotas/{tenant}/reservations``."""
+
+    deltas: dict[str, int] = Field(description="resource class -> amount (negative: deletion)")
+    ttl: int = Field(default=60, description="seconds before an uncommitted reservation expires")
+    idempotency_key: str | None = Field(default=None, description="retries with it reserve once")
+    site: str = Field(default="", description="the site it will be created at, if known")
+
+
+class CommitIn(schemas.Closed):
+    site: str | None = Field(
+        default=None, description="where it was created (default: the reserved site)"
+    )
+
+
+async def _region(state: deps.ApiState, site: str) -> str:
+    if not site:
+        return ""
+    kv = await state.store.get(keys.site(site))
+    if kv is None:
+        raise _QuotaProblem(problems.from_error(errors.InvalidInput("site", f"no site {site!r}")))
+    return decode_stored(SiteSpec, kv).region
+
+
+def _reservation(value: models.Reservation) -> dict[str, Any]:
+    return {
+        "tenant": value.tenant,
+        "id": value.id,
+        "deltas": dict(value.deltas),
+        "site": value.site,
+        "expires_ms": value.expires_ms,
+        "state": value.state,
+        "revision": value.revision,
+    }
+
+
+def _settled(tenant: str, value: models.Settled) -> dict[str, Any]:
+    return {"tenant": tenant, "id": value.id, "state": value.state,
+            "deltas": dict(value.deltas), "site": value.site}
+
+
+@router.post("/v1/quotas/{tenant}/reservations", status_code=201)
+async def reserve(
+    tenant: str, body: ReservationIn, request: Request, state: deps.State, who: ANYONE
+) -> Any:
+    async def run() -> JSONResponse:
+        found = _tenant(tenant, who)
+        region = await _region(state, body.site)
+        with _answering():
+            deltas = models.deltas(body.deltas)
+            if body.site:
+                models.name(body.site, "site")
+            value = await _ledger(request, state).reserve(
+                found, deltas, body.ttl, body.idempotency_key, site=body.site, region=region
+            )
+        return JSONResponse(_reservation(value), status_code=201)
+
+    return await _respond(run())
+
+
+@router.post("/v1/quotas/{tenant}/reservations/{rid}/commit")
+async def commit(
+    tenant: str,
+    rid: str,
+    request: Request,
+    state: deps.State,
+    who: ANYONE,
+    body: Annotated[CommitIn | None, Body()] = None,
+) -> Any:
+    async def run() -> dict[str, Any]:
+        found = _tenant(tenant, who)
+        site = body.site if body is not None else None
+        region = await _region(state, site or "")
+        with _answering():
+            value = await _ledger(request, state).commit(
+                found, models.reservation_id(rid, "id"), site=site, region=region
+            )
+        return _settled(found, value)
+
+    return await _respond(run())
+
+
+@router.delete("/v1/quotas/{tenant}/reservations/{rid}")
+async def release(tenant: str, rid: str, request: Request, state: deps.State, who: ANYONE) -> Any:
+    async def run() -> dict[str, Any]:
+        found = _tenant(tenant, who)
+        with _answering():
+            value = await _ledger(request, state).release(found, models.reservation_id(rid, "id"))
+        return _settled(found, value)
+
+    return await _respond(run())
+
+
+@router.get("/v1/quota-classes/{name}")
+async def show_class(name: str, request: Request, state: deps.State, _: deps.Reader) -> Any:
+    async def run() -> dict[str, Any]:
+        with _answering():
+            models.name(name, "name")
+        kv = await state.store.get(keys.QUOTA + class_key(name))
+        stored = json.loads(kv.value).get("limits", {}) if kv is not None else {}
+        return {"name": name, "limits": stored, "effective": {**models.DEFAULTS, **stored}}
+
+    return await _respond(run())
+
+
+@router.put("/v1/quota-classes/{name}")
+async def set_class(
+    name: str,
+    request: Request,
+    state: deps.State,
+    _: deps.Admin,
+    body: Annotated[dict[str, Any], Body()],
+) -> Any:
+    async def run() -> dict[str, Any]:
+        with _answering():
+            models.name(name, "name")
+            if set(body) - {"limits"}:
+                raise quota_errors.InvalidQuota(sorted(set(body) - {"limits"})[0],
+                                                "unknown field; allowed: limits")
+            found = models.limits(body.get("limits", {}))
+            await _ledger(request, state).set_class(name, found)
+        return {"name": name, "limits": found, "effective": {**models.DEFAULTS, **found}}
+
+    return await _respond(run())

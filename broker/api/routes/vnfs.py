@@ -1,0 +1,186 @@
+"""``/v1/vnfs`` and ``/v1/latency``: ask for a VNF, follow it, explain it, delete it.
+
+``POST /v1/vnfs`` takes a descriptor (JSON or YAML), validates it against its schema and
+against the federation (``placement.admission``), and plans it on a fresh snapshot: with
+``?dry_run=true`` that plan is the answer and nothing is written; without, an infeasible
+plan is a 409 problem carrying every site's reason, and a feasible one stores the VNF as
+PENDING (one create-only transaction) for the leader's placement controller to commit.
+
+Invariant: the API never writes claims or desired objects — only the fenced controller
+does — so a replica that serves this route can never double-book a host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from broker import errors
+from broker.api import deps, problems
+from broker.api.auth import Principal
+from broker.api.routes.common import as_json, decode_stored
+from broker.models import codec
+from broker.models import vnf as model
+from broker.placement import admission
+from broker.placement.plan import Planner
+from broker.placement.snapshot import Snapshot
+from broker.store import keys
+from broker.store.protocol import Compare, Op, Put, Target
+
+router = APIRouter(tags=["vnfs"])
+IMAGES = "images/"
+VnfUser = Annotated[Principal, Depends(deps.require("admin", "operator", "member"))]
+
+
+def _tenant_check(who: Principal, tenant: str) -> None:
+    if who.has_any(("admin", "operator")) or who.project_id == tenant:
+        return
+    raise errors.Forbidden(f"{who.user} may only manage VNFs of project {who.project_id}")
+
+
+async def _world(state: deps.ApiState) -> tuple[Snapshot, set[str]]:
+    snap = await Snapshot.load(state.store)
+    images, _ = await state.store.get_prefix(IMAGES)
+    return snap, {kv.key[len(IMAGES) :].partition("/")[0] for kv in images}
+
+
+@router.post("/v1/vnfs", status_code=202)
+async def create(
+    request: Request, state: deps.State, who: VnfUser, dry_run: bool = False
+) -> JSONResponse:
+    desc = model.parse(await request.body())
+    _tenant_check(who, desc.tenant)
+    snap, catalog = await _world(state)
+    admission.check(desc, snap, catalog)
+    vnf_id = f"{desc.name}-{uuid.uuid4().hex[:6]}"
+    result = Planner().plan(snap, desc, vnf_id)
+    explain = result.explain(snap)
+    if dry_run:
+        return JSONResponse({"dry_run": True, "feasible": result.feasible, "plan": explain})
+    if not result.feasible:
+        return problems.problem(
+            409, "no-feasible-plan", "No feasible plan", result.reason, plan=explain
+        )
+    now = int(time.time() * 1000)
+    record = model.VnfRecord(
+        vnf_id, desc.tenant, model.to_json(desc), created_ms=now, updated_ms=now
+    )
+    key = keys.vnf(vnf_id)
+    txn = await state.store.txn(
+        [Compare(key, Target.CREATE, Op.EQUAL, 0)], [Put(key, codec.encode(record))]
+    )
+    if not txn.succeeded:
+        raise errors.AlreadyExists("vnf", vnf_id)
+    body = {"id": vnf_id, "state": str(record.state), "tenant": desc.tenant}
+    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/vnfs/{vnf_id}"})
+
+
+async def _record(state: deps.ApiState, vnf_id: str, who: Principal) -> model.VnfRecord:
+    kv = await state.store.get(keys.vnf(vnf_id))
+    if kv is None:
+        raise errors.NotFound("vnf", vnf_id)
+    record = decode_stored(model.VnfRecord, kv)
+    _tenant_check(who, record.tenant)
+    return record
+
+
+@router.get("/v1/vnfs")
+async def list_vnfs(state: deps.State, who: VnfUser) -> dict[str, Any]:
+    kvs, revision = await state.store.get_prefix(keys.VNFS)
+    rows = []
+    for kv in kvs:
+        rec = decode_stored(model.VnfRecord, kv)
+        if who.has_any(("admin", "operator")) or rec.tenant == who.project_id:
+            rows.append(
+                {
+                    "id": rec.id,
+                    "tenant": rec.tenant,
+                    "state": str(rec.state),
+                    "deleted": rec.deleted,
+                    "members": len(rec.members),
+                    "reason": rec.reason,
+                }
+            )
+    return {"vnfs": rows, "revision": revision}
+
+
+@router.get("/v1/vnfs/{vnf_id}")
+async def show(vnf_id: str, state: deps.State, who: VnfUser) -> dict[str, Any]:
+    record = await _record(state, vnf_id, who)
+    out = as_json(record)
+    out["state"] = str(record.state)
+    out.pop("reservation", None)
+    out.pop("extra", None)
+    return out
+
+
+@router.get("/v1/vnfs/{vnf_id}/explain")
+async def explain(vnf_id: str, state: deps.State, who: VnfUser) -> dict[str, Any]:
+    record = await _record(state, vnf_id, who)
+    kv = await state.store.get(keys.placement(vnf_id))
+    if kv is not None:
+        doc: dict[str, Any] = json.loads(kv.value)
+        return {"id": vnf_id, "state": str(record.state), "live": False, **doc}
+    snap, _ = await _world(state)
+    result = Planner().plan(snap, model.parse(record.descriptor), vnf_id)
+    return {"id": vnf_id, "state": str(record.state), "live": True, "explain": result.explain(snap)}
+
+
+@router.delete("/v1/vnfs/{vnf_id}", status_code=202)
+async def delete(vnf_id: str, state: deps.State, who: VnfUser) -> JSONResponse:
+    key = keys.vnf(vnf_id)
+    for _ in range(8):
+        kv = await state.store.get(key)
+        if kv is None:
+            raise errors.NotFound("vnf", vnf_id)
+        record = decode_stored(model.VnfRecord, kv)
+        _tenant_check(who, record.tenant)
+        updated = dataclasses.replace(record, deleted=True, updated_ms=int(time.time() * 1000))
+        txn = await state.store.txn(
+            [Compare(key, Target.MOD, Op.EQUAL, kv.mod_revision)], [Put(key, codec.encode(updated))]
+        )
+        if txn.succeeded:
+            return JSONResponse({"id": vnf_id, "deleted": True}, status_code=202)
+    raise errors.Conflict(f"vnf {vnf_id} kept changing; retry", retry_after=0.1)
+
+
+# -- the latency matrix ------------------------------------------------------------------
+
+
+class LatencyEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    a: Annotated[str, Field(min_length=1, max_length=128)]
+    b: Annotated[str, Field(min_length=1, max_length=128)]
+    ms: Annotated[float, Field(ge=0)]
+
+
+class LatencyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    entries: Annotated[list[LatencyEntry], Field(max_length=200_000)]
+
+
+@router.put("/v1/latency")
+async def put_latency(body: LatencyIn, state: deps.State, _: deps.Admin) -> dict[str, Any]:
+    for i, e in enumerate(body.entries):
+        if e.a == e.b:
+            raise errors.InvalidInput(f"entries[{i}].b", "a location's latency to itself is 0")
+        if not math.isfinite(e.ms):
+            raise errors.InvalidInput(f"entries[{i}].ms", "must be a finite number")
+    value = json.dumps(body.model_dump(), separators=(",", ":")).encode()
+    revision = await state.store.put(keys.LATENCY, value)
+    return {"entries": len(body.entries), "revision": revision}
+
+
+@router.get("/v1/latency")
+async def get_latency(state: deps.State, _: deps.SiteReader) -> dict[str, Any]:
+    kv = await state.store.get(keys.LATENCY)
+    entries = json.loads(kv.value)["entries"] if kv is not None else []
+    return {"entries": entries, "revision": kv.mod_revision if kv is not None else 0}

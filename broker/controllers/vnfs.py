@@ -1,0 +1,348 @@
+"""The VNF controller (leader only): place pending VNFs, follow their members, tear down.
+
+For every ``vnfs/<id>`` the API accepted it reserves the tenant's quota, asks the
+``Planner`` on the live snapshot, and commits claims, placement, desired objects and the
+PLACED record in one fenced transaction (retrying when the snapshot was stale). It then
+follows the members' servers under ``observed/`` — all READY makes the VNF ACTIVE and
+commits the quota; a member that failed for good makes it FAILED with that reason and
+tears the rest down. Deleting writes every object's tombstone (next generation,
+``deleted``), and once the servers are gone releases the claims and the record.
+
+Invariants: a VNF is placed whole or not at all; a reservation that does not end in an
+ACTIVE VNF is released; every write is fenced (a deposed leader changes nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from typing import Any
+
+from broker import errors
+from broker.election.fencing import fenced_txn
+from broker.models import codec
+from broker.models import vnf as model
+from broker.placement import commit, render
+from broker.placement.headroom import Headroom, QuotaExceeded, Unlimited
+from broker.placement.plan import Planner, PlanResult, assignment_json
+from broker.placement.snapshot import Snapshot
+from broker.store import keys
+from broker.store.protocol import Compare, Delete, EventType, Get, KeyValue, Op, Put, Store, Target
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 16
+RESYNC_S = 5.0
+EXPLAIN_STORED = 20
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class VnfController:
+    def __init__(
+        self,
+        store: Store,
+        fence: int,
+        *,
+        headroom: Headroom | None = None,
+        planner: Planner | None = None,
+        concurrency: int = 8,
+    ) -> None:
+        self.store, self.fence = store, fence
+        self.headroom: Headroom = headroom or Unlimited()
+        self.planner = planner or Planner()
+        self.snap = Snapshot()
+        self._limit = asyncio.Semaphore(concurrency)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._servers: dict[tuple[str, str], str] = {}
+        """(site, server name) → VNF id, to route observed statuses."""
+        self._failed: BaseException | None = None
+
+    async def run(self) -> None:
+        self.snap = await Snapshot.load(self.store)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.snap.follow(self.store))
+            tg.create_task(self._follow(keys.VNFS, self._on_vnf))
+            tg.create_task(self._follow(keys.OBSERVED, self._on_observed))
+            tg.create_task(self._resync())
+
+    # -- event routing -------------------------------------------------------------------
+
+    async def _follow(self, prefix: str, handle: Any) -> None:
+        while True:
+            try:
+                kvs, rev = await self.store.get_prefix(prefix)
+                for kv in kvs:
+                    handle(kv.key, kv.value)
+                async for ev in self.store.watch_prefix(prefix, start_revision=rev + 1):
+                    handle(ev.key, ev.value if ev.type is EventType.PUT else b"")
+            except errors.StoreUnavailable as exc:
+                log.warning("vnf controller: %s watch broke (%s); re-listing", prefix, exc)
+                await asyncio.sleep(1.0)
+
+    def _on_vnf(self, key: str, value: bytes) -> None:
+        if value:
+            self.kick(key[len(keys.VNFS) :])
+
+    def _on_observed(self, key: str, value: bytes) -> None:
+        site, _, rest = key[len(keys.OBSERVED) :].partition("/")
+        kind, _, name = rest.partition("/")
+        if kind == render.SERVER:
+            vnf_id = self._servers.get((site, name))
+            if vnf_id is not None:
+                self.kick(vnf_id)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_S)
+            if self._failed is not None:
+                raise self._failed
+            kvs, _ = await self.store.get_prefix(keys.VNFS)
+            for kv in kvs:
+                rec = codec.decode(model.VnfRecord, kv.value)
+                if rec.deleted or rec.state not in (model.VnfState.ACTIVE, model.VnfState.FAILED):
+                    self.kick(rec.id)
+
+    def kick(self, vnf_id: str) -> None:
+        if vnf_id in self._running:
+            self._again.add(vnf_id)
+            return
+        task = asyncio.get_running_loop().create_task(self._handle(vnf_id))
+        self._running[vnf_id] = task
+
+    async def _handle(self, vnf_id: str) -> None:
+        try:
+            async with self._limit:
+                again = True
+                while again:
+                    self._again.discard(vnf_id)
+                    await self.step(vnf_id)
+                    again = vnf_id in self._again
+        except (errors.Conflict, errors.StoreUnavailable) as exc:
+            log.info("vnf %s: %s; will retry", vnf_id, exc)
+        except errors.FencedOut as exc:
+            self._failed = exc
+        except Exception:
+            log.exception("vnf %s: step failed", vnf_id)
+        finally:
+            self._running.pop(vnf_id, None)
+
+    async def drain(self) -> None:
+        """Wait until no VNF is being worked on (for tests)."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        if self._failed is not None:
+            raise self._failed
+
+    # -- one step of one VNF ---------------------------------------------------------------
+
+    async def step(self, vnf_id: str) -> None:
+        kv = await self.store.get(keys.vnf(vnf_id))
+        if kv is None:
+            return
+        record = codec.decode(model.VnfRecord, kv.value)
+        placement = await self._placement(vnf_id)
+        for a in placement.get("assignments", []):
+            self._servers[(a["site"], render.server_name(vnf_id, a["member"]))] = vnf_id
+        if record.deleted or record.state is model.VnfState.DELETING:
+            await self._teardown(kv, record, placement, drop_record=True)
+        elif record.state is model.VnfState.PENDING:
+            await self._place(kv, record)
+        elif record.state is model.VnfState.PLACED:
+            await self._follow_members(kv, record)
+        elif record.state is model.VnfState.FAILED and placement.get("assignments"):
+            await self._teardown(kv, record, placement, drop_record=False)
+
+    async def _placement(self, vnf_id: str) -> dict[str, Any]:
+        kv = await self.store.get(keys.placement(vnf_id))
+        found: dict[str, Any] = json.loads(kv.value) if kv is not None else {}
+        return found
+
+    async def _write(self, kv: KeyValue, record: model.VnfRecord, *ops: Put | Delete) -> None:
+        record = dataclasses.replace(record, updated_ms=now_ms())
+        check = Compare(kv.key, Target.MOD, Op.EQUAL, kv.mod_revision)
+        await fenced_txn(self.store, self.fence, [Put(kv.key, codec.encode(record)), *ops], [check])
+
+    async def _place(self, kv: KeyValue, record: model.VnfRecord) -> None:
+        desc = model.parse(record.descriptor)
+        reservation = record.reservation
+        if not reservation:
+            try:
+                reservation = await self.headroom.reserve(
+                    record.tenant, model.deltas(desc), key=record.id
+                )
+            except QuotaExceeded as exc:
+                failed = dataclasses.replace(
+                    record, state=model.VnfState.FAILED, reason=f"quota: {exc}"
+                )
+                await self._write(kv, failed)
+                return
+        record = dataclasses.replace(record, reservation=reservation)
+        for attempt in range(MAX_ATTEMPTS):
+            result = self.planner.plan(self.snap, desc, record.id)
+            if not result.feasible:
+                await self._infeasible(kv, record, result)
+                return
+            landed, fresh = await self._commit(kv, record, desc, result, attempt)
+            if landed or fresh is None or fresh.mod_revision != kv.mod_revision:
+                return  # placed, or the record changed under us: the next step sees it
+            await asyncio.sleep(0.001 * attempt)
+        raise errors.Conflict(f"vnf {record.id}: {MAX_ATTEMPTS} plans in a row conflicted")
+
+    async def _commit(
+        self,
+        kv: KeyValue,
+        record: model.VnfRecord,
+        desc: model.Descriptor,
+        result: PlanResult,
+        attempt: int,
+    ) -> tuple[bool, KeyValue | None]:
+        objs = render.objects(record.id, desc, result.assignments)
+        members = tuple(
+            model.MemberStatus(
+                a.member.name, a.member.vdu, a.member.role, a.site, a.claim.host, a.claim.cell
+            )
+            for a in result.assignments
+        )
+        placed = dataclasses.replace(
+            record,
+            state=model.VnfState.PLACED,
+            reason="",
+            members=members,
+            attempts=attempt + 1,
+            updated_ms=now_ms(),
+        )
+        doc = {
+            "vnf": record.id,
+            "decided_ms": now_ms(),
+            "assignments": [assignment_json(self.snap, a) for a in result.assignments],
+            "objects": [[o.site, o.kind, o.name] for o in objs],
+            "explain": result.explain(self.snap, EXPLAIN_STORED),
+        }
+        ops = [
+            Put(kv.key, codec.encode(placed)),
+            Put(keys.placement(record.id), json.dumps(doc, separators=(",", ":")).encode()),
+            *(o.put() for o in objs),
+        ]
+        check = Compare(kv.key, Target.MOD, Op.EQUAL, kv.mod_revision)
+        outcome = await commit.commit(
+            self.store,
+            self.fence,
+            self.snap,
+            result,
+            ops,
+            compares=[check],
+            extra_reads=[Get(kv.key)],
+        )
+        if outcome.landed:
+            for a in result.assignments:
+                self._servers[(a.site, render.server_name(record.id, a.member.name))] = record.id
+            log.info("vnf %s placed on %s", record.id, ", ".join(result.sites()))
+            return True, kv
+        fresh = outcome.extra[0][0] if outcome.extra and outcome.extra[0] else None
+        return False, fresh
+
+    async def _infeasible(self, kv: KeyValue, record: model.VnfRecord, result: PlanResult) -> None:
+        if record.reservation:
+            await self.headroom.release(record.reservation)
+        failed = dataclasses.replace(
+            record, state=model.VnfState.FAILED, reason=result.reason, reservation=""
+        )
+        doc = {
+            "vnf": record.id,
+            "decided_ms": now_ms(),
+            "assignments": [],
+            "objects": [],
+            "explain": result.explain(self.snap, EXPLAIN_STORED),
+        }
+        await self._write(kv, failed, Put(keys.placement(record.id), json.dumps(doc).encode()))
+        log.info("vnf %s: %s", record.id, result.reason)
+
+    # -- after placement -------------------------------------------------------------------
+
+    async def _observed(
+        self, members: tuple[model.MemberStatus, ...], vnf_id: str
+    ) -> list[dict[str, Any] | None]:
+        gets = [
+            Get(keys.observed(m.site, render.SERVER, render.server_name(vnf_id, m.name)))
+            for m in members
+        ]
+        if not gets:
+            return []
+        result = await self.store.txn([], gets)
+        return [json.loads(r[0].value) if r else None for r in result.responses]
+
+    async def _follow_members(self, kv: KeyValue, record: model.VnfRecord) -> None:
+        seen = await self._observed(record.members, record.id)
+        members, failed = [], ""
+        ready: dict[str, dict[str, int]] = {}
+        for m, obs in zip(record.members, seen, strict=True):
+            state, message, host = "PENDING", "", ""
+            if obs is not None and obs.get("observed_generation", 0) >= 1:
+                state, message = str(obs.get("state", "PENDING")), str(obs.get("message", ""))
+                host = str(obs.get("outputs", {}).get("host", ""))
+                if state == "FAILED" and obs.get("temporary"):
+                    state = "PENDING"  # the agent retries it
+            if state == "FAILED" and not failed:
+                failed = f"member {m.name} at {m.site}: {message or 'failed'}"
+            if state == "READY":
+                at = int(obs.get("at_ms", 0) or now_ms()) if obs else now_ms()
+                ready.setdefault(m.site, {})[f"{record.id}/{m.name}"] = at
+            members.append(dataclasses.replace(m, state=state, message=message, observed_host=host))
+        update = dataclasses.replace(record, members=tuple(members))
+        if failed:
+            update = dataclasses.replace(update, state=model.VnfState.FAILED, reason=failed)
+        elif all(m.state == "READY" for m in members):
+            update = dataclasses.replace(update, state=model.VnfState.ACTIVE)
+        if update == record:
+            return
+        if update.state is model.VnfState.ACTIVE:
+            for site, marks in ready.items():
+                await commit.mark_ready(self.store, self.fence, self.snap, site, marks)
+        await self._write(kv, update)
+        if update.state is model.VnfState.ACTIVE and record.reservation:
+            await self.headroom.commit(record.reservation)
+            log.info("vnf %s ACTIVE", record.id)
+        if update.state is model.VnfState.FAILED:
+            self.kick(record.id)  # tear the rest down
+
+    async def _teardown(
+        self, kv: KeyValue, record: model.VnfRecord, placement: dict[str, Any], *, drop_record: bool
+    ) -> None:
+        objects = [tuple(o) for o in placement.get("objects", [])]
+        if objects and record.extra.get("tombstones") != "1":
+            ops: list[Put | Delete] = [_tombstone(o, record.id, placement) for o in objects]
+            extra = {**record.extra, "tombstones": "1"}
+            state = model.VnfState.DELETING if drop_record else record.state
+            await self._write(kv, dataclasses.replace(record, extra=extra, state=state), *ops)
+            return
+        seen = await self._observed(record.members, record.id)
+        if any(obs is not None and obs.get("state") != "DELETED" for obs in seen):
+            return  # agents are still deleting; observed events bring us back
+        sites = [str(a["site"]) for a in placement.get("assignments", [])]
+        done: list[Put | Delete] = [Delete(keys.placement(record.id))]
+        if drop_record:
+            done.append(Delete(kv.key))
+        else:
+            final = dataclasses.replace(
+                record, extra={}, members=(), reservation="", updated_ms=now_ms()
+            )
+            done.append(Put(kv.key, codec.encode(final)))
+        if not await commit.release(self.store, self.fence, self.snap, record.id, sites, done):
+            self.kick(record.id)
+            return
+        if record.reservation:
+            await self.headroom.release(record.reservation)
+        log.info("vnf %s torn down", record.id)
+
+
+def _tombstone(obj: tuple[Any, ...], vnf_id: str, placement: dict[str, Any]) -> Put:
+    site, kind, name = (str(x) for x in obj)
+    body = {"generation": 2, "spec": {}, "deleted": True}
+    return Put(keys.desired(site, kind, name), json.dumps(body, separators=(",", ":")).encode())

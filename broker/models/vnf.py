@@ -1,0 +1,397 @@
+"""VNF descriptors (what a carrier asks for) and VNF records (what the broker made of it).
+
+A descriptor is versioned (``apiVersion: meridian.nfv/v1``, ``kind: VnfDescriptor``),
+arrives as YAML or JSON, and borrows TOSCA-NFV's words where they fit: VDUs with a
+``virtual_compute`` and ``connection_points`` on ``virtual_links``, ``sw_images``, and
+anti-affinity rules whose ``targets`` are VDUs. ``parse`` validates it completely — the
+schema, then the cross references — and raises ``InvalidInput`` naming the dotted field,
+so nothing half-understood reaches placement. ``schema()`` is the JSON Schema.
+
+Invariant: a ``Descriptor`` that ``parse`` returned expands (``members``) into concrete
+members whose references all resolve inside the descriptor.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, NewType
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from broker import errors
+
+VnfId = NewType("VnfId", str)
+API_VERSION = "meridian.nfv/v1"
+KIND = "VnfDescriptor"
+NAME = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+SCOPE = r"^(host|site|zone|region|failure_domain:[A-Za-z0-9_.-]+)$"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+Name = Annotated[str, Field(pattern=NAME)]
+Scope = Annotated[str, Field(pattern=SCOPE)]
+"""Anti-affinity scope: host, site, zone, region, or a named failure domain label."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SwImage(_Model):
+    """TOSCA-NFV ``SwImageData``: the image a VDU boots, verified by its sha256."""
+
+    name: Name
+    version: str = ""
+    disk_format: Literal["qcow2", "raw", "vmdk", "iso"] = "qcow2"
+    container_format: str = "bare"
+    size: Annotated[int, Field(ge=0)] = 0
+    checksum: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class VirtualLink(_Model):
+    """A network the VNF's connection points attach to, created at every chosen site."""
+
+    name: Name
+    network_type: Literal["vxlan", "geneve", "vlan", "flat"] = "vxlan"
+    physnet: str | None = None
+    segmentation_id: Annotated[int, Field(ge=1, le=4094)] | None = None
+
+
+class ConnectionPoint(_Model):
+    name: Name
+    virtual_link: Name
+    vnic_type: Literal["normal", "direct", "direct-physical", "macvtap"] = "normal"
+
+    @property
+    def needs_vf(self) -> bool:
+        return self.vnic_type != "normal"
+
+
+class VirtualCompute(_Model):
+    """TOSCA-NFV ``VirtualCompute`` with the data-path knobs Nova's extra specs express."""
+
+    num_virtual_cpu: Annotated[int, Field(ge=1, le=512)]
+    virtual_mem_size_mb: Annotated[int, Field(ge=64)]
+    virtual_disk_gb: Annotated[int, Field(ge=0)] = 0
+    cpu_pinning: Literal["shared", "dedicated"] = "shared"
+    hugepage_size: Literal["none", "2MB", "1GB"] = "none"
+    numa_affinity: Literal["required", "preferred"] = "required"
+    """required: cores, memory and VFs on one NUMA node; preferred: VFs may be remote."""
+
+    @property
+    def page_size_kb(self) -> int:
+        return {"none": 0, "2MB": 2048, "1GB": 1048576}[self.hugepage_size]
+
+
+class Redundancy(_Model):
+    """single; active-standby (2); n+k (n active, k standby); active-active on ≥ min_sites."""
+
+    model: Literal["single", "active-standby", "n+k", "active-active"] = "single"
+    n: Annotated[int, Field(ge=1, le=64)] = 1
+    k: Annotated[int, Field(ge=0, le=64)] = 0
+    min_sites: Annotated[int, Field(ge=1, le=64)] = 1
+
+    def roles(self) -> list[str]:
+        if self.model == "active-standby":
+            return ["active", "standby"]
+        if self.model == "n+k":
+            return ["active"] * self.n + ["standby"] * self.k
+        if self.model == "active-active":
+            return ["active"] * max(self.n, self.min_sites)
+        return ["active"]
+
+
+class Vdu(_Model):
+    name: Name
+    sw_image: Name
+    virtual_compute: VirtualCompute
+    connection_points: list[ConnectionPoint] = []
+    redundancy: Redundancy = Redundancy()
+    anti_affinity: Scope | None = None
+    """Members of this VDU never share this scope (default: host; site when min_sites>1)."""
+
+    @property
+    def scope(self) -> str:
+        if self.anti_affinity is not None:
+            return self.anti_affinity
+        return "site" if self.redundancy.min_sites > 1 else "host"
+
+
+class AntiAffinityRule(_Model):
+    """TOSCA-NFV ``AntiAffinityRule``: members of all ``targets`` never share ``scope``."""
+
+    targets: Annotated[list[Name], Field(min_length=1)]
+    scope: Scope
+
+
+class LocationBound(_Model):
+    location: Annotated[str, Field(min_length=1)]
+    max_ms: Annotated[float, Field(gt=0)]
+    targets: list[Name] = []
+    """VDUs bound (all when empty)."""
+
+
+class Latency(_Model):
+    to_locations: list[LocationBound] = []
+    between_members_max_ms: Annotated[float, Field(gt=0)] | None = None
+
+
+class Weights(_Model):
+    utilization: Annotated[float, Field(ge=0)] = 1.0
+    cost: Annotated[float, Field(ge=0)] = 0.0
+    latency: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Preferences(_Model):
+    strategy: Literal["pack", "spread"] = "spread"
+    weights: Weights = Weights()
+
+
+class Descriptor(_Model):
+    api_version: Literal["meridian.nfv/v1"] = Field(alias="apiVersion")
+    kind: Literal["VnfDescriptor"]
+    name: Name
+    tenant: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: str = ""
+    sw_images: list[SwImage] = []
+    virtual_links: list[VirtualLink] = []
+    vdus: Annotated[list[Vdu], Field(min_length=1, max_length=16)]
+    anti_affinity: list[AntiAffinityRule] = []
+    latency: Latency = Latency()
+    selectors: dict[str, str] = {}
+    preferences: Preferences = Preferences()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def vdu(self, name: str) -> Vdu:
+        return next(v for v in self.vdus if v.name == name)
+
+    def link(self, name: str) -> VirtualLink:
+        return next(v for v in self.virtual_links if v.name == name)
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """What one member asks of one host: everything on one NUMA cell unless relaxed."""
+
+    vcpus: int
+    dedicated: bool
+    memory_mb: int
+    page_size_kb: int = 0
+    vfs: tuple[tuple[str, int], ...] = ()
+    """(physnet, VFs), sorted."""
+    vfs_local: bool = True
+    """VFs must sit on the NUMA cell of the cores."""
+
+    def describe(self) -> str:
+        cpus = f"{self.vcpus} {'pinned cores' if self.dedicated else 'vCPUs'}"
+        pages = f" in {self.page_size_kb // 1024} MiB pages" if self.page_size_kb else ""
+        vfs = "".join(f", {n} VFs on {net}" for net, n in self.vfs)
+        where = "one NUMA node" if self.vfs_local or not self.vfs else "one host"
+        return f"{cpus}, {self.memory_mb} MiB{pages}{vfs} on {where}"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One instance to place: ``<vdu>-<index>``."""
+
+    name: str
+    vdu: str
+    role: str
+    index: int
+    need: Need
+
+
+def need_of(desc: Descriptor, vdu: Vdu) -> Need:
+    vfs: dict[str, int] = {}
+    for cp in vdu.connection_points:
+        if cp.needs_vf:
+            physnet = desc.link(cp.virtual_link).physnet or ""
+            vfs[physnet] = vfs.get(physnet, 0) + 1
+    vc = vdu.virtual_compute
+    return Need(
+        vcpus=vc.num_virtual_cpu,
+        dedicated=vc.cpu_pinning == "dedicated",
+        memory_mb=vc.virtual_mem_size_mb,
+        page_size_kb=vc.page_size_kb,
+        vfs=tuple(sorted(vfs.items())),
+        vfs_local=vc.numa_affinity == "required",
+    )
+
+
+def members(desc: Descriptor) -> list[Member]:
+    out = []
+    for vdu in desc.vdus:
+        need = need_of(desc, vdu)
+        for i, role in enumerate(vdu.redundancy.roles()):
+            out.append(Member(f"{vdu.name}-{i}", vdu.name, role, i, need))
+    return out
+
+
+def deltas(desc: Descriptor) -> dict[str, int]:
+    """What the whole VNF charges to its tenant's quota, by resource class."""
+    total: dict[str, int] = {}
+
+    def add(rc: str, n: int) -> None:
+        if n:
+            total[rc] = total.get(rc, 0) + n
+
+    for m in members(desc):
+        vdu = desc.vdu(m.vdu)
+        add("instances", 1)
+        add("cores", m.need.vcpus)
+        add("ram_mb", m.need.memory_mb)
+        add("gigabytes", vdu.virtual_compute.virtual_disk_gb)
+        add("ports", len(vdu.connection_points))
+        add("pinned_cores", m.need.vcpus if m.need.dedicated else 0)
+        add("hugepages_mb", m.need.memory_mb if m.need.page_size_kb else 0)
+        add("sriov_vfs", sum(n for _, n in m.need.vfs))
+    return total
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "descriptor"
+
+
+def load_text(text: str | bytes) -> dict[str, Any]:
+    """YAML or JSON text as a mapping (JSON is YAML; both go through the safe loader)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise errors.InvalidInput("descriptor", f"is neither YAML nor JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise errors.InvalidInput("descriptor", "must be a mapping (apiVersion, kind, ...)")
+    return data
+
+
+def parse(data: dict[str, Any] | str | bytes) -> Descriptor:
+    """Validate a descriptor; ``InvalidInput`` names the first wrong field."""
+    raw = load_text(data) if isinstance(data, str | bytes) else data
+    try:
+        desc = Descriptor.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        raise errors.InvalidInput(_dotted(tuple(first["loc"])), first["msg"]) from exc
+    _check_references(desc)
+    return desc
+
+
+def _unique(items: list[str], where: str) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(items):
+        if name in seen:
+            raise errors.InvalidInput(f"{where}[{i}].name", f"{name!r} is declared twice")
+        seen.add(name)
+
+
+def _check_references(desc: Descriptor) -> None:
+    _unique([v.name for v in desc.vdus], "vdus")
+    _unique([v.name for v in desc.virtual_links], "virtual_links")
+    _unique([s.name for s in desc.sw_images], "sw_images")
+    links = {v.name: v for v in desc.virtual_links}
+    vdus = {v.name for v in desc.vdus}
+    for i, link in enumerate(desc.virtual_links):
+        if link.network_type in ("vlan", "flat") and not link.physnet:
+            raise errors.InvalidInput(
+                f"virtual_links[{i}].physnet", f"is required for a {link.network_type} link"
+            )
+        if link.network_type not in ("vlan", "flat") and link.physnet:
+            raise errors.InvalidInput(
+                f"virtual_links[{i}].physnet", f"must not be set on a {link.network_type} link"
+            )
+    for i, vdu in enumerate(desc.vdus):
+        _unique([c.name for c in vdu.connection_points], f"vdus[{i}].connection_points")
+        for j, cp in enumerate(vdu.connection_points):
+            where = f"vdus[{i}].connection_points[{j}]"
+            found = links.get(cp.virtual_link)
+            if found is None:
+                raise errors.InvalidInput(
+                    f"{where}.virtual_link", f"unknown virtual link {cp.virtual_link!r}"
+                )
+            if cp.needs_vf and not found.physnet:
+                raise errors.InvalidInput(
+                    f"{where}.vnic_type",
+                    f"{cp.vnic_type} needs a VF: link {found.name!r} has no physnet",
+                )
+        red = vdu.redundancy
+        if red.model == "n+k" and red.k < 1:
+            raise errors.InvalidInput(f"vdus[{i}].redundancy.k", "n+k needs k ≥ 1")
+        if red.min_sites > len(red.roles()):
+            raise errors.InvalidInput(
+                f"vdus[{i}].redundancy.min_sites",
+                f"{red.min_sites} sites need at least as many members, not {len(red.roles())}",
+            )
+    for i, rule in enumerate(desc.anti_affinity):
+        for j, target in enumerate(rule.targets):
+            if target not in vdus:
+                raise errors.InvalidInput(f"anti_affinity[{i}].targets[{j}]", f"no VDU {target!r}")
+    for i, bound in enumerate(desc.latency.to_locations):
+        for j, target in enumerate(bound.targets):
+            if target not in vdus:
+                raise errors.InvalidInput(
+                    f"latency.to_locations[{i}].targets[{j}]", f"no VDU {target!r}"
+                )
+
+
+def schema() -> dict[str, Any]:
+    """The descriptor's JSON Schema (``apiVersion`` meridian.nfv/v1)."""
+    out: dict[str, Any] = Descriptor.model_json_schema(by_alias=True)
+    out["$id"] = f"urn:meridian:schema:{API_VERSION}:{KIND}"
+    return out
+
+
+def to_json(desc: Descriptor) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(desc.model_dump_json(by_alias=True))
+    return out
+
+
+# -- records ---------------------------------------------------------------------------
+
+
+class VnfState(enum.StrEnum):
+    PENDING = "PENDING"  # accepted, not placed yet
+    PLACED = "PLACED"  # claims committed, desired objects written
+    ACTIVE = "ACTIVE"  # every member's server READY
+    FAILED = "FAILED"  # no feasible plan, or a member failed; ``reason`` says why
+    DELETING = "DELETING"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    name: str
+    vdu: str
+    role: str
+    site: str
+    host: str
+    numa_cell: int
+    state: str = "PENDING"
+    message: str = ""
+    observed_host: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VnfRecord:
+    """``vnfs/<id>``: the descriptor, what is wanted, and where it stands."""
+
+    id: str
+    tenant: str
+    descriptor: dict[str, Any]
+    state: VnfState = VnfState.PENDING
+    reason: str = ""
+    deleted: bool = False
+    created_ms: int = 0
+    updated_ms: int = 0
+    members: tuple[MemberStatus, ...] = ()
+    reservation: str = ""
+    attempts: int = 0
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,229 @@
+"""Feasibility checkers: which sites (vectorised) and hosts (one by one) can take a member.
+
+Each site checker answers for every site at once (``Checker.feasible`` returns a boolean
+column) and can say, for one filtered site, why (``Checker.reason``). The capacity
+checkers look at the best single NUMA cell of a site, a necessary condition; the exact
+answer — one cell holding cores, memory and VFs together — comes from ``host_fit`` for the
+hosts the planner actually tries, and a host that fails says which cell lacks what.
+
+Invariant: a site the pipeline keeps passed every checker; a site it drops is explained
+by the first checker that dropped it (nomad's ``FeasibilityChecker`` chain).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from broker.models.vnf import LocationBound, Need, Vdu
+from broker.placement.snapshot import BoolArray, SiteView, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What one VDU's members ask of a site."""
+
+    vdu: Vdu
+    need: Need
+    selectors: tuple[tuple[str, str], ...] = ()
+    bounds: tuple[LocationBound, ...] = ()
+    tag: str = field(default="")
+
+
+class Checker(Protocol):
+    name: str
+
+    def feasible(self, snap: Snapshot, ask: Ask) -> BoolArray:
+        """One boolean per site (``snap.order``): may this site take one member?"""
+        ...
+
+    def reason(self, snap: Snapshot, ask: Ask, site: SiteView) -> str:
+        """Why ``site`` was filtered (only called for sites that failed)."""
+        ...
+
+
+class SiteUpChecker:
+    name = "site-up"
+
+    def feasible(self, snap: Snapshot, ask: Ask) -> BoolArray:
+        return snap.up
+
+    def reason(self, snap: Snapshot, ask: Ask, site: SiteView) -> str:
+        if site.spec is None:
+            return "site is not registered"
+        if site.inventory is None:
+            return "site has reported no inventory"
+        return f"site is {site.health}, not UP"
+
+
+class SelectorChecker:
+    name = "selectors"
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[tuple[tuple[str, str], ...], int], BoolArray] = {}
+
+    def feasible(self, snap: Snapshot, ask: Ask) -> BoolArray:
+        if not ask.selectors:
+            return np.ones(len(snap.order), dtype=bool)
+        key = (ask.selectors, snap.version)
+        mask = self._cache.get(key)
+        if mask is None:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            mask = np.array([_matches(s, ask.selectors) for s in snap.order], dtype=bool)
+            self._cache[key] = mask
+        return mask
+
+    def reason(self, snap: Snapshot, ask: Ask, site: SiteView) -> str:
+        labels = site.spec.labels if site.spec else {}
+        wrong = [
+            f"{k}={v} (site: {labels.get(k, 'unset')})"
+            for k, v in ask.selectors
+            if labels.get(k) != v
+        ]
+        return "selector not matched: " + ", ".join(wrong)
+
+
+def _matches(site: SiteView, selectors: Sequence[tuple[str, str]]) -> bool:
+    labels = site.spec.labels if site.spec else {}
+    return all(labels.get(k) == v for k, v in selectors)
+
+
+class LatencyChecker:
+    name = "latency"
+
+    def feasible(self, snap: Snapshot, ask: Ask) -> BoolArray:
+        mask = np.ones(len(snap.order), dtype=bool)
+        for bound in ask.bounds:
+            mask &= snap.latency_to(bound.location) <= bound.max_ms
+        return mask
+
+    def reason(self, snap: Snapshot, ask: Ask, site: SiteView) -> str:
+        for bound in ask.bounds:
+            ms = float(snap.latency_to(bound.location)[site.idx])
+            if ms == float("inf"):
+                return f"no latency measured between the site and {bound.location}"
+            if ms > bound.max_ms:
+                return f"latency to {bound.location} is {ms:g} ms, bound {bound.max_ms:g} ms"
+        return "latency bound not met"
+
+
+class CoresChecker:
+    name = "numa-cores"
+
+    def feasible(self, snap: Snapshot, ask: Ask) -> BoolArray:
+        column = snap.pcpus if ask.need.dedicated else snap.vcpus
+        return column >= ask.need.vcpus
+
+    def reason(self, snap: Snapshot, ask: Ask, site: SiteView) -> str:
+        what = "pinned cores" if ask.need.dedicated else "vCPUs"
+        column = snap.pcpus if ask.need.dedicated else snap.vcpus
+        total = sum(
+            (c.pcpus_free if ask.need.dedicated else c.vcpus_free)
+            for h in site.hosts
+            for c in h.cells
+        )
+        return (
+            f"no NUMA node has {ask.need.vcpus} free {what} (best node: "
+            f"{int(column[site.idx])}; whole site: {total})"
+        )
+
+
+class MemoryChecker:
+    name = "numa-memory"
+
+    def feasible(self, snap: Snapshot, ask: Ask) -> BoolArray:
+        size = ask.need.page_size_kb
+        if not size:
+            return snap.mem >= ask.need.memory_mb
+        column = snap.pages.get(size)
+        if column is None:
+            return np.zeros(len(snap.order), dtype=bool)
+        return column >= ask.need.memory_mb
+
+    def reason(self, snap: Snapshot, ask: Ask, site: SiteView) -> str:
+        size = ask.need.page_size_kb
+        if not size:
+            return (
+                f"no NUMA node has {ask.need.memory_mb} MiB free (best node: {snap.mem[site.idx]})"
+            )
+        column = snap.pages.get(size)
+        best = int(column[site.idx]) if column is not None else 0
+        return (
+            f"no NUMA node has {ask.need.memory_mb} MiB free in {size // 1024} MiB huge "
+            f"pages (best node: {best} MiB)"
+        )
+
+
+class VfChecker:
+    name = "sriov-vfs"
+
+    def feasible(self, snap: Snapshot, ask: Ask) -> BoolArray:
+        mask = np.ones(len(snap.order), dtype=bool)
+        columns = snap.vfs_cell if ask.need.vfs_local else snap.vfs_site
+        for net, n in ask.need.vfs:
+            column = columns.get(net)
+            if column is None:
+                return np.zeros(len(snap.order), dtype=bool)
+            mask &= column >= n
+        return mask
+
+    def reason(self, snap: Snapshot, ask: Ask, site: SiteView) -> str:
+        columns = snap.vfs_cell if ask.need.vfs_local else snap.vfs_site
+        where = "NUMA node" if ask.need.vfs_local else "host"
+        for net, n in ask.need.vfs:
+            column = columns.get(net)
+            best = int(column[site.idx]) if column is not None else 0
+            if best < n:
+                return f"no {where} has {n} free VFs on {net} (best: {best})"
+        return "SR-IOV VFs short"
+
+
+def default_checkers() -> list[Checker]:
+    return [
+        SiteUpChecker(),
+        SelectorChecker(),
+        LatencyChecker(),
+        CoresChecker(),
+        MemoryChecker(),
+        VfChecker(),
+    ]
+
+
+@dataclass(slots=True)
+class SiteFilter:
+    """The outcome of the site checkers for one ask: ``mask`` and the columns behind it."""
+
+    ask: Ask
+    mask: BoolArray
+    results: list[tuple[Checker, BoolArray]]
+
+    def reason(self, snap: Snapshot, site: SiteView) -> str | None:
+        """The first checker's reason for dropping ``site``, None when it passed."""
+        for checker, passed in self.results:
+            if not passed[site.idx]:
+                return f"{checker.name}: {checker.reason(snap, self.ask, site)}"
+        return None
+
+    def counts(self) -> dict[str, int]:
+        """How many sites each checker dropped first."""
+        out: dict[str, int] = {}
+        left = np.ones(len(self.mask), dtype=bool)
+        for checker, passed in self.results:
+            dropped = int(np.count_nonzero(left & ~passed))
+            if dropped:
+                out[checker.name] = dropped
+            left &= passed
+        return out
+
+
+def filter_sites(snap: Snapshot, ask: Ask, checkers: Sequence[Checker]) -> SiteFilter:
+    snap.ensure_arrays()
+    results = [(c, c.feasible(snap, ask)) for c in checkers]
+    mask = np.ones(len(snap.order), dtype=bool)
+    for _, passed in results:
+        mask = mask & passed
+    return SiteFilter(ask, mask, results)

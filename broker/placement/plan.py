@@ -1,0 +1,312 @@
+"""The plan: every member of a VNF on a site, a host and a NUMA cell — or why not.
+
+``Planner.plan`` runs nomad's pipeline per VDU (``feasible`` checkers → ``score``), then
+searches assignments for the whole group at once: members of the most constrained VDU
+first, sites in score order, with backtracking when an anti-affinity rule, a latency
+bound between members, a minimum number of sites or a shared host's capacity leaves a
+later member nowhere to go. Greedy member-by-member placement fails exactly there (three
+members, three regions, one region nearly full); backtracking does not.
+
+Invariants: a feasible ``PlanResult`` satisfies every constraint of the descriptor and
+never takes more than a cell has free; the snapshot is left exactly as it was found (the
+search holds tentative claims and gives every one of them back). "No feasible plan" is
+data: the result carries every filtered site's and rejected host's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from broker.models.vnf import Descriptor, Member, Vdu, members as expand
+from broker.placement import claims as cl
+from broker.placement import feasible, score
+from broker.placement.feasible import SiteFilter
+from broker.placement.snapshot import SiteView, Snapshot
+
+EXPLAIN_LIMIT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    member: Member
+    site: str
+    claim: cl.Claim
+    score: float
+
+
+@dataclass(slots=True)
+class PlanResult:
+    feasible: bool
+    assignments: tuple[Assignment, ...] = ()
+    reason: str = ""
+    revisions: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Site → (inventory mod_revision, claims mod_revision) the plan was made against."""
+    filters: dict[str, SiteFilter] = field(default_factory=dict)
+    host_reasons: dict[str, dict[str, str]] = field(default_factory=dict)
+    """VDU → site → why no host of a site that passed the site checkers fits."""
+    attempts: int = 0
+
+    def sites(self) -> list[str]:
+        return sorted({a.site for a in self.assignments})
+
+    def explain(self, snap: Snapshot, limit: int = EXPLAIN_LIMIT) -> dict[str, Any]:
+        """Every decision with its reason: chosen, filtered sites, rejected hosts."""
+        vdus: dict[str, Any] = {}
+        for name, filt in self.filters.items():
+            dropped = np.flatnonzero(~filt.mask).tolist()
+            filtered = [
+                {"site": snap.order[i].id, "reason": filt.reason(snap, snap.order[i])}
+                for i in dropped[:limit]
+            ]
+            rejected = self.host_reasons.get(name, {})
+            vdus[name] = {
+                "sites_total": len(filt.mask),
+                "sites_feasible": int(np.count_nonzero(filt.mask)),
+                "dropped_by": filt.counts(),
+                "filtered": filtered,
+                "filtered_omitted": max(0, len(dropped) - limit),
+                "hosts_rejected": [
+                    {"site": s, "reason": r} for s, r in list(rejected.items())[:limit]
+                ],
+            }
+        return {
+            "feasible": self.feasible,
+            "reason": self.reason,
+            "assignments": [assignment_json(snap, a) for a in self.assignments],
+            "vdus": vdus,
+            "search": {"attempts": self.attempts},
+        }
+
+
+def assignment_json(snap: Snapshot, a: Assignment) -> dict[str, Any]:
+    site = snap.sites.get(a.site)
+    region = site.spec.region if site is not None and site.spec is not None else ""
+    return {
+        "member": a.member.name,
+        "vdu": a.member.vdu,
+        "role": a.member.role,
+        "site": a.site,
+        "region": region,
+        "host": a.claim.host,
+        "numa_cell": a.claim.cell,
+        "score": round(a.score, 4),
+    }
+
+
+@dataclass(slots=True)
+class _Group:
+    """One VDU's members with their ranked candidate sites."""
+
+    vdu: Vdu
+    ask: feasible.Ask
+    candidates: list[int]
+    scores: list[float]
+
+
+class _Search:
+    """Depth-first assignment with backtracking; holds tentative claims on the snapshot."""
+
+    def __init__(
+        self,
+        snap: Snapshot,
+        desc: Descriptor,
+        order: list[Member],
+        groups: dict[str, _Group],
+        vnf_id: str,
+        budget: int,
+    ) -> None:
+        self.snap, self.desc, self.order, self.groups = snap, desc, order, groups
+        self.vnf_id, self.budget = vnf_id, budget
+        self.chosen: list[Assignment] = []
+        self.attempts = 0
+        self.deepest = 0
+        self.host_reasons: dict[str, dict[str, str]] = {}
+        self._no_fit: set[tuple[str, int]] = set()
+        self._scopes = _conflicts(desc, order)
+        self._between = desc.latency.between_members_max_ms
+
+    def run(self) -> bool:
+        try:
+            return self._place(0)
+        finally:
+            for a in reversed(self.chosen):
+                self.snap.sites[a.site].hold(a.claim, -1)
+
+    def _place(self, i: int) -> bool:
+        if i == len(self.order):
+            return True
+        self.deepest = max(self.deepest, i)
+        member = self.order[i]
+        group = self.groups[member.vdu]
+        for rank, idx in enumerate(group.candidates):
+            if self.attempts >= self.budget:
+                return False
+            site = self.snap.order[idx]
+            if not self._site_allowed(i, member, site):
+                continue
+            self.attempts += 1
+            claim = self._host(i, member, site, group)
+            if claim is None:
+                continue
+            site.hold(claim)
+            self.chosen.append(Assignment(member, site.id, claim, group.scores[rank]))
+            if self._place(i + 1):
+                return True
+            self.chosen.pop()
+            site.hold(claim, -1)
+        return False
+
+    def _site_allowed(self, i: int, member: Member, site: SiteView) -> bool:
+        for j, scope in self._scopes[i]:
+            if scope == "host":
+                continue  # decided per host
+            other = self.chosen[j]
+            peer = self.snap.sites[other.site]
+            if site.domain(scope, "") == peer.domain(scope, other.claim.host):
+                return False
+        if self._between is not None:
+            for other in self.chosen:
+                if self.snap.latency_between(site.id, other.site) > self._between:
+                    return False
+        vdu = self.desc.vdu(member.vdu)
+        need_sites = vdu.redundancy.min_sites
+        if need_sites > 1:
+            used = {a.site for a in self.chosen if a.member.vdu == member.vdu}
+            left = sum(1 for m in self.order[i + 1 :] if m.vdu == member.vdu)
+            if len(used | {site.id}) + left < need_sites:
+                return False
+        return True
+
+    def _host(self, i: int, member: Member, site: SiteView, group: _Group) -> cl.Claim | None:
+        avoid = {
+            self.chosen[j].claim.host
+            for j, scope in self._scopes[i]
+            if scope == "host" and self.chosen[j].site == site.id
+        }
+        key = (member.vdu, site.idx)
+        if not avoid and key in self._no_fit and not any(a.site == site.id for a in self.chosen):
+            return None
+        hosts = site.hosts
+        start = 0
+        if self.desc.preferences.strategy == "spread" and hosts:
+            start = (len(site.claims) + i) % len(hosts)
+        ref = f"{self.vnf_id}/{member.name}"
+        for k in range(len(hosts)):
+            host = hosts[(start + k) % len(hosts)]
+            if host.name in avoid:
+                continue
+            claim = cl.fits(host, member.need, ref) if True else None
+            claim = claim or cl.Claim(ref, host.name, host.cells[0].id, vcpus=member.need.vcpus)
+            if claim is not None:
+                return claim
+        if not avoid and not any(a.site == site.id for a in self.chosen):
+            self._no_fit.add(key)
+        reasons = self.host_reasons.setdefault(member.vdu, {})
+        if site.id not in reasons:
+            reasons[site.id] = _host_reason(site, member, avoid)
+        return None
+
+
+def _host_reason(site: SiteView, member: Member, avoid: set[str]) -> str:
+    shown = [h for h in site.hosts if h.name not in avoid][:3]
+    detail = "; ".join(f"{h.name}: {cl.why_not(h, member.need)}" for h in shown)
+    more = len(site.hosts) - len(avoid) - len(shown)
+    tail = f"; and {more} more hosts" if more > 0 else ""
+    taken = f" ({len(avoid)} hosts excluded by anti-affinity)" if avoid else ""
+    return f"no host has one NUMA node with {member.need.describe()}{taken}: {detail}{tail}"
+
+
+def _conflicts(desc: Descriptor, order: Sequence[Member]) -> list[list[tuple[int, str]]]:
+    """For each member (in search order), the earlier members it must not share a scope with."""
+    rules: list[tuple[set[str], str]] = [({v.name}, v.scope) for v in desc.vdus]
+    rules += [(set(r.targets), r.scope) for r in desc.anti_affinity]
+    out: list[list[tuple[int, str]]] = []
+    for i, m in enumerate(order):
+        mine = []
+        for j in range(i):
+            other = order[j]
+            for targets, scope in rules:
+                if m.vdu in targets and other.vdu in targets:
+                    mine.append((j, scope))
+        out.append(mine)
+    return out
+
+
+class Planner:
+    """Checkers → scorers → search, with the chains configurable (nomad's ``Stack``)."""
+
+    def __init__(
+        self,
+        checkers: Sequence[feasible.Checker] | None = None,
+        scorers: Sequence[score.Scorer] | None = None,
+        *,
+        budget: int = 5000,
+    ) -> None:
+        self.checkers = list(checkers) if checkers is not None else feasible.default_checkers()
+        self.scorers = list(scorers) if scorers is not None else score.default_scorers()
+        self.budget = budget
+
+    def plan(
+        self, snap: Snapshot, desc: Descriptor, vnf_id: str, *, quota_reason: str | None = None
+    ) -> PlanResult:
+        if quota_reason is not None:
+            return PlanResult(False, reason=f"quota: {quota_reason}")
+        members = expand(desc)
+        groups: dict[str, _Group] = {}
+        filters: dict[str, feasible.SiteFilter] = {}
+        for vdu in desc.vdus:
+            ask = _ask(desc, vdu, members)
+            filt = feasible.filter_sites(snap, ask, self.checkers)
+            filters[vdu.name] = filt
+            scores = score.combined(snap, ask, desc.preferences, self.scorers)
+            idx = np.flatnonzero(filt.mask)
+            ranked = idx[np.argsort(-scores[idx], kind="stable")]
+            groups[vdu.name] = _Group(vdu, ask, ranked.tolist(), scores[ranked].tolist())
+        by_size = sorted(desc.vdus, key=lambda v: len(groups[v.name].candidates))
+        order = [m for v in by_size for m in members if m.vdu == v.name]
+        search = _Search(snap, desc, order, groups, vnf_id, self.budget)
+        ok = search.run()
+        result = PlanResult(
+            ok, filters=filters, host_reasons=search.host_reasons, attempts=search.attempts
+        )
+        if ok:
+            result.assignments = tuple(search.chosen)
+            for site_id in result.sites():
+                site = snap.sites[site_id]
+                result.revisions[site_id] = (site.inv_rev, site.claims_rev)
+        else:
+            result.reason = _why(search, groups, filters, snap, self.budget)
+        return result
+
+
+def _ask(desc: Descriptor, vdu: Vdu, members: list[Member]) -> feasible.Ask:
+    need = next(m.need for m in members if m.vdu == vdu.name)
+    bounds = tuple(b for b in desc.latency.to_locations if not b.targets or vdu.name in b.targets)
+    return feasible.Ask(vdu, need, tuple(sorted(desc.selectors.items())), bounds)
+
+
+def _why(
+    search: _Search,
+    groups: dict[str, _Group],
+    filters: dict[str, feasible.SiteFilter],
+    snap: Snapshot,
+    budget: int,
+) -> str:
+    member = search.order[min(search.deepest, len(search.order) - 1)]
+    group = groups[member.vdu]
+    filt = filters[member.vdu]
+    dropped = ", ".join(f"{n} by {c}" for c, n in filt.counts().items()) or "none"
+    rejected = len(search.host_reasons.get(member.vdu, {}))
+    head = f"no feasible plan: member {member.name} ({member.need.describe()}) has nowhere to go"
+    if search.attempts >= budget:
+        head = f"no plan found within the search budget of {budget} attempts"
+    return (
+        f"{head}; {len(group.candidates)} of {len(snap.order)} sites passed the checkers "
+        f"(dropped: {dropped}); {rejected} of those had no host that fits; the rest "
+        f"conflict with anti-affinity ({member.vdu}: {group.vdu.scope}), latency or "
+        f"min_sites with the members placed before it"
+    )

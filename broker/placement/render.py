@@ -1,0 +1,140 @@
+"""A placed VNF as each chosen site's desired objects, in the agents' spec vocabulary.
+
+Per site: the VNF's images and networks, one flavor per VDU (Nova extra specs:
+``hw:cpu_policy``, ``hw:mem_page_size``, ``hw:numa_nodes``,
+``hw:pci_numa_affinity_policy``), one server group per VDU, and per member its ports and
+its server. The server carries the chosen host as ``hypervisor_hostname`` (Nova 2.74's
+create-time host); drivers that cannot pin a host ignore it and their own scheduler
+decides within the site.
+
+Invariant: names derive from the VNF id only, so rendering the same plan twice gives the
+same keys and values (generation 1); deletion re-renders with ``deleted`` and the next
+generation, so the agents' idempotent apply (invariant 4) does the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from broker.models.vnf import Descriptor
+from broker.placement.plan import Assignment
+from broker.store import keys
+from broker.store.protocol import Put
+
+SERVER = "server"
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    site: str
+    kind: str
+    name: str
+    spec: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return keys.desired(self.site, self.kind, self.name)
+
+    def put(self, generation: int = 1, *, deleted: bool = False) -> Put:
+        body = {"generation": generation, "spec": self.spec, "deleted": deleted}
+        return Put(self.key, json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
+
+
+def server_name(vnf_id: str, member: str) -> str:
+    return f"{vnf_id}-{member}"
+
+
+def member_of(vnf_id: str, server: str) -> str | None:
+    prefix = f"{vnf_id}-"
+    return server[len(prefix) :] if server.startswith(prefix) else None
+
+
+def objects(vnf_id: str, desc: Descriptor, assignments: Iterable[Assignment]) -> list[Desired]:
+    """Every desired object of the VNF, dependencies before dependents."""
+    by_site: dict[str, list[Assignment]] = {}
+    for a in assignments:
+        by_site.setdefault(a.site, []).append(a)
+    out: list[Desired] = []
+    for site, placed in sorted(by_site.items()):
+        out += _site_objects(vnf_id, desc, site, placed)
+    return out
+
+
+def _site_objects(
+    vnf_id: str, desc: Descriptor, site: str, placed: list[Assignment]
+) -> list[Desired]:
+    project = desc.tenant
+    vdus = [v for v in desc.vdus if any(a.member.vdu == v.name for a in placed)]
+    images = {v.sw_image for v in vdus}
+    links = {cp.virtual_link for v in vdus for cp in v.connection_points}
+    out: list[Desired] = []
+    for image in desc.sw_images:
+        if image.name in images:
+            spec = {
+                "disk_format": image.disk_format,
+                "container_format": image.container_format,
+                "size": image.size,
+                "sha256": image.checksum,
+                "project": project,
+            }
+            out.append(Desired(site, "image", f"{vnf_id}-{image.name}", spec))
+    for link in desc.virtual_links:
+        if link.name in links:
+            net: dict[str, Any] = {"project": project, "network_type": link.network_type}
+            if link.physnet:
+                net["physnet"] = link.physnet
+            if link.segmentation_id:
+                net["segmentation_id"] = link.segmentation_id
+            out.append(Desired(site, "network", f"{vnf_id}-{link.name}", net))
+    for vdu in vdus:
+        vc = vdu.virtual_compute
+        extra = {
+            "hw:cpu_policy": vc.cpu_pinning,
+            "hw:mem_page_size": "small" if vc.hugepage_size == "none" else vc.hugepage_size,
+            "hw:numa_nodes": "1",
+        }
+        if any(cp.needs_vf for cp in vdu.connection_points):
+            extra["hw:pci_numa_affinity_policy"] = vc.numa_affinity
+        flavor = {
+            "vcpus": vc.num_virtual_cpu,
+            "ram_mb": vc.virtual_mem_size_mb,
+            "disk_gb": vc.virtual_disk_gb,
+            "extra_specs": extra,
+        }
+        policy = "anti-affinity" if vdu.scope == "host" else "soft-anti-affinity"
+        out.append(Desired(site, "flavor", f"{vnf_id}-{vdu.name}", flavor))
+        out.append(
+            Desired(
+                site, "server_group", f"{vnf_id}-{vdu.name}", {"project": project, "policy": policy}
+            )
+        )
+    for a in placed:
+        vdu = desc.vdu(a.member.vdu)
+        ports = []
+        for cp in vdu.connection_points:
+            port = f"{vnf_id}-{a.member.name}-{cp.name}"
+            ports.append(port)
+            spec = {
+                "project": project,
+                "network": f"{vnf_id}-{cp.virtual_link}",
+                "vnic_type": cp.vnic_type,
+            }
+            out.append(Desired(site, "port", port, spec))
+        server = {
+            "project": project,
+            "flavor": f"{vnf_id}-{vdu.name}",
+            "image": f"{vnf_id}-{vdu.sw_image}",
+            "ports": ports,
+            "server_group": f"{vnf_id}-{vdu.name}",
+            "hypervisor_hostname": a.claim.host,
+            "metadata": {
+                "meridian:vnf": vnf_id,
+                "meridian:member": a.member.name,
+                "meridian:role": a.member.role,
+            },
+        }
+        out.append(Desired(site, SERVER, server_name(vnf_id, a.member.name), server))
+    return out

@@ -1,0 +1,136 @@
+"""The quota ledger through real broker processes, with the leader killed (kill -9) mid-run.
+
+The ledger runs in every replica (each serves the API), so the replica killed is both the
+leader and one serving a third of the requesters. Requesters whose replica dies retry on
+another with the same idempotency key; afterwards etcd's recorded history is checked for
+invariant 7 exactly as in ``tests/integration/test_quota_etcd.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from broker.devfed.federation import Federation
+from broker.settings import EtcdSettings
+from broker.store import keys
+from broker.store.etcd import EtcdStore
+from tests.support import quota_history as qh
+
+pytestmark = [pytest.mark.e2e, pytest.mark.etcd, pytest.mark.slow]
+
+REQUESTERS = 16
+ROUNDS = 1_000
+TENANTS = ["tenant-hot", "tenant-warm"]
+
+
+@pytest.fixture(scope="module")
+def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    fed = Federation(state=Path(tmp_path_factory.mktemp("quota-federation")), brokers=3)
+    try:
+        fed.up([])
+        yield fed
+    finally:
+        fed.down()
+
+
+class Client:
+    """Talks to one replica; on a dead replica or a 5xx, moves on to the next one."""
+
+    def __init__(self, fed: Federation, http: httpx.AsyncClient, first: int) -> None:
+        self.fed = fed
+        self.http = http
+        self.names = fed.broker_names()
+        self.at = first
+        self.headers = {"Authorization": f"Bearer {fed.token}"}
+        self.failovers = 0
+
+    async def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        deadline = time.monotonic() + 30
+        while True:
+            name = self.names[self.at % len(self.names)]
+            try:
+                resp = await self.http.request(
+                    method, self.fed.api_url(name) + path, json=body, headers=self.headers,
+                    timeout=5.0,
+                )
+                if resp.status_code < 500:
+                    return resp
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{method} {path}: no replica answered for 30 s")
+            self.at += 1
+            self.failovers += 1
+            await asyncio.sleep(0.05)
+
+
+def handlers(client: Client) -> tuple[qh.Reserve, qh.Settle]:
+    async def reserve(tenant: str, deltas: dict[str, int], ttl: int, key: str,
+                      site: str) -> str | None:
+        resp = await client.call(
+            "POST", f"/v1/quotas/{tenant}/reservations",
+            {"deltas": deltas, "ttl": ttl, "idempotency_key": key},
+        )
+        if resp.status_code == 409:
+            return None
+        assert resp.status_code == 201, resp.text
+        found = resp.json()
+        if found["state"] != "reserved":  # a retry after the hold expired and was settled
+            return None
+        return str(found["id"])
+
+    async def settle(op: str, tenant: str, rid: str) -> bool:
+        path = f"/v1/quotas/{tenant}/reservations/{rid}"
+        if op == "commit":
+            resp = await client.call("POST", f"{path}/commit")
+        else:
+            resp = await client.call("DELETE", path)
+        if resp.status_code == 410:
+            return False
+        assert resp.status_code == 200, resp.text
+        return True
+
+    return reserve, settle
+
+
+async def test_leader_kill_mid_run_never_oversubscribes(brokers: Federation) -> None:
+    fed = brokers
+    store = EtcdStore.from_settings(EtcdSettings(endpoints=(fed.etcd_endpoint,)))
+    try:
+        _, start = await store.get_prefix(keys.QUOTA)
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as http:
+            admin = Client(fed, http, 0)
+            for tenant in TENANTS:
+                resp = await admin.call("PUT", f"/v1/quotas/{tenant}", {"limits": qh.TIGHT})
+                assert resp.status_code == 200, resp.text
+            leader = (await admin.call("GET", "/v1/leader")).json()["leader"]
+            tally = qh.Tally()
+            clients = [Client(fed, http, i) for i in range(REQUESTERS)]
+            runs = [
+                asyncio.create_task(qh.requester(i, ROUNDS, TENANTS, *handlers(c), tally))
+                for i, c in enumerate(clients)
+            ]
+            while sum(tally.outcomes.values()) < REQUESTERS * ROUNDS * 0.4:
+                await asyncio.sleep(0.1)
+            fed.kill(leader, signal.SIGKILL)
+            killed_at = sum(tally.outcomes.values())
+            await asyncio.gather(*runs)
+            new_leader = (await admin.call("GET", "/v1/leader")).json()["leader"]
+        end = await store.put(keys.QUOTA + "zz-end", b"")
+        summary = await qh.check_history(store, start + 1, end, tally)
+        print(f"killed {leader} after {killed_at} reservations; new leader {new_leader}; "
+              f"{dict(tally.outcomes)}; failovers {sum(c.failovers for c in clients)}; {summary}")
+        assert new_leader != leader
+        assert sum(c.failovers for c in clients) > 0, "nobody was talking to the killed replica"
+        for outcome in ("committed", "released", "abandoned", "refused"):
+            assert tally.outcomes[outcome] > 50, tally.outcomes
+    finally:
+        await store.close()

@@ -1,0 +1,350 @@
+"""What every benchmark shares: statistics, /proc readings, helper processes, the report.
+
+Percentiles are nearest-rank: p99 of 10 samples is the largest one, p50 of 20 the 10th.
+No interpolation, so every figure printed is a value that was actually measured.
+
+Times compared across processes use the wall clock (``time.time()``) of this one
+machine, so they are comparable with each other; durations inside one process use the
+monotonic clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import etcd3
+import etcd3.events as etcd_events
+from rich.console import Console
+from rich.table import Table
+
+T = TypeVar("T")
+
+err = Console(stderr=True, highlight=False)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def say(message: str) -> None:
+    """Progress goes to stderr; stdout carries only the tables and the final JSON line."""
+    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# -- statistics ----------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of a non-empty sample."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary(values: Sequence[float], digits: int = 1) -> dict[str, float | int]:
+    """n, p50, p99, min, max and mean of ``values`` (empty: only n)."""
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), digits),
+        "p99": round(percentile(values, 99), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "mean": round(sum(values) / len(values), digits),
+    }
+
+
+def ratio(a: float | int | None, b: float | int | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 2)
+
+
+# -- /proc ---------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (threads included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # after the command name: state is field 3, utime 14 and stime 15 (proc(5))
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size (VmRSS) in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+@dataclass
+class CpuWindow:
+    """CPU use of some processes over one wall-clock window, in % of one core."""
+
+    pids: dict[str, list[int]]
+    started: float = 0.0
+    before: dict[str, float] = field(default_factory=dict)
+
+    def _now(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.pids.items()}
+
+    def start(self) -> None:
+        self.before = self._now()
+        self.started = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        after = self._now()
+        wall = time.monotonic() - self.started
+        return {
+            name: round(100 * (after[name] - self.before[name]) / wall, 1) for name in self.pids
+        }
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on (the load average says how noisy it was)."""
+    return {"cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+# -- helper processes ----------------------------------------------------------------
+
+
+class Helper:
+    """A child process whose stdout lines are JSON objects, read on a thread."""
+
+    def __init__(self, name: str, argv: Sequence[str], log: Path) -> None:
+        self.name = name
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log, "ab")
+        self.popen = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True, name=f"read-{name}")
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for raw in self.popen.stdout:
+            with contextlib.suppress(ValueError):
+                self.lines.put(json.loads(raw))
+
+    def expect(self, match: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        """The next line ``match`` accepts (earlier lines are dropped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{self.name}: no matching line within {timeout:.0f}s")
+            try:
+                line = self.lines.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                if self.popen.poll() is not None and self.lines.empty():
+                    raise RuntimeError(
+                        f"{self.name} exited ({self.popen.returncode}) before the expected line"
+                    ) from None
+                continue
+            if match(line):
+                return line
+
+    def kill(self) -> float:
+        """kill -9 now; returns the wall time just before the signal. Reaps the child."""
+        t = time.time()
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(10)
+        return t
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self._log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.1) -> T:
+    """Poll ``check`` until it returns something other than None/False."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            value = check()
+            if value:
+                return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+# -- raw etcd ------------------------------------------------------------------------
+
+
+def etcd_client(endpoint: str) -> Any:
+    host, _, port = endpoint.rpartition(":")
+    return etcd3.client(host=host, port=int(port), timeout=5)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One key change, with the wall time this process received it."""
+
+    at: float
+    key: str
+    value: bytes
+    deleted: bool
+    create_revision: int
+
+
+class KeyWatch:
+    """Records every change under some etcd prefixes, time-stamped on arrival.
+
+    The timestamps are when the watch delivered the change here: a few milliseconds after
+    etcd committed it, the same delay for the baseline as for Meridian.
+    """
+
+    def __init__(self, client: Any, prefixes: Sequence[str]) -> None:
+        self._client = client
+        self._seen: list[Seen] = []
+        self._cond = threading.Condition()
+        self._ids = [client.add_watch_prefix_callback(p, self._on_change) for p in prefixes]
+
+    def _on_change(self, response: Any) -> None:
+        at = time.time()
+        if isinstance(response, Exception):
+            return
+        items = [
+            Seen(
+                at,
+                ev.key.decode(),
+                bytes(ev.value),
+                isinstance(ev, etcd_events.DeleteEvent),
+                int(ev.create_revision),
+            )
+            for ev in response.events
+        ]
+        with self._cond:
+            self._seen.extend(items)
+            self._cond.notify_all()
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self._seen)
+
+    def first(self, since: int, match: Callable[[Seen], bool], timeout: float) -> Seen:
+        """The first change recorded after mark ``since`` that ``match`` accepts."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for seen in self._seen[since:]:
+                    if match(seen):
+                        return seen
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no matching etcd change within {timeout:.0f}s")
+                self._cond.wait(left)
+
+    def close(self) -> None:
+        for watch_id in self._ids:
+            with contextlib.suppress(Exception):
+                self._client.cancel_watch(watch_id)
+
+
+# -- the run -------------------------------------------------------------------------
+
+
+def common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: fewer trials, shorter windows"
+    )
+    parser.add_argument(
+        "--keep-state", action="store_true",
+        help="keep the state directory (logs, PKI, etcd data) instead of removing it",
+    )
+
+
+@contextlib.contextmanager
+def state_dir(name: str, keep: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=f"meridian-perf-{name}-"))
+    say(f"state directory: {path}")
+    try:
+        yield path
+    finally:
+        if keep:
+            say(f"state kept in {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class Report:
+    """Tables for people, then one JSON object (the last line of stdout) for machines."""
+
+    def __init__(self, benchmark: str) -> None:
+        self.figures: dict[str, Any] = {"benchmark": benchmark, "machine_start": machine()}
+        self.tables: list[Table] = []
+        self.notes: list[str] = []
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        table = Table(title=title, title_justify="left")
+        for i, column in enumerate(columns):
+            table.add_column(column, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*("—" if cell is None else str(cell) for cell in row))
+        self.tables.append(table)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def emit(self) -> None:
+        self.figures["machine_end"] = machine()
+        out = Console(highlight=False, width=max(100, shutil.get_terminal_size().columns))
+        for table in self.tables:
+            out.print(table)
+            out.print()
+        for text in self.notes:
+            out.print(f"• {text}")
+        sys.stdout.flush()
+        print(json.dumps(self.figures, separators=(",", ":")), flush=True)
+
+
+def verdict(value: float | int | None, target: float) -> str:
+    if value is None:
+        return "no data"
+    return "PASS" if value <= target else "FAIL"

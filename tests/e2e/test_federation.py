@@ -125,3 +125,29 @@ def test_paused_leader_is_fenced_out(federation: Federation) -> None:
     assert "fenced out" in log or "leadership lost" in log or "stepped down" in log.lower()
     federation.start_agents(["site-005"])
     wait_for(lambda: health(federation, "site-005") == "UP", timeout=20, what="site-005 UP")
+
+
+def test_etcd_outage_gives_503_and_loses_nothing(federation: Federation) -> None:
+    import httpx
+
+    before = {s["id"] for s in federation.api_get("/v1/sites")["sites"]}
+    federation.kill("etcd")
+    try:
+        resp = wait_for(
+            lambda: (lambda r: r if r.status_code == 503 else None)(
+                httpx.get(federation.api_url() + "/healthz", timeout=10)
+            ),
+            timeout=20,
+            what="the API answering 503 while etcd is down",
+        )
+        problem = resp.json()
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert "etcd" in (problem.get("detail", "") + problem.get("title", "")).lower()
+        agents = [p for n, p in federation.running.items() if n.startswith("agent-")]
+        time.sleep(2.0)
+        assert all(p.alive() for p in agents), "agents must keep running while etcd is down"
+    finally:
+        federation.start_etcd()
+    states = federation.wait_all_up(sorted(before), timeout=60)
+    assert {s for s, st in states.items() if st == "UP"} == before
+    assert wait_for(lambda: leader(federation), timeout=20, what="a leader after etcd returns")

@@ -10,6 +10,7 @@ reported as over limit, and every request for more of that class is refused.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -54,19 +55,51 @@ def _used(account: Account, cls: str, scope: Scope) -> int:
     return account.used(cls)
 
 
-def _held(holds: Iterable[Hold], scope: Scope) -> dict[str, int]:
-    if scope.kind == "site":
-        return reserved(holds, site=scope.name)
-    if scope.kind == "region":
-        return reserved(holds, region=scope.name)
-    return reserved(holds)
+class Reserved:
+    """Running totals of what live holds take, globally, per site and per region.
+
+    Kept incrementally by the ledger so admission costs O(classes), not O(live holds),
+    however many reservations a hot tenant has open.
+    """
+
+    def __init__(self, holds: Iterable[Hold] = ()) -> None:
+        self.total: Counter[str] = Counter()
+        self.sites: dict[str, Counter[str]] = {}
+        self.regions: dict[str, Counter[str]] = {}
+        for hold in holds:
+            self.add(hold)
+
+    def add(self, hold: Hold, sign: int = 1) -> None:
+        amounts = {c: sign * n for c, n in hold.positive().items()}
+        self.total.update(amounts)
+        if hold.site:
+            self.sites.setdefault(hold.site, Counter()).update(amounts)
+        if hold.region:
+            self.regions.setdefault(hold.region, Counter()).update(amounts)
+
+    def remove(self, hold: Hold) -> None:
+        self.add(hold, -1)
+
+    def copy(self) -> Reserved:
+        found = Reserved()
+        found.total = Counter(self.total)
+        found.sites = {k: Counter(v) for k, v in self.sites.items()}
+        found.regions = {k: Counter(v) for k, v in self.regions.items()}
+        return found
+
+    def of(self, scope: Scope) -> Mapping[str, int]:
+        if scope.kind == "site":
+            return self.sites.get(scope.name, Counter())
+        if scope.kind == "region":
+            return self.regions.get(scope.name, Counter())
+        return self.total
 
 
 def check(
     tenant: TenantId,
     limits: EffectiveLimits,
     account: Account,
-    holds: Iterable[Hold],
+    holds: Iterable[Hold] | Reserved,
     deltas: Counts,
     *,
     site: str = "",
@@ -76,9 +109,9 @@ def check(
     wanted = {c: n for c, n in deltas.items() if n > 0}
     if not wanted:
         return
-    holds = list(holds)
+    totals = holds if isinstance(holds, Reserved) else Reserved(holds)
     for scope, scoped in _scopes(limits, site, region):
-        held = _held(holds, scope)
+        held = totals.of(scope)
         for cls in RESOURCE_CLASSES:
             amount = wanted.get(cls, 0)
             limit = scoped.get(cls, UNLIMITED)

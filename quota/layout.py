@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from quota import kv
+from quota.admission import Reserved
 from quota.models import (
     DEFAULT_CLASS,
     Account,
@@ -82,6 +83,7 @@ class TenantView:
     account: Account
     holds: dict[str, Hold]
     revision: int
+    reserved: Reserved = field(default_factory=Reserved)  # totals of ``holds``
     done: dict[str, Settled] = field(default_factory=dict)  # settled records looked up
     looked: set[str] = field(default_factory=set)  # ids whose settled record was read
 
@@ -135,6 +137,7 @@ def view_from(tenant: TenantId, items: Sequence[tuple[kv.Item, ...]], revision: 
         account=account,
         holds=holds,
         revision=revision,
+        reserved=Reserved(holds.values()),
     )
     for read in items[5:]:
         for found in read:

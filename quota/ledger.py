@@ -33,12 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from quota import admission, errors, kv
+from quota import errors, kv
 from quota.layout import (
     TenantView,
     class_key,
-    done_key,
-    hold_key,
     ledger_key,
     limits_key,
     seq_key,
@@ -47,7 +45,6 @@ from quota.layout import (
 )
 from quota.models import (
     Counts,
-    Hold,
     Reservation,
     ReservationId,
     Settled,
@@ -57,6 +54,7 @@ from quota.models import (
     reservation_id,
     to_json,
 )
+from quota.planning import Request, TenantPlan
 
 MIN_TTL = 2  # etcd's minimum lease TTL with default raft timing
 MAX_TTL = 86_400
@@ -114,29 +112,13 @@ class _Leases:
 # -- requests -----------------------------------------------------------------------
 
 
-@dataclass(slots=True, eq=False)
-class _Request:
-    op: str  # "reserve" | "commit" | "release"
-    tenant: TenantId
-    rid: ReservationId
-    future: asyncio.Future[Any]
-    deltas: dict[str, int] = field(default_factory=dict)
-    ttl: int = 0
-    site: str | None = None
-    region: str = ""
-    explicit: bool = False  # the caller gave the idempotency key
-
-    # ops one request may add to a transaction branch (a tenant adds up to 3 more)
-    COST = 2
-
-
 @dataclass(slots=True)
 class _Plan:
     conds: list[kv.Cond] = field(default_factory=list)
     writes: list[kv.Write | kv.Remove] = field(default_factory=list)
     reads: list[kv.Read] = field(default_factory=list)
-    answers: list[tuple[_Request, Any]] = field(default_factory=list)
-    views: dict[TenantId, TenantView] = field(default_factory=dict)  # after success
+    answers: list[tuple[Request, Any]] = field(default_factory=list)
+    tenants: dict[TenantId, TenantPlan] = field(default_factory=dict)  # applied on success
     reload: set[TenantId] = field(default_factory=set)  # re-read, then plan again
     lookups: dict[TenantId, set[str]] = field(default_factory=dict)  # settled records to read
 
@@ -159,7 +141,7 @@ class Ledger:
         self._max_inflight = max_inflight
         self._cache: collections.OrderedDict[TenantId, TenantView] = collections.OrderedDict()
         self._cache_size = cache_size
-        self._queue: collections.deque[_Request] = collections.deque()
+        self._queue: collections.deque[Request] = collections.deque()
         self._inflight: set[TenantId] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats: collections.Counter[str] = collections.Counter()
@@ -235,6 +217,13 @@ class Ledger:
         self._cache.clear()
         return outcome.revision
 
+    async def prefetch(self, tenants: list[TenantId]) -> None:
+        """Read ``tenants`` into the cache ahead of their first request."""
+        wanted = [t for t in tenants if t not in self._cache and t not in self._inflight]
+        step = kv.MAX_OPS // 5
+        for i in range(0, len(wanted), step):
+            await self._load(wanted[i : i + step], {})
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -242,10 +231,10 @@ class Ledger:
 
     # -- the batcher ----------------------------------------------------------------
 
-    def _request(self, op: str, tenant: TenantId, rid: ReservationId) -> _Request:
-        return _Request(op, tenant, rid, asyncio.get_running_loop().create_future())
+    def _request(self, op: str, tenant: TenantId, rid: ReservationId) -> Request:
+        return Request(op, tenant, rid, asyncio.get_running_loop().create_future())
 
-    async def _submit(self, request: _Request) -> Any:
+    async def _submit(self, request: Request) -> Any:
         self._queue.append(request)
         self._kick()
         return await request.future
@@ -263,18 +252,18 @@ class Ledger:
         self._tasks.discard(task)
         self._kick()
 
-    def _take(self) -> list[_Request]:
+    def _take(self) -> list[Request]:
         """Queued requests of tenants not in flight, within one transaction's op budget."""
-        taken: list[_Request] = []
+        taken: list[Request] = []
         tenants: set[TenantId] = set()
         budget = _BATCH_BUDGET
-        keep: collections.deque[_Request] = collections.deque()
+        keep: collections.deque[Request] = collections.deque()
         while self._queue:
             request = self._queue.popleft()
             if request.tenant in self._inflight:
                 keep.append(request)
                 continue
-            cost = _Request.COST + (0 if request.tenant in tenants else 3)
+            cost = Request.COST + (0 if request.tenant in tenants else 3)
             if cost > budget:
                 keep.append(request)
                 keep.extend(self._queue)
@@ -287,7 +276,7 @@ class Ledger:
         self._inflight |= tenants
         return taken
 
-    async def _flush(self, batch: list[_Request]) -> None:
+    async def _flush(self, batch: list[Request]) -> None:
         tenants = {r.tenant for r in batch}
         try:
             await self._settle(batch)
@@ -306,7 +295,7 @@ class Ledger:
         finally:
             self._inflight.difference_update(tenants)
 
-    async def _settle(self, batch: list[_Request]) -> None:
+    async def _settle(self, batch: list[Request]) -> None:
         """Plan, write, and on a lost compare re-read and plan again."""
         reloaded: set[TenantId] = set()
         stale: set[TenantId] = set()
@@ -346,14 +335,14 @@ class Ledger:
             return
         raise errors.Contended("too many concurrent writers on these tenants", retry_after=0.05)
 
-    async def _leases_for(self, batch: list[_Request]) -> dict[int, tuple[int, int]]:
+    async def _leases_for(self, batch: list[Request]) -> dict[int, tuple[int, int]]:
         ttls = {r.ttl for r in batch if r.op == "reserve"}
         if any(r.op != "reserve" for r in batch):
             ttls.add(self._done_ttl)
         return {ttl: await self._leases.get(ttl) for ttl in sorted(ttls)}
 
     async def _ensure(
-        self, batch: list[_Request], stale: set[TenantId], lookups: dict[TenantId, set[str]]
+        self, batch: list[Request], stale: set[TenantId], lookups: dict[TenantId, set[str]]
     ) -> None:
         """Read every tenant that is not cached, is stale, or needs settled records."""
         wanted = [
@@ -398,18 +387,18 @@ class Ledger:
 
     def _plan(
         self,
-        batch: list[_Request],
+        batch: list[Request],
         reloaded: set[TenantId],
         leases: dict[int, tuple[int, int]],
     ) -> _Plan:
         plan = _Plan()
         now_ms = int(time.time() * 1000)
-        by_tenant: dict[TenantId, list[_Request]] = {}
+        by_tenant: dict[TenantId, list[Request]] = {}
         for request in batch:
             by_tenant.setdefault(request.tenant, []).append(request)
         for tenant, requests in by_tenant.items():
             view = self._cache[tenant]
-            planner = _TenantPlan(view, self._done_ttl, leases, now_ms, tenant in reloaded)
+            planner = TenantPlan(view, self._done_ttl, leases, now_ms, tenant in reloaded)
             for request in requests:
                 planner.add(request)
             if planner.reload:
@@ -433,22 +422,17 @@ class Ledger:
                     kv.Read(class_key(view.class_name)),
                     *planner.reads,
                 ]
-                plan.views[tenant] = planner.result()
+                plan.tenants[tenant] = planner
         return plan
 
     def _apply(self, plan: _Plan, revision: int) -> None:
-        for tenant, view in plan.views.items():
-            view.seq_mod = revision
-            view.revision = revision
-            for rid, hold in list(view.holds.items()):
-                if hold.create_revision == 0:
-                    view.holds[rid] = _at(hold, revision)
-            self._cache[tenant] = view
+        for tenant, planner in plan.tenants.items():
+            self._cache[tenant] = planner.landed(revision)
         for index, (request, answer) in enumerate(plan.answers):
             if isinstance(answer, Reservation) and answer.revision == 0:
                 plan.answers[index] = (request, _with_revision(answer, revision))
 
-    def _diagnose(self, batch: list[_Request], plan: _Plan, outcome: kv.Outcome) -> set[TenantId]:
+    def _diagnose(self, batch: list[Request], plan: _Plan, outcome: kv.Outcome) -> set[TenantId]:
         """After a lost compare: which tenants to re-read; learn settled and gone holds."""
         stale: set[TenantId] = set()
         for read, found in zip(plan.reads, outcome.reads, strict=True):
@@ -476,6 +460,7 @@ class Ledger:
                 if view is not None and hold is not None:
                     if not found or found[0].create_revision != hold.create_revision:
                         del view.holds[rid]  # expired under us
+                        view.reserved.remove(hold)
         return stale
 
 
@@ -483,130 +468,6 @@ def _bump(tenant: str) -> kv.Write:
     return kv.Write(seq_key(tenant), b"")
 
 
-def _at(hold: Hold, revision: int) -> Hold:
-    return Hold(hold.id, hold.deltas, hold.site, hold.region, hold.expires_ms, revision)
-
-
 def _with_revision(reservation: Reservation, revision: int) -> Reservation:
     r = reservation
     return Reservation(r.tenant, r.id, r.deltas, r.site, r.expires_ms, r.state, revision)
-
-
-class _TenantPlan:
-    """Applies one tenant's requests, in order, to a copy of its view."""
-
-    def __init__(
-        self,
-        view: TenantView,
-        done_ttl: int,
-        leases: dict[int, tuple[int, int]],
-        now_ms: int,
-        reloaded: bool,
-    ) -> None:
-        self.view = view
-        self.holds = dict(view.holds)
-        self.account = view.account
-        self.done_ttl = done_ttl
-        self.leases = leases
-        self.now_ms = now_ms
-        self.reloaded = reloaded
-        self.conds: list[kv.Cond] = []
-        self.writes: list[kv.Write | kv.Remove] = []
-        self.reads: list[kv.Read] = []
-        self.answers: list[tuple[_Request, Any]] = []
-        self.reload = False
-        self.lookups: set[str] = set()
-        self.settled: dict[str, Settled] = {}
-
-    def result(self) -> TenantView:
-        v = self.view
-        return TenantView(
-            v.tenant, v.seq_mod, v.quota, v.class_name, v.class_mod, v.limits, self.account,
-            self.holds, v.revision,
-        )
-
-    def add(self, request: _Request) -> None:
-        try:
-            if request.op == "reserve":
-                self._reserve(request)
-            else:
-                self._settle(request)
-        except errors.QuotaError as exc:
-            self.answers.append((request, exc))
-
-    def _known(self, rid: str) -> Settled | None:
-        return self.settled.get(rid) or self.view.done.get(rid)
-
-    def _reserve(self, r: _Request) -> None:
-        tenant = self.view.tenant
-        existing = self.holds.get(r.rid)
-        settled = self._known(r.rid)
-        if existing is not None or settled is not None:
-            if existing is not None:
-                have, state, site = existing.deltas, "reserved", existing.site
-                ends = existing.expires_ms
-            else:
-                assert settled is not None
-                have, state, site, ends = settled.deltas, settled.state, settled.site, 0
-            if dict(have) != r.deltas:
-                raise errors.ReservationConflict(
-                    tenant, r.rid, f"the key was used for other amounts: {dict(have)}"
-                )
-            self.answers.append(
-                (r, Reservation(tenant, r.rid, r.deltas, site, ends, state, self.view.revision))
-            )
-            return
-        try:
-            admission.check(
-                tenant, self.view.limits, self.account, self.holds.values(), r.deltas,
-                site=r.site or "", region=r.region,
-            )
-        except errors.QuotaExceeded:
-            if not self.reloaded and self.view.expired_hint(self.now_ms):
-                self.reload = True  # an expired hold may be what blocks: look again
-                return
-            raise
-        lease, end_ms = self.leases[r.ttl]
-        hold = Hold(r.rid, dict(r.deltas), r.site or "", r.region, end_ms, 0)
-        self.holds[r.rid] = hold
-        self.writes.append(kv.Write(hold_key(tenant, r.rid), to_json(hold.dump()), lease))
-        if r.explicit:
-            self.conds.append(kv.Created(done_key(tenant, r.rid), 0))
-            self.reads.append(kv.Read(done_key(tenant, r.rid)))
-        self.answers.append((r, Reservation(tenant, r.rid, r.deltas, hold.site, end_ms)))
-
-    def _settle(self, r: _Request) -> None:
-        tenant = self.view.tenant
-        state = "committed" if r.op == "commit" else "released"
-        hold = self.holds.get(r.rid)
-        if hold is None:
-            settled = self._known(r.rid)
-            if settled is None and r.rid not in self.view.looked:
-                self.lookups.add(r.rid)  # read its settled record, then plan again
-                return
-            if settled is None:
-                if r.op == "release":  # expired or never made: nothing is held either way
-                    self.answers.append((r, Settled(r.rid, "released", {}, "")))
-                    return
-                raise errors.ReservationExpired(tenant, r.rid)
-            if settled.state != state:
-                raise errors.ReservationConflict(tenant, r.rid, f"it was already {settled.state}")
-            self.answers.append((r, settled))
-            return
-        if hold.create_revision == 0:
-            raise errors.ReservationConflict(tenant, r.rid, "settled in the batch that made it")
-        site = hold.site if r.site is None else r.site
-        region = r.region or hold.region
-        del self.holds[r.rid]
-        if state == "committed":
-            self.account = self.account.apply(site, region, hold.deltas)
-        settled = Settled(r.rid, state, hold.deltas, site)
-        self.settled[r.rid] = settled
-        lease, _ = self.leases[self.done_ttl]
-        self.conds.append(kv.Created(hold_key(tenant, r.rid), hold.create_revision))
-        self.reads.append(kv.Read(hold_key(tenant, r.rid)))
-        self.writes += [
-            kv.Remove(hold_key(tenant, r.rid)),
-            kv.Write(done_key(tenant, r.rid), to_json(settled.dump()), lease),
-        ]
-        self.answers.append((r, settled))

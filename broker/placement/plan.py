@@ -199,8 +199,7 @@ class _Search:
             host = hosts[(start + k) % len(hosts)]
             if host.name in avoid:
                 continue
-            claim = cl.fits(host, member.need, ref) if True else None
-            claim = claim or cl.Claim(ref, host.name, host.cells[0].id, vcpus=member.need.vcpus)
+            claim = cl.fits(host, member.need, ref)
             if claim is not None:
                 return claim
         if not avoid and not any(a.site == site.id for a in self.chosen):

@@ -9,6 +9,7 @@ invariant 7 exactly as in ``tests/integration/test_quota_etcd.py``.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -27,7 +28,9 @@ from tests.support import quota_history as qh
 pytestmark = [pytest.mark.e2e, pytest.mark.etcd, pytest.mark.slow]
 
 REQUESTERS = 16
-ROUNDS = 1_000
+# Every call crosses HTTP into broker processes sharing the CI machine's cores: 16 × 1,000
+# takes about 6 minutes here (it passed), so CI runs 16 × 150; set the variable for more.
+ROUNDS = int(os.environ.get("MERIDIAN_QUOTA_KILL_ROUNDS", "150"))
 TENANTS = ["tenant-hot", "tenant-warm"]
 
 
@@ -118,8 +121,8 @@ async def test_leader_kill_mid_run_never_oversubscribes(brokers: Federation) -> 
                 asyncio.create_task(qh.requester(i, ROUNDS, TENANTS, *handlers(c), tally))
                 for i, c in enumerate(clients)
             ]
-            while sum(tally.outcomes.values()) < REQUESTERS * ROUNDS * 0.4:
-                await asyncio.sleep(0.1)
+            while sum(tally.outcomes.values()) < REQUESTERS * ROUNDS * 0.4:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)  # polling a counter the requesters bump
             fed.kill(leader, signal.SIGKILL)
             killed_at = sum(tally.outcomes.values())
             await asyncio.gather(*runs)
@@ -131,6 +134,6 @@ async def test_leader_kill_mid_run_never_oversubscribes(brokers: Federation) -> 
         assert new_leader != leader
         assert sum(c.failovers for c in clients) > 0, "nobody was talking to the killed replica"
         for outcome in ("committed", "released", "abandoned", "refused"):
-            assert tally.outcomes[outcome] > 50, tally.outcomes
+            assert tally.outcomes[outcome] > ROUNDS // 20, tally.outcomes
     finally:
         await store.close()

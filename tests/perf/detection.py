@@ -127,7 +127,7 @@ class Bench:
             lambda line: line["event"] == "end" and line["site"] == site, 30
         )
         self.clients[site] = self._client(site)
-        return round((end["t"] - t0) * 1000, 1)
+        return round((float(end["t"]) - t0) * 1000, 1)
 
     def stop_raw(self) -> None:
         for client in self.clients.values():

@@ -24,6 +24,7 @@ After every trial the killed replica is restarted and the federation settles.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import signal
 import time
@@ -102,10 +103,11 @@ class Bench:
 
         leader = harness.wait_for(agreed, 30, "all replicas to agree on a leader")
         for probe in self.probes:
-            harness.wait_for(
-                lambda p=probe: self.site(p)["health"]["state"] == "UP", 30, f"{probe} UP"
-            )
+            harness.wait_for(functools.partial(self.is_up, probe), 30, f"{probe} UP")
         return leader
+
+    def is_up(self, site: str) -> bool:
+        return bool(self.site(site)["health"]["state"] == "UP")
 
     def probe_off(self, leader: str) -> str:
         """A probe whose stream is held by a replica other than the leader."""
@@ -284,6 +286,8 @@ def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
 def summarize(
     report: harness.Report, trials: list[Trial], ttl: int, loaded: broker_settings.BrokerSettings
 ) -> None:
+    expired = harness.summary([t.expired_ms for t in trials])
+    floor_expired = harness.summary([t.floor_expired_ms for t in trials])
     elected = harness.summary([t.elected_ms for t in trials])
     api = harness.summary([t.api_ms for t in trials])
     running = harness.summary([t.running_ms for t in trials])
@@ -291,19 +295,22 @@ def summarize(
     overhead = harness.summary([t.running_ms - t.elected_ms for t in trials])
     report.table(
         "Failover trials (ms after the leader's kill -9)",
-        ["#", "killed", "new leader", "elected", "API names it", "controllers running",
-         "raw election (floor)"],
+        ["#", "killed", "new leader", "lease expired", "elected", "API names it",
+         "controllers running", "raw: expired", "raw: elected (floor)"],
         [
-            [i, t.killed, t.new_leader, t.elected_ms, t.api_ms, t.running_ms, t.floor_ms]
+            [i, t.killed, t.new_leader, t.expired_ms, t.elected_ms, t.api_ms, t.running_ms,
+             t.floor_expired_ms, t.floor_ms]
             for i, t in enumerate(trials, 1)
         ],
     )
     rows = []
     for label, s in (
+        ("Meridian: leader's lease expired", expired),
         ("Meridian: new leader elected", elected),
         ("Meridian: a survivor's API names it", api),
         ("Meridian: controllers running", running),
         ("Meridian: running − elected", overhead),
+        ("baseline: holder's lease expired", floor_expired),
         ("baseline: raw lease+txn election", floor),
     ):
         rows.append([label, s["p50"], s["p99"], s["min"], s["max"],
@@ -328,9 +335,10 @@ def summarize(
             "lease_ttl_s": ttl,
             "heartbeat_interval_s": loaded.gateway.heartbeat_interval,
             "down_after_s": loaded.health.down_after,
-            "meridian_ms": {"elected": elected, "api_names_leader": api,
+            "meridian_ms": {"lease_expired": expired, "elected": elected, "api_names_leader": api,
                             "controllers_running": running, "running_minus_elected": overhead},
             "baseline_raw_election_ms": floor,
+            "baseline_lease_expired_ms": floor_expired,
             "ratio_running_to_floor": {
                 "p50": harness.ratio(running.get("p50"), floor.get("p50")),
                 "p99": harness.ratio(running.get("p99"), floor.get("p99")),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import sys
@@ -102,6 +103,7 @@ async def with_commit(store: EtcdStore, descs: list[model.Descriptor], n: int) -
     assert leader is not None
     fence = leader.create_revision
     snap = await Snapshot.load(store)
+    gc.freeze()
     planner = Planner()
     times: list[float] = []
     conflicts = 0
@@ -196,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     snap = P.world(sites, latency)
     built = time.perf_counter() - t0
+    gc.freeze()  # as the controller does: the long-lived snapshot leaves the GC's scans
     decided = decisions(snap, descs, args.decisions)
     say("starting etcd for the commit figures ...")
     with_etcd = asyncio.run(etcd_part(sites, latency, descs, args.commits))

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import configs, layout, procs, rest
+from . import configs, infra, layout, procs, rest
 from .layout import Layout, Site
 from .procs import StartError
 
@@ -67,18 +67,40 @@ def database_names(site: Site) -> list[str]:
     return [site.db(d) for d in DATABASES]
 
 
+# per schema step: its databases, and the later steps whose results live in them
+SCHEMA_STEPS = {
+    "db-keystone": (("keystone",), ("identity", "resources")),
+    "db-glance": (("glance",), ("resources",)),
+    "db-placement": (("placement",), ("discovered",)),
+    "db-neutron": (("neutron",), ("agents", "resources")),
+    "db-nova": (("nova_api", "nova_cell0", "nova_cell1"), ("discovered", "resources")),
+}
+
+
 def db_steps(lay: Layout, site: Site, only: str | None = None) -> dict[str, Callable]:
-    """The schema steps still to do for ``site``, by name; independent of each other."""
-    steps = {
+    """The schema steps still to do for ``site``, by name; independent of each other.
+
+    A step without its stamp may have been cut off half-way, and MySQL DDL does not roll
+    back: its databases are dropped and made anew before it runs."""
+    funcs = {
         "db-keystone": _keystone_db,
         "db-glance": _glance_db,
         "db-placement": _placement_db,
         "db-neutron": _neutron_db,
         "db-nova": _nova_db,
     }
+
+    def step(name: str) -> None:
+        dbs, dependents = SCHEMA_STEPS[name]
+        for later in dependents:
+            stamp(site, later).unlink(missing_ok=True)
+        infra.recreate_databases(lay, [site.db(d) for d in dbs])
+        funcs[name](lay, site)
+        mark(site, name)
+
     return {
-        name: (lambda f=f, name=name: (f(lay, site), mark(site, name)))
-        for name, f in steps.items()
+        name: (lambda name=name: step(name))
+        for name in funcs
         if not done(site, name) and only in (None, name)
     }
 

@@ -153,6 +153,8 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_smoke(args: argparse.Namespace) -> int:
     lay = Layout.load(args.state_dir, args.venv, create=False)
+    if not lay.clouds_yaml.exists():
+        raise SystemExit(f"minicloud: no {lay.clouds_yaml}: 'up' has not finished")
     tool = layout.VENVTOOLS / "smoke.py"
     env = {
         **layout.venv_env(),

@@ -115,6 +115,13 @@ def create_databases(lay: Layout, names: list[str]) -> None:
     sql(lay, ";\n".join(stmts) + ";")
 
 
+def recreate_databases(lay: Layout, names: list[str]) -> None:
+    """Drops and creates the given databases (empty, for a schema sync from scratch)."""
+    stmts = [f"DROP DATABASE IF EXISTS `{n}`" for n in names]
+    stmts += [f"CREATE DATABASE `{n}` CHARACTER SET utf8mb3" for n in names]
+    sql(lay, ";\n".join(stmts) + ";")
+
+
 def rabbit_dir(lay: Layout) -> Path:
     return lay.state_dir / "rabbitmq"
 

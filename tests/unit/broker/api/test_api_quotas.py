@@ -93,10 +93,13 @@ async def test_reserve_refusal_names_class_request_and_what_is_left(
     assert_problem(bad_ttl, 422, field="ttl")
 
 
-async def test_reservation_lifecycle_and_usage(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
+async def test_reservation_lifecycle_and_usage(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
     spec = SiteSpec(id="edge-1", region="eu")
     await memstore.put(keys.site("edge-1"), codec.encode(spec))
-    await memstore.put(keys.usage("edge-1"), json.dumps({MINE: {"cores": 5, "networks": 1}}).encode())
+    report = {MINE: {"cores": 5, "networks": 1}}
+    await memstore.put(keys.usage("edge-1"), json.dumps(report).encode())
     await set_quota(api, MINE, {"limits": {"cores": 4}})
     path = f"/v1/quotas/{MINE}/reservations"
     body = {"deltas": {"cores": 3}, "idempotency_key": "vnf-1", "site": "edge-1"}

@@ -14,7 +14,9 @@ T = "0123456789abcdef0123456789abcdef"
 
 
 def test_set_merges_then_show_and_usage(broker: Broker) -> None:
-    first = runner.invoke(quota.app, ["set", T, "--limit", "cores=8", "--site-limit", "edge-1:cores=2"])
+    first = runner.invoke(
+        quota.app, ["set", T, "--limit", "cores=8", "--site-limit", "edge-1:cores=2"]
+    )
     assert first.exit_code == 0, first.output
     assert "set the quota of" in first.stdout
     second = runner.invoke(quota.app, ["set", T, "--limit", "instances=-1", "-o", "json"])

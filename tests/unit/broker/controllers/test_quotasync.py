@@ -42,14 +42,14 @@ async def desired(mem: MemoryStore, site: str) -> dict[str, Any] | None:
     return None if kv is None else dict(json.loads(kv.value))
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 3.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(check: Callable[[], Any], within: float = 3.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         found = await check()
         if found:
             return found
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached in {timeout}s: {check.__name__}")
+            raise AssertionError(f"not reached in {within}s: {check.__name__}")
         await asyncio.sleep(0.02)
 
 

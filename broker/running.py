@@ -85,7 +85,9 @@ async def run(settings: BrokerSettings) -> None:
 
     await grpc_server.start()
     log.info(
-        "replica %s: gateway on %s, API on %s", settings.name, settings.gateway.listen,
+        "replica %s: gateway on %s, API on %s",
+        settings.name,
+        settings.gateway.listen,
         settings.api.listen,
     )
     roots: dict[str, Coroutine[Any, Any, None]] = {

@@ -24,7 +24,8 @@ err = Console(stderr=True)
 @app.command("run")
 def run(
     config: Annotated[
-        list[Path], typer.Option("--config", "-c", help="Agent TOML settings; repeat for more agents.")
+        list[Path],
+        typer.Option("--config", "-c", help="Agent TOML settings; repeat for more agents."),
     ],
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:

@@ -140,8 +140,13 @@ class Session:
             self.stats.replica = welcome.replica
             self.stats.session_id = welcome.session_id
             self.stats.connected.set()
-            log.info("connected to %s (replica %s, protocol %d.%d)", broker, welcome.replica,
-                     welcome.version.major, welcome.version.minor)
+            log.info(
+                "connected to %s (replica %s, protocol %d.%d)",
+                broker,
+                welcome.replica,
+                welcome.version.major,
+                welcome.version.minor,
+            )
             outbound: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
             sent: dict[int, float] = {}
             self.reconciler.replay()  # statuses sent on a broken stream may be lost
@@ -195,7 +200,9 @@ class Session:
             sent[seq] = time.monotonic()
             outbound.put_nowait(
                 pb.AgentMessage(
-                    heartbeat=pb.Heartbeat(seq=seq, sent_unix_ms=int(time.time() * 1000), usage=usage)
+                    heartbeat=pb.Heartbeat(
+                        seq=seq, sent_unix_ms=int(time.time() * 1000), usage=usage
+                    )
                 )
             )
             stale = [s for s in sent if s <= seq - self.settings.session.missed_acks]

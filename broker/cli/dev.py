@@ -32,7 +32,9 @@ def up(
     sites: Annotated[int, typer.Option(help="How many sim sites (and agents).")] = 3,
     brokers: Annotated[int, typer.Option(help="Broker replicas.")] = 3,
     state_dir: StateDir = DEFAULT_STATE,
-    detach: Annotated[bool, typer.Option(help="Return once up; stop with `meridian dev down`.")] = False,
+    detach: Annotated[
+        bool, typer.Option(help="Return once up; stop with `meridian dev down`.")
+    ] = False,
 ) -> None:
     """Start etcd, broker replicas and sim agents with freshly issued certificates."""
     state = state_dir.resolve()
@@ -109,4 +111,3 @@ def status(state_dir: StateDir = DEFAULT_STATE) -> None:
     for name, proc in sorted(fed.running.items()):
         table.add_row(name, str(proc.pid), "running" if proc.alive() else "exited", str(proc.log))
     out.print(table)
-

@@ -131,7 +131,10 @@ class SiteHealthController:
         await fencing.fenced_txn(
             self.store,
             self.fence,
-            [Put(keys.health(site), codec.encode(verdict)), Put(keys.event(ev.id), codec.encode(ev))],
+            [
+                Put(keys.health(site), codec.encode(verdict)),
+                Put(keys.event(ev.id), codec.encode(ev)),
+            ],
         )
         self.health[site] = state
         log.info("site %s: %s (%s)", site, state.value, reason)

@@ -132,13 +132,25 @@ class Federation:
         proc = procs.start(
             "etcd",
             [
-                ETCD_BINARY, "--name", "dev", "--data-dir", str(self.state / "etcd"),
-                "--listen-client-urls", f"http://127.0.0.1:{client}",
-                "--advertise-client-urls", f"http://127.0.0.1:{client}",
-                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-cluster", f"dev=http://127.0.0.1:{peer}",
-                "--heartbeat-interval", "50", "--election-timeout", "500",
+                ETCD_BINARY,
+                "--name",
+                "dev",
+                "--data-dir",
+                str(self.state / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{client}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{client}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                f"dev=http://127.0.0.1:{peer}",
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
             ],
             self.state / "logs" / "etcd.log",
         )
@@ -283,7 +295,9 @@ class Federation:
         fed.ports = {k: int(v) for k, v in record["ports"].items()}
         fed.brokers = sum(1 for k in fed.ports if k.endswith(".api"))
         for name, info in record["procs"].items():
-            fed.running[name] = procs.Proc(name=name, argv=[], log=Path(info["log"]), pid=info["pid"])
+            fed.running[name] = procs.Proc(
+                name=name, argv=[], log=Path(info["log"]), pid=info["pid"]
+            )
         return fed
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -95,9 +95,7 @@ def start(
     return Proc(name=name, argv=list(argv), log=log, popen=popen, pid=popen.pid)
 
 
-def wait_until(
-    proc: Proc, ready: Callable[[], bool], *, timeout: float, what: str
-) -> None:
+def wait_until(proc: Proc, ready: Callable[[], bool], *, timeout: float, what: str) -> None:
     """Wait for ``ready()``; fail fast with the log's tail if the process dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

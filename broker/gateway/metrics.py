@@ -16,11 +16,18 @@ def register(registry: CollectorRegistry, sessions: Registry, gateway: Gateway) 
     )
     streams.set_function(lambda: len(sessions))
     refusals = Gauge(
-        "meridian_gateway_refusals", "Agent streams refused, by reason", ["code"],
+        "meridian_gateway_refusals",
+        "Agent streams refused, by reason",
+        ["code"],
         registry=registry,
     )
-    for code in ("REFUSAL_IDENTITY", "REFUSAL_UNSUPPORTED_VERSION", "REFUSAL_UNKNOWN_SITE",
-                 "REFUSAL_MALFORMED", "REFUSAL_UNAVAILABLE"):
+    for code in (
+        "REFUSAL_IDENTITY",
+        "REFUSAL_UNSUPPORTED_VERSION",
+        "REFUSAL_UNKNOWN_SITE",
+        "REFUSAL_MALFORMED",
+        "REFUSAL_UNAVAILABLE",
+    ):
         refusals.labels(code).set_function(functools.partial(_count, gateway.refusals, code))
 
 

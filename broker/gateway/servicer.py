@@ -158,7 +158,9 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         )
         inventory = convert.inventory_from_wire(site, hello.inventory)
         try:
-            await self._write_status(session, seq=0, extra=[Put(keys.inventory(site), codec.encode(inventory))])
+            await self._write_status(
+                session, seq=0, extra=[Put(keys.inventory(site), codec.encode(inventory))]
+            )
         except errors.StoreUnavailable as exc:
             raise Refused(pb.REFUSAL_UNAVAILABLE, f"state store unreachable: {exc}", 2000) from exc
         self.registry.add(session)
@@ -178,7 +180,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         )
         try:
             await context.write(msg)
-        except Exception:  # noqa: BLE001 - the peer may be gone already; the status still goes
+        except Exception:
             log.debug("could not deliver the refusal message", exc_info=True)
         await context.abort(GRPC_CODE[refused.code], refused.reason)
 
@@ -253,10 +255,12 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                     return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any read failure ends this stream only
+        except Exception as exc:
             session.close(f"stream broke: {exc}")
 
-    async def _heartbeat(self, session: Session, hb: pb.Heartbeat, pending: dict[str, bytes]) -> None:
+    async def _heartbeat(
+        self, session: Session, hb: pb.Heartbeat, pending: dict[str, bytes]
+    ) -> None:
         if hb.HasField("usage"):
             usage = json.dumps(convert.usage_from_wire(hb.usage), sort_keys=True).encode()
             if usage != session.usage_value:
@@ -281,7 +285,9 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             return
         pending.clear()
 
-    async def _write_status(self, session: Session, seq: int, extra: list[Put] | None = None) -> None:
+    async def _write_status(
+        self, session: Session, seq: int, extra: list[Put] | None = None
+    ) -> None:
         status = sitemodel.SiteStatus(
             site=session.site,
             replica=self.settings.name,
@@ -294,7 +300,9 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         )
         value = codec.encode(status)
         lease_id = await self.lease.id()
-        await self.store.txn([], [Put(keys.sitestatus(session.site), value, lease_id), *(extra or [])])
+        await self.store.txn(
+            [], [Put(keys.sitestatus(session.site), value, lease_id), *(extra or [])]
+        )
         session.status_value = value
 
     async def _clear_status(self, session: Session) -> None:
@@ -307,4 +315,6 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                 [Compare(key, Target.VALUE, Op.EQUAL, session.status_value)], [Delete(key)]
             )
         except errors.StoreUnavailable:
-            log.warning("site %s: status not cleared (etcd unreachable; its lease will)", session.site)
+            log.warning(
+                "site %s: status not cleared (etcd unreachable; its lease will)", session.site
+            )

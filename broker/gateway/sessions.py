@@ -32,7 +32,9 @@ class Session:
     status_value: bytes = b""  # the sitestatus value this session last wrote
     usage_value: bytes = b""  # the usage last queued for etcd (written only on change)
 
-    def push_desired(self, kind: str, name: str, value: dict[str, Any], msg: pb.BrokerMessage) -> None:
+    def push_desired(
+        self, kind: str, name: str, value: dict[str, Any], msg: pb.BrokerMessage
+    ) -> None:
         """Queue a desired object unless this stream already carried that generation."""
         ref = f"{kind}/{name}"
         generation = int(value.get("generation", 0))

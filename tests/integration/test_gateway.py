@@ -80,7 +80,12 @@ async def test_welcome_status_and_heartbeat(running: gw.RunningGateway) -> None:
         assert ack.heartbeat_ack.seq == 7
         reported = await running.store.get(keys.usage("site-a"))
         assert reported is not None and json.loads(reported.value) == {"p1": {"cores": 4}}
-        assert codec.decode(SiteStatus, (await running.store.get(keys.sitestatus("site-a"))).value).heartbeat_seq == 7
+        assert (
+            codec.decode(
+                SiteStatus, (await running.store.get(keys.sitestatus("site-a"))).value
+            ).heartbeat_seq
+            == 7
+        )
         inventory = json.loads((await running.store.get(keys.inventory("site-a"))).value)
         assert inventory["hosts"][0]["cells"][0]["cpus_total"] == 8
         await call.done_writing()
@@ -100,15 +105,53 @@ async def test_one_minor_behind_is_served(running: gw.RunningGateway) -> None:
 @pytest.mark.parametrize(
     ("cert", "claims", "major", "minor", "refusal", "status", "says"),
     [
-        ("site-a", "site-b", 1, 1, pb.REFUSAL_IDENTITY, grpc.StatusCode.PERMISSION_DENIED, "may speak only for itself"),
-        ("site-a", "site-a", 2, 0, pb.REFUSAL_UNSUPPORTED_VERSION, grpc.StatusCode.FAILED_PRECONDITION, "serves 1.0, 1.1"),
-        ("site-a", "site-a", 1, 2, pb.REFUSAL_UNSUPPORTED_VERSION, grpc.StatusCode.FAILED_PRECONDITION, "upgrade the brokers"),
-        ("site-c", "site-c", 1, 1, pb.REFUSAL_UNKNOWN_SITE, grpc.StatusCode.NOT_FOUND, "not registered"),
+        (
+            "site-a",
+            "site-b",
+            1,
+            1,
+            pb.REFUSAL_IDENTITY,
+            grpc.StatusCode.PERMISSION_DENIED,
+            "may speak only for itself",
+        ),
+        (
+            "site-a",
+            "site-a",
+            2,
+            0,
+            pb.REFUSAL_UNSUPPORTED_VERSION,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "serves 1.0, 1.1",
+        ),
+        (
+            "site-a",
+            "site-a",
+            1,
+            2,
+            pb.REFUSAL_UNSUPPORTED_VERSION,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "upgrade the brokers",
+        ),
+        (
+            "site-c",
+            "site-c",
+            1,
+            1,
+            pb.REFUSAL_UNKNOWN_SITE,
+            grpc.StatusCode.NOT_FOUND,
+            "not registered",
+        ),
     ],
 )
 async def test_refusals(
-    running: gw.RunningGateway, cert: str, claims: str, major: int, minor: int,
-    refusal: int, status: grpc.StatusCode, says: str,
+    running: gw.RunningGateway,
+    cert: str,
+    claims: str,
+    major: int,
+    minor: int,
+    refusal: int,
+    status: grpc.StatusCode,
+    says: str,
 ) -> None:
     reply, code, details = await first_reply(running, cert, gw.hello(claims, major, minor))
     assert reply is not None and reply.refusal.code == refusal
@@ -166,7 +209,7 @@ async def test_revocation_refuses_and_closes_live_streams(running: gw.RunningGat
                     break
         assert closed.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "revoked" in (closed.value.details() or "")
-    reply, code, details = await first_reply(running, "site-a", gw.hello("site-a"))
+    reply, code, _details = await first_reply(running, "site-a", gw.hello("site-a"))
     assert reply.refusal.code == pb.REFUSAL_IDENTITY and "revoked" in reply.refusal.reason
     assert code == grpc.StatusCode.PERMISSION_DENIED
     # the live record of the closed stream is gone and the refused one wrote none
@@ -214,10 +257,17 @@ async def test_desired_pushed_once_per_generation_and_status_recorded(
         await store.put(key, json.dumps({"generation": 2, "spec": {"vcpus": 4}}).encode())
         second = (await asyncio.wait_for(call.read(), 5)).desired
         assert second.generation == 2
-        await call.write(pb.AgentMessage(status=pb.ObjectStatus(
-            kind="flavor", name="small", observed_generation=2, state=pb.OBJECT_STATE_READY,
-            outputs={"id": "f-1"},
-        )))
+        await call.write(
+            pb.AgentMessage(
+                status=pb.ObjectStatus(
+                    kind="flavor",
+                    name="small",
+                    observed_generation=2,
+                    state=pb.OBJECT_STATE_READY,
+                    outputs={"id": "f-1"},
+                )
+            )
+        )
         for _ in range(100):
             kv = await store.get(keys.observed("site-a", "flavor", "small"))
             if kv is not None:
@@ -230,7 +280,9 @@ async def test_desired_pushed_once_per_generation_and_status_recorded(
     async with gw.raw_stream(running.address, creds) as call:
         await call.write(gw.hello("site-a", flavor__small=2))
         assert (await call.read()).WhichOneof("body") == "welcome"
-        await store.put(keys.desired("site-a", "flavor", "big"), json.dumps({"generation": 1}).encode())
+        await store.put(
+            keys.desired("site-a", "flavor", "big"), json.dumps({"generation": 1}).encode()
+        )
         nxt = (await asyncio.wait_for(call.read(), 5)).desired
         assert nxt.name == "big", "generation 2 of flavor/small was re-sent after resume"
 
@@ -269,8 +321,16 @@ async def test_etcd_down_refuses_with_retry_and_keeps_statuses(
             reply, code, _ = await first_reply(running, "site-a", gw.hello("site-a"))
             assert reply.refusal.code == pb.REFUSAL_UNAVAILABLE
             assert reply.refusal.retry_after_ms > 0 and code == grpc.StatusCode.UNAVAILABLE
-            await call.write(pb.AgentMessage(status=pb.ObjectStatus(
-                kind="server", name="vm1", observed_generation=3, state=pb.OBJECT_STATE_READY)))
+            await call.write(
+                pb.AgentMessage(
+                    status=pb.ObjectStatus(
+                        kind="server",
+                        name="vm1",
+                        observed_generation=3,
+                        state=pb.OBJECT_STATE_READY,
+                    )
+                )
+            )
             await call.write(pb.AgentMessage(heartbeat=pb.Heartbeat(seq=1)))
             assert (await asyncio.wait_for(call.read(), 5)).heartbeat_ack.seq == 1
             assert await etcd_store.get(keys.observed("site-a", "server", "vm1")) is None

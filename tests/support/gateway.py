@@ -111,7 +111,9 @@ def hello(site: str, major: int = 1, minor: int = 1, **observed: int) -> pb.Agen
             site_id=site,
             version=pb.ProtocolVersion(major=major, minor=minor),
             agent_version="test",
-            inventory=pb.Inventory(hosts=[pb.Host(name="h1", cells=[pb.NumaCell(id=0, cpus_total=8)])]),
+            inventory=pb.Inventory(
+                hosts=[pb.Host(name="h1", cells=[pb.NumaCell(id=0, cpus_total=8)])]
+            ),
             observed={k.replace("__", "/"): v for k, v in observed.items()},
         )
     )

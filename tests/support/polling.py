@@ -16,7 +16,7 @@ def wait_for(probe: Callable[[], T | None], *, timeout: float, what: str, every:
     while time.monotonic() < deadline:
         try:
             last = probe()
-        except Exception as exc:  # noqa: BLE001 - a replica may be restarting; keep polling
+        except Exception as exc:
             last = None
             error = exc
         else:

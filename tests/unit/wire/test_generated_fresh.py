@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 PROTO = Path(__file__).resolve().parents[3] / "proto"
 

@@ -73,7 +73,7 @@ async def setup(memory_store: MemoryStore):  # type: ignore[no-untyped-def]
 
 
 async def test_status_up_then_closed_stream_down(setup) -> None:  # type: ignore[no-untyped-def]
-    store, ctl, clock, fence = setup
+    store, _ctl, _clock, fence = setup
     await store.put(keys.sitestatus("a"), b"{}")
     v = await state_of(store, "a", Health.UP)
     assert v.fence == fence and v.decided_by == "b1"

@@ -104,7 +104,7 @@ def test_malformed_site_uris_are_refused(
     ca: authority.Authority, handmade: Handmade, uri: str
 ) -> None:
     cert = handmade(ca, [URI(uri)])
-    with pytest.raises(errors.IdentityRefused, match="site id|not a site identity"):
+    with pytest.raises(errors.IdentityRefused, match=r"site id|not a site identity"):
         identity.site_from_certificate(cert, TRUST_DOMAIN)
 
 
@@ -116,7 +116,7 @@ def test_a_non_spiffe_uri_beside_the_site_uri_is_ignored(
 
 
 def test_bytes_that_are_no_certificate_are_refused() -> None:
-    with pytest.raises(errors.IdentityRefused, match="not a readable X.509 certificate"):
+    with pytest.raises(errors.IdentityRefused, match=r"not a readable X\.509 certificate"):
         identity.site_from_certificate(b"-----BEGIN CERTIFICATE-----\nAAAA\n", TRUST_DOMAIN)
     with pytest.raises(errors.IdentityRefused):
         identity.site_from_certificate(b"\x30\x03\x02\x01\x01", TRUST_DOMAIN)

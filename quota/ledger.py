@@ -29,7 +29,7 @@ import collections
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,12 +177,36 @@ class Ledger:
         return result
 
     async def commit(
-        self, tenant: TenantId, rid: ReservationId, *, site: str | None = None, region: str = ""
+        self,
+        tenant: TenantId,
+        rid: ReservationId,
+        *,
+        site: str | None = None,
+        region: str = "",
+        split: Mapping[str, tuple[str, Counts]] | None = None,
     ) -> Settled:
-        """Turn a live reservation into usage (at ``site`` if given); idempotent."""
+        """Turn a live reservation into usage (at ``site`` if given); idempotent.
+
+        ``split`` (site -> (region, amounts)) books the usage at several sites at once;
+        its amounts must add up to exactly what was reserved (else ``ReservationConflict``).
+        """
         request = self._request("commit", tenant, rid)
         request.site, request.region = site, region
+        if split is not None:
+            request.split = {s: (r, dict(a)) for s, (r, a) in split.items()}
         result: Settled = await self._submit(request)
+        return result
+
+    async def renew(self, tenant: TenantId, rid: ReservationId, ttl: int) -> Reservation:
+        """Keep a live reservation for another ``ttl`` seconds (it moves to a new lease).
+
+        Raises ``ReservationExpired`` when it is already gone: expiry is never undone.
+        """
+        if not MIN_TTL <= ttl <= MAX_TTL:
+            raise errors.InvalidQuota("ttl", f"{ttl} is not within {MIN_TTL}..{MAX_TTL} seconds")
+        request = self._request("renew", tenant, rid)
+        request.ttl = ttl
+        result: Reservation = await self._submit(request)
         return result
 
     async def release(self, tenant: TenantId, rid: ReservationId) -> Settled:
@@ -207,6 +231,7 @@ class Ledger:
             if outcome.succeeded:
                 self._cache.pop(tenant, None)
                 return outcome.revision
+            await asyncio.sleep(random.uniform(0, 0.02))
         raise errors.Contended(f"limits of {tenant}: too many concurrent writers", retry_after=0.1)
 
     async def set_class(self, name: str, class_limits: Counts) -> int:
@@ -320,8 +345,11 @@ class Ledger:
                 if not outcome.succeeded:
                     self.stats["conflicts"] += 1
                     stale = self._diagnose(batch, plan, outcome)
-                    if attempt >= 2:
-                        await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+                    if attempt >= 1:
+                        # exponential backoff with full jitter: replicas that keep colliding
+                        # spread out instead of retrying in lockstep (capped at 100 ms)
+                        cap = min(0.1, 0.002 * 2 ** min(attempt, 6))
+                        await asyncio.sleep(random.uniform(0, cap))
                     continue
                 self._apply(plan, outcome.revision)
             self.stats["requests"] += len(plan.answers)
@@ -336,8 +364,8 @@ class Ledger:
         raise errors.Contended("too many concurrent writers on these tenants", retry_after=0.05)
 
     async def _leases_for(self, batch: list[Request]) -> dict[int, tuple[int, int]]:
-        ttls = {r.ttl for r in batch if r.op == "reserve"}
-        if any(r.op != "reserve" for r in batch):
+        ttls = {r.ttl for r in batch if r.op in ("reserve", "renew")}
+        if any(r.op in ("commit", "release") for r in batch):
             ttls.add(self._done_ttl)
         return {ttl: await self._leases.get(ttl) for ttl in sorted(ttls)}
 

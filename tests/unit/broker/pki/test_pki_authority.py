@@ -68,8 +68,15 @@ def test_ca_is_a_self_signed_p256_ca_naming_its_trust_domain(ca: authority.Autho
 
 def test_ca_validity_is_configurable(tmp_path: Path) -> None:
     ca = authority.create(tmp_path / "short", TRUST_DOMAIN, days=10)
-    left = ca.certificate.not_valid_after_utc - NOW
-    assert datetime.timedelta(days=9, hours=23) < left <= datetime.timedelta(days=10, minutes=1)
+    cert = ca.certificate
+    # measured from the certificate's own start (back-dated by the skew allowance), not
+    # from the wall clock at import: a long test session must not make this fail
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == (
+        datetime.timedelta(days=10) + authority.CLOCK_SKEW
+    )
+    assert abs(cert.not_valid_before_utc - datetime.datetime.now(datetime.UTC)) < (
+        datetime.timedelta(minutes=1) + authority.CLOCK_SKEW
+    )
 
 
 def test_metadata_records_the_trust_domain(ca: authority.Authority) -> None:
@@ -180,8 +187,9 @@ def test_site_certificate_names_exactly_its_site(ca: authority.Authority) -> Non
     assert eku(cert) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     cert.verify_directly_issued_by(ca.certificate)
-    assert datetime.timedelta(days=29) < cert.not_valid_after_utc - NOW
-    assert cert.not_valid_after_utc - NOW <= datetime.timedelta(days=30, minutes=1)
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == (
+        datetime.timedelta(days=30) + authority.CLOCK_SKEW
+    )
 
 
 def test_broker_certificate_serves_and_names_the_broker(ca: authority.Authority) -> None:

@@ -7,15 +7,20 @@ nothing of the broker leaks into the library. It keeps invariant 7's two require
 the seam by construction: a ``txn`` is one etcd transaction, and a ``read`` is one
 read-only transaction, so everything it returns is as of one revision.
 
-``ledger_for`` gives each API app one ``Ledger`` (one batcher and cache per replica).
+``ledger_for`` gives each API app one ``Ledger`` (one batcher and cache per replica), and
+``headroom_for`` the placement ``Headroom`` over it (the API's dry-run and the leader's
+VNF controller share both).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from broker import errors
+from broker.placement.headroom import Headroom
+from broker.placement.ledger_headroom import LedgerHeadroom
+from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store import protocol as p
 from quota import errors as quota_errors
@@ -101,3 +106,14 @@ def ledger_for(state: Any, store: p.Store) -> Ledger:
     ledger = Ledger(StoreLedger(store))
     state.quota_ledger = ledger
     return ledger
+
+
+def headroom_for(state: Any, store: p.Store, settings: BrokerSettings) -> Headroom:
+    """The app's placement ``Headroom``: over its ``Ledger``, unless a test set one
+    (``app.state.headroom = Unlimited()``)."""
+    found = getattr(state, "headroom", None)
+    if found is not None:
+        return cast(Headroom, found)
+    headroom = LedgerHeadroom(ledger_for(state, store), ttl=settings.quota.reservation_ttl)
+    state.headroom = headroom
+    return headroom

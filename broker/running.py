@@ -27,8 +27,12 @@ from broker.gateway import server as gateway_server
 from broker.gateway.feeds import DesiredFeed, ReplicaLease, Revocations
 from broker.gateway.servicer import Gateway
 from broker.gateway.sessions import Registry
+from broker.placement.headroom import Headroom
+from broker.placement.ledger_headroom import LedgerHeadroom
+from broker.quota_store import StoreLedger, headroom_for
 from broker.settings import BrokerSettings
 from broker.store.etcd import EtcdStore
+from quota.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +49,22 @@ async def controllers(
     settings: BrokerSettings,
     fence: int,
     quota_metrics: QuotaMetrics | None = None,
+    headroom: Headroom | None = None,
 ) -> None:
-    """Everything the leader runs; cancelled the moment leadership is lost."""
+    """Everything the leader runs; cancelled the moment leadership is lost.
+
+    VNF placement reserves through ``headroom`` (the quota ledger unless given).
+    """
     log.info("leading with fence %d: controllers start", fence)
+    if headroom is None:
+        ledger = Ledger(StoreLedger(store))
+        headroom = LedgerHeadroom(ledger, ttl=settings.quota.reservation_ttl)
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(SiteHealthController(store, settings, fence).run())
             quota_sync = QuotaSyncController(store, settings, fence, metrics=quota_metrics)
             group.create_task(quota_sync.run())
-            group.create_task(VnfController(store, fence).run())
+            group.create_task(VnfController(store, fence, headroom=headroom).run())
     except* errors.FencedOut as exc:
         # Another replica leads: nothing of ours landed. The campaign notices the lost
         # term on its own and cancels this coroutine; until then, decide nothing.
@@ -73,6 +84,8 @@ async def run(settings: BrokerSettings) -> None:
     app = api_app.create_app(store, settings, replica=settings.name, auth=authenticator)
     api_metrics = getattr(app.state, "metrics_registry", None)
     quota_metrics = QuotaMetrics(api_metrics)  # drift gauges on the same /metrics
+    # one ledger per replica: the API's dry-runs and the leader's placements share it
+    headroom = headroom_for(app.state, store, settings)
     if api_metrics is not None:
         from broker.gateway import metrics as gateway_metrics
 
@@ -96,7 +109,7 @@ async def run(settings: BrokerSettings) -> None:
         "desired feed": DesiredFeed(store, registry).run(),
         "election": campaign.run(),
         "controllers": campaign.run_while_leading(
-            lambda fence: controllers(store, settings, fence, quota_metrics)
+            lambda fence: controllers(store, settings, fence, quota_metrics, headroom)
         ),
         "api": api.serve(),
     }

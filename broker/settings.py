@@ -13,11 +13,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
 from broker import errors
+from quota.models import RESOURCE_CLASSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,28 @@ class HealthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaSettings:
+    headroom: Mapping[str, Annotated[int, pydantic.Field(ge=0)]] = field(default_factory=dict)
+    """Per resource class, added to every quota limit pushed to a site (absorbs the lag of
+    usage reports; ``[quota.headroom] cores = 2``). 0 keeps sites at the exact remainder."""
+    drift_grace: Annotated[float, pydantic.Field(ge=0)] = 5.0
+    """Seconds an agent's usage report must differ from the ledger before the difference
+    is recorded as drift (so a report racing a commit is not mistaken for one)."""
+    reservation_ttl: Annotated[int, pydantic.Field(ge=10, le=86_400)] = 300
+    """Seconds a VNF's quota reservation lives unless renewed. The placement controller
+    renews it every third of this while the VNF is PLACED, so it only bounds how long the
+    quota of a VNF whose record vanished (or of a leaderless federation) stays held."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.headroom) - set(RESOURCE_CLASSES))
+        if unknown:
+            raise ValueError(
+                f"headroom: unknown resource class {', '.join(unknown)} "
+                f"(known: {', '.join(RESOURCE_CLASSES)})"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerSettings:
     name: str = field(default_factory=lambda: f"broker-{os.getpid()}")
     """This replica's name: in events, the leader key and site status."""
@@ -104,6 +127,7 @@ class BrokerSettings:
     api: ApiSettings = field(default_factory=ApiSettings)
     election: ElectionSettings = field(default_factory=ElectionSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    quota: QuotaSettings = field(default_factory=QuotaSettings)
 
 
 ENV_PREFIX = "MERIDIAN_"

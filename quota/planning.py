@@ -19,7 +19,7 @@ from quota.models import Hold, Reservation, ReservationId, Settled, TenantId, to
 
 @dataclass(slots=True, eq=False)
 class Request:
-    op: str  # "reserve" | "commit" | "release"
+    op: str  # "reserve" | "commit" | "release" | "renew"
     tenant: TenantId
     rid: ReservationId
     future: asyncio.Future[Any]
@@ -28,6 +28,8 @@ class Request:
     site: str | None = None
     region: str = ""
     explicit: bool = False  # the caller gave the idempotency key
+    split: dict[str, tuple[str, dict[str, int]]] | None = None
+    """commit only: site -> (region, amounts) when the usage lands at several sites."""
 
     # ops one request may add to a transaction branch (a tenant adds up to 3 more)
     COST = 2
@@ -48,6 +50,7 @@ class TenantPlan:
         self.view = view
         # changes to view.holds, applied only once the transaction lands (no O(holds) copy)
         self.added: dict[str, Hold] = {}
+        self.renewed: dict[str, Hold] = {}  # rewritten on a new lease: same create_revision
         self.removed: set[str] = set()
         self.reserved = view.reserved.copy()
         self.account = view.account
@@ -68,7 +71,7 @@ class TenantPlan:
             return self.added[rid]
         if rid in self.removed:
             return None
-        return self.view.holds.get(rid)
+        return self.renewed.get(rid) or self.view.holds.get(rid)
 
     def landed(self, revision: int) -> TenantView:
         """The view once this plan's transaction landed at ``revision`` (updated in place:
@@ -78,6 +81,9 @@ class TenantPlan:
             view.holds.pop(rid, None)
         for rid, hold in self.added.items():
             view.holds[rid] = _at(hold, revision)
+        for rid, hold in self.renewed.items():
+            if rid not in self.removed:
+                view.holds[rid] = hold
         view.account, view.reserved = self.account, self.reserved
         view.seq_mod = view.revision = revision
         return view
@@ -86,6 +92,8 @@ class TenantPlan:
         try:
             if request.op == "reserve":
                 self._reserve(request)
+            elif request.op == "renew":
+                self._renew(request)
             else:
                 self._settle(request)
         except errors.QuotaError as exc:
@@ -155,9 +163,15 @@ class TenantPlan:
             raise errors.ReservationConflict(tenant, r.rid, "settled in the batch that made it")
         site = hold.site if r.site is None else r.site
         region = r.region or hold.region
+        if r.split is not None:
+            _check_split(tenant, r.rid, hold, r.split)
+            site = ",".join(sorted(r.split))
         self.removed.add(r.rid)
         self.reserved.remove(hold)
-        if state == "committed":
+        if state == "committed" and r.split is not None:
+            for at, (at_region, amounts) in sorted(r.split.items()):
+                self.account = self.account.apply(at, at_region, amounts)
+        elif state == "committed":
             self.account = self.account.apply(site, region, hold.deltas)
         settled = Settled(r.rid, state, hold.deltas, site)
         self.settled[r.rid] = settled
@@ -169,6 +183,49 @@ class TenantPlan:
             kv.Write(done_key(tenant, r.rid), to_json(settled.dump()), lease),
         ]
         self.answers.append((r, settled))
+
+
+    def _renew(self, r: Request) -> None:
+        """Move a live hold to a fresh lease (same id, amounts and create revision).
+
+        Only a hold that still exists is renewed (the condition on its create revision
+        makes sure of that), so a renewal never brings back quota that expiry freed.
+        """
+        tenant = self.view.tenant
+        hold = self.hold(r.rid)
+        if hold is None:
+            settled = self._known(r.rid)
+            if settled is None and r.rid not in self.view.looked:
+                self.lookups.add(r.rid)
+                return
+            if settled is None:
+                raise errors.ReservationExpired(tenant, r.rid)
+            raise errors.ReservationConflict(tenant, r.rid, f"it was already {settled.state}")
+        if hold.create_revision == 0:
+            raise errors.ReservationConflict(tenant, r.rid, "renewed in the batch that made it")
+        lease, end_ms = self.leases[r.ttl]
+        renewed = Hold(hold.id, hold.deltas, hold.site, hold.region, end_ms, hold.create_revision)
+        self.renewed[r.rid] = renewed
+        self.conds.append(kv.Created(hold_key(tenant, r.rid), hold.create_revision))
+        self.reads.append(kv.Read(hold_key(tenant, r.rid)))
+        self.writes.append(kv.Write(hold_key(tenant, r.rid), to_json(renewed.dump()), lease))
+        self.answers.append(
+            (r, Reservation(tenant, r.rid, hold.deltas, hold.site, end_ms, "reserved"))
+        )
+
+
+def _check_split(
+    tenant: str, rid: str, hold: Hold, split: dict[str, tuple[str, dict[str, int]]]
+) -> None:
+    """A commit split over sites must add up to exactly what the hold reserved."""
+    total: dict[str, int] = {}
+    for _, amounts in split.values():
+        for cls, n in amounts.items():
+            total[cls] = total.get(cls, 0) + n
+    if {c: n for c, n in total.items() if n} != {c: n for c, n in hold.deltas.items() if n}:
+        raise errors.ReservationConflict(
+            tenant, rid, f"the per-site split {total} does not add up to {dict(hold.deltas)}"
+        )
 
 
 def _at(hold: Hold, revision: int) -> Hold:

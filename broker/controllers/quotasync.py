@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from broker import errors
 from broker.election import fencing
 from broker.models import codec, event
-from broker.settings import BrokerSettings
+from broker.settings import BrokerSettings, QuotaSettings
 from broker.store import keys
 from broker.store import protocol as p
 from quota import layout
@@ -65,6 +65,11 @@ class QuotaSyncConfig:
     """Seconds a report must differ from the ledger before it is recorded as drift."""
     debounce: float = 0.05
     """Seconds changes are gathered before a pass (many reservations, one pass)."""
+
+    @classmethod
+    def from_settings(cls, settings: QuotaSettings) -> QuotaSyncConfig:
+        """The configured ``[quota]`` section (``broker.settings.QuotaSettings``)."""
+        return cls(headroom=dict(settings.headroom), drift_grace=settings.drift_grace)
 
 
 class QuotaMetrics:
@@ -109,7 +114,7 @@ class QuotaSyncController:
         self.store = store
         self.settings = settings
         self.fence = fence
-        self.config = config or QuotaSyncConfig()
+        self.config = config or QuotaSyncConfig.from_settings(settings.quota)
         self.metrics = metrics or QuotaMetrics()
         self.clock = clock
         self.quotas: dict[str, TenantQuota] = {}

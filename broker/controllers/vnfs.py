@@ -3,10 +3,13 @@
 For every ``vnfs/<id>`` the API accepted it reserves the tenant's quota, asks the
 ``Planner`` on the live snapshot, and commits claims, placement, desired objects and the
 PLACED record in one fenced transaction (retrying when the snapshot was stale). It then
-follows the members' servers under ``observed/`` — all READY makes the VNF ACTIVE and
-commits the quota; a member that failed for good makes it FAILED with that reason and
-tears the rest down. Deleting writes every object's tombstone (next generation,
-``deleted``), and once the servers are gone releases the claims and the record.
+follows the members' servers under ``observed/`` — renewing the quota reservation while
+it waits — and all READY commits the quota at the members' sites and makes the VNF ACTIVE;
+a member that failed for good makes it FAILED with that reason and tears the rest down. A
+quota refusal fails the VNF with the ledger's reason (class, request, what is left) and
+writes nothing under ``desired/``. Deleting writes every object's tombstone (next
+generation, ``deleted``), and once the servers are gone gives the quota back (releases
+the reservation, or the usage of an ACTIVE VNF) and releases the claims and the record.
 
 Invariants: a VNF is placed whole or not at all; a reservation that does not end in an
 ACTIVE VNF is released; every write is fenced (a deposed leader changes nothing).
@@ -27,7 +30,7 @@ from broker.election.fencing import fenced_txn
 from broker.models import codec
 from broker.models import vnf as model
 from broker.placement import commit, render
-from broker.placement.headroom import Headroom, QuotaExceeded, Unlimited
+from broker.placement.headroom import Headroom, QuotaExceeded, SiteUsage, Unlimited
 from broker.placement.plan import Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Snapshot
 from broker.store import keys
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 16
 RESYNC_S = 5.0
 EXPLAIN_STORED = 20
+COMMITTED = "quota"
+"""``extra`` key of a VNF record whose reservation was committed (its usage is booked)."""
 
 
 def now_ms() -> int:
@@ -182,10 +187,8 @@ class VnfController:
                     record.tenant, model.deltas(desc), key=record.id
                 )
             except QuotaExceeded as exc:
-                failed = dataclasses.replace(
-                    record, state=model.VnfState.FAILED, reason=f"quota: {exc}"
-                )
-                await self._write(kv, failed)
+                refused = self.planner.plan(self.snap, desc, record.id, quota_reason=str(exc))
+                await self._infeasible(kv, record, refused)
                 return
         record = dataclasses.replace(record, reservation=reservation)
         for attempt in range(MAX_ATTEMPTS):
@@ -283,6 +286,13 @@ class VnfController:
         return [json.loads(r[0].value) if r else None for r in result.responses]
 
     async def _follow_members(self, kv: KeyValue, record: model.VnfRecord) -> None:
+        if record.reservation:
+            try:
+                desc = model.parse(record.descriptor)
+                await self.headroom.renew(record.reservation, model.deltas(desc))
+            except QuotaExceeded as exc:
+                await self._quota_failed(kv, record, exc)
+                return
         seen = await self._observed(record.members, record.id)
         members, failed = [], ""
         ready: dict[str, dict[str, int]] = {}
@@ -309,12 +319,28 @@ class VnfController:
         if update.state is model.VnfState.ACTIVE:
             for site, marks in ready.items():
                 await commit.mark_ready(self.store, self.fence, self.snap, site, marks)
+            if record.reservation:
+                # committed before the record says ACTIVE: a retry commits again, which
+                # the ledger answers idempotently; usage is booked per site
+                try:
+                    await self.headroom.commit(record.reservation, usage(self.snap, record))
+                except QuotaExceeded as exc:
+                    await self._quota_failed(kv, record, exc)
+                    return
+                update = dataclasses.replace(update, extra={**update.extra, COMMITTED: "1"})
         await self._write(kv, update)
-        if update.state is model.VnfState.ACTIVE and record.reservation:
-            await self.headroom.commit(record.reservation)
+        if update.state is model.VnfState.ACTIVE:
             log.info("vnf %s ACTIVE", record.id)
         if update.state is model.VnfState.FAILED:
             self.kick(record.id)  # tear the rest down
+
+    async def _quota_failed(
+        self, kv: KeyValue, record: model.VnfRecord, exc: QuotaExceeded
+    ) -> None:
+        """The reservation lapsed and no longer fits: the VNF may not become ACTIVE."""
+        failed = dataclasses.replace(record, state=model.VnfState.FAILED, reason=f"quota: {exc}")
+        await self._write(kv, failed)
+        self.kick(record.id)  # tear it down; the (lapsed) reservation is released
 
     async def _teardown(
         self, kv: KeyValue, record: model.VnfRecord, placement: dict[str, Any], *, drop_record: bool
@@ -329,6 +355,12 @@ class VnfController:
         seen = await self._observed(record.members, record.id)
         if any(obs is not None and obs.get("state") != "DELETED" for obs in seen):
             return  # agents are still deleting; observed events bring us back
+        if record.reservation:
+            # given back before the record goes: a retry gives back again, idempotently
+            if record.extra.get(COMMITTED):
+                await self.headroom.uncommit(record.reservation, usage(self.snap, record))
+            else:
+                await self.headroom.release(record.reservation)
         sites = [str(a["site"]) for a in placement.get("assignments", [])]
         done: list[Put | Delete] = [Delete(keys.placement(record.id))]
         if drop_record:
@@ -341,9 +373,23 @@ class VnfController:
         if not await commit.release(self.store, self.fence, self.snap, record.id, sites, done):
             self.kick(record.id)
             return
-        if record.reservation:
-            await self.headroom.release(record.reservation)
         log.info("vnf %s torn down", record.id)
+
+
+def usage(snap: Snapshot, record: model.VnfRecord) -> dict[str, SiteUsage]:
+    """What the VNF's members charge to the quota, per site they are placed at."""
+    per_member = model.member_deltas(model.parse(record.descriptor))
+    at: dict[str, dict[str, int]] = {}
+    for m in record.members:
+        amounts = at.setdefault(m.site, {})
+        for cls, n in per_member.get(m.name, {}).items():
+            amounts[cls] = amounts.get(cls, 0) + n
+    out = {}
+    for site, amounts in at.items():
+        view = snap.sites.get(site)
+        region = view.spec.region if view is not None and view.spec is not None else ""
+        out[site] = SiteUsage(region, amounts)
+    return out
 
 
 def _tombstone(obj: tuple[Any, ...], vnf_id: str, placement: dict[str, Any]) -> Put:

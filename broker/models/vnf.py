@@ -235,22 +235,32 @@ def members(desc: Descriptor) -> list[Member]:
 def deltas(desc: Descriptor) -> dict[str, int]:
     """What the whole VNF charges to its tenant's quota, by resource class."""
     total: dict[str, int] = {}
-
-    def add(rc: str, n: int) -> None:
-        if n:
+    for per_member in member_deltas(desc).values():
+        for rc, n in per_member.items():
             total[rc] = total.get(rc, 0) + n
+    return total
 
+
+def member_deltas(desc: Descriptor) -> dict[str, dict[str, int]]:
+    """What each member (by name) charges to its tenant's quota, by resource class.
+
+    The sum over members is ``deltas``; the quota ledger books it per site from these.
+    """
+    out: dict[str, dict[str, int]] = {}
     for m in members(desc):
         vdu = desc.vdu(m.vdu)
-        add("instances", 1)
-        add("cores", m.need.vcpus)
-        add("ram_mb", m.need.memory_mb)
-        add("gigabytes", vdu.virtual_compute.virtual_disk_gb)
-        add("ports", len(vdu.connection_points))
-        add("pinned_cores", m.need.vcpus if m.need.dedicated else 0)
-        add("hugepages_mb", m.need.memory_mb if m.need.page_size_kb else 0)
-        add("sriov_vfs", sum(n for _, n in m.need.vfs))
-    return total
+        amounts = {
+            "instances": 1,
+            "cores": m.need.vcpus,
+            "ram_mb": m.need.memory_mb,
+            "gigabytes": vdu.virtual_compute.virtual_disk_gb,
+            "ports": len(vdu.connection_points),
+            "pinned_cores": m.need.vcpus if m.need.dedicated else 0,
+            "hugepages_mb": m.need.memory_mb if m.need.page_size_kb else 0,
+            "sriov_vfs": sum(n for _, n in m.need.vfs),
+        }
+        out[m.name] = {rc: n for rc, n in amounts.items() if n}
+    return out
 
 
 # -- parsing ---------------------------------------------------------------------------

@@ -49,6 +49,8 @@ class PlanResult:
     host_reasons: dict[str, dict[str, str]] = field(default_factory=dict)
     """VDU → site → why no host of a site that passed the site checkers fits."""
     attempts: int = 0
+    quota: str = ""
+    """Why the tenant's quota refuses the VNF (tenant-wide, so no site was looked at)."""
 
     def sites(self) -> list[str]:
         return sorted({a.site for a in self.assignments})
@@ -73,13 +75,16 @@ class PlanResult:
                     {"site": s, "reason": r} for s, r in list(rejected.items())[:limit]
                 ],
             }
-        return {
+        out: dict[str, Any] = {
             "feasible": self.feasible,
             "reason": self.reason,
             "assignments": [assignment_json(snap, a) for a in self.assignments],
             "vdus": vdus,
             "search": {"attempts": self.attempts},
         }
+        if self.quota:
+            out["quota"] = self.quota
+        return out
 
 
 def assignment_json(snap: Snapshot, a: Assignment) -> dict[str, Any]:
@@ -253,7 +258,7 @@ class Planner:
         self, snap: Snapshot, desc: Descriptor, vnf_id: str, *, quota_reason: str | None = None
     ) -> PlanResult:
         if quota_reason is not None:
-            return PlanResult(False, reason=f"quota: {quota_reason}")
+            return PlanResult(False, reason=f"quota: {quota_reason}", quota=quota_reason)
         members = expand(desc)
         groups: dict[str, _Group] = {}
         filters: dict[str, feasible.SiteFilter] = {}

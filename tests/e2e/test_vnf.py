@@ -3,7 +3,9 @@
 A real federation (etcd, 3 brokers, 6 sim agents in 3 regions): the vIMS sample goes
 active-active across the three regions within its latency bounds, the vFirewall pair on
 two sites with SR-IOV; the agents report each server READY on the host and NUMA cell
-that hold it; deleting a VNF removes its servers and releases its claims.
+that hold it; deleting a VNF removes its servers and releases its claims. The tenant's
+global quota is set through the API: the ACTIVE VNFs show in its usage, one more VNF over
+the limit is refused naming the class, and a deleted VNF's usage goes back.
 """
 
 from __future__ import annotations
@@ -47,9 +49,18 @@ def active(fed: Federation, vnf_id: str) -> dict[str, Any]:
     return wait_for(probe, timeout=60, what=f"{vnf_id} ACTIVE")
 
 
+def cores_used(fed: Federation, tenant: str = "acme-nfv") -> int:
+    usage = fed.api_get(f"/v1/quotas/{tenant}/usage")
+    return sum(int(line["used"]) for line in usage["global"] if line["resource"] == "cores")
+
+
 def test_geo_redundant_vnfs_place_converge_and_delete(federation: Federation) -> None:
     matrix = yaml.safe_load((P.SAMPLES / "latency.yaml").read_text())
     assert call(federation, "PUT", "/v1/latency", json=matrix).status_code == 200
+    # vIMS (12 cores) and the vFirewall (8) fit in 24; a second vIMS does not
+    limits = {"limits": {"cores": 24}}
+    resp = call(federation, "PUT", "/v1/quotas/acme-nfv", json=limits)
+    assert resp.status_code == 200, resp.text
     dry = call(
         federation,
         "POST",
@@ -68,6 +79,11 @@ def test_geo_redundant_vnfs_place_converge_and_delete(federation: Federation) ->
     assert all(m["state"] == "READY" and m["observed_host"] for m in vims["members"])
     firewall = active(federation, fw)
     assert len({m["site"] for m in firewall["members"]}) == 2
+    assert cores_used(federation) == 20
+    body = yaml.safe_load((P.SAMPLES / "vims.yaml").read_text())
+    over = call(federation, "POST", "/v1/vnfs", json=body)
+    assert over.status_code == 409, over.text
+    assert "cores" in over.json()["detail"] and "requested 12, 4 left" in over.json()["detail"]
     explain = federation.api_get(f"/v1/vnfs/{ims}/explain")
     filtered = {f["site"]: f["reason"] for f in explain["explain"]["vdus"]["cscf"]["filtered"]}
     assert "latency to metro-paris is 48 ms" in filtered["site-006"]
@@ -78,5 +94,6 @@ def test_geo_redundant_vnfs_place_converge_and_delete(federation: Federation) ->
         return True if call(federation, "GET", f"/v1/vnfs/{ims}").status_code == 404 else None
 
     wait_for(gone, timeout=60, what=f"{ims} deleted")
+    assert cores_used(federation) == 8  # the vIMS's usage went back with it
     assert state_of(federation, fw) == "ACTIVE"
     time.sleep(0.1)

@@ -1,10 +1,12 @@
 """``/v1/vnfs`` and ``/v1/latency``: ask for a VNF, follow it, explain it, delete it.
 
 ``POST /v1/vnfs`` takes a descriptor (JSON or YAML), validates it against its schema and
-against the federation (``placement.admission``), and plans it on a fresh snapshot: with
-``?dry_run=true`` that plan is the answer and nothing is written; without, an infeasible
-plan is a 409 problem carrying every site's reason, and a feasible one stores the VNF as
-PENDING (one create-only transaction) for the leader's placement controller to commit.
+against the federation (``placement.admission``), asks the quota ledger whether the
+tenant has the headroom (a refusal is the plan's top-level reason, naming the class, the
+request and what is left), and plans it on a fresh snapshot: with ``?dry_run=true`` that
+plan is the answer and nothing is written; without, an infeasible plan is a 409 problem
+carrying every site's reason, and a feasible one stores the VNF as PENDING (one
+create-only transaction) for the leader's placement controller to reserve and commit.
 
 Invariant: the API never writes claims or desired objects — only the fenced controller
 does — so a replica that serves this route can never double-book a host.
@@ -27,10 +29,11 @@ from broker import errors
 from broker.api import deps, problems
 from broker.api.auth import Principal
 from broker.api.routes.common import as_json, decode_stored
+from broker.quota_store import headroom_for
 from broker.models import codec
 from broker.models import vnf as model
 from broker.placement import admission
-from broker.placement.plan import Planner
+from broker.placement.plan import Planner, PlanResult
 from broker.placement.snapshot import Snapshot
 from broker.store import keys
 from broker.store.protocol import Compare, Op, Put, Target
@@ -44,6 +47,15 @@ def _tenant_check(who: Principal, tenant: str) -> None:
     if who.has_any(("admin", "operator")) or who.project_id == tenant:
         return
     raise errors.Forbidden(f"{who.user} may only manage VNFs of project {who.project_id}")
+
+
+async def _plan(
+    request: Request, state: deps.ApiState, snap: Snapshot, desc: model.Descriptor, vnf_id: str
+) -> PlanResult:
+    """The plan, or the quota's refusal when the tenant lacks headroom (checked first)."""
+    headroom = headroom_for(request.app.state, state.store, state.settings)
+    short = await headroom.check(desc.tenant, model.deltas(desc))
+    return Planner().plan(snap, desc, vnf_id, quota_reason=short)
 
 
 async def _world(state: deps.ApiState) -> tuple[Snapshot, set[str]]:
@@ -61,10 +73,14 @@ async def create(
     snap, catalog = await _world(state)
     admission.check(desc, snap, catalog)
     vnf_id = f"{desc.name}-{uuid.uuid4().hex[:6]}"
-    result = Planner().plan(snap, desc, vnf_id)
+    result = await _plan(request, state, snap, desc, vnf_id)
     explain = result.explain(snap)
     if dry_run:
         return JSONResponse({"dry_run": True, "feasible": result.feasible, "plan": explain})
+    if result.quota:
+        return problems.problem(
+            409, "quota-exceeded", "Quota exceeded", result.reason, field="tenant", plan=explain
+        )
     if not result.feasible:
         return problems.problem(
             409, "no-feasible-plan", "No feasible plan", result.reason, plan=explain
@@ -123,14 +139,16 @@ async def show(vnf_id: str, state: deps.State, who: VnfUser) -> dict[str, Any]:
 
 
 @router.get("/v1/vnfs/{vnf_id}/explain")
-async def explain(vnf_id: str, state: deps.State, who: VnfUser) -> dict[str, Any]:
+async def explain(
+    vnf_id: str, request: Request, state: deps.State, who: VnfUser
+) -> dict[str, Any]:
     record = await _record(state, vnf_id, who)
     kv = await state.store.get(keys.placement(vnf_id))
     if kv is not None:
         doc: dict[str, Any] = json.loads(kv.value)
         return {"id": vnf_id, "state": str(record.state), "live": False, **doc}
     snap, _ = await _world(state)
-    result = Planner().plan(snap, model.parse(record.descriptor), vnf_id)
+    result = await _plan(request, state, snap, model.parse(record.descriptor), vnf_id)
     return {"id": vnf_id, "state": str(record.state), "live": True, "explain": result.explain(snap)}
 
 

@@ -61,12 +61,38 @@ async def test_no_feasible_plan_is_a_409_with_reasons(
     api: httpx.AsyncClient, memstore: MemoryStore
 ) -> None:
     await seeded(memstore)
+    # the tenant may have the cores: what blocks here is capacity, not quota
+    limits = {"limits": {"cores": -1}}
+    assert (await api.put("/v1/quotas/acme-nfv", json=limits, headers=ADMIN)).status_code == 200
     huge = body()
     huge["vdus"][0]["virtual_compute"]["num_virtual_cpu"] = 500
     resp = await api.post("/v1/vnfs", json=huge, headers=ADMIN)
     problem = assert_problem(resp, 409, detail_has="no feasible plan")
     filtered = problem["plan"]["vdus"]["cscf"]["filtered"]
     assert len(filtered) == len(SITES) and all("numa-cores" in f["reason"] for f in filtered)
+
+
+async def test_quota_refusal_is_the_plans_top_level_reason(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    await seeded(memstore)
+    limits = {"limits": {"cores": 10}}  # the vIMS sample asks 12
+    assert (await api.put("/v1/quotas/acme-nfv", json=limits, headers=ADMIN)).status_code == 200
+    resp = await api.post("/v1/vnfs?dry_run=true", json=body(), headers=OPERATOR)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["feasible"] is False
+    plan = resp.json()["plan"]
+    assert plan["reason"].startswith("quota: quota exceeded for cores")
+    assert "requested 12, 10 left" in plan["quota"] and plan["assignments"] == []
+    resp = await api.post("/v1/vnfs", json=body(), headers=OPERATOR)
+    problem = assert_problem(resp, 409, field="tenant", detail_has="requested 12, 10 left")
+    assert problem["type"].endswith("quota-exceeded") and "cores" in problem["plan"]["quota"]
+    assert (await memstore.get_prefix(keys.VNFS))[0] == []
+    # with the headroom back, the same request is feasible
+    limits = {"limits": {"cores": 12}}
+    assert (await api.put("/v1/quotas/acme-nfv", json=limits, headers=ADMIN)).status_code == 200
+    resp = await api.post("/v1/vnfs?dry_run=true", json=body(), headers=OPERATOR)
+    assert resp.json()["feasible"] is True and "quota" not in resp.json()["plan"], resp.text
 
 
 async def test_members_only_for_their_project(

@@ -41,24 +41,32 @@ async def test_sixteen_requesters_never_oversubscribe(
         def reserve_on(ledger: Ledger) -> qh.Reserve:
             async def reserve(tenant: str, deltas: dict[str, int], ttl: int, key: str,
                               site: str) -> str | None:
-                try:
-                    found = await ledger.reserve(TenantId(tenant), deltas, ttl, key, site=site)
-                except errors.QuotaExceeded:
-                    return None
-                return found.id
+                while True:  # a Temporary error was not applied: retry like an API client
+                    try:
+                        found = await ledger.reserve(TenantId(tenant), deltas, ttl, key, site=site)
+                    except errors.QuotaExceeded:
+                        return None
+                    except errors.Temporary as exc:
+                        await asyncio.sleep(exc.retry_after)
+                        continue
+                    return found.id
 
             return reserve
 
         def settle_on(ledger: Ledger) -> qh.Settle:
             async def settle(op: str, tenant: str, rid: str) -> bool:
-                try:
-                    if op == "commit":
-                        await ledger.commit(TenantId(tenant), ReservationId(rid))
-                    else:
-                        await ledger.release(TenantId(tenant), ReservationId(rid))
-                except errors.ReservationExpired:
-                    return False
-                return True
+                while True:
+                    try:
+                        if op == "commit":
+                            await ledger.commit(TenantId(tenant), ReservationId(rid))
+                        else:
+                            await ledger.release(TenantId(tenant), ReservationId(rid))
+                    except errors.ReservationExpired:
+                        return False
+                    except errors.Temporary as exc:
+                        await asyncio.sleep(exc.retry_after)
+                        continue
+                    return True
 
             return settle
 

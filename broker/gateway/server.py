@@ -6,8 +6,10 @@ from pathlib import Path
 
 import grpc
 from meridian.v1 import agent_pb2_grpc as pb_grpc
+from meridian.v1 import image_pb2_grpc as ipb_grpc
 
 from broker import errors
+from broker.gateway.relay import Relay
 from broker.gateway.servicer import Gateway
 from broker.settings import BrokerSettings
 
@@ -33,7 +35,10 @@ def credentials(settings: BrokerSettings) -> grpc.ServerCredentials:
     )
 
 
-def build(settings: BrokerSettings, gateway: Gateway) -> grpc.aio.Server:
+def build(
+    settings: BrokerSettings, gateway: Gateway | None, relay: Relay | None = None
+) -> grpc.aio.Server:
+    """The mTLS server with the agent stream service and, given one, the image relay."""
     limit = settings.gateway.max_message_bytes
     server = grpc.aio.server(
         options=[
@@ -45,6 +50,9 @@ def build(settings: BrokerSettings, gateway: Gateway) -> grpc.aio.Server:
             ("grpc.keepalive_permit_without_calls", 1),
         ]
     )
-    pb_grpc.add_AgentGatewayServicer_to_server(gateway, server)
+    if gateway is not None:
+        pb_grpc.add_AgentGatewayServicer_to_server(gateway, server)
+    if relay is not None:
+        ipb_grpc.add_ImageTransferServicer_to_server(relay, server)
     server.add_secure_port(settings.gateway.listen, credentials(settings))
     return server

@@ -13,6 +13,8 @@ is at most one behind its own (and not ahead); every other version is refused wi
 REFUSAL_UNSUPPORTED_VERSION and a reason that names the versions it serves.
   1.0  Hello, Welcome, Heartbeat, DesiredObject, ObjectStatus
   1.1  Heartbeat.usage (per-project usage), Hello.observed (resume hints)
+  1.2  the ImageTransfer service (image.proto) on the same endpoint; nothing here changed
+       (MINOR becomes 2 when the broker serves it)
 """
 
 from collections import abc as _abc

@@ -1,0 +1,190 @@
+"""Relays image chunks from a source agent to a destination agent through the broker.
+
+Agents dial out, so neither can reach the other: a source keeps a ``Serve`` call open,
+a destination's ``Pull`` becomes a ``ServeRequest`` on it, and the source's ``Upload``
+call is piped into the ``Pull`` response through a queue of ``depth`` chunks.
+
+Invariant: the broker holds at most ``depth`` chunks per transfer, never a whole image —
+a full queue stops the relay reading the Upload call, and HTTP/2 flow control then
+stops the source (backpressure end to end). The relay does not verify: the destination
+checks every chunk's sha256 and the whole image (invariant 8); the relay only binds each
+call to the site named by the caller's certificate (invariant 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from meridian.v1 import image_pb2 as ipb
+from meridian.v1 import image_pb2_grpc as ipb_grpc
+
+from broker import errors
+from broker.pki import identity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Transfer:
+    source: str
+    queue: asyncio.Queue[ipb.ImageChunk] = field(default_factory=lambda: asyncio.Queue(4))
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    uploading: bool = False
+
+
+class Relay(ipb_grpc.ImageTransferServicer):
+    """The ``ImageTransfer`` service of one broker replica."""
+
+    def __init__(
+        self,
+        trust_domain: str,
+        *,
+        depth: int = 4,
+        start_timeout: float = 10.0,
+        chunk_timeout: float = 30.0,
+        is_revoked: Callable[[int], bool] = lambda serial: False,
+    ) -> None:
+        self.trust_domain = trust_domain
+        self.depth = depth
+        self.start_timeout = start_timeout
+        self.chunk_timeout = chunk_timeout
+        self.is_revoked = is_revoked
+        self._servers: dict[str, asyncio.Queue[ipb.ServeRequest]] = {}
+        self._transfers: dict[str, _Transfer] = {}
+        self._ids = itertools.count(1)
+        self.peak_buffered = 0  # most chunks ever queued in one transfer (benchmarks read it)
+
+    def serving(self) -> frozenset[str]:
+        return frozenset(self._servers)
+
+    async def _site(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        pems = context.auth_context().get("x509_pem_cert")
+        if not pems:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
+        try:
+            site = identity.site_from_certificate(pems[0], self.trust_domain)
+            serial = identity.serial_of(pems[0])
+        except (errors.BrokerError, ValueError) as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        if self.is_revoked(serial):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"certificate {serial:x} revoked"
+            )
+        return str(site)
+
+    async def Serve(
+        self, request: ipb.ServeOpen, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[ipb.ServeRequest]:
+        site = await self._site(context)
+        inbox: asyncio.Queue[ipb.ServeRequest] = asyncio.Queue()
+        self._servers[site] = inbox
+        log.info("site %s: serving images", site)
+        try:
+            await context.send_initial_metadata(())  # tells the agent it is registered
+            while True:
+                yield await inbox.get()
+        finally:
+            if self._servers.get(site) is inbox:
+                del self._servers[site]
+            for tr in self._transfers.values():
+                if tr.source == site and not tr.uploading:
+                    tr.closed.set()
+
+    async def Pull(
+        self, request: ipb.PullRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[ipb.ImageChunk]:
+        site = await self._site(context)
+        inbox = self._servers.get(request.source_site)
+        if inbox is None:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"source site {request.source_site!r} is not connected to this broker",
+            )
+            return
+        rid = f"{site}-{next(self._ids)}"
+        tr = _Transfer(request.source_site, asyncio.Queue(self.depth))
+        self._transfers[rid] = tr
+        try:
+            inbox.put_nowait(
+                ipb.ServeRequest(
+                    request_id=rid,
+                    image_id=request.image_id,
+                    offset=request.offset,
+                    chunk_size=request.chunk_size,
+                )
+            )
+            first = True
+            while True:
+                chunk = await self._next(tr, self.start_timeout if first else self.chunk_timeout)
+                first = False
+                if chunk is None:
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"source site {request.source_site!r} went away mid-transfer",
+                    )
+                    return
+                if chunk.error:
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, chunk.error)
+                    return
+                yield chunk
+                if chunk.last:
+                    return
+        finally:
+            tr.closed.set()
+            del self._transfers[rid]
+
+    async def _next(self, tr: _Transfer, wait: float) -> ipb.ImageChunk | None:
+        get = asyncio.ensure_future(tr.queue.get())
+        closed = asyncio.ensure_future(tr.closed.wait())
+        done, _ = await asyncio.wait({get, closed}, timeout=wait, return_when="FIRST_COMPLETED")
+        closed.cancel()
+        if get in done:
+            return get.result()
+        get.cancel()
+        return None
+
+    async def Upload(
+        self,
+        request_iterator: AsyncIterator[ipb.ImageChunk],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> ipb.UploadDone:
+        site = await self._site(context)
+        tr: _Transfer | None = None
+        finished = False
+        try:
+            async for chunk in request_iterator:
+                if tr is None:
+                    tr = self._transfers.get(chunk.request_id)
+                    if tr is None or tr.source != site:
+                        await context.abort(
+                            grpc.StatusCode.NOT_FOUND, f"no transfer {chunk.request_id!r}"
+                        )
+                        return ipb.UploadDone()
+                    tr.uploading = True
+                if not await self._put(tr, chunk):
+                    return ipb.UploadDone()  # the destination went away
+                if chunk.last or chunk.error:
+                    finished = True
+                    break
+        finally:
+            if tr is not None and not finished:
+                # the source died mid-upload: the pull ends UNAVAILABLE, the destination
+                # resumes from its last verified offset
+                tr.closed.set()
+        return ipb.UploadDone()
+
+    async def _put(self, tr: _Transfer, chunk: ipb.ImageChunk) -> bool:
+        while not tr.closed.is_set():
+            try:
+                await asyncio.wait_for(tr.queue.put(chunk), 0.5)
+            except TimeoutError:
+                continue
+            self.peak_buffered = max(self.peak_buffered, tr.queue.qsize())
+            return True
+        return False

@@ -1,0 +1,393 @@
+"""Benchmark: image replication through the broker relay against a raw mTLS stream.
+
+    python -m tests.perf.replication [--size-mib 1024] [--fanout-mib 32] [--chunk-kib 1024]
+
+Three processes on loopback, all with certificates from one throwaway CA:
+
+- **broker**: the ``ImageTransfer`` relay alone (``broker.gateway.relay``), reporting its
+  peak RSS (``ru_maxrss``) at the end;
+- **src**: site agent ``src`` serving a generated image (a repeating random pattern, so
+  1 GiB costs no memory) through ``siteagent.imagewire.ImageServer``;
+- **dst**: site agent ``dst`` (pulls with per-chunk and whole-image sha256, into a sink
+  that keeps only digests), plus 16 fan-out sites holding real bytes in memory, plus a
+  bare mTLS gRPC server that just receives ``ImageChunk`` messages (the raw stream).
+
+Figures: (1) ``--size-mib`` from src to dst through the relay vs the raw stream of the
+same chunks from src straight to dst's bare server (the limit; ratio target >= 0.8);
+(2) ``--fanout-mib`` from src to 16 sites with relay rounds vs one transfer of the same
+size (target <= 2x); (3) the broker's peak RSS across both (must stay bounded). Prints a
+table; the last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from meridian.v1 import image_pb2 as ipb
+from meridian.v1 import image_pb2_grpc as ipb_grpc
+
+from broker.gateway import server as gateway_server
+from broker.gateway.relay import Relay
+from broker.pki.layout import Layout
+from broker.settings import BrokerSettings, GatewaySettings, TlsSettings
+from replication import catalog, errors, fanout, transfer
+from replication.catalog import ImageId, SiteId
+from replication.store import MemoryBytes
+from siteagent.imagewire import ImageServer, PullSource
+from tests.support.etcd import free_ports
+from tests.support.gateway import TRUST_DOMAIN, agent_credentials, make_pki
+
+OPTIONS = [
+    ("grpc.max_receive_message_length", 8 << 20),
+    ("grpc.max_send_message_length", 8 << 20),
+]
+FANOUT = [f"f{i:02d}" for i in range(16)]
+BIG, SMALL = ImageId("big"), ImageId("small")
+
+
+def pattern(chunk: int) -> bytes:
+    return random.Random(7).randbytes(chunk)
+
+
+def pattern_chunk(block: bytes, offset: int, size: int, total: int) -> bytes:
+    n = min(size, total - offset)
+    k = (offset // len(block)) % 251  # vary chunks so a skipped one changes the digest
+    return bytes([k]) + block[1:n] if n else b""
+
+
+def pattern_sha256(block: bytes, total: int) -> str:
+    h = hashlib.sha256()
+    for at in range(0, total, len(block)):
+        h.update(pattern_chunk(block, at, len(block), total))
+    return h.hexdigest()
+
+
+class PatternSource:
+    """Serves ``big`` as a generated pattern and anything else from memory."""
+
+    def __init__(self, block: bytes, total: int, small: bytes) -> None:
+        self.block, self.total = block, total
+        self.mem = MemoryBytes()
+        self.mem.put(SMALL, small)
+
+    async def chunks(
+        self, image: ImageId, offset: int, chunk_size: int
+    ) -> AsyncIterator[transfer.Chunk]:
+        if image != BIG:
+            async for c in self.mem.chunks(image, offset, chunk_size):
+                yield c
+            return
+        for at in range(offset, self.total, len(self.block)):
+            yield transfer.Chunk.of(at, pattern_chunk(self.block, at, len(self.block), self.total))
+
+
+class DigestSink:
+    """Verifies and hashes what arrives; keeps no bytes."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.h = hashlib.sha256()
+
+    async def verified_offset(self, image: ImageId) -> int:
+        return self.size
+
+    async def reserve(self, image: ImageId, size: int) -> None:
+        return None
+
+    async def write(self, image: ImageId, chunk: transfer.Chunk) -> None:
+        if not chunk.intact():
+            raise errors.ChunkCorrupt(chunk.offset)
+        self.size += len(chunk.data)
+        self.h.update(chunk.data)
+
+    async def digests(self, image: ImageId, algo: str) -> tuple[str, str]:
+        return self.h.hexdigest(), ""
+
+    async def commit(self, image: ImageId) -> None:
+        return None
+
+    async def discard(self, image: ImageId) -> None:
+        return None
+
+
+class RawSink(ipb_grpc.ImageTransferServicer):
+    def __init__(self) -> None:
+        self.received = 0
+
+    async def Upload(
+        self, request_iterator: AsyncIterator[ipb.ImageChunk], context: Any
+    ) -> ipb.UploadDone:
+        async for c in request_iterator:
+            self.received += len(c.data)
+        return ipb.UploadDone()
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+async def lines() -> AsyncIterator[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        yield json.loads(line)
+
+
+def settings(pki: Layout, port: int) -> BrokerSettings:
+    return BrokerSettings(
+        name="gw-1",
+        tls=TlsSettings(
+            ca_file=str(pki.ca_cert),
+            cert_file=str(pki.broker_cert("gw-1")),
+            key_file=str(pki.broker_key("gw-1")),
+            trust_domain=TRUST_DOMAIN,
+        ),
+        gateway=GatewaySettings(listen=f"127.0.0.1:{port}", max_message_bytes=8 << 20),
+    )
+
+
+async def role_broker(pki: Layout, port: int) -> None:
+    relay = Relay(TRUST_DOMAIN)
+    server = gateway_server.build(settings(pki, port), None, relay)
+    await server.start()
+    emit(event="ready")
+    async for cmd in lines():
+        if cmd["op"] == "rss":
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            emit(event="rss", peak_mib=rss / 1024, buffered=relay.peak_buffered)
+    await server.stop(0.2)
+
+
+async def role_src(pki: Layout, broker: str, size: int, chunk: int, small: bytes) -> None:
+    channel = grpc.aio.secure_channel(broker, agent_credentials(pki, "src"), options=OPTIONS)
+    source = PatternSource(pattern(chunk), size, small)
+    server = ImageServer(channel, source)
+    task = asyncio.create_task(server.run())
+    await server.ready.wait()
+    emit(event="ready")
+    async for cmd in lines():
+        if cmd["op"] == "raw":
+            async with grpc.aio.secure_channel(
+                cmd["address"],
+                grpc.ssl_channel_credentials(
+                    pki.ca_cert.read_bytes(),
+                    pki.site_key("src").read_bytes(),
+                    pki.site_cert("src").read_bytes(),
+                ),
+                options=OPTIONS,
+            ) as raw:
+
+                async def msgs() -> AsyncIterator[ipb.ImageChunk]:
+                    async for c in source.chunks(BIG, 0, chunk):
+                        yield ipb.ImageChunk(offset=c.offset, data=c.data, sha256=c.sha256)
+
+                t = time.perf_counter()
+                await ipb_grpc.ImageTransferStub(raw).Upload(msgs())
+                emit(event="raw", seconds=time.perf_counter() - t)
+    task.cancel()
+
+
+async def role_dst(pki: Layout, broker: str, raw_port: int, chunk: int) -> None:
+    raw = grpc.aio.server(options=OPTIONS)
+    sink = RawSink()
+    ipb_grpc.add_ImageTransferServicer_to_server(sink, raw)
+    raw.add_secure_port(f"127.0.0.1:{raw_port}", gateway_server.credentials(settings(pki, 0)))
+    await raw.start()
+    chans = {
+        s: grpc.aio.secure_channel(broker, agent_credentials(pki, s), options=OPTIONS)
+        for s in ["dst", "one", *FANOUT]
+    }
+    stores = {s: MemoryBytes() for s in ["one", *FANOUT]}
+    servers = [ImageServer(chans[s], stores[s]) for s in FANOUT]
+    tasks = [asyncio.create_task(s.run()) for s in servers]
+    for s in servers:
+        await s.ready.wait()
+    emit(event="ready")
+    async for cmd in lines():
+        img = catalog.Image.from_dict(cmd["image"])
+        t = time.perf_counter()
+        if cmd["op"] == "pull":
+            await transfer.copy(
+                img, PullSource(chans["dst"], "src"), DigestSink(), chunk_size=chunk
+            )
+            emit(event="pull", seconds=time.perf_counter() - t)
+        elif cmd["op"] == "one":
+            await transfer.copy(
+                img, PullSource(chans["one"], "src"), stores["one"], chunk_size=chunk
+            )
+            emit(event="one", seconds=time.perf_counter() - t)
+        elif cmd["op"] == "fanout":
+
+            async def hop(h: Any, progress: Any, img: catalog.Image = img) -> None:
+                await transfer.copy(
+                    img,
+                    PullSource(chans[h.destination], h.source),
+                    stores[h.destination],
+                    chunk_size=chunk,
+                    progress=progress,
+                )
+
+            res = await fanout.run(img.id, [SiteId("src")], [SiteId(s) for s in FANOUT], hop)
+            emit(
+                event="fanout",
+                seconds=time.perf_counter() - t,
+                rounds=res.rounds,
+                failed=res.failed(),
+            )
+        elif cmd["op"] == "rawcount":
+            emit(event="rawcount", received=sink.received)
+    for task in tasks:
+        task.cancel()
+
+
+class Proc:
+    def __init__(self, args: list[str]) -> None:
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "tests.perf.replication", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def send(self, **cmd: Any) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.write(json.dumps(cmd) + "\n")
+        self.p.stdin.flush()
+
+    def read(self, event: str) -> dict[str, Any]:
+        assert self.p.stdout is not None
+        for line in self.p.stdout:
+            msg: dict[str, Any] = json.loads(line)
+            if msg.get("event") == event:
+                return msg
+        raise RuntimeError(f"process ended before {event!r}")
+
+    def close(self) -> None:
+        if self.p.stdin:
+            self.p.stdin.close()
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--fanout-mib", type=int, default=32)
+    ap.add_argument("--chunk-kib", type=int, default=1024)
+    ap.add_argument("--role", choices=["broker", "src", "dst"])
+    ap.add_argument("--pki")
+    ap.add_argument("--broker")
+    ap.add_argument("--port", type=int, default=0)
+    a = ap.parse_args()
+    size, chunk = a.size_mib << 20, a.chunk_kib << 10
+    small = random.Random(11).randbytes(a.fanout_mib << 20)
+    if a.role == "broker":
+        asyncio.run(role_broker(Layout(Path(a.pki)), a.port))
+        return
+    if a.role == "src":
+        asyncio.run(role_src(Layout(Path(a.pki)), a.broker, size, chunk, small))
+        return
+    if a.role == "dst":
+        asyncio.run(role_dst(Layout(Path(a.pki)), a.broker, a.port, chunk))
+        return
+    orchestrate(a, size, chunk, small)
+
+
+def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        make_pki(Path(tmp), ["src", "dst", "one", *FANOUT])
+        bport, rport = free_ports(2)
+        broker = f"127.0.0.1:{bport}"
+        common = [
+            "--pki",
+            tmp,
+            "--broker",
+            broker,
+            "--size-mib",
+            str(a.size_mib),
+            "--fanout-mib",
+            str(a.fanout_mib),
+            "--chunk-kib",
+            str(a.chunk_kib),
+        ]
+        b = Proc(["--role", "broker", "--port", str(bport), *common])
+        b.read("ready")
+        s = Proc(["--role", "src", *common])
+        s.read("ready")
+        d = Proc(["--role", "dst", "--port", str(rport), *common])
+        d.read("ready")
+        try:
+            big = catalog.Image(
+                id=BIG,
+                name="big",
+                size=size,
+                source_site=SiteId("src"),
+                sha256=pattern_sha256(pattern(chunk), size),
+                os_hash_value="",
+            )
+            sml = catalog.Image(
+                id=SMALL,
+                name="small",
+                size=len(small),
+                source_site=SiteId("src"),
+                sha256=hashlib.sha256(small).hexdigest(),
+            )
+            s.send(op="raw", address=f"127.0.0.1:{rport}")
+            raw_s = s.read("raw")["seconds"]
+            d.send(op="pull", image=big.to_dict())
+            relay_s = d.read("pull")["seconds"]
+            b.send(op="rss")
+            rss_single = b.read("rss")
+            d.send(op="one", image=sml.to_dict())
+            one_s = d.read("one")["seconds"]
+            d.send(op="fanout", image=sml.to_dict())
+            fan = d.read("fanout")
+            b.send(op="rss")
+            rss_all = b.read("rss")
+        finally:
+            for p in (d, s, b):
+                p.close()
+    mib = size / (1 << 20)
+    out = {
+        "size_mib": a.size_mib,
+        "chunk_kib": a.chunk_kib,
+        "raw_s": raw_s,
+        "raw_mib_s": mib / raw_s,
+        "relay_s": relay_s,
+        "relay_mib_s": mib / relay_s,
+        "ratio": raw_s / relay_s,
+        "fanout_mib": a.fanout_mib,
+        "one_s": one_s,
+        "fanout16_s": fan["seconds"],
+        "fanout_rounds": fan["rounds"],
+        "fanout_over_one": fan["seconds"] / one_s,
+        "fanout_failed": fan["failed"],
+        "broker_peak_rss_mib_after_single": rss_single["peak_mib"],
+        "broker_peak_rss_mib_after_fanout": rss_all["peak_mib"],
+        "broker_peak_buffered_chunks": rss_all["buffered"],
+    }
+    print(f"{'figure':<44}{'value':>14}")
+    for k, v in out.items():
+        print(f"{k:<44}{v:>14.3f}" if isinstance(v, float) else f"{k:<44}{v!s:>14}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The bandwidth cap on a driven clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from replication import errors
+from replication.throttle import Throttle
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.t += s
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "sends", "elapsed"),
+    [
+        (100.0, 100, [100], 0.0),  # the burst goes at once
+        (100.0, 100, [100, 100], 1.0),
+        (100.0, 100, [50] * 10, 4.0),
+        (1000.0, 10, [500], 0.49),
+        (10.0, 10, [10, 10, 10, 10], 3.0),
+    ],
+)
+async def test_rate_is_held(rate: float, burst: int, sends: list[int], elapsed: float) -> None:
+    c = Clock()
+    t = Throttle(rate, burst=burst, clock=c.now, sleep=c.sleep)
+    for n in sends:
+        await t.take(n)
+    assert c.t == pytest.approx(elapsed)
+    assert sum(sends) <= rate * c.t + burst + 1e-9
+
+
+async def test_shared_by_concurrent_streams() -> None:
+    c = Clock()
+    t = Throttle(100.0, burst=100, clock=c.now, sleep=c.sleep)
+    await asyncio.gather(*(t.take(50) for _ in range(8)))
+    assert c.t == pytest.approx(3.0)
+
+
+async def test_idle_time_refills_only_up_to_the_burst() -> None:
+    c = Clock()
+    t = Throttle(100.0, burst=100, clock=c.now, sleep=c.sleep)
+    c.t = 60.0
+    await t.take(300)
+    assert c.t == pytest.approx(62.0)
+
+
+def test_cap_must_be_positive() -> None:
+    with pytest.raises(errors.InvalidImage):
+        Throttle(0)

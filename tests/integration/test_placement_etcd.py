@@ -132,6 +132,10 @@ async def test_concurrent_api_placements_never_double_book(etcd_store: EtcdStore
     body["vdus"][0]["virtual_compute"]["num_virtual_cpu"] = 16  # 1 per cell (16 vCPUs)
     try:
         async with client_for(etcd_store) as api:
+            # what must stop the extra VNFs here is capacity, not the tenant's quota
+            unlimited = {"limits": {"cores": -1, "ram_mb": -1, "instances": -1, "ports": -1}}
+            resp = await api.put("/v1/quotas/acme-nfv", json=unlimited, headers=ADMIN)
+            assert resp.status_code == 200, resp.text
             answers = await asyncio.gather(
                 *(api.post("/v1/vnfs", json=body, headers=ADMIN) for _ in range(12))
             )

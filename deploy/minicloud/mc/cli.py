@@ -192,7 +192,7 @@ def parser() -> argparse.ArgumentParser:
         "--venv",
         type=Path,
         default=layout.default_venv_dir(),
-        help="services venv (default $MINICLOUD_VENV or ~/.cache/meridian/...)",
+        help="root of the services venvs (default $MINICLOUD_VENV or ~/.cache/meridian/...)",
     )
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("up", help="install what is missing and start K sites (idempotent)")
@@ -225,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     args.state_dir = args.state_dir.resolve()
-    args.venv = args.venv.resolve()
+    args.venv = args.venv.resolve() / layout.constraints_hash()
     try:
         code = args.func(args)
     except procs.StartError as exc:
@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
         os._exit(1)  # do not wait for sibling threads still polling
     except KeyboardInterrupt:
         os._exit(130)
+    except BrokenPipeError:  # output piped into head & co
+        os._exit(0)
     except Exception:  # a bug, not a service failure: show it, don't wait for threads
         traceback.print_exc()
         sys.stderr.flush()

@@ -1,18 +1,19 @@
 """Installs what the minicloud runs on, only when missing.
 
-- Debian packages for MariaDB, RabbitMQ (and a C compiler for uWSGI) via apt-get, with
-  one ``apt-get update`` first;
-- the services venv, from ``constraints.txt``. A stamp in the venv records the hash of the
-  constraints and the Python version; while it matches, nothing is installed.
+- Debian packages for MariaDB and RabbitMQ via apt-get, with one ``apt-get update`` first;
+- the services venv, from ``constraints.txt``, made with the ``python3`` running this tool,
+  in a directory named by the constraints' hash (``layout.constraints_hash``); a stamp
+  file marks it complete.
 """
 
 from __future__ import annotations
 
-import hashlib
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from . import layout
@@ -28,7 +29,9 @@ REQUIREMENTS = [
     "neutron-vpnaas",
     "networking-bgpvpn",
     "PyMySQL",
-    "uwsgi",
+    # the uWSGI project's binary wheel: the same server as the "uwsgi" sdist, without a
+    # ~40 s (55 CPU-s) C build on every fresh machine
+    "pyuwsgi",
     "openstacksdk",
     "python-openstackclient",
 ]
@@ -39,85 +42,79 @@ EPMD = "/usr/bin/epmd"
 
 
 def debian_packages(say) -> None:
-    """apt-get installs MariaDB / RabbitMQ / a compiler when their binaries are absent."""
+    """apt-get installs MariaDB / RabbitMQ when their binaries are absent."""
     need = []
     if not (os.path.exists(MARIADBD) and shutil.which("mariadb-install-db")):
         need.append("mariadb-server")
     if not (os.path.exists(RABBITMQ_SERVER) and os.path.exists(EPMD)):
         need.append("rabbitmq-server")
-    if not shutil.which("cc"):
-        need.append("gcc")  # uWSGI builds from source
     if not need:
         return
     if os.geteuid() != 0:
         raise StartError(f"need Debian packages {need}: run as root or install them")
-    say(f"installing Debian packages: {' '.join(need)}")
+    _apt(need, say)
+
+
+_apt_lock = threading.Lock()
+_apt_updated = False
+
+
+def _apt(packages: list[str], say) -> None:
+    """apt-get install, after one ``apt-get update`` per run (serialised: dpkg has one lock)."""
+    global _apt_updated
+    say(f"installing Debian packages: {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *need],
-    ):
-        res = subprocess.run(argv, env=env, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise StartError(f"{' '.join(argv)} failed:\n{(res.stdout + res.stderr)[-3000:]}")
-
-
-def _stamp_value() -> str:
-    h = hashlib.sha256(layout.CONSTRAINTS.read_bytes())
-    h.update(" ".join(REQUIREMENTS).encode())
-    h.update(sys.version.encode())
-    return h.hexdigest()
+    with _apt_lock:
+        wait = ["-o", "DPkg::Lock::Timeout=300"]  # another apt-get may hold the lock
+        steps = [] if _apt_updated else [["apt-get", *wait, "update", "-qq"]]
+        steps.append(
+            ["apt-get", *wait, "install", "-y", "-qq", "--no-install-recommends", *packages]
+        )
+        for argv in steps:
+            res = subprocess.run(argv, env=env, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise StartError(f"{' '.join(argv)} failed:\n{(res.stdout + res.stderr)[-3000:]}")
+        _apt_updated = True
 
 
 def venv_ready(venv: Path) -> bool:
-    stamp = venv / ".minicloud-stamp"
-    return stamp.exists() and stamp.read_text().strip() == _stamp_value()
-
-
-def _pip(python: Path, log: Path, args: list[str]) -> subprocess.Popen:
-    out = open(log, "w")
-    return subprocess.Popen(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--no-compile",
-            "--progress-bar",
-            "off",
-            "-c",
-            str(layout.CONSTRAINTS),
-            *args,
-        ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env=layout.venv_env(),
-    )
+    return (venv / ".minicloud-ready").exists()
 
 
 def services_venv(venv: Path, say) -> None:
-    """Creates/updates the services venv from constraints.txt unless its stamp matches.
+    """Creates the services venv from constraints.txt unless it is there and complete.
 
-    uWSGI builds from source (~40 s): a second pip builds it beside the main install."""
+    No byte-compiling at install (see ``layout.venv_env``). Serialised on a lock beside
+    the venv: state dirs share it."""
     if venv_ready(venv):
         return
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not venv_ready(venv):
+            _build_venv(venv, say)
+
+
+def _build_venv(venv: Path, say) -> None:
+    if venv.exists():  # an install that did not finish
+        shutil.rmtree(venv)
+    say(f"creating services venv {venv}")
     python = venv / "bin" / "python"
-    if not python.exists():
-        say(f"creating services venv {venv}")
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        res = subprocess.run(
-            [sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True
-        )
-        if res.returncode != 0:
-            raise StartError(f"python -m venv failed (python3-venv missing?):\n{res.stderr}")
-    say("installing OpenStack services into the venv (pinned; ~1.5 min without pip cache)")
-    main_log, uwsgi_log = venv / "pip.log", venv / "pip-uwsgi.log"
-    jobs = [
-        (_pip(python, main_log, [r for r in REQUIREMENTS if r != "uwsgi"]), main_log),
-        (_pip(python, uwsgi_log, ["--no-deps", "uwsgi"]), uwsgi_log),
-    ]
-    for proc, log in jobs:
-        if proc.wait() != 0:
-            raise StartError("pip install into the services venv failed", log)
-    (venv / ".minicloud-stamp").write_text(_stamp_value() + "\n")
+    argv = [sys.executable, "-m", "venv", str(venv)]
+    res = subprocess.run(argv, capture_output=True, text=True)
+    if res.returncode != 0 and sys.executable.startswith("/usr/bin/") and os.geteuid() == 0:
+        _apt(["python3-venv"], say)  # Debian's python3 ships venv without ensurepip
+        shutil.rmtree(venv, ignore_errors=True)
+        res = subprocess.run(argv, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise StartError(f"python -m venv failed (python3-venv missing?):\n{res.stderr}")
+    say("installing OpenStack services into the venv (pinned; ~1-2 min without pip cache)")
+    log = venv / "pip.log"
+    argv = [str(python), "-m", "pip", "install", "--no-compile", "--progress-bar", "off"]
+    argv += ["-c", str(layout.CONSTRAINTS), *REQUIREMENTS]
+    with open(log, "w") as out:
+        res = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=layout.venv_env())
+    if res.returncode != 0:
+        raise StartError("pip install into the services venv failed", log)
+    (venv / ".minicloud-ready").write_text(f"{layout.CONSTRAINTS.name} {venv.name}\n")
     say("services venv ready")

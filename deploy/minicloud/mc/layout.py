@@ -10,6 +10,7 @@ running cloud. Ports come from one block of 100 per state directory:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -35,10 +36,18 @@ def default_state_dir() -> Path:
     return Path(env).resolve() if env else REPO / ".state" / "minicloud"
 
 
-def default_venv_dir() -> Path:
-    """``$MINICLOUD_VENV``, else a cache dir shared by all clones on this machine.
+def constraints_hash() -> str:
+    """Names the venv made from the current ``constraints.txt``."""
+    return hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()[:12]
 
-    The venv outlives ``down --purge`` and fresh clones (CI), so it is installed once.
+
+def default_venv_dir() -> Path:
+    """Root of the services venvs: ``$MINICLOUD_VENV``, else a cache dir shared by all
+    clones on this machine; the venv itself is ``<root>/<constraints_hash()>``.
+
+    Venvs outlive ``down --purge`` and fresh clones (CI), so each is installed once; new pins
+    get a new venv beside the old one (venvs cannot be moved, and one in use must not be
+    rebuilt under its running services).
     """
     env = os.environ.get("MINICLOUD_VENV")
     if env:
@@ -140,7 +149,7 @@ class Layout:
             data = json.loads(path.read_text())
             return cls(
                 state_dir,
-                Path(data.get("venv", venv)),
+                venv,  # the caller's (flag, $MINICLOUD_VENV, default) wins over the record
                 data["base_port"],
                 data["secrets"],
                 data.get("sites", 0),

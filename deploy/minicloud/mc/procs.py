@@ -19,7 +19,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +80,6 @@ class Service:
     http: bool = False
     timeout: float = 90.0
     settle: float = 3.0
-    ready: Callable[[], bool] | None = None  # extra readiness probe, after the port
 
     @property
     def slug(self) -> str:
@@ -175,7 +173,7 @@ def wait_healthy(svc: Service) -> None:
             ok = _answers(svc.port, svc.http)
         else:
             ok = time.monotonic() - started >= svc.settle
-        if ok and (svc.ready is None or svc.ready()):
+        if ok:
             return
         if time.monotonic() > deadline:
             what = f"port {svc.port}" if svc.port else "readiness"

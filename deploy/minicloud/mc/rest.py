@@ -13,8 +13,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from .procs import StartError
 
-class RestError(Exception):
+
+class RestError(StartError):
+    """An API call failed (status 0: no answer); fails ``up`` like a service would."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
@@ -72,7 +76,7 @@ class Session:
                     time.sleep(1)
                     continue
                 raise RestError(exc.code, f"{method} {url}: {msg}") from exc
-            except (urllib.error.URLError, ConnectionError) as exc:
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
                 if attempt == 4:
                     raise RestError(0, f"{method} {url}: {exc}") from exc
                 time.sleep(1)

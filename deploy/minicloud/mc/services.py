@@ -38,38 +38,20 @@ APIS = {
 }
 
 
+# one worker with four threads is plenty for tests and keeps memory down
+UWSGI_FLAGS = (
+    "--master --processes 1 --threads 4 --enable-threads --lazy-apps --need-app "
+    "--die-on-term --buffer-size 65535 --wsgi-disable-file-wrapper --http-auto-chunked "
+    "--chunked-input-limit 4096000 --disable-logging --log-4xx --log-5xx"
+).split()
+
+
 def _uwsgi(lay: Layout, site: Site, service: str, files: list[Path]) -> Service:
     module, env_of = APIS[service]
     argv = [
-        lay.bin("uwsgi"),
-        "--http-socket",
-        f"{layout.HOST}:{site.port(service)}",
-        "--module",
-        f"{module}:application",
-        "--virtualenv",
-        str(lay.venv),
-        "--procname-prefix",
-        f"minicloud-{site.name}-",
-        "--master",
-        "--processes",
-        "1",
-        "--threads",
-        "4",
-        "--enable-threads",
-        "--lazy-apps",
-        "--need-app",
-        "--die-on-term",
-        "--buffer-size",
-        "65535",
-        "--add-header",
-        "Connection: close",
-        "--wsgi-disable-file-wrapper",
-        "--http-auto-chunked",
-        "--chunked-input-limit",
-        "4096000",
-        "--disable-logging",
-        "--log-4xx",
-        "--log-5xx",
+        *(lay.bin("uwsgi"), "--http-socket", f"{layout.HOST}:{site.port(service)}"),
+        *("--module", f"{module}:application", "--virtualenv", str(lay.venv)),
+        *("--add-header", "Connection: close", *UWSGI_FLAGS),
     ]
     return Service(
         f"{site.name}/{service}",
@@ -80,7 +62,7 @@ def _uwsgi(lay: Layout, site: Site, service: str, files: list[Path]) -> Service:
         config_files=files,
         port=site.port(service),
         http=True,
-        timeout=120,
+        timeout=180,  # nova-api imports for a while on a busy 2-core machine
     )
 
 

@@ -9,6 +9,8 @@ With everything already running and unchanged, each phase is a no-op.
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -21,15 +23,19 @@ AGENT_REPORT_MAX_AGE = 12 * 3600  # agent_down_time is a day: re-report twice as
 
 
 class Progress:
-    """Prints one line per step, with the time since ``up`` began."""
+    """Prints one line per step, with the time since ``up`` began (thread-safe)."""
 
     def __init__(self, quiet: bool = False) -> None:
         self.t0 = time.monotonic()
         self.quiet = quiet
+        self.lock = threading.Lock()
 
     def __call__(self, message: str) -> None:
         if not self.quiet:
-            print(f"[minicloud {time.monotonic() - self.t0:6.1f}s] {message}", flush=True)
+            line = f"[minicloud {time.monotonic() - self.t0:6.1f}s] {message}\n"
+            with self.lock:
+                sys.stdout.write(line)
+                sys.stdout.flush()
 
 
 def parallel(tasks: list[Callable[[], object]], workers: int = 4) -> None:
@@ -75,10 +81,15 @@ def infrastructure(lay: Layout, say: Progress) -> None:
 
 
 def stop_extra_sites(lay: Layout, say: Progress) -> None:
-    for pid_file in sorted(lay.run_dir.glob("site*-*.pid")):
-        index = int(pid_file.name[4:].split("-", 1)[0])
-        if index > lay.sites_count and procs.stop(pid_file):
-            say(f"stopped {pid_file.stem} (site beyond --sites {lay.sites_count})")
+    """Stops the processes of sites numbered above ``--sites`` (their data stays)."""
+    extra = [
+        p
+        for p in lay.run_dir.glob("site*-*.pid")
+        if int(p.name[4:].split("-", 1)[0]) > lay.sites_count
+    ]
+    parallel([lambda p=p: procs.stop(p, timeout=5) for p in extra], workers=len(extra) or 1)
+    if extra:
+        say(f"stopped {len(extra)} process(es) of sites beyond --sites {lay.sites_count}")
 
 
 def keystone_chain(
@@ -122,10 +133,11 @@ def up(lay: Layout, say: Progress) -> None:
 
     tasks = [keystone_chain(lay, s, files[s.name], say) for s in sites]
     syncs = [f for s in sites for n, f in bootstrap.db_steps(lay, s).items() if n != "db-keystone"]
-    if syncs:
-        say(f"creating schemas ({len(syncs) + len(sites)} sync jobs), starting keystone")
+    pending = len(syncs) + sum(bool(bootstrap.db_steps(lay, s, only="db-keystone")) for s in sites)
+    if pending:
+        say(f"creating schemas ({pending} sync jobs), starting keystone")
     parallel(tasks + syncs, workers=3)
-    if syncs:
+    if pending:
         say("schemas done")
 
     control = [svc for s in sites for svc in services.control(lay, s, files[s.name])]
@@ -133,33 +145,42 @@ def up(lay: Layout, say: Progress) -> None:
     computes = [svc for s in sites for svc in services.computes(lay, s, files[s.name])]
     started += start_and_wait(computes, say)
     restarted = {svc.name for svc in started}
-
-    def agents(site: Site) -> None:
-        if f"{site.name}/neutron-rpc-server" in restarted or not bootstrap.done(
-            site, "agents", AGENT_REPORT_MAX_AGE
-        ):
-            bootstrap.report_agents(lay, site)
-            bootstrap.mark(site, "agents")
-            say(f"{site.name}: OVS agents registered for the compute hosts")
-
-    def nova_ready(site: Site) -> None:
-        if any(n.startswith(f"{site.name}/nova") for n in restarted) or not bootstrap.done(
-            site, "discovered"
-        ):
-            bootstrap.wait_computes(lay, site)
-            if not bootstrap.done(site, "discovered"):
-                bootstrap.discover_hosts(lay, site)
-                bootstrap.mark(site, "discovered")
-            say(f"{site.name}: nova services and both computes up")
-
-    def test_resources(site: Site) -> None:
-        if not bootstrap.done(site, "resources"):
-            resources.ensure(lay, site)
-            bootstrap.mark(site, "resources")
-            say(f"{site.name}: test image, flavor and network created")
-
     parallel(
-        [lambda s=s, f=f: f(s) for s in sites for f in (agents, nova_ready, test_resources)],
+        [lambda s=s, f=f: f(lay, s, restarted, say) for s in sites for f in FINISH],
         workers=6,
     )
     clouds.write(lay)
+
+
+def agents(lay: Layout, site: Site, restarted: set[str], say: Progress) -> None:
+    """OVS agent reports: after neutron-rpc-server (re)started, or twice a day."""
+    if f"{site.name}/neutron-rpc-server" in restarted or not bootstrap.done(
+        site, "agents", AGENT_REPORT_MAX_AGE
+    ):
+        bootstrap.report_agents(lay, site)
+        bootstrap.mark(site, "agents")
+        say(f"{site.name}: OVS agents registered for the compute hosts")
+
+
+def nova_ready(lay: Layout, site: Site, restarted: set[str], say: Progress) -> None:
+    """Waits for nova's services after any of them (re)started; maps hosts the first time."""
+    if any(n.startswith(f"{site.name}/nova") for n in restarted) or not bootstrap.done(
+        site, "discovered"
+    ):
+        bootstrap.wait_computes(lay, site)
+        if not bootstrap.done(site, "discovered"):
+            bootstrap.discover_hosts(lay, site)
+            bootstrap.mark(site, "discovered")
+        say(f"{site.name}: nova services and both computes up")
+
+
+def test_resources(lay: Layout, site: Site, restarted: set[str], say: Progress) -> None:
+    """The image, flavor and network tests rely on, once."""
+    if not bootstrap.done(site, "resources"):
+        resources.ensure(lay, site)
+        bootstrap.mark(site, "resources")
+        say(f"{site.name}: test image, flavor and network created")
+
+
+# per site, in parallel, after every process runs
+FINISH = (agents, nova_ready, test_resources)

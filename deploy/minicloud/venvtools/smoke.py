@@ -5,7 +5,7 @@ Runs with the services venv's python and ``OS_CLIENT_CONFIG_FILE`` set:
 both Glance file stores. Site N: a flavor with ``hw:cpu_policy`` (round-trips; the fake
 driver does not pin), a server on ``minicloud-net`` as the member user -> ACTIVE with its
 port bound by the openvswitch driver, an image copied to store fs2 with ``copy-image``,
-an IKE policy; then everything it made is deleted.
+an IKE policy, a BGPVPN with a network association; then everything it made is deleted.
 """
 
 from __future__ import annotations
@@ -48,6 +48,17 @@ def wait_for(predicate, timeout: float, what: str):
         time.sleep(0.5)
 
 
+def _delete_image(conn, img) -> None:
+    for attempt in range(3):
+        try:
+            conn.image.delete_image(img, ignore_missing=True)
+            return
+        except openstack.exceptions.HttpException:
+            if attempt == 2:
+                raise
+            time.sleep(2)
+
+
 def server_roundtrip(cloud: str) -> None:
     t0 = [time.monotonic()]
     admin = openstack.connect(cloud=cloud)
@@ -76,7 +87,11 @@ def server_roundtrip(cloud: str) -> None:
         member.compute.wait_for_delete(server, wait=120)
         admin.compute.delete_flavor(flavor)
     step("server and flavor deleted", t0)
+    extras(admin, member, net, tag, t0)
 
+
+def extras(admin, member, net, tag: str, t0: list[float]) -> None:
+    """Glance copy-image to fs2, a VPNaaS IKE policy, a BGPVPN network association."""
     img = admin.image.create_image(
         name=f"mc-smoke-{tag}",
         disk_format="raw",
@@ -86,18 +101,33 @@ def server_roundtrip(cloud: str) -> None:
     )
     try:
         admin.image.import_image(img, method="copy-image", stores=["fs2"])
-        wait_for(
-            lambda: "fs2" in admin.image.get_image(img).properties.get("stores", ""),
-            60,
-            "copy-image to fs2",
-        )
+
+        def copied() -> bool:
+            props = admin.image.get_image(img).properties
+            # the import task writes these last; deleting before that races it (HTTP 500)
+            return "fs2" in props.get("stores", "") and not props.get(
+                "os_glance_importing_to_stores"
+            )
+
+        wait_for(copied, 60, "copy-image to fs2")
         step("image copied to store fs2 (copy-image)", t0)
     finally:
-        admin.image.delete_image(img)
+        _delete_image(admin, img)
 
     ike = admin.network.create_vpn_ike_policy(name=f"mc-smoke-{tag}", auth_algorithm="sha256")
     admin.network.delete_vpn_ike_policy(ike)
     step("VPNaaS IKE policy created and deleted", t0)
+
+    # BGPVPN, network and association must share a project: the tenant's
+    bgpvpn = admin.network.create_bgpvpn(
+        name=f"mc-smoke-{tag}", route_targets=["64512:1"], project_id=member.current_project_id
+    )
+    try:
+        assoc = member.network.create_bgpvpn_network_association(bgpvpn, network_id=net.id)
+        member.network.delete_bgpvpn_network_association(bgpvpn, assoc)
+    finally:
+        admin.network.delete_bgpvpn(bgpvpn)
+    step("BGPVPN created, network associated (as the tenant), deleted", t0)
 
 
 def main() -> int:

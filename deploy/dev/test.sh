@@ -19,4 +19,9 @@ if [ $# -eq 0 ]; then
     lint-imports
 fi
 step "pytest"
-exec pytest "$@"
+# The openstack tier (real OpenStack from deploy/minicloud, minutes to start) runs when
+# MERIDIAN_TEST_OPENSTACK=1; it is not yet part of the default run (see README).
+if [ "${MERIDIAN_TEST_OPENSTACK:-0}" = 1 ]; then
+    exec pytest "$@"
+fi
+exec pytest -m "not openstack" "$@"

@@ -21,10 +21,17 @@ case "$which" in
         sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
-    failover | detection | fanin | all) ;;
-    *)
-        echo "unknown benchmark: $which (failover, detection, fanin or all)" >&2
+    all) ;;
+    harness | rawelection | rawstream | swarm | __init__)
+        echo "$which is a helper of the benchmarks, not a benchmark" >&2
         exit 2
+        ;;
+    *)
+        # any runnable module of tests/perf (failover, detection, fanin, ...)
+        if [ ! -f "tests/perf/$which.py" ]; then
+            echo "unknown benchmark: $which (failover, detection, fanin or all)" >&2
+            exit 2
+        fi
         ;;
 esac
 bash deploy/dev/bootstrap.sh

@@ -47,7 +47,8 @@ class Trial:
 class Bench:
     def __init__(self, fed: Federation, state: Path, probes: int) -> None:
         self.fed = fed
-        self.probes = [f"probe-{i}" for i in range(1, probes + 1)]
+        # spread over the replicas: streams held by the leader and by followers alike
+        self.probes = harness.spread_sites("probe", probes, fed.brokers)
         self.raw_sites = [f"raw-{i}" for i in range(1, probes + 1)]
         self.state = state
         self.server: Helper | None = None
@@ -251,6 +252,8 @@ def summarize(
         ],
     )
     verdict = harness.verdict(detect.get("p99"), TARGET_P99_MS)
+    if verdict != "PASS":
+        report.trouble.append(f"detection p99 target: {verdict}")
     hb, bound = loaded.gateway.heartbeat_interval, loaded.health.down_after
     report.note(f"target: detection p99 ≤ {TARGET_P99_MS} ms → {verdict}")
     report.note(
@@ -279,6 +282,8 @@ def summarize(
     if idle is not None:
         ok = "PASS" if idle["site_down_events"] == 0 else "FAIL"
         figures["false_down_verdict"] = ok
+        if ok != "PASS":
+            report.trouble.append(f"{idle['site_down_events']} false site.down events")
         report.table(
             "False-DOWN check (idle agents)",
             ["agents", "per process", "idle s", "heartbeat s", "DOWN after s",
@@ -312,7 +317,7 @@ def main() -> None:
         args.trials = min(args.trials, 5)
         args.idle_seconds = min(args.idle_seconds, 30.0)
     report = harness.Report("detection")
-    with harness.state_dir("detection", args.keep_state) as state:
+    with harness.state_dir("detection", args.keep_state, report) as state:
         run(args, state, report)
     report.emit()
 

@@ -28,7 +28,6 @@ import functools
 import json
 import signal
 import time
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,17 +56,6 @@ class Trial:
     running_ms: float
     floor_expired_ms: float = 0.0
     floor_ms: float = 0.0
-
-
-def probe_names(brokers: int) -> list[str]:
-    """One probe site per replica: the agent's first choice is crc32(site) % brokers."""
-    names: dict[int, str] = {}
-    k = 0
-    while len(names) < brokers:
-        name = f"probe-{k:02d}"
-        names.setdefault(zlib.crc32(name.encode()) % brokers, name)
-        k += 1
-    return [names[r] for r in range(brokers)]
 
 
 class Bench:
@@ -237,7 +225,7 @@ class Floor:
 
 def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
     fed = Federation(state=state / "fed", brokers=args.brokers)
-    probes = probe_names(args.brokers)
+    probes = harness.spread_sites("probe", args.brokers, args.brokers)
     background = [f"bg-{i:02d}" for i in range(1, args.sites + 1)]
     bench: Bench | None = None
     floor: Floor | None = None
@@ -321,6 +309,8 @@ def summarize(
         rows,
     )
     verdict = harness.verdict(running.get("p99"), TARGET_P99_MS)
+    if verdict != "PASS":
+        report.trouble.append(f"failover p99 target: {verdict}")
     report.note(
         "controllers running = the new leader's first fenced controller write (its site "
         "health verdict on a probe site paused until DOWN, resumed at the kill), as it "
@@ -363,7 +353,7 @@ def main() -> None:
     if args.quick:
         args.trials = min(args.trials, 3)
     report = harness.Report("failover")
-    with harness.state_dir("failover", args.keep_state) as state:
+    with harness.state_dir("failover", args.keep_state, report) as state:
         run(args, state, report)
     report.emit()
 

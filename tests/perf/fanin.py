@@ -11,15 +11,23 @@ and reconciler; each agent its own certificate, channel and stream), heartbeatin
 2. Meridian -- the agents dial one broker replica (with etcd), which records every
    heartbeat in etcd, judges health as leader and serves the API.
 
-Figures per phase:
+Connecting, twice if need be:
 
-- time until every agent shows connected: Meridian, every site UP (the last ``site.up``
-  event's ``at_ms``; the API is also polled); baseline, the server holding every stream;
-  both from the moment the swarm processes are started (their start-up included);
-- heartbeat lag: ack round trips the agents measured (``SessionStats.lags_ms``) over a
-  steady window after a settling pause (p50/p99, nearest rank);
-- CPU of the server process over that window, from ``/proc/<pid>/stat`` (% of one core),
-  and of etcd and the agent swarm for context;
+- all at once (a herd: what a broker restart causes) -- the time until every agent shows
+  connected, from the start of the swarm processes (their start-up included): Meridian,
+  every site's health verdict UP (read from etcd, so the observer costs the broker
+  nothing; the time is the newest verdict's own ``since_ms``); baseline, the server
+  holding every stream. Bounded by ``--herd-timeout``;
+- if the herd has not converged by then, the swarms are stopped, every site is let go
+  DOWN, and the agents start again spread over ``--ramp`` seconds (each at a random
+  moment), which gives the time to all UP under a paced arrival.
+
+Then, once all are connected, a steady window after ``--settle`` seconds:
+
+- heartbeat lag: ack round trips the agents measured (``SessionStats.lags_ms``);
+  p50/p99, nearest rank;
+- CPU of the server process over the window, from ``/proc/<pid>/stat`` (% of one core),
+  and of etcd and the agent swarms for context;
 - RSS: ``VmRSS`` of the server before the agents dial and after the window; the
   difference divided by the number of agents is the memory per site.
 
@@ -32,17 +40,21 @@ import argparse
 import concurrent.futures
 import json
 import signal
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from broker import settings as broker_settings
 from broker.devfed import procs
 from broker.devfed.federation import Federation, toml
 from broker.pki import authority
+from broker.store import keys
 from tests.perf import harness
 from tests.perf.harness import Helper, say
 
@@ -50,8 +62,10 @@ from tests.perf.harness import Helper, say
 @dataclass
 class Phase:
     name: str
-    connect_s: float = 0.0
-    connect_how: str = ""
+    herd_s: float | None = None
+    herd_how: str = ""
+    ramp_s: float | None = None
+    ramp_how: str = "not needed"
     window_s: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
     rss_before_kib: int = 0
@@ -69,14 +83,20 @@ class Phase:
 class Swarms:
     """The agent processes of one phase, and the lag windows cut out of them."""
 
-    def __init__(self, name: str, groups: list[list[Path]], state: Path) -> None:
+    def __init__(self, name: str, groups: list[list[Path]], state: Path, ramp: float = 0.0) -> None:
         self.name = name
         self.stats = state / "stats"
         self.procs: list[procs.Proc] = []
         for i, configs in enumerate(groups, 1):
             proc_name = f"{name}-{i}"
             argv = harness.python_module(
-                "tests.perf.swarm", "--stats-dir", str(self.stats), "--name", proc_name,
+                "tests.perf.swarm",
+                "--stats-dir",
+                str(self.stats),
+                "--name",
+                proc_name,
+                "--ramp",
+                str(ramp),
                 *[f"--config={c}" for c in configs],
             )
             self.procs.append(procs.start(proc_name, argv, state / "logs" / f"{proc_name}.log"))
@@ -157,18 +177,25 @@ def groups_of(paths: list[Path], processes: int) -> list[list[Path]]:
     return [paths[i : i + size] for i in range(0, len(paths), size)]
 
 
-def raw_phase(
-    fed: Federation, sites: list[str], state: Path, args: argparse.Namespace
-) -> Phase:
+def raw_phase(fed: Federation, sites: list[str], state: Path, args: argparse.Namespace) -> Phase:
     phase = Phase("baseline")
     pki = fed.pki
     address = f"127.0.0.1:{harness.free_port()}"
     server = Helper(
         "raw-server",
         harness.python_module(
-            "tests.perf.rawstream", "server", "--listen", address, "--ca", str(pki.ca_cert),
-            "--cert", str(pki.broker_cert("broker-1")), "--key", str(pki.broker_key("broker-1")),
-            "--heartbeat-ms", str(int(args.heartbeat * 1000)),
+            "tests.perf.rawstream",
+            "server",
+            "--listen",
+            address,
+            "--ca",
+            str(pki.ca_cert),
+            "--cert",
+            str(pki.broker_cert("broker-1")),
+            "--key",
+            str(pki.broker_key("broker-1")),
+            "--heartbeat-ms",
+            str(int(args.heartbeat * 1000)),
         ),
         state / "logs" / "raw-server.log",
     )
@@ -189,12 +216,17 @@ def raw_phase(
         say(f"baseline: {len(sites)} agents → bare mTLS server")
         t0 = time.time()
         swarms = Swarms("raw-swarm", groups_of(configs, args.processes), state)
-        line = server.expect(
-            lambda line: line["event"] == "streams" and line["n"] >= len(sites), args.up_timeout
-        )
-        phase.connect_s = round(line["t"] - t0, 2)
-        phase.connect_how = "server holds every stream"
-        say(f"baseline: all {len(sites)} streams up after {phase.connect_s} s")
+        try:
+            line = server.expect(
+                lambda line: line["event"] == "streams" and line["n"] >= len(sites),
+                args.herd_timeout,
+            )
+            phase.herd_s = round(line["t"] - t0, 2)
+            phase.herd_how = "server holds every stream"
+            say(f"baseline: all {len(sites)} streams up after {phase.herd_s} s")
+        except TimeoutError:
+            phase.herd_how = f"NOT REACHED after {args.herd_timeout:.0f} s"
+            say(f"baseline: not every stream up after {args.herd_timeout:.0f} s")
         measure(phase, swarms, {"server": [server.pid]}, server.pid, args)
     finally:
         if swarms is not None:
@@ -203,17 +235,114 @@ def raw_phase(
     return phase
 
 
-def all_up(fed: Federation, sites: list[str]) -> bool:
-    rows = fed.api_get("/v1/sites", timeout=30.0)["sites"]
-    up = {row["id"] for row in rows if row["health"] == "UP"}
-    return up.issuperset(sites)
+class UpTracker:
+    """Every site's health verdict and the leader, read straight from etcd twice a second.
+
+    Nothing is asked of the broker: polling its API instead would measure the observer
+    (one ``GET /v1/sites`` over 1,000 sites costs the replica's event loop as much as
+    hundreds of heartbeats). The moment all are UP is the newest verdict's ``since_ms``,
+    stamped by the leader itself, so the polling period does not blur it.
+    """
+
+    def __init__(self, client: Any, root: str, sites: list[str], every: float = 0.5) -> None:
+        self._client = client
+        self._prefix = root + keys.HEALTH
+        self._leader_key = root + keys.LEADER
+        self._wanted = set(sites)
+        self._state: dict[str, str] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self.downs = 0
+        self.peak = 0
+        self.leader = "?"
+        self.fence = 0
+        self.new_terms = 0
+        self.errors = 0
+        self.all_up_at: float | None = None
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                self._poll()
+            except Exception:  # etcd busy or restarting: count it, try again
+                self.errors += 1
+
+    def _poll(self) -> None:
+        state: dict[str, str] = {}
+        newest = 0
+        for value, meta in self._client.get_prefix(self._prefix):
+            site = meta.key.decode()[len(self._prefix) :]
+            if site in self._wanted:
+                verdict = json.loads(value)
+                state[site] = verdict["state"]
+                if verdict["state"] == "UP":
+                    newest = max(newest, int(verdict["since_ms"]))
+        value, meta = self._client.get(self._leader_key)
+        with self._cond:
+            self.leader = value.decode() if value else "none"
+            fence = int(meta.create_revision) if value else 0
+            if fence and fence != self.fence:
+                self.new_terms += 1
+            self.fence = fence
+            self.downs += sum(
+                1 for site, st in state.items() if st == "DOWN" and self._state.get(site) == "UP"
+            )
+            self._state = state
+            up = self.up()
+            self.peak = max(self.peak, up)
+            if self.all_up_at is None and up == len(self._wanted):
+                self.all_up_at = newest / 1000
+            self._cond.notify_all()
+
+    def up(self) -> int:
+        return sum(1 for state in self._state.values() if state == "UP")
+
+    def reset(self) -> None:
+        with self._cond:
+            self.new_terms = 0
+            self.downs = 0
+            self.peak = self.up()
+            self.all_up_at = None
+
+    def wait(self, done: Callable[[], bool], timeout: float, progress: float = 15.0) -> bool:
+        deadline = time.monotonic() + timeout
+        next_say = time.monotonic() + progress
+        with self._cond:
+            while not done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 1.0))
+                if time.monotonic() >= next_say:
+                    next_say += progress
+                    say(
+                        f"  {self.up()}/{len(self._wanted)} UP (peak {self.peak}), "
+                        f"{self.downs} UP→DOWN so far; leader: {self.leader}"
+                    )
+            return True
+
+    def wait_all_up(self, timeout: float) -> float | None:
+        """Wall time at which every site was UP, or None at the timeout."""
+        self.wait(lambda: self.all_up_at is not None, timeout)
+        return self.all_up_at
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 def meridian_phase(
-    fed: Federation, sites: list[str], state: Path, args: argparse.Namespace
+    fed: Federation,
+    sites: list[str],
+    state: Path,
+    args: argparse.Namespace,
+    report: harness.Report,
 ) -> Phase:
     phase = Phase("Meridian")
     swarms: Swarms | None = None
+    tracker: UpTracker | None = None
     try:
         etcd = fed.start_etcd()
         broker = fed.start_broker("broker-1")
@@ -222,69 +351,149 @@ def meridian_phase(
         say(f"Meridian: {len(sites)} sites registered in {phase.extra['register_s']} s")
         time.sleep(2)
         phase.rss_before_kib = harness.rss_kib(broker.pid)
-        configs = [fed.agent_config(site) for site in sites]
-        say(f"Meridian: {len(sites)} agents → broker-1")
+        groups = groups_of([fed.agent_config(site) for site in sites], args.processes)
+        root = broker_settings.load(fed.state / "brokers" / "broker-1.toml").etcd.root
+        tracker = UpTracker(harness.etcd_client(fed.etcd_endpoint), root, sites)
+        say(f"Meridian: {len(sites)} agents → broker-1, all at once")
         t0 = time.time()
-        swarms = Swarms("swarm", groups_of(configs, args.processes), state)
-        fed.running.update({p.name: p for p in swarms.procs})
-        harness.wait_for(
-            lambda: all_up(fed, sites), args.up_timeout, f"all {len(sites)} sites UP", every=0.2
-        )
-        polled = round(time.time() - t0, 2)
-        ups = [
-            e for e in fed.api_get("/v1/events?limit=1000", timeout=30.0)["events"]
-            if e["kind"] == "site.up" and e["at_ms"] >= t0 * 1000
-        ]
-        if len({e["subject"] for e in ups}) == len(sites):
-            phase.connect_s = round(max(e["at_ms"] for e in ups) / 1000 - t0, 2)
-            phase.connect_how = "last site.up event"
+        swarms = Swarms("swarm", groups, state)
+        all_up = tracker.wait_all_up(args.herd_timeout)
+        if all_up is not None:
+            phase.herd_s = round(all_up - t0, 2)
+            phase.herd_how = "newest UP verdict's since_ms"
+            phase.extra["herd_leader_terms"] = tracker.new_terms
+            say(f"Meridian: all {len(sites)} UP after {phase.herd_s} s")
         else:
-            phase.connect_s = polled
-            phase.connect_how = "API poll (every 0.2 s + request time)"
-        phase.extra["all_up_polled_s"] = polled
-        say(f"Meridian: all {len(sites)} UP after {phase.connect_s} s")
+            herd = swarms.dump()
+            phase.herd_how = (
+                f"NOT REACHED in {args.herd_timeout:.0f} s: peak {tracker.peak} UP, "
+                f"{tracker.up()} UP at the end, {tracker.downs} UP→DOWN verdicts, "
+                f"{tracker.new_terms} leader terms, "
+                f"{sum(d['connects'] for d in herd)} stream attempts, "
+                f"{sum(d['welcomed'] for d in herd)} welcomed"
+            )
+            phase.extra["herd"] = {
+                "peak_up": tracker.peak,
+                "up_at_timeout": tracker.up(),
+                "up_to_down": tracker.downs, "leader_terms": tracker.new_terms,
+                "welcomed_streams": sum(d["welcomed"] for d in herd),
+                "connect_attempts": sum(d["connects"] for d in herd),
+            }
+            say(f"Meridian: {phase.herd_how}; stopping the agents and ramping instead")
+            report.trouble.append(f"connect all at once {phase.herd_how}")
+            swarms.stop()
+            swarms = None
+            # every stream is closed now: a working leader marks every site DOWN at once
+            if not tracker.wait(lambda: tracker.up() == 0, 60):
+                stuck = (
+                    f"{tracker.up()} sites still UP 60 s after every agent stopped: the "
+                    f"leader ({tracker.leader}) runs no controllers; broker-1 restarted "
+                    "before the ramp"
+                )
+                say(f"Meridian: {stuck}")
+                report.trouble.append(stuck)
+                phase.extra["broker_restarted_before_ramp"] = stuck
+                fed.running["broker-1"].stop()
+                broker = fed.start_broker("broker-1")
+                if not tracker.wait(lambda: tracker.up() == 0, 60):
+                    say(f"  {tracker.up()} sites still UP; ramping anyway")
+                phase.rss_before_kib = harness.rss_kib(broker.pid)
+            tracker.reset()
+            say(f"Meridian: {len(sites)} agents → broker-1, spread over {args.ramp:.0f} s")
+            t1 = time.time()
+            swarms = Swarms("swarm-ramp", groups, state, ramp=args.ramp)
+            all_up = tracker.wait_all_up(args.up_timeout)
+            if all_up is None:
+                phase.ramp_how = (
+                    f"NOT REACHED in {args.up_timeout:.0f} s: peak {tracker.peak} UP, "
+                    f"{tracker.up()} UP at the end"
+                )
+                say(f"Meridian: {phase.ramp_how}; measuring the window anyway")
+                report.trouble.append(f"ramped connect {phase.ramp_how}")
+            else:
+                phase.ramp_s = round(all_up - t1, 2)
+                phase.extra["ramp_leader_terms"] = tracker.new_terms
+                phase.ramp_how = f"ramp {args.ramp:.0f} s; newest UP verdict's since_ms"
+                say(f"Meridian: all {len(sites)} UP after {phase.ramp_s} s")
+        fed.running.update({p.name: p for p in swarms.procs})
+        tracker.reset()
         pids = {"broker": [broker.pid], "etcd": [etcd.pid]}
         measure(phase, swarms, pids, broker.pid, args)
-        downs = [
-            e for e in fed.api_get("/v1/events?limit=1000", timeout=30.0)["events"]
-            if e["kind"] == "site.down" and e["at_ms"] >= t0 * 1000
-        ]
-        phase.extra["site_down_events"] = len(downs)
+        phase.extra["up_at_window_end"] = tracker.up()
+        phase.extra["up_to_down_after_connect"] = tracker.downs
+        phase.extra["leader_terms_after_connect"] = tracker.new_terms
     finally:
+        if tracker is not None:
+            tracker.close()
         if swarms is not None:
             swarms.stop()
         fed.down()
     return phase
 
 
-def summarize(report: harness.Report, phases: list[Phase], args: argparse.Namespace,
-              issue_s: float) -> None:
+def summarize(
+    report: harness.Report, phases: list[Phase], args: argparse.Namespace, issue_s: float
+) -> None:
     raw, mer = phases
     n = args.agents
     rate = {p.name: round(p.acked / p.window_s, 1) if p.window_s else 0.0 for p in phases}
+    herd_cell = mer.herd_s if mer.herd_s is not None else "NOT REACHED"
     rows: list[list[Any]] = [
-        ["time until all connected (s)", raw.connect_s, mer.connect_s,
-         harness.ratio(mer.connect_s, raw.connect_s)],
-        ["heartbeat lag p50 (ms)", raw.lags.get("p50"), mer.lags.get("p50"),
-         harness.ratio(mer.lags.get("p50"), raw.lags.get("p50"))],
-        ["heartbeat lag p99 (ms)", raw.lags.get("p99"), mer.lags.get("p99"),
-         harness.ratio(mer.lags.get("p99"), raw.lags.get("p99"))],
+        [
+            "all connected, all at once (s)",
+            raw.herd_s,
+            herd_cell,
+            harness.ratio(mer.herd_s, raw.herd_s),
+        ],
+        [f"all connected, ramped over {args.ramp:.0f} s (s)", raw.ramp_s, mer.ramp_s, None],
+        [
+            "heartbeat lag p50 (ms)",
+            raw.lags.get("p50"),
+            mer.lags.get("p50"),
+            harness.ratio(mer.lags.get("p50"), raw.lags.get("p50")),
+        ],
+        [
+            "heartbeat lag p99 (ms)",
+            raw.lags.get("p99"),
+            mer.lags.get("p99"),
+            harness.ratio(mer.lags.get("p99"), raw.lags.get("p99")),
+        ],
         ["heartbeat lag max (ms)", raw.lags.get("max"), mer.lags.get("max"), None],
         ["lag samples", raw.lags.get("n"), mer.lags.get("n"), None],
         ["acks per second", rate[raw.name], rate[mer.name], None],
-        ["server CPU (% of one core)", raw.cpu.get("server"), mer.cpu.get("broker"),
-         harness.ratio(mer.cpu.get("broker"), raw.cpu.get("server"))],
+        [
+            "server CPU (% of one core)",
+            raw.cpu.get("server"),
+            mer.cpu.get("broker"),
+            harness.ratio(mer.cpu.get("broker"), raw.cpu.get("server")),
+        ],
         ["etcd CPU (% of one core)", None, mer.cpu.get("etcd"), None],
-        ["agents CPU, all swarms (%)", raw.cpu.get("agents (all swarms)"),
-         mer.cpu.get("agents (all swarms)"), None],
-        ["server RSS before agents (MiB)", round(raw.rss_before_kib / 1024, 1),
-         round(mer.rss_before_kib / 1024, 1), None],
-        ["server RSS after (MiB)", round(raw.rss_after_kib / 1024, 1),
-         round(mer.rss_after_kib / 1024, 1), None],
-        ["RSS per site (KiB)", raw.rss_per_site_kib(n), mer.rss_per_site_kib(n),
-         harness.ratio(mer.rss_per_site_kib(n), raw.rss_per_site_kib(n))],
+        [
+            "agents CPU, all swarms (%)",
+            raw.cpu.get("agents (all swarms)"),
+            mer.cpu.get("agents (all swarms)"),
+            None,
+        ],
+        [
+            "server RSS before agents (MiB)",
+            round(raw.rss_before_kib / 1024, 1),
+            round(mer.rss_before_kib / 1024, 1),
+            None,
+        ],
+        [
+            "server RSS after (MiB)",
+            round(raw.rss_after_kib / 1024, 1),
+            round(mer.rss_after_kib / 1024, 1),
+            None,
+        ],
+        [
+            "RSS per site (KiB)",
+            raw.rss_per_site_kib(n),
+            mer.rss_per_site_kib(n),
+            harness.ratio(mer.rss_per_site_kib(n), raw.rss_per_site_kib(n)),
+        ],
         ["agents connected at window end", raw.connected, mer.connected, None],
-        ["stream reconnects", raw.reconnects, mer.reconnects, None],
+        ["stream reconnects (measured swarms)", raw.reconnects, mer.reconnects, None],
     ]
     report.table(
         f"Fan-in: {n} agents in {args.processes} processes, heartbeat {args.heartbeat} s, "
@@ -292,18 +501,33 @@ def summarize(report: harness.Report, phases: list[Phase], args: argparse.Namesp
         ["", "baseline (bare mTLS server)", "Meridian (broker-1 + etcd)", "Meridian / baseline"],
         rows,
     )
-    report.note(f"{n} site certificates issued in {issue_s:.1f} s "
-                f"({1000 * issue_s / n:.1f} ms each, EC P-256, 4 threads)")
-    report.note(f"{n} sites registered through the API in {mer.extra.get('register_s')} s "
-                "(8 concurrent clients)")
-    report.note(f"time until all connected: Meridian = {mer.connect_how}, "
-                f"baseline = {raw.connect_how}; from the start of the swarm processes")
-    report.note(f"site.down events during the Meridian phase: {mer.extra.get('site_down_events')}")
+    report.note(
+        f"{n} site certificates issued in {issue_s:.1f} s "
+        f"({1000 * issue_s / n:.1f} ms each, EC P-256, 4 threads)"
+    )
+    report.note(
+        f"{n} sites registered through the API in {mer.extra.get('register_s')} s "
+        "(8 concurrent clients)"
+    )
+    report.note(
+        f"all at once: Meridian = {mer.herd_how}; baseline = {raw.herd_how}; "
+        "timed from the start of the swarm processes"
+    )
+    report.note(f"ramped: Meridian = {mer.ramp_how}")
+    report.note(
+        f"after all were connected (settle + window, Meridian): "
+        f"{mer.extra.get('up_to_down_after_connect')} UP→DOWN verdicts, "
+        f"{mer.extra.get('leader_terms_after_connect')} new leader terms (the only replica "
+        f"losing and retaking its own lease), {mer.extra.get('up_at_window_end')}/{n} UP at "
+        "the end"
+    )
 
     def figures(p: Phase, server: str) -> dict[str, Any]:
         return {
-            "all_connected_s": p.connect_s,
-            "all_connected_how": p.connect_how,
+            "all_up_at_once_s": p.herd_s,
+            "all_up_at_once_how": p.herd_how,
+            "all_up_ramped_s": p.ramp_s,
+            "all_up_ramped_how": p.ramp_how,
             "heartbeat_lag_ms": p.lags,
             "acks_per_s": rate[p.name],
             "window_s": p.window_s,
@@ -312,7 +536,7 @@ def summarize(report: harness.Report, phases: list[Phase], args: argparse.Namesp
             "rss_before_mib": round(p.rss_before_kib / 1024, 1),
             "rss_after_mib": round(p.rss_after_kib / 1024, 1),
             "rss_per_site_kib": p.rss_per_site_kib(n),
-            "connected_at_end": p.connected,
+            "connected_at_window_end": p.connected,
             "reconnects": p.reconnects,
             **p.extra,
         }
@@ -323,6 +547,7 @@ def summarize(report: harness.Report, phases: list[Phase], args: argparse.Namesp
             "processes": args.processes,
             "heartbeat_interval_s": args.heartbeat,
             "down_after_s": args.down_after,
+            "ramp_s": args.ramp,
             "cert_issue_s": round(issue_s, 2),
             "meridian": figures(mer, "broker-1"),
             "baseline_raw_server": figures(raw, "rawstream server"),
@@ -331,7 +556,7 @@ def summarize(report: harness.Report, phases: list[Phase], args: argparse.Namesp
                 "lag_p99": harness.ratio(mer.lags.get("p99"), raw.lags.get("p99")),
                 "cpu": harness.ratio(mer.cpu.get("broker"), raw.cpu.get("server")),
                 "rss_per_site": harness.ratio(mer.rss_per_site_kib(n), raw.rss_per_site_kib(n)),
-                "all_connected": harness.ratio(mer.connect_s, raw.connect_s),
+                "all_up_at_once": harness.ratio(mer.herd_s, raw.herd_s),
             },
         }
     )
@@ -339,15 +564,17 @@ def summarize(report: harness.Report, phases: list[Phase], args: argparse.Namesp
 
 def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
     fed = Federation(
-        state=state / "fed", brokers=1,
-        heartbeat_interval=args.heartbeat, down_after=args.down_after,
+        state=state / "fed",
+        brokers=1,
+        heartbeat_interval=args.heartbeat,
+        down_after=args.down_after,
     )
     fed.prepare()
     sites = [f"edge-{i:04d}" for i in range(1, args.agents + 1)]
     issue_s = issue(fed, sites)
     say(f"{len(sites)} site certificates issued in {issue_s:.1f} s")
     raw = raw_phase(fed, sites, state, args)
-    mer = meridian_phase(fed, sites, state, args)
+    mer = meridian_phase(fed, sites, state, args, report)
     summarize(report, [raw, mer], args, issue_s)
 
 
@@ -356,18 +583,45 @@ def main() -> None:
         prog="python -m tests.perf.fanin", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--agents", type=int, default=1000, help="sim agents (default 1000)")
-    parser.add_argument("--processes", type=int, default=8,
-                        help="swarm processes sharing the agents (default 8)")
-    parser.add_argument("--heartbeat", type=float, default=5.0,
-                        help="heartbeat interval in s (default 5)")
-    parser.add_argument("--down-after", type=float, default=15.0,
-                        help="silence bound in s (default 15: three heartbeats)")
-    parser.add_argument("--settle", type=float, default=15.0,
-                        help="pause after all are connected, before the window (default 15 s)")
-    parser.add_argument("--window", type=float, default=60.0,
-                        help="steady measurement window in s (default 60)")
-    parser.add_argument("--up-timeout", type=float, default=300.0,
-                        help="how long all agents may take to connect (default 300 s)")
+    parser.add_argument(
+        "--processes", type=int, default=8, help="swarm processes sharing the agents (default 8)"
+    )
+    parser.add_argument(
+        "--heartbeat", type=float, default=5.0, help="heartbeat interval in s (default 5)"
+    )
+    parser.add_argument(
+        "--down-after",
+        type=float,
+        default=15.0,
+        help="silence bound in s (default 15: three heartbeats)",
+    )
+    parser.add_argument(
+        "--herd-timeout",
+        type=float,
+        default=60.0,
+        help="how long all agents started at once may take (default 60 s)",
+    )
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=60.0,
+        help="if the herd does not converge: spread the starts over this many seconds (default 60)",
+    )
+    parser.add_argument(
+        "--up-timeout",
+        type=float,
+        default=180.0,
+        help="how long the ramped agents may take in all (default 180 s)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=10.0,
+        help="pause after all are connected, before the window (default 10 s)",
+    )
+    parser.add_argument(
+        "--window", type=float, default=45.0, help="steady measurement window in s (default 45)"
+    )
     harness.common_args(parser)
     args = parser.parse_args()
     if args.quick:
@@ -375,8 +629,9 @@ def main() -> None:
         args.processes = min(args.processes, 4)
         args.settle = min(args.settle, 5.0)
         args.window = min(args.window, 20.0)
+        args.ramp = min(args.ramp, 20.0)
     report = harness.Report("fanin")
-    with harness.state_dir("fanin", args.keep_state) as state:
+    with harness.state_dir("fanin", args.keep_state, report) as state:
         run(args, state, report)
     report.emit()
 

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +215,20 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: fl
         time.sleep(every)
 
 
+def spread_sites(prefix: str, count: int, replicas: int) -> list[str]:
+    """``count`` site ids whose agents first dial replicas 0, 1, 2, ... in turn.
+
+    An agent's first choice is ``crc32(site_id) % len(brokers)`` (siteagent.session).
+    """
+    free: dict[int, list[str]] = {r: [] for r in range(replicas)}
+    k = 0
+    while any(len(names) < -(-count // replicas) for names in free.values()):
+        name = f"{prefix}-{k:02d}"
+        free[zlib.crc32(name.encode()) % replicas].append(name)
+        k += 1
+    return [free[i % replicas].pop(0) for i in range(count)]
+
+
 # -- raw etcd ------------------------------------------------------------------------
 
 
@@ -300,14 +315,29 @@ def common_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 @contextlib.contextmanager
-def state_dir(name: str, keep: bool) -> Iterator[Path]:
+def state_dir(name: str, keep: bool, report: Report | None = None) -> Iterator[Path]:
+    """A fresh state directory; SIGTERM/SIGINT unwind the run so every process is stopped.
+
+    It is kept (logs, PKI, etcd data) when asked, when the run fails, and when the report
+    records trouble worth a look.
+    """
+    # a shell starts background jobs with SIGINT ignored; a benchmark must still stop cleanly
+    signal.signal(signal.SIGINT, _exit_on_signal)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     path = Path(tempfile.mkdtemp(prefix=f"meridian-perf-{name}-"))
     say(f"state directory: {path}")
     try:
         yield path
+    except BaseException:
+        keep = True
+        raise
     finally:
-        if keep:
+        if keep or (report is not None and report.trouble):
             say(f"state kept in {path}")
         else:
             shutil.rmtree(path, ignore_errors=True)
@@ -320,6 +350,7 @@ class Report:
         self.figures: dict[str, Any] = {"benchmark": benchmark, "machine_start": machine()}
         self.tables: list[Table] = []
         self.notes: list[str] = []
+        self.trouble: list[str] = []
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         table = Table(title=title, title_justify="left")
@@ -334,12 +365,15 @@ class Report:
 
     def emit(self) -> None:
         self.figures["machine_end"] = machine()
-        out = Console(highlight=False, width=max(100, shutil.get_terminal_size().columns))
+        out = Console(highlight=False, width=max(130, shutil.get_terminal_size().columns))
         for table in self.tables:
             out.print(table)
             out.print()
         for text in self.notes:
             out.print(f"• {text}")
+        for text in self.trouble:
+            out.print(f"[bold]! {text}[/bold]")
+        self.figures["trouble"] = self.trouble
         sys.stdout.flush()
         print(json.dumps(self.figures, separators=(",", ":")), flush=True)
 

@@ -6,7 +6,8 @@ runs one agent per config from the same parts ``python -m siteagent run`` is mad
 certificate, channel and mTLS stream), but keeps the sessions in hand. On SIGUSR1 it
 writes every session's heartbeat ack round trips (``SessionStats.lags_ms``) gathered
 since the previous SIGUSR1 to ``D/N.<k>.json`` and forgets them, so the benchmark can cut
-a steady window out of a long run. SIGTERM or SIGINT stops it.
+a steady window out of a long run. ``--ramp R`` starts each agent at a random moment
+within the first R seconds instead of all at once. SIGTERM or SIGINT stops it.
 
 Nothing in ``siteagent`` changes for this: the session already records the lags, this
 process only reads them.
@@ -20,8 +21,10 @@ import itertools
 import json
 import logging
 import os
+import random
 import signal
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ def dump(sessions: list[Session], directory: Path, name: str, k: int) -> None:
         "agents": len(sessions),
         "connected": sum(1 for s in sessions if s.stats.connected.is_set()),
         "connects": sum(s.stats.connects for s in sessions),
+        "welcomed": sum(s.stats.welcomed for s in sessions),
         "acked": sum(s.stats.acked for s in sessions),
         "lags_ms": lags,
     }
@@ -58,7 +62,12 @@ def _report(task: asyncio.Task[Any]) -> None:
         log.error("%s stopped: %s", task.get_name(), task.exception())
 
 
-async def run(configs: list[Path], directory: Path, name: str) -> None:
+async def later(delay: float, coro: Coroutine[Any, Any, None]) -> None:
+    await asyncio.sleep(delay)
+    await coro
+
+
+async def run(configs: list[Path], directory: Path, name: str, ramp: float) -> None:
     loop = asyncio.get_running_loop()
     sessions: list[Session] = []
     tasks: list[asyncio.Task[Any]] = []
@@ -68,8 +77,11 @@ async def run(configs: list[Path], directory: Path, name: str) -> None:
         reconciler = Reconciler(driver)
         session = Session(agent, driver, reconciler)
         sessions.append(session)
+        delay = random.uniform(0, ramp) if ramp > 0 else 0.0
         tasks.append(asyncio.create_task(reconciler.run(), name=f"reconciler-{agent.site_id}"))
-        tasks.append(asyncio.create_task(session.run(), name=f"session-{agent.site_id}"))
+        tasks.append(
+            asyncio.create_task(later(delay, session.run()), name=f"session-{agent.site_id}")
+        )
     for task in tasks:
         task.add_done_callback(_report)
     stop = asyncio.Event()
@@ -92,13 +104,16 @@ def main() -> None:
     parser.add_argument("--config", action="append", type=Path, required=True)
     parser.add_argument("--stats-dir", type=Path, required=True)
     parser.add_argument("--name", required=True)
+    parser.add_argument(
+        "--ramp", type=float, default=0.0, help="spread the agents' starts over this many seconds"
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args.stats_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(run(args.config, args.stats_dir, args.name))
+    asyncio.run(run(args.config, args.stats_dir, args.name, args.ramp))
 
 
 if __name__ == "__main__":

@@ -66,10 +66,10 @@ async def controllers(
             group.create_task(quota_sync.run())
             group.create_task(VnfController(store, fence, headroom=headroom).run())
     except* errors.FencedOut as exc:
-        # Another replica leads: nothing of ours landed. The campaign notices the lost
-        # term on its own and cancels this coroutine; until then, decide nothing.
+        # Another replica leads: nothing of ours landed. Return rather than wait here:
+        # run_while_leading waits for the lost term itself and starts fresh controllers
+        # in the next one (waiting here could swallow its cancellation and wedge it).
         log.error("controllers stopped, %s", exc.exceptions[0])
-        await asyncio.Event().wait()
 
 
 async def run(settings: BrokerSettings) -> None:

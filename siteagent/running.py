@@ -31,7 +31,7 @@ def make_driver(settings: AgentSettings) -> Driver:
         if sim.config_file:
             return SimSite.from_file(sim.config_file)
         return SimSite.generated(settings.site_id, hosts=sim.hosts, cells=sim.cells, seed=sim.seed)
-    from siteagent.drivers import openstack  # type: ignore[attr-defined]
+    from siteagent.drivers import openstack
 
     driver: Driver = openstack.OpenStackDriver.from_settings(settings)
     return driver

@@ -40,11 +40,9 @@ import argparse
 import concurrent.futures
 import json
 import signal
-import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +52,6 @@ from broker import settings as broker_settings
 from broker.devfed import procs
 from broker.devfed.federation import Federation, toml
 from broker.pki import authority
-from broker.store import keys
 from tests.perf import harness
 from tests.perf.harness import Helper, say
 
@@ -235,104 +232,6 @@ def raw_phase(fed: Federation, sites: list[str], state: Path, args: argparse.Nam
     return phase
 
 
-class UpTracker:
-    """Every site's health verdict and the leader, read straight from etcd twice a second.
-
-    Nothing is asked of the broker: polling its API instead would measure the observer
-    (one ``GET /v1/sites`` over 1,000 sites costs the replica's event loop as much as
-    hundreds of heartbeats). The moment all are UP is the newest verdict's ``since_ms``,
-    stamped by the leader itself, so the polling period does not blur it.
-    """
-
-    def __init__(self, client: Any, root: str, sites: list[str], every: float = 0.5) -> None:
-        self._client = client
-        self._prefix = root + keys.HEALTH
-        self._leader_key = root + keys.LEADER
-        self._wanted = set(sites)
-        self._state: dict[str, str] = {}
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self.downs = 0
-        self.peak = 0
-        self.leader = "?"
-        self.fence = 0
-        self.new_terms = 0
-        self.errors = 0
-        self.all_up_at: float | None = None
-        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
-        self._thread.start()
-
-    def _run(self, every: float) -> None:
-        while not self._stop.wait(every):
-            try:
-                self._poll()
-            except Exception:  # etcd busy or restarting: count it, try again
-                self.errors += 1
-
-    def _poll(self) -> None:
-        state: dict[str, str] = {}
-        newest = 0
-        for value, meta in self._client.get_prefix(self._prefix):
-            site = meta.key.decode()[len(self._prefix) :]
-            if site in self._wanted:
-                verdict = json.loads(value)
-                state[site] = verdict["state"]
-                if verdict["state"] == "UP":
-                    newest = max(newest, int(verdict["since_ms"]))
-        value, meta = self._client.get(self._leader_key)
-        with self._cond:
-            self.leader = value.decode() if value else "none"
-            fence = int(meta.create_revision) if value else 0
-            if fence and fence != self.fence:
-                self.new_terms += 1
-            self.fence = fence
-            self.downs += sum(
-                1 for site, st in state.items() if st == "DOWN" and self._state.get(site) == "UP"
-            )
-            self._state = state
-            up = self.up()
-            self.peak = max(self.peak, up)
-            if self.all_up_at is None and up == len(self._wanted):
-                self.all_up_at = newest / 1000
-            self._cond.notify_all()
-
-    def up(self) -> int:
-        return sum(1 for state in self._state.values() if state == "UP")
-
-    def reset(self) -> None:
-        with self._cond:
-            self.new_terms = 0
-            self.downs = 0
-            self.peak = self.up()
-            self.all_up_at = None
-
-    def wait(self, done: Callable[[], bool], timeout: float, progress: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        next_say = time.monotonic() + progress
-        with self._cond:
-            while not done():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 1.0))
-                if time.monotonic() >= next_say:
-                    next_say += progress
-                    say(
-                        f"  {self.up()}/{len(self._wanted)} UP (peak {self.peak}), "
-                        f"{self.downs} UP→DOWN so far; leader: {self.leader}"
-                    )
-            return True
-
-    def wait_all_up(self, timeout: float) -> float | None:
-        """Wall time at which every site was UP, or None at the timeout."""
-        self.wait(lambda: self.all_up_at is not None, timeout)
-        return self.all_up_at
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 def meridian_phase(
     fed: Federation,
     sites: list[str],
@@ -342,7 +241,7 @@ def meridian_phase(
 ) -> Phase:
     phase = Phase("Meridian")
     swarms: Swarms | None = None
-    tracker: UpTracker | None = None
+    tracker: harness.UpTracker | None = None
     try:
         etcd = fed.start_etcd()
         broker = fed.start_broker("broker-1")
@@ -353,7 +252,7 @@ def meridian_phase(
         phase.rss_before_kib = harness.rss_kib(broker.pid)
         groups = groups_of([fed.agent_config(site) for site in sites], args.processes)
         root = broker_settings.load(fed.state / "brokers" / "broker-1.toml").etcd.root
-        tracker = UpTracker(harness.etcd_client(fed.etcd_endpoint), root, sites)
+        tracker = harness.UpTracker(harness.etcd_client(fed.etcd_endpoint), root, sites)
         say(f"Meridian: {len(sites)} agents → broker-1, all at once")
         t0 = time.time()
         swarms = Swarms("swarm", groups, state)

@@ -127,8 +127,13 @@ async def test_lease_loss_deposes_and_fences_the_old_leader(replicas: Replicas) 
     assert kv is not None
     await writer.revoke_lease(kv.lease)
 
-    await eventually(lambda: b.is_leader and not a.is_leader)
-    fence_b = b.fence
+    # a new term begins; the deposed "a" campaigns again too, so either may win it
+    def new_term() -> bool:
+        leaders = [r for r in (a, b) if r.is_leader]
+        return len(leaders) == 1 and leaders[0].fence != fence_a
+
+    await eventually(new_term)
+    fence_b = next(r.fence for r in (a, b) if r.is_leader)
     assert fence_b is not None and fence_b > fence_a
     with pytest.raises(errors.FencedOut) as fenced:
         await fencing.fenced_txn(writer, fence_a, [p.Put("desired/s1", b"stale-a")])

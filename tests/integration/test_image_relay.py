@@ -197,7 +197,8 @@ async def test_unknown_image_and_unknown_source(tmp_path: Path) -> None:
 
 async def test_source_bytes_not_matching_catalog(tmp_path: Path) -> None:
     async with imagerelay.federation(tmp_path, ["src", "dst"]) as fed:
-        await fed.start_site("src", seeded(DATA[:-1] + b"X"))
+        corrupt = DATA[:-1] + bytes([DATA[-1] ^ 0xFF])  # differs from DATA whatever DATA is
+        await fed.start_site("src", seeded(corrupt))
         dst = await fed.start_site("dst")
         with pytest.raises(errors.ImageMismatch, match="sha256"):
             await transfer.copy(image(), PullSource(dst.channel, "src"), dst.store)

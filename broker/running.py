@@ -37,6 +37,7 @@ from quota.ledger import Ledger
 log = logging.getLogger(__name__)
 
 REPLICA_LEASE_TTL = 3
+RESTART_DELAY = 1.0  # seconds before controllers stopped by a store error start again
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -59,17 +60,30 @@ async def controllers(
     if headroom is None:
         ledger = Ledger(StoreLedger(store))
         headroom = LedgerHeadroom(ledger, ttl=settings.quota.reservation_ttl)
-    try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(SiteHealthController(store, settings, fence).run())
-            quota_sync = QuotaSyncController(store, settings, fence, metrics=quota_metrics)
-            group.create_task(quota_sync.run())
-            group.create_task(VnfController(store, fence, headroom=headroom).run())
-    except* errors.FencedOut as exc:
-        # Another replica leads: nothing of ours landed. Return rather than wait here:
-        # run_while_leading waits for the lost term itself and starts fresh controllers
-        # in the next one (waiting here could swallow its cancellation and wedge it).
-        log.error("controllers stopped, %s", exc.exceptions[0])
+    while True:
+        fenced = False
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(SiteHealthController(store, settings, fence).run())
+                quota_sync = QuotaSyncController(store, settings, fence, metrics=quota_metrics)
+                group.create_task(quota_sync.run())
+                group.create_task(VnfController(store, fence, headroom=headroom).run())
+        except* errors.FencedOut as exc:
+            # Another replica leads: nothing of ours landed. Return rather than wait here:
+            # run_while_leading waits for the lost term itself and starts fresh controllers
+            # in the next one (waiting here could swallow its cancellation and wedge it).
+            log.error("controllers stopped, %s", exc.exceptions[0])
+            fenced = True
+        except* (errors.Temporary, errors.LeaseExpired) as exc:
+            # etcd went away under a controller (and the term may still be ours): a
+            # transient store error must neither stop the replica nor leave a leader
+            # without controllers, so start them afresh once the store may be back.
+            log.warning(
+                "controllers paused (%s); restarting in %.0f s", exc.exceptions[0], RESTART_DELAY
+            )
+        if fenced:
+            return
+        await asyncio.sleep(RESTART_DELAY)
 
 
 async def run(settings: BrokerSettings) -> None:

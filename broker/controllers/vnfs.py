@@ -112,7 +112,11 @@ class VnfController:
             await asyncio.sleep(RESYNC_S)
             if self._failed is not None:
                 raise self._failed
-            kvs, _ = await self.store.get_prefix(keys.VNFS)
+            try:
+                kvs, _ = await self.store.get_prefix(keys.VNFS)
+            except errors.StoreUnavailable as exc:  # the watches re-list when etcd is back
+                log.warning("vnf controller: resync skipped (%s)", exc)
+                continue
             for kv in kvs:
                 rec = codec.decode(model.VnfRecord, kv.value)
                 if rec.deleted or rec.state not in (model.VnfState.ACTIVE, model.VnfState.FAILED):

@@ -209,7 +209,8 @@ class Campaign:
                 async with asyncio.timeout_at(deadline):  # not wait_for: see EtcdStore._call
                     ttl = await self._store.refresh_lease(lease.id)
             except (TimeoutError, errors.BrokerError) as exc:
-                log.warning("%s: lease %x not refreshed: %s", self._name, lease.id, exc or "late")
+                why = str(exc) or "no answer before the lease's deadline"
+                log.warning("%s: lease %x not refreshed: %s", self._name, lease.id, why)
                 lost.set()
                 self._step_down("lease not refreshed")
                 return

@@ -19,12 +19,15 @@ import uvicorn
 from broker import errors
 from broker.api import app as api_app
 from broker.api import auth as api_auth
+from broker.controllers.images import ImageController
 from broker.controllers.quotasync import QuotaMetrics, QuotaSyncController
 from broker.controllers.sitehealth import SiteHealthController
 from broker.controllers.vnfs import VnfController
 from broker.election.campaign import Campaign
 from broker.gateway import server as gateway_server
 from broker.gateway.feeds import DesiredFeed, ReplicaLease, Revocations
+from broker.gateway.imagefeed import ImageOrders
+from broker.gateway.relay import Relay
 from broker.gateway.servicer import Gateway
 from broker.gateway.sessions import Registry
 from broker.placement.headroom import Headroom
@@ -68,6 +71,7 @@ async def controllers(
                 quota_sync = QuotaSyncController(store, settings, fence, metrics=quota_metrics)
                 group.create_task(quota_sync.run())
                 group.create_task(VnfController(store, fence, headroom=headroom).run())
+                group.create_task(ImageController(store, fence, name=settings.name).run())
         except* errors.FencedOut as exc:
             # Another replica leads: nothing of ours landed. Return rather than wait here:
             # run_while_leading waits for the lost term itself and starts fresh controllers
@@ -93,7 +97,9 @@ async def run(settings: BrokerSettings) -> None:
     lease = ReplicaLease(store, REPLICA_LEASE_TTL)
     revocations = Revocations(store, registry)
     gateway = Gateway(store, settings, registry, lease, revocations)
-    grpc_server = gateway_server.build(settings, gateway)
+    orders = ImageOrders(store)
+    relay = Relay(settings.tls.trust_domain, is_revoked=revocations.is_revoked, orders=orders)
+    grpc_server = gateway_server.build(settings, gateway, relay)
     authenticator = api_auth.from_settings(settings)
     app = api_app.create_app(store, settings, replica=settings.name, auth=authenticator)
     api_metrics = getattr(app.state, "metrics_registry", None)
@@ -121,6 +127,7 @@ async def run(settings: BrokerSettings) -> None:
         "replica lease": lease.run(),
         "revocations": revocations.run(),
         "desired feed": DesiredFeed(store, registry).run(),
+        "image orders": orders.run(),
         "election": campaign.run(),
         "controllers": campaign.run_while_leading(
             lambda fence: controllers(store, settings, fence, quota_metrics, headroom)

@@ -61,6 +61,26 @@ class GatewaySettings:
     """Largest message accepted on an agent stream; larger ones close the stream."""
     hello_timeout: float = 10.0
     """Seconds an agent has to send Hello after connecting."""
+    max_opening_streams: Annotated[int, pydantic.Field(ge=1)] = 32
+    """Streams this replica opens at once (from the stream's arrival until its Welcome and
+    desired snapshot are sent). Beyond it a stream is refused at once with
+    REFUSAL_UNAVAILABLE and a jittered ``retry_after_ms``, so a connect storm (every
+    agent after a restart) queues at the agents instead of starving this replica's event
+    loop and etcd pool, where election and lease keepalives must keep running."""
+    busy_retry_after: Annotated[float, pydantic.Field(gt=0)] = 1.0
+    """Least delay, in seconds, a busy refusal asks for. The delay actually named is drawn
+    at random between this and the time the refused backlog needs at the replica's recent
+    opening rate (at most ``busy_retry_after_max``), so refused agents come back spread
+    out rather than as the same herd."""
+    busy_retry_after_max: Annotated[float, pydantic.Field(gt=0)] = 30.0
+    """Longest delay, in seconds, a busy refusal asks for."""
+
+    def __post_init__(self) -> None:
+        if self.busy_retry_after_max < self.busy_retry_after:
+            raise ValueError(
+                f"busy_retry_after_max ({self.busy_retry_after_max}) is below "
+                f"busy_retry_after ({self.busy_retry_after})"
+            )
 
 
 @dataclass(frozen=True, slots=True)

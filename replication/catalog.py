@@ -15,6 +15,7 @@ corrupt is activated; the verifier is the only caller of ``activate``).
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -132,6 +133,17 @@ class Replica:
     reason: str = ""
     attempts: int = 0
     priority: int = 0  # higher first; on-demand replicas get ON_DEMAND_PRIORITY
+    source: str = ""  # the site the current attempt copies from ("" = none assigned yet)
+    sha256: str = ""  # the digest the site last reported for the bytes it holds
+    repairs: int = 0  # times drift (missing, wrong checksum) re-queued an active replica
+    generation: int = 0  # the catalog record's generation this replica was queued for
+
+    @property
+    def ticket(self) -> int:
+        """Names one copy attempt, growing across generations (``attempts`` restarts at
+        each): copy orders carry it and reports bring it back, so a stale report or a
+        duplicate order is told from the current one."""
+        return self.generation * 1_000_000 + self.attempts
 
     def _to(self, wanted: State, **changes: Any) -> Replica:
         if wanted not in _ALLOWED[self.state]:
@@ -146,8 +158,8 @@ class Replica:
             priority=self.priority if priority is None else priority,
         )
 
-    def start(self) -> Replica:
-        return self._to(State.TRANSFERRING, attempts=self.attempts + 1)
+    def start(self, source: str = "") -> Replica:
+        return self._to(State.TRANSFERRING, attempts=self.attempts + 1, source=source)
 
     def progress(self, offset: int, rate: float) -> Replica:
         return self._to(State.TRANSFERRING, offset=offset, rate=rate)
@@ -171,6 +183,10 @@ class Replica:
             "reason": self.reason,
             "attempts": self.attempts,
             "priority": self.priority,
+            "source": self.source,
+            "sha256": self.sha256,
+            "repairs": self.repairs,
+            "generation": self.generation,
         }
 
     @classmethod
@@ -185,6 +201,10 @@ class Replica:
                 reason=str(d.get("reason", "")),
                 attempts=int(d.get("attempts", 0)),
                 priority=int(d.get("priority", 0)),
+                source=str(d.get("source", "")),
+                sha256=str(d.get("sha256", "")),
+                repairs=int(d.get("repairs", 0)),
+                generation=int(d.get("generation", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise errors.InvalidImage("replica", f"malformed entry: {exc}") from exc
@@ -193,3 +213,50 @@ class Replica:
 def holders(replicas: Mapping[SiteId, Replica]) -> frozenset[SiteId]:
     """Sites whose replica is active: they can serve the image."""
     return frozenset(s for s, r in replicas.items() if r.state is State.ACTIVE)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What ``images/<id>`` holds: the image, where it should be, and a generation that
+    every replicate request bumps (a failed replica of an older generation is retried)."""
+
+    image: Image
+    policy: str = ""  # "" (targets only), "all", or a selector such as "region=eu"
+    targets: tuple[SiteId, ...] = ()
+    generation: int = 1
+    created_ms: int = 0
+
+    def encode(self) -> bytes:
+        body = {
+            "image": self.image.to_dict(),
+            "policy": self.policy,
+            "targets": list(self.targets),
+            "generation": self.generation,
+            "created_ms": self.created_ms,
+        }
+        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Entry:
+        try:
+            d = json.loads(raw)
+            return cls(
+                image=Image.from_dict(d["image"]),
+                policy=str(d.get("policy", "")),
+                targets=tuple(SiteId(str(t)) for t in d.get("targets", [])),
+                generation=int(d.get("generation", 1)),
+                created_ms=int(d.get("created_ms", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise errors.InvalidImage("entry", f"malformed catalog entry: {exc}") from exc
+
+
+def encode_replica(r: Replica) -> bytes:
+    return json.dumps(r.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_replica(raw: bytes) -> Replica:
+    try:
+        return Replica.from_dict(json.loads(raw))
+    except ValueError as exc:
+        raise errors.InvalidImage("replica", f"malformed entry: {exc}") from exc

@@ -84,3 +84,13 @@ def resolve(policy: Policy, sites: Iterable[SiteInfo]) -> frozenset[SiteId]:
     if isinstance(policy, AllSites):
         return frozenset(known)
     return frozenset(s.id for s in known.values() if policy.matches(s))
+
+
+def parse(text: str) -> Policy | None:
+    """``""`` (no policy: explicit targets only), ``all``, or a selector."""
+    text = text.strip()
+    if not text:
+        return None
+    if text == "all":
+        return AllSites()
+    return Selector.parse(text)

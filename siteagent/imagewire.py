@@ -5,24 +5,35 @@ request with one ``Upload`` call, reading from the site's byte store; ``PullSour
 ``replication.transfer.ByteSource`` that reads another site's image through the broker.
 This is the boundary where grpc errors become ``replication.errors``: a dropped call is
 ``PeerGone`` (temporary: the copy resumes from the last verified offset), a source that
-cannot serve is ``SourceFailed``. Invariant: the agent sends each chunk's sha256 of the
-bytes it read, so whatever changes them on the way is caught by the destination.
+cannot serve is ``SourceFailed``. ``ImageAgent`` is the whole image side of a site: it
+serves the site's store on every broker replica, takes copy orders on its standing
+``Replicate`` calls, copies (reusing bytes it already holds when their digest matches),
+reports progress, and audits what it holds every ``audit_interval`` seconds.
+Invariant: the agent sends each chunk's sha256 of the bytes it read, so whatever changes
+them on the way is caught by the destination; it reports ``active`` only after
+``transfer.copy`` verified the whole image against the order's digests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from dataclasses import dataclass
 
 import grpc
 from meridian.v1 import image_pb2 as ipb
 from meridian.v1 import image_pb2_grpc as ipb_grpc
 
-from replication import errors
-from replication.catalog import ImageId
+from replication import catalog, errors, transfer
+from replication.catalog import ImageId, SiteId
+from replication.dirstore import DirBytes
 from replication.throttle import Throttle
 from replication.transfer import ByteSource, Channel, Chunk, passthrough
+from siteagent.settings import AgentSettings
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +149,185 @@ class PullSource:
             raise translate(exc) from exc
         finally:
             call.cancel()
+
+
+@dataclass
+class _Copy:
+    attempt: int
+    task: asyncio.Task[None]
+    channel: grpc.aio.Channel
+    outbox: asyncio.Queue[ipb.ImageReport]
+
+
+def image_of(order: ipb.CopyOrder) -> catalog.Image:
+    """The catalog entry an order names (raises ``InvalidImage`` on a malformed one)."""
+    return catalog.Image(
+        id=ImageId(order.image_id),
+        name=order.name or order.image_id,
+        size=order.size,
+        sha256=order.sha256,
+        source_site=SiteId(order.source_site),
+        os_hash_algo=order.os_hash_algo or "sha512",
+        os_hash_value=order.os_hash_value,
+    )
+
+
+class ImageAgent:
+    """A site's image service on every broker replica, until cancelled."""
+
+    def __init__(
+        self,
+        channels: Sequence[grpc.aio.Channel],
+        store: DirBytes,
+        *,
+        audit_interval: float = 30.0,
+        chunk_size: int = transfer.DEFAULT_CHUNK,
+        retry_delay: float = 1.0,
+        throttle: Throttle | None = None,
+    ) -> None:
+        self.channels = list(channels)
+        self.throttle = throttle  # one bucket for the uploads on every broker replica
+        self.store = store
+        self.audit_interval = audit_interval
+        self.chunk_size = chunk_size
+        self.retry_delay = retry_delay
+        self._copies: dict[ImageId, _Copy] = {}
+        self._busy: set[ImageId] = set()  # copied or copying since the last audit began
+        self._live: list[asyncio.Queue[ipb.ImageReport]] = []  # outboxes of open calls
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for channel in self.channels:
+                group.create_task(self._forever(self._serve, channel))
+                group.create_task(self._forever(self._replicate, channel))
+
+    async def _forever(self, body: Any, channel: grpc.aio.Channel) -> None:
+        while True:
+            try:
+                await body(channel)
+            except (errors.ReplicationError, grpc.aio.AioRpcError) as exc:
+                log.info("image service call ended: %s", exc)
+            await asyncio.sleep(self.retry_delay)
+
+    async def _serve(self, channel: grpc.aio.Channel) -> None:
+        await ImageServer(channel, self.store, throttle=self.throttle).run()
+
+    async def _replicate(self, channel: grpc.aio.Channel) -> None:
+        outbox: asyncio.Queue[ipb.ImageReport] = asyncio.Queue()
+
+        async def reports() -> AsyncIterator[ipb.ImageReport]:
+            while True:
+                yield await outbox.get()
+
+        async def audits() -> None:
+            while True:
+                outbox.put_nowait(await self.audit())
+                await asyncio.sleep(self.audit_interval)
+
+        call = ipb_grpc.ImageTransferStub(channel).Replicate(reports())
+        auditor = asyncio.create_task(audits())
+        self._live.append(outbox)
+        try:
+            async for order in call:
+                self._order(order, channel, outbox)
+        finally:
+            self._live.remove(outbox)
+            auditor.cancel()
+            call.cancel()
+            await asyncio.gather(auditor, return_exceptions=True)
+
+    async def audit(self) -> ipb.ImageReport:
+        """Every image held, with its sha256 re-computed from the bytes (drift audit)."""
+        self._busy = {i for i, c in self._copies.items() if not c.task.done()}
+        report = ipb.ImageReport(audit=True)
+        for image in self.store.held():
+            try:
+                sha, size = await self.store.digest(image)
+            except errors.ReplicationError:
+                continue  # removed while auditing: it is missing, and reported so
+            report.replicas.append(
+                ipb.ReplicaReport(image_id=image, state="active", sha256=sha, size=size)
+            )
+        for image in sorted(self._busy):  # copies that ran during the audit: not judged
+            report.replicas.append(ipb.ReplicaReport(image_id=image, state="busy"))
+        return report
+
+    def _order(
+        self,
+        order: ipb.CopyOrder,
+        channel: grpc.aio.Channel,
+        outbox: asyncio.Queue[ipb.ImageReport],
+    ) -> None:
+        image = ImageId(order.image_id)
+        held = self._copies.get(image)
+        if held is not None and held.attempt >= order.attempt:
+            return  # the same order from another broker replica, or a stale one
+        if held is not None:
+            held.task.cancel()
+        task = asyncio.create_task(self._copy(order, channel, outbox))
+        self._copies[image] = _Copy(order.attempt, task, channel, outbox)
+        self._busy.add(image)
+
+    async def _copy(
+        self,
+        order: ipb.CopyOrder,
+        channel: grpc.aio.Channel,
+        outbox: asyncio.Queue[ipb.ImageReport],
+    ) -> None:
+        def send(state: str, **fields: Any) -> None:
+            report = ipb.ReplicaReport(
+                image_id=order.image_id, state=state, attempt=order.attempt, **fields
+            )
+            # on the call the order came by; if that broker replica went away, on another
+            live = outbox if outbox in self._live or not self._live else self._live[0]
+            live.put_nowait(ipb.ImageReport(replicas=[report]))
+
+        async def progress(offset: int, rate: float) -> None:
+            send("transferring", offset=offset, rate=rate)
+
+        try:
+            image = image_of(order)
+            if self.store.has(image.id):
+                sha, size = await self.store.digest(image.id)
+                if sha == image.sha256 and size == image.size:
+                    send("active", offset=size, sha256=sha, size=size)  # reuse the bytes
+                    return
+                await self.store.remove(image.id)  # drifted: copy afresh
+            started = time.monotonic()
+            resume = await self.store.verified_offset(image.id)
+            log.info("image %s: copying from %s at byte %d", image.id, order.source_site, resume)
+            source = PullSource(channel, order.source_site)
+            await transfer.copy(
+                image,
+                source,
+                self.store,
+                chunk_size=order.chunk_size or self.chunk_size,
+                progress=progress,
+            )
+            log.info("image %s copied in %.1fs", image.id, time.monotonic() - started)
+            send("active", offset=image.size, sha256=image.sha256, size=image.size)
+        except errors.ReplicationError as exc:
+            temporary = isinstance(exc, errors.Temporary | errors.SourceFailed)
+            send("failed", reason=f"{type(exc).__name__}: {exc}", temporary=temporary)
+
+
+async def run_agent(settings: AgentSettings, credentials: grpc.ChannelCredentials) -> None:
+    """The site's image service on every broker replica, from its settings."""
+    options = [
+        ("grpc.max_receive_message_length", 8 << 20),
+        ("grpc.max_send_message_length", 8 << 20),
+        ("grpc.keepalive_time_ms", 10_000),
+    ]
+    channels = [
+        grpc.aio.secure_channel(b, credentials, options=options) for b in settings.session.brokers
+    ]
+    cfg = settings.images
+    store = DirBytes(Path(cfg.dir))
+    throttle = Throttle(cfg.upload_rate) if cfg.upload_rate > 0 else None
+    try:
+        await ImageAgent(
+            channels, store, audit_interval=cfg.audit_interval, throttle=throttle
+        ).run()
+    finally:
+        for channel in channels:
+            await channel.close(grace=None)

@@ -14,12 +14,12 @@ import signal
 import time
 from typing import Any
 
-from siteagent import errors, models
+from siteagent import errors, imagewire, models
 from siteagent.drivers.base import Driver
 from siteagent.drivers.sim import SimSite
 from siteagent.hardware import sysfs
 from siteagent.reconciler import Reconciler
-from siteagent.session import Session
+from siteagent.session import Session, channel_credentials
 from siteagent.settings import AgentSettings
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,9 @@ async def run_one(settings: AgentSettings) -> None:
         asyncio.create_task(reconciler.run(), name=f"reconciler-{settings.site_id}"),
         asyncio.create_task(session.run(), name=f"session-{settings.site_id}"),
     ]
+    if settings.images.dir:
+        images = imagewire.run_agent(settings, channel_credentials(settings))
+        tasks.append(asyncio.create_task(images, name=f"images-{settings.site_id}"))
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:

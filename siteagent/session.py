@@ -7,7 +7,11 @@ resumes: Hello carries the generations it has already converged, so the broker r
 only what is newer (and a re-sent object is harmless anyway — invariant 4).
 
 Refusals for identity or version are permanent: the agent stops and says what to fix.
-An unknown site or an unavailable broker is retried after the delay the broker names.
+An unknown site or an unavailable (or busy) broker is retried after the delay the broker
+names, stretched by up to ``JITTER`` of itself so agents refused together come back
+apart. Reaching Welcome has a generous bound (``connect_timeout``, also jittered): under
+a connect storm a slow TLS handshake is normal, and abandoning it only makes the storm
+come back.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
 PERMANENT = {pb.REFUSAL_IDENTITY, pb.REFUSAL_UNSUPPORTED_VERSION, pb.REFUSAL_MALFORMED}
+JITTER = 0.25  # a retry_after or connect timeout is stretched by up to this fraction
+# The broker repeats a refusal's retry_after_ms in this trailer of the stream's status: a
+# busy replica may refuse before Hello is written, and then only the status arrives.
+RETRY_AFTER_MS = "meridian-retry-after-ms"
 
 
 @dataclass
@@ -43,6 +51,8 @@ class SessionStats:
 
     connects: int = 0
     welcomed: int = 0
+    refused: int = 0
+    timeouts: int = 0
     replica: str = ""
     session_id: str = ""
     acked: int = 0
@@ -60,6 +70,20 @@ def channel_credentials(settings: AgentSettings) -> grpc.ChannelCredentials:
         )
     except OSError as exc:
         raise errors.SettingsError([f"tls: cannot read {exc.filename}: {exc.strerror}"]) from exc
+
+
+def retry_after(exc: grpc.aio.AioRpcError) -> float | None:
+    """The delay (s) a refused stream's status names in its trailer, if any."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == RETRY_AFTER_MS:
+            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            try:
+                ms = int(text)
+            except ValueError:
+                log.warning("ignoring a malformed %s trailer: %r", RETRY_AFTER_MS, text)
+                return None
+            return ms / 1000 if ms > 0 else None
+    return None
 
 
 class Session:
@@ -97,12 +121,27 @@ class Session:
             except errors.Refused as refused:
                 if refused.permanent:
                     raise
-                delay = refused.retry_after
+                self.stats.refused += 1
+                if refused.retry_after is not None:
+                    delay = refused.retry_after * random.uniform(1.0, 1.0 + JITTER)
                 log.warning("%s refused the stream: %s", broker, refused)
             except grpc.aio.AioRpcError as exc:
+                named = retry_after(exc)
+                if named is not None:
+                    self.stats.refused += 1
+                    delay = named * random.uniform(1.0, 1.0 + JITTER)
                 log.warning("stream to %s ended: %s %s", broker, exc.code().name, exc.details())
-            except (TimeoutError, errors.StreamLost) as exc:
-                log.warning("stream to %s lost: %s", broker, exc or "timeout")
+            except TimeoutError:
+                self.stats.timeouts += 1
+                log.warning("stream to %s: no Welcome in time", broker)
+            except (errors.StreamLost, asyncio.InvalidStateError) as exc:
+                # InvalidStateError: grpc's word for a write on a stream that already ended
+                log.warning("stream to %s lost: %s", broker, exc)
+            except errors.DriverError as exc:
+                # the cloud failed the inventory for Hello: it may be back on the next try
+                if not exc.temporary:
+                    raise
+                log.warning("cannot open a stream to %s: %s", broker, exc)
             self.stats.connected.clear()
             failures += 1
             self._next += 1
@@ -130,10 +169,14 @@ class Session:
         cfg = self.settings.session
         self.stats.connects += 1
         options = [("grpc.keepalive_time_ms", 10_000), ("grpc.use_local_subchannel_pool", 1)]
+        bound = cfg.connect_timeout * random.uniform(1.0, 1.0 + JITTER)
+        hello = await self._hello()  # the site's own inventory: not the broker's time
         async with grpc.aio.secure_channel(broker, self._credentials, options=options) as channel:
             call = pb_grpc.AgentGatewayStub(channel).Connect()
-            await call.write(await self._hello())
-            first = await asyncio.wait_for(call.read(), cfg.connect_timeout)
+            # the whole opening: TLS handshake, Hello written, Welcome (or Refusal) read
+            async with asyncio.timeout(bound):
+                await call.write(hello)
+                first = await call.read()
             welcome = self._welcome(first)
             interval = max(welcome.heartbeat_interval_ms, 50) / 1000
             self.stats.welcomed += 1
@@ -188,7 +231,11 @@ class Session:
         outbound: asyncio.Queue[pb.AgentMessage],
     ) -> None:
         while True:
-            await call.write(await outbound.get())
+            message = await outbound.get()
+            try:
+                await call.write(message)
+            except asyncio.InvalidStateError as exc:  # the RPC ended under the write
+                raise errors.StreamLost("the stream ended while sending") from exc
 
     async def _heartbeat(
         self, outbound: asyncio.Queue[pb.AgentMessage], sent: dict[int, float], interval: float
@@ -196,7 +243,13 @@ class Session:
         seq = 0
         while True:
             seq += 1
-            usage = wire.usage_to_wire(await self.driver.usage())
+            usage: pb.Usage | None = None
+            try:
+                usage = wire.usage_to_wire(await self.driver.usage())
+            except errors.SiteAgentError as exc:
+                # a cloud that fails one listing must not end the session (nor stop the
+                # heartbeats that keep the site UP): this beat goes without usage
+                log.warning("usage not reported this heartbeat: %s", exc)
             sent[seq] = time.monotonic()
             outbound.put_nowait(
                 pb.AgentMessage(
@@ -243,4 +296,5 @@ class Session:
                     pb.RefusalCode.Name(msg.refusal.code),
                     msg.refusal.reason,
                     permanent=msg.refusal.code in PERMANENT,
+                    retry_after=msg.refusal.retry_after_ms / 1000 or None,
                 )

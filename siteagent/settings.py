@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
@@ -34,8 +34,15 @@ class TlsSettings:
 class SessionSettings:
     brokers: tuple[str, ...] = ("127.0.0.1:7443",)
     """host:port of broker replicas; the agent moves to the next when one fails."""
-    connect_timeout: float = 5.0
-    """Seconds to establish a stream and receive Welcome."""
+    connect_timeout: Annotated[float, pydantic.Field(gt=0)] = 15.0
+    """Seconds to establish a stream (TLS handshake, Hello) and receive Welcome. Each
+    attempt draws its own bound between this and 1.25 times it, so agents that dialled a
+    busy replica together do not give up (and dial again) together. Generous on purpose:
+    a broker restarting under a thousand agents opens them in turns (a busy replica
+    answers at once with a delay to come back after, which the agent honours), and an
+    attempt abandoned after its TLS handshake is work the broker did for nothing. The
+    price: a replica that accepts connections but is frozen holds the agent this long
+    before it moves on to the next one."""
     backoff_initial: float = 0.1
     """First reconnect delay in seconds; doubled per failure, with full jitter."""
     backoff_max: float = 5.0
@@ -67,6 +74,16 @@ class HardwareSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageSettings:
+    dir: str = ""
+    """Where this site keeps image files it serves and receives; empty = no image service."""
+    audit_interval: Annotated[float, pydantic.Field(gt=0)] = 30.0
+    """Seconds between audits of the images held (re-hashed and reported to the broker)."""
+    upload_rate: Annotated[float, pydantic.Field(ge=0)] = 0.0
+    """This site's cap on bytes/s served to other sites, shared by all uploads; 0 = none."""
+
+
+@dataclass(frozen=True, slots=True)
 class OpenStackSettings:
     cloud: str = ""
     """Cloud name in the site's clouds.yaml (or OS_CLOUD); empty = OS_* variables."""
@@ -83,6 +100,7 @@ class AgentSettings:
     sim: SimSettings = field(default_factory=SimSettings)
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
     openstack: OpenStackSettings = field(default_factory=OpenStackSettings)
+    images: ImageSettings = field(default_factory=ImageSettings)
 
 
 ENV_PREFIX = "MERIDIAN_AGENT_"

@@ -14,7 +14,7 @@ from broker.api import problems, schemas
 from broker.api.auth import Authenticator
 from broker.api.deps import ApiState
 from broker.api.metrics import ApiMetrics, MetricsMiddleware
-from broker.api.routes import events, ops, pki, quotas, sites, vnfs
+from broker.api.routes import events, images, ops, pki, quotas, sites, vnfs
 from broker.settings import BrokerSettings
 from broker.store.protocol import Store
 
@@ -39,6 +39,6 @@ def create_app(
     app.state.metrics_registry = api_metrics.registry
     app.add_middleware(MetricsMiddleware, metrics=api_metrics)
     problems.install(app, schemas.allowed_fields())
-    for module in (sites, events, pki, ops, vnfs, quotas):
+    for module in (sites, events, pki, ops, vnfs, quotas, images):
         app.include_router(module.router)
     return app

@@ -4,8 +4,10 @@ Two authenticators share one Protocol. ``DevAuthenticator`` knows one generated 
 token kept in a 0600 file; because anyone holding that file is admin, ``check_bind``
 refuses to serve dev mode beyond loopback. ``KeystoneAuthenticator`` asks Keystone to
 validate each token with the broker's own service session and maps Keystone roles to
-Meridian's three. Invariant: an unvalidated token never becomes a Principal, and a
-validated one is trusted for at most ``token_cache_seconds`` (never past its expiry).
+Meridian's three; what cannot be a Keystone token (oversized, not printable ASCII) is
+refused without a round trip. Invariant: an unvalidated token never becomes a Principal,
+and a validated one is trusted for at most ``token_cache_seconds`` (never past its expiry).
+Proven against a real Keystone in ``tests/integration/openstack/test_keystone_auth.py``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ KEYSTONE_ROLES: dict[str, Role] = {
 
 KEYSTONE_TIMEOUT = 5.0
 """Seconds before one Keystone validation is abandoned (the API then answers 503)."""
+
+MAX_TOKEN_CHARS = 4096
+"""Longest token sent to Keystone. Fernet tokens are ~180-250 characters and JWS tokens
+well under this; anything longer is refused without a round trip."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,28 @@ def map_roles(names: Iterable[str]) -> frozenset[Role]:
     return frozenset(KEYSTONE_ROLES[n.lower()] for n in names if n.lower() in KEYSTONE_ROLES)
 
 
+def _check_shape(token: str) -> None:
+    """Refuse what cannot be a Keystone token before asking Keystone about it."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise errors.AuthError(
+            f"the token is {len(token)} characters long; Keystone tokens have at most "
+            f"{MAX_TOKEN_CHARS}"
+        )
+    if not all("!" <= ch <= "~" for ch in token):
+        raise errors.AuthError("the token has characters no Keystone token has (printable ASCII)")
+
+
+def _keystone_says(resp: Any) -> str:
+    """Keystone's own reason from an error body, as `` (Keystone: ...)``, or nothing."""
+    try:
+        message = resp.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    if not isinstance(message, str) or not message.strip():
+        return ""
+    return f" (Keystone: {' '.join(message.split())[:200]})"
+
+
 def _expires_in(token: dict[str, Any]) -> float | None:
     raw = token.get("expires_at")
     if not isinstance(raw, str):
@@ -195,6 +223,7 @@ class KeystoneAuthenticator:
     async def authenticate(self, token: str) -> Principal:
         if not token:
             raise errors.AuthError("no token")
+        _check_shape(token)
         key = hashlib.sha256(token.encode()).hexdigest()
         cached = self.cache.get(key)
         if cached is not None:
@@ -221,8 +250,10 @@ class KeystoneAuthenticator:
                 retry_after=5.0,
             ) from exc
         status = int(resp.status_code)
-        if status in (401, 404):
-            raise errors.AuthError("the token is expired, revoked or not a Keystone token")
+        if status in (400, 401, 404):
+            raise errors.AuthError(
+                "the token is expired, revoked or not a Keystone token" + _keystone_says(resp)
+            )
         if status == 403:
             raise errors.BrokerError(
                 "Keystone refused to let the broker's service user validate tokens: "

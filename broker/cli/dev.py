@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from broker import errors
+from broker.devfed import minicloud
 from broker.devfed.federation import Federation
 
 app = typer.Typer(no_args_is_help=True)
@@ -29,25 +30,50 @@ DEFAULT_STATE = Path(".state/dev")
 
 @app.command()
 def up(
-    sites: Annotated[int, typer.Option(help="How many sim sites (and agents).")] = 3,
+    sites: Annotated[
+        int | None, typer.Option(help="How many sim sites (default 3, or 0 with --openstack).")
+    ] = None,
     brokers: Annotated[int, typer.Option(help="Broker replicas.")] = 3,
     state_dir: StateDir = DEFAULT_STATE,
     detach: Annotated[
         bool, typer.Option(help="Return once up; stop with `meridian dev down`.")
     ] = False,
+    openstack: Annotated[
+        bool,
+        typer.Option(
+            help="Add one openstack-driver agent per deploy/minicloud site (started if needed)."
+        ),
+    ] = False,
+    minicloud_state: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MINICLOUD_STATE", help="minicloud's state dir (default: minicloud's own)."
+        ),
+    ] = None,
+    minicloud_sites: Annotated[
+        int | None,
+        typer.Option(help="OpenStack sites minicloud runs (default: what it already has, or 2)."),
+    ] = None,
 ) -> None:
-    """Start etcd, broker replicas and sim agents with freshly issued certificates."""
+    """Start etcd, broker replicas and agents (sim, or real OpenStack with --openstack)."""
     state = state_dir.resolve()
     if (state / "procs.json").exists() and _alive(Federation.load(state)):
         err.print(f"a federation already runs in {state}: `meridian dev down` first")
         raise typer.Exit(1)
     fed = Federation(state=state, brokers=brokers)
-    names = [f"site-{i:03d}" for i in range(1, sites + 1)]
+    sim_count = sites if sites is not None else (0 if openstack else 3)
+    names = [f"site-{i:03d}" for i in range(1, sim_count + 1)]
     started = time.monotonic()
     try:
-        with out.status(f"starting etcd, {brokers} brokers and {sites} agents…"):
+        if openstack:
+            with out.status("starting or reusing minicloud (minutes on a first run)…"):
+                cloud = minicloud.ensure(state_dir=minicloud_state, sites=minicloud_sites)
+            names = fed.add_openstack(cloud) + names
+            out.print(f"minicloud: {len(cloud.sites)} OpenStack site(s) in {cloud.state_dir}")
+        with out.status(f"starting etcd, {brokers} brokers and {len(names)} agents…"):
             fed.up(names)
-            states = fed.wait_all_up(names, timeout=30 + sites * 0.2)
+            # an openstack agent reads Nova and Placement before its hello: allow for it
+            states = fed.wait_all_up(names, timeout=30 + sim_count * 0.2 + 90 * openstack)
     except errors.BrokerError as exc:
         err.print(f"[red]error:[/red] {exc}")
         fed.down()
@@ -55,9 +81,14 @@ def up(
     up_count = sum(1 for s in names if states.get(s) == "UP")
     out.print(
         f"[green]federation up[/green] in {time.monotonic() - started:.1f}s: "
-        f"{brokers} brokers, {up_count}/{sites} sites UP"
+        f"{brokers} brokers, {up_count}/{len(names)} sites UP"
     )
     _print_access(fed)
+    if openstack:
+        out.print(
+            "minicloud keeps running after the federation stops "
+            f"(`{minicloud.default_command()} down` stops it)"
+        )
     if detach:
         out.print("stop it with: [bold]meridian dev down[/bold]")
         return

@@ -10,6 +10,7 @@ import typer
 
 from broker.cli import dev, pki, serve
 from broker.cli import events as events_cmd
+from broker.cli import image as image_cmd
 from broker.cli import leader as leader_cmd
 from broker.cli import quota as quota_cmd
 from broker.cli import sites
@@ -27,6 +28,7 @@ app.add_typer(serve.app, name="broker", help="Run a broker replica.")
 app.add_typer(dev.app, name="dev", help="A local federation for development and tests.")
 app.add_typer(quota_cmd.app, name="quota", help="Show and set tenants' global quotas.")
 app.add_typer(vnf_cmd.app, name="vnf", help="Place and explain VNFs.")
+app.add_typer(image_cmd.app, name="image", help="Replicate images between sites.")
 app.command("events")(events_cmd.events)
 app.command("leader")(leader_cmd.leader)
 

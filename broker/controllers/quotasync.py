@@ -277,10 +277,12 @@ class QuotaSyncController:
     # -- push -----------------------------------------------------------------------
 
     async def push(self, tenant: str) -> None:
-        if tenant not in self.quotas and tenant not in self.accounts:
-            return  # only reported somewhere: the site's own defaults stay in force
-        limits_ = self.effective(tenant)
         account = self.accounts.get(tenant, (Account(), 0))[0]
+        if tenant not in self.quotas and not any(a.used for a in account.sites.values()):
+            # only reported somewhere (its ledger holds at most drift adjustments): a
+            # project Meridian does not manage keeps the site's own quota
+            return
+        limits_ = self.effective(tenant)
         reported = self.reported_for(tenant)
         for site in sorted(self.sites):
             want = sync.site_limits(

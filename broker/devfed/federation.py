@@ -30,6 +30,7 @@ import httpx
 
 from broker import errors
 from broker.devfed import procs
+from broker.devfed.minicloud import Minicloud, OpenStackSite
 from broker.pki import authority
 from broker.pki.layout import Layout
 
@@ -65,6 +66,12 @@ class Federation:
     python: str = sys.executable
     running: dict[str, procs.Proc] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    openstack: dict[str, OpenStackSite] = field(default_factory=dict)
+    """Sites whose agents drive a real OpenStack (by site id); all others are sim."""
+    clouds_yaml: Path | None = None
+    """The clouds.yaml the openstack agents read (their credentials; never the broker's)."""
+    image_audit_interval: float = 30.0
+    """Seconds between a sim agent's audits of the images it holds."""
 
     # -- paths -------------------------------------------------------------------------
 
@@ -114,6 +121,12 @@ class Federation:
         for name in self.broker_names():
             for kind in ("api", "grpc"):
                 self.ports.setdefault(f"{name}.{kind}", procs.free_port())
+
+    def add_openstack(self, cloud: Minicloud) -> list[str]:
+        """Drive ``cloud``'s sites with openstack agents; returns their site ids."""
+        self.clouds_yaml = cloud.clouds_yaml
+        self.openstack.update({s.site_id: s for s in cloud.sites})
+        return [s.site_id for s in cloud.sites]
 
     def issue_sites(self, sites: list[str]) -> None:
         ca = authority.load(self.pki.root)
@@ -226,21 +239,45 @@ class Federation:
                         "key_file": str(self.pki.site_key(site)),
                     },
                     "session": {"brokers": self.gateway_addrs()},
-                    "sim": {"hosts": 4, "cells": 2, "seed": sum(site.encode())},
+                    **self._driver_section(site),
                 },
-                {"site_id": site, "driver": "sim"},
+                {"site_id": site, "driver": "openstack" if site in self.openstack else "sim"},
             )
         )
         return path
 
+    def _driver_section(self, site: str) -> dict[str, dict[str, object]]:
+        if site in self.openstack:
+            return {"openstack": {"cloud": self.openstack[site].cloud}}
+        return {
+            "sim": {"hosts": 4, "cells": 2, "seed": sum(site.encode())},
+            "images": {
+                "dir": str(self.images_dir(site)),
+                "audit_interval": self.image_audit_interval,
+            },
+        }
+
+    def images_dir(self, site: str) -> Path:
+        """A sim site's image store (its stand-in for Glance): ``<id>.img`` files."""
+        return self.state / "images" / site
+
+    def _agent_env(self, sites: list[str]) -> dict[str, str] | None:
+        if not any(s in self.openstack for s in sites) or self.clouds_yaml is None:
+            return None
+        return {"OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml)}
+
     def start_agents(self, sites: list[str], *, per_process: int = 1) -> list[procs.Proc]:
         started = []
-        for i in range(0, len(sites), per_process):
-            group = sites[i : i + per_process]
+        sim = [s for s in sites if s not in self.openstack]
+        # an openstack agent runs alone: its driver holds connections and worker threads
+        groups = [[s] for s in sites if s in self.openstack]
+        groups += [sim[i : i + per_process] for i in range(0, len(sim), per_process)]
+        for group in groups:
             configs = [str(self.agent_config(s)) for s in group]
             name = f"agent-{group[0]}" if len(group) == 1 else f"swarm-{group[0]}"
             argv = [self.python, "-m", "siteagent", "run", *[f"--config={c}" for c in configs]]
-            proc = procs.start(name, argv, self.state / "logs" / f"{name}.log")
+            log = self.state / "logs" / f"{name}.log"
+            proc = procs.start(name, argv, log, env=self._agent_env(group))
             self.running[name] = proc
             started.append(proc)
         return started
@@ -248,12 +285,15 @@ class Federation:
     def register_sites(self, sites: list[str], regions: int = 3) -> None:
         with httpx.Client(base_url=self.api_url(), timeout=10.0) as client:
             for i, site in enumerate(sites):
-                body = {
+                body: dict[str, object] = {
                     "id": site,
                     "region": f"region-{i % regions + 1}",
                     "zone": f"zone-{i % 2 + 1}",
                     "labels": {"tier": "edge"},
                 }
+                if site in self.openstack:
+                    region = self.openstack[site].region
+                    body.update(region=region, zone="", labels={"driver": "openstack"})
                 resp = client.post(
                     "/v1/sites", json=body, headers={"Authorization": f"Bearer {self.token}"}
                 )

@@ -2,7 +2,8 @@
 
 - ``ReplicaLease``: the lease every live-session record of this replica hangs on, so the
   records vanish by themselves when the replica dies (a surviving replica's agents have
-  rewritten theirs under their new replica's lease by then).
+  rewritten theirs under their new replica's lease by then). Losing it while alive is
+  survivable: a new lease is taken and the records are written again; no stream ends.
 - ``Revocations``: revoked certificate serials, listed then watched, so a revocation made
   through any replica refuses and closes streams on every replica at once.
 - ``DesiredFeed``: one watch over ``desired/`` for the whole replica, routing each change
@@ -29,31 +30,74 @@ RESYNC_DELAY = 1.0
 
 
 class ReplicaLease:
+    """This replica's lease, kept alive; a lost lease is replaced, never fatal.
+
+    A lease can run out under this replica's feet (etcd unreachable for a TTL, or a
+    refresh that came too late). That is treated like an etcd outage: the next write (or
+    the keeper) takes a new lease, every stream stays open, and ``on_renewed`` callbacks
+    re-record what the old lease took with it.
+    """
+
     def __init__(self, store: Store, ttl: int) -> None:
         self.store = store
         self.ttl = ttl
         self._id = 0
+        self._lost = False
         self._lock = asyncio.Lock()
+        self._renewed: list[Callable[[int], Awaitable[None]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.renewals = 0
+
+    def on_renewed(self, callback: Callable[[int], Awaitable[None]]) -> None:
+        """Call ``callback(new_lease_id)`` each time a new lease replaces a lost one."""
+        self._renewed.append(callback)
 
     async def id(self) -> int:
         """The current lease, granted anew if there is none (or it expired)."""
         async with self._lock:
             if not self._id:
                 self._id = (await self.store.grant_lease(self.ttl)).id
+                if self._lost:
+                    self._lost = False
+                    self.renewals += 1
+                    log.warning("replica lease replaced by %x", self._id)
+                    for callback in self._renewed:
+                        task = asyncio.create_task(self._notify(callback, self._id))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
             return self._id
 
+    @staticmethod
+    async def _notify(callback: Callable[[int], Awaitable[None]], lease_id: int) -> None:
+        try:
+            await callback(lease_id)
+        except errors.BrokerError as exc:
+            log.warning("after the replica lease was replaced: %s", exc)
+
+    def expired(self, lease_id: int) -> None:
+        """``lease_id`` was found gone: the next ``id()`` takes a new lease."""
+        if lease_id and self._id == lease_id:
+            log.warning("replica lease %x expired; taking a new one", lease_id)
+            self._id = 0
+            self._lost = True
+
     async def run(self) -> None:
-        """Refresh the lease every third of its TTL, forever."""
+        """Refresh the lease every third of its TTL, forever; replace it when it is lost."""
         while True:
             await asyncio.sleep(self.ttl / 3)
-            if not self._id:
-                continue
+            lease_id = self._id
             try:
-                await self.store.refresh_lease(self._id)
+                if lease_id:
+                    await self.store.refresh_lease(lease_id)
+                elif self._lost:
+                    await self.id()
             except errors.LeaseExpired:
-                log.warning("replica lease expired; the next write takes a new one")
-                self._id = 0
-            except errors.StoreUnavailable as exc:
+                self.expired(lease_id)
+                try:
+                    await self.id()
+                except errors.BrokerError as exc:
+                    log.warning("no new replica lease yet: %s", exc)
+            except errors.BrokerError as exc:
                 log.warning("replica lease not refreshed: %s", exc)
 
     async def revoke(self) -> None:
@@ -63,6 +107,8 @@ class ReplicaLease:
             except errors.BrokerError:
                 log.debug("lease revoke failed at shutdown", exc_info=True)
             self._id = 0
+        for task in self._tasks:
+            task.cancel()
 
 
 async def follow(

@@ -27,8 +27,15 @@ def register(registry: CollectorRegistry, sessions: Registry, gateway: Gateway) 
         "REFUSAL_UNKNOWN_SITE",
         "REFUSAL_MALFORMED",
         "REFUSAL_UNAVAILABLE",
+        "BUSY",  # REFUSAL_UNAVAILABLE from admission control: too many streams opening
     ):
         refusals.labels(code).set_function(functools.partial(_count, gateway.refusals, code))
+    opening = Gauge(
+        "meridian_gateway_opening_streams",
+        "Agent streams being opened right now (bounded by gateway.max_opening_streams)",
+        registry=registry,
+    )
+    opening.set_function(lambda: gateway.admission.opening)
 
 
 def _count(counts: dict[str, int], code: str) -> float:

@@ -8,7 +8,8 @@ Invariant: the broker holds at most ``depth`` chunks per transfer, never a whole
 a full queue stops the relay reading the Upload call, and HTTP/2 flow control then
 stops the source (backpressure end to end). The relay does not verify: the destination
 checks every chunk's sha256 and the whole image (invariant 8); the relay only binds each
-call to the site named by the caller's certificate (invariant 5).
+call to the site named by the caller's certificate (invariant 5). ``Replicate`` carries
+copy orders to a destination and its reports back, through ``imagefeed.ImageOrders``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from meridian.v1 import image_pb2 as ipb
 from meridian.v1 import image_pb2_grpc as ipb_grpc
 
 from broker import errors
+from broker.gateway.imagefeed import ImageOrders
 from broker.pki import identity
 
 log = logging.getLogger(__name__)
@@ -49,12 +51,14 @@ class Relay(ipb_grpc.ImageTransferServicer):
         start_timeout: float = 10.0,
         chunk_timeout: float = 30.0,
         is_revoked: Callable[[int], bool] = lambda serial: False,
+        orders: ImageOrders | None = None,
     ) -> None:
         self.trust_domain = trust_domain
         self.depth = depth
         self.start_timeout = start_timeout
         self.chunk_timeout = chunk_timeout
         self.is_revoked = is_revoked
+        self.orders = orders
         self._servers: dict[str, asyncio.Queue[ipb.ServeRequest]] = {}
         self._transfers: dict[str, _Transfer] = {}
         self._ids = itertools.count(1)
@@ -188,3 +192,33 @@ class Relay(ipb_grpc.ImageTransferServicer):
             self.peak_buffered = max(self.peak_buffered, tr.queue.qsize())
             return True
         return False
+
+    async def Replicate(
+        self,
+        request_iterator: AsyncIterator[ipb.ImageReport],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[ipb.CopyOrder]:
+        site = await self._site(context)
+        if self.orders is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this relay takes no orders")
+            return
+        orders = self.orders
+        outbox = orders.attach(site)
+
+        async def read() -> None:
+            async for msg in request_iterator:
+                await orders.report(site, msg)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                get = asyncio.ensure_future(outbox.get())
+                done, _ = await asyncio.wait({get, reader}, return_when="FIRST_COMPLETED")
+                if get not in done:
+                    get.cancel()
+                    return  # the agent closed its side, or writing a report failed
+                yield get.result()
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            orders.detach(site, outbox)

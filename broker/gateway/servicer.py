@@ -1,16 +1,22 @@
 """The AgentGateway servicer: one coroutine per agent stream.
 
-Order of a stream: identify the peer by its certificate → read Hello (bounded wait) →
-negotiate the version → check the site is registered → record the live session and the
-inventory → Welcome → the desired snapshot → then heartbeats and statuses up, desired
-objects down, until either side ends. Every refusal is sent as a ``Refusal`` message and
-as the gRPC status, is logged, and writes nothing. Failing to reach etcd never ends a
-stream: statuses wait in memory and are written when etcd answers again.
+Order of a stream: admission (at most ``gateway.max_opening_streams`` open at once; the
+rest have their Hello read and are refused as busy with a jittered ``retry_after_ms``) →
+identify the peer by its certificate → read Hello (bounded wait) → negotiate the version
+→ check the site is registered → record the live session and the inventory → Welcome →
+the desired snapshot (the admission place is freed here) → then heartbeats and statuses
+up, desired objects down, until either side ends. Every refusal is sent as a ``Refusal``
+message and as the gRPC status (with ``retry_after_ms`` also as the
+``meridian-retry-after-ms`` trailer), is counted, and writes nothing. Failing to reach
+etcd never ends a stream: statuses wait in memory and are written when etcd answers
+again. Nor does losing the replica lease: a new one is taken and the live-session records
+are written again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -25,6 +31,7 @@ from meridian.v1 import agent_pb2_grpc as pb_grpc
 
 from broker import errors
 from broker.gateway import convert, version
+from broker.gateway.admission import Admission, Ticket
 from broker.gateway.feeds import ReplicaLease, Revocations
 from broker.gateway.sessions import Registry, Session
 from broker.models import codec
@@ -43,6 +50,10 @@ GRPC_CODE = {
     pb.REFUSAL_MALFORMED: grpc.StatusCode.INVALID_ARGUMENT,
     pb.REFUSAL_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
+
+# Trailing metadata of a refused stream's status: the Refusal's retry_after_ms again.
+RETRY_AFTER_MS = "meridian-retry-after-ms"
+HELLO_DRAIN = 2.0  # seconds to wait for the Hello of a stream refused before reading it
 
 
 def now_ms() -> int:
@@ -74,6 +85,11 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         self.lease = lease
         self.revocations = revocations
         self.refusals: dict[str, int] = {}
+        gw = settings.gateway
+        self.admission = Admission(
+            gw.max_opening_streams, gw.busy_retry_after, gw.busy_retry_after_max
+        )
+        lease.on_renewed(self._rehome)
 
     # grpc.aio accepts a coroutine that reads and writes through the context; the stub's
     # signature only knows the iterator style.
@@ -82,17 +98,47 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         request_iterator: AsyncIterator[pb.AgentMessage],
         context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage],
     ) -> None:
-        try:
-            session, hello = await self._open(context)
-        except Refused as refused:
-            await self._refuse(context, refused)
+        ticket = self.admission.enter()
+        if ticket is None:
+            await self._drain_hello(context)
+            await self._refuse(context, self._busy(), quiet=True)
             return
         try:
-            await self._serve(context, session, hello)
+            try:
+                session, hello = await self._open(context)
+            except Refused as refused:
+                ticket.done(opened=False)
+                await self._refuse(context, refused)
+                return
+            try:
+                await self._serve(context, session, hello, ticket)
+            finally:
+                self.registry.remove(session)
+                await self._clear_status(session)
+                reason = session.closed_reason or "ended"
+                log.info("site %s: stream closed (%s)", session.site, reason)
         finally:
-            self.registry.remove(session)
-            await self._clear_status(session)
-            log.info("site %s: stream closed (%s)", session.site, session.closed_reason or "ended")
+            ticket.done(opened=False)
+
+    async def _drain_hello(
+        self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage]
+    ) -> None:
+        """Read (and drop) the Hello of a stream about to be refused before reading it.
+
+        Refused before its Hello is out, the agent's write fails, and grpc then reports
+        INTERNAL in place of the refusal and its retry delay."""
+        with contextlib.suppress(Exception):  # gone or silent: refused all the same
+            async with asyncio.timeout(min(HELLO_DRAIN, self.settings.gateway.hello_timeout)):
+                await context.read()
+
+    def _busy(self) -> Refused:
+        delay = self.admission.retry_after()
+        return Refused(
+            pb.REFUSAL_UNAVAILABLE,
+            f"replica {self.settings.name} is busy opening {self.admission.opening} streams "
+            f"(gateway.max_opening_streams): retry in {delay:.1f}s",
+            max(1, int(delay * 1000)),
+        )
 
     # -- opening ---------------------------------------------------------------------
 
@@ -119,7 +165,11 @@ class Gateway(pb_grpc.AgentGatewayServicer):
     async def _open(
         self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage]
     ) -> tuple[Session, pb.Hello]:
-        site, serial = self._identify(context)
+        try:
+            site, serial = self._identify(context)
+        except Refused:
+            await self._drain_hello(context)
+            raise
         try:
             first = await asyncio.wait_for(context.read(), self.settings.gateway.hello_timeout)
         except TimeoutError as exc:
@@ -161,18 +211,24 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             await self._write_status(
                 session, seq=0, extra=[Put(keys.inventory(site), codec.encode(inventory))]
             )
-        except errors.StoreUnavailable as exc:
+        except (errors.StoreUnavailable, errors.LeaseExpired) as exc:
             raise Refused(pb.REFUSAL_UNAVAILABLE, f"state store unreachable: {exc}", 2000) from exc
         self.registry.add(session)
         log.info("site %s: connected (protocol %s, session %s)", site, agreed, session.session_id)
         return session, hello
 
     async def _refuse(
-        self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage], refused: Refused
+        self,
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage],
+        refused: Refused,
+        *,
+        quiet: bool = False,
     ) -> None:
-        name = pb.RefusalCode.Name(refused.code)
+        """Send the refusal and end the stream; ``quiet``: busy, counted, logged at debug."""
+        name = "BUSY" if quiet else pb.RefusalCode.Name(refused.code)
         self.refusals[name] = self.refusals.get(name, 0) + 1
-        log.warning("agent %s refused (%s): %s", context.peer(), name, refused.reason)
+        level = logging.DEBUG if quiet else logging.WARNING
+        log.log(level, "agent %s refused (%s): %s", context.peer(), name, refused.reason)
         msg = pb.BrokerMessage(
             refusal=pb.Refusal(
                 code=refused.code, reason=refused.reason, retry_after_ms=refused.retry_after_ms
@@ -182,7 +238,12 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             await context.write(msg)
         except Exception:
             log.debug("could not deliver the refusal message", exc_info=True)
-        await context.abort(GRPC_CODE[refused.code], refused.reason)
+        # The delay rides on the status too: a refusal sent before the agent's Hello has
+        # gone out fails the agent's write, and the agent then sees only the status.
+        trailers = (
+            ((RETRY_AFTER_MS, str(refused.retry_after_ms)),) if refused.retry_after_ms else ()
+        )
+        await context.abort(GRPC_CODE[refused.code], refused.reason, trailing_metadata=trailers)
 
     # -- serving ---------------------------------------------------------------------
 
@@ -191,6 +252,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage],
         session: Session,
         hello: pb.Hello,
+        ticket: Ticket,
     ) -> None:
         interval_ms = int(self.settings.gateway.heartbeat_interval * 1000)
         major, minor = (int(p) for p in session.protocol.split("."))
@@ -208,6 +270,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         reader = asyncio.create_task(self._read(context, session), name=f"read-{session.site}")
         try:
             await self._send_snapshot(session)
+            ticket.done(opened=True)
             while (msg := await session.outbound.get()) is not None:
                 await context.write(msg)
         finally:
@@ -268,7 +331,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                 session.usage_value = usage
         try:
             await self._write_status(session, seq=hb.seq)
-        except errors.StoreUnavailable:
+        except (errors.StoreUnavailable, errors.LeaseExpired):
             log.warning("site %s: heartbeat not recorded (etcd unreachable)", session.site)
         await self._flush(pending)
         session.outbound.put_nowait(pb.BrokerMessage(heartbeat_ack=pb.HeartbeatAck(seq=hb.seq)))
@@ -299,11 +362,41 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             heartbeat_seq=seq,
         )
         value = codec.encode(status)
-        lease_id = await self.lease.id()
-        await self.store.txn(
-            [], [Put(keys.sitestatus(session.site), value, lease_id), *(extra or [])]
-        )
+        for retry in (True, False):
+            lease_id = await self.lease.id()
+            try:
+                await self.store.txn(
+                    [], [Put(keys.sitestatus(session.site), value, lease_id), *(extra or [])]
+                )
+                break
+            except errors.LeaseExpired:
+                # like an etcd outage, not a broken stream: take a new lease, write again
+                self.lease.expired(lease_id)
+                if not retry:
+                    raise
         session.status_value = value
+
+    async def _rehome(self, lease_id: int) -> None:
+        """Re-record every held session under a new replica lease (the lost one took
+        their records with it). Only where the record is still absent: a heartbeat that
+        got there first wrote a newer one."""
+        rehomed = 0
+        for session in self.registry.all():
+            value = session.status_value
+            if not value or session.closed_reason:
+                continue
+            key = keys.sitestatus(session.site)
+            try:
+                result = await self.store.txn(
+                    [Compare(key, Target.VERSION, Op.EQUAL, 0)], [Put(key, value, lease_id)]
+                )
+            except (errors.StoreUnavailable, errors.LeaseExpired) as exc:
+                log.warning("re-recording sessions stopped (%s); heartbeats will", exc)
+                return
+            rehomed += result.succeeded
+            if session.closed_reason or self.registry.get(session.site) is not session:
+                await self._clear_status(session)  # it closed meanwhile: take it back
+        log.info("%d live sessions re-recorded under lease %x", rehomed, lease_id)
 
     async def _clear_status(self, session: Session) -> None:
         """Delete the site's live-session record, if it is still this session's."""

@@ -1,6 +1,6 @@
 """A placed VNF as each chosen site's desired objects, in the agents' spec vocabulary.
 
-Per site: the VNF's images and networks, one flavor per VDU (Nova extra specs:
+Per site: the VNF's images, networks (each with a subnet), one flavor per VDU (Nova extra specs:
 ``hw:cpu_policy``, ``hw:mem_page_size``, ``hw:numa_nodes``,
 ``hw:pci_numa_affinity_policy``), one server group per VDU, and per member its ports and
 its server. The server carries the chosen host as ``hypervisor_hostname`` (Nova 2.74's
@@ -52,6 +52,12 @@ def member_of(vnf_id: str, server: str) -> str | None:
     return server[len(prefix) :] if server.startswith(prefix) else None
 
 
+def link_cidr(index: int) -> str:
+    """The subnet of the descriptor's ``index``-th virtual link. Every link is a network
+    of its own in the tenant's project, so the same range in every VNF never clashes."""
+    return f"10.{64 + index // 256}.{index % 256}.0/24"
+
+
 def objects(vnf_id: str, desc: Descriptor, assignments: Iterable[Assignment]) -> list[Desired]:
     """Every desired object of the VNF, dependencies before dependents."""
     by_site: dict[str, list[Assignment]] = {}
@@ -81,7 +87,7 @@ def _site_objects(
                 "project": project,
             }
             out.append(Desired(site, "image", f"{vnf_id}-{image.name}", spec))
-    for link in desc.virtual_links:
+    for index, link in enumerate(desc.virtual_links):
         if link.name in links:
             net: dict[str, Any] = {"project": project, "network_type": link.network_type}
             if link.physnet:
@@ -89,6 +95,10 @@ def _site_objects(
             if link.segmentation_id:
                 net["segmentation_id"] = link.segmentation_id
             out.append(Desired(site, "network", f"{vnf_id}-{link.name}", net))
+            # Nova boots on a port only with a fixed IP: each link gets a subnet of its own
+            subnet = {"project": project, "network": f"{vnf_id}-{link.name}",
+                      "cidr": link_cidr(index), "enable_dhcp": False}
+            out.append(Desired(site, "subnet", f"{vnf_id}-{link.name}", subnet))
     for vdu in vdus:
         vc = vdu.virtual_compute
         extra = {

@@ -8,11 +8,22 @@ How it is built, and why:
 - The client is synchronous, so every call runs on a small dedicated thread pool
   (``EtcdSettings.threads``) and the event loop never blocks. Every RPC carries the
   settings timeout as its gRPC deadline, and the await is bounded too, so no call hangs.
+- Lease calls (grant, refresh, revoke) have a lane of their own: ``LEASE_THREADS``
+  threads nothing else uses. A connect storm can fill the main pool's queue for seconds;
+  an election or replica-lease keepalive queued behind it would miss its lease's TTL
+  (the bound on the await counts queue time) and cost a leader term or every live
+  session record. On the lane a keepalive waits only for other keepalives. Beyond that,
+  a lease once refreshed is kept alive by ``keepalive.Keeper`` on its own thread while
+  the loop keeps asking, and ``refresh_lease`` answers from the keeper's last success
+  (see that module for when it may), so even a lagging event loop keeps its leases.
 - ``MultiEndpointEtcd3Client`` with ``failover=True`` and ``time_retry=1``: a failed
   endpoint is skipped for one second, then tried again (the client's default of 300 s
-  would strand a healthy cluster behind one timeout). Reads and lease calls are retried
-  once per endpoint within the call; writes are not (a write that timed out may have
-  landed, and only the caller knows whether repeating it is safe).
+  would strand a healthy cluster behind one timeout). With a single endpoint nothing is
+  ever marked failed: there is nowhere to fail over to, and marking it would turn one slow
+  call under load into a second in which every call -- lease keepalives included -- fails
+  without being tried. Reads and lease calls are retried once per endpoint within the
+  call; writes are not (a write that timed out may have landed, and only the caller knows
+  whether repeating it is safe).
 - gRPC reconnect backoff is capped at one second so a restarted etcd is used again at
   once instead of after the default exponential backoff (up to two minutes).
 - This is the one boundary where foreign exceptions become ``broker.errors``:
@@ -30,6 +41,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -41,6 +53,7 @@ from etcd3 import etcdrpc
 
 from broker import errors
 from broker.settings import EtcdSettings
+from broker.store import keepalive
 from broker.store import protocol as p
 
 log = logging.getLogger(__name__)
@@ -57,6 +70,7 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 5_000),
 ]
 _ENDPOINT_RETRY_SECONDS = 1
+LEASE_THREADS = 2  # the election's keepalive and the replica lease's, side by side
 
 _TARGETS = {
     p.Target.VALUE: (etcdrpc.Compare.VALUE, "value"),
@@ -166,13 +180,14 @@ def make_client(settings: EtcdSettings) -> Any:
         except OSError as exc:
             problem = f"etcd: cannot read {exc.filename}: {exc.strerror}"
             raise errors.SettingsError([problem]) from exc
+    time_retry = _ENDPOINT_RETRY_SECONDS if len(settings.endpoints) > 1 else 0
     endpoints = [
         etcd3.Endpoint(
             host,
             port,
             secure=creds is not None,
             creds=creds,
-            time_retry=_ENDPOINT_RETRY_SECONDS,
+            time_retry=time_retry,
             opts=_CHANNEL_OPTIONS,
         )
         for host, port in map(_split_endpoint, settings.endpoints)
@@ -192,6 +207,10 @@ class EtcdStore:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, settings.threads), thread_name_prefix="meridian-etcd"
         )
+        self._lease_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=LEASE_THREADS, thread_name_prefix="meridian-etcd-lease"
+        )
+        self._keeper = keepalive.Keeper(self._refresh_now)
         self._closed = False
         self._watch_tokens = itertools.count(1)
         self._watches: set[int] = set()
@@ -226,15 +245,19 @@ class EtcdStore:
             lease=int(kv.lease),
         )
 
-    async def _call(self, what: str, fn: Callable[[], T], *, retry: bool = False) -> T:
-        """Run ``fn`` on the pool; translate what it raises; retry reads on failover."""
+    async def _call(
+        self, what: str, fn: Callable[[], T], *, retry: bool = False, lease: bool = False
+    ) -> T:
+        """Run ``fn`` on the pool (``lease``: on the lease lane); translate what it raises;
+        retry reads on failover."""
         if self._closed:
             raise errors.StoreUnavailable(f"{what}: the store is closed", retry_after=0.0)
         loop = asyncio.get_running_loop()
+        pool = self._lease_pool if lease else self._pool
         attempts = len(self._settings.endpoints) if retry else 1
         for attempt in range(attempts):
             try:
-                future = loop.run_in_executor(self._pool, fn)
+                future = loop.run_in_executor(pool, fn)
                 # The RPC has its own deadline; this bound only guards a stuck thread.
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
                 # cancellation that races with the result (and a campaign would not stop).
@@ -344,28 +367,61 @@ class EtcdStore:
     # -- leases -------------------------------------------------------------------------
 
     async def grant_lease(self, ttl: int) -> p.Lease:
-        lease = await self._call("grant lease", lambda: self._client.lease(ttl), retry=True)
+        lease = await self._call(
+            "grant lease", lambda: self._client.lease(ttl), retry=True, lease=True
+        )
         return p.Lease(id=int(lease.id), ttl=int(lease.ttl))
 
-    async def refresh_lease(self, lease_id: int) -> int:
-        # refresh_lease() is a generator in this client: drain it on the pool thread
-        responses = await self._call(
-            f"refresh lease {lease_id:x}",
-            lambda: list(self._client.refresh_lease(lease_id)),
-            retry=True,
-        )
+    def _refresh_now(self, lease_id: int) -> int:
+        """One keepalive, on the calling (keeper) thread: the TTL, or ``keepalive.Gone``."""
+        try:
+            # refresh_lease() is a generator in this client: drain it
+            responses = list(self._client.refresh_lease(lease_id))
+        except Exception as exc:
+            error = translate(exc, f"refresh lease {lease_id:x}")
+            if isinstance(error, errors.LeaseExpired):
+                raise keepalive.Gone(str(error)) from exc
+            raise error from exc
         ttl = int(responses[0].TTL) if responses else 0
         if ttl <= 0:
+            raise keepalive.Gone(f"lease {lease_id:x} is gone (expired or revoked)")
+        return ttl
+
+    async def refresh_lease(self, lease_id: int) -> int:
+        try:
+            cached = self._keeper.cached(lease_id)
+        except keepalive.Gone as exc:
+            raise errors.LeaseExpired(str(exc)) from exc
+        if cached is not None:
+            return cached
+        sent = time.monotonic()
+        try:
+            # refresh_lease() is a generator in this client: drain it on the lane thread
+            responses = await self._call(
+                f"refresh lease {lease_id:x}",
+                lambda: list(self._client.refresh_lease(lease_id)),
+                retry=True,
+                lease=True,
+            )
+        except errors.LeaseExpired:
+            self._keeper.forget(lease_id)
+            raise
+        ttl = int(responses[0].TTL) if responses else 0
+        if ttl <= 0:
+            self._keeper.forget(lease_id)
             raise errors.LeaseExpired(f"lease {lease_id:x} is gone (expired or revoked)")
+        self._keeper.keep(lease_id, ttl, sent)
         return ttl
 
     async def revoke_lease(self, lease_id: int) -> None:
         """Revoke the lease (deleting its keys); a lease already gone is not an error."""
+        self._keeper.forget(lease_id)
         try:
             await self._call(
                 f"revoke lease {lease_id:x}",
                 lambda: self._client.revoke_lease(lease_id),
                 retry=True,
+                lease=True,
             )
         except errors.LeaseExpired:
             pass
@@ -454,12 +510,14 @@ class EtcdStore:
         if self._closed:
             return
         self._closed = True
+        self._keeper.stop()
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._pool, self._client.close)
         except Exception as exc:
             log.debug("closing the etcd client: %s", exc)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._lease_pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Broken:

@@ -23,6 +23,8 @@ VNFS = "vnfs/"
 PLACEMENTS = "placements/"
 CLAIMS = "claims/"
 LATENCY = "latency"
+IMAGES = "images/"
+IMAGE_KIND = "image"  # observed/<site>/image/<id>: what the site reported (gateway)
 
 
 def site(site_id: str) -> str:
@@ -85,3 +87,30 @@ def placement(vnf_id: str) -> str:
 def claims(site_id: str) -> str:
     """Every placed member's hardware claim at a site (placement, fenced)."""
     return f"{CLAIMS}{site_id}"
+
+
+def image(image_id: str) -> str:
+    """An image's catalog record: the image, its policy and wanted targets (API writes)."""
+    return f"{IMAGES}{image_id}"
+
+
+def image_replicas(image_id: str) -> str:
+    """``images/<id>/replicas/``: every site's replica state of one image."""
+    return f"{IMAGES}{image_id}/replicas/"
+
+
+def image_replica(image_id: str, site_id: str) -> str:
+    """One site's replica state of an image (replication controller, fenced)."""
+    return f"{IMAGES}{image_id}/replicas/{site_id}"
+
+
+def split_image_key(key: str) -> tuple[str, str]:
+    """``images/<id>`` -> (id, ""); ``images/<id>/replicas/<site>`` -> (id, site)."""
+    rest = key[len(IMAGES) :]
+    image_id, _, tail = rest.partition("/")
+    return image_id, tail.removeprefix("replicas/") if tail else ""
+
+
+def image_audit(site_id: str) -> str:
+    """A site's last complete image audit: what it holds, with sha256 (gateway writes)."""
+    return observed(site_id, "imageaudit", "held")

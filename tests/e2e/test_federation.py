@@ -42,7 +42,7 @@ def test_sites_spread_over_replicas(federation: Federation) -> None:
     sites = federation.api_get("/v1/sites")["sites"]
     assert {s["health"] for s in sites} == {"UP"}
     assert len({s["replica"] for s in sites}) >= 2, "agents did not spread over replicas"
-    assert {s["protocol"] for s in sites} == {"1.1"}
+    assert {s["protocol"] for s in sites} == {"1.2"}
 
 
 def test_agent_kill_goes_down_then_up(federation: Federation) -> None:
@@ -68,13 +68,15 @@ def test_agent_resumes_on_another_replica(federation: Federation) -> None:
         status = federation.api_get(f"/v1/sites/{site}")["status"]
         return status["replica"] if status and status["replica"] != replica else None
 
-    new_replica = wait_for(moved, timeout=20, what=f"{site} reconnecting to another replica")
-    assert new_replica != replica
-    assert health(federation, site) == "UP"
-    # no false DOWN: the agent was alive all along
-    time.sleep(1.0)
-    assert not [e for e in site_events(federation, site, t0) if e["kind"] == "site.down"]
-    federation.start_broker(replica)
+    try:
+        new_replica = wait_for(moved, timeout=20, what=f"{site} reconnecting to another replica")
+        assert new_replica != replica
+        assert health(federation, site) == "UP"
+        # no false DOWN: the agent was alive all along
+        time.sleep(1.0)
+        assert not [e for e in site_events(federation, site, t0) if e["kind"] == "site.down"]
+    finally:
+        federation.start_broker(replica)
 
 
 def test_leader_kill_hands_controllers_over(federation: Federation) -> None:

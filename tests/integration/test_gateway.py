@@ -98,8 +98,10 @@ async def test_welcome_status_and_heartbeat(running: gw.RunningGateway) -> None:
 
 
 async def test_one_minor_behind_is_served(running: gw.RunningGateway) -> None:
-    reply, code, _ = await first_reply(running, "site-a", gw.hello("site-a", 1, 0))
-    assert code is None and reply.welcome.version.minor == 0
+    reply, code, _ = await first_reply(running, "site-a", gw.hello("site-a", 1, 1))
+    assert code is None and reply.welcome.version.minor == 1
+    reply, code, _ = await first_reply(running, "site-b", gw.hello("site-b", 1, 2))
+    assert code is None and reply.welcome.version.minor == 2
 
 
 @pytest.mark.parametrize(
@@ -121,16 +123,25 @@ async def test_one_minor_behind_is_served(running: gw.RunningGateway) -> None:
             0,
             pb.REFUSAL_UNSUPPORTED_VERSION,
             grpc.StatusCode.FAILED_PRECONDITION,
-            "serves 1.0, 1.1",
+            "serves 1.1, 1.2",
         ),
         (
             "site-a",
             "site-a",
             1,
-            2,
+            3,
             pb.REFUSAL_UNSUPPORTED_VERSION,
             grpc.StatusCode.FAILED_PRECONDITION,
             "upgrade the brokers",
+        ),
+        (
+            "site-a",
+            "site-a",
+            1,
+            0,
+            pb.REFUSAL_UNSUPPORTED_VERSION,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "upgrade the agent",
         ),
         (
             "site-c",

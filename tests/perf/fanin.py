@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import re
 import signal
 import time
 import tomllib
@@ -169,6 +170,48 @@ def register(fed: Federation, sites: list[str]) -> float:
     return time.monotonic() - started
 
 
+def herd_counts(herd: list[dict[str, Any]], tracker: harness.UpTracker) -> dict[str, int]:
+    """What the agents and the tracker saw while all connected at once."""
+    return {
+        "peak_up": tracker.peak,
+        "up_at_end": tracker.up(),
+        "up_to_down": tracker.downs,
+        # the first term seen counts as one: 1 = the leader kept its term throughout
+        "leader_terms": tracker.new_terms,
+        "welcomed_streams": sum(d["welcomed"] for d in herd),
+        "connect_attempts": sum(d["connects"] for d in herd),
+        "refused_busy_or_unavailable": sum(d.get("refused", 0) for d in herd),
+        "connect_timeouts": sum(d.get("timeouts", 0) for d in herd),
+    }
+
+
+# What the broker's log says about a storm: each pattern counted over the whole phase.
+LOG_DIGEST = {
+    "election_lease_not_refreshed": re.compile(r"campaign: .* not refreshed"),
+    "leader_terms_started": re.compile(r"campaign: .*leading with fence"),
+    "replica_lease_expired": re.compile(r"replica lease \w+ expired"),
+    "heartbeats_not_recorded": re.compile(r"heartbeat not recorded"),
+    "status_writes_waiting": re.compile(r"status updates wait for etcd"),
+    "down_stream_closed": re.compile(r"DOWN \(agent stream closed\)"),
+    "down_no_heartbeat": re.compile(r"DOWN \(no heartbeat"),
+    "site_health_paused": re.compile(r"site health paused"),
+}
+
+
+def log_digest(path: Path) -> dict[str, int]:
+    """Counts of the LOG_DIGEST patterns in a broker log (empty if it is missing)."""
+    counts = dict.fromkeys(LOG_DIGEST, 0)
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        for name, pattern in LOG_DIGEST.items():
+            if pattern.search(line):
+                counts[name] += 1
+    return counts
+
+
 def groups_of(paths: list[Path], processes: int) -> list[list[Path]]:
     size = -(-len(paths) // processes)
     return [paths[i : i + size] for i in range(0, len(paths), size)]
@@ -261,7 +304,15 @@ def meridian_phase(
             phase.herd_s = round(all_up - t0, 2)
             phase.herd_how = "newest UP verdict's since_ms"
             phase.extra["herd_leader_terms"] = tracker.new_terms
-            say(f"Meridian: all {len(sites)} UP after {phase.herd_s} s")
+            herd = swarms.dump()
+            phase.extra["herd"] = herd_counts(herd, tracker)
+            say(
+                f"Meridian: all {len(sites)} UP after {phase.herd_s} s "
+                f"({phase.extra['herd']['connect_attempts']} stream attempts, "
+                f"{phase.extra['herd']['refused_busy_or_unavailable']} refused with a "
+                f"retry_after, {phase.extra['herd']['connect_timeouts']} timed out; "
+                f"{tracker.new_terms} leader term(s) seen, {tracker.downs} UP→DOWN)"
+            )
         else:
             herd = swarms.dump()
             phase.herd_how = (
@@ -271,13 +322,7 @@ def meridian_phase(
                 f"{sum(d['connects'] for d in herd)} stream attempts, "
                 f"{sum(d['welcomed'] for d in herd)} welcomed"
             )
-            phase.extra["herd"] = {
-                "peak_up": tracker.peak,
-                "up_at_timeout": tracker.up(),
-                "up_to_down": tracker.downs, "leader_terms": tracker.new_terms,
-                "welcomed_streams": sum(d["welcomed"] for d in herd),
-                "connect_attempts": sum(d["connects"] for d in herd),
-            }
+            phase.extra["herd"] = herd_counts(herd, tracker)
             say(f"Meridian: {phase.herd_how}; stopping the agents and ramping instead")
             report.trouble.append(f"connect all at once {phase.herd_how}")
             swarms.stop()
@@ -318,6 +363,7 @@ def meridian_phase(
         tracker.reset()
         pids = {"broker": [broker.pid], "etcd": [etcd.pid]}
         measure(phase, swarms, pids, broker.pid, args)
+        phase.extra["broker_log"] = log_digest(fed.state / "logs" / "broker-1.log")
         phase.extra["up_at_window_end"] = tracker.up()
         phase.extra["up_to_down_after_connect"] = tracker.downs
         phase.extra["leader_terms_after_connect"] = tracker.new_terms
@@ -412,7 +458,20 @@ def summarize(
         f"all at once: Meridian = {mer.herd_how}; baseline = {raw.herd_how}; "
         "timed from the start of the swarm processes"
     )
+    herd = mer.extra.get("herd")
+    if herd:
+        report.note(
+            f"all at once, Meridian: {herd['connect_attempts']} stream attempts for {n} "
+            f"agents, {herd['refused_busy_or_unavailable']} refused with a retry_after "
+            f"(admission control), {herd['connect_timeouts']} gave up waiting for Welcome, "
+            f"{herd['leader_terms']} leader term(s) seen (1 = the leader kept its term), "
+            f"{herd['up_to_down']} UP→DOWN verdicts"
+        )
     report.note(f"ramped: Meridian = {mer.ramp_how}")
+    digest = mer.extra.get("broker_log") or {}
+    if digest:
+        said = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in digest.items())
+        report.note(f"broker-1's log over the Meridian phase: {said}")
     report.note(
         f"after all were connected (settle + window, Meridian): "
         f"{mer.extra.get('up_to_down_after_connect')} UP→DOWN verdicts, "
@@ -497,8 +556,9 @@ def main() -> None:
     parser.add_argument(
         "--herd-timeout",
         type=float,
-        default=60.0,
-        help="how long all agents started at once may take (default 60 s)",
+        default=180.0,
+        help="how long all agents started at once may take (default 180 s; the swarms' "
+        "own start-up is inside it, ~45 s for 1,000 agents on a loaded 2-core machine)",
     )
     parser.add_argument(
         "--ramp",

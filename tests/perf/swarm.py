@@ -48,6 +48,8 @@ def dump(sessions: list[Session], directory: Path, name: str, k: int) -> None:
         "connected": sum(1 for s in sessions if s.stats.connected.is_set()),
         "connects": sum(s.stats.connects for s in sessions),
         "welcomed": sum(s.stats.welcomed for s in sessions),
+        "refused": sum(s.stats.refused for s in sessions),
+        "timeouts": sum(s.stats.timeouts for s in sessions),
         "acked": sum(s.stats.acked for s in sessions),
         "lags_ms": lags,
     }

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 from meridian.v1 import agent_pb2 as pb
@@ -61,12 +62,19 @@ class RunningGateway:
     gateway: Gateway
     settings: BrokerSettings
     pki: Layout
+    lease: ReplicaLease
 
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    store: Store, pki: Layout, *, name: str = "gw-1", max_message_bytes: int = 64 * 1024
+    store: Store,
+    pki: Layout,
+    *,
+    name: str = "gw-1",
+    max_message_bytes: int = 64 * 1024,
+    **overrides: Any,
 ) -> AsyncIterator[RunningGateway]:
+    """A gateway replica; ``overrides`` replace fields of its ``GatewaySettings``."""
     (port,) = free_ports(1)
     settings = BrokerSettings(
         name=name,
@@ -80,7 +88,7 @@ async def running_gateway(
             listen=f"127.0.0.1:{port}",
             heartbeat_interval=0.2,
             max_message_bytes=max_message_bytes,
-            hello_timeout=2.0,
+            **{"hello_timeout": 2.0, **overrides},
         ),
     )
     registry = Registry()
@@ -96,7 +104,9 @@ async def running_gateway(
     ]
     await asyncio.wait_for(revocations.ready.wait(), 10)
     try:
-        yield RunningGateway(settings.gateway.listen, store, registry, gateway, settings, pki)
+        yield RunningGateway(
+            settings.gateway.listen, store, registry, gateway, settings, pki, lease
+        )
     finally:
         await server.stop(grace=0.5)
         for task in tasks:

@@ -4,5 +4,5 @@ Regenerate with ``proto/gen.sh``; a test fails when these modules are stale.
 """
 
 MAJOR = 1
-MINOR = 1
+MINOR = 2
 """The newest protocol version this code speaks; see agent.proto for what each added."""

@@ -14,7 +14,7 @@ REFUSAL_UNSUPPORTED_VERSION and a reason that names the versions it serves.
   1.0  Hello, Welcome, Heartbeat, DesiredObject, ObjectStatus
   1.1  Heartbeat.usage (per-project usage), Hello.observed (resume hints)
   1.2  the ImageTransfer service (image.proto) on the same endpoint; nothing here changed
-       (MINOR becomes 2 when the broker serves it)
+       (served from broker.running; MINOR = 2)
 """
 
 from collections import abc as _abc

@@ -13,15 +13,23 @@ on both calls is the backpressure; the broker never holds more than a few chunks
 Every chunk carries the sender's sha256 of its data; the receiver checks it, and the
 whole image against the catalog, before activating anything (invariant 8).
 
+Orders: a destination learns what to copy, and reports how it goes, on its standing
+Replicate call: the broker sends a CopyOrder (image, its catalog digests, the site to
+pull from, the attempt number); the agent answers with ImageReports — per-image
+progress, and every so often a complete audit of the images it holds with their
+re-computed sha256, from which the leader finds missing and corrupt replicas.
+
 Versioning: this file is part of protocol 1.2 (see agent.proto for the rules). It is
-purely additive (a new service; no existing message changed). meridian.v1.MINOR moves
-to 2 in the change that serves ImageTransfer from broker.running; until then a broker
-answers these calls UNIMPLEMENTED and 1.1 agents are unaffected.
-  1.2  ImageTransfer: Serve, Upload, Pull; ServeRequest, ImageChunk, PullRequest
+purely additive (a new service; no existing message changed). A broker serves it from
+broker.running (meridian.v1.MINOR = 2); 1.1 agents never call it and are unaffected.
+  1.2  ImageTransfer: Serve, Upload, Pull, Replicate; ServeRequest, ImageChunk,
+       PullRequest, CopyOrder, ImageReport
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -162,3 +170,125 @@ class PullRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PullRequest: _TypeAlias = PullRequest  # noqa: Y015
+
+@_typing.final
+class CopyOrder(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    OS_HASH_ALGO_FIELD_NUMBER: _builtins.int
+    OS_HASH_VALUE_FIELD_NUMBER: _builtins.int
+    SOURCE_SITE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    name: _builtins.str
+    size: _builtins.int
+    sha256: _builtins.str
+    """the catalog's whole-image digest (lowercase hex)"""
+    os_hash_algo: _builtins.str
+    """Glance's multihash algorithm, and its value ("" = none)"""
+    os_hash_value: _builtins.str
+    source_site: _builtins.str
+    """the site to pull from (through the broker relay)"""
+    attempt: _builtins.int
+    """names the attempt (grows); reports carry it back"""
+    chunk_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        os_hash_algo: _builtins.str = ...,
+        os_hash_value: _builtins.str = ...,
+        source_site: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        chunk_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "chunk_size", b"chunk_size", "image_id", b"image_id", "name", b"name", "os_hash_algo", b"os_hash_algo", "os_hash_value", b"os_hash_value", "sha256", b"sha256", "size", b"size", "source_site", b"source_site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyOrder: _TypeAlias = CopyOrder  # noqa: Y015
+
+@_typing.final
+class ReplicaReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    TEMPORARY_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    state: _builtins.str
+    """transferring | verifying | active | failed"""
+    offset: _builtins.int
+    """verified bytes so far"""
+    rate: _builtins.float
+    """bytes/s over the last progress window"""
+    reason: _builtins.str
+    """why it failed"""
+    temporary: _builtins.bool
+    """the failure is worth retrying (from the last verified offset)"""
+    attempt: _builtins.int
+    """the CopyOrder attempt this reports on; 0 in an audit"""
+    sha256: _builtins.str
+    """in an audit: the digest re-computed from the bytes held"""
+    size: _builtins.int
+    """in an audit: the bytes held"""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        rate: _builtins.float = ...,
+        reason: _builtins.str = ...,
+        temporary: _builtins.bool = ...,
+        attempt: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "image_id", b"image_id", "offset", b"offset", "rate", b"rate", "reason", b"reason", "sha256", b"sha256", "size", b"size", "state", b"state", "temporary", b"temporary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaReport: _TypeAlias = ReplicaReport  # noqa: Y015
+
+@_typing.final
+class ImageReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    AUDIT_FIELD_NUMBER: _builtins.int
+    audit: _builtins.bool
+    """a complete listing: an image not in it is missing at the site"""
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaReport]: ...
+    def __init__(
+        self,
+        *,
+        replicas: _abc.Iterable[Global___ReplicaReport] | None = ...,
+        audit: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "replicas", b"replicas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageReport: _TypeAlias = ImageReport  # noqa: Y015

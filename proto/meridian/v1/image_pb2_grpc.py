@@ -49,6 +49,11 @@ class ImageTransferStub:
                 request_serializer=meridian_dot_v1_dot_image__pb2.PullRequest.SerializeToString,
                 response_deserializer=meridian_dot_v1_dot_image__pb2.ImageChunk.FromString,
                 _registered_method=True)
+        self.Replicate = channel.stream_stream(
+                '/meridian.v1.ImageTransfer/Replicate',
+                request_serializer=meridian_dot_v1_dot_image__pb2.ImageReport.SerializeToString,
+                response_deserializer=meridian_dot_v1_dot_image__pb2.CopyOrder.FromString,
+                _registered_method=True)
 
 
 class ImageTransferServicer:
@@ -75,6 +80,14 @@ class ImageTransferServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Replicate(self, request_iterator, context):
+        """1.2: a destination agent's standing call: the broker streams copy orders, the agent
+        streams progress and audits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageTransferServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +105,11 @@ def add_ImageTransferServicer_to_server(servicer, server):
                     servicer.Pull,
                     request_deserializer=meridian_dot_v1_dot_image__pb2.PullRequest.FromString,
                     response_serializer=meridian_dot_v1_dot_image__pb2.ImageChunk.SerializeToString,
+            ),
+            'Replicate': grpc.stream_stream_rpc_method_handler(
+                    servicer.Replicate,
+                    request_deserializer=meridian_dot_v1_dot_image__pb2.ImageReport.FromString,
+                    response_serializer=meridian_dot_v1_dot_image__pb2.CopyOrder.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +193,33 @@ class ImageTransfer:
             '/meridian.v1.ImageTransfer/Pull',
             meridian_dot_v1_dot_image__pb2.PullRequest.SerializeToString,
             meridian_dot_v1_dot_image__pb2.ImageChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Replicate(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/meridian.v1.ImageTransfer/Replicate',
+            meridian_dot_v1_dot_image__pb2.ImageReport.SerializeToString,
+            meridian_dot_v1_dot_image__pb2.CopyOrder.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,11 +13,17 @@ on both calls is the backpressure; the broker never holds more than a few chunks
 Every chunk carries the sender's sha256 of its data; the receiver checks it, and the
 whole image against the catalog, before activating anything (invariant 8).
 
+Orders: a destination learns what to copy, and reports how it goes, on its standing
+Replicate call: the broker sends a CopyOrder (image, its catalog digests, the site to
+pull from, the attempt number); the agent answers with ImageReports — per-image
+progress, and every so often a complete audit of the images it holds with their
+re-computed sha256, from which the leader finds missing and corrupt replicas.
+
 Versioning: this file is part of protocol 1.2 (see agent.proto for the rules). It is
-purely additive (a new service; no existing message changed). meridian.v1.MINOR moves
-to 2 in the change that serves ImageTransfer from broker.running; until then a broker
-answers these calls UNIMPLEMENTED and 1.1 agents are unaffected.
-  1.2  ImageTransfer: Serve, Upload, Pull; ServeRequest, ImageChunk, PullRequest
+purely additive (a new service; no existing message changed). A broker serves it from
+broker.running (meridian.v1.MINOR = 2); 1.1 agents never call it and are unaffected.
+  1.2  ImageTransfer: Serve, Upload, Pull, Replicate; ServeRequest, ImageChunk,
+       PullRequest, CopyOrder, ImageReport
 """
 
 from collections import abc as _abc
@@ -54,6 +60,10 @@ class ImageTransferStub:
     """1.2: the source agent's answer to one ServeRequest, chunk by chunk, in order."""
     Pull: _grpc.UnaryStreamMultiCallable[_image_pb2.PullRequest, _image_pb2.ImageChunk]
     """1.2: a destination agent reads an image from another site through the broker."""
+    Replicate: _grpc.StreamStreamMultiCallable[_image_pb2.ImageReport, _image_pb2.CopyOrder]
+    """1.2: a destination agent's standing call: the broker streams copy orders, the agent
+    streams progress and audits.
+    """
 
 @_typing.type_check_only
 class ImageTransferAsyncStub(ImageTransferStub):
@@ -64,6 +74,10 @@ class ImageTransferAsyncStub(ImageTransferStub):
     """1.2: the source agent's answer to one ServeRequest, chunk by chunk, in order."""
     Pull: _aio.UnaryStreamMultiCallable[_image_pb2.PullRequest, _image_pb2.ImageChunk]  # type: ignore[assignment]
     """1.2: a destination agent reads an image from another site through the broker."""
+    Replicate: _aio.StreamStreamMultiCallable[_image_pb2.ImageReport, _image_pb2.CopyOrder]  # type: ignore[assignment]
+    """1.2: a destination agent's standing call: the broker streams copy orders, the agent
+    streams progress and audits.
+    """
 
 class ImageTransferServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -89,5 +103,15 @@ class ImageTransferServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_image_pb2.ImageChunk], _abc.AsyncIterator[_image_pb2.ImageChunk]]:
         """1.2: a destination agent reads an image from another site through the broker."""
+
+    @_abc_1.abstractmethod
+    def Replicate(
+        self,
+        request_iterator: _MaybeAsyncIterator[_image_pb2.ImageReport],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_image_pb2.CopyOrder], _abc.AsyncIterator[_image_pb2.CopyOrder]]:
+        """1.2: a destination agent's standing call: the broker streams copy orders, the agent
+        streams progress and audits.
+        """
 
 def add_ImageTransferServicer_to_server(servicer: ImageTransferServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

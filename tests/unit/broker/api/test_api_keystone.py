@@ -108,12 +108,42 @@ async def test_catalog_endpoint_when_no_url() -> None:
     assert kwargs["endpoint_filter"]["service_type"] == "identity"
 
 
-@pytest.mark.parametrize("status", [401, 404])
+@pytest.mark.parametrize("status", [400, 401, 404])
 async def test_expired_or_revoked_is_auth_error(status: int) -> None:
     session = FakeSession({"t": FakeResponse(status, {"error": {}})})
     with pytest.raises(errors.AuthError) as info:
         await auth.KeystoneAuthenticator(session, keystone_url="http://k").authenticate("t")
     assert not isinstance(info.value, errors.Forbidden)
+
+
+async def test_keystones_reason_is_passed_on() -> None:
+    said = {"error": {"code": 404, "message": "Could not recognize\nFernet token"}}
+    session = FakeSession({"t": FakeResponse(404, said)})
+    with pytest.raises(errors.AuthError, match=r"\(Keystone: Could not recognize Fernet token\)"):
+        await auth.KeystoneAuthenticator(session, keystone_url="http://k").authenticate("t")
+
+
+@pytest.mark.parametrize(
+    ("token", "says"),
+    [
+        ("x" * (auth.MAX_TOKEN_CHARS + 1), "characters long"),
+        ("gAAAA\u00e9", "printable ASCII"),
+        ("two words", "printable ASCII"),
+        ("tab\there", "printable ASCII"),
+    ],
+)
+async def test_impossible_tokens_never_reach_keystone(token: str, says: str) -> None:
+    session = FakeSession()
+    with pytest.raises(errors.AuthError, match=says):
+        await auth.KeystoneAuthenticator(session, keystone_url="http://k").authenticate(token)
+    assert session.calls == []
+
+
+async def test_longest_plausible_token_is_asked_about() -> None:
+    token = "x" * auth.MAX_TOKEN_CHARS
+    session = FakeSession({token: FakeResponse(200, token_body("member"))})
+    who = await auth.KeystoneAuthenticator(session, keystone_url="http://k").authenticate(token)
+    assert who.roles == {"member"} and len(session.calls) == 1
 
 
 async def test_keystone_down_is_temporary() -> None:

@@ -125,7 +125,7 @@ async def test_create_place_show_explain_delete(
     assert shown["state"] == "PLACED" and len(shown["members"]) == 3
     desired, _ = await memstore.get_prefix(keys.DESIRED)
     kinds = sorted({kv.key.split("/")[2] for kv in desired})
-    assert kinds == ["flavor", "image", "network", "port", "server", "server_group"]
+    assert kinds == ["flavor", "image", "network", "port", "server", "server_group", "subnet"]
     explain = (await api.get(f"/v1/vnfs/{vnf_id}/explain", headers=ADMIN)).json()
     assert not explain["live"] and len(explain["assignments"]) == 3
     # the agents report READY: the VNF turns ACTIVE

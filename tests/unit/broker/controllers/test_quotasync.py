@@ -119,3 +119,41 @@ async def test_a_deposed_leader_cannot_push(mem: MemoryStore) -> None:
     with pytest.raises(errors.FencedOut):
         await controller.push(T)
     assert await desired(mem, "edge-a") is None
+
+
+async def test_a_project_only_seen_in_usage_reports_keeps_the_sites_own_quota(
+    mem: MemoryStore,
+) -> None:
+    """Drift is recorded for it, but no quota is pushed: Meridian does not manage it."""
+    fence = await lead(mem)
+    await mem.put(keys.site("edge-a"), codec.encode(SiteSpec(id="edge-a", region="eu")))
+    await mem.put(keys.usage("edge-a"), json.dumps({T: {"instances": 1}}).encode())
+    controller = QuotaSyncController(
+        mem, BrokerSettings(name="broker-1"), fence,
+        config=QuotaSyncConfig(drift_grace=0.05, headroom={}),
+    )
+    task = asyncio.create_task(controller.run())
+    try:
+        async def drift_recorded() -> bool:
+            view = await Ledger(StoreLedger(mem)).view(T)
+            return view.account.used("instances") == 1
+
+        await eventually(drift_recorded)
+
+        async def absorbed() -> bool:  # the controller's own view holds the adjustment
+            return T in controller.accounts
+
+        await eventually(absorbed)
+        await controller.process({T})
+        assert await desired(mem, "edge-a") is None
+        # once Meridian manages it (a quota is set), the push follows
+        await Ledger(StoreLedger(mem)).set_quota(T, TenantQuota(limits={"instances": 5}))
+
+        async def pushed() -> bool:
+            found = await desired(mem, "edge-a")
+            return bool(found and found["spec"]["limits"]["instances"] == 5)
+
+        await eventually(pushed)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

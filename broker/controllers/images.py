@@ -1,0 +1,371 @@
+"""The replication controller (leader only): get every catalog image to the sites that
+should hold it, follow the copies, and repair drift.
+
+On every change under ``images/``, ``observed/`` or ``sitestatus/`` (and every
+``interval`` seconds) it reads the catalog (``images/<id>``), the replica states
+(``images/<id>/replicas/<site>``), the registered and connected sites and what the agents
+reported, and for each image decides (``decide``, pure):
+
+- a site the policy or an explicit request wants gets a ``queued`` replica;
+- a queued replica at a connected site is assigned a source — an ``active`` replica at a
+  connected site with fewer than ``cap`` copies running from it (relay fan-out: every
+  site that finished serves the next ones, so N sites take O(log N) rounds) — and becomes
+  ``transferring`` with a new attempt number, which the gateway turns into a copy order;
+  the source site's own replica is activated from its audit when its bytes match the
+  registered sha256, and fails saying so when they do not;
+- an attempt's reports move it along (progress, ``active`` only with the catalog's
+  sha256, ``failed`` with the agent's reason; temporary failures and stalls re-queue, up
+  to ``max_attempts``);
+- drift: an ``active`` replica that a later audit shows missing or with another sha256
+  is re-queued (``repairs`` counts it) and an ``image.drift`` event says why.
+
+Invariant 3: every write is one fenced transaction (the replica and its event); a
+deposed leader's writes never land. Invariant 8 is the agent's (it verifies before
+reporting active); this controller additionally refuses an ``active`` whose reported
+sha256 differs from the catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from broker import errors
+from broker.election.fencing import fenced_txn
+from broker.models import codec, event
+from broker.models.site import SiteSpec
+from broker.store import keys
+from broker.store.protocol import Put, Store
+from replication import catalog, policy
+from replication import errors as rerrors
+from replication.catalog import Entry, Replica, SiteId, State
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """A site's last complete listing: image → (sha256, size); ``busy`` is not judged."""
+
+    held: Mapping[str, tuple[str, int]]
+    busy: frozenset[str]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One attempt's last progress report from the destination."""
+
+    attempt: int
+    state: str
+    offset: int = 0
+    rate: float = 0.0
+    reason: str = ""
+    temporary: bool = False
+    sha256: str = ""
+
+
+@dataclass(slots=True)
+class World:
+    """Everything one pass decides from."""
+
+    entries: dict[str, Entry] = field(default_factory=dict)
+    replicas: dict[str, dict[SiteId, tuple[Replica, int]]] = field(default_factory=dict)
+    sites: list[policy.SiteInfo] = field(default_factory=list)
+    connected: frozenset[str] = frozenset()
+    reports: dict[tuple[str, str], Report] = field(default_factory=dict)
+    audits: dict[str, Audit] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    replica: Replica
+    event: tuple[str, str] | None = None  # (kind, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    cap: int = 2  # copies one holder serves at a time
+    concurrency: int = 64  # copies running federation-wide
+    max_attempts: int = 5
+    stall_after: float = 30.0  # seconds without a report before an attempt is re-queued
+
+
+def decide(
+    entry: Entry,
+    replicas: Mapping[SiteId, tuple[Replica, int]],
+    world: World,
+    limits: Limits,
+    stalled: Callable[[Replica], bool],
+    running: dict[str, int],
+) -> list[Change]:
+    """Every replica change one image needs now. ``running`` counts copies per source
+    (and ``""``: all of them) across images; it is updated as copies are started."""
+    img = entry.image
+    now = {s: r for s, (r, _) in replicas.items()}
+    out: dict[SiteId, Change] = {}
+
+    def put(r: Replica, ev: tuple[str, str] | None = None) -> None:
+        before = now.get(r.site)
+        if before is not None and before.state is State.TRANSFERRING:
+            running[before.source] = running.get(before.source, 0) - 1
+            running[""] = running.get("", 0) - 1
+        if r.state is State.TRANSFERRING:
+            running[r.source] = running.get(r.source, 0) + 1
+            running[""] = running.get("", 0) + 1
+        now[r.site] = r
+        out[r.site] = Change(r, ev if ev is not None else out.get(r.site, Change(r)).event)
+
+    pol = policy.parse(entry.policy)
+    known = {s.id for s in world.sites}
+    wanted = set(policy.resolve(pol, world.sites)) if pol is not None else set()
+    wanted |= {t for t in entry.targets if t in known} | {img.source_site}
+    for site in sorted(wanted - now.keys()):
+        put(
+            Replica(img.id, site, generation=entry.generation).queue(
+                priority=policy.POLICY_PRIORITY
+            )
+        )
+
+    for site, r in sorted(now.items()):
+        if r.state is State.FAILED and r.generation < entry.generation and site in wanted:
+            r = dataclasses.replace(r, attempts=0, generation=entry.generation)
+            put(r.queue())
+        elif r.state in (State.TRANSFERRING, State.VERIFYING):
+            _follow(r, img, world, limits, stalled, put)
+        elif r.state is State.ACTIVE:
+            audit = world.audits.get(site)
+            if audit is None or audit.revision <= replicas[site][1] or img.id in audit.busy:
+                continue
+            held = audit.held.get(img.id)
+            problem = ""
+            if held is None:
+                problem = f"image {img.id} is missing at {site}"
+            elif held[0] != img.sha256:
+                problem = f"image {img.id} at {site} has sha256 {held[0]}, not {img.sha256}"
+            if problem:
+                repaired = dataclasses.replace(
+                    r.queue(), repairs=r.repairs + 1, reason=problem, offset=0
+                )
+                put(repaired, ("image.drift", f"{problem}: re-copying"))
+
+    # the source first: once its audit activates it, it serves copies in the same pass
+    order = sorted(now.items(), key=lambda kv: (kv[0] != img.source_site, -kv[1].priority, kv[0]))
+    for site, r in order:
+        if r.state is State.QUEUED and site in world.connected:
+            written = replicas[site][1] if site in replicas else None
+            _schedule(r, img, now, written, world, limits, running, put)
+    return list(out.values())
+
+
+def _follow(
+    r: Replica,
+    img: catalog.Image,
+    world: World,
+    limits: Limits,
+    stalled: Callable[[Replica], bool],
+    put: Callable[..., None],
+) -> None:
+    rep = world.reports.get((img.id, r.site))
+    if rep is None or rep.attempt != r.ticket:
+        if r.site not in world.connected:
+            put(dataclasses.replace(r.queue(), reason=f"{r.site} disconnected mid-copy"))
+        elif stalled(r):
+            put(dataclasses.replace(r.queue(), reason="no progress report: re-queued"))
+        return
+    if rep.state == "transferring" and rep.offset != r.offset and r.state is State.TRANSFERRING:
+        put(r.progress(rep.offset, rep.rate))
+    elif rep.state == "active":
+        if rep.sha256 != img.sha256:
+            why = f"reported sha256 {rep.sha256} does not match the catalog's {img.sha256}"
+            put(r.fail(why), ("image.failed", f"{img.id} at {r.site}: {why}"))
+            return
+        base = r.verify() if r.state is State.TRANSFERRING else r
+        put(dataclasses.replace(base.activate(img.size), sha256=rep.sha256))
+    elif rep.state == "failed":
+        if rep.temporary and r.attempts < limits.max_attempts:
+            put(dataclasses.replace(r.queue(), reason=f"retrying after: {rep.reason}"))
+        else:
+            put(r.fail(rep.reason), ("image.failed", f"{img.id} at {r.site}: {rep.reason}"))
+    elif stalled(r):
+        put(dataclasses.replace(r.queue(), reason="no progress report: re-queued"))
+
+
+def _schedule(
+    r: Replica,
+    img: catalog.Image,
+    now: Mapping[SiteId, Replica],
+    written: int | None,
+    world: World,
+    limits: Limits,
+    running: dict[str, int],
+    put: Callable[..., None],
+) -> None:
+    holders = [
+        s
+        for s, h in now.items()
+        if h.state is State.ACTIVE and s in world.connected and s != r.site
+    ]
+    if r.site == img.source_site:
+        audit = world.audits.get(r.site)
+        if audit is None or written is None or audit.revision <= written:
+            return  # judge the source only by an audit taken after it was queued
+        held = audit.held.get(img.id)
+        if held is not None and held[0] == img.sha256 and held[1] == img.size:
+            started = r.start(source=r.site).verify()
+            put(dataclasses.replace(started.activate(img.size), sha256=held[0]))
+            return
+        if not holders:
+            why = (
+                f"the source site does not hold {img.id}"
+                if held is None
+                else f"the source's bytes do not match the registered checksum "
+                f"(sha256 {held[0]}, {held[1]} bytes)"
+            )
+            put(r.fail(why), ("image.failed", f"{img.id} at {r.site}: {why}"))
+            return
+    if running.get("", 0) >= limits.concurrency:
+        return
+    by_load = sorted(holders, key=lambda s: (running.get(s, 0), s))
+    free = [s for s in by_load if running.get(s, 0) < limits.cap]
+    if not free:
+        return
+    put(r.start(source=free[0]))  # the reason (why it was re-queued) stays until active
+
+
+class ImageController:
+    def __init__(
+        self,
+        store: Store,
+        fence: int,
+        *,
+        name: str = "",
+        limits: Limits = Limits(),
+        interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.fence, self.name = store, fence, name
+        self.limits = limits
+        self.interval = interval
+        self.clock = clock
+        self._kick = asyncio.Event()
+        self._seen: dict[tuple[str, str], tuple[tuple[object, ...], float]] = {}
+
+    async def run(self) -> None:
+        """Reconcile until cancelled (the replica stops leading)."""
+        async with asyncio.TaskGroup() as group:
+            for prefix in (keys.IMAGES, keys.OBSERVED, keys.SITESTATUS):
+                group.create_task(self._watch(prefix))
+            group.create_task(self._loop())
+
+    async def _watch(self, prefix: str) -> None:
+        while True:
+            try:
+                async for _ in self.store.watch_prefix(prefix):
+                    self._kick.set()
+            except errors.StoreUnavailable:
+                await asyncio.sleep(1.0)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except errors.StoreUnavailable as exc:
+                log.warning("image replication paused: %s", exc)
+            try:
+                await asyncio.wait_for(self._kick.wait(), self.interval)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+
+    async def load(self) -> World:
+        w = World()
+        kvs, _ = await self.store.get_prefix(keys.IMAGES)
+        for kv in kvs:
+            image, site = keys.split_image_key(kv.key)
+            try:
+                if not site:
+                    w.entries[image] = Entry.decode(kv.value)
+                else:
+                    r = catalog.decode_replica(kv.value)
+                    w.replicas.setdefault(image, {})[SiteId(site)] = (r, kv.mod_revision)
+            except rerrors.ReplicationError as exc:
+                log.error("image replication: %s is corrupt, skipped: %s", kv.key, exc)
+        sites, _ = await self.store.get_prefix(keys.SITES)
+        for kv in sites:
+            spec = codec.decode(SiteSpec, kv.value)
+            w.sites.append(policy.SiteInfo(SiteId(spec.id), spec.region, dict(spec.labels)))
+        status, _ = await self.store.get_prefix(keys.SITESTATUS)
+        w.connected = frozenset(kv.key[len(keys.SITESTATUS) :] for kv in status)
+        for site in sorted(w.connected):
+            await self._load_site(w, site)
+        return w
+
+    async def _load_site(self, w: World, site: str) -> None:
+        prefix = keys.observed(site, keys.IMAGE_KIND, "")
+        reports, _ = await self.store.get_prefix(prefix)
+        for kv in reports:
+            try:
+                d = json.loads(kv.value)
+                w.reports[(kv.key[len(prefix) :], site)] = Report(
+                    int(d["attempt"]),
+                    str(d["state"]),
+                    int(d.get("offset", 0)),
+                    float(d.get("rate", 0.0)),
+                    str(d.get("reason", "")),
+                    bool(d.get("temporary", False)),
+                    str(d.get("sha256", "")),
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("image replication: report %s is corrupt: %s", kv.key, exc)
+        audit = await self.store.get(keys.image_audit(site))
+        if audit is not None:
+            try:
+                d = json.loads(audit.value)
+                held = {str(i): (str(h["sha256"]), int(h["size"])) for i, h in d["held"].items()}
+                busy = frozenset(str(i) for i in d.get("busy", []))
+                w.audits[site] = Audit(held, busy, audit.mod_revision)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.error("image replication: audit of %s is corrupt: %s", site, exc)
+
+    def _stalled(self, r: Replica) -> bool:
+        key = (r.image, r.site)
+        mark = (r.state, r.attempts, r.offset)
+        now = self.clock()
+        seen = self._seen.get(key)
+        if seen is None or seen[0] != mark:
+            self._seen[key] = (mark, now)
+            return False
+        return now - seen[1] > self.limits.stall_after
+
+    async def reconcile(self) -> int:
+        """One pass over every image; returns how many replicas changed."""
+        w = await self.load()
+        running: dict[str, int] = {}
+        for per_image in w.replicas.values():
+            for r, _ in per_image.values():
+                if r.state is State.TRANSFERRING:
+                    running[r.source] = running.get(r.source, 0) + 1
+                    running[""] = running.get("", 0) + 1
+        changed = 0
+        for image_id, entry in sorted(w.entries.items()):
+            replicas = w.replicas.get(image_id, {})
+            for change in decide(entry, replicas, w, self.limits, self._stalled, running):
+                await self._write(change)
+                changed += 1
+        return changed
+
+    async def _write(self, change: Change) -> None:
+        r = change.replica
+        ops = [Put(keys.image_replica(r.image, r.site), catalog.encode_replica(r))]
+        if change.event is not None:
+            kind, message = change.event
+            ev = event.new(kind, r.site, message, replica=self.name)
+            ops.append(Put(keys.event(ev.id), codec.encode(ev)))
+        await fenced_txn(self.store, self.fence, ops)
+        log.info("image %s at %s: %s %s", r.image, r.site, r.state.value, r.reason)

@@ -1,0 +1,147 @@
+"""Copy orders out to agents, their reports into etcd: the relay's bridge to the store.
+
+Every broker replica runs one ``ImageOrders``. It follows ``images/`` (the catalog and
+the replica states the leader's replication controller writes) and, for each replica in
+``transferring`` whose site holds a ``Replicate`` call on this replica, sends the site a
+``CopyOrder`` for that attempt — once per attempt, again when the site reconnects. What
+the agents report it writes, unfenced, where the gateway writes every observation:
+``observed/<site>/image/<id>`` (progress of one attempt) and
+``observed/<site>/imageaudit/held`` (the site's last complete audit).
+
+Invariant: this module decides nothing — it only carries orders the fenced controller
+wrote and observations the agents made (invariant 1: a replica keeps caches, not truth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from meridian.v1 import image_pb2 as ipb
+
+from broker import errors
+from broker.store import keys
+from broker.store.protocol import EventType, Store
+from replication import catalog
+from replication import errors as rerrors
+from replication.catalog import Entry, Replica, State
+
+log = logging.getLogger(__name__)
+
+
+class ImageOrders:
+    def __init__(self, store: Store, *, chunk_size: int = 1 << 20) -> None:
+        self.store = store
+        self.chunk_size = chunk_size
+        self._entries: dict[str, Entry] = {}
+        self._replicas: dict[tuple[str, str], Replica] = {}
+        self._outboxes: dict[str, asyncio.Queue[ipb.CopyOrder]] = {}
+        self._sent: dict[tuple[str, str], int] = {}
+        self._written: dict[str, bytes] = {}
+
+    # -- the relay's side ------------------------------------------------------------------
+
+    def attach(self, site: str) -> asyncio.Queue[ipb.CopyOrder]:
+        outbox: asyncio.Queue[ipb.CopyOrder] = asyncio.Queue()
+        self._outboxes[site] = outbox
+        for (image, at), _ in list(self._replicas.items()):
+            if at == site:
+                self._sent.pop((image, site), None)
+                self._maybe_send(image, site)
+        return outbox
+
+    def detach(self, site: str, outbox: asyncio.Queue[ipb.CopyOrder]) -> None:
+        if self._outboxes.get(site) is outbox:
+            del self._outboxes[site]
+
+    async def report(self, site: str, msg: ipb.ImageReport) -> None:
+        """Write what the site reported (only what changed since this replica wrote it)."""
+        if msg.audit:
+            held = {
+                r.image_id: {"sha256": r.sha256, "size": r.size}
+                for r in msg.replicas
+                if r.state == "active"
+            }
+            busy = sorted(r.image_id for r in msg.replicas if r.state == "busy")
+            body = {"held": held, "busy": busy, "at_ms": int(time.time() * 1000)}
+            # every audit is written: its revision is what the controller judges drift by
+            await self._put(keys.image_audit(site), body, always=True)
+            return
+        for r in msg.replicas:
+            body = {
+                "attempt": r.attempt,
+                "state": r.state,
+                "offset": r.offset,
+                "rate": r.rate,
+                "reason": r.reason,
+                "temporary": r.temporary,
+                "sha256": r.sha256,
+            }
+            await self._put(keys.observed(site, keys.IMAGE_KIND, r.image_id), body)
+
+    async def _put(self, key: str, body: dict[str, object], *, always: bool = False) -> None:
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        if not always and self._written.get(key) == raw:
+            return
+        await self.store.put(key, raw)
+        self._written[key] = raw
+
+    # -- following the catalog -------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            try:
+                kvs, rev = await self.store.get_prefix(keys.IMAGES)
+                for kv in kvs:
+                    self._apply(kv.key, kv.value)
+                async for ev in self.store.watch_prefix(keys.IMAGES, start_revision=rev + 1):
+                    self._apply(ev.key, ev.value if ev.type is EventType.PUT else b"")
+            except errors.StoreUnavailable as exc:
+                log.warning("image orders: watch broke (%s); re-listing", exc)
+                await asyncio.sleep(1.0)
+
+    def _apply(self, key: str, value: bytes) -> None:
+        image, site = keys.split_image_key(key)
+        try:
+            if not site:
+                if value:
+                    self._entries[image] = Entry.decode(value)
+                else:
+                    self._entries.pop(image, None)
+                return
+            if not value:
+                self._replicas.pop((image, site), None)
+                return
+            self._replicas[(image, site)] = catalog.decode_replica(value)
+        except rerrors.ReplicationError as exc:
+            log.error("image orders: %s is corrupt: %s", key, exc)
+            return
+        self._maybe_send(image, site)
+
+    def _maybe_send(self, image: str, site: str) -> None:
+        replica = self._replicas.get((image, site))
+        entry = self._entries.get(image)
+        outbox = self._outboxes.get(site)
+        if replica is None or entry is None or outbox is None:
+            return
+        if replica.state is not State.TRANSFERRING or not replica.source:
+            return
+        if self._sent.get((image, site), 0) >= replica.ticket:
+            return
+        self._sent[(image, site)] = replica.ticket
+        img = entry.image
+        outbox.put_nowait(
+            ipb.CopyOrder(
+                image_id=img.id,
+                name=img.name,
+                size=img.size,
+                sha256=img.sha256,
+                os_hash_algo=img.os_hash_algo,
+                os_hash_value=img.os_hash_value,
+                source_site=replica.source,
+                attempt=replica.ticket,
+                chunk_size=self.chunk_size,
+            )
+        )

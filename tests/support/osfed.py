@@ -1,0 +1,120 @@
+"""A local federation whose agents drive real minicloud sites, and Keystone projects per test.
+
+``OpenStackFederation`` is the dev federation (etcd, broker processes, agent processes)
+where the sites named in ``clouds`` run the ``openstack`` driver against that cloud of the
+minicloud's ``clouds.yaml`` (the agent inherits ``OS_CLIENT_CONFIG_FILE``; credentials stay
+in the agent's environment, invariant 6) and every other site runs the ``sim`` driver.
+Sites are registered with the labels given in ``labels`` (a ``cost`` label steers the
+placement's cost scorer).
+
+``fresh_project`` makes a Keystone project of its own for one test, with the minicloud's
+``meridian-admin`` user given ``admin`` and ``member`` on it (the agent's driver acts in a
+tenant's project through that role), and deletes its servers and the project afterwards:
+usage reported for it is exactly what the test created, whatever else runs on the site.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from broker import errors
+from broker.devfed.federation import Federation, toml
+from siteagent.drivers.openstack_support import connect, connect_as_project
+
+
+@dataclass
+class OpenStackFederation(Federation):
+    clouds: dict[str, str] = field(default_factory=dict)
+    """site id → cloud name in clouds.yaml, for the sites driven by the openstack driver."""
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    """site id → labels it is registered with (default ``tier=edge``)."""
+
+    def agent_config(self, site: str) -> Path:
+        if site not in self.clouds:
+            return super().agent_config(site)
+        path = self.state / "agents" / f"{site}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            toml(
+                {
+                    "tls": {
+                        "ca_file": str(self.pki.ca_cert),
+                        "cert_file": str(self.pki.site_cert(site)),
+                        "key_file": str(self.pki.site_key(site)),
+                    },
+                    "session": {"brokers": self.gateway_addrs()},
+                    "openstack": {"cloud": self.clouds[site]},
+                },
+                {"site_id": site, "driver": "openstack"},
+            )
+        )
+        return path
+
+    def register_sites(self, sites: list[str], regions: int = 3) -> None:
+        with httpx.Client(base_url=self.api_url(), timeout=10.0) as client:
+            for i, site in enumerate(sites):
+                body = {
+                    "id": site,
+                    "region": f"region-{i % regions + 1}",
+                    "zone": f"zone-{i % 2 + 1}",
+                    "labels": self.labels.get(site, {"tier": "edge"}),
+                }
+                resp = client.post(
+                    "/v1/sites", json=body, headers={"Authorization": f"Bearer {self.token}"}
+                )
+                if resp.status_code not in (201, 409):
+                    raise errors.BrokerError(f"registering {site} failed: {resp.text}")
+
+    def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return httpx.request(method, self.api_url() + path, headers=headers, timeout=10.0, **kw)
+
+
+@dataclass(frozen=True)
+class Project:
+    id: str
+    name: str
+    conn: Any
+    """A connection scoped to the project (what an out-of-band user of the site does)."""
+
+
+@contextlib.contextmanager
+def fresh_project(cloud: str, prefix: str = "mt") -> Iterator[Project]:
+    admin = connect(cloud=cloud)
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    project = admin.identity.create_project(name=name, domain_id="default")
+    scoped: Any = None
+    try:
+        user = admin.identity.find_user("meridian-admin", domain_id="default")
+        for role in ("admin", "member"):
+            found = admin.identity.find_role(role)
+            admin.identity.assign_project_role_to_user(project, user, found)
+        scoped = connect_as_project(admin, {"id": project.id, "domain_id": "default"})
+        yield Project(project.id, name, scoped)
+    finally:
+        servers = list(admin.compute.servers(all_projects=True, project_id=project.id))
+        for server in servers:
+            admin.compute.delete_server(server, ignore_missing=True)
+        deadline = time.monotonic() + 60
+        while servers and time.monotonic() < deadline:
+            servers = list(admin.compute.servers(all_projects=True, project_id=project.id))
+            time.sleep(0.5)
+        for port in admin.network.ports(project_id=project.id):
+            admin.network.delete_port(port, ignore_missing=True)
+        for group in admin.compute.server_groups(all_projects=True):
+            if group.project_id == project.id:
+                admin.compute.delete_server_group(group, ignore_missing=True)
+        for net in admin.network.networks(project_id=project.id):
+            admin.network.delete_network(net, ignore_missing=True)
+        admin.identity.delete_project(project, ignore_missing=True)
+        if scoped is not None:
+            scoped.close()
+        admin.close()

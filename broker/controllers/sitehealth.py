@@ -7,7 +7,11 @@ lease ran out) means DOWN at once; a record not rewritten for ``down_after`` sec
 means DOWN at the next sweep. A new leader gives every site a full ``down_after`` of
 grace before judging it, since it has not watched the heartbeats before.
 
-Each verdict and its event are written in one fenced transaction (invariant 3).
+Each verdict and its event are written in one fenced transaction (invariant 3). Watching
+never waits for writing: heartbeats are timed as they arrive, verdicts queue and are
+written in batches (a thousand agents reconnecting at once would otherwise back the watch
+up behind a thousand transactions, and the sweep would judge silence from stale times).
+Verdicts for one site are written in the order they were decided.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from broker.store.protocol import EventType, Put, Store
 
 log = logging.getLogger(__name__)
 
+BATCH = 60
+"""Verdicts per transaction: two puts each, within etcd's default 128 operations."""
+
 
 class SiteHealthController:
     def __init__(
@@ -42,8 +49,15 @@ class SiteHealthController:
         self.fence = fence
         self.clock = clock
         self.health: dict[str, Health] = {}
+        """Verdicts written (as etcd has them)."""
+        self.intended: dict[str, Health] = {}
+        """Verdicts decided: written, or queued in ``pending``."""
+        self.pending: list[tuple[str, Health, str]] = []
         self.last_seen: dict[str, float] = {}
         self.live: set[str] = set()  # sites with a status record
+        self._writing = asyncio.Lock()
+        self._last_ms = 0  # event times strictly increase: a site's events sort in order
+        self._decided = asyncio.Event()
 
     async def run(self) -> None:
         """Judge sites until cancelled (the replica stops leading)."""
@@ -55,21 +69,32 @@ class SiteHealthController:
                 await asyncio.sleep(1.0)
 
     async def _follow(self) -> None:
+        """Watch, sweep and write side by side; the first to fail ends all three."""
         revision = await self._load()
-        sweeper = asyncio.create_task(self._sweep_forever())
+        tasks = [
+            asyncio.create_task(self._watch(revision)),
+            asyncio.create_task(self._sweep_forever()),
+            asyncio.create_task(self._write_forever()),
+        ]
         try:
-            async for ev in self.store.watch_prefix(keys.SITESTATUS, start_revision=revision + 1):
-                site = ev.key[len(keys.SITESTATUS) :]
-                if ev.type is EventType.PUT:
-                    self.live.add(site)
-                    self.last_seen[site] = self.clock()
-                    if self.health.get(site) is not Health.UP:
-                        await self._judge(site, Health.UP, "heartbeats resumed")
-                else:
-                    self.live.discard(site)
-                    await self._judge(site, Health.DOWN, "agent stream closed")
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
         finally:
-            sweeper.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch(self, revision: int) -> None:
+        async for ev in self.store.watch_prefix(keys.SITESTATUS, start_revision=revision + 1):
+            site = ev.key[len(keys.SITESTATUS) :]
+            if ev.type is EventType.PUT:
+                self.live.add(site)
+                self.last_seen[site] = self.clock()
+                self._decide(site, Health.UP, "heartbeats resumed")
+            else:
+                self.live.discard(site)
+                self._decide(site, Health.DOWN, "agent stream closed")
 
     async def _load(self) -> int:
         sites, _ = await self.store.get_prefix(keys.SITES)
@@ -81,11 +106,13 @@ class SiteHealthController:
         for kv in verdicts:
             verdict = codec.decode(SiteHealth, kv.value)
             self.health[verdict.site] = verdict.state
+        self.intended = dict(self.health)
+        self.pending = []
         self.live = {kv.key[len(keys.SITESTATUS) :] for kv in statuses}
         self.last_seen = {site: now for site in self.health.keys() | self.live}
         for site in self.live:
-            if self.health.get(site) is not Health.UP:
-                await self._judge(site, Health.UP, "connected")
+            self._decide(site, Health.UP, "connected")
+        await self.flush()
         return revision
 
     async def _sweep_forever(self) -> None:
@@ -102,39 +129,68 @@ class SiteHealthController:
         bound = self.settings.health.down_after
         now = self.clock()
         for site, seen in list(self.last_seen.items()):
-            if self.health.get(site) is not Health.UP:
+            if self.intended.get(site) is not Health.UP:
                 continue
             silent = now - seen
             if silent > bound:
-                await self._judge(site, Health.DOWN, f"no heartbeat for {silent:.1f}s")
+                self._decide(site, Health.DOWN, f"no heartbeat for {silent:.1f}s")
+        await self.flush()
 
-    async def _judge(self, site: str, state: Health, reason: str) -> None:
-        if self.health.get(site) is state:
+    def _decide(self, site: str, state: Health, reason: str) -> None:
+        """Queue a verdict unless it is already the decided one."""
+        if self.intended.get(site, Health.UNKNOWN) is state:
             return
-        previous = self.health.get(site, Health.UNKNOWN)
-        at_ms = int(time.time() * 1000)
-        verdict = SiteHealth(
-            site=site,
-            state=state,
-            since_ms=at_ms,
-            reason=reason,
-            decided_by=self.settings.name,
-            fence=self.fence,
-        )
-        ev = event.new(
-            f"site.{state.value.lower()}",
-            site,
-            f"site {site} is {state.value} (was {previous.value}): {reason}",
-            replica=self.settings.name,
-            at_ms=at_ms,
-        )
-        await fencing.fenced_txn(
-            self.store,
-            self.fence,
-            [
+        self.intended[site] = state
+        self.pending.append((site, state, reason))
+        self._decided.set()
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._decided.wait()
+            self._decided.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every queued verdict, a batch per transaction, in the order decided.
+
+        A batch ends before a site's second verdict (etcd takes one put per key in a
+        transaction). A failed write leaves the batch queued.
+        """
+        async with self._writing:
+            while self.pending:
+                batch: list[tuple[str, Health, str]] = []
+                for item in self.pending[:BATCH]:
+                    if any(site == item[0] for site, _, _ in batch):
+                        break
+                    batch.append(item)
+                await self._write(batch)
+                del self.pending[: len(batch)]
+
+    async def _write(self, batch: list[tuple[str, Health, str]]) -> None:
+        at_ms = self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
+        ops: list[Put] = []
+        for site, state, reason in batch:
+            previous = self.health.get(site, Health.UNKNOWN)
+            verdict = SiteHealth(
+                site=site,
+                state=state,
+                since_ms=at_ms,
+                reason=reason,
+                decided_by=self.settings.name,
+                fence=self.fence,
+            )
+            ev = event.new(
+                f"site.{state.value.lower()}",
+                site,
+                f"site {site} is {state.value} (was {previous.value}): {reason}",
+                replica=self.settings.name,
+                at_ms=at_ms,
+            )
+            ops += [
                 Put(keys.health(site), codec.encode(verdict)),
                 Put(keys.event(ev.id), codec.encode(ev)),
-            ],
-        )
-        self.health[site] = state
-        log.info("site %s: %s (%s)", site, state.value, reason)
+            ]
+        await fencing.fenced_txn(self.store, self.fence, ops)
+        for site, state, reason in batch:
+            self.health[site] = state
+            log.info("site %s: %s (%s)", site, state.value, reason)

@@ -122,3 +122,65 @@ async def test_deposed_leader_cannot_write(memory_store: MemoryStore) -> None:
         await ctl._load()
     assert await verdict(store, "a") is None
     assert await events(store) == []
+
+
+class SlowTxns(MemoryStore):
+    """Every transaction takes a while, as etcd does under a connect storm."""
+
+    txns = 0
+
+    async def txn(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        self.txns += 1
+        await asyncio.sleep(0.02)
+        return await super().txn(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_reconnect_storm_is_judged_in_batches_without_false_downs() -> None:
+    store = SlowTxns()
+    sites = [f"s{i:03d}" for i in range(300)]
+    for site in sites:
+        await store.put(keys.site(site), codec.encode(SiteSpec(id=site, region="r")))
+    fence = await lead(store)
+    clock = Clock()
+    settings = BrokerSettings(name="b1", health=HealthSettings(down_after=3.0, sweep_interval=0.05))
+    ctl = SiteHealthController(store, settings, fence, clock=clock)
+    task = asyncio.create_task(ctl.run())
+    try:
+        await settle()
+        for site in sites:  # every agent reconnects at once
+            await store.put(keys.sitestatus(site), b"{}")
+        for _ in range(500):
+            if all(ctl.health.get(s) is Health.UP for s in sites):
+                break
+            await asyncio.sleep(0.01)
+        assert all(ctl.health.get(s) is Health.UP for s in sites)
+        # one transaction per site would be 300 (and 6 s of watch backlog at 20 ms each)
+        assert store.txns <= 30, f"{store.txns} transactions for {len(sites)} verdicts"
+        # heartbeats keep coming while time passes: nobody may go DOWN
+        for _ in range(3):
+            clock.now += 2.0
+            for site in sites:
+                await store.put(keys.sitestatus(site), b"{}")
+            await settle()
+        assert {e["kind"] for e in await events(store)} == {"site.up"}
+        assert len(await events(store)) == len(sites)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_verdicts_for_one_site_are_written_in_the_order_decided(setup) -> None:  # type: ignore[no-untyped-def]
+    store, ctl, _clock, _ = setup
+    ctl._decide("a", Health.UP, "one")
+    ctl._decide("a", Health.DOWN, "two")
+    ctl._decide("b", Health.UP, "three")
+    ctl._decide("a", Health.UP, "four")
+    await ctl.flush()
+    written = await events(store)  # sorted by id: time, then a random part
+    assert [e["kind"] for e in written if e["subject"] == "a"] == [
+        "site.up",
+        "site.down",
+        "site.up",
+    ]
+    assert [e["kind"] for e in written if e["subject"] == "b"] == ["site.up"]
+    assert (await verdict(store, "a")).state is Health.UP  # type: ignore[union-attr]

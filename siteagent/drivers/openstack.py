@@ -9,11 +9,13 @@ Objects are found by their cloud name ``meridian-<site>-<name>`` and owned only 
 carry the marker ``meridian:<site>/<kind>/<name>:gen=N``; the marker's generation makes
 re-applying a no-op (invariant 4). Project-scoped objects are created through a
 connection scoped to the spec's project (``-`` or empty: the agent's own project), so they
-belong to it natively.
+belong to it natively. The Neutron kinds (security groups, networks, subnets, ports) are
+applied in ``openstack_network``, inventory and usage are read in ``openstack_inventory``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -24,6 +26,7 @@ from openstack import exceptions as os_exc
 from siteagent import errors, models
 from siteagent.drivers import base, specs
 from siteagent.drivers import openstack_inventory as inv
+from siteagent.drivers.openstack_network import NeutronObjects
 from siteagent.drivers.openstack_support import (
     Marker,
     call,
@@ -54,6 +57,10 @@ NEUTRON_QUOTAS = {
     "routers": "router",
     "floating_ips": "floatingip",
 }
+NOT_AT_SITE = ("volumes", "gigabytes", "sriov_vfs", "hugepages_mb", "pinned_cores")
+"""Classes the broker's quota push carries that this driver sets no site quota for (Cinder
+is not driven; no OpenStack service keeps a quota of the NFV classes): the global ledger
+still enforces them at admission, and the status lists them as ``not_enforced``."""
 _CHUNK = 1 << 20
 PREFIX_KEY = "meridian"
 """Server metadata key, image property and rule description that hold the marker."""
@@ -78,7 +85,7 @@ class _HashingReader:
         return chunk
 
 
-class OpenStackDriver:
+class OpenStackDriver(NeutronObjects):
     """One OpenStack site; implements ``drivers.base.Driver``."""
 
     def __init__(
@@ -117,7 +124,13 @@ class OpenStackDriver:
         if project in ("", "-") or project in (conn.current_project_id, self._own_name()):
             return conn
         if project not in self._scoped:
-            self._scoped[project] = connect_as_project(conn, project)
+            # by id: a tenant is a Keystone project id, and the SDK takes a bare string for
+            # a project *name*
+            found = conn.identity.find_project(project, ignore_missing=True)
+            ref: str | dict[str, Any] = project
+            if found is not None:
+                ref = {"id": found.id, "domain_id": found.domain_id}
+            self._scoped[project] = connect_as_project(conn, ref)
         return self._scoped[project]
 
     def _own_name(self) -> str:
@@ -306,173 +319,6 @@ class OpenStackDriver:
             name=cloud_name(self.site, obj.name), public_key=spec.public_key
         )
 
-    def _apply_security_group(
-        self, obj: models.DesiredObject, spec: specs.SecurityGroupSpec, marker: Marker, old: Any
-    ) -> Any:
-        conn = self._admin()
-        if old is None:
-            group = conn.network.create_security_group(
-                name=cloud_name(self.site, obj.name),
-                description=str(marker),
-                project_id=self._project_id(spec.project),
-            )
-        else:
-            group = conn.network.update_security_group(old, description=str(marker))
-        conn.network.set_tags(group, [str(marker)])
-        wanted = {
-            _rule_key(r.direction, r.protocol, r.port_min, r.port_max, r.remote_ip_prefix)
-            for r in spec.rules
-        }
-        have: dict[tuple[Any, ...], Any] = {}
-        for rule in conn.network.security_group_rules(security_group_id=group.id):
-            key = _rule_key(
-                rule.direction,
-                rule.protocol or "any",
-                rule.port_range_min,
-                rule.port_range_max,
-                rule.remote_ip_prefix,
-            )
-            if rule.ether_type == "IPv4" and key in wanted and key not in have:
-                have[key] = rule
-            elif rule.description == PREFIX_KEY:  # ours, no longer wanted
-                conn.network.delete_security_group_rule(rule, ignore_missing=True)
-        for r in spec.rules:
-            key = _rule_key(r.direction, r.protocol, r.port_min, r.port_max, r.remote_ip_prefix)
-            if key in have:
-                continue
-            conn.network.create_security_group_rule(
-                security_group_id=group.id,
-                direction=r.direction,
-                ether_type="IPv4",
-                protocol=None if r.protocol == "any" else r.protocol,
-                port_range_min=r.port_min,
-                port_range_max=r.port_max,
-                remote_ip_prefix=r.remote_ip_prefix,
-                description=PREFIX_KEY,
-            )
-            have[key] = True
-        return conn.network.get_security_group(group.id)
-
-    def _apply_network(
-        self, obj: models.DesiredObject, spec: specs.NetworkSpec, marker: Marker, old: Any
-    ) -> Any:
-        conn = self._admin()
-        if old is not None:
-            provider = (old.provider_network_type, old.provider_physical_network)
-            if provider != (spec.network_type, spec.physnet) or (
-                spec.segmentation_id is not None
-                and old.provider_segmentation_id != spec.segmentation_id
-            ):
-                raise errors.DriverError(
-                    obj.kind,
-                    obj.name,
-                    "provider attributes of an existing network cannot change",
-                    temporary=False,
-                )
-            network = conn.network.update_network(
-                old, description=str(marker), is_shared=spec.shared
-            )
-        else:
-            attrs: dict[str, Any] = {
-                "name": cloud_name(self.site, obj.name),
-                "description": str(marker),
-                "project_id": self._project_id(spec.project),
-                "is_shared": spec.shared,
-                "provider_network_type": spec.network_type,
-            }
-            if spec.physnet is not None:
-                attrs["provider_physical_network"] = spec.physnet
-            if spec.segmentation_id is not None:
-                attrs["provider_segmentation_id"] = spec.segmentation_id
-            network = conn.network.create_network(**attrs)
-        conn.network.set_tags(network, [str(marker)])
-        return conn.network.get_network(network.id)
-
-    def _network_id(self, who: tuple[str, str], ref: str) -> str:
-        net, _ = self._find("network", ref)
-        if net is None:
-            found = self._admin().network.find_network(ref, ignore_missing=True)
-            if found is None:
-                raise errors.DriverError(
-                    *who, f"network {ref!r} not found", temporary=True, retry_after=1.0
-                )
-            return str(found.id)
-        return str(net.id)
-
-    def _apply_subnet(
-        self, obj: models.DesiredObject, spec: specs.SubnetSpec, marker: Marker, old: Any
-    ) -> Any:
-        conn = self._admin()
-        network_id = self._network_id((obj.kind, obj.name), spec.network)
-        pools = obj.spec.get("allocation_pools")
-        if old is not None:
-            if (old.network_id, old.cidr) != (network_id, spec.cidr):
-                raise errors.DriverError(
-                    obj.kind, obj.name, "a subnet's network and cidr cannot change", temporary=False
-                )
-            attrs: dict[str, Any] = {
-                "description": str(marker),
-                "is_dhcp_enabled": spec.enable_dhcp,
-            }
-            if pools is not None:
-                attrs["allocation_pools"] = pools
-            subnet = conn.network.update_subnet(old, **attrs)
-        else:
-            attrs = {
-                "name": cloud_name(self.site, obj.name),
-                "description": str(marker),
-                "project_id": self._project_id(spec.project),
-                "network_id": network_id,
-                "ip_version": 6 if ":" in spec.cidr else 4,
-                "cidr": spec.cidr,
-                "is_dhcp_enabled": spec.enable_dhcp,
-            }
-            if spec.gateway_ip is not None:
-                attrs["gateway_ip"] = spec.gateway_ip
-            if pools is not None:
-                attrs["allocation_pools"] = pools
-            subnet = conn.network.create_subnet(**attrs)
-        conn.network.set_tags(subnet, [str(marker)])
-        return conn.network.get_subnet(subnet.id)
-
-    def _apply_port(
-        self, obj: models.DesiredObject, spec: specs.PortSpec, marker: Marker, old: Any
-    ) -> Any:
-        conn = self._admin()
-        who = (obj.kind, obj.name)
-        groups = []
-        for ref in spec.security_groups:
-            group, _ = self._find("security_group", ref)
-            if group is None:
-                raise errors.DriverError(
-                    *who, f"security_group {ref!r} not found", temporary=True, retry_after=1.0
-                )
-            groups.append(group.id)
-        network_id = self._network_id(who, spec.network)
-        if old is not None:
-            if (old.network_id, old.binding_vnic_type) != (network_id, spec.vnic_type):
-                if old.device_id:
-                    raise errors.DriverError(
-                        *who,
-                        "network and vnic_type of a port bound to a server cannot change",
-                        temporary=False,
-                    )
-                conn.network.delete_port(old, ignore_missing=True)
-                old = None
-        if old is None:
-            port = conn.network.create_port(
-                name=cloud_name(self.site, obj.name),
-                description=str(marker),
-                project_id=self._project_id(spec.project),
-                network_id=network_id,
-                binding_vnic_type=spec.vnic_type,
-                security_group_ids=groups,
-            )
-        else:
-            port = conn.network.update_port(old, description=str(marker), security_group_ids=groups)
-        conn.network.set_tags(port, [str(marker)])
-        return conn.network.get_port(port.id)
-
     def _image_id(self, who: tuple[str, str], ref: str) -> str:
         image, _ = self._find("image", ref)
         if image is None:
@@ -554,21 +400,33 @@ class OpenStackDriver:
         elif old is not None:
             conn.image.delete_image(old, ignore_missing=True)
         source = obj.spec.get("source")
+        held = None
         if not isinstance(source, str) or not source:
-            raise errors.InvalidSpec(
-                "source", "a local file to upload is required", kind=obj.kind, name=obj.name
-            )
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise errors.InvalidSpec(
-                "source", f"cannot read {source}: {exc.strerror}", kind=obj.kind, name=obj.name
-            ) from exc
-        if size != spec.size:
-            raise errors.InvalidSpec(
-                "size", f"{source} has {size} bytes, not {spec.size}", kind=obj.kind, name=obj.name
-            )
+            # no file: reuse the bytes of an image this site already holds (one Meridian
+            # uploaded, or replication brought), verified again on the way in
+            held = self._held_copy(spec)
+            if held is None:
+                raise errors.DriverError(
+                    obj.kind,
+                    obj.name,
+                    f"no source file, and no image at this site holds sha256 {spec.sha256}",
+                    temporary=True,
+                    retry_after=5.0,
+                )
+            source = f"site image {held.id}"
+        else:
+            path = Path(source)
+            try:
+                size = path.stat().st_size
+            except OSError as exc:
+                raise errors.InvalidSpec(
+                    "source", f"cannot read {source}: {exc.strerror}", kind=obj.kind, name=obj.name
+                ) from exc
+            if size != spec.size:
+                raise errors.InvalidSpec(
+                    "size", f"{source} has {size} bytes, not {spec.size}", kind=obj.kind,
+                    name=obj.name,
+                )
         body = {
             "name": cloud_name(self.site, obj.name),
             "disk_format": spec.disk_format,
@@ -581,8 +439,14 @@ class OpenStackDriver:
         created = conn.image.post("/images", json=body)
         _raise_for(created)
         image_id = created.json()["id"]
-        with path.open("rb") as stream:
-            reader = _HashingReader(stream, size)
+        with contextlib.ExitStack() as stack:
+            if held is None:
+                stream: BinaryIO = stack.enter_context(Path(source).open("rb"))
+            else:
+                response = conn.image.download_image(held, stream=True)
+                stack.callback(response.close)
+                stream = response.raw
+            reader = _HashingReader(stream, spec.size)
             uploaded = conn.image.put(
                 f"/images/{image_id}/file",
                 data=reader,
@@ -600,12 +464,23 @@ class OpenStackDriver:
             raise errors.DriverError(obj.kind, obj.name, problem, temporary=False)
         return image
 
+    def _held_copy(self, spec: specs.ImageSpec) -> Any:
+        """An active image at this site with the bytes ``spec`` names, or None."""
+        for image in self._admin().image.images(status="active"):
+            props = image.properties or {}
+            if props.get("meridian_sha256") == spec.sha256 and image.size == spec.size:
+                return image
+        return None
+
     def _apply_quota(self, obj: models.DesiredObject, spec: specs.QuotaSpec) -> models.ObjectStatus:
         conn = self._admin()
         project_id = self._project_id(spec.project)
         nova: dict[str, int] = {}
         neutron: dict[str, int] = {}
+        skipped = sorted(k for k in spec.limits if k in NOT_AT_SITE)
         for key, value in spec.limits.items():
+            if key in NOT_AT_SITE:
+                continue
             if key in NOVA_QUOTAS:
                 nova[NOVA_QUOTAS[key]] = value
             elif key in NEUTRON_QUOTAS:
@@ -626,7 +501,7 @@ class OpenStackDriver:
             obj.name,
             obj.generation,
             models.ObjectState.READY,
-            outputs={"project_id": project_id},
+            outputs={"project_id": project_id, "not_enforced": ",".join(skipped)},
         )
 
     # -- observe / delete ------------------------------------------------------------------
@@ -726,8 +601,3 @@ def _raise_for(response: Any) -> None:
     """Raw requests go through the SDK's own error mapping, like its resource calls."""
     os_exc.raise_from_response(response)
 
-
-def _rule_key(
-    direction: str, protocol: str, low: int | None, high: int | None, prefix: str | None
-) -> tuple[Any, ...]:
-    return (direction, protocol, low, high, prefix)

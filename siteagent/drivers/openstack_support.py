@@ -90,7 +90,7 @@ def connect(**kwargs: Any) -> Any:
         return openstack.connect(**kwargs)
 
 
-def connect_as_project(conn: Any, project: str) -> Any:
+def connect_as_project(conn: Any, project: str | dict[str, Any]) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message="Support for InfluxDB", category=os_warnings.RemovedInSDK60Warning

@@ -19,6 +19,18 @@ REPO = Path(__file__).resolve().parents[2]
 MINICLOUD = REPO / "deploy/minicloud/minicloud"
 CLOUD = "minicloud-site1"
 PROJECT = "meridian"
+UP_TIMEOUT = 1500.0
+"""Seconds for ``minicloud up``: a cold start is ~3 min on an idle 2-core machine and was
+measured at 11 min on one loaded by other test runs (deploy/minicloud/README.md)."""
+
+
+SETTLE_WITHIN = 300.0
+
+
+def _text(output: str | bytes | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode("utf-8", "replace")
+    return output or ""
 
 
 @dataclass(frozen=True)
@@ -26,7 +38,7 @@ class Minicloud:
     state_dir: Path
     clouds_yaml: Path
 
-    def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(MINICLOUD), "--state-dir", str(self.state_dir), *args],
             capture_output=True,
@@ -36,11 +48,22 @@ class Minicloud:
         )
 
     def up(self) -> None:
-        done = self.run("up", "--sites", "1", "--quiet")
+        """``minicloud up --sites 2``; FAILS the test with ``up``'s progress lines and the
+        failing service's log tail when it cannot start (never skips)."""
+        try:
+            done = self.run("up", "--sites", "2")
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(
+                f"minicloud up did not finish within {exc.timeout:.0f}s (logs: "
+                f"{self.state_dir / 'log'}):\n{_text(exc.stdout)[-4000:]}\n"
+                f"{_text(exc.stderr)[-4000:]}",
+                pytrace=False,
+            )
         if done.returncode != 0:
             pytest.fail(
-                f"minicloud up failed ({done.returncode}):\n{done.stdout[-4000:]}\n"
-                f"{done.stderr[-4000:]}",
+                f"minicloud up failed ({done.returncode}); to try by hand: {MINICLOUD} "
+                f"--state-dir {self.state_dir} up --sites 2\n{done.stdout[-4000:]}\n"
+                f"{done.stderr[-6000:]}",
                 pytrace=False,
             )
 
@@ -71,5 +94,6 @@ async def until_settled(drv: OpenStackDriver, kind: str, name: str) -> models.Ob
         assert status is not None, f"{kind} {name} vanished"
         return None if status.state is models.ObjectState.PENDING else status
 
-    result: models.ObjectStatus = await wait_for(settled)
+    # server ACTIVE takes 2-20 s here, minutes when other test runs load the machine
+    result: models.ObjectStatus = await wait_for(settled, within=SETTLE_WITHIN)
     return result

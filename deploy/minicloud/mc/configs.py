@@ -85,6 +85,9 @@ def keystone(lay: Layout, site: Site) -> list[Path]:
                 "identity": {"password_hash_rounds": 4},
                 "token": {"provider": "fernet"},
                 "fernet_tokens": {"key_repository": d / "fernet-keys"},
+                # keystone-manage bootstrap loads the receipt provider too, which exits when
+                # its repository (by default keystone's system config dir) is missing
+                "fernet_receipts": {"key_repository": d / "fernet-keys"},
                 "credential": {"key_repository": d / "credential-keys"},
             }
         ),

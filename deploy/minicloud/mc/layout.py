@@ -67,7 +67,8 @@ def venv_env() -> dict[str, str]:
     return env
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """True when nothing listens on (or holds) ``port`` on the loopback address."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -82,7 +83,7 @@ def _pick_base_port(state_dir: Path) -> int:
     start = zlib.crc32(str(state_dir).encode()) % 100
     for k in range(100):
         base = 20000 + ((start + k) % 100) * 100
-        if all(_port_free(base + off) for off in range(100)):
+        if all(port_free(base + off) for off in range(100)):
             return base
     raise SystemExit("minicloud: no free block of 100 ports in 20000-29999")
 

@@ -5,7 +5,8 @@ it and ``down`` can stop its whole process group. A pid file records the pid, th
 process's start time (so a recycled pid is never mistaken for ours or killed) and a
 fingerprint of what it was started with (argv, environment, config files): ``up`` restarts
 a running service only when that fingerprint changed. Any failure raises ``StartError``
-carrying the tail of the service's log.
+carrying the tail of the service's log; so does a port held by a process that is not ours
+(its answers would pass the health check).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from . import layout
 
 TAIL_LINES = 40
+PORT_RELEASE_WAIT = 5.0
 
 
 class StartError(Exception):
@@ -115,8 +117,25 @@ def running(svc: Service) -> bool:
     return read_pid(svc.pid_file) is not None
 
 
+def _claim_port(svc: Service, wait: float = PORT_RELEASE_WAIT) -> None:
+    """Fails fast when another process holds ``svc``'s port: the health check would
+    otherwise take that process's answers for ours (another minicloud, a stray server).
+    Waits briefly first, for a predecessor that was just stopped to release it."""
+    if svc.port is None:
+        return
+    deadline = time.monotonic() + wait
+    while not layout.port_free(svc.port):
+        if time.monotonic() > deadline:
+            raise StartError(
+                f"{svc.name}: port {svc.port} is held by another process (not one this state "
+                "dir started; another minicloud on the same ports?)"
+            )
+        time.sleep(0.2)
+
+
 def start(svc: Service) -> None:
     """Starts ``svc`` detached, appending to its log; returns at once."""
+    _claim_port(svc)
     svc.run_dir.mkdir(parents=True, exist_ok=True)
     svc.log_dir.mkdir(parents=True, exist_ok=True)
     env = {**layout.venv_env(), **svc.env}

@@ -62,7 +62,7 @@ def _uwsgi(lay: Layout, site: Site, service: str, files: list[Path]) -> Service:
         config_files=files,
         port=site.port(service),
         http=True,
-        timeout=180,  # nova-api imports for a while on a busy 2-core machine
+        timeout=300,  # nova-api imports for minutes on a 2-core machine at load 20
     )
 
 

@@ -4,7 +4,9 @@ Phases (each waits for health before the next; independent work runs in parallel
 install -> MariaDB + RabbitMQ -> configs + databases -> schema syncs -> keystone ->
 identity -> other APIs, neutron-rpc-server, nova conductor/scheduler -> nova-computes ->
 OVS agent reports -> computes up + cell host discovery -> test resources -> clouds.yaml.
-With everything already running and unchanged, each phase is a no-op.
+With everything already running and unchanged, each phase is a no-op. A service that
+fails to start is started once more (with a warning and its log tail on stderr, even with
+``--quiet``); a second failure ends ``up`` at once with the tail of that service's log.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import TextIO
 
 from . import bootstrap, clouds, configs, infra, install, procs, resources, services
 from .layout import Layout, Site
 
 AGENT_REPORT_MAX_AGE = 12 * 3600  # agent_down_time is a day: re-report twice as often
+RETRY_TAIL_LINES = 15
 
 
 class Progress:
@@ -32,10 +36,17 @@ class Progress:
 
     def __call__(self, message: str) -> None:
         if not self.quiet:
-            line = f"[minicloud {time.monotonic() - self.t0:6.1f}s] {message}\n"
-            with self.lock:
-                sys.stdout.write(line)
-                sys.stdout.flush()
+            self._write(sys.stdout, message)
+
+    def warn(self, message: str) -> None:
+        """Printed to stderr even with ``--quiet``: something went wrong and was retried."""
+        self._write(sys.stderr, f"WARNING: {message}")
+
+    def _write(self, stream: TextIO, message: str) -> None:
+        line = f"[minicloud {time.monotonic() - self.t0:6.1f}s] {message}\n"
+        with self.lock:
+            stream.write(line)
+            stream.flush()
 
 
 def parallel(tasks: list[Callable[[], object]], workers: int = 4) -> None:
@@ -52,10 +63,30 @@ def parallel(tasks: list[Callable[[], object]], workers: int = 4) -> None:
     pool.shutdown()
 
 
+def wait_or_retry(svc: procs.Service, say: Progress) -> None:
+    """Waits for a just-started service; when it exits or stays unhealthy, starts it once
+    more (saying so, with the first attempt's log tail) before giving up.
+
+    Services occasionally die at start for reasons a second start does not share (RabbitMQ
+    once did on a loaded machine); a second failure raises ``StartError`` with the log tail.
+    """
+    try:
+        procs.wait_healthy(svc)
+    except procs.StartError as first:
+        say.warn(
+            f"{first}; starting {svc.name} once more. Last lines of {svc.log}:\n"
+            + procs.tail(svc.log, RETRY_TAIL_LINES)
+        )
+        procs.stop(svc.pid_file, timeout=10)
+        procs.start(svc)
+        procs.wait_healthy(svc)
+        say.warn(f"{svc.name} started on the second attempt")
+
+
 def start_and_wait(svcs: list[procs.Service], say: Progress) -> list[procs.Service]:
     """Ensures each service runs (same fingerprint); waits for those (re)started."""
     started = [s for s in svcs if procs.ensure(s)]
-    parallel([lambda s=s: procs.wait_healthy(s) for s in started], workers=len(started) or 1)
+    parallel([lambda s=s: wait_or_retry(s, say) for s in started], workers=len(started) or 1)
     if started:
         say("started " + ", ".join(s.name for s in started))
     return started
@@ -72,10 +103,10 @@ def infrastructure(lay: Layout, say: Progress) -> None:
     )
     started = [s for s in (mariadb, epmd) if procs.ensure(s)]
     if epmd in started:
-        procs.wait_healthy(epmd)  # RabbitMQ must find our epmd, not start its own
+        wait_or_retry(epmd, say)  # RabbitMQ must find our epmd, not start its own
     if procs.ensure(rabbit):
         started.append(rabbit)
-    parallel([lambda s=s: procs.wait_healthy(s) for s in started if s is not epmd])
+    parallel([lambda s=s: wait_or_retry(s, say) for s in started if s is not epmd])
     if started:
         say("started " + ", ".join(s.name for s in started))
 

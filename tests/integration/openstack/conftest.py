@@ -1,6 +1,6 @@
-"""The openstack tier: one real minicloud site per run, started here or reused.
+"""The openstack tier: two real minicloud sites per run, started here or reused.
 
-``minicloud`` runs ``deploy/minicloud/minicloud up --sites 1`` on a state dir under the
+``minicloud`` runs ``deploy/minicloud/minicloud up --sites 2`` on a state dir under the
 repository's ``.state/`` (``$MINICLOUD_STATE`` to point at another one) — a no-op when it
 is already up — and FAILS with the log tail when it cannot start; it never skips. The
 minicloud is left running for the next run (``minicloud down`` stops it).
@@ -48,7 +48,7 @@ def conn(minicloud: Minicloud) -> Iterator[Any]:
 
 @pytest.fixture
 async def driver(minicloud: Minicloud, site: str) -> AsyncIterator[OpenStackDriver]:
-    drv = OpenStackDriver(site, CLOUD, timeout=30.0)
+    drv = OpenStackDriver(site, CLOUD, timeout=60.0)
     created: list[tuple[str, str]] = []
     original = drv.apply
 

@@ -23,7 +23,13 @@ from siteagent.drivers.openstack import OpenStackDriver
 from siteagent.drivers.openstack_support import cloud_name
 from siteagent.reconciler import Backoff, Reconciler
 
-from tests.support.minicloud import PROJECT, Minicloud, until_settled, wait_for
+from tests.support.minicloud import (
+    PROJECT,
+    SETTLE_WITHIN,
+    Minicloud,
+    until_settled,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.openstack, pytest.mark.slow]
 
@@ -352,7 +358,7 @@ async def test_nova_api_down_mid_apply_is_temporary_and_converges_when_back(
             status = reconciler.status("server", "vm")
             return status is not None and status.state is models.ObjectState.READY
 
-        await wait_for(ready, within=180)
+        await wait_for(ready, within=SETTLE_WITHIN + 180)  # nova-api restarts, then the server
         servers = await driver.observe("server", "vm")
         assert servers is not None and servers.outputs["status"] == "ACTIVE"
     finally:

@@ -58,7 +58,7 @@ def devfed(minicloud: Minicloud, tmp_path: Path) -> Iterator[Federation]:
     )
     try:
         assert done.returncode == 0, f"dev up failed:\n{done.stdout}\n{done.stderr}"
-        assert "2/2 sites UP" in done.stdout, done.stdout
+        assert "3/3 sites UP" in done.stdout, done.stdout  # both minicloud sites + 1 sim
         yield Federation.load(state)
     finally:
         stopped = meridian("dev", "down", *common, timeout=120)

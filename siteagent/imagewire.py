@@ -8,7 +8,9 @@ This is the boundary where grpc errors become ``replication.errors``: a dropped 
 cannot serve is ``SourceFailed``. ``ImageAgent`` is the whole image side of a site: it
 serves the site's store on every broker replica, takes copy orders on its standing
 ``Replicate`` calls, copies (reusing bytes it already holds when their digest matches),
-reports progress, and audits what it holds every ``audit_interval`` seconds.
+reports progress, and audits what it holds every ``audit_interval`` seconds. What it
+holds is an ``ImageStore``: a directory for a sim site (``SiteDir``), the site's Glance for
+an openstack one (``glancestore.GlanceImages``, bytes staged in the same directory).
 Invariant: the agent sends each chunk's sha256 of the bytes it read, so whatever changes
 them on the way is caught by the destination; it reports ``active`` only after
 ``transfer.copy`` verified the whole image against the order's digests.
@@ -21,7 +23,7 @@ import logging
 import time
 from pathlib import Path
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 from dataclasses import dataclass
 
 import grpc
@@ -32,17 +34,49 @@ from replication import catalog, errors, transfer
 from replication.catalog import ImageId, SiteId
 from replication.dirstore import DirBytes
 from replication.throttle import Throttle
-from replication.transfer import ByteSource, Channel, Chunk, passthrough
+from replication.transfer import ByteSink, ByteSource, Channel, Chunk, passthrough
 from siteagent.settings import AgentSettings
 
 log = logging.getLogger(__name__)
 
-# OPENSTACK HOOK (issue 6, openstack tier -- not wired yet): the openstack driver, being
-# built separately, plugs in here by passing ImageServer a ByteSource that streams Glance
-# image data, and by giving transfer.copy a ByteSink whose commit() uploads to the
-# destination Glance and compares Glance's reported os_hash_value with the catalog
-# before the replica is marked active. The minicloud site 1 -> site 2 test belongs in
-# tests/integration/ with the `openstack` marker once that driver lands.
+
+class ImageStore(ByteSource, ByteSink, Protocol):
+    """A site's image store: the sim's ``SiteDir`` or an openstack site's Glance
+    (``glancestore.GlanceImages``)."""
+
+    async def holds(self, image: ImageId) -> bool:
+        """Whether a committed copy of ``image`` is here."""
+        ...
+
+    async def listing(self) -> list[ImageId]:
+        """Every committed image, sorted."""
+        ...
+
+    async def digest(self, image: ImageId) -> tuple[str, int]:
+        """(sha256, size) re-computed from the committed bytes."""
+        ...
+
+    async def remove(self, image: ImageId) -> None:
+        """Drop a committed copy and any partial one."""
+        ...
+
+    async def expect(self, image: catalog.Image) -> None:
+        """The catalog entry the next copy into this store will carry."""
+        ...
+
+
+class SiteDir(DirBytes):
+    """A sim site's image directory as an ``ImageStore``."""
+
+    async def holds(self, image: ImageId) -> bool:
+        return self.has(image)
+
+    async def listing(self) -> list[ImageId]:
+        return self.held()
+
+    async def expect(self, image: catalog.Image) -> None:
+        return None
+
 
 _GONE = (
     grpc.StatusCode.UNAVAILABLE,
@@ -178,7 +212,7 @@ class ImageAgent:
     def __init__(
         self,
         channels: Sequence[grpc.aio.Channel],
-        store: DirBytes,
+        store: ImageStore,
         *,
         audit_interval: float = 30.0,
         chunk_size: int = transfer.DEFAULT_CHUNK,
@@ -240,7 +274,7 @@ class ImageAgent:
         """Every image held, with its sha256 re-computed from the bytes (drift audit)."""
         self._busy = {i for i, c in self._copies.items() if not c.task.done()}
         report = ipb.ImageReport(audit=True)
-        for image in self.store.held():
+        for image in await self.store.listing():
             try:
                 sha, size = await self.store.digest(image)
             except errors.ReplicationError:
@@ -287,12 +321,13 @@ class ImageAgent:
 
         try:
             image = image_of(order)
-            if self.store.has(image.id):
+            if await self.store.holds(image.id):
                 sha, size = await self.store.digest(image.id)
                 if sha == image.sha256 and size == image.size:
                     send("active", offset=size, sha256=sha, size=size)  # reuse the bytes
                     return
                 await self.store.remove(image.id)  # drifted: copy afresh
+            await self.store.expect(image)
             started = time.monotonic()
             resume = await self.store.verified_offset(image.id)
             log.info("image %s: copying from %s at byte %d", image.id, order.source_site, resume)
@@ -322,12 +357,19 @@ async def run_agent(settings: AgentSettings, credentials: grpc.ChannelCredential
         grpc.aio.secure_channel(b, credentials, options=options) for b in settings.session.brokers
     ]
     cfg = settings.images
-    store = DirBytes(Path(cfg.dir))
+    store: ImageStore = SiteDir(Path(cfg.dir))
+    glance = None
+    if settings.driver == "openstack":  # Glance holds the images; cfg.dir only stages them
+        from siteagent import glancestore  # openstacksdk only where a site has OpenStack
+
+        store = glance = glancestore.GlanceImages(settings.openstack.cloud, Path(cfg.dir))
     throttle = Throttle(cfg.upload_rate) if cfg.upload_rate > 0 else None
     try:
         await ImageAgent(
             channels, store, audit_interval=cfg.audit_interval, throttle=throttle
         ).run()
     finally:
+        if glance is not None:
+            glance.close()
         for channel in channels:
             await channel.close(grace=None)

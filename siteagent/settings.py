@@ -76,7 +76,8 @@ class HardwareSettings:
 @dataclass(frozen=True, slots=True)
 class ImageSettings:
     dir: str = ""
-    """Where this site keeps image files it serves and receives; empty = no image service."""
+    """Where this site keeps image files it serves and receives (with the openstack driver:
+    where received bytes are staged before they go into Glance); empty = no image service."""
     audit_interval: Annotated[float, pydantic.Field(gt=0)] = 30.0
     """Seconds between audits of the images held (re-hashed and reported to the broker)."""
     upload_rate: Annotated[float, pydantic.Field(ge=0)] = 0.0

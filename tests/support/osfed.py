@@ -87,9 +87,10 @@ class Project:
 
 
 @contextlib.contextmanager
-def fresh_project(cloud: str, prefix: str = "mt") -> Iterator[Project]:
+def fresh_project(cloud: str, prefix: str = "mt", name: str = "") -> Iterator[Project]:
+    """``name`` (default: a fresh one) lets a test give two sites' Keystones one tenant."""
     admin = connect(cloud=cloud)
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    name = name or f"{prefix}-{uuid.uuid4().hex[:8]}"
     project = admin.identity.create_project(name=name, domain_id="default")
     scoped: Any = None
     try:

@@ -1,8 +1,9 @@
-"""A geo-redundant VNF placed through the broker onto a real OpenStack site and a sim site.
+"""Geo-redundant VNFs placed through the broker onto real OpenStack sites and a sim site.
 
-A federation of etcd, one broker process and two agent processes: ``os-vnf`` drives
+A federation of etcd, one broker process and three agent processes: ``os-vnf`` drives
 minicloud site 1 (two computes) with the openstack driver, ``sim-vnf`` is simulated and
-registered as the dearer site (a ``cost`` label; the descriptor weighs cost only). The VNF:
+registered as the dearer site (a ``cost`` label; the descriptor weighs cost only), and
+``os-vnf-2`` drives minicloud site 2, dearest of all. The first VNF:
 
 - ``ctl``: an active-standby pair with site anti-affinity — one member per site (geo);
 - ``fwd``: two members with host anti-affinity — both at the cheap real site, where Nova's
@@ -11,6 +12,10 @@ registered as the dearer site (a ``cost`` label; the descriptor weighs cost only
 Checked from outside Meridian with openstacksdk: the ``fwd`` servers are ACTIVE members of
 one Nova server group whose policy is anti-affinity, on the two different computes; the
 flavor carries the VDU's extra specs. Deleting the VNF through the API leaves no server.
+
+A second VNF selects the two OpenStack sites (a label selector): its active/standby pair
+lands one member in each site's Nova, each in that site's server group of the VDU (the
+tenant is one Keystone project name, made at both sites' Keystones).
 
 The image: the descriptor names bytes by sha256; the site already holds them (a Meridian
 upload, as replication would leave), and the agent copies them into the VNF's own image,
@@ -38,6 +43,8 @@ pytestmark = [pytest.mark.openstack, pytest.mark.etcd, pytest.mark.slow]
 
 OS_SITE = "os-vnf"
 SIM_SITE = "sim-vnf"
+OS_SITE2 = "os-vnf-2"
+CLOUD2 = "minicloud-site2"
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +52,18 @@ def fed(minicloud: Minicloud, tmp_path_factory: pytest.TempPathFactory) -> Itera
     fed = OpenStackFederation(
         state=Path(tmp_path_factory.mktemp("os-vnf")),
         brokers=1,
-        clouds={OS_SITE: CLOUD},
-        labels={OS_SITE: {"tier": "core", "cost": "1"}, SIM_SITE: {"tier": "core", "cost": "10"}},
+        clouds={OS_SITE: CLOUD, OS_SITE2: CLOUD2},
+        labels={
+            OS_SITE: {"tier": "core", "cost": "1", "cloud": "openstack"},
+            SIM_SITE: {"tier": "core", "cost": "10"},
+            OS_SITE2: {"tier": "core", "cost": "100", "cloud": "openstack"},
+        },
     )
+    sites = [OS_SITE, SIM_SITE, OS_SITE2]
     try:
-        fed.up([OS_SITE, SIM_SITE])
-        states = fed.wait_all_up([OS_SITE, SIM_SITE], timeout=120)
-        assert all(states.get(s) == "UP" for s in (OS_SITE, SIM_SITE)), states
+        fed.up(sites)
+        states = fed.wait_all_up(sites, timeout=180)
+        assert all(states.get(s) == "UP" for s in sites), states
         yield fed
     finally:
         fed.down()
@@ -185,3 +197,92 @@ def test_geo_redundant_vnf_lands_in_a_nova_anti_affinity_group_over_both_compute
             if image.name and image.name.startswith(prefix):
                 admin.image.delete_image(image, ignore_missing=True)
         admin.close()
+
+
+@pytest.fixture
+def tenant_at_both(minicloud: Minicloud) -> Iterator[str]:
+    """One tenant at both sites: a Keystone project of the same name in each."""
+    with fresh_project(CLOUD, prefix="mg") as one, fresh_project(CLOUD2, name=one.name):
+        yield one.name
+
+
+@pytest.fixture
+async def image_at_both(minicloud: Minicloud, tmp_path: Path) -> Any:
+    """The same 1 MiB held as a Meridian image at both sites; yields (size, sha256)."""
+    data = os.urandom(1 << 20)
+    digest = hashlib.sha256(data).hexdigest()
+    source = tmp_path / "geo.img"
+    source.write_bytes(data)
+    seeders = [OpenStackDriver(f"seed{digest[:8]}", c, timeout=60.0) for c in (CLOUD, CLOUD2)]
+    spec = {"disk_format": "raw", "size": len(data), "sha256": digest, "source": str(source)}
+    try:
+        for seeder in seeders:
+            status = await seeder.apply(models.DesiredObject("image", "gw", 1, spec))
+            assert status.state is not models.ObjectState.FAILED, status
+        yield len(data), digest
+    finally:
+        for seeder in seeders:
+            await seeder.delete("image", "gw")
+            await seeder.close()
+
+
+def test_active_standby_pair_lands_one_member_in_each_minicloud_sites_nova(
+    fed: OpenStackFederation, tenant_at_both: str, image_at_both: tuple[int, str]
+) -> None:
+    tenant = tenant_at_both
+    limits = {"instances": 20, "cores": 40, "ram_mb": 65536, "ports": 50}
+    resp = fed.call("PUT", f"/v1/quotas/{tenant}", json={"limits": limits})
+    assert resp.status_code == 200, resp.text
+    geo = descriptor(tenant, *image_at_both)
+    geo["name"], geo["vdus"], geo["selectors"] = "vgeo", geo["vdus"][:1], {"cloud": "openstack"}
+    resp = fed.call("POST", "/v1/vnfs", json=geo)
+    assert resp.status_code == 202, resp.text
+    vnf_id = resp.json()["id"]
+    admins = {OS_SITE: connect(cloud=CLOUD), OS_SITE2: connect(cloud=CLOUD2)}
+    try:
+
+        def settled() -> dict[str, Any] | None:
+            vnf: dict[str, Any] = fed.api_get(f"/v1/vnfs/{vnf_id}")
+            return vnf if vnf["state"] in ("ACTIVE", "FAILED") else None
+
+        vnf = wait_for(settled, timeout=300, what=f"{vnf_id} ACTIVE", every=1.0)
+        assert vnf["state"] == "ACTIVE", (vnf["reason"], vnf["members"])
+        assert sorted(m["site"] for m in vnf["members"]) == sorted([OS_SITE, OS_SITE2])
+
+        members = {m["site"]: m for m in vnf["members"]}
+        assert {m["role"] for m in members.values()} == {"active", "standby"}
+        for site, admin in admins.items():  # each member in its own site's Nova and group
+            project = admin.identity.find_project(tenant, domain_id="default")
+            servers = list(admin.compute.servers(all_projects=True, project_id=project.id))
+            assert len(servers) == 1, f"{site}: {[s.name for s in servers]}"
+            server = admin.compute.get_server(servers[0].id)
+            assert server.status == "ACTIVE", (site, server.status)
+            assert server.name == cloud_name(site, f"{vnf_id}-{members[site]['name']}")
+            assert server.compute_host == members[site]["observed_host"]
+            group = next(
+                g
+                for g in admin.compute.server_groups(all_projects=True)
+                if g.name == cloud_name(site, f"{vnf_id}-ctl")
+            )
+            policy = group.policy if group.policy else (group.policies or [""])[0]
+            assert policy == "soft-anti-affinity", policy  # members kept apart by site
+            assert group.member_ids == [server.id] and group.project_id == project.id
+
+        resp = fed.call("DELETE", f"/v1/vnfs/{vnf_id}")
+        assert resp.status_code == 202, resp.text
+        wait_for(
+            lambda: fed.call("GET", f"/v1/vnfs/{vnf_id}").status_code == 404,
+            timeout=120,
+            what=f"{vnf_id} deleted",
+            every=1.0,
+        )
+    finally:  # what a failed run leaves outside the projects (flavors, the VNF's images)
+        for site, admin in admins.items():
+            prefix = cloud_name(site, vnf_id)
+            for flavor in admin.compute.flavors(is_public=None):
+                if flavor.name.startswith(prefix):
+                    admin.compute.delete_flavor(flavor, ignore_missing=True)
+            for image in admin.image.images():
+                if image.name and image.name.startswith(prefix):
+                    admin.image.delete_image(image, ignore_missing=True)
+            admin.close()

@@ -247,18 +247,17 @@ class Federation:
         return path
 
     def _driver_section(self, site: str) -> dict[str, dict[str, object]]:
-        if site in self.openstack:
-            return {"openstack": {"cloud": self.openstack[site].cloud}}
-        return {
-            "sim": {"hosts": 4, "cells": 2, "seed": sum(site.encode())},
-            "images": {
-                "dir": str(self.images_dir(site)),
-                "audit_interval": self.image_audit_interval,
-            },
+        images: dict[str, object] = {
+            "dir": str(self.images_dir(site)),
+            "audit_interval": self.image_audit_interval,
         }
+        if site in self.openstack:
+            return {"openstack": {"cloud": self.openstack[site].cloud}, "images": images}
+        return {"sim": {"hosts": 4, "cells": 2, "seed": sum(site.encode())}, "images": images}
 
     def images_dir(self, site: str) -> Path:
-        """A sim site's image store (its stand-in for Glance): ``<id>.img`` files."""
+        """A site's image directory: a sim site's image store (its stand-in for Glance),
+        an openstack site's staging area for copies on their way into Glance."""
         return self.state / "images" / site
 
     def _agent_env(self, sites: list[str]) -> dict[str, str] | None:

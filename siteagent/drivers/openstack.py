@@ -26,7 +26,7 @@ from openstack import exceptions as os_exc
 from siteagent import errors, models
 from siteagent.drivers import base, specs
 from siteagent.drivers import openstack_inventory as inv
-from siteagent.drivers.openstack_network import NeutronObjects
+from siteagent.drivers.openstack_network import NeutronObjects, port_outputs
 from siteagent.drivers.openstack_support import (
     Marker,
     call,
@@ -536,7 +536,7 @@ class OpenStackDriver(NeutronObjects):
             elif kind == "subnet":
                 conn.network.delete_subnet(found, ignore_missing=True)
             elif kind == "port":
-                conn.network.delete_port(found, ignore_missing=True)
+                self._delete_port(name, found)
             elif kind == "server":
                 conn.compute.delete_server(found, ignore_missing=True)
                 conn.compute.wait_for_delete(found, interval=0.5, wait=self.timeout / 2)
@@ -565,8 +565,7 @@ class OpenStackDriver(NeutronObjects):
             if found.status != "ACTIVE":
                 state, message = models.ObjectState.PENDING, f"server is {found.status or 'BUILD'}"
         elif kind == "port":
-            outputs["mac_address"] = str(found.mac_address)
-            outputs["vnic_type"] = str(found.binding_vnic_type)
+            outputs.update(port_outputs(found))
         elif kind == "image":
             outputs["os_hash_value"] = str(found.hash_value or "")
             if found.status != "active":

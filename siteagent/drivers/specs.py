@@ -66,11 +66,29 @@ class SubnetSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Subport:
+    """A Meridian port carried on a trunk, tagged with its segmentation (a VLAN id)."""
+
+    port: str
+    segmentation_id: int
+    segmentation_type: str = "vlan"
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkSpec:
+    """The trunk whose parent is the port: Neutron's ``trunk`` extension."""
+
+    subports: tuple[Subport, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PortSpec:
     project: str
     network: str
     vnic_type: str = "normal"
     security_groups: tuple[str, ...] = ()
+    trunk: TrunkSpec | None = None
+    """None: no trunk; a ``TrunkSpec`` (even without subports): the port is a trunk parent."""
 
     @property
     def needs_vf(self) -> bool:
@@ -141,6 +159,7 @@ Spec = (
 SERVER_GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
 NETWORK_TYPES = ("flat", "vlan", "vxlan", "geneve")
 VNIC_TYPES = ("normal", "direct", "direct-physical", "macvtap")
+SEGMENTATION_TYPES = ("vlan",)
 DISK_FORMATS = ("qcow2", "raw", "vmdk", "vhd", "vhdx", "vdi", "iso", "ami")
 _SIZE_UNITS = {"KB": 1, "MB": 1024, "GB": 1024 * 1024}
 _PAGE_SIZE = re.compile(r"(\d+)\s*(KB|MB|GB)?", re.IGNORECASE)
@@ -302,7 +321,51 @@ def _port(r: _Reader) -> PortSpec:
         network=r.text("network"),
         vnic_type=r.text("vnic_type", default="normal", choices=VNIC_TYPES),
         security_groups=r.names("security_groups"),
+        trunk=_trunk(r),
     )
+
+
+def _trunk(r: _Reader) -> TrunkSpec | None:
+    """``trunk: {subports: [{port, segmentation_type, segmentation_id}]}``, or absent."""
+    raw = r.spec.get("trunk")
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise r.fail("trunk", f"must be an object with subports, not {raw!r}")
+    items = raw.get("subports", [])
+    if not isinstance(items, list):
+        raise r.fail("trunk.subports", f"must be a list of subports, not {items!r}")
+    subports: list[Subport] = []
+    for index, item in enumerate(items):
+        where = f"trunk.subports[{index}]"
+        if not isinstance(item, Mapping):
+            raise r.fail(where, "must be an object")
+        sub = _Reader(r.kind, r.name, item)
+        try:
+            subport = Subport(
+                port=sub.text("port"),
+                segmentation_type=sub.text(
+                    "segmentation_type", default="vlan", choices=SEGMENTATION_TYPES
+                ),
+                segmentation_id=sub.integer("segmentation_id", minimum=1),
+            )
+        except errors.InvalidSpec as exc:
+            raise r.fail(f"{where}.{exc.field}", exc.problem) from None
+        if subport.segmentation_id > 4094:
+            raise r.fail(
+                f"{where}.segmentation_id",
+                f"must be a VLAN id 1-4094, not {subport.segmentation_id}",
+            )
+        if subport.port == r.name:
+            raise r.fail(f"{where}.port", "a trunk cannot carry its own parent port")
+        if any(s.port == subport.port for s in subports):
+            raise r.fail(f"{where}.port", f"port {subport.port!r} is on the trunk twice")
+        if any(s.segmentation_id == subport.segmentation_id for s in subports):
+            raise r.fail(
+                f"{where}.segmentation_id", f"VLAN {subport.segmentation_id} is used twice"
+            )
+        subports.append(subport)
+    return TrunkSpec(subports=tuple(subports))
 
 
 def _server(r: _Reader) -> ServerSpec:

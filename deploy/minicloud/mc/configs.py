@@ -161,7 +161,7 @@ def neutron(lay: Layout, site: Site) -> list[Path]:
                     **_common(site),
                     "host": site.host("ctl"),
                     "core_plugin": "ml2",
-                    "service_plugins": "router,vpnaas,bgpvpn",
+                    "service_plugins": "router,trunk,vpnaas,bgpvpn",
                     "auth_strategy": "keystone",
                     "allow_overlapping_ips": True,
                     "transport_url": lay.transport_url(site),

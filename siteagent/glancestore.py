@@ -28,13 +28,13 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from replication import catalog, errors
 from replication.catalog import ImageId
 from replication.dirstore import DirBytes
 from replication.transfer import Chunk
-from siteagent.drivers.openstack_support import connect
+from siteagent.drivers.openstack_support import HashingReader, connect
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +46,6 @@ UPLOAD_ATTEMPTS = 3
 """Uploads of one staged image to Glance before the copy is reported failed (temporary)."""
 
 T = TypeVar("T")
-
-
-class _Hashing:
-    """A file whose reads feed sha256 and sha512; ``len`` lets requests send a length."""
-
-    def __init__(self, stream: BinaryIO, size: int) -> None:
-        self._stream = stream
-        self._size = size
-        self.sha256 = hashlib.sha256()
-        self.sha512 = hashlib.sha512()
-
-    def __len__(self) -> int:
-        return self._size
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(1 << 20 if n is None or n < 0 else n)
-        self.sha256.update(data)
-        self.sha512.update(data)
-        return data
 
 
 class GlanceImages:
@@ -260,7 +241,7 @@ class GlanceImages:
         glance_id = created.json()["id"]
         try:
             with staged.open("rb") as f:
-                reader = _Hashing(f, size)
+                reader = HashingReader(f, size)
                 done = conn.image.put(
                     f"/images/{glance_id}/file",
                     data=reader,
@@ -281,7 +262,7 @@ class GlanceImages:
 
 
 def _mismatch(
-    entry: catalog.Image | None, reader: _Hashing, held: Any, size: int
+    entry: catalog.Image | None, reader: HashingReader, held: Any, size: int
 ) -> tuple[str, str] | None:
     """(expected, found) when the uploaded bytes or Glance's view of them are not the
     catalog's; None when all agree."""

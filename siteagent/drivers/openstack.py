@@ -28,6 +28,7 @@ from siteagent.drivers import base, specs
 from siteagent.drivers import openstack_inventory as inv
 from siteagent.drivers.openstack_network import NeutronObjects, port_outputs
 from siteagent.drivers.openstack_support import (
+    HashingReader,
     Marker,
     call,
     cloud_name,
@@ -64,25 +65,6 @@ still enforces them at admission, and the status lists them as ``not_enforced``.
 _CHUNK = 1 << 20
 PREFIX_KEY = "meridian"
 """Server metadata key, image property and rule description that hold the marker."""
-
-
-class _HashingReader:
-    """A file whose reads feed sha256 and sha512; ``len`` lets requests send a length."""
-
-    def __init__(self, stream: BinaryIO, size: int) -> None:
-        self._stream = stream
-        self._size = size
-        self.sha256 = hashlib.sha256()
-        self.sha512 = hashlib.sha512()
-
-    def __len__(self) -> int:
-        return self._size
-
-    def read(self, n: int = -1) -> bytes:
-        chunk = self._stream.read(_CHUNK if n is None or n < 0 else n)
-        self.sha256.update(chunk)
-        self.sha512.update(chunk)
-        return chunk
 
 
 class OpenStackDriver(NeutronObjects):
@@ -424,7 +406,9 @@ class OpenStackDriver(NeutronObjects):
                 ) from exc
             if size != spec.size:
                 raise errors.InvalidSpec(
-                    "size", f"{source} has {size} bytes, not {spec.size}", kind=obj.kind,
+                    "size",
+                    f"{source} has {size} bytes, not {spec.size}",
+                    kind=obj.kind,
                     name=obj.name,
                 )
         body = {
@@ -446,7 +430,7 @@ class OpenStackDriver(NeutronObjects):
                 response = conn.image.download_image(held, stream=True)
                 stack.callback(response.close)
                 stream = response.raw
-            reader = _HashingReader(stream, spec.size)
+            reader = HashingReader(stream, spec.size, _CHUNK)
             uploaded = conn.image.put(
                 f"/images/{image_id}/file",
                 data=reader,
@@ -599,4 +583,3 @@ class OpenStackDriver(NeutronObjects):
 def _raise_for(response: Any) -> None:
     """Raw requests go through the SDK's own error mapping, like its resource calls."""
     os_exc.raise_from_response(response)
-

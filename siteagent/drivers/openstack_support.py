@@ -15,11 +15,12 @@ message is kept.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import openstack
 from keystoneauth1 import exceptions as ksa_exc
@@ -172,3 +173,24 @@ async def call(kind: str, name: str, deadline: float, fn: Callable[..., T], *arg
 
 def not_found(exc: BaseException) -> bool:
     return _status_of(exc) == 404 or isinstance(exc, os_exc.NotFoundException)
+
+
+class HashingReader:
+    """A file whose reads feed sha256 and sha512 (Glance's ``os_hash_algo``), for an
+    upload checked against what was sent; ``len`` lets requests send a length."""
+
+    def __init__(self, stream: BinaryIO, size: int, chunk: int = 1 << 20) -> None:
+        self._stream = stream
+        self._size = size
+        self._chunk = chunk
+        self.sha256 = hashlib.sha256()
+        self.sha512 = hashlib.sha512()
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(self._chunk if n is None or n < 0 else n)
+        self.sha256.update(data)
+        self.sha512.update(data)
+        return data

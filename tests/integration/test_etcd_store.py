@@ -209,4 +209,6 @@ async def test_a_frozen_etcd_times_out_instead_of_hanging(
     finally:
         own_etcd.members[0].signal(signal.SIGCONT)
     kv = await until_ok(lambda: store.get("k"))
-    assert kv is not None and kv.value == b"v"
+    # A write that timed out has an unknown outcome: the request may sit in the frozen
+    # server's socket and be applied when it wakes. Nothing else may appear.
+    assert kv is not None and kv.value in (b"v", b"w"), kv

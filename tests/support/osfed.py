@@ -20,13 +20,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from broker import errors
-from broker.devfed.federation import Federation, toml
+from broker.devfed.federation import Federation
+from broker.devfed.minicloud import OpenStackSite
 from siteagent.drivers.openstack_support import connect, connect_as_project
 
 
@@ -37,26 +37,14 @@ class OpenStackFederation(Federation):
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
     """site id → labels it is registered with (default ``tier=edge``)."""
 
-    def agent_config(self, site: str) -> Path:
-        if site not in self.clouds:
-            return super().agent_config(site)
-        path = self.state / "agents" / f"{site}.toml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            toml(
-                {
-                    "tls": {
-                        "ca_file": str(self.pki.ca_cert),
-                        "cert_file": str(self.pki.site_cert(site)),
-                        "key_file": str(self.pki.site_key(site)),
-                    },
-                    "session": {"brokers": self.gateway_addrs()},
-                    "openstack": {"cloud": self.clouds[site]},
-                },
-                {"site_id": site, "driver": "openstack"},
-            )
+    def __post_init__(self) -> None:
+        # the federation writes these sites' agent settings (driver, cloud, image staging)
+        self.openstack.update(
+            {
+                site: OpenStackSite(site_id=site, cloud=cloud, region="")
+                for site, cloud in self.clouds.items()
+            }
         )
-        return path
 
     def register_sites(self, sites: list[str], regions: int = 3) -> None:
         with httpx.Client(base_url=self.api_url(), timeout=10.0) as client:

@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 
-from broker.devfed.federation import toml
 from siteagent.drivers.openstack_support import connect
 from siteagent.glancestore import MARK
 from tests.support.minicloud import CLOUD, Minicloud
@@ -40,36 +39,9 @@ SETTLE = 300.0
 """Seconds for a copy or a repair: seconds when idle, minutes on a loaded 2-core machine."""
 
 
-class ImageFederation(OpenStackFederation):
-    """``OpenStackFederation`` whose openstack agents also run the Glance image service."""
-
-    def agent_config(self, site: str) -> Path:
-        path = self.state / "agents" / f"{site}.toml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            toml(
-                {
-                    "tls": {
-                        "ca_file": str(self.pki.ca_cert),
-                        "cert_file": str(self.pki.site_cert(site)),
-                        "key_file": str(self.pki.site_key(site)),
-                    },
-                    "session": {"brokers": self.gateway_addrs()},
-                    "openstack": {"cloud": self.clouds[site]},
-                    "images": {
-                        "dir": str(self.images_dir(site)),  # staging only
-                        "audit_interval": self.image_audit_interval,
-                    },
-                },
-                {"site_id": site, "driver": "openstack"},
-            )
-        )
-        return path
-
-
 @pytest.fixture(scope="module")
 def fed(minicloud: Minicloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    fed = ImageFederation(
+    fed = OpenStackFederation(
         state=Path(tmp_path_factory.mktemp("os-img")),
         brokers=1,
         image_audit_interval=2.0,

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from broker.devfed.federation import Federation
+from tests.support.federation import running_federation
 
 SITES = [f"site-{i:03d}" for i in range(1, 7)]
 
@@ -54,16 +55,5 @@ def describe(fed: Federation, lines: int = 40) -> str:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    fed = Federation(
-        state=Path(tmp_path_factory.mktemp("federation")),
-        brokers=3,
-        heartbeat_interval=0.5,
-        down_after=3.0,
-    )
-    try:
-        fed.up(SITES, per_process=1)
-        states = fed.wait_all_up(SITES, timeout=90)
-        assert all(states.get(s) == "UP" for s in SITES), f"not all sites came UP: {states}"
+    with running_federation(Path(tmp_path_factory.mktemp("federation")), SITES) as fed:
         yield fed
-    finally:
-        fed.down()

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from broker.cli import image as image_cmd
 from broker.devfed.federation import Federation
+from tests.support.federation import running_federation
 from tests.support.polling import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -37,20 +38,9 @@ DATA = os.urandom(3 * (1 << 20) + 12345)
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    fed = Federation(
-        state=Path(tmp_path_factory.mktemp("images")),
-        brokers=3,
-        heartbeat_interval=0.5,
-        down_after=3.0,
-        image_audit_interval=1.0,
-    )
-    try:
-        fed.up(SITES, per_process=1)
-        states = fed.wait_all_up(SITES, timeout=90)
-        assert all(states.get(s) == "UP" for s in SITES), f"not all sites came UP: {states}"
+    state = Path(tmp_path_factory.mktemp("images"))
+    with running_federation(state, SITES, image_audit_interval=1.0) as fed:
         yield fed
-    finally:
-        fed.down()
 
 
 def call(fed: Federation, method: str, path: str, **kw: Any) -> httpx.Response:

@@ -15,6 +15,7 @@ BrokerError
 ├── NotFound                       (kind, name)
 ├── AlreadyExists                  (kind, name)
 ├── InvalidInput                   (field: dotted path, problem)
+│   └── TooLarge                   a body or document over its bound  → 413
 ├── AuthError                      no or bad credentials            → 401
 │   └── Forbidden                  authenticated, lacks the role    → 403
 ├── PkiError                       certificates and keys
@@ -83,6 +84,10 @@ class InvalidInput(BrokerError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+
+class TooLarge(InvalidInput):
+    """A request body (or a document in it) is over the bound the API accepts."""
 
 
 class AuthError(BrokerError):

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from broker.api import problems, schemas
 from broker.api.auth import Authenticator
 from broker.api.deps import ApiState
+from broker.api.guard import Guard
 from broker.api.metrics import ApiMetrics, MetricsMiddleware
 from broker.api.routes import events, images, ops, pki, quotas, sites, vnfs
 from broker.settings import BrokerSettings
@@ -37,6 +38,8 @@ def create_app(
     app.state.api = ApiState(store=store, settings=settings, replica=replica, auth=auth)
     api_metrics = ApiMetrics()
     app.state.metrics_registry = api_metrics.registry
+    # the last added is outermost: metrics see every answer, the guard's refusals too
+    app.add_middleware(Guard, auth=auth, max_body_bytes=settings.api.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=api_metrics)
     problems.install(app, schemas.allowed_fields())
     for module in (sites, events, pki, ops, vnfs, quotas, images):

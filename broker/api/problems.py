@@ -37,6 +37,7 @@ class ProblemKind:
 # Looked up along the exception's MRO, so the most specific class wins
 # (Forbidden before AuthError, StoreUnavailable before Temporary).
 TABLE: dict[type[BaseException], ProblemKind] = {
+    errors.TooLarge: ProblemKind(413, "too-large", "Content too large"),
     errors.InvalidInput: ProblemKind(422, "invalid-input", "Invalid input"),
     errors.NotFound: ProblemKind(404, "not-found", "Not found"),
     errors.AlreadyExists: ProblemKind(409, "already-exists", "Already exists"),

@@ -102,7 +102,8 @@ async def test_metrics_count_by_route_template_and_status(memstore: MemoryStore)
         await api.post("/v1/sites", json=SITE, headers=ADMIN)
         for sid in ("edge-1", "a", "b"):
             await api.get(f"/v1/sites/{sid}", headers=ADMIN)
-        await api.get("/no/such/path")
+        await api.get("/no/such/path", headers=ADMIN)
+        await api.get("/no/such/path")  # anonymous: refused before any route is matched
         text = (await api.get("/metrics")).text
     count = "meridian_api_requests_total"
     assert sample(registry, count, method="POST", route="/v1/sites", status="201") == 1
@@ -110,6 +111,7 @@ async def test_metrics_count_by_route_template_and_status(memstore: MemoryStore)
     assert sample(registry, count, method="GET", route="/v1/sites/{site_id}", status="200") == 1
     assert sample(registry, count, method="GET", route="/v1/sites/{site_id}", status="404") == 2
     assert sample(registry, count, method="GET", route="unmatched", status="404") == 1
+    assert sample(registry, count, method="GET", route="unmatched", status="401") == 1
     assert (
         sample(registry, "meridian_api_request_seconds_count", method="POST", route="/v1/sites")
         == 2
@@ -156,7 +158,8 @@ async def test_openapi_describes_every_route(api: httpx.AsyncClient) -> None:
 
 
 async def test_unknown_path_is_problem_json(api: httpx.AsyncClient) -> None:
-    assert_problem(await api.get("/v2/nothing"), 404, detail_has="GET /v2/nothing")
+    assert_problem(await api.get("/v2/nothing", headers=ADMIN), 404, detail_has="GET /v2/nothing")
+    assert_problem(await api.get("/v2/nothing"), 401)  # a scanner learns no paths
     assert_problem(await api.put("/v1/sites", headers=ADMIN), 405)
 
 

@@ -1,0 +1,184 @@
+"""Attack test: huge bodies against the leader's API cost it nothing (invariant 11).
+
+Real broker processes over a real etcd. An attacker streams a 200 MB body at the
+leader's API — without a token (declared length, and chunked), and with a valid token
+(past the body limit). While it does, the test polls the leader's ``/healthz`` and
+samples its RSS. Asserted: the attacker gets 401 / 413 problem+json, the leader's term
+(name and fence) is the same afterwards, no site or event was written, ``/healthz``
+stayed responsive and the leader's RSS stayed within a small bound. The figures are
+printed (``-s``) for the record.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from broker.devfed.federation import Federation
+from tests.support.federation import running_federation
+
+ATTACK_BYTES = 200 * 1000 * 1000
+CHUNK = 256 * 1024
+RSS_GROWTH_MIB = 64  # generous: a buffered body would be 200 MB (plus its parse)
+HEALTHZ_BOUND = 1.5  # seconds; the lease TTL is 2 s
+
+
+@pytest.fixture(scope="module")
+def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    with running_federation(Path(tmp_path_factory.mktemp("attack")), []) as fed:
+        yield fed
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@dataclass
+class Answer:
+    sent: int = 0
+    status: int = 0
+    head: bytes = b""
+    body: dict[str, object] = field(default_factory=dict)
+
+
+def _read_answer(sock: socket.socket, answer: Answer) -> None:
+    data = b""
+    sock.settimeout(10)
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < 20:
+        try:
+            more = sock.recv(65536)
+        except (ConnectionError, TimeoutError):
+            break
+        if not more:
+            break
+        data += more
+    head, _, rest = data.partition(b"\r\n\r\n")
+    answer.head = head
+    answer.status = int(head.split()[1]) if head else 0
+    if b"chunked" in head.lower():
+        size, _, rest = rest.partition(b"\r\n")
+        rest = rest[: int(size, 16)]
+    try:
+        answer.body = json.loads(rest)
+    except ValueError:
+        answer.body = {}
+
+
+def post_huge(port: int, *, token: str | None, chunked: bool) -> Answer:
+    """Stream ``ATTACK_BYTES`` of malformed JSON until the server answers or hangs up."""
+    answer = Answer()
+    head = [
+        "POST /v1/sites HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        "Transfer-Encoding: chunked" if chunked else f"Content-Length: {ATTACK_BYTES}",
+    ]
+    if token is not None:
+        head.append(f"Authorization: Bearer {token}")
+    payload = b"[" * CHUNK
+    if chunked:
+        payload = f"{CHUNK:x}\r\n".encode() + payload + b"\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        while answer.sent < ATTACK_BYTES:
+            readable, writable, _ = select.select([sock], [sock], [], 10)
+            if readable:
+                break  # the server has answered (or closed): stop sending
+            if not writable:
+                break  # it stopped reading and never answered: caught below
+            try:
+                answer.sent += sock.send(payload)
+            except OSError:
+                break
+        _read_answer(sock, answer)
+    return answer
+
+
+@dataclass
+class Watch:
+    """Polls the leader's /healthz and samples its RSS until stopped."""
+
+    url: str
+    pid: int
+    worst_healthz: float = 0.0
+    failures: int = 0
+    max_rss: float = 0.0
+    polls: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=5.0) as client:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    ok = client.get(f"{self.url}/healthz").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.worst_healthz = max(self.worst_healthz, time.monotonic() - started)
+                self.failures += 0 if ok else 1
+                self.polls += 1
+                self.max_rss = max(self.max_rss, rss_mib(self.pid))
+                time.sleep(0.05)
+
+
+def leader_of(fed: Federation) -> tuple[str, int]:
+    found = fed.api_get("/v1/leader")
+    return str(found["leader"]), int(found["fence"])
+
+
+ATTACKS = [
+    pytest.param(None, False, 401, id="anonymous-content-length"),
+    pytest.param(None, True, 401, id="anonymous-chunked"),
+    pytest.param("TOKEN", True, 413, id="authenticated-chunked"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("token", "chunked", "status"), ATTACKS)
+def test_200mb_body_costs_the_leader_nothing(
+    brokers: Federation, token: str | None, chunked: bool, status: int
+) -> None:
+    fed = brokers
+    name, fence = leader_of(fed)
+    pid = fed.running[name].pid
+    sites_before = fed.api_get("/v1/sites")["sites"]
+    events_before = fed.api_get("/v1/events?limit=1000")["events"]
+    rss_before = rss_mib(pid)
+    watch = Watch(fed.api_url(name), pid)
+    poller = threading.Thread(target=watch.run, daemon=True)
+    poller.start()
+    port = fed.ports[f"{name}.api"]
+    try:
+        answer = post_huge(port, token=fed.token if token else None, chunked=chunked)
+        time.sleep(3 * 2.0)  # three lease TTLs: a starved refresh would have shown by now
+    finally:
+        watch.stop.set()
+        poller.join(timeout=10)
+    after = leader_of(fed)
+    print(
+        f"\n[{status}] sent {answer.sent / 1e6:.1f} MB of {ATTACK_BYTES / 1e6:.0f} MB; "
+        f"leader {name} term {fence} -> {after[0]} term {after[1]}; "
+        f"RSS {rss_before:.0f} -> max {watch.max_rss:.0f} MiB; "
+        f"/healthz worst {watch.worst_healthz * 1000:.0f} ms over {watch.polls} polls"
+    )
+    assert answer.status == status, answer.head
+    assert b"application/problem+json" in answer.head
+    assert answer.body.get("status") == status
+    assert answer.sent < ATTACK_BYTES  # the server hung up long before the end
+    assert after == (name, fence), "the attack cost the leader its term"
+    assert fed.api_get("/v1/sites")["sites"] == sites_before
+    assert fed.api_get("/v1/events?limit=1000")["events"] == events_before
+    assert watch.failures == 0 and watch.worst_healthz < HEALTHZ_BOUND
+    assert watch.max_rss - rss_before < RSS_GROWTH_MIB

@@ -16,6 +16,10 @@ BrokerError
 ├── AlreadyExists                  (kind, name)
 ├── InvalidInput                   (field: dotted path, problem)
 │   └── TooLarge                   a body or document over its bound  → 413
+├── AllocationRefused              (pool, detail: what is left)        → 409
+│   ├── PoolExhausted              nothing of the asked size is free
+│   └── AddressOverlap             the asked value overlaps one held
+├── InUse                          (kind, name, users)                 → 409
 ├── AuthError                      no or bad credentials            → 401
 │   └── Forbidden                  authenticated, lacks the role    → 403
 ├── PkiError                       certificates and keys
@@ -88,6 +92,33 @@ class InvalidInput(BrokerError):
 
 class TooLarge(InvalidInput):
     """A request body (or a document in it) is over the bound the API accepts."""
+
+
+class AllocationRefused(BrokerError):
+    """A global pool (addresses, VNIs, route targets, VLAN ids) cannot give what was asked."""
+
+    def __init__(self, pool: str, detail: str) -> None:
+        super().__init__(f"{pool}: {detail}")
+        self.pool = pool
+        self.detail = detail
+
+
+class PoolExhausted(AllocationRefused):
+    """Nothing of the asked size is free; ``detail`` says what is left."""
+
+
+class AddressOverlap(AllocationRefused):
+    """The asked value or block overlaps one that is held; ``detail`` names it."""
+
+
+class InUse(BrokerError):
+    """An object cannot go while others use it; ``users`` names them."""
+
+    def __init__(self, kind: str, name: str, users: list[str]) -> None:
+        super().__init__(f"{kind} {name!r} is used by {', '.join(users)}")
+        self.kind = kind
+        self.name = name
+        self.users = users
 
 
 class AuthError(BrokerError):

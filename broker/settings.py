@@ -141,6 +141,40 @@ class QuotaSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StitchingSettings:
+    supernets: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"*": ("10.128.0.0/9",)}
+    )
+    """Where networks without an asked CIDR are carved from, per ``tenant/region``,
+    ``tenant``, ``*/region`` or ``*`` (the first key that exists wins)."""
+    default_prefixlen: Annotated[int, pydantic.Field(ge=8, le=29)] = 24
+    """Size of a network's block when the request names none."""
+    external_prefixes: tuple[str, ...] = ()
+    """Prefixes held outside Meridian (carrier transport, management): never allocated,
+    and an asked-for CIDR overlapping one is refused."""
+    vni_range: tuple[int, int] = (10_000, 99_999)
+    """VXLAN network identifiers handed out (inclusive; at most 1..16777215)."""
+    asn: Annotated[int, pydantic.Field(ge=1, le=4_294_967_295)] = 64512
+    """The carrier's AS number: route targets and distinguishers are ``ASN:N``."""
+    rt_range: tuple[int, int] = (1, 65_535)
+    """The ``N`` of route targets handed out (inclusive)."""
+    vlan_range: tuple[int, int] = (100, 3_999)
+    """Provider VLAN ids handed out per site and physnet (inclusive)."""
+    max_mesh: Annotated[int, pydantic.Field(ge=2)] = 16
+    """Networks with up to this many sites are a full mesh of tunnels; bigger ones are
+    hub-and-spoke around their first site."""
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi), top in (
+            ("vni_range", self.vni_range, 16_777_215),
+            ("rt_range", self.rt_range, 4_294_967_295),
+            ("vlan_range", self.vlan_range, 4_094),
+        ):
+            if not 1 <= lo <= hi <= top:
+                raise ValueError(f"{name}: want 1 <= low <= high <= {top}, got {lo}..{hi}")
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerSettings:
     name: str = field(default_factory=lambda: f"broker-{os.getpid()}")
     """This replica's name: in events, the leader key and site status."""
@@ -151,6 +185,7 @@ class BrokerSettings:
     election: ElectionSettings = field(default_factory=ElectionSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     quota: QuotaSettings = field(default_factory=QuotaSettings)
+    stitching: StitchingSettings = field(default_factory=StitchingSettings)
 
 
 ENV_PREFIX = "MERIDIAN_"

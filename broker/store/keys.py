@@ -24,6 +24,8 @@ PLACEMENTS = "placements/"
 CLAIMS = "claims/"
 LATENCY = "latency"
 IMAGES = "images/"
+IPAM = "ipam/"  # global pools of stitched networks; layout: broker.stitching.ledger
+NETWORKS = "networks/"
 IMAGE_KIND = "image"  # observed/<site>/image/<id>: what the site reported (gateway)
 
 
@@ -114,3 +116,8 @@ def split_image_key(key: str) -> tuple[str, str]:
 def image_audit(site_id: str) -> str:
     """A site's last complete image audit: what it holds, with sha256 (gateway writes)."""
     return observed(site_id, "imageaudit", "held")
+
+
+def network(network_id: str) -> str:
+    """A stitched network: its request, allocation and state (API writes, stitching)."""
+    return f"{NETWORKS}{network_id}"

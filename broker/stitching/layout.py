@@ -15,6 +15,7 @@ small for its sites is refused (``InvalidInput``), never laid out half.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,16 +97,7 @@ def _l2(net: ipaddress.IPv4Network, sites: Sequence[str]) -> list[SiteSegment]:
     for i, site in enumerate(sites):
         lo = first + 1 + i * per
         hi = lo + per - 1
-        out.append(
-            SiteSegment(
-                site=site,
-                subnet=str(net),
-                gateway=_addr(first),
-                address=f"{_addr(lo)}/{net.prefixlen}",
-                pool=(_addr(lo + 1), _addr(hi)),
-                dhcp=(_addr(lo + 1), _addr(hi)),
-            )
-        )
+        out.append(_segment(site, net, first, lo, (lo + 1, hi)))
     return out
 
 
@@ -124,18 +116,26 @@ def _l3(net: ipaddress.IPv4Network, sites: Sequence[str]) -> list[SiteSegment]:
     for i, site in enumerate(sites):
         sub = parts[i]
         gw = int(sub.network_address) + 1
-        out.append(
-            SiteSegment(
-                site=site,
-                subnet=str(sub),
-                gateway=_addr(gw),
-                address=f"{_addr(gw)}/{sub.prefixlen}",
-                pool=(_addr(gw + 1), _addr(int(sub.broadcast_address) - 1)),
-                dhcp=(_addr(gw + 1), _addr(int(sub.broadcast_address) - 1)),
-                transit=f"{_addr(int(transit.network_address) + 1 + i)}/{transit.prefixlen}",
-            )
-        )
+        hosts = (gw + 1, int(sub.broadcast_address) - 1)
+        seg = _segment(site, sub, gw, gw, hosts)
+        via = f"{_addr(int(transit.network_address) + 1 + i)}/{transit.prefixlen}"
+        out.append(dataclasses.replace(seg, transit=via))
     return out
+
+
+def _segment(
+    site: str, net: ipaddress.IPv4Network, gateway: int, own: int, pool: tuple[int, int]
+) -> SiteSegment:
+    """A segment whose pool is also its DHCP range (Neutron serves DHCP from the pool)."""
+    first, last = _addr(pool[0]), _addr(pool[1])
+    return SiteSegment(
+        site=site,
+        subnet=str(net),
+        gateway=_addr(gateway),
+        address=f"{_addr(own)}/{net.prefixlen}",
+        pool=(first, last),
+        dhcp=(first, last),
+    )
 
 
 def inner_mtu(underlay_mtus: Sequence[int], asked: int | None) -> int:

@@ -26,6 +26,7 @@ from broker.controllers.vnfs import VnfController
 from broker.election.campaign import Campaign
 from broker.gateway import server as gateway_server
 from broker.gateway.feeds import DesiredFeed, ReplicaLease, Revocations
+from broker.gateway.imageaccess import CatalogAccess
 from broker.gateway.imagefeed import ImageOrders
 from broker.gateway.relay import Relay
 from broker.gateway.servicer import Gateway
@@ -98,7 +99,12 @@ async def run(settings: BrokerSettings) -> None:
     revocations = Revocations(store, registry)
     gateway = Gateway(store, settings, registry, lease, revocations)
     orders = ImageOrders(store)
-    relay = Relay(settings.tls.trust_domain, is_revoked=revocations.is_revoked, orders=orders)
+    relay = Relay(
+        settings.tls.trust_domain,
+        access=CatalogAccess(store),
+        is_revoked=revocations.is_revoked,
+        orders=orders,
+    )
     grpc_server = gateway_server.build(settings, gateway, relay)
     authenticator = api_auth.from_settings(settings)
     app = api_app.create_app(store, settings, replica=settings.name, auth=authenticator)

@@ -251,6 +251,11 @@ class Entry:
             raise errors.InvalidImage("entry", f"malformed catalog entry: {exc}") from exc
 
 
+def valid_id(value: str) -> bool:
+    """An image or site id as the catalog allows it, matched in full (no trailing newline)."""
+    return _ID.fullmatch(value) is not None
+
+
 def encode_replica(r: Replica) -> bytes:
     return json.dumps(r.to_dict(), separators=(",", ":"), sort_keys=True).encode()
 

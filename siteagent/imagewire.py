@@ -11,9 +11,10 @@ serves the site's store on every broker replica, takes copy orders on its standi
 reports progress, and audits what it holds every ``audit_interval`` seconds. What it
 holds is an ``ImageStore``: a directory for a sim site (``SiteDir``), the site's Glance for
 an openstack one (``glancestore.GlanceImages``, bytes staged in the same directory).
-Invariant: the agent sends each chunk's sha256 of the bytes it read, so whatever changes
-them on the way is caught by the destination; it reports ``active`` only after
-``transfer.copy`` verified the whole image against the order's digests.
+Invariant: a request's chunk size is bounded (``replication.access.MAX_CHUNK``) before
+the store reads a byte; the agent sends each chunk's sha256 of the bytes it read, so
+whatever changes them on the way is caught by the destination; it reports ``active`` only
+after ``transfer.copy`` verified the whole image against the order's digests.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import grpc
 from meridian.v1 import image_pb2 as ipb
 from meridian.v1 import image_pb2_grpc as ipb_grpc
 
-from replication import catalog, errors, transfer
+from replication import access, catalog, errors, transfer
 from replication.catalog import ImageId, SiteId
 from replication.dirstore import DirBytes
 from replication.throttle import Throttle
@@ -136,9 +137,13 @@ class ImageServer:
         rid = request.request_id
 
         async def chunks() -> AsyncIterator[ipb.ImageChunk]:
+            size = access.bounded_chunk(request.chunk_size, transfer.DEFAULT_CHUNK)
+            if isinstance(size, str):  # refused before any read: a read allocates its size
+                yield ipb.ImageChunk(request_id=rid, offset=request.offset, error=size)
+                return
             try:
                 async for c in self._store.chunks(
-                    ImageId(request.image_id), request.offset, request.chunk_size or 1 << 20
+                    ImageId(request.image_id), request.offset, size
                 ):
                     if self._throttle is not None:
                         await self._throttle.take(len(c.data))

@@ -7,9 +7,13 @@ call is piped into the ``Pull`` response through a queue of ``depth`` chunks.
 Invariant: the broker holds at most ``depth`` chunks per transfer, never a whole image —
 a full queue stops the relay reading the Upload call, and HTTP/2 flow control then
 stops the source (backpressure end to end). The relay does not verify: the destination
-checks every chunk's sha256 and the whole image (invariant 8); the relay only binds each
-call to the site named by the caller's certificate (invariant 5). ``Replicate`` carries
-copy orders to a destination and its reports back, through ``imagefeed.ImageOrders``.
+checks every chunk's sha256 and the whole image (invariant 8); the relay binds each call
+to the site named by the caller's certificate (invariant 5) and serves a ``Pull`` only
+when the copy orders in etcd allow it (``imageaccess``: the caller has an order for that
+image naming that source, which holds a verified replica), with a chunk size of at most
+``replication.access.MAX_CHUNK`` — both checked before the source is asked for a byte.
+``Replicate`` carries copy orders to a destination and its reports back, through
+``imagefeed.ImageOrders``.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ from meridian.v1 import image_pb2 as ipb
 from meridian.v1 import image_pb2_grpc as ipb_grpc
 
 from broker import errors
+from broker.gateway.imageaccess import PullAccess
 from broker.gateway.imagefeed import ImageOrders
 from broker.pki import identity
+from replication import access
+from replication.transfer import DEFAULT_CHUNK
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ class Relay(ipb_grpc.ImageTransferServicer):
         self,
         trust_domain: str,
         *,
+        access: PullAccess,
         depth: int = 4,
         start_timeout: float = 10.0,
         chunk_timeout: float = 30.0,
@@ -54,6 +62,7 @@ class Relay(ipb_grpc.ImageTransferServicer):
         orders: ImageOrders | None = None,
     ) -> None:
         self.trust_domain = trust_domain
+        self.access = access
         self.depth = depth
         self.start_timeout = start_timeout
         self.chunk_timeout = chunk_timeout
@@ -104,6 +113,7 @@ class Relay(ipb_grpc.ImageTransferServicer):
         self, request: ipb.PullRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[ipb.ImageChunk]:
         site = await self._site(context)
+        chunk_size = await self._authorize(site, request, context)
         inbox = self._servers.get(request.source_site)
         if inbox is None:
             await context.abort(
@@ -120,7 +130,7 @@ class Relay(ipb_grpc.ImageTransferServicer):
                     request_id=rid,
                     image_id=request.image_id,
                     offset=request.offset,
-                    chunk_size=request.chunk_size,
+                    chunk_size=chunk_size,
                 )
             )
             first = True
@@ -142,6 +152,23 @@ class Relay(ipb_grpc.ImageTransferServicer):
         finally:
             tr.closed.set()
             del self._transfers[rid]
+
+    async def _authorize(
+        self, site: str, request: ipb.PullRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> int:
+        """The chunk size to ask the source for, once the copy orders allow the pull."""
+        chunk_size = access.bounded_chunk(request.chunk_size, DEFAULT_CHUNK)
+        if not isinstance(chunk_size, int):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, chunk_size)
+            raise AssertionError("abort returned")
+        try:
+            refused = await self.access.refusal(site, request.image_id, request.source_site)
+        except errors.StoreUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot check the copy orders: {exc}")
+        if refused is not None:
+            log.warning("site %s: pull refused: %s", site, refused)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+        return chunk_size
 
     async def _next(self, tr: _Transfer, wait: float) -> ipb.ImageChunk | None:
         get = asyncio.ensure_future(tr.queue.get())

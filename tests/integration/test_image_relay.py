@@ -54,7 +54,10 @@ async def test_fan_out_to_16_sites_in_log_rounds(tmp_path: Path) -> None:
         for d in dests:
             await fed.start_site(d)
         img = image()
-        res = await fanout.run(img.id, [SiteId("src")], [SiteId(d) for d in dests], fed.copier(img))
+        # a hop starts from a site that finished: the relay serves only verified replicas
+        res = await fanout.run(
+            img.id, [SiteId("src")], [SiteId(d) for d in dests], fed.copier(img), pipelined=False
+        )
         assert res.failed() == {}
         assert res.rounds <= math.ceil(math.log2(16 + 1))
         for d in dests:
@@ -88,6 +91,7 @@ async def test_corrupt_chunks_in_transit_are_retried_and_never_activated(
         await fed.start_site("src", seeded(), hook=flips)
         dst = await fed.start_site("dst")
         img = image()
+        await fed.order(img, "dst", "src")
         out = await transfer.copy(img, PullSource(dst.channel, "src"), dst.store, chunk_size=chunk)
         assert flips.flipped == [0, 5 * chunk, 30 * chunk]
         # the source reads ahead of an abandoned request, so a flip may land in chunks the
@@ -103,6 +107,7 @@ async def test_always_corrupt_source_is_never_activated(tmp_path: Path) -> None:
     async with imagerelay.federation(tmp_path, ["src", "dst"]) as fed:
         await fed.start_site("src", seeded(), hook=garble)
         dst = await fed.start_site("dst")
+        await fed.order(image(), "dst", "src")
         with pytest.raises(errors.ChunkCorrupt):
             await transfer.copy(image(), PullSource(dst.channel, "src"), dst.store, max_retries=2)
         assert not dst.store.has(ImageId("img-1"))
@@ -133,6 +138,7 @@ async def test_resume_after_source_killed_mid_transfer(tmp_path: Path) -> None:
         src = await fed.start_site("src", store, serve=stalling)
         dst = await fed.start_site("dst")
         img = image()
+        await fed.order(img, "dst", "src")
         copying = asyncio.create_task(
             transfer.copy(img, PullSource(dst.channel, "src"), dst.store, chunk_size=chunk)
         )
@@ -171,6 +177,7 @@ async def test_bad_input_fails_per_site_and_the_rest_carries_on(tmp_path: Path) 
             [SiteId("src")],
             [SiteId(s) for s in ["full", "picky", *good]],
             fed.copier(img),
+            pipelined=False,
         )
         failed = res.failed()
         assert set(failed) == {"full", "picky"}
@@ -189,6 +196,7 @@ async def test_unknown_image_and_unknown_source(tmp_path: Path) -> None:
             await transfer.copy(
                 image(iid="nope"), PullSource(dst.channel, "src"), dst.store, max_retries=0
             )
+        await fed.order(image(), "dst", "elsewhere")  # ordered, but not connected here
         with pytest.raises(errors.PeerGone, match="not connected"):
             await transfer.copy(
                 image(), PullSource(dst.channel, "elsewhere"), dst.store, max_retries=0
@@ -200,6 +208,7 @@ async def test_source_bytes_not_matching_catalog(tmp_path: Path) -> None:
         corrupt = DATA[:-1] + bytes([DATA[-1] ^ 0xFF])  # differs from DATA whatever DATA is
         await fed.start_site("src", seeded(corrupt))
         dst = await fed.start_site("dst")
+        await fed.order(image(), "dst", "src")
         with pytest.raises(errors.ImageMismatch, match="sha256"):
             await transfer.copy(image(), PullSource(dst.channel, "src"), dst.store)
         assert not dst.store.has(ImageId("img-1"))
@@ -213,6 +222,8 @@ async def test_site_bandwidth_cap_holds_across_streams(tmp_path: Path) -> None:
         await fed.start_site("src", seeded(), throttle=cap)
         a, b = await fed.start_site("a"), await fed.start_site("b")
         img = image()
+        await fed.order(img, "a", "src")
+        await fed.order(img, "b", "src")
         started = time.monotonic()
         await asyncio.gather(
             transfer.copy(img, PullSource(a.channel, "src"), a.store, chunk_size=fed.chunk_size),

@@ -161,8 +161,16 @@ def settings(pki: Layout, port: int) -> BrokerSettings:
     )
 
 
+class Ordered:
+    """Every pull is ordered: the benchmark measures the bytes path, not the authorization
+    (one read-only etcd transaction per pull, see ``broker.gateway.imageaccess``)."""
+
+    async def refusal(self, caller: str, image: str, source: str) -> str | None:
+        return None
+
+
 async def role_broker(pki: Layout, port: int) -> None:
-    relay = Relay(TRUST_DOMAIN)
+    relay = Relay(TRUST_DOMAIN, access=Ordered())
     server = gateway_server.build(settings(pki, port), None, relay)
     await server.start()
     emit(event="ready")

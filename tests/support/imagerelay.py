@@ -3,7 +3,10 @@ tests and the replication benchmark.
 
 Each ``Site`` has its own client certificate and channel, an in-memory byte store and an
 ``ImageServer`` serving that store; ``copy_hop`` moves one hop of a fan-out by pulling
-through the relay into the destination's store with full verification.
+through the relay into the destination's store with full verification. The relay
+authorizes every pull from the copy orders in its store (``CatalogAccess``), as in the
+broker: ``Federation.order`` writes what the replication controller would (the catalog
+record, the source's verified replica, the destination's order naming the source).
 """
 
 from __future__ import annotations
@@ -17,10 +20,15 @@ from pathlib import Path
 import grpc
 
 from broker.gateway import server as gateway_server
+from broker.gateway.imageaccess import CatalogAccess
 from broker.gateway.relay import Relay
 from broker.pki.layout import Layout
 from broker.settings import BrokerSettings, GatewaySettings, TlsSettings
+from broker.store import keys
+from broker.store.memory import MemoryStore
+from broker.store.protocol import Store
 from replication import catalog, planner, transfer
+from replication.catalog import Entry, Replica, State
 from replication.store import MemoryBytes
 from replication.throttle import Throttle
 from siteagent.imagewire import ImageServer, PullSource
@@ -55,6 +63,20 @@ class Federation:
     sites: dict[str, Site]
     pki_dir: Path
     chunk_size: int
+    store: Store
+
+    async def order(self, image: catalog.Image, destination: str, source: str) -> None:
+        """Let ``destination`` pull ``image`` from ``source``: the catalog record, the
+        source's verified replica and the destination's copy order naming it."""
+        await self.store.put(keys.image(image.id), Entry(image).encode())
+        held = Replica(image.id, catalog.SiteId(source), State.ACTIVE, sha256=image.sha256)
+        ordered = Replica(
+            image.id, catalog.SiteId(destination), State.TRANSFERRING, source=source, attempts=1
+        )
+        await self.store.put(keys.image_replica(image.id, source), catalog.encode_replica(held))
+        await self.store.put(
+            keys.image_replica(image.id, destination), catalog.encode_replica(ordered)
+        )
 
     async def start_site(
         self,
@@ -90,6 +112,7 @@ class Federation:
             hop: planner.Hop, progress: Callable[[int, float], Awaitable[None]]
         ) -> None:
             dst = self.sites[hop.destination]
+            await self.order(image, hop.destination, hop.source)
             src = PullSource(dst.channel, hop.source)
             await transfer.copy(
                 image, src, dst.store, chunk_size=self.chunk_size, progress=progress
@@ -100,7 +123,12 @@ class Federation:
 
 @contextlib.asynccontextmanager
 async def federation(
-    tmp: Path, sites: list[str], *, chunk_size: int = 32 * 1024, depth: int = 4
+    tmp: Path,
+    sites: list[str],
+    *,
+    chunk_size: int = 32 * 1024,
+    depth: int = 4,
+    store: Store | None = None,
 ) -> AsyncIterator[Federation]:
     pki = make_pki(tmp / "pki", sites)
     (port,) = free_ports(1)
@@ -114,10 +142,13 @@ async def federation(
         ),
         gateway=GatewaySettings(listen=f"127.0.0.1:{port}", max_message_bytes=8 << 20),
     )
-    relay = Relay(TRUST_DOMAIN, depth=depth, start_timeout=5, chunk_timeout=5)
+    store = store if store is not None else MemoryStore()
+    relay = Relay(
+        TRUST_DOMAIN, access=CatalogAccess(store), depth=depth, start_timeout=5, chunk_timeout=5
+    )
     server = gateway_server.build(settings, None, relay)
     await server.start()
-    fed = Federation(settings.gateway.listen, relay, {}, tmp / "pki", chunk_size)
+    fed = Federation(settings.gateway.listen, relay, {}, tmp / "pki", chunk_size, store)
     try:
         yield fed
     finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,26 +150,66 @@ def _core_fit(cell: Cell, need: Need) -> tuple[int, int] | None:
 
 def fits(host: HostView, need: Need, member: str) -> Claim | None:
     """The first cell of ``host`` that holds all of ``need``; None when none does."""
+    return next(options(host, need, member), None)
+
+
+def options(host: HostView, need: Need, member: str) -> Iterator[Claim]:
+    """Every distinct way ``host`` can hold ``need``: one claim per cell that fits.
+
+    A cell whose free counters equal those of a cell already offered is skipped (the two
+    claims are the same up to renaming the cell), unless VFs may come from other cells,
+    where the cells' positions matter. Lazy: the signature of a cell is only computed
+    when the caller asks for another claim, so taking the first one costs nothing extra.
+    """
+    offered: set[tuple[object, ...]] = set()
+    symmetric = need.vfs_local or not need.vfs
     for cell in host.cells:
-        core = _core_fit(cell, need)
-        if core is None:
+        if symmetric and offered and signature(cell) in offered:
             continue
-        vfs = _vf_fit(host, cell, need)
-        if vfs is None:
+        claim = on_cell(host, cell, need, member)
+        if claim is None:
             continue
-        pages, memory = core
-        return Claim(
-            member=member,
-            host=host.name,
-            cell=cell.id,
-            pcpus=need.vcpus if need.dedicated else 0,
-            vcpus=0 if need.dedicated else need.vcpus,
-            memory_mb=memory,
-            page_size_kb=need.page_size_kb if pages else 0,
-            pages=pages,
-            vfs=vfs,
-        )
-    return None
+        yield claim
+        if symmetric:
+            offered.add(signature(cell))
+
+
+def signature(cell: Cell) -> tuple[object, ...]:
+    """A cell's free counters: two cells with one signature can hold exactly the same."""
+    return (
+        cell.pcpus_free,
+        cell.vcpus_free,
+        cell.mem_free,
+        tuple(sorted(cell.pages.items())),
+        tuple(sorted(cell.vfs.items())),
+    )
+
+
+def host_signature(host: HostView) -> tuple[object, ...]:
+    """A host's free counters cell by cell (cell ids included)."""
+    return tuple((c.id, *signature(c)) for c in host.cells)
+
+
+def on_cell(host: HostView, cell: Cell, need: Need, member: str) -> Claim | None:
+    """The claim ``member`` would hold with its cores on ``cell`` of ``host``, if it fits."""
+    core = _core_fit(cell, need)
+    if core is None:
+        return None
+    vfs = _vf_fit(host, cell, need)
+    if vfs is None:
+        return None
+    pages, memory = core
+    return Claim(
+        member=member,
+        host=host.name,
+        cell=cell.id,
+        pcpus=need.vcpus if need.dedicated else 0,
+        vcpus=0 if need.dedicated else need.vcpus,
+        memory_mb=memory,
+        page_size_kb=need.page_size_kb if pages else 0,
+        pages=pages,
+        vfs=vfs,
+    )
 
 
 def _vf_fit(host: HostView, cell: Cell, need: Need) -> tuple[tuple[str, int, int], ...] | None:

@@ -2,20 +2,25 @@
 
 ``Planner.plan`` runs nomad's pipeline per VDU (``feasible`` checkers → ``score``), then
 searches assignments for the whole group at once: members of the most constrained VDU
-first, sites in score order, with backtracking when an anti-affinity rule, a latency
-bound between members, a minimum number of sites or a shared host's capacity leaves a
-later member nowhere to go. Greedy member-by-member placement fails exactly there (three
-members, three regions, one region nearly full); backtracking does not.
+first, sites in score order, and within a site every host and NUMA cell that holds the
+member, with backtracking when an anti-affinity rule, a latency bound between members, a
+minimum number of sites or a shared host's or cell's capacity leaves a later member
+nowhere to go. Greedy member-by-member placement fails exactly there (three members,
+three regions, one region nearly full; or an early member on the only cell with the VFs
+a later one needs); backtracking does not. Hosts and cells with identical free counters
+are tried once (symmetry), so the search stays within its budget of attempts.
 
 Invariants: a feasible ``PlanResult`` satisfies every constraint of the descriptor and
 never takes more than a cell has free; the snapshot is left exactly as it was found (the
 search holds tentative claims and gives every one of them back). "No feasible plan" is
-data: the result carries every filtered site's and rejected host's reason.
+data: the result carries every filtered site's and rejected host's reason, and a rejected
+host's reason says whether the site lacked the capacity or the VNF's own members took it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +118,15 @@ class _Group:
 
 
 class _Search:
-    """Depth-first assignment with backtracking; holds tentative claims on the snapshot."""
+    """Depth-first assignment with backtracking over sites, hosts and NUMA cells; holds
+    tentative claims on the snapshot.
+
+    A member's options at a site are every (host, cell) that holds it, hosts in the
+    strategy's order. Two hosts that hold no member of this VNF and have the same free
+    counters are interchangeable, as are two such cells of one host (``claims.options``),
+    so only the first of each is tried: backtracking on a site of 50 empty hosts costs
+    one host, not 50.
+    """
 
     def __init__(
         self,
@@ -130,6 +143,10 @@ class _Search:
         self.attempts = 0
         self.deepest = 0
         self.host_reasons: dict[str, dict[str, str]] = {}
+        self.blocked: dict[int, Counter[str]] = {}
+        """Member index → what refused it at each site it was tried on, counted."""
+        self.example: dict[int, tuple[str, str]] = {}
+        """Member index → (site, why) of the last site whose hosts refused it."""
         self._no_fit: set[tuple[str, int]] = set()
         self._scopes = _conflicts(desc, order)
         self._between = desc.latency.between_members_max_ms
@@ -151,77 +168,140 @@ class _Search:
             if self.attempts >= self.budget:
                 return False
             site = self.snap.order[idx]
-            if not self._site_allowed(i, member, site):
+            conflict = self._site_conflict(i, member, site)
+            if conflict:
+                self._block(i, conflict)
                 continue
             self.attempts += 1
-            claim = self._host(i, member, site, group)
-            if claim is None:
-                continue
-            site.hold(claim)
-            self.chosen.append(Assignment(member, site.id, claim, group.scores[rank]))
-            if self._place(i + 1):
-                return True
-            self.chosen.pop()
-            site.hold(claim, -1)
+            first = True
+            for claim in self._options(i, member, site):
+                if not first:
+                    if self.attempts >= self.budget:
+                        return False
+                    self.attempts += 1
+                first = False
+                site.hold(claim)
+                self.chosen.append(Assignment(member, site.id, claim, group.scores[rank]))
+                if self._place(i + 1):
+                    return True
+                self.chosen.pop()
+                site.hold(claim, -1)
         return False
 
-    def _site_allowed(self, i: int, member: Member, site: SiteView) -> bool:
+    def _block(self, i: int, why: str) -> None:
+        self.blocked.setdefault(i, Counter())[why] += 1
+
+    def _site_conflict(self, i: int, member: Member, site: SiteView) -> str:
+        """Why a site-level rule keeps ``member`` off ``site`` ("" when none does)."""
         for j, scope in self._scopes[i]:
             if scope == "host":
                 continue  # decided per host
             other = self.chosen[j]
             peer = self.snap.sites[other.site]
             if site.domain(scope, "") == peer.domain(scope, other.claim.host):
-                return False
+                return f"anti-affinity ({scope}) with a member placed before it"
         if self._between is not None:
             for other in self.chosen:
                 if self.snap.latency_between(site.id, other.site) > self._between:
-                    return False
+                    return "latency to a member placed before it"
         vdu = self.desc.vdu(member.vdu)
         need_sites = vdu.redundancy.min_sites
         if need_sites > 1:
             used = {a.site for a in self.chosen if a.member.vdu == member.vdu}
             left = sum(1 for m in self.order[i + 1 :] if m.vdu == member.vdu)
             if len(used | {site.id}) + left < need_sites:
-                return False
-        return True
+                return f"min_sites {need_sites} of {member.vdu}"
+        return ""
 
-    def _host(self, i: int, member: Member, site: SiteView, group: _Group) -> cl.Claim | None:
+    def _options(self, i: int, member: Member, site: SiteView) -> Iterator[cl.Claim]:
+        """Every (host, cell) of ``site`` that holds ``member`` now, symmetric ones once."""
+        mine = {a.claim.host for a in self.chosen if a.site == site.id}
         avoid = {
             self.chosen[j].claim.host
             for j, scope in self._scopes[i]
             if scope == "host" and self.chosen[j].site == site.id
         }
         key = (member.vdu, site.idx)
-        if not avoid and key in self._no_fit and not any(a.site == site.id for a in self.chosen):
-            return None
+        if not mine and key in self._no_fit:
+            self._block(i, _NO_HOST)
+            return
         hosts = site.hosts
         start = 0
         if self.desc.preferences.strategy == "spread" and hosts:
             start = (len(site.claims) + i) % len(hosts)
         ref = f"{self.vnf_id}/{member.name}"
+        tried: set[tuple[object, ...]] = set()
+        offered = False
         for k in range(len(hosts)):
             host = hosts[(start + k) % len(hosts)]
             if host.name in avoid:
                 continue
-            claim = cl.fits(host, member.need, ref)
-            if claim is not None:
-                return claim
-        if not avoid and not any(a.site == site.id for a in self.chosen):
-            self._no_fit.add(key)
-        reasons = self.host_reasons.setdefault(member.vdu, {})
-        if site.id not in reasons:
-            reasons[site.id] = _host_reason(site, member, avoid)
-        return None
+            fresh = host.name not in mine
+            sig = cl.host_signature(host) if fresh and tried else None
+            if sig is not None and sig in tried:
+                continue
+            for claim in cl.options(host, member.need, ref):
+                offered = True
+                yield claim
+            if fresh:
+                tried.add(sig if sig is not None else cl.host_signature(host))
+        if not offered:
+            if not mine:
+                self._no_fit.add(key)
+            self._refused(i, member, site, avoid)
+
+    def _refused(self, i: int, member: Member, site: SiteView, avoid: set[str]) -> None:
+        """Record what really kept every host of ``site`` from ``member``."""
+        held = [a for a in self.chosen if a.site == site.id]
+        why, detail = _host_reason(site, member, avoid, held)
+        self._block(i, why)
+        self.example[i] = (site.id, detail)
+        self.host_reasons.setdefault(member.vdu, {}).setdefault(site.id, detail)
 
 
-def _host_reason(site: SiteView, member: Member, avoid: set[str]) -> str:
+_NO_HOST = "no host has the capacity"
+_SHARED = "fits alone but not beside the members placed before it"
+_HOST_AA = "the hosts it fits on hold members it must not share a host with"
+
+
+def _host_reason(
+    site: SiteView, member: Member, avoid: set[str], held: list[Assignment]
+) -> tuple[str, str]:
+    """(category, detail) of why no host of ``site`` takes ``member`` beside ``held``.
+
+    The site is looked at without this VNF's tentative claims too: a member that fits an
+    empty-of-this-VNF host was blocked by its own VNF (shared capacity or host
+    anti-affinity), not by the site's capacity, and the reason says so.
+    """
+    for a in held:
+        site.hold(a.claim, -1)
+    try:
+        alone = next(
+            (c for h in site.hosts if (c := cl.fits(h, member.need, "")) is not None), None
+        )
+        before = [(h.name, cl.why_not(h, member.need)) for h in site.hosts[:3]]
+    finally:
+        for a in held:
+            site.hold(a.claim)
+    if alone is None:
+        more = len(site.hosts) - len(before)
+        tail = f"; and {more} more hosts" if more > 0 else ""
+        detail = "; ".join(f"{name}: {why}" for name, why in before)
+        return _NO_HOST, (
+            f"no host has one NUMA node with {member.need.describe()}: {detail}{tail}"
+        )
+    holders = ", ".join(f"{a.member.name} on {a.claim.host} cell {a.claim.cell}" for a in held)
+    if any(cl.fits(h, member.need, "") is not None for h in site.hosts if h.name in avoid):
+        return _HOST_AA, (
+            f"{member.need.describe()} fits only on hosts excluded by anti-affinity "
+            f"(host) with {holders}"
+        )
     shown = [h for h in site.hosts if h.name not in avoid][:3]
-    detail = "; ".join(f"{h.name}: {cl.why_not(h, member.need)}" for h in shown)
-    more = len(site.hosts) - len(avoid) - len(shown)
-    tail = f"; and {more} more hosts" if more > 0 else ""
-    taken = f" ({len(avoid)} hosts excluded by anti-affinity)" if avoid else ""
-    return f"no host has one NUMA node with {member.need.describe()}{taken}: {detail}{tail}"
+    now = "; ".join(f"{h.name}: {cl.why_not(h, member.need)}" for h in shown)
+    return _SHARED, (
+        f"{member.need.describe()} fits alone ({alone.host} cell {alone.cell}) but not "
+        f"beside {holders}: {now}"
+    )
 
 
 def _conflicts(desc: Descriptor, order: Sequence[Member]) -> list[list[tuple[int, str]]]:
@@ -300,17 +380,20 @@ def _why(
     snap: Snapshot,
     budget: int,
 ) -> str:
-    member = search.order[min(search.deepest, len(search.order) - 1)]
+    deepest = min(search.deepest, len(search.order) - 1)
+    member = search.order[deepest]
     group = groups[member.vdu]
     filt = filters[member.vdu]
     dropped = ", ".join(f"{n} by {c}" for c, n in filt.counts().items()) or "none"
-    rejected = len(search.host_reasons.get(member.vdu, {}))
     head = f"no feasible plan: member {member.name} ({member.need.describe()}) has nowhere to go"
     if search.attempts >= budget:
         head = f"no plan found within the search budget of {budget} attempts"
+    blocked = search.blocked.get(deepest, Counter())
+    why = "; ".join(f"{reason} ({n})" for reason, n in blocked.most_common())
+    example = search.example.get(deepest)
+    tail = f"; e.g. site {example[0]}: {example[1]}" if example else ""
     return (
         f"{head}; {len(group.candidates)} of {len(snap.order)} sites passed the checkers "
-        f"(dropped: {dropped}); {rejected} of those had no host that fits; the rest "
-        f"conflict with anti-affinity ({member.vdu}: {group.vdu.scope}), latency or "
-        f"min_sites with the members placed before it"
+        f"(dropped: {dropped}); what refused it, counted over the sites tried: "
+        f"{why or 'nothing was tried'}{tail}"
     )

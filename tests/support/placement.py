@@ -52,14 +52,19 @@ def cell(i: int, shape: CellShape) -> NumaCell:
 
 
 def inventory(
-    site: str, hosts: int = 4, shapes: Sequence[CellShape] = (CellShape(),) * 2
+    site: str,
+    hosts: int = 4,
+    shapes: Sequence[CellShape] = (CellShape(),) * 2,
+    per_host: Sequence[Sequence[CellShape]] = (),
 ) -> Inventory:
+    """``hosts`` hosts with the cells ``shapes``, or one host per entry of ``per_host``."""
+    layout = list(per_host) or [shapes] * hosts
     return Inventory(
         site=site,
         collected_ms=1,
         hosts=tuple(
-            Host(f"{site}-cmp-{h:03d}", tuple(cell(c, s) for c, s in enumerate(shapes)))
-            for h in range(hosts)
+            Host(f"{site}-cmp-{h:03d}", tuple(cell(c, s) for c, s in enumerate(cells)))
+            for h, cells in enumerate(layout)
         ),
     )
 
@@ -74,6 +79,8 @@ class SiteDef:
     health: str = "UP"
     zone: str = "z1"
     failure_domains: dict[str, str] = field(default_factory=dict)
+    per_host: tuple[tuple[CellShape, ...], ...] = ()
+    """Hosts that differ: one tuple of cells per host (``hosts`` and ``shapes`` ignored)."""
 
 
 def site_keys(d: SiteDef) -> list[tuple[str, bytes]]:
@@ -82,7 +89,7 @@ def site_keys(d: SiteDef) -> list[tuple[str, bytes]]:
     return [
         (keys.site(d.id), codec.encode(spec)),
         (keys.health(d.id), codec.encode(health)),
-        (keys.inventory(d.id), codec.encode(inventory(d.id, d.hosts, d.shapes))),
+        (keys.inventory(d.id), codec.encode(inventory(d.id, d.hosts, d.shapes, d.per_host))),
     ]
 
 

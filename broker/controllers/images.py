@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -37,7 +36,7 @@ from dataclasses import dataclass, field
 
 from broker import errors
 from broker.election.fencing import fenced_txn
-from broker.models import codec, event
+from broker.models import codec, event, objects
 from broker.models.site import SiteSpec
 from broker.store import keys
 from broker.store.protocol import Put, Store
@@ -57,17 +56,8 @@ class Audit:
     revision: int
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
-    """One attempt's last progress report from the destination."""
-
-    attempt: int
-    state: str
-    offset: int = 0
-    rate: float = 0.0
-    reason: str = ""
-    temporary: bool = False
-    sha256: str = ""
+Report = objects.CopyReport
+"""One attempt's last progress report from the destination (``observed/<site>/imagecopy/``)."""
 
 
 @dataclass(slots=True)
@@ -301,37 +291,30 @@ class ImageController:
             spec = codec.decode(SiteSpec, kv.value)
             w.sites.append(policy.SiteInfo(SiteId(spec.id), spec.region, dict(spec.labels)))
         status, _ = await self.store.get_prefix(keys.SITESTATUS)
-        w.connected = frozenset(kv.key[len(keys.SITESTATUS) :] for kv in status)
+        w.connected = frozenset(keys.name_in(keys.SITESTATUS, kv.key) for kv in status)
         for site in sorted(w.connected):
             await self._load_site(w, site)
         return w
 
     async def _load_site(self, w: World, site: str) -> None:
-        prefix = keys.observed(site, keys.IMAGE_KIND, "")
+        prefix = keys.observed(site, objects.IMAGE_COPY.name, "")
         reports, _ = await self.store.get_prefix(prefix)
         for kv in reports:
             try:
-                d = json.loads(kv.value)
-                w.reports[(kv.key[len(prefix) :], site)] = Report(
-                    int(d["attempt"]),
-                    str(d["state"]),
-                    int(d.get("offset", 0)),
-                    float(d.get("rate", 0.0)),
-                    str(d.get("reason", "")),
-                    bool(d.get("temporary", False)),
-                    str(d.get("sha256", "")),
+                w.reports[(keys.split_object(kv.key)[2], site)] = objects.IMAGE_COPY.decode(
+                    kv.value
                 )
-            except (ValueError, KeyError, TypeError) as exc:
+            except errors.InvalidInput as exc:
                 log.error("image replication: report %s is corrupt: %s", kv.key, exc)
         audit = await self.store.get(keys.image_audit(site))
         if audit is not None:
             try:
-                d = json.loads(audit.value)
-                held = {str(i): (str(h["sha256"]), int(h["size"])) for i, h in d["held"].items()}
-                busy = frozenset(str(i) for i in d.get("busy", []))
-                w.audits[site] = Audit(held, busy, audit.mod_revision)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                found = objects.IMAGE_AUDIT.decode(audit.value)
+            except errors.InvalidInput as exc:
                 log.error("image replication: audit of %s is corrupt: %s", site, exc)
+                return
+            held = {i: (h.sha256, h.size) for i, h in found.held.items()}
+            w.audits[site] = Audit(held, frozenset(found.busy), audit.mod_revision)
 
     def _stalled(self, r: Replica) -> bool:
         key = (r.image, r.site)

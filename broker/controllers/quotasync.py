@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from broker import errors
 from broker.election import fencing
-from broker.models import codec, event
+from broker.models import codec, event, objects
 from broker.settings import BrokerSettings, QuotaSettings
 from broker.store import keys
 from broker.store import protocol as p
@@ -54,7 +54,7 @@ from quota.models import (
 
 log = logging.getLogger(__name__)
 
-KIND = "quota"
+KIND = objects.QUOTA.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +155,12 @@ class QuotaSyncController:
         for site in self.sites:
             objs, _ = await self.store.get_prefix(keys.desired(site, KIND, ""))
             for kv in objs:
-                tenant = kv.key.rsplit("/", 1)[-1]
-                value = json.loads(kv.value)
-                pushed = value.get("spec", {}).get("limits", {})
+                _, _, tenant = keys.split_object(kv.key)
+                value = objects.Desired.decode(kv.value)
+                pushed = value.spec.get("limits", {})
                 self.pushed[(site, tenant)] = (
                     {str(k): int(v) for k, v in pushed.items()},
-                    int(value.get("generation", 0)),
+                    value.generation,
                     kv.mod_revision,
                 )
         return revision
@@ -190,13 +190,13 @@ class QuotaSyncController:
                 self.accounts[tenant] = (Account.parse(from_json(value, key)), mod)
             return {tenant}
         if key.startswith(keys.USAGE):
-            site = key[len(keys.USAGE) :]
+            site = keys.name_in(keys.USAGE, key)
             old = self.reported.pop(site, {})
             if not deleted:
                 self.reported[site] = _usage(value)
             return set(old) | set(self.reported.get(site, {}))
         if key.startswith(keys.SITES):
-            site = key[len(keys.SITES) :]
+            site = keys.name_in(keys.SITES, key)
             if deleted:
                 self.sites.pop(site, None)
             else:
@@ -298,24 +298,26 @@ class QuotaSyncController:
         have: tuple[dict[str, int], int, int] | None,
     ) -> None:
         key = keys.desired(site, KIND, tenant)
-        generation, mod = (have[1], have[2]) if have is not None else (0, 0)
+        spec = {"project": tenant, "limits": want}
+        # the stored envelope the next one follows (generation 0: none yet)
+        stored, mod = objects.Desired(0), 0
+        if have is not None:
+            stored, mod = objects.Desired(have[1]), have[2]
         for _ in range(3):
-            value = {"generation": generation + 1, "spec": {"project": tenant, "limits": want},
-                     "deleted": False}
+            value = stored.revise(spec)
             result = await fencing.fenced_txn(
-                self.store, self.fence, [p.Put(key, to_json(value))],
+                self.store, self.fence, [p.Put(key, value.encode())],
                 [p.Compare(key, p.Target.MOD, p.Op.EQUAL, mod)], [p.Get(key)],
             )
             if result.succeeded:
-                self.pushed[(site, tenant)] = (want, generation + 1, result.revision)
+                self.pushed[(site, tenant)] = (want, value.generation, result.revision)
                 self.metrics.pushes.inc()
                 return
             found = result.responses[0]
             if not found:
-                generation, mod = 0, 0
+                stored, mod = objects.Desired(0), 0
                 continue
-            generation = int(json.loads(found[0].value).get("generation", 0))
-            mod = found[0].mod_revision
+            stored, mod = objects.Desired.decode(found[0].value), found[0].mod_revision
         raise errors.Conflict(f"desired quota of {tenant} at {site} keeps changing")
 
     # -- reconcile ------------------------------------------------------------------

@@ -87,7 +87,7 @@ class SiteHealthController:
 
     async def _watch(self, revision: int) -> None:
         async for ev in self.store.watch_prefix(keys.SITESTATUS, start_revision=revision + 1):
-            site = ev.key[len(keys.SITESTATUS) :]
+            site = keys.name_in(keys.SITESTATUS, ev.key)
             if ev.type is EventType.PUT:
                 self.live.add(site)
                 self.last_seen[site] = self.clock()
@@ -101,14 +101,14 @@ class SiteHealthController:
         verdicts, _ = await self.store.get_prefix(keys.HEALTH)
         statuses, revision = await self.store.get_prefix(keys.SITESTATUS)
         now = self.clock()
-        known = {kv.key[len(keys.SITES) :] for kv in sites}
+        known = {keys.name_in(keys.SITES, kv.key) for kv in sites}
         self.health = {site: Health.UNKNOWN for site in known}
         for kv in verdicts:
             verdict = codec.decode(SiteHealth, kv.value)
             self.health[verdict.site] = verdict.state
         self.intended = dict(self.health)
         self.pending = []
-        self.live = {kv.key[len(keys.SITESTATUS) :] for kv in statuses}
+        self.live = {keys.name_in(keys.SITESTATUS, kv.key) for kv in statuses}
         self.last_seen = {site: now for site in self.health.keys() | self.live}
         for site in self.live:
             self._decide(site, Health.UP, "connected")

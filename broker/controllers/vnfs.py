@@ -7,9 +7,10 @@ follows the members' servers under ``observed/`` — renewing the quota reservat
 it waits — and all READY commits the quota at the members' sites and makes the VNF ACTIVE;
 a member that failed for good makes it FAILED with that reason and tears the rest down. A
 quota refusal fails the VNF with the ledger's reason (class, request, what is left) and
-writes nothing under ``desired/``. Deleting writes every object's tombstone (next
-generation, ``deleted``), and once the servers are gone gives the quota back (releases
-the reservation, or the usage of an ACTIVE VNF) and releases the claims and the record.
+writes nothing under ``desired/``. Deleting writes every object's tombstone
+(``Desired.tombstone``: the generation after the stored one, ``deleted``), and once the
+servers are gone gives the quota back (releases the reservation, or the usage of an
+ACTIVE VNF) and releases the claims and the record.
 
 Invariants: a VNF is placed whole or not at all; a reservation that does not end in an
 ACTIVE VNF is released; every write is fenced (a deposed leader changes nothing).
@@ -27,7 +28,7 @@ from typing import Any
 
 from broker import errors
 from broker.election.fencing import fenced_txn
-from broker.models import codec
+from broker.models import codec, objects
 from broker.models import vnf as model
 from broker.placement import commit, render
 from broker.placement.headroom import Headroom, QuotaExceeded, SiteUsage, Unlimited
@@ -97,11 +98,10 @@ class VnfController:
 
     def _on_vnf(self, key: str, value: bytes) -> None:
         if value:
-            self.kick(key[len(keys.VNFS) :])
+            self.kick(keys.name_in(keys.VNFS, key))
 
     def _on_observed(self, key: str, value: bytes) -> None:
-        site, _, rest = key[len(keys.OBSERVED) :].partition("/")
-        kind, _, name = rest.partition("/")
+        site, kind, name = keys.split_object(key)
         if kind == render.SERVER:
             vnf_id = self._servers.get((site, name))
             if vnf_id is not None:
@@ -275,11 +275,21 @@ class VnfController:
         await self._write(kv, failed, Put(keys.placement(record.id), json.dumps(doc).encode()))
         log.info("vnf %s: %s", record.id, result.reason)
 
+    async def _tombstones(self, placed: list[tuple[str, ...]]) -> list[Put | Delete]:
+        """Each placed object's tombstone: the generation after the one stored."""
+        wanted = [keys.desired(site, kind, name) for site, kind, name in placed]
+        found = await self.store.txn([], [Get(key) for key in wanted])
+        return [
+            Put(key, objects.Desired.decode(got[0].value).tombstone().encode())
+            for key, got in zip(wanted, found.responses, strict=True)
+            if got
+        ]
+
     # -- after placement -------------------------------------------------------------------
 
     async def _observed(
         self, members: tuple[model.MemberStatus, ...], vnf_id: str
-    ) -> list[dict[str, Any] | None]:
+    ) -> list[objects.Status | None]:
         gets = [
             Get(keys.observed(m.site, render.SERVER, render.server_name(vnf_id, m.name)))
             for m in members
@@ -287,7 +297,7 @@ class VnfController:
         if not gets:
             return []
         result = await self.store.txn([], gets)
-        return [json.loads(r[0].value) if r else None for r in result.responses]
+        return [objects.Status.decode(r[0].value) if r else None for r in result.responses]
 
     async def _follow_members(self, kv: KeyValue, record: model.VnfRecord) -> None:
         if record.reservation:
@@ -301,18 +311,18 @@ class VnfController:
         members, failed = [], ""
         ready: dict[str, dict[str, int]] = {}
         for m, obs in zip(record.members, seen, strict=True):
-            state, message, host = "PENDING", "", ""
-            if obs is not None and obs.get("observed_generation", 0) >= 1:
-                state, message = str(obs.get("state", "PENDING")), str(obs.get("message", ""))
-                host = str(obs.get("outputs", {}).get("host", ""))
-                if state == "FAILED" and obs.get("temporary"):
-                    state = "PENDING"  # the agent retries it
-            if state == "FAILED" and not failed:
+            state, message, host = objects.State.PENDING, "", ""
+            if obs is not None and obs.observed_generation >= objects.FIRST:
+                state, message = obs.settled_state(), obs.message
+                host = obs.outputs.get("host", "")
+            if state is objects.State.FAILED and not failed:
                 failed = f"member {m.name} at {m.site}: {message or 'failed'}"
-            if state == "READY":
-                at = int(obs.get("at_ms", 0) or now_ms()) if obs else now_ms()
+            if state is objects.State.READY:
+                at = (obs.at_ms if obs is not None else 0) or now_ms()
                 ready.setdefault(m.site, {})[f"{record.id}/{m.name}"] = at
-            members.append(dataclasses.replace(m, state=state, message=message, observed_host=host))
+            members.append(
+                dataclasses.replace(m, state=state.value, message=message, observed_host=host)
+            )
         update = dataclasses.replace(record, members=tuple(members))
         if failed:
             update = dataclasses.replace(update, state=model.VnfState.FAILED, reason=failed)
@@ -349,15 +359,15 @@ class VnfController:
     async def _teardown(
         self, kv: KeyValue, record: model.VnfRecord, placement: dict[str, Any], *, drop_record: bool
     ) -> None:
-        objects = [tuple(o) for o in placement.get("objects", [])]
-        if objects and record.extra.get("tombstones") != "1":
-            ops: list[Put | Delete] = [_tombstone(o, record.id, placement) for o in objects]
+        placed = [tuple(str(x) for x in o) for o in placement.get("objects", [])]
+        if placed and record.extra.get("tombstones") != "1":
+            ops: list[Put | Delete] = await self._tombstones(placed)
             extra = {**record.extra, "tombstones": "1"}
             state = model.VnfState.DELETING if drop_record else record.state
             await self._write(kv, dataclasses.replace(record, extra=extra, state=state), *ops)
             return
         seen = await self._observed(record.members, record.id)
-        if any(obs is not None and obs.get("state") != "DELETED" for obs in seen):
+        if any(obs is not None and obs.state is not objects.State.DELETED for obs in seen):
             return  # agents are still deleting; observed events bring us back
         if record.reservation:
             # given back before the record goes: a retry gives back again, idempotently
@@ -394,9 +404,3 @@ def usage(snap: Snapshot, record: model.VnfRecord) -> dict[str, SiteUsage]:
         region = view.spec.region if view is not None and view.spec is not None else ""
         out[site] = SiteUsage(region, amounts)
     return out
-
-
-def _tombstone(obj: tuple[Any, ...], vnf_id: str, placement: dict[str, Any]) -> Put:
-    site, kind, name = (str(x) for x in obj)
-    body = {"generation": 2, "spec": {}, "deleted": True}
-    return Put(keys.desired(site, kind, name), json.dumps(body, separators=(",", ":")).encode())

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from meridian.v1 import agent_pb2 as pb
 
 from broker.models import inventory as inv
+from broker.models import objects
 
 
 def inventory_from_wire(site: str, msg: pb.Inventory) -> inv.Inventory:
@@ -47,36 +47,36 @@ def usage_from_wire(msg: pb.Usage) -> dict[str, dict[str, int]]:
     return {project: dict(amounts.amounts) for project, amounts in msg.projects.items()}
 
 
-def desired_to_wire(kind: str, name: str, value: dict[str, Any]) -> pb.BrokerMessage:
-    """A stored desired object (``{"generation", "spec", "deleted"}``) as a push."""
+def desired_to_wire(kind: str, name: str, value: objects.Desired) -> pb.BrokerMessage:
+    """A stored desired object as a push: ``Desired`` is the wire's ``DesiredObject``."""
     return pb.BrokerMessage(
         desired=pb.DesiredObject(
             kind=kind,
             name=name,
-            generation=int(value.get("generation", 0)),
-            spec_json=json.dumps(value.get("spec", {}), separators=(",", ":")).encode(),
-            deleted=bool(value.get("deleted", False)),
+            generation=value.generation,
+            spec_json=json.dumps(dict(value.spec), separators=(",", ":")).encode(),
+            deleted=value.deleted,
         )
     )
 
 
-STATE_NAMES = {
-    pb.OBJECT_STATE_PENDING: "PENDING",
-    pb.OBJECT_STATE_READY: "READY",
-    pb.OBJECT_STATE_FAILED: "FAILED",
-    pb.OBJECT_STATE_DELETED: "DELETED",
+STATES = {
+    pb.OBJECT_STATE_PENDING: objects.State.PENDING,
+    pb.OBJECT_STATE_READY: objects.State.READY,
+    pb.OBJECT_STATE_FAILED: objects.State.FAILED,
+    pb.OBJECT_STATE_DELETED: objects.State.DELETED,
 }
 
 
-def status_from_wire(msg: pb.ObjectStatus, at_ms: int) -> dict[str, Any]:
-    """An agent's object status as stored under ``observed/<site>/<kind>/<name>``."""
-    return {
-        "kind": msg.kind,
-        "name": msg.name,
-        "observed_generation": msg.observed_generation,
-        "state": STATE_NAMES.get(msg.state, "UNSPECIFIED"),
-        "message": msg.message,
-        "temporary": msg.temporary,
-        "outputs": dict(msg.outputs),
-        "at_ms": at_ms,
-    }
+def status_from_wire(msg: pb.ObjectStatus, at_ms: int) -> objects.Status:
+    """An agent's ``ObjectStatus`` as stored under ``observed/<site>/<kind>/<name>``."""
+    return objects.Status(
+        kind=msg.kind,
+        name=msg.name,
+        observed_generation=msg.observed_generation,
+        state=STATES.get(msg.state, objects.State.UNSPECIFIED),
+        message=msg.message,
+        temporary=msg.temporary,
+        outputs=dict(msg.outputs),
+        at_ms=at_ms,
+    )

@@ -13,13 +13,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
 from broker import errors
-from broker.gateway import convert
-from broker.gateway.sessions import Registry
+from broker.gateway.sessions import Registry, Session
+from broker.models import objects
 from broker.pki import identity
 from broker.store import keys
 from broker.store.protocol import EventType, Store
@@ -141,7 +140,7 @@ class Revocations:
 
     @staticmethod
     def _serial(key: str) -> int:
-        return int(key[len(keys.REVOKED) :], 16)
+        return int(keys.name_in(keys.REVOKED, key), 16)
 
     async def _listed(self, items: list[tuple[str, bytes]]) -> None:
         serials = {self._serial(key) for key, _ in items}
@@ -166,19 +165,31 @@ class Revocations:
         await follow(self.store, keys.REVOKED, self._listed, self._changed)
 
 
+def push(session: Session, key: str, kind: str, name: str, raw: bytes) -> None:
+    """Send a stored desired object down ``session``; one that is not an agent kind's
+    ``Desired`` is logged and skipped, never sent (invariant 13)."""
+    if not objects.agent_kind(kind):
+        log.error("desired object %s: %r is not an agent object kind; not sent", key, kind)
+        return
+    try:
+        value = objects.Desired.decode(raw)
+    except errors.InvalidInput as exc:
+        log.error("desired object %s is corrupt, not sent: %s", key, exc)
+        return
+    session.push_desired(kind, name, value)
+
+
 class DesiredFeed:
     def __init__(self, store: Store, registry: Registry) -> None:
         self.store = store
         self.registry = registry
 
     def _route(self, key: str, raw: bytes) -> None:
-        site, _, rest = key[len(keys.DESIRED) :].partition("/")
-        kind, _, name = rest.partition("/")
+        site, kind, name = keys.split_object(key)
         session = self.registry.get(site)
         if session is None or not name:
             return
-        value = json.loads(raw)
-        session.push_desired(kind, name, value, convert.desired_to_wire(kind, name, value))
+        push(session, key, kind, name, raw)
 
     async def _listed(self, items: list[tuple[str, bytes]]) -> None:
         for key, raw in items:

@@ -5,8 +5,9 @@ the replica states the leader's replication controller writes) and, for each rep
 ``transferring`` whose site holds a ``Replicate`` call on this replica, sends the site a
 ``CopyOrder`` for that attempt — once per attempt, again when the site reconnects. What
 the agents report it writes, unfenced, where the gateway writes every observation:
-``observed/<site>/image/<id>`` (progress of one attempt) and
-``observed/<site>/imageaudit/held`` (the site's last complete audit).
+``observed/<site>/imagecopy/<id>`` (progress of one attempt, ``objects.IMAGE_COPY``) and
+``observed/<site>/imageaudit/held`` (the site's last complete audit,
+``objects.IMAGE_AUDIT``) — kinds of their own, never the ``image`` objects of a VNF.
 
 Invariant: this module decides nothing — it only carries orders the fenced controller
 wrote and observations the agents made (invariant 1: a replica keeps caches, not truth).
@@ -15,13 +16,13 @@ wrote and observations the agents made (invariant 1: a replica keeps caches, not
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 
 from meridian.v1 import image_pb2 as ipb
 
 from broker import errors
+from broker.models import objects
 from broker.store import keys
 from broker.store.protocol import EventType, Store
 from replication import catalog
@@ -59,30 +60,25 @@ class ImageOrders:
     async def report(self, site: str, msg: ipb.ImageReport) -> None:
         """Write what the site reported (only what changed since this replica wrote it)."""
         if msg.audit:
-            held = {
-                r.image_id: {"sha256": r.sha256, "size": r.size}
-                for r in msg.replicas
-                if r.state == "active"
-            }
-            busy = sorted(r.image_id for r in msg.replicas if r.state == "busy")
-            body = {"held": held, "busy": busy, "at_ms": int(time.time() * 1000)}
+            audit = objects.ImageAudit(
+                held={
+                    r.image_id: objects.Held(r.sha256, r.size)
+                    for r in msg.replicas
+                    if r.state == "active"
+                },
+                busy=tuple(sorted(r.image_id for r in msg.replicas if r.state == "busy")),
+                at_ms=int(time.time() * 1000),
+            )
             # every audit is written: its revision is what the controller judges drift by
-            await self._put(keys.image_audit(site), body, always=True)
+            await self._put(keys.image_audit(site), audit.encode(), always=True)
             return
         for r in msg.replicas:
-            body = {
-                "attempt": r.attempt,
-                "state": r.state,
-                "offset": r.offset,
-                "rate": r.rate,
-                "reason": r.reason,
-                "temporary": r.temporary,
-                "sha256": r.sha256,
-            }
-            await self._put(keys.observed(site, keys.IMAGE_KIND, r.image_id), body)
+            copy = objects.CopyReport(
+                r.attempt, r.state, r.offset, r.rate, r.reason, r.temporary, r.sha256
+            )
+            await self._put(keys.image_copy(site, r.image_id), copy.encode())
 
-    async def _put(self, key: str, body: dict[str, object], *, always: bool = False) -> None:
-        raw = json.dumps(body, separators=(",", ":")).encode()
+    async def _put(self, key: str, raw: bytes, *, always: bool = False) -> None:
         if not always and self._written.get(key) == raw:
             return
         await self.store.put(key, raw)

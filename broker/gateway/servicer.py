@@ -32,9 +32,10 @@ from meridian.v1 import agent_pb2_grpc as pb_grpc
 from broker import errors
 from broker.gateway import convert, version
 from broker.gateway.admission import Admission, Ticket
+from broker.gateway import feeds
 from broker.gateway.feeds import ReplicaLease, Revocations
 from broker.gateway.sessions import Registry, Session
-from broker.models import codec
+from broker.models import codec, objects
 from broker.models import site as sitemodel
 from broker.pki import identity
 from broker.settings import BrokerSettings
@@ -284,11 +285,9 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         except errors.StoreUnavailable:
             log.warning("site %s: desired snapshot postponed (etcd unreachable)", session.site)
             return
-        prefix = keys.desired(session.site)
         for kv in kvs:
-            kind, _, name = kv.key[len(prefix) :].partition("/")
-            value = json.loads(kv.value)
-            session.push_desired(kind, name, value, convert.desired_to_wire(kind, name, value))
+            _, kind, name = keys.split_object(kv.key)
+            feeds.push(session, kv.key, kind, name, kv.value)
 
     async def _read(
         self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage], session: Session
@@ -304,10 +303,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                 if body == "heartbeat":
                     await self._heartbeat(session, msg.heartbeat, pending)
                 elif body == "status":
-                    st = msg.status
-                    pending[keys.observed(session.site, st.kind, st.name)] = json.dumps(
-                        convert.status_from_wire(st, now_ms())
-                    ).encode()
+                    self._status(session, msg.status, pending)
                     await self._flush(pending)
                 elif body == "inventory":
                     inventory = convert.inventory_from_wire(session.site, msg.inventory)
@@ -320,6 +316,17 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             raise
         except Exception as exc:
             session.close(f"stream broke: {exc}")
+
+    @staticmethod
+    def _status(session: Session, st: pb.ObjectStatus, pending: dict[str, bytes]) -> None:
+        """Queue an object status for ``observed/``: only agent object kinds, so an agent
+        can never write into another feature's key space (invariant 13)."""
+        if not objects.agent_kind(st.kind) or not st.name or "/" in st.name:
+            log.warning("site %s: status for %r/%r dropped: not an agent object kind/name",
+                        session.site, st.kind, st.name)
+            return
+        key = keys.observed(session.site, st.kind, st.name)
+        pending[key] = convert.status_from_wire(st, now_ms()).encode()
 
     async def _heartbeat(
         self, session: Session, hb: pb.Heartbeat, pending: dict[str, bytes]

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any
 
 from meridian.v1 import agent_pb2 as pb
+
+from broker.gateway import convert
+from broker.models import objects
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +34,13 @@ class Session:
     status_value: bytes = b""  # the sitestatus value this session last wrote
     usage_value: bytes = b""  # the usage last queued for etcd (written only on change)
 
-    def push_desired(
-        self, kind: str, name: str, value: dict[str, Any], msg: pb.BrokerMessage
-    ) -> None:
+    def push_desired(self, kind: str, name: str, value: objects.Desired) -> None:
         """Queue a desired object unless this stream already carried that generation."""
         ref = f"{kind}/{name}"
-        generation = int(value.get("generation", 0))
-        if self.sent_generations.get(ref, -1) >= generation:
+        if self.sent_generations.get(ref, -1) >= value.generation:
             return
-        self.sent_generations[ref] = generation
-        self.outbound.put_nowait(msg)
+        self.sent_generations[ref] = value.generation
+        self.outbound.put_nowait(convert.desired_to_wire(kind, name, value))
 
     def close(self, reason: str) -> None:
         if not self.closed_reason:

@@ -8,17 +8,17 @@ create-time host); drivers that cannot pin a host ignore it and their own schedu
 decides within the site.
 
 Invariant: names derive from the VNF id only, so rendering the same plan twice gives the
-same keys and values (generation 1); deletion re-renders with ``deleted`` and the next
-generation, so the agents' idempotent apply (invariant 4) does the rest.
+same keys and values (``envelopes.FIRST``); deletion writes each object's
+``Desired.tombstone``, so the agents' idempotent apply (invariant 4) does the rest.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from broker.models import objects as envelopes
 from broker.models.vnf import Descriptor
 from broker.placement.plan import Assignment
 from broker.store import keys
@@ -38,9 +38,9 @@ class Desired:
     def key(self) -> str:
         return keys.desired(self.site, self.kind, self.name)
 
-    def put(self, generation: int = 1, *, deleted: bool = False) -> Put:
-        body = {"generation": generation, "spec": self.spec, "deleted": deleted}
-        return Put(self.key, json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
+    def put(self) -> Put:
+        """The object's first generation (a placement is rendered once)."""
+        return Put(self.key, envelopes.first(self.spec).encode())
 
 
 def server_name(vnf_id: str, member: str) -> str:

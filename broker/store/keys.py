@@ -5,6 +5,8 @@ One function per key family, so no module spells a key by hand.
 
 from __future__ import annotations
 
+from broker.models import objects
+
 ROOT = "/meridian/v1/"
 
 SITES = "sites/"
@@ -26,7 +28,6 @@ LATENCY = "latency"
 IMAGES = "images/"
 IPAM = "ipam/"  # global pools of stitched networks; layout: broker.stitching.ledger
 NETWORKS = "networks/"
-IMAGE_KIND = "image"  # observed/<site>/image/<id>: what the site reported (gateway)
 
 
 def site(site_id: str) -> str:
@@ -113,11 +114,37 @@ def split_image_key(key: str) -> tuple[str, str]:
     return image_id, tail.removeprefix("replicas/") if tail else ""
 
 
+def image_copy(site_id: str, image_id: str) -> str:
+    """A copy attempt's progress report at its destination (gateway writes)."""
+    return observed(site_id, objects.IMAGE_COPY.name, image_id)
+
+
 def image_audit(site_id: str) -> str:
     """A site's last complete image audit: what it holds, with sha256 (gateway writes)."""
-    return observed(site_id, "imageaudit", "held")
+    return observed(site_id, objects.IMAGE_AUDIT.name, "held")
 
 
 def network(network_id: str) -> str:
     """A stitched network: its request, allocation and state (API writes, stitching)."""
     return f"{NETWORKS}{network_id}"
+
+
+def split_object(key: str) -> tuple[str, str, str]:
+    """``desired/<site>/<kind>/<name>`` (or ``observed/...``) -> (site, kind, name).
+
+    Parts the key does not have are ""; a key outside both spaces raises ``ValueError``.
+    """
+    for space in (DESIRED, OBSERVED):
+        if key.startswith(space):
+            site, _, rest = key[len(space) :].partition("/")
+            kind, _, name = rest.partition("/")
+            return site, kind, name
+    raise ValueError(f"{key!r} is not a desired or observed object key")
+
+
+def name_in(prefix: str, key: str) -> str:
+    """What follows ``prefix`` in ``key`` (a site id under ``sites/``, a serial under
+    ``pki/revoked/``, ...); ``ValueError`` when ``key`` is not under ``prefix``."""
+    if not key.startswith(prefix):
+        raise ValueError(f"{key!r} is not under {prefix!r}")
+    return key[len(prefix) :]

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from broker import errors
 from broker.models import codec
+from broker.store import keys
 from broker.store.protocol import KeyValue
 
 T = TypeVar("T")
@@ -30,4 +31,4 @@ def as_json(value: Any) -> dict[str, Any]:
 
 
 def by_suffix(items: list[KeyValue], prefix: str) -> dict[str, KeyValue]:
-    return {kv.key[len(prefix) :]: kv for kv in items}
+    return {keys.name_in(prefix, kv.key): kv for kv in items}

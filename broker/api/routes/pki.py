@@ -58,7 +58,7 @@ async def list_revocations(state: deps.State, _: deps.Reader) -> dict[str, Any]:
     items, revision = await state.store.get_prefix(keys.REVOKED)
     out = []
     for kv in items:
-        serial = kv.key[len(keys.REVOKED) :]
+        serial = keys.name_in(keys.REVOKED, kv.key)
         try:
             record = json.loads(kv.value)
         except ValueError:

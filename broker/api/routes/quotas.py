@@ -158,7 +158,7 @@ async def _reported(state: deps.ApiState, tenant: str) -> dict[str, dict[str, in
         amounts = projects.get(tenant, {}) if isinstance(projects, dict) else {}
         counts = {c: int(n) for c, n in amounts.items() if c in models.RESOURCE_CLASSES and n}
         if counts:
-            out[kv.key[len(keys.USAGE) :]] = counts
+            out[keys.name_in(keys.USAGE, kv.key)] = counts
     return out
 
 

@@ -61,7 +61,7 @@ async def _plan(
 async def _world(state: deps.ApiState) -> tuple[Snapshot, set[str]]:
     snap = await Snapshot.load(state.store)
     images, _ = await state.store.get_prefix(IMAGES)
-    return snap, {kv.key[len(IMAGES) :].partition("/")[0] for kv in images}
+    return snap, {keys.split_image_key(kv.key)[0] for kv in images}
 
 
 @router.post("/v1/vnfs", status_code=202)

@@ -63,7 +63,7 @@ async def audit(
 async def report(store: MemoryStore, site: str, attempt: int, state: str, **kw: object) -> None:
     """A report on ``attempt`` of generation 1 (as its ``Replica.ticket``)."""
     body = {"attempt": 1_000_000 + attempt, "state": state, **kw}
-    await store.put(keys.observed(site, keys.IMAGE_KIND, "img"), json.dumps(body).encode())
+    await store.put(keys.image_copy(site, "img"), json.dumps(body).encode())
 
 
 async def replicas(store: MemoryStore) -> dict[str, Replica]:
@@ -278,3 +278,25 @@ async def test_a_deposed_leader_writes_nothing() -> None:
     with pytest.raises(errors.FencedOut):
         await ImageController(store, fence).reconcile()
     assert await replicas(store) == {}
+
+
+async def test_a_vnf_image_status_is_not_a_replica_report(caplog: pytest.LogCaptureFixture) -> None:
+    """A VNF's ``image`` object and image replication are two kinds: the status the gateway
+    writes for a VNF image (``observed/<site>/image/<vnf>-<name>``) is never read as a copy
+    report (it was, and every pass logged it as corrupt)."""
+    store, ctl = await settled_source(["a"])
+    vnf_image = {  # what the gateway stores for an agent's ObjectStatus of kind "image"
+        "kind": "image", "name": "vnf1-vfw", "observed_generation": 1, "state": "READY",
+        "message": "", "temporary": False, "outputs": {"id": "x"}, "at_ms": 1,
+    }
+    await store.put(keys.observed("a", "image", "vnf1-vfw"), json.dumps(vnf_image).encode())
+    await store.put(keys.observed("a", "image", "img"), json.dumps(vnf_image).encode())
+    before = (await replicas(store))["a"]
+    with caplog.at_level("ERROR"):
+        await ctl.reconcile()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+    after = (await replicas(store))["a"]
+    assert (after.state, after.offset) == (before.state, before.offset)
+    await report(store, "a", 1, "transferring", offset=4000, rate=1e6)
+    await ctl.reconcile()
+    assert (await replicas(store))["a"].offset == 4000

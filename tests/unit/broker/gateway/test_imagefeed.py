@@ -62,10 +62,10 @@ async def test_reports_and_audits_are_written_where_the_controller_reads() -> No
     orders = ImageOrders(store)
     progress = ipb.ReplicaReport(image_id="img", state="transferring", offset=10, attempt=3)
     await orders.report("a", ipb.ImageReport(replicas=[progress]))
-    kv = await store.get(keys.observed("a", keys.IMAGE_KIND, "img"))
+    kv = await store.get(keys.image_copy("a", "img"))
     assert kv is not None and json.loads(kv.value)["offset"] == 10
     await orders.report("a", ipb.ImageReport(replicas=[progress]))  # unchanged: no write
-    again = await store.get(keys.observed("a", keys.IMAGE_KIND, "img"))
+    again = await store.get(keys.image_copy("a", "img"))
     assert again is not None and again.mod_revision == kv.mod_revision
     audit = ipb.ImageReport(
         audit=True,

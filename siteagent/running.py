@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from siteagent import errors, imagewire, models
+from siteagent.drivers import registry
 from siteagent.drivers.base import Driver
-from siteagent.drivers.sim import SimSite
 from siteagent.hardware import sysfs
 from siteagent.reconciler import Reconciler
 from siteagent.session import Session, channel_credentials
@@ -26,15 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def make_driver(settings: AgentSettings) -> Driver:
-    if settings.driver == "sim":
-        sim = settings.sim
-        if sim.config_file:
-            return SimSite.from_file(sim.config_file)
-        return SimSite.generated(settings.site_id, hosts=sim.hosts, cells=sim.cells, seed=sim.seed)
-    from siteagent.drivers import openstack
-
-    driver: Driver = openstack.OpenStackDriver.from_settings(settings)
-    return driver
+    return registry.make(settings)
 
 
 class HardwareMerged:

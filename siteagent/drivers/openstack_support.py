@@ -1,4 +1,5 @@
-"""What the openstack driver shares: Meridian markers and the one error boundary.
+"""What the openstack driver and the Glance image store share: markers, connecting, and
+the one error boundary.
 
 Every object the driver creates carries a marker ``meridian:<site>/<kind>/<name>:gen=N``
 (in a tag, its metadata, properties or description, whichever the kind has) and a cloud

@@ -34,7 +34,7 @@ from replication import catalog, errors
 from replication.catalog import ImageId
 from replication.dirstore import DirBytes
 from replication.transfer import Chunk
-from siteagent.drivers.openstack_support import HashingReader, connect
+from siteagent.drivers.openstack_support import HashingReader, connect_to
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,7 @@ class GlanceImages:
 
     def _admin(self) -> Any:
         if self._conn is None:
-            kwargs: dict[str, Any] = {"api_timeout": self.timeout}
-            if self.cloud:
-                kwargs["cloud"] = self.cloud
-            self._conn = connect(**kwargs)
+            self._conn = connect_to(self.cloud, self.timeout)
         return self._conn
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:

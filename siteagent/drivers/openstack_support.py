@@ -92,6 +92,15 @@ def connect(**kwargs: Any) -> Any:
         return openstack.connect(**kwargs)
 
 
+def connect_to(cloud: str, timeout: float) -> Any:
+    """The agent's own connection: the cloud named in its ``clouds.yaml``, or ``OS_*``
+    when ``cloud`` is empty; every request bounded by ``timeout`` seconds."""
+    kwargs: dict[str, Any] = {"api_timeout": timeout}
+    if cloud:
+        kwargs["cloud"] = cloud
+    return connect(**kwargs)
+
+
 def connect_as_project(conn: Any, project: str | dict[str, Any]) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings(

@@ -20,8 +20,8 @@ from siteagent import errors
 from siteagent.drivers.openstack_support import (
     Marker,
     cloud_name,
-    connect,
     connect_as_project,
+    connect_to,
     find_marker,
 )
 
@@ -61,10 +61,7 @@ class Cloud:
     def admin(self) -> Any:
         """The agent's own connection (its project, its roles)."""
         if self._conn is None:
-            kwargs: dict[str, Any] = {"api_timeout": self.timeout}
-            if self.cloud:
-                kwargs["cloud"] = self.cloud
-            self._conn = connect(**kwargs)
+            self._conn = connect_to(self.cloud, self.timeout)
         return self._conn
 
     def scoped(self, project: str) -> Any:

@@ -26,8 +26,8 @@ from replication import errors
 ImageId = NewType("ImageId", str)
 SiteId = NewType("SiteId", str)
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 HASH_ALGOS = ("sha256", "sha512")
 DISK_FORMATS = ("raw", "qcow2", "vmdk", "vdi", "iso", "ami")
 CONTAINER_FORMATS = ("bare", "ovf", "ova", "docker")
@@ -49,15 +49,15 @@ class Image:
     properties: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not _ID.match(self.id):
+        if not _ID.fullmatch(self.id):
             raise errors.InvalidImage("id", "letters, digits, '.', '_', '-' (1-128)")
         if not self.name:
             raise errors.InvalidImage("name", "must not be empty")
         if self.size < 0:
             raise errors.InvalidImage("size", "must be >= 0")
-        if not _HEX64.match(self.sha256):
+        if not _HEX64.fullmatch(self.sha256):
             raise errors.InvalidImage("sha256", "64 lowercase hex digits")
-        if not _ID.match(self.source_site):
+        if not _ID.fullmatch(self.source_site):
             raise errors.InvalidImage("source_site", "not a site id")
         if self.os_hash_algo not in HASH_ALGOS:
             raise errors.InvalidImage("os_hash_algo", f"one of {', '.join(HASH_ALGOS)}")

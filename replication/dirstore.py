@@ -28,7 +28,7 @@ from replication import errors
 from replication.catalog import ImageId
 from replication.transfer import Chunk
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _READ = 1 << 20
 
 
@@ -60,7 +60,7 @@ class DirBytes:
         self._partial: dict[ImageId, _Partial] = {}
 
     def _path(self, image: ImageId, suffix: str) -> Path:
-        if not _NAME.match(image):
+        if not _NAME.fullmatch(image):
             raise errors.InvalidImage("image", f"{image!r} is not a plain image id")
         return self.root / f"{image}{suffix}"
 

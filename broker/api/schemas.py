@@ -15,7 +15,11 @@ from pydantic_core import PydanticCustomError
 DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?")
 HEX_SERIAL = re.compile(r"(0x)?[0-9a-fA-F]{1,40}")
+PLACE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+"""A region or zone name: what Keystone region ids, DNS and metric labels all accept."""
+PROPERTY_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,254}")
 MAX_ENTRIES = 64
+MAX_PROPERTY_VALUE = 1024
 
 
 def dns_label(value: str, what: str = "") -> str:
@@ -49,6 +53,39 @@ def _string_map(value: dict[str, str], what: str) -> dict[str, str]:
     return value
 
 
+def properties(value: dict[str, str]) -> dict[str, str]:
+    """Glance-style image properties (``hw:cpu_policy``, ``os_distro``), bounded."""
+    if len(value) > MAX_ENTRIES:
+        raise PydanticCustomError(
+            "too_many", "at most {n} properties", {"n": MAX_ENTRIES}
+        )
+    for key, item in value.items():
+        if not PROPERTY_KEY.fullmatch(key):
+            raise PydanticCustomError(
+                "property_key",
+                "key {key} must be 1-255 of A-Z, a-z, 0-9, '_', '.', ':', '/', '-'",
+                {"key": repr(key[:64])},
+            )
+        if len(item) > MAX_PROPERTY_VALUE or not item.isprintable():
+            raise PydanticCustomError(
+                "property_value",
+                "the value of {key} must be printable and at most {n} characters",
+                {"key": repr(key), "n": MAX_PROPERTY_VALUE},
+            )
+    return value
+
+
+def place(value: str) -> str:
+    if value and not PLACE.fullmatch(value):
+        raise PydanticCustomError(
+            "place",
+            "must be 1-63 of A-Z, a-z, 0-9, '.', '_' and '-', starting and ending with a "
+            "letter or digit (got {value})",
+            {"value": repr(value[:80])},
+        )
+    return value
+
+
 class Closed(BaseModel):
     """No unknown fields, no silent type coercion, no NaN."""
 
@@ -74,6 +111,11 @@ class SiteIn(Closed):
     @classmethod
     def _id(cls, value: str) -> str:
         return dns_label(value)
+
+    @field_validator("region", "zone")
+    @classmethod
+    def _place(cls, value: str) -> str:
+        return place(value)
 
     @field_validator("failure_domains", "labels")
     @classmethod

@@ -56,6 +56,14 @@ def toml(sections: dict[str, dict[str, object]], top: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600), even if it existed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 @dataclass
 class Federation:
     state: Path
@@ -105,7 +113,9 @@ class Federation:
 
     def prepare(self) -> None:
         """PKI, ports and the admin token; reuses whatever already exists."""
-        self.state.mkdir(parents=True, exist_ok=True)
+        # the state holds the admin token and every key: the owner's alone
+        self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.state.chmod(0o700)
         if not self.pki.metadata.exists():
             authority.create(self.pki.root, self.trust_domain)
         ca = authority.load(self.pki.root)
@@ -323,8 +333,8 @@ class Federation:
             "api": self.api_url(),
         }
         (self.state / "procs.json").write_text(json.dumps(record, indent=2))
-        (self.state / "cli.toml").write_text(
-            toml({}, {"api_url": self.api_url(), "token": self.token})
+        write_private(
+            self.state / "cli.toml", toml({}, {"api_url": self.api_url(), "token": self.token})
         )
 
     @classmethod

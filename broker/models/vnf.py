@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NewType
 
 import pydantic
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from broker import errors
+from broker.models import yamlbound
 
 VnfId = NewType("VnfId", str)
 API_VERSION = "meridian.nfv/v1"
@@ -33,22 +33,24 @@ SCOPE = r"^(host|site|zone|region|failure_domain:[A-Za-z0-9_.-]+)$"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Name = Annotated[str, Field(pattern=NAME)]
+Text = Annotated[str, Field(max_length=255)]
+Names = Annotated[list[Name], Field(max_length=64)]
 Scope = Annotated[str, Field(pattern=SCOPE)]
 """Anti-affinity scope: host, site, zone, region, or a named failure domain label."""
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SwImage(_Model):
     """TOSCA-NFV ``SwImageData``: the image a VDU boots, verified by its sha256."""
 
     name: Name
-    version: str = ""
+    version: Text = ""
     disk_format: Literal["qcow2", "raw", "vmdk", "iso"] = "qcow2"
-    container_format: str = "bare"
-    size: Annotated[int, Field(ge=0)] = 0
+    container_format: Text = "bare"
+    size: Annotated[int, Field(ge=0, le=2**50)] = 0
     checksum: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -57,7 +59,7 @@ class VirtualLink(_Model):
 
     name: Name
     network_type: Literal["vxlan", "geneve", "vlan", "flat"] = "vxlan"
-    physnet: str | None = None
+    physnet: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     segmentation_id: Annotated[int, Field(ge=1, le=4094)] | None = None
 
 
@@ -75,8 +77,8 @@ class VirtualCompute(_Model):
     """TOSCA-NFV ``VirtualCompute`` with the data-path knobs Nova's extra specs express."""
 
     num_virtual_cpu: Annotated[int, Field(ge=1, le=512)]
-    virtual_mem_size_mb: Annotated[int, Field(ge=64)]
-    virtual_disk_gb: Annotated[int, Field(ge=0)] = 0
+    virtual_mem_size_mb: Annotated[int, Field(ge=64, le=64 * 1024 * 1024)]
+    virtual_disk_gb: Annotated[int, Field(ge=0, le=1024 * 1024)] = 0
     cpu_pinning: Literal["shared", "dedicated"] = "shared"
     hugepage_size: Literal["none", "2MB", "1GB"] = "none"
     numa_affinity: Literal["required", "preferred"] = "required"
@@ -109,7 +111,7 @@ class Vdu(_Model):
     name: Name
     sw_image: Name
     virtual_compute: VirtualCompute
-    connection_points: list[ConnectionPoint] = []
+    connection_points: Annotated[list[ConnectionPoint], Field(max_length=32)] = []
     redundancy: Redundancy = Redundancy()
     anti_affinity: Scope | None = None
     """Members of this VDU never share this scope (default: host; site when min_sites>1)."""
@@ -124,19 +126,19 @@ class Vdu(_Model):
 class AntiAffinityRule(_Model):
     """TOSCA-NFV ``AntiAffinityRule``: members of all ``targets`` never share ``scope``."""
 
-    targets: Annotated[list[Name], Field(min_length=1)]
+    targets: Annotated[list[Name], Field(min_length=1, max_length=64)]
     scope: Scope
 
 
 class LocationBound(_Model):
-    location: Annotated[str, Field(min_length=1)]
+    location: Annotated[str, Field(min_length=1, max_length=128)]
     max_ms: Annotated[float, Field(gt=0)]
-    targets: list[Name] = []
+    targets: Names = []
     """VDUs bound (all when empty)."""
 
 
 class Latency(_Model):
-    to_locations: list[LocationBound] = []
+    to_locations: Annotated[list[LocationBound], Field(max_length=64)] = []
     between_members_max_ms: Annotated[float, Field(gt=0)] | None = None
 
 
@@ -156,16 +158,20 @@ class Descriptor(_Model):
     kind: Literal["VnfDescriptor"]
     name: Name
     tenant: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-    description: str = ""
-    sw_images: list[SwImage] = []
-    virtual_links: list[VirtualLink] = []
+    description: Annotated[str, Field(max_length=4096)] = ""
+    sw_images: Annotated[list[SwImage], Field(max_length=64)] = []
+    virtual_links: Annotated[list[VirtualLink], Field(max_length=64)] = []
     vdus: Annotated[list[Vdu], Field(min_length=1, max_length=16)]
-    anti_affinity: list[AntiAffinityRule] = []
+    anti_affinity: Annotated[list[AntiAffinityRule], Field(max_length=64)] = []
     latency: Latency = Latency()
-    selectors: dict[str, str] = {}
+    selectors: Annotated[
+        dict[Annotated[str, Field(max_length=63)], Text], Field(max_length=64)
+    ] = {}
     preferences: Preferences = Preferences()
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     def vdu(self, name: str) -> Vdu:
         return next(v for v in self.vdus if v.name == name)
@@ -274,11 +280,8 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
 
 
 def load_text(text: str | bytes) -> dict[str, Any]:
-    """YAML or JSON text as a mapping (JSON is YAML; both go through the safe loader)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise errors.InvalidInput("descriptor", f"is neither YAML nor JSON: {exc}") from exc
+    """YAML or JSON text as a mapping (JSON is YAML; both go through the bounded loader)."""
+    data = yamlbound.load(text, "descriptor")
     if not isinstance(data, dict):
         raise errors.InvalidInput("descriptor", "must be a mapping (apiVersion, kind, ...)")
     return data

@@ -20,10 +20,10 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from broker import errors
-from broker.api import deps
+from broker.api import deps, schemas
 from broker.api.schemas import Closed
 from broker.models import codec
 from broker.models import event as events
@@ -36,29 +36,39 @@ from replication.catalog import Entry, SiteId
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
+MAX_IMAGE_BYTES = 2**50  # 1 PiB: larger is a typo or an attack, not an image
+MAX_TARGETS = 4096
+
 
 class ImageIn(Closed):
     """``POST /v1/images``."""
 
-    id: str
-    name: str
-    size: int = Field(ge=0)
-    sha256: str
-    source_site: str
-    os_hash_algo: str = "sha512"
-    os_hash_value: str = ""
-    disk_format: str = "raw"
-    container_format: str = "bare"
+    id: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=255)
+    size: int = Field(ge=0, le=MAX_IMAGE_BYTES)
+    sha256: str = Field(max_length=64)
+    source_site: str = Field(min_length=1, max_length=63)
+    os_hash_algo: str = Field(default="sha512", max_length=16)
+    os_hash_value: str = Field(default="", max_length=128)
+    disk_format: str = Field(default="raw", max_length=16)
+    container_format: str = Field(default="bare", max_length=16)
     properties: dict[str, str] = Field(default_factory=dict)
-    policy: str = Field(default="", description='"all", a selector like "region=eu", or ""')
-    replicate_to: list[str] = Field(default_factory=list)
+    policy: str = Field(
+        default="", max_length=255, description='"all", a selector like "region=eu", or ""'
+    )
+    replicate_to: list[str] = Field(default_factory=list, max_length=MAX_TARGETS)
+
+    @field_validator("properties")
+    @classmethod
+    def _properties(cls, value: dict[str, str]) -> dict[str, str]:
+        return schemas.properties(value)
 
 
 class ReplicateIn(Closed):
     """``POST /v1/images/{id}/replicate``: site ids, or a selector, or both."""
 
-    to: list[str] = Field(default_factory=list)
-    selector: str = ""
+    to: list[str] = Field(default_factory=list, max_length=MAX_TARGETS)
+    selector: str = Field(default="", max_length=255)
 
 
 async def _sites(store: Store) -> list[policy.SiteInfo]:

@@ -327,7 +327,9 @@ class QuotaSyncController:
         reported = self.reported_for(tenant)
         # only sites whose agent reports usage at all can drift (silence is not zero)
         where = (set(reported) | {s for s in account.sites if s}) & set(self.reported)
-        drifts = sync.drift(account, reported, where)
+        # and only in the classes a site's report counts (invariant 12)
+        counted = {s: sync.reported_classes(self.reported[s]) for s in where}
+        drifts = sync.drift(account, reported, counted)
         now = self.clock()
         for site in sorted(where):
             current = {c: n for c, n in (account.sites[site].adjust.items()
@@ -341,12 +343,14 @@ class QuotaSyncController:
             pending.adjust = wanted
             if now - pending.since < self.config.drift_grace:
                 continue
-            if await self._record(tenant, site, account, ledger_mod, wanted, drifts):
+            # bounded per record: a site's report moves the ledger a step at a time
+            recorded = sync.step(current, wanted)
+            if await self._record(tenant, site, account, ledger_mod, recorded, drifts):
                 self.pending.pop((tenant, site), None)
 
     async def _record(
         self, tenant: str, site: str, account: Account, ledger_mod: int,
-        wanted: dict[str, int], drifts: list[sync.Drift],
+        recorded: dict[str, int], drifts: list[sync.Drift],
     ) -> bool:
         """Write the adjustment and its event in one fenced txn; False if raced."""
         seq_key = keys.QUOTA + layout.seq_key(tenant)
@@ -355,10 +359,12 @@ class QuotaSyncController:
             f"{d.resource} reported {d.reported} vs committed {d.committed} ({d.amount:+d})"
             for d in drifts if d.site == site
         ) or "drift cleared"
+        if recorded != sync.adjustment(drifts, site):
+            details += f" (adjustment {recorded} this record: bounded per record)"
         ev = event.new(
             "quota.drift", tenant, f"site {site}: {details}", replica=self.settings.name
         )
-        new = account.with_adjust(site, wanted)
+        new = account.with_adjust(site, recorded)
         try:
             await fencing.fenced_txn(
                 self.store, self.fence,

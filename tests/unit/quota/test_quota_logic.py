@@ -177,6 +177,8 @@ SYNC_CASES: list[tuple[str, dict[str, int], dict[str, dict[str, int]], dict[str,
     ("report below ledger: ledger", {"b": 3}, {"b": {"cores": 1}}, {}, 7),
     ("headroom", {"b": 3}, {}, {"cores": 2}, 9),
     ("never negative", {"b": 30}, {}, {}, 0),
+    # one site's report counts for at most a step (20 cores) beyond the ledger at once
+    ("absurd report: bounded", {}, {"c": {"cores": 1_000_000}}, {"cores": 25}, 15),
 ]
 
 
@@ -207,10 +209,31 @@ def test_site_limits_respect_region_and_site_limits() -> None:
 
 def test_drift_table() -> None:
     account = Account({"a": SiteAccount("eu", {"cores": 4, "instances": 1})})
-    found = sync.drift(account, {"a": {"cores": 6, "instances": 1}, "b": {"ports": 2}}, ["a", "b"])
+    counted = {"a": {"cores", "instances"}, "b": {"ports"}}
+    found = sync.drift(account, {"a": {"cores": 6, "instances": 1}, "b": {"ports": 2}}, counted)
     assert [(d.site, d.resource, d.amount) for d in found] == [
         ("a", "cores", 2), ("b", "ports", 2),
     ]
     assert sync.adjustment(found, "a") == {"cores": 2}
-    gone = sync.drift(account, {}, ["a"])
+    gone = sync.drift(account, {}, {"a": {"cores", "instances"}})
     assert sync.adjustment(gone, "a") == {"cores": -4, "instances": -1}
+
+
+def test_a_class_a_site_does_not_report_never_drifts() -> None:
+    """Invariant 12: the sim counts no pinned cores, so committed ones are not 0 in use."""
+    account = Account({"a": SiteAccount("eu", {"cores": 4, "pinned_cores": 4})})
+    report = {"t1": {"cores": 4, "instances": 1}, "t2": {"ram_mb": 512}}
+    counted = {"a": sync.reported_classes(report)}
+    assert counted["a"] == {"cores", "instances", "ram_mb"}
+    found = sync.drift(account, {"a": report["t1"]}, counted)
+    assert [(d.resource, d.amount) for d in found] == [("instances", 1)]
+    assert sync.drift(account, {}, {"a": frozenset()}) == []  # an empty report: unknown
+
+
+def test_one_record_moves_an_adjustment_a_bounded_step() -> None:
+    bound = {"cores": 20, "instances": 10}
+    assert sync.step({}, {"cores": 1_000_000}, bound) == {"cores": 20}
+    assert sync.step({"cores": 20}, {"cores": 1_000_000}, bound) == {"cores": 40}
+    assert sync.step({"cores": 5}, {"cores": -7}, bound) == {"cores": -7}
+    assert sync.step({"pinned_cores": -4}, {}, bound) == {"pinned_cores": -3}
+    assert sync.step({"instances": 3}, {"instances": 3}, bound) == {"instances": 3}

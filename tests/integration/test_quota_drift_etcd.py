@@ -17,8 +17,6 @@ from typing import Any
 import pytest
 
 from broker.controllers.quotasync import QuotaSyncConfig, QuotaSyncController
-from broker.models import codec
-from broker.models.site import SiteSpec
 from broker.quota_store import StoreLedger
 from broker.settings import BrokerSettings
 from broker.store import keys
@@ -26,6 +24,7 @@ from broker.store.etcd import EtcdStore
 from quota import errors, sync
 from quota.ledger import Ledger
 from quota.models import Account, TenantId, TenantQuota
+from tests.support import gateway as gateway_support
 
 pytestmark = [pytest.mark.etcd]
 
@@ -53,13 +52,10 @@ async def drift_events(store: EtcdStore) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def federation(etcd_store: EtcdStore) -> AsyncIterator[tuple[Ledger, int]]:
-    await etcd_store.put(keys.LEADER, b"broker-1")
-    leader = await etcd_store.get(keys.LEADER)
-    assert leader is not None
-    for site in ("site-001", "site-002"):
-        await etcd_store.put(keys.site(site), codec.encode(SiteSpec(id=site, region="r1")))
+    fence = await etcd_store.put(keys.LEADER, b"broker-1")  # a fresh key: created here
+    await gateway_support.register(etcd_store, "site-001", "site-002")  # region r1
     ledger = Ledger(StoreLedger(etcd_store))
-    yield ledger, leader.create_revision
+    yield ledger, fence
     await ledger.close()
 
 

@@ -16,6 +16,7 @@ SiteAgentError
 │                              object's spec is wrong; permanent until a new generation
 ├── SettingsError              (problems: every "dotted.path: what is wrong")
 ├── HardwareError              (path) sysfs/procfs is missing, unreadable or malformed
+├── DatapathError              (op, detail) netlink/namespace work of the site gateway failed
 └── WireError                  the stream to the broker failed
     ├── StreamLost             (also Temporary) closed, timed out or out of order
     └── Refused                (code, reason, permanent, retry_after) the broker refused
@@ -88,6 +89,15 @@ class HardwareError(SiteAgentError):
     def __init__(self, message: str, *, path: str = "") -> None:
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
+
+
+class DatapathError(SiteAgentError):
+    """The kernel refused what the site gateway asked (a link, an address, a namespace)."""
+
+    def __init__(self, op: str, detail: str) -> None:
+        super().__init__(f"datapath: {op}: {detail}")
+        self.op = op
+        self.detail = detail
 
 
 class WireError(SiteAgentError):

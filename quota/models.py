@@ -81,6 +81,18 @@ def name(value: object, field_name: str) -> str:
     return value
 
 
+BROKER_NAMESPACE = "vnf."
+"""Reservation ids the broker's own controllers hold for the tenant (the VNF controller's
+``vnf.<id>``, its retries and its ``.undo``). Only the broker creates, renews, commits or
+releases them, in-process: a tenant that could release the hold of a PLACED VNF would
+run it outside its quota (invariant 7), so the API refuses every id in this namespace."""
+
+
+def broker_owned(rid: str) -> bool:
+    """Whether ``rid`` names a hold of the broker's controllers (``BROKER_NAMESPACE``)."""
+    return rid.startswith(BROKER_NAMESPACE)
+
+
 def reservation_id(value: object, field_name: str = "idempotency_key") -> ReservationId:
     if not isinstance(value, str) or not _RESERVATION.fullmatch(value):
         raise errors.InvalidQuota(
@@ -115,8 +127,10 @@ def limits(data: object, field_name: str = "limits") -> dict[str, int]:
     return out
 
 
-def deltas(data: object, field_name: str = "deltas") -> dict[str, int]:
-    """Validated ``{class: delta}``: known classes, non-zero, |delta| <= MAX_DELTA."""
+def deltas(data: object, field_name: str = "deltas", *, negative: bool = True) -> dict[str, int]:
+    """Validated ``{class: delta}``: known classes, non-zero, |delta| <= MAX_DELTA; with
+    ``negative=False`` (a tenant's own request) no amount below zero: quota is given back
+    by the broker when what used it is deleted, never by a reservation a tenant makes."""
     if not isinstance(data, Mapping) or not data:
         raise errors.InvalidQuota(field_name, "must be a non-empty object of class -> amount")
     out: dict[str, int] = {}
@@ -129,6 +143,10 @@ def deltas(data: object, field_name: str = "deltas") -> dict[str, int]:
         value = _int(raw, where)
         if abs(value) > MAX_DELTA:
             raise errors.InvalidQuota(where, f"{value} is absurd (at most {MAX_DELTA} either way)")
+        if value < 0 and not negative:
+            raise errors.InvalidQuota(
+                where, f"{value} is negative: quota comes back when what used it is deleted"
+            )
         if value:
             out[cls] = value
     if not out:

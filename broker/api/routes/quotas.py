@@ -13,6 +13,10 @@ PUT quotas/{t}, PUT quota-classes/{name}   admin
 GET quota-classes/{name}                   admin, operator
 =========================================  =======================================
 
+The broker's own holds (ids starting ``vnf.``, ``quota.models.BROKER_NAMESPACE``) are
+nobody's to create, commit or release here (403), and a reservation made here never has a
+negative amount (422): only the broker gives quota back, when what used it is deleted.
+
 Quota errors are answered here as problem+json: bad input 422 naming the field, a
 refusal 409 naming the class, the request and what is left, an expired reservation 410.
 """
@@ -198,7 +202,7 @@ async def usage(tenant: str, request: Request, state: deps.State, who: ANYONE) -
 class ReservationIn(schemas.Closed):
     """``POST /v1/quotas/{tenant}/reservations``."""
 
-    deltas: dict[str, int] = Field(description="resource class -> amount (negative: deletion)")
+    deltas: dict[str, int] = Field(description="resource class -> amount (> 0)")
     ttl: int = Field(default=60, description="seconds before an uncommitted reservation expires")
     idempotency_key: str | None = Field(default=None, description="retries with it reserve once")
     site: str = Field(default="", description="the site it will be created at, if known")
@@ -217,6 +221,17 @@ async def _region(state: deps.ApiState, site: str) -> str:
     if kv is None:
         raise _QuotaProblem(problems.from_error(errors.InvalidInput("site", f"no site {site!r}")))
     return decode_stored(SiteSpec, kv).region
+
+
+def _client_owned(rid: str, field: str) -> models.ReservationId:
+    """A reservation id a client may use: valid, and not a hold of the broker's own."""
+    found = models.reservation_id(rid, field)
+    if models.broker_owned(found):
+        raise errors.Forbidden(
+            f"reservation {found} is held by the broker for a VNF: create or delete the VNF "
+            f"instead (ids starting {models.BROKER_NAMESPACE!r} are the broker's)"
+        )
+    return found
 
 
 def _reservation(value: models.Reservation) -> dict[str, Any]:
@@ -242,9 +257,12 @@ async def reserve(
 ) -> Any:
     async def run() -> JSONResponse:
         found = _tenant(tenant, who)
+        with _answering():
+            deltas = models.deltas(body.deltas, negative=False)
+            if body.idempotency_key is not None:
+                _client_owned(body.idempotency_key, "idempotency_key")
         region = await _region(state, body.site)
         with _answering():
-            deltas = models.deltas(body.deltas)
             if body.site:
                 models.name(body.site, "site")
             value = await _ledger(request, state).reserve(
@@ -266,12 +284,12 @@ async def commit(
 ) -> Any:
     async def run() -> dict[str, Any]:
         found = _tenant(tenant, who)
+        with _answering():
+            owned = _client_owned(rid, "id")
         site = body.site if body is not None else None
         region = await _region(state, site or "")
         with _answering():
-            value = await _ledger(request, state).commit(
-                found, models.reservation_id(rid, "id"), site=site, region=region
-            )
+            value = await _ledger(request, state).commit(found, owned, site=site, region=region)
         return _settled(found, value)
 
     return await _respond(run())
@@ -282,7 +300,7 @@ async def release(tenant: str, rid: str, request: Request, state: deps.State, wh
     async def run() -> dict[str, Any]:
         found = _tenant(tenant, who)
         with _answering():
-            value = await _ledger(request, state).release(found, models.reservation_id(rid, "id"))
+            value = await _ledger(request, state).release(found, _client_owned(rid, "id"))
         return _settled(found, value)
 
     return await _respond(run())

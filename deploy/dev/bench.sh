@@ -7,6 +7,7 @@
 #   deploy/dev/bench.sh failover  [--trials 10]          leader kill -9 → controllers running
 #   deploy/dev/bench.sh detection [--idle-seconds 600]   agent kill -9 → DOWN; false DOWNs
 #   deploy/dev/bench.sh fanin     [--agents 1000]        1,000 agents on one replica
+#   deploy/dev/bench.sh stitching [--quick]              tunnel vs raw veth, verify, allocator (root)
 #   deploy/dev/bench.sh all       [--quick]              all three; only --quick, --keep-state
 #
 # `.venv/bin/python -m tests.perf.<name> --help` lists every flag; --quick is a smoke run.

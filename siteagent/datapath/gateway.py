@@ -68,6 +68,8 @@ class Gateway:
         if ep.gateway:
             k.set_routes(ep.device, {"0.0.0.0/0": ep.gateway})
         netlink.sysctl(ep.namespace, "net.ipv4.ip_forward", "1")
+        if not netlink.enable_gro(ep.namespace, ep.device):
+            log.warning("gateway %s: GRO could not be enabled on %s", ep.namespace, ep.device)
 
     def present(self) -> set[int]:
         """The VNIs of every network with a device in the namespace."""

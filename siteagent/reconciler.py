@@ -130,6 +130,11 @@ class Reconciler:
     def status(self, kind: str, name: str) -> models.ObjectStatus | None:
         return self._last.get(models.object_key(kind, name))
 
+    def report(self, status: models.ObjectStatus) -> None:
+        """Report a status seen outside the driver calls (drift found by a watcher)."""
+        if status.key in self._entries:
+            self._emit(status)
+
     def replay(self) -> None:
         """Report the latest status of every object again (after a reconnect)."""
         for key in self._last:

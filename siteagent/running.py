@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from siteagent import errors, imagewire, models
+from siteagent.datapath import setup
 from siteagent.drivers import registry
 from siteagent.drivers.base import Driver
 from siteagent.hardware import sysfs
@@ -54,12 +55,20 @@ async def run_one(settings: AgentSettings) -> None:
     driver = make_driver(settings)
     if settings.hardware.discover:
         driver = HardwareMerged(driver, settings)  # type: ignore[assignment]
+    datapath = setup.datapath_driver(driver, settings) if settings.datapath.enabled else None
+    if datapath is not None:
+        driver = datapath
     reconciler = Reconciler(driver)
     session = Session(settings, driver, reconciler)
     tasks = [
         asyncio.create_task(reconciler.run(), name=f"reconciler-{settings.site_id}"),
         asyncio.create_task(session.run(), name=f"session-{settings.site_id}"),
     ]
+    if datapath is not None:
+        datapath.on_inventory = session.inventory_changed
+        await setup.submit_local_profile(reconciler, settings)
+        watch = datapath.watch(settings.datapath.drift_interval, reconciler.report)
+        tasks.append(asyncio.create_task(watch, name=f"datapath-{settings.site_id}"))
     if settings.images.dir:
         images = imagewire.run_agent(settings, channel_credentials(settings))
         tasks.append(asyncio.create_task(images, name=f"images-{settings.site_id}"))

@@ -104,6 +104,7 @@ class Session:
         self.stats = SessionStats()
         self._credentials = credentials or channel_credentials(settings)
         self._inventory_hook = inventory_hook
+        self._inventory_dirty = asyncio.Event()
         brokers = settings.session.brokers
         # spread agents over replicas deterministically, then walk the list on failure
         self._next = zlib.crc32(settings.site_id.encode()) % len(brokers)
@@ -150,11 +151,18 @@ class Session:
                 delay = random.uniform(cfg.backoff_initial / 2, cap)
             await asyncio.sleep(delay)
 
-    async def _hello(self) -> pb.AgentMessage:
+    def inventory_changed(self) -> None:
+        """The site's inventory changed (a data path applied): send it again soon."""
+        self._inventory_dirty.set()
+
+    async def _inventory(self) -> pb.Inventory:
         if self._inventory_hook is not None:
-            inventory = await self._inventory_hook()
-        else:
-            inventory = wire.inventory_to_wire(await self.driver.inventory())
+            return await self._inventory_hook()
+        return wire.inventory_to_wire(await self.driver.inventory())
+
+    async def _hello(self) -> pb.AgentMessage:
+        self._inventory_dirty.clear()  # Hello carries the inventory as of now
+        inventory = await self._inventory()
         return pb.AgentMessage(
             hello=pb.Hello(
                 site_id=self.settings.site_id,
@@ -197,6 +205,7 @@ class Session:
                 asyncio.create_task(self._write(call, outbound)),
                 asyncio.create_task(self._heartbeat(outbound, sent, interval)),
                 asyncio.create_task(self._forward_statuses(outbound)),
+                asyncio.create_task(self._forward_inventory(outbound)),
                 asyncio.create_task(self._read(call, sent, outbound)),
             ]
             try:
@@ -262,6 +271,17 @@ class Session:
             if stale:
                 raise errors.StreamLost(f"no heartbeat ack for {len(stale)} intervals")
             await asyncio.sleep(interval)
+
+    async def _forward_inventory(self, outbound: asyncio.Queue[pb.AgentMessage]) -> None:
+        while True:
+            await self._inventory_dirty.wait()
+            self._inventory_dirty.clear()
+            try:
+                inventory = await self._inventory()
+            except errors.SiteAgentError as exc:
+                log.warning("changed inventory not sent: %s", exc)
+                continue
+            outbound.put_nowait(pb.AgentMessage(inventory=inventory))
 
     async def _forward_statuses(self, outbound: asyncio.Queue[pb.AgentMessage]) -> None:
         async for status in self.reconciler.statuses():

@@ -74,6 +74,26 @@ class HardwareSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DatapathSettings:
+    enabled: bool = False
+    """Manage this machine's accelerated data path (huge pages, SR-IOV VFs, OVS) from the
+    site's ``datapath`` profile; sysfs is read and written below ``hardware.sysfs_root``."""
+    ovsdb: str = ""
+    """The OVS database the agent drives (e.g. ``unix:/run/openvswitch/db.sock``); empty =
+    no OVS is managed (a profile that configures OVS is refused)."""
+    ovs_rundir: str = ""
+    """Where ovs-vswitchd keeps bridge management sockets (for flows); empty = the
+    directory of ``ovsdb``'s socket."""
+    host: str = ""
+    """The inventory host whose data path this is; empty = this machine's hostname."""
+    profile_file: str = ""
+    """A local profile (YAML) applied at start, for sites managed locally; empty = the
+    profile comes from the broker (``meridian site datapath set``)."""
+    drift_interval: Annotated[float, pydantic.Field(gt=0)] = 10.0
+    """Seconds between checks for hand changes (drift) of the applied profile."""
+
+
+@dataclass(frozen=True, slots=True)
 class ImageSettings:
     dir: str = ""
     """Where this site keeps image files it serves and receives (with the openstack driver:
@@ -102,6 +122,7 @@ class AgentSettings:
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
     openstack: OpenStackSettings = field(default_factory=OpenStackSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
+    datapath: DatapathSettings = field(default_factory=DatapathSettings)
 
 
 ENV_PREFIX = "MERIDIAN_AGENT_"

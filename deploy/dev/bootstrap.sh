@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Meridian's development and tests need, and nothing twice:
 #   - Debian packages: etcd-server/etcd-client (3.4), when `etcd` is missing; the data-plane
-#     tools the site gateway and its tests use (iproute2, iputils-ping, iperf3, ethtool),
+#     tools the site gateway and its tests use (iproute2, iputils-ping, iperf3, ethtool) and
+#     the data path's userspace Open vSwitch (openvswitch-switch),
 #     each only when its command is missing;
 #   - .venv with Meridian and its dev extras, re-installed only when pyproject.toml changed.
 # Idempotent and quick when everything is there. Sourced or run; prints what it does.
@@ -14,8 +15,10 @@ say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 need_apt=()
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server etcd-client)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
-# data plane (site gateway, netns tests, the stitching benchmark): command -> package
-for pair in ip:iproute2 ping:iputils-ping iperf3:iperf3 ethtool:ethtool; do
+# data plane (site gateway, netns tests, the stitching benchmark; the data-path profile's
+# userspace OVS, which its tests start themselves): command -> package
+for pair in ip:iproute2 ping:iputils-ping iperf3:iperf3 ethtool:ethtool \
+    ovs-vswitchd:openvswitch-switch; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if ((${#need_apt[@]})); then

@@ -207,3 +207,12 @@ def _hugepages(directory: Path) -> tuple[models.HugePages, ...]:
         free = _read_int(entry / "free_hugepages") or 0
         pools.append(models.HugePages(page_size_kb=int(match.group(1)), total=total, free=free))
     return tuple(sorted(pools, key=lambda p: p.page_size_kb))
+
+
+# -- for the writers (``writer.py``), which read what they change with the same rules ------
+
+read_int = _read_int
+read_cpulist = _read_cpulist
+meminfo = _meminfo
+NODE_DIR = _NODE_DIR
+HUGEPAGE_DIR = _HUGEPAGE_DIR

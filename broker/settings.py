@@ -99,6 +99,9 @@ class ApiSettings:
     """How long a validated token is trusted before Keystone is asked again."""
     token_cache_size: int = 10_000
     """Most tokens kept in the validation cache."""
+    policy_file: str = ""
+    """The role policy (TOML, see ``broker/api/policy.py`` and ``deploy/policy/policy.toml``):
+    Keystone role -> Meridian role, the admin project, operator scopes. Empty: defaults."""
     max_body_bytes: Annotated[int, pydantic.Field(ge=4096, le=64 * 1024 * 1024)] = 1024 * 1024
     """Largest request body accepted (413 beyond it), counted while it streams in and only
     after the token was validated; an anonymous body is never read at all."""

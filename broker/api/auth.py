@@ -4,9 +4,10 @@ Two authenticators share one Protocol. ``DevAuthenticator`` knows one generated 
 token kept in a 0600 file; because anyone holding that file is admin, ``check_bind``
 refuses to serve dev mode beyond loopback. ``KeystoneAuthenticator`` asks Keystone to
 validate each token with the broker's own service session and maps Keystone roles to
-Meridian's three; what cannot be a Keystone token (oversized, not printable ASCII) is
-refused without a round trip. Invariant: an unvalidated token never becomes a Principal,
-and a validated one is trusted for at most ``token_cache_seconds`` (never past its expiry).
+Meridian's four through the role policy (``policy``); what cannot be a Keystone token
+(oversized, not printable ASCII) is refused without a round trip. Invariant: an
+unvalidated token never becomes a Principal, and a validated one is trusted for at most
+``token_cache_seconds`` (never past its expiry).
 Proven against a real Keystone in ``tests/integration/openstack/test_keystone_auth.py``.
 """
 
@@ -24,26 +25,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from broker import errors
+from broker.api import policy
 from broker.api.tokencache import TtlCache
 from broker.settings import BrokerSettings
 
-Role = Literal["admin", "operator", "member"]
-ROLES: tuple[Role, ...] = ("admin", "operator", "member")
-
-# Keystone role name (lower-cased) -> Meridian role. Unlisted roles grant nothing.
-KEYSTONE_ROLES: dict[str, Role] = {
-    "admin": "admin",
-    "meridian-admin": "admin",
-    "operator": "operator",
-    "meridian-operator": "operator",
-    "member": "member",
-    "_member_": "member",
-    "reader": "member",
-    "meridian-member": "member",
-}
+Role = policy.Role
+ROLES = policy.ROLES
 
 KEYSTONE_TIMEOUT = 5.0
 """Seconds before one Keystone validation is abandoned (the API then answers 503)."""
@@ -58,6 +48,8 @@ class Principal:
     user: str
     project_id: str
     roles: frozenset[Role]
+    scope: policy.Scope = policy.EVERYWHERE
+    """Where an operator may act (``policy``); everywhere for every other role."""
 
     def has_any(self, roles: Iterable[Role]) -> bool:
         return not self.roles.isdisjoint(roles)
@@ -154,10 +146,6 @@ class TokenSession(Protocol):
     def get(self, url: str, **kwargs: Any) -> Any: ...
 
 
-def map_roles(names: Iterable[str]) -> frozenset[Role]:
-    return frozenset(KEYSTONE_ROLES[n.lower()] for n in names if n.lower() in KEYSTONE_ROLES)
-
-
 def _check_shape(token: str) -> None:
     """Refuse what cannot be a Keystone token before asking Keystone about it."""
     if len(token) > MAX_TOKEN_CHARS:
@@ -210,8 +198,10 @@ class KeystoneAuthenticator:
         cache_size: int = 10_000,
         timeout: float = KEYSTONE_TIMEOUT,
         cache: TtlCache[Principal] | None = None,
+        role_policy: policy.Policy | None = None,
     ) -> None:
         self.session = session
+        self.policy = role_policy if role_policy is not None else policy.Policy()
         self.timeout = timeout
         self.cache = cache if cache is not None else TtlCache(cache_size, cache_seconds)
         base = keystone_url.rstrip("/")
@@ -273,15 +263,17 @@ class KeystoneAuthenticator:
             raise errors.BrokerError("Keystone returned a malformed token body")
         return token_body
 
-    @staticmethod
-    def _principal(token: dict[str, Any]) -> Principal:
+    def _principal(self, token: dict[str, Any]) -> Principal:
         user = token.get("user") or {}
         project = token.get("project") or {}
-        roles = [r.get("name", "") for r in token.get("roles") or () if isinstance(r, dict)]
+        roles = [str(r.get("name", "")) for r in token.get("roles") or () if isinstance(r, dict)]
+        project_id = str(project.get("id", ""))
+        grant = self.policy.grant(project_id, str(project.get("name", "")), roles)
         return Principal(
             user=str(user.get("name") or user.get("id") or "?"),
-            project_id=str(project.get("id", "")),
-            roles=map_roles(roles),
+            project_id=project_id,
+            roles=grant.roles,
+            scope=grant.scope,
         )
 
 
@@ -298,4 +290,5 @@ def from_settings(settings: BrokerSettings) -> Authenticator:
         keystone_url=api.keystone_url,
         cache_seconds=api.token_cache_seconds,
         cache_size=api.token_cache_size,
+        role_policy=policy.load(api.policy_file),
     )

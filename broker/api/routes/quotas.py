@@ -2,16 +2,9 @@
 
 Invariant 7 (no oversubscription): every reservation made here goes through the
 replica's one ``quota.ledger.Ledger``, which admits it in one etcd transaction against
-the tenant's limits, committed usage and every live reservation. Who may do what:
-
-=========================================  =======================================
-request                                    roles
-=========================================  =======================================
-GET quotas/{t}, quotas/{t}/usage           admin, operator; member of project t
-POST/DELETE quotas/{t}/reservations[...]   admin, operator; member of project t
-PUT quotas/{t}, PUT quota-classes/{name}   admin
-GET quota-classes/{name}                   admin, operator
-=========================================  =======================================
+the tenant's limits, committed usage and every live reservation. Who may do what is in
+``deps`` (the role policy's one table); a reservation or commit naming a site is also
+checked against an operator's scope.
 
 The broker's own holds (ids starting ``vnf.``, ``quota.models.BROKER_NAMESPACE``) are
 nobody's to create, commit or release here (403), and a reservation made here never has a
@@ -28,7 +21,7 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
@@ -45,8 +38,6 @@ from quota.layout import TenantView, class_key
 from quota.ledger import Ledger
 
 router = APIRouter(tags=["quotas"])
-
-ANYONE = Annotated[Principal, Depends(deps.require("admin", "operator", "member"))]
 
 
 class _QuotaProblem(Exception):
@@ -87,13 +78,7 @@ def _tenant(tenant: str, who: Principal) -> models.TenantId:
     """The tenant id, validated; a member may only name its own project."""
     with _answering():
         found = models.tenant_id(tenant)
-    if who.has_any(("admin", "operator")):
-        return found
-    if who.project_id != found:
-        raise errors.Forbidden(
-            f"{who.user} is a member of project {who.project_id}, not {found}: a tenant "
-            "sees only its own quota"
-        )
+    deps.check_tenant(who, found, "its own quota")
     return found
 
 
@@ -120,7 +105,7 @@ def _quota_body(tenant: str, view: TenantView) -> dict[str, Any]:
 
 
 @router.get("/v1/quotas/{tenant}")
-async def show(tenant: str, request: Request, state: deps.State, who: ANYONE) -> Any:
+async def show(tenant: str, request: Request, state: deps.State, who: deps.TenantReader) -> Any:
     async def run() -> dict[str, Any]:
         found = _tenant(tenant, who)
         with _answering():
@@ -167,7 +152,9 @@ async def _reported(state: deps.ApiState, tenant: str) -> dict[str, dict[str, in
 
 
 @router.get("/v1/quotas/{tenant}/usage")
-async def usage(tenant: str, request: Request, state: deps.State, who: ANYONE) -> Any:
+async def usage(
+    tenant: str, request: Request, state: deps.State, who: deps.TenantReader
+) -> Any:
     async def run() -> dict[str, Any]:
         found = _tenant(tenant, who)
         with _answering():
@@ -214,13 +201,15 @@ class CommitIn(schemas.Closed):
     )
 
 
-async def _region(state: deps.ApiState, site: str) -> str:
+async def _region(state: deps.ApiState, site: str, who: Principal) -> str:
     if not site:
         return ""
     kv = await state.store.get(keys.site(site))
     if kv is None:
         raise _QuotaProblem(problems.from_error(errors.InvalidInput("site", f"no site {site!r}")))
-    return decode_stored(SiteSpec, kv).region
+    region = decode_stored(SiteSpec, kv).region
+    deps.check_place(who, site, region)
+    return region
 
 
 def _client_owned(rid: str, field: str) -> models.ReservationId:
@@ -253,7 +242,7 @@ def _settled(tenant: str, value: models.Settled) -> dict[str, Any]:
 
 @router.post("/v1/quotas/{tenant}/reservations", status_code=201)
 async def reserve(
-    tenant: str, body: ReservationIn, request: Request, state: deps.State, who: ANYONE
+    tenant: str, body: ReservationIn, request: Request, state: deps.State, who: deps.TenantWriter
 ) -> Any:
     async def run() -> JSONResponse:
         found = _tenant(tenant, who)
@@ -261,7 +250,7 @@ async def reserve(
             deltas = models.deltas(body.deltas, negative=False)
             if body.idempotency_key is not None:
                 _client_owned(body.idempotency_key, "idempotency_key")
-        region = await _region(state, body.site)
+        region = await _region(state, body.site, who)
         with _answering():
             if body.site:
                 models.name(body.site, "site")
@@ -279,7 +268,7 @@ async def commit(
     rid: str,
     request: Request,
     state: deps.State,
-    who: ANYONE,
+    who: deps.TenantWriter,
     body: Annotated[CommitIn | None, Body()] = None,
 ) -> Any:
     async def run() -> dict[str, Any]:
@@ -287,7 +276,7 @@ async def commit(
         with _answering():
             owned = _client_owned(rid, "id")
         site = body.site if body is not None else None
-        region = await _region(state, site or "")
+        region = await _region(state, site or "", who)
         with _answering():
             value = await _ledger(request, state).commit(found, owned, site=site, region=region)
         return _settled(found, value)
@@ -296,7 +285,9 @@ async def commit(
 
 
 @router.delete("/v1/quotas/{tenant}/reservations/{rid}")
-async def release(tenant: str, rid: str, request: Request, state: deps.State, who: ANYONE) -> Any:
+async def release(
+    tenant: str, rid: str, request: Request, state: deps.State, who: deps.TenantWriter
+) -> Any:
     async def run() -> dict[str, Any]:
         found = _tenant(tenant, who)
         with _answering():

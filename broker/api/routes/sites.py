@@ -63,13 +63,15 @@ async def register(body: schemas.SiteIn, state: deps.State, who: deps.Admin) -> 
 
 
 @router.get("")
-async def list_sites(state: deps.State, _: deps.SiteReader) -> dict[str, Any]:
+async def list_sites(state: deps.State, who: deps.SiteReader) -> dict[str, Any]:
     specs, revision = await state.store.get_prefix(keys.SITES)
     statuses = by_suffix((await state.store.get_prefix(keys.SITESTATUS))[0], keys.SITESTATUS)
     healths = by_suffix((await state.store.get_prefix(keys.HEALTH))[0], keys.HEALTH)
     rows = []
     for kv in specs:
         spec = decode_stored(SiteSpec, kv)
+        if not who.scope.covers(spec.id, spec.region):
+            continue  # an operator sees the sites of its scope
         status_kv = statuses.get(spec.id)
         health_kv = healths.get(spec.id)
         status = decode_stored(SiteStatus, status_kv) if status_kv else None
@@ -89,7 +91,7 @@ async def list_sites(state: deps.State, _: deps.SiteReader) -> dict[str, Any]:
 
 
 @router.get("/{site_id}")
-async def show(site_id: str, state: deps.State, _: deps.SiteReader) -> dict[str, Any]:
+async def show(site_id: str, state: deps.State, who: deps.SiteReader) -> dict[str, Any]:
     _check_id(site_id)
     # one transaction: spec, status, health and inventory as of one revision
     result = await state.store.txn(
@@ -105,6 +107,7 @@ async def show(site_id: str, state: deps.State, _: deps.SiteReader) -> dict[str,
     if spec_kv is None:
         raise errors.NotFound("site", site_id)
     spec = decode_stored(SiteSpec, spec_kv)
+    deps.check_place(who, spec.id, spec.region)
     health = (
         as_json(decode_stored(SiteHealth, health_kv))
         if health_kv

@@ -22,7 +22,7 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,13 +41,14 @@ from broker.store.protocol import Compare, Op, Put, Target
 
 router = APIRouter(tags=["vnfs"])
 IMAGES = "images/"
-VnfUser = Annotated[Principal, Depends(deps.require("admin", "operator", "member"))]
 
 
 def _tenant_check(who: Principal, tenant: str) -> None:
-    if who.has_any(("admin", "operator")) or who.project_id == tenant:
-        return
-    raise errors.Forbidden(f"{who.user} may only manage VNFs of project {who.project_id}")
+    deps.check_tenant(who, tenant, "its own VNFs")
+
+
+def _sites_of(record: model.VnfRecord) -> set[str]:
+    return {m.site for m in record.members if m.site}
 
 
 async def _plan(
@@ -67,7 +68,7 @@ async def _world(state: deps.ApiState) -> tuple[Snapshot, set[str]]:
 
 @router.post("/v1/vnfs", status_code=202)
 async def create(
-    request: Request, state: deps.State, who: VnfUser, dry_run: bool = False
+    request: Request, state: deps.State, who: deps.TenantWriter, dry_run: bool = False
 ) -> JSONResponse:
     # parsed off the loop: YAML is pure Python, and the loop also serves the campaign
     desc = await asyncio.to_thread(model.parse, await request.body())
@@ -87,6 +88,7 @@ async def create(
         return problems.problem(
             409, "no-feasible-plan", "No feasible plan", result.reason, plan=explain
         )
+    await deps.check_sites(state, who, result.sites())
     now = int(time.time() * 1000)
     record = model.VnfRecord(
         vnf_id, desc.tenant, model.to_json(desc), created_ms=now, updated_ms=now
@@ -107,16 +109,21 @@ async def _record(state: deps.ApiState, vnf_id: str, who: Principal) -> model.Vn
         raise errors.NotFound("vnf", vnf_id)
     record = decode_stored(model.VnfRecord, kv)
     _tenant_check(who, record.tenant)
+    await deps.check_sites(state, who, _sites_of(record))
     return record
 
 
 @router.get("/v1/vnfs")
-async def list_vnfs(state: deps.State, who: VnfUser) -> dict[str, Any]:
+async def list_vnfs(state: deps.State, who: deps.TenantReader) -> dict[str, Any]:
     kvs, revision = await state.store.get_prefix(keys.VNFS)
+    records = [decode_stored(model.VnfRecord, kv) for kv in kvs]
+    regions = await deps.site_regions(state.store, {s for r in records for s in _sites_of(r)})
     rows = []
-    for kv in kvs:
-        rec = decode_stored(model.VnfRecord, kv)
-        if who.has_any(("admin", "operator")) or rec.tenant == who.project_id:
+    for rec in records:
+        seen = who.has_any(deps.FEDERATION_WIDE) or rec.tenant == who.project_id
+        if seen and all(
+            "admin" in who.roles or who.scope.covers(s, regions[s]) for s in _sites_of(rec)
+        ):
             rows.append(
                 {
                     "id": rec.id,
@@ -131,7 +138,7 @@ async def list_vnfs(state: deps.State, who: VnfUser) -> dict[str, Any]:
 
 
 @router.get("/v1/vnfs/{vnf_id}")
-async def show(vnf_id: str, state: deps.State, who: VnfUser) -> dict[str, Any]:
+async def show(vnf_id: str, state: deps.State, who: deps.TenantReader) -> dict[str, Any]:
     record = await _record(state, vnf_id, who)
     out = as_json(record)
     out["state"] = str(record.state)
@@ -142,7 +149,7 @@ async def show(vnf_id: str, state: deps.State, who: VnfUser) -> dict[str, Any]:
 
 @router.get("/v1/vnfs/{vnf_id}/explain")
 async def explain(
-    vnf_id: str, request: Request, state: deps.State, who: VnfUser
+    vnf_id: str, request: Request, state: deps.State, who: deps.TenantReader
 ) -> dict[str, Any]:
     record = await _record(state, vnf_id, who)
     kv = await state.store.get(keys.placement(vnf_id))
@@ -155,7 +162,7 @@ async def explain(
 
 
 @router.delete("/v1/vnfs/{vnf_id}", status_code=202)
-async def delete(vnf_id: str, state: deps.State, who: VnfUser) -> JSONResponse:
+async def delete(vnf_id: str, state: deps.State, who: deps.TenantWriter) -> JSONResponse:
     key = keys.vnf(vnf_id)
     for _ in range(8):
         kv = await state.store.get(key)
@@ -163,6 +170,7 @@ async def delete(vnf_id: str, state: deps.State, who: VnfUser) -> JSONResponse:
             raise errors.NotFound("vnf", vnf_id)
         record = decode_stored(model.VnfRecord, kv)
         _tenant_check(who, record.tenant)
+        await deps.check_sites(state, who, _sites_of(record))
         updated = dataclasses.replace(record, deleted=True, updated_ms=int(time.time() * 1000))
         txn = await state.store.txn(
             [Compare(key, Target.MOD, Op.EQUAL, kv.mod_revision)], [Put(key, codec.encode(updated))]

@@ -47,6 +47,7 @@ pytestmark = [pytest.mark.openstack, pytest.mark.slow]
 
 ADMIN_CLOUD = f"{CLOUD}-cloudadmin"
 TENANT = "meridian-tenant"
+ADMIN_PROJECT = "meridian"  # minicloud's cloud admin's project
 OPERATOR_ROLE = "meridian-operator"
 UNMAPPED_ROLE = "meridian-test-unmapped"
 
@@ -102,7 +103,9 @@ def ks(minicloud: Minicloud, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "operator": user("mtest-operator", tenant, OPERATOR_ROLE),
             "nobody": user("mtest-nobody", tenant, UNMAPPED_ROLE),
             "admin": Login(
-                entries[CLOUD]["auth"]["username"], entries[CLOUD]["auth"]["password"], "meridian"
+                entries[CLOUD]["auth"]["username"],
+                entries[CLOUD]["auth"]["password"],
+                ADMIN_PROJECT,
             ),
             "member": Login(
                 entries[f"{CLOUD}-member"]["auth"]["username"],
@@ -190,6 +193,12 @@ def keystone_auth(
 ) -> tuple[BrokerSettings, auth.KeystoneAuthenticator, CountingSession]:
     """Settings in keystone mode and the authenticator ``from_settings`` builds from them."""
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(ks.broker_clouds))
+    # minicloud's cloud admin works in project "meridian"; the tenant's operators act
+    # everywhere (a scoped operator is proven in tests/unit/broker/api/test_api_policy.py)
+    rules = ks.broker_clouds.parent / "policy.toml"
+    rules.write_text(
+        f'admin_project = "{ADMIN_PROJECT}"\n[operators."{TENANT}"]\nregions = ["*"]\n'
+    )
     settings = BrokerSettings(
         name="ks-test",
         api=ApiSettings(
@@ -198,6 +207,7 @@ def keystone_auth(
             keystone_cloud=BROKER_CLOUD,
             token_cache_seconds=cache_seconds,
             token_cache_size=cache_size,
+            policy_file=str(rules),
         ),
     )
     authenticator = auth.from_settings(settings)
@@ -245,9 +255,9 @@ async def test_tokens_map_to_meridian_roles_with_their_project_scope(
 
     # the principal carries Keystone's user and project, and the mapped roles
     expected = {
-        "admin": {"admin", "member"},  # admin implies member and reader in Keystone
+        "admin": {"admin", "member", "reader"},  # admin implies member and reader in Keystone
         "operator": {"operator"},
-        "member": {"member"},
+        "member": {"member", "reader"},  # member implies reader in Keystone
         "nobody": set(),
     }
     for who, (token, project) in tokens.items():

@@ -32,12 +32,15 @@ class FakeResponse:
         return self._body
 
 
-def token_body(*roles: str, expires_in: float = 3600, user: str = "ursula") -> dict[str, Any]:
+def token_body(
+    *roles: str, expires_in: float = 3600, user: str = "ursula", project: str = "nfv"
+) -> dict[str, Any]:
     at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=expires_in)
+    project_id = "proj-1" if project == "nfv" else f"id-{project}"
     return {
         "token": {
             "user": {"id": "u1", "name": user, "domain": {"id": "default"}},
-            "project": {"id": "proj-1", "name": "nfv"},
+            "project": {"id": project_id, "name": project},
             "roles": [{"id": f"r-{r}", "name": r} for r in roles],
             "expires_at": at.isoformat().replace("+00:00", "Z"),
         }
@@ -69,25 +72,31 @@ class Clock:
 
 
 @pytest.mark.parametrize(
-    ("keystone_roles", "meridian"),
+    ("project", "keystone_roles", "meridian"),
     [
-        (["admin"], {"admin"}),
-        (["Admin"], {"admin"}),
-        (["meridian-operator"], {"operator"}),
-        (["operator"], {"operator"}),
-        (["member"], {"member"}),
-        (["reader"], {"member"}),
-        (["member", "reader", "meridian-operator"], {"member", "operator"}),
-        (["load-balancer_member", "heat_stack_owner"], set()),
-        ([], set()),
+        # in the admin project (default: "admin"), admins and operators reach everything
+        ("admin", ["admin"], {"admin"}),
+        ("admin", ["Admin"], {"admin"}),
+        ("admin", ["meridian-operator"], {"operator"}),
+        ("admin", ["operator"], {"operator"}),
+        # anywhere else: a project admin is that project's member, an operator without
+        # a configured scope only a reader, and Keystone's reader only reads
+        ("nfv", ["admin"], {"member"}),
+        ("nfv", ["operator"], {"reader"}),
+        ("nfv", ["member"], {"member"}),
+        ("nfv", ["reader"], {"reader"}),
+        ("nfv", ["member", "reader", "meridian-operator"], {"member", "reader"}),
+        ("nfv", ["load-balancer_member", "heat_stack_owner"], set()),
+        ("nfv", [], set()),
     ],
 )
-async def test_role_mapping(keystone_roles: list[str], meridian: set[str]) -> None:
-    session = FakeSession({"t": FakeResponse(200, token_body(*keystone_roles))})
+async def test_role_mapping(project: str, keystone_roles: list[str], meridian: set[str]) -> None:
+    body = token_body(*keystone_roles, project=project)
+    session = FakeSession({"t": FakeResponse(200, body)})
     ks = auth.KeystoneAuthenticator(session, keystone_url="http://keystone.test:5000")
     who = await ks.authenticate("t")
     assert who.roles == frozenset(meridian)
-    assert who.user == "ursula" and who.project_id == "proj-1"
+    assert who.user == "ursula" and who.project_id == body["token"]["project"]["id"]
 
 
 @pytest.mark.parametrize("url", ["http://k:5000", "http://k:5000/", "http://k:5000/v3"])
@@ -233,7 +242,8 @@ def test_ttl_cache_is_lru_and_expires() -> None:
 async def test_keystone_mode_through_the_api(memstore: MemoryStore) -> None:
     session = FakeSession(
         {
-            "admin": FakeResponse(200, token_body("admin")),
+            "admin": FakeResponse(200, token_body("admin", project="admin")),
+            "project-admin": FakeResponse(200, token_body("admin")),
             "member": FakeResponse(200, token_body("member")),
             "outsider": FakeResponse(200, token_body("heat_stack_owner")),
         }
@@ -247,6 +257,7 @@ async def test_keystone_mode_through_the_api(memstore: MemoryStore) -> None:
         assert (await api.post("/v1/sites", json=SITE, headers=h("admin"))).status_code == 201
         assert (await api.get("/v1/sites", headers=h("member"))).status_code == 200
         assert_problem(await api.post("/v1/sites", json=SITE, headers=h("member")), 403)
+        assert_problem(await api.post("/v1/sites", json=SITE, headers=h("project-admin")), 403)
         assert_problem(await api.get("/v1/sites", headers=h("outsider")), 403)
         assert_problem(await api.get("/v1/sites", headers=h("expired")), 401)
         session.fail = ConnectionError("refused")

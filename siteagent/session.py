@@ -210,7 +210,9 @@ class Session:
             ]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+                # the reader first: what the broker said (a farewell Refusal and its reason)
+                # beats a write that failed because the stream was ending
+                for task in sorted(done, key=lambda t: t is not tasks[-1]):
                     task.result()
                 raise errors.StreamLost("the broker ended the stream")
             finally:

@@ -55,6 +55,7 @@ GRPC_CODE = {
 # Trailing metadata of a refused stream's status: the Refusal's retry_after_ms again.
 RETRY_AFTER_MS = "meridian-retry-after-ms"
 HELLO_DRAIN = 2.0  # seconds to wait for the Hello of a stream refused before reading it
+FAREWELL_WAIT = 2.0  # seconds a closing stream waits for the agent to end it after the farewell
 
 
 def now_ms() -> int:
@@ -274,6 +275,10 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             ticket.done(opened=True)
             while (msg := await session.outbound.get()) is not None:
                 await context.write(msg)
+            if session.farewell:
+                # the agent reads the farewell and ends the call itself; until it does, its
+                # writes still land (and are dropped), so none of them races our status
+                await asyncio.wait({reader}, timeout=FAREWELL_WAIT)
         finally:
             reader.cancel()
         if session.closed_reason and not context.done():
@@ -299,6 +304,8 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                 if msg is grpc.aio.EOF or not isinstance(msg, pb.AgentMessage):
                     session.close("agent closed the stream")
                     return
+                if session.closed_reason:
+                    continue  # closing (a revoked certificate): read, never act on it
                 body = msg.WhichOneof("body")
                 if body == "heartbeat":
                     await self._heartbeat(session, msg.heartbeat, pending)

@@ -1,7 +1,10 @@
 """The agent sessions this replica holds, by site: one stream per site at most.
 
 A newer stream for the same site replaces the older one (the agent reconnected); a
-revoked certificate closes every stream that presented it.
+revoked certificate closes every stream that presented it — with a farewell: the
+``Refusal`` saying why goes out in the stream before it ends, so the agent learns the
+reason even when one of its writes races the end of the stream (grpc then turns the
+agent's side of the call into INTERNAL "Internal error from Core", status and all).
 """
 
 from __future__ import annotations
@@ -42,9 +45,17 @@ class Session:
         self.sent_generations[ref] = value.generation
         self.outbound.put_nowait(convert.desired_to_wire(kind, name, value))
 
-    def close(self, reason: str) -> None:
+    farewell: bool = False  # the last message out says why the stream ends
+
+    def close(self, reason: str, refusal: pb.RefusalCode.ValueType | None = None) -> None:
+        """End the stream; with ``refusal``, a ``Refusal`` naming ``reason`` goes first."""
         if not self.closed_reason:
             self.closed_reason = reason
+            if refusal is not None:
+                self.farewell = True
+                self.outbound.put_nowait(
+                    pb.BrokerMessage(refusal=pb.Refusal(code=refusal, reason=reason))
+                )
             self.outbound.put_nowait(None)
 
 
@@ -73,7 +84,7 @@ class Registry:
         """Close every stream whose certificate has ``serial``; returns how many."""
         hit = [s for s in self._by_site.values() if s.serial == serial]
         for session in hit:
-            session.close(reason)
+            session.close(reason, pb.REFUSAL_IDENTITY)
         return len(hit)
 
     def __len__(self) -> int:

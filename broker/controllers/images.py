@@ -38,7 +38,7 @@ from broker import errors
 from broker.election.fencing import fenced_txn
 from broker.models import codec, event, objects
 from broker.models.site import SiteSpec
-from broker.store import keys
+from broker.store import follow, keys
 from broker.store.protocol import Put, Store
 from replication import catalog, policy
 from replication import errors as rerrors
@@ -254,12 +254,8 @@ class ImageController:
             group.create_task(self._loop())
 
     async def _watch(self, prefix: str) -> None:
-        while True:
-            try:
-                async for _ in self.store.watch_prefix(prefix):
-                    self._kick.set()
-            except errors.StoreUnavailable:
-                await asyncio.sleep(1.0)
+        async for _ in follow.changes(self.store, prefix):
+            self._kick.set()
 
     async def _loop(self) -> None:
         while True:

@@ -29,7 +29,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -37,7 +36,7 @@ from broker import errors
 from broker.election import fencing
 from broker.models import codec, event, objects
 from broker.settings import BrokerSettings, QuotaSettings
-from broker.store import keys
+from broker.store import follow, keys
 from broker.store import protocol as p
 from quota import layout
 from quota import sync
@@ -55,6 +54,10 @@ from quota.models import (
 log = logging.getLogger(__name__)
 
 KIND = objects.QUOTA.name
+PREFIXES = (keys.QUOTA + "ledger/", keys.QUOTA + "limits/", keys.QUOTA + "classes/",
+            keys.USAGE, keys.SITES)
+"""What the controller follows: the ledger's tenants, limits and classes, the agents'
+usage reports and the site registry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,31 +129,43 @@ class QuotaSyncController:
         """(site, tenant) -> (limits, generation, mod revision) of the desired object."""
         self.pending: dict[tuple[str, str], _Pending] = {}
         self.drifts: dict[tuple[str, str], dict[str, int]] = {}  # (tenant, site) -> amounts
+        self._keys: set[str] = set()  # every key absorbed (a re-listing forgets the rest)
 
     async def run(self) -> None:
         """Push and reconcile until cancelled (the replica stops leading)."""
-        while True:
-            try:
-                await self._follow()
-            except errors.StoreUnavailable as exc:
-                log.warning("quota sync paused: %s", exc)
-                await asyncio.sleep(1.0)
+        queue: asyncio.Queue[follow.Item] = asyncio.Queue()
+        pumps = [asyncio.create_task(self._pump(x, queue)) for x in PREFIXES]
+        try:
+            await self._listed(queue)
+            dirty = self.tenants()
+            while True:
+                try:
+                    await self.process(dirty)
+                except errors.StoreUnavailable as exc:
+                    log.warning("quota sync pass failed (%s); retrying", exc)
+                    await asyncio.sleep(follow.RELIST.first)
+                    dirty |= self._take(queue)
+                    continue
+                dirty = await self._gather(queue)
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
 
     # -- state ----------------------------------------------------------------------
 
     async def load(self) -> int:
-        """Read everything this controller looks at; returns the revision to watch from."""
-        quota_items, revision = await self.store.get_prefix(keys.QUOTA)
-        self.quotas, self.classes, self.accounts = {}, {}, {}
-        for kv in quota_items:
-            self._absorb(kv.key, kv.value, kv.mod_revision)
-        usage_items, _ = await self.store.get_prefix(keys.USAGE)
-        self.reported = {}
-        for kv in usage_items:
-            self._absorb(kv.key, kv.value, kv.mod_revision)
-        site_items, _ = await self.store.get_prefix(keys.SITES)
-        for kv in site_items:
-            self._absorb(kv.key, kv.value, kv.mod_revision)
+        """Read everything this controller looks at (one pass, without following)."""
+        revision = 0
+        for prefix in PREFIXES:
+            kvs, revision = await self.store.get_prefix(prefix)
+            for kv in kvs:
+                self._absorb(kv.key, kv.value, kv.mod_revision)
+        await self._load_pushed()
+        return revision
+
+    async def _load_pushed(self) -> None:
+        """What was pushed to each site (its generation), so passes write only changes."""
         self.pushed = {}
         for site in self.sites:
             objs, _ = await self.store.get_prefix(keys.desired(site, KIND, ""))
@@ -163,11 +178,14 @@ class QuotaSyncController:
                     value.generation,
                     kv.mod_revision,
                 )
-        return revision
 
     def _absorb(self, key: str, value: bytes, mod: int) -> set[str]:
         """Take one changed key into the state; returns the tenants it affects."""
         deleted = not value
+        if deleted:
+            self._keys.discard(key)
+        else:
+            self._keys.add(key)
         if key.startswith(keys.QUOTA + "limits/"):
             tenant = key.rsplit("/", 1)[-1]
             if deleted:
@@ -223,48 +241,54 @@ class QuotaSyncController:
 
     # -- the loop -------------------------------------------------------------------
 
-    async def _follow(self) -> None:
-        revision = await self.load()
-        queue: asyncio.Queue[p.WatchEvent | BaseException] = asyncio.Queue()
-        prefixes = (keys.QUOTA + "ledger/", keys.QUOTA + "limits/", keys.QUOTA + "classes/",
-                    keys.USAGE, keys.SITES)
-        pumps = [asyncio.create_task(self._pump(x, revision + 1, queue)) for x in prefixes]
-        dirty = self.tenants()
-        try:
-            while True:
-                await self.process(dirty)
-                dirty = await self._gather(queue)
-        finally:
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+    async def _pump(self, prefix: str, queue: asyncio.Queue[follow.Item]) -> None:
+        async for item in follow.follow(self.store, prefix):
+            queue.put_nowait(item)
 
-    async def _pump(self, prefix: str, start: int, queue: asyncio.Queue[Any]) -> None:
-        try:
-            async for ev in self.store.watch_prefix(prefix, start_revision=start):
-                queue.put_nowait(ev)
-        except errors.StoreUnavailable as exc:
-            queue.put_nowait(exc)
+    async def _listed(self, queue: asyncio.Queue[follow.Item]) -> None:
+        """Absorb until every prefix was listed once, then read what was pushed: no pass
+        runs on half the state (it would push wrong limits)."""
+        waiting = set(PREFIXES)
+        while waiting:
+            item = await queue.get()
+            self._take_one(item)
+            if isinstance(item, follow.Listed):
+                waiting.discard(item.prefix)
+        while True:
+            try:
+                await self._load_pushed()
+                return
+            except errors.StoreUnavailable as exc:
+                log.warning("quota sync: pushed objects not read (%s); retrying", exc)
+                await asyncio.sleep(follow.RELIST.first)
 
-    async def _gather(self, queue: asyncio.Queue[p.WatchEvent | BaseException]) -> set[str]:
+    def _take_one(self, item: follow.Item) -> set[str]:
+        if isinstance(item, follow.Listed):
+            dirty: set[str] = set()
+            for key in follow.forgotten(item, self._keys):
+                dirty |= self._absorb(key, b"", item.revision)
+            return dirty
+        key, value = follow.change(item)
+        return self._absorb(key, value, item.mod_revision)
+
+    def _take(self, queue: asyncio.Queue[follow.Item]) -> set[str]:
+        dirty: set[str] = set()
+        while not queue.empty():
+            dirty |= self._take_one(queue.get_nowait())
+        return dirty
+
+    async def _gather(self, queue: asyncio.Queue[follow.Item]) -> set[str]:
         """Wait for changes (or the next drift due), then take everything queued."""
         timeout = None
         if self.pending:
             due = min(x.since for x in self.pending.values()) + self.config.drift_grace
             timeout = max(0.0, due - self.clock()) + 0.01
-        dirty: set[str] = set()
         try:
             first = await asyncio.wait_for(queue.get(), timeout)
         except TimeoutError:
             return {tenant for tenant, _ in self.pending}
         await asyncio.sleep(self.config.debounce)
-        items = [first]
-        while not queue.empty():
-            items.append(queue.get_nowait())
-        for item in items:
-            if isinstance(item, BaseException):
-                raise item
-            dirty |= self._absorb(item.key, item.value, item.mod_revision)
+        dirty = self._take_one(first) | self._take(queue)
         return dirty | {tenant for tenant, _ in self.pending}
 
     async def process(self, tenants: set[str]) -> None:

@@ -26,8 +26,8 @@ from broker.election import fencing
 from broker.models import codec, event
 from broker.models.site import Health, SiteHealth
 from broker.settings import BrokerSettings
-from broker.store import keys
-from broker.store.protocol import EventType, Put, Store
+from broker.store import follow, keys
+from broker.store.protocol import EventType, KeyValue, Put, Store
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,9 @@ class SiteHealthController:
 
     async def _follow(self) -> None:
         """Watch, sweep and write side by side; the first to fail ends all three."""
-        revision = await self._load()
+        await self._load()
         tasks = [
-            asyncio.create_task(self._watch(revision)),
+            asyncio.create_task(self._watch()),
             asyncio.create_task(self._sweep_forever()),
             asyncio.create_task(self._write_forever()),
         ]
@@ -85,21 +85,32 @@ class SiteHealthController:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _watch(self, revision: int) -> None:
-        async for ev in self.store.watch_prefix(keys.SITESTATUS, start_revision=revision + 1):
-            site = keys.name_in(keys.SITESTATUS, ev.key)
-            if ev.type is EventType.PUT:
+    async def _watch(self) -> None:
+        async for item in follow.follow(self.store, keys.SITESTATUS):
+            if isinstance(item, follow.Listed):
+                for key in follow.forgotten(item, {keys.sitestatus(s): s for s in self.live}):
+                    self._gone(keys.name_in(keys.SITESTATUS, key))
+                continue
+            site = keys.name_in(keys.SITESTATUS, item.key)
+            if isinstance(item, KeyValue):
+                if site not in self.live:  # a listing shows a record, not a heartbeat
+                    self.live.add(site)
+                    self._decide(site, Health.UP, "connected")
+            elif item.type is EventType.PUT:
                 self.live.add(site)
                 self.last_seen[site] = self.clock()
                 self._decide(site, Health.UP, "heartbeats resumed")
             else:
-                self.live.discard(site)
-                self._decide(site, Health.DOWN, "agent stream closed")
+                self._gone(site)
 
-    async def _load(self) -> int:
+    def _gone(self, site: str) -> None:
+        self.live.discard(site)
+        self._decide(site, Health.DOWN, "agent stream closed")
+
+    async def _load(self) -> None:
+        """The verdicts written so far; every known site gets a full grace period."""
         sites, _ = await self.store.get_prefix(keys.SITES)
         verdicts, _ = await self.store.get_prefix(keys.HEALTH)
-        statuses, revision = await self.store.get_prefix(keys.SITESTATUS)
         now = self.clock()
         known = {keys.name_in(keys.SITES, kv.key) for kv in sites}
         self.health = {site: Health.UNKNOWN for site in known}
@@ -108,12 +119,8 @@ class SiteHealthController:
             self.health[verdict.site] = verdict.state
         self.intended = dict(self.health)
         self.pending = []
-        self.live = {keys.name_in(keys.SITESTATUS, kv.key) for kv in statuses}
-        self.last_seen = {site: now for site in self.health.keys() | self.live}
-        for site in self.live:
-            self._decide(site, Health.UP, "connected")
-        await self.flush()
-        return revision
+        self.live = set()
+        self.last_seen = {site: now for site in self.health}
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -24,6 +24,7 @@ import gc
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from broker import errors
@@ -34,8 +35,8 @@ from broker.placement import commit, render
 from broker.placement.headroom import Headroom, QuotaExceeded, SiteUsage, Unlimited
 from broker.placement.plan import Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Snapshot
-from broker.store import keys
-from broker.store.protocol import Compare, Delete, EventType, Get, KeyValue, Op, Put, Store, Target
+from broker.store import follow, keys
+from broker.store.protocol import Compare, Delete, Get, KeyValue, Op, Put, Store, Target
 
 log = logging.getLogger(__name__)
 
@@ -72,29 +73,21 @@ class VnfController:
         self._failed: BaseException | None = None
 
     async def run(self) -> None:
-        self.snap = await Snapshot.load(self.store)
-        # 1,000 sites x 50 hosts is millions of long-lived objects: keep the cyclic GC
-        # from scanning them on every collection (pauses of 100+ ms otherwise)
-        gc.freeze()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.snap.follow(self.store))
+            await self.snap.ready.wait()
+            # 1,000 sites x 50 hosts is millions of long-lived objects: keep the cyclic GC
+            # from scanning them on every collection (pauses of 100+ ms otherwise)
+            gc.freeze()
             tg.create_task(self._follow(keys.VNFS, self._on_vnf))
             tg.create_task(self._follow(keys.OBSERVED, self._on_observed))
             tg.create_task(self._resync())
 
     # -- event routing -------------------------------------------------------------------
 
-    async def _follow(self, prefix: str, handle: Any) -> None:
-        while True:
-            try:
-                kvs, rev = await self.store.get_prefix(prefix)
-                for kv in kvs:
-                    handle(kv.key, kv.value)
-                async for ev in self.store.watch_prefix(prefix, start_revision=rev + 1):
-                    handle(ev.key, ev.value if ev.type is EventType.PUT else b"")
-            except errors.StoreUnavailable as exc:
-                log.warning("vnf controller: %s watch broke (%s); re-listing", prefix, exc)
-                await asyncio.sleep(1.0)
+    async def _follow(self, prefix: str, handle: Callable[[str, bytes], None]) -> None:
+        async for key, value in follow.changes(self.store, prefix):
+            handle(key, value)
 
     def _on_vnf(self, key: str, value: bytes) -> None:
         if value:

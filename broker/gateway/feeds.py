@@ -4,8 +4,8 @@
   records vanish by themselves when the replica dies (a surviving replica's agents have
   rewritten theirs under their new replica's lease by then). Losing it while alive is
   survivable: a new lease is taken and the records are written again; no stream ends.
-- ``Revocations``: revoked certificate serials, listed then watched, so a revocation made
-  through any replica refuses and closes streams on every replica at once.
+- ``Revocations``: revoked certificate serials, followed (``store.follow``), so a
+  revocation made through any replica refuses and closes streams on every replica at once.
 - ``DesiredFeed``: one watch over ``desired/`` for the whole replica, routing each change
   to the stream of its site, if this replica holds it.
 """
@@ -21,12 +21,10 @@ from broker.gateway.sessions import Registry, Session
 from broker.models import objects
 from broker.pki import identity
 from broker.store import keys
-from broker.store.protocol import EventType, Store
+from broker.store import follow
+from broker.store.protocol import KeyValue, Store
 
 log = logging.getLogger(__name__)
-
-RESYNC_DELAY = 1.0
-
 
 class ReplicaLease:
     """This replica's lease, kept alive; a lost lease is replaced, never fatal.
@@ -110,24 +108,6 @@ class ReplicaLease:
             task.cancel()
 
 
-async def follow(
-    store: Store,
-    prefix: str,
-    on_list: Callable[[list[tuple[str, bytes]]], Awaitable[None]],
-    on_event: Callable[[EventType, str, bytes], Awaitable[None]],
-) -> None:
-    """List ``prefix`` then watch it from that revision; on any break, list again."""
-    while True:
-        try:
-            kvs, revision = await store.get_prefix(prefix)
-            await on_list([(kv.key, kv.value) for kv in kvs])
-            async for event in store.watch_prefix(prefix, start_revision=revision + 1):
-                await on_event(event.type, event.key, event.value)
-        except errors.StoreUnavailable as exc:
-            log.warning("watch on %s broke (%s); re-listing in %.0fs", prefix, exc, RESYNC_DELAY)
-        await asyncio.sleep(RESYNC_DELAY)
-
-
 class Revocations:
     def __init__(self, store: Store, registry: Registry) -> None:
         self.store = store
@@ -142,16 +122,19 @@ class Revocations:
     def _serial(key: str) -> int:
         return int(keys.name_in(keys.REVOKED, key), 16)
 
-    async def _listed(self, items: list[tuple[str, bytes]]) -> None:
-        serials = {self._serial(key) for key, _ in items}
-        self.revoked.replace(serials)
-        for serial in serials:
-            self._close(serial)
-        self.ready.set()
-
-    async def _changed(self, type_: EventType, key: str, value: bytes) -> None:
+    def _take(self, item: follow.Item) -> None:
+        if isinstance(item, KeyValue):
+            return  # the listing is taken whole at its Listed mark
+        if isinstance(item, follow.Listed):
+            serials = {self._serial(key) for key in item.keys}
+            self.revoked.replace(serials)
+            for serial in serials:
+                self._close(serial)
+            self.ready.set()
+            return
+        key, value = follow.change(item)
         serial = self._serial(key)
-        if type_ is EventType.PUT:
+        if value:
             self.revoked.add(serial)
             self._close(serial)
         else:
@@ -162,7 +145,8 @@ class Revocations:
             log.warning("closed the stream(s) of revoked certificate %x", serial)
 
     async def run(self) -> None:
-        await follow(self.store, keys.REVOKED, self._listed, self._changed)
+        async for item in follow.follow(self.store, keys.REVOKED):
+            self._take(item)
 
 
 def push(session: Session, key: str, kind: str, name: str, raw: bytes) -> None:
@@ -191,15 +175,9 @@ class DesiredFeed:
             return
         push(session, key, kind, name, raw)
 
-    async def _listed(self, items: list[tuple[str, bytes]]) -> None:
-        for key, raw in items:
-            self._route(key, raw)
-
-    async def _changed(self, type_: EventType, key: str, value: bytes) -> None:
-        # Deleting a desired key is not how objects are removed (a tombstone with
-        # deleted=true and a new generation is); a bare delete is only cleanup.
-        if type_ is EventType.PUT:
-            self._route(key, value)
-
     async def run(self) -> None:
-        await follow(self.store, keys.DESIRED, self._listed, self._changed)
+        async for key, value in follow.changes(self.store, keys.DESIRED):
+            # Deleting a desired key is not how objects are removed (a tombstone with
+            # deleted=true and a new generation is); a bare delete is only cleanup.
+            if value:
+                self._route(key, value)

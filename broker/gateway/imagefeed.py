@@ -21,10 +21,9 @@ import time
 
 from meridian.v1 import image_pb2 as ipb
 
-from broker import errors
 from broker.models import objects
-from broker.store import keys
-from broker.store.protocol import EventType, Store
+from broker.store import follow, keys
+from broker.store.protocol import Store
 from replication import catalog
 from replication import errors as rerrors
 from replication.catalog import Entry, Replica, State
@@ -87,16 +86,14 @@ class ImageOrders:
     # -- following the catalog -------------------------------------------------------------
 
     async def run(self) -> None:
-        while True:
-            try:
-                kvs, rev = await self.store.get_prefix(keys.IMAGES)
-                for kv in kvs:
-                    self._apply(kv.key, kv.value)
-                async for ev in self.store.watch_prefix(keys.IMAGES, start_revision=rev + 1):
-                    self._apply(ev.key, ev.value if ev.type is EventType.PUT else b"")
-            except errors.StoreUnavailable as exc:
-                log.warning("image orders: watch broke (%s); re-listing", exc)
-                await asyncio.sleep(1.0)
+        async for item in follow.follow(self.store, keys.IMAGES):
+            if isinstance(item, follow.Listed):
+                gone = {keys.image(i) for i in self._entries}
+                gone |= {keys.image_replica(i, s) for i, s in self._replicas}
+                for key in follow.forgotten(item, gone):
+                    self._apply(key, b"")
+            else:
+                self._apply(*follow.change(item))
 
     def _apply(self, key: str, value: bytes) -> None:
         image, site = keys.split_image_key(key)

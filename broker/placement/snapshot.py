@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from broker import errors
 from broker.models import codec
 from broker.models.inventory import Inventory
 from broker.models.site import SiteHealth, SiteSpec
 from broker.placement import claims as cl
+from broker.store import follow as feed
 from broker.store import keys
-from broker.store.protocol import EventType, Get, KeyValue, Store
+from broker.store.protocol import Get, KeyValue, Store
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,9 @@ class Snapshot:
         self.sites: dict[str, SiteView] = {}
         self.order: list[SiteView] = []
         self.revision = 0
-        self.listed = 0
-        """The revision the last full listing is complete up to: watches resume after it."""
+        self.ready = asyncio.Event()
+        """Set once ``follow`` has listed every prefix."""
+        self._listed: set[str] = set()
         self.version = 0
         """Bumped whenever site specs or the site list change (selector caches key on it)."""
         self.latency: dict[str, dict[str, float]] = {}
@@ -180,54 +181,59 @@ class Snapshot:
         return snap
 
     async def relist(self, store: Store) -> None:
-        """Read everything again. Inventories and claims are read per site in batches:
-        1,000 sites x 50 hosts of inventory is far more than one etcd response may carry."""
-        low = 0
-        for prefix in (keys.SITES, keys.HEALTH, keys.LATENCY):
-            kvs, rev = await store.get_prefix(prefix)
-            low = min(low, rev) if low else rev
-            self._replace(
-                prefix, [kv for kv in kvs if prefix != keys.LATENCY or kv.key == prefix], rev
-            )
-        ids = sorted(k[len(keys.SITES) :] for k in self._revs if k.startswith(keys.SITES))
-        for prefix in (keys.INVENTORY, keys.CLAIMS):
-            found: list[KeyValue] = []
-            for i in range(0, len(ids), LIST_BATCH):
-                gets = [Get(f"{prefix}{site}") for site in ids[i : i + LIST_BATCH]]
-                result = await store.txn([], gets)
-                low = min(low, result.revision)
-                found += [r[0] for r in result.responses if r]
-            self._replace(prefix, found, low)
-        self.listed = low
+        """Read everything again (``load``; ``follow`` lists prefix by prefix itself)."""
+        for prefix in PREFIXES:
+            kvs, revision = await self._list(store, prefix)
+            present = set()
+            for kv in kvs:
+                present.add(kv.key)
+                self.apply(kv.key, kv.value, kv.mod_revision)
+            self._forget(feed.Listed(prefix, revision, frozenset(present)))
         self.arrays()
 
-    def _replace(self, prefix: str, kvs: list[KeyValue], revision: int) -> None:
-        present = set()
-        for kv in kvs:
-            present.add(kv.key)
-            self.apply(kv.key, kv.value, kv.mod_revision)
-        for key in [k for k in self._revs if k.startswith(prefix) and k not in present]:
-            self.apply(key, None, revision)
+    async def _list(self, store: Store, prefix: str) -> tuple[list[KeyValue], int]:
+        """One prefix's listing. Inventories and claims are read per site in batches:
+        1,000 sites x 50 hosts of inventory is far more than one etcd response may carry.
+        The revision is the oldest read's, so the watch after it misses nothing (``apply``
+        ignores what it replays)."""
+        if prefix not in (keys.INVENTORY, keys.CLAIMS):
+            kvs, revision = await store.get_prefix(prefix)
+            return [kv for kv in kvs if prefix != keys.LATENCY or kv.key == prefix], revision
+        sites, low = await store.get_prefix(keys.SITES)
+        ids = sorted(keys.name_in(keys.SITES, kv.key) for kv in sites)
+        found: list[KeyValue] = []
+        for i in range(0, len(ids), LIST_BATCH):
+            gets = [Get(f"{prefix}{site}") for site in ids[i : i + LIST_BATCH]]
+            result = await store.txn([], gets)
+            low = min(low, result.revision)
+            found += [r[0] for r in result.responses if r]
+        return found, low
 
-    async def follow(self, store: Store, *, retry_s: float = 1.0) -> None:
-        """Keep current from watches until cancelled; re-list after a broken watch."""
-        while True:
-            try:
-                await asyncio.gather(*(self._watch(store, p) for p in PREFIXES))
-            except errors.StoreUnavailable as exc:
-                log.warning("placement snapshot: watch broke (%s); re-listing", exc)
-                await asyncio.sleep(retry_s)
-                try:
-                    await self.relist(store)
-                except errors.StoreUnavailable:
-                    continue
+    def _forget(self, listed: feed.Listed) -> None:
+        for key in feed.forgotten(listed, self._revs):
+            self.apply(key, None, listed.revision)
 
-    async def _watch(self, store: Store, prefix: str) -> None:
-        async for ev in store.watch_prefix(prefix, start_revision=self.listed + 1):
-            if prefix == keys.LATENCY and ev.key != keys.LATENCY:
-                continue
-            value = ev.value if ev.type is EventType.PUT else None
-            self.apply(ev.key, value, ev.mod_revision)
+    async def follow(self, store: Store, *, backoff: feed.Backoff = feed.RELIST) -> None:
+        """Keep current until cancelled, each prefix followed on its own (``store.follow``);
+        ``ready`` is set once every prefix was listed."""
+        async with asyncio.TaskGroup() as group:
+            for prefix in PREFIXES:
+                group.create_task(self._follow(store, prefix, backoff))
+
+    async def _follow(self, store: Store, prefix: str, backoff: feed.Backoff) -> None:
+        async def lister(prefix: str) -> tuple[list[KeyValue], int]:
+            return await self._list(store, prefix)
+
+        async for item in feed.follow(store, prefix, backoff=backoff, lister=lister):
+            if isinstance(item, feed.Listed):
+                self._forget(item)
+                self._listed.add(prefix)
+                if len(self._listed) == len(PREFIXES):
+                    self.ensure_arrays()
+                    self.ready.set()
+            elif prefix != keys.LATENCY or item.key == keys.LATENCY:
+                key, value = feed.change(item)
+                self.apply(key, value or None, item.mod_revision)
 
     def apply(self, key: str, value: bytes | None, mod_revision: int) -> None:
         """One key's new value (None: deleted) at ``mod_revision``; older news is ignored."""

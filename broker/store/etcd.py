@@ -294,6 +294,11 @@ class EtcdStore:
         kvs = sorted((self._kv(kv) for kv in response.kvs), key=lambda kv: kv.key)
         return kvs, int(response.header.revision)
 
+    async def compact(self, revision: int) -> None:
+        """Drop etcd's history before ``revision`` (operations and tests); watches from an
+        older revision then fail with ``StoreUnavailable``."""
+        await self._call(f"compact {revision}", lambda: self._client.compact(revision))
+
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         response = await self._call(
             f"put {key}", lambda: self._client.put(self._key(key), value, lease=lease)

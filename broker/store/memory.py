@@ -96,6 +96,7 @@ class MemoryStore:
         self._min_lease_ttl = min_lease_ttl
         self._closed = False
         self._unavailable = False
+        self._compacted = 0
 
     # -- test hooks ---------------------------------------------------------------------
 
@@ -108,6 +109,12 @@ class MemoryStore:
         self._unavailable = unavailable
         if unavailable:
             self._break_watches("etcd is unavailable (MemoryStore.set_unavailable)")
+
+    async def compact(self, revision: int) -> None:
+        """Forget the history before ``revision``, as etcd's compaction does: a watch from
+        an older revision then fails with ``StoreUnavailable`` (open watches go on)."""
+        self._compacted = max(self._compacted, revision)
+        self._history = [e for e in self._history if e.mod_revision >= revision]
 
     @property
     def revision(self) -> int:
@@ -308,6 +315,11 @@ class MemoryStore:
         """
         self._check(f"watch {prefix}")
         watcher = _Watcher(prefix, asyncio.Queue())
+        if start_revision is not None and start_revision < self._compacted:
+            raise errors.StoreUnavailable(
+                f"watch {prefix}: revision compacted up to {self._compacted}; re-list",
+                retry_after=0.0,
+            )
         if start_revision is not None:
             first = bisect.bisect_left(self._history, start_revision, key=lambda e: e.mod_revision)
             for event in self._history[first:]:

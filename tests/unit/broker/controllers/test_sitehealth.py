@@ -118,8 +118,8 @@ async def test_deposed_leader_cannot_write(memory_store: MemoryStore) -> None:
     await lead(store, "new")
     ctl = SiteHealthController(store, BrokerSettings(name="old"), old_fence)
     await store.put(keys.sitestatus("a"), b"{}")
-    with pytest.raises(errors.FencedOut):
-        await ctl._load()
+    with pytest.raises(errors.FencedOut):  # the first verdict (a: UP, connected)
+        await asyncio.wait_for(ctl.run(), 10.0)
     assert await verdict(store, "a") is None
     assert await events(store) == []
 

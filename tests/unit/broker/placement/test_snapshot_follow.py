@@ -1,0 +1,47 @@
+"""The placement snapshot kept current by ``store.follow``: ready once every prefix is
+listed; after a broken watch it re-lists, so what changed meanwhile — a site gone, a site
+added — is exactly what it holds (on the fake and on a real etcd)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from broker.placement.snapshot import Snapshot
+from broker.store import follow
+from broker.store.protocol import Store
+from tests.support.placement import SiteDef, seed_store, site_keys
+from tests.support.watches import BreakingWatches
+
+FAST = follow.Backoff(first=0.01, cap=0.2)
+
+
+async def until(check: object, within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "the snapshot never caught up"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_snapshot_follows_through_broken_watches(store: Store) -> None:
+    await seed_store(store, [SiteDef("a", "r1"), SiteDef("b", "r1")])
+    breaking = BreakingWatches(store, every=2)
+    snap = Snapshot()
+    task = asyncio.create_task(snap.follow(breaking, backoff=FAST))  # type: ignore[arg-type]
+    try:
+        await asyncio.wait_for(snap.ready.wait(), 10.0)
+        assert {s for s, v in snap.sites.items() if v.spec is not None} == {"a", "b"}
+        assert snap.sites["a"].inventory is not None
+        for key, _ in site_keys(SiteDef("a", "r1")):
+            await store.delete(key)
+        await seed_store(store, [SiteDef("c", "r2", hosts=2)])
+        await until(
+            lambda: {s for s, v in snap.sites.items() if v.spec is not None} == {"b", "c"}
+            and snap.sites["a"].inventory is None
+            and snap.sites["c"].inventory is not None
+        )
+        snap.ensure_arrays()
+        assert int(snap.up.sum()) == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert breaking.breaks >= 1

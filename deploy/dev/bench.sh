@@ -8,38 +8,49 @@
 #   deploy/dev/bench.sh detection [--idle-seconds 600]   agent kill -9 → DOWN; false DOWNs
 #   deploy/dev/bench.sh fanin     [--agents 1000]        1,000 agents on one replica
 #   deploy/dev/bench.sh stitching [--quick]              tunnel vs raw veth, verify, allocator (root)
-#   deploy/dev/bench.sh all       [--quick]              all three; only --quick, --keep-state
+#   deploy/dev/bench.sh placement [--quick]              decisions, API dry runs, vs Placement
+#   deploy/dev/bench.sh quota | replication | site_apply   (see each module's docstring)
+#   deploy/dev/bench.sh all       [--quick]              every benchmark above in turn; flags
+#                                                        common to all only (--quick)
 #
 # `.venv/bin/python -m tests.perf.<name> --help` lists every flag; --quick is a smoke run.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
 
+# every benchmark of tests/perf (the rest there are their helpers)
+BENCHMARKS=(failover detection fanin stitching placement quota replication site_apply)
 which=${1:-all}
 [ $# -gt 0 ] && shift
 case "$which" in
     -h | --help | help)
-        sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     all) ;;
-    harness | rawelection | rawstream | swarm | __init__)
+    harness | rawelection | rawstream | swarm | placement_api | placement_peer | __init__)
         echo "$which is a helper of the benchmarks, not a benchmark" >&2
         exit 2
         ;;
     *)
         # any runnable module of tests/perf (failover, detection, fanin, ...)
         if [ ! -f "tests/perf/$which.py" ]; then
-            echo "unknown benchmark: $which (failover, detection, fanin or all)" >&2
+            echo "unknown benchmark: $which (${BENCHMARKS[*]} or all)" >&2
             exit 2
         fi
         ;;
 esac
 bash deploy/dev/bootstrap.sh
 if [ "$which" = all ]; then
-    for name in failover detection fanin; do
-        .venv/bin/python -m "tests.perf.$name" "$@"
+    failed=()
+    for name in "${BENCHMARKS[@]}"; do
+        echo "== $name" >&2
+        .venv/bin/python -m "tests.perf.$name" "$@" || failed+=("$name")
     done
+    if [ ${#failed[@]} -gt 0 ]; then
+        echo "failed: ${failed[*]}" >&2
+        exit 1
+    fi
 else
     exec .venv/bin/python -m "tests.perf.$which" "$@"
 fi

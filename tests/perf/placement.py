@@ -1,21 +1,26 @@
-"""Placement benchmark: 1,000 sim sites x 50 hosts (2 NUMA cells each), sample VNFs mixed.
+"""Placement benchmark: the decision, its commit, and the user's path through the API.
 
-Run: ``python -m tests.perf.placement [--sites 1000] [--hosts 50] [--decisions 3000]
-[--commits 300] [--peer-hosts 200] [--peer-requests 50]``. It measures
+Run: ``python -m tests.perf.placement [--quick] [--sites 1000] [--hosts 50] ...``
+(``--help`` lists every flag). It measures, in one run:
 
-1. the decision alone (checkers → scorers → plan on the in-memory snapshot; each placed
-   VNF's claims are applied, so the federation fills up as it would), in one process;
+1. decisions in one process on a snapshot of ``--sites`` sites x ``--hosts`` hosts (2 NUMA
+   cells each), the sample VNFs mixed: each timed wall-clock from the call to the plan
+   until its claims are applied to the snapshot (the federation fills up as it would);
 2. the decision plus its fenced etcd commit (claims, placement and every desired object
-   in one transaction) on a real etcd started for the run;
-3. the baseline in the same run: a raw etcd compare-and-put transaction, the floor of (2);
-4. the peer, side by side: real OpenStack Placement ``GET /allocation_candidates`` for the
-   one-member vFirewall request over ``--peer-hosts`` hosts (3 resource providers each, in
-   a Placement of its own from the minicloud's services venv: ``placement_peer``), beside
-   Meridian's decision for the same one-member ask over the same number of hosts. Loading
-   providers costs ~0.3 s per host here, so the peer runs at a smaller scale than (1);
-   ``--peer-hosts 0`` skips it.
+   in one transaction) on a real etcd started for the run, beside the baseline: a raw
+   etcd compare-and-put transaction (and one of the commit's shape), the floor of (2);
+3. the user's path (``placement_api``): a live local federation of ``--sites`` sim sites
+   (real etcd, one broker, sim agents over mTLS), ``POST /v1/vnfs?dry_run=true`` of the
+   mix at concurrency 1 and 8 with keep-alive clients;
+4. the peer, like for like: real OpenStack Placement ``GET /allocation_candidates`` over
+   HTTP (keep-alive) beside Meridian's dry-run over HTTP for the same one-member ask, the
+   same number of requests, over the same hosts (the inventories the first
+   ``--peer-sites`` sites reported, loaded into a private Placement). If the peer cannot
+   run, the benchmark fails.
 
-It prints a table and, as its last line, one JSON object with every figure.
+Percentiles are nearest-rank. It prints a table and, as its last line, one JSON object
+with every figure (``decisions_per_s``, ``decision_p99_ms``, ``api_dry_run_per_s``,
+``api_dry_run_p99_ms``, ``meridian_vs_placement``, ...).
 """
 
 from __future__ import annotations
@@ -23,11 +28,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
-import statistics
 import sys
 import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from broker.models import vnf as model
@@ -37,7 +40,7 @@ from broker.placement.snapshot import Snapshot
 from broker.store import keys
 from broker.store.etcd import EtcdStore
 from broker.store.protocol import Compare, Op, Put, Target
-from tests.perf import placement_peer
+from tests.perf import harness, placement_api
 from tests.support import etcd as etcd_support
 from tests.support import placement as P
 from tests.support.placement import CellShape, SiteDef
@@ -71,8 +74,8 @@ def federation(n_sites: int, hosts: int) -> tuple[list[SiteDef], list[tuple[str,
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+    """Nearest rank, ``q`` in 0..1 (the p99 of 10 values is the largest)."""
+    return harness.percentile(values, q * 100) if values else 0.0
 
 
 def decisions(snap: Snapshot, descs: list[model.Descriptor], n: int) -> dict[str, Any]:
@@ -84,16 +87,16 @@ def decisions(snap: Snapshot, descs: list[model.Descriptor], n: int) -> dict[str
         desc = descs[i % len(descs)]
         t0 = time.perf_counter()
         result = planner.plan(snap, desc, f"bench-{i}")
-        times.append(time.perf_counter() - t0)
-        if not result.feasible:
+        if result.feasible:
+            for a in result.assignments:  # the federation fills up as it would
+                snap.add_claims(snap.sites[a.site], [a.claim], snap.revision + 1)
+        else:
             infeasible += 1
-            continue
-        for a in result.assignments:  # the federation fills up as it would
-            snap.add_claims(snap.sites[a.site], [a.claim], snap.revision + 1)
+        times.append(time.perf_counter() - t0)
     wall = time.perf_counter() - start
     return {
         "n": n,
-        "per_s": n / sum(times),
+        "per_s": n / wall,
         "p50_ms": pct(times, 0.5) * 1e3,
         "p99_ms": pct(times, 0.99) * 1e3,
         "infeasible": infeasible,
@@ -147,9 +150,7 @@ def commit_shape(descs: list[model.Descriptor]) -> tuple[int, int]:
     return puts // len(descs), size // len(descs)
 
 
-async def raw_etcd(
-    store: EtcdStore, n: int, puts: int = 1, size: int = 512
-) -> dict[str, Any]:
+async def raw_etcd(store: EtcdStore, n: int, puts: int = 1, size: int = 512) -> dict[str, Any]:
     """``n`` compare-and-put txns of ``puts`` keys holding ``size`` bytes in all."""
     times: list[float] = []
     rev = 0
@@ -174,45 +175,6 @@ def single_member(desc: model.Descriptor) -> model.Descriptor:
     """``desc``'s first VDU as one member: the request Placement can be asked too."""
     vdu = desc.vdus[0].model_copy(update={"redundancy": model.Redundancy(), "anti_affinity": None})
     return desc.model_copy(update={"vdus": [vdu], "anti_affinity": []})
-
-
-def peer_side(hosts: int, n: int) -> dict[str, Any]:
-    """Meridian's decision for the one-member vFirewall ask over ``hosts`` hosts (sites of
-    50), without filling: the same question Placement answers, in the same run."""
-    per_site = min(50, hosts)
-    sites, latency = federation(max(1, hosts // per_site), per_site)
-    snap = P.world(sites, latency)
-    desc = single_member(P.sample("vfirewall"))
-    planner = Planner()
-    times: list[float] = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        result = planner.plan(snap, desc, f"peer-{i}")
-        times.append(time.perf_counter() - t0)
-        assert result.feasible, result.explain(snap)
-    return {"n": n, "hosts": len(sites) * per_site, "per_s": n / sum(times),
-            "p50_ms": pct(times, 0.5) * 1e3, "p99_ms": pct(times, 0.99) * 1e3}
-
-
-def openstack_placement(hosts: int, n: int) -> dict[str, Any]:
-    """Real OpenStack Placement ``GET /allocation_candidates`` over ``hosts`` hosts (3
-    resource providers each) loaded into a Placement of its own (``placement_peer``)."""
-    try:
-        venv = placement_peer.services_venv()
-    except placement_peer.PeerUnavailable as exc:
-        return {"measured": False, "why": str(exc)}
-    peer = placement_peer.Placement(venv)
-    try:
-        peer.start()
-        loaded = peer.load(hosts)
-        peer.ask(3)  # warm: the first answers pay for imports and caches
-        times, found = peer.ask(n)
-    finally:
-        peer.stop()
-    return {"measured": True, "n": n, "hosts": hosts, "providers": hosts * 3,
-            "candidates": found, "load_s": loaded, "per_s": n / sum(times),
-            "p50_ms": pct(times, 0.5) * 1e3, "p99_ms": pct(times, 0.99) * 1e3,
-            "request": placement_peer.REQUEST}
 
 
 async def etcd_part(
@@ -247,17 +209,8 @@ def row(name: str, figures: dict[str, Any]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sites", type=int, default=1000)
-    parser.add_argument("--hosts", type=int, default=50)
-    parser.add_argument("--decisions", type=int, default=3000)
-    parser.add_argument("--commits", type=int, default=300)
-    parser.add_argument("--peer-hosts", type=int, default=200)
-    parser.add_argument("--peer-requests", type=int, default=50)
-    args = parser.parse_args(argv)
-    say: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    descs = [P.sample(n) for n in SAMPLES]
+def in_process(args: argparse.Namespace, descs: list[model.Descriptor]) -> dict[str, Any]:
+    """(1) and (2): decisions on an in-memory snapshot, then with their etcd commit."""
     sites, latency = federation(args.sites, args.hosts)
     say(f"building a snapshot of {args.sites} sites x {args.hosts} hosts x 2 NUMA cells ...")
     t0 = time.perf_counter()
@@ -265,68 +218,128 @@ def main(argv: list[str] | None = None) -> None:
     built = time.perf_counter() - t0
     gc.freeze()  # as the controller does: the long-lived snapshot leaves the GC's scans
     decided = decisions(snap, descs, args.decisions)
+    del snap
+    gc.unfreeze()
+    gc.collect()
     say("starting etcd for the commit figures ...")
     with_etcd = asyncio.run(etcd_part(sites, latency, descs, args.commits))
-    peer: dict[str, Any] = {"measured": False, "why": "--peer-hosts 0"}
-    mine: dict[str, Any] = {}
-    if args.peer_hosts > 0:
-        say(f"loading {args.peer_hosts} hosts into a private OpenStack Placement ...")
-        peer = openstack_placement(args.peer_hosts, args.peer_requests)
-        mine = peer_side(args.peer_hosts, max(200, args.peer_requests))
-    print(
-        f"\nplacement benchmark: {args.sites} sites x {args.hosts} hosts x 2 NUMA cells, "
-        f"mix {', '.join(SAMPLES)} (snapshot built in {built:.1f} s)\n"
+    return {"snapshot_build_s": built, "decision": decided, **with_etcd}
+
+
+def live(args: argparse.Namespace, descs: list[model.Descriptor], state: Path) -> dict[str, Any]:
+    """(3) and (4) on a live federation; raises when the peer cannot be measured."""
+    fed, names = placement_api.start(state, args.live_sites, args.processes)
+    try:
+        first = names[: args.peer_sites]
+        grown = fed.grow(first, args.up_timeout)
+        say(f"{len(first)} sites UP in {grown:.0f} s; the peer, like for like ...")
+        pair = placement_api.peer_pair(fed, single_member(descs[0]), args.peer_requests)
+        grown = fed.grow(names[args.peer_sites :], args.up_timeout)
+        say(f"{len(names)} sites UP ({grown:.0f} s more); dry runs through the API ...")
+        c1 = placement_api.dry_runs(fed, descs, args.requests, 1)
+        c8 = placement_api.dry_runs(fed, descs, args.requests, 8)
+    finally:
+        fed.stop()
+    return {"peer": pair, "api_c1": c1, "api_c8": c8}
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def report(args: argparse.Namespace, part: dict[str, Any], api: dict[str, Any]) -> None:
+    rep = harness.Report("placement")
+    decided, placed = part["decision"], part["commit"]
+    raw, same = part["raw"], part["raw_same"]
+    pair = api["peer"]
+    rows = [
+        ("decision incl. claims applied (in memory)", decided),
+        ("decision + fenced etcd commit", placed),
+        ("baseline: raw etcd compare-and-put txn", raw),
+        (f"baseline: raw txn of {same['puts']} puts, {same['bytes']} B", same),
+        (f"API dry run, {args.live_sites} live sites, concurrency 1", api["api_c1"]),
+        (f"API dry run, {args.live_sites} live sites, concurrency 8", api["api_c8"]),
+        (f"like for like: Meridian dry run, {pair['hosts']} hosts", pair["meridian"]),
+        (f"like for like: Placement candidates, {pair['hosts']} hosts", pair["placement"]),
+    ]
+    rep.table(
+        f"placement: {args.sites} sites x {args.hosts} hosts in memory; {args.live_sites} "
+        f"live sim sites; mix {', '.join(SAMPLES)}",
+        ["measure", "n", "per s", "p50 ms", "p99 ms"],
+        [
+            (name, f["n"], f"{f['per_s']:.0f}", f"{f['p50_ms']:.3f}", f"{f['p99_ms']:.3f}")
+            for name, f in rows
+        ],
     )
-    print(f"{'measure':<44} {'n':>6} {'per s':>10} {'p50 ms':>9} {'p99 ms':>9}")
-    print(row("decision only (in memory, one process)", decided))
-    print(row("decision + fenced etcd commit", with_etcd["commit"]))
-    print(row("baseline: raw etcd compare-and-put txn", with_etcd["raw"]))
-    same = with_etcd["raw_same"]
-    print(row(f"baseline: raw txn of {same['puts']} puts, {same['bytes']} B", same))
-    peer_ratio = None
-    if peer["measured"]:
-        print(f"\nside by side over {peer['hosts']} hosts ({peer['providers']} resource "
-              "providers), one member: 4 pinned cores, 8 GiB in 1 GiB pages, 2 VFs on "
-              "physnet1, one NUMA node")
-        print(row("Meridian decision (score + pick + plan)", mine))
-        print(row(f"peer: Placement allocation_candidates ({peer['candidates']} found)", peer))
-        peer_ratio = mine["per_s"] / peer["per_s"]
-        print(f"Meridian / Placement rate: {peer_ratio:.1f}x (providers loaded in "
-              f"{peer['load_s']:.0f} s)")
-    else:
-        print(f"{'peer: OpenStack Placement allocation_candidates':<44} not measured: "
-              f"{peer['why']}")
-    ratio = with_etcd["commit"]["per_s"] / with_etcd["raw"]["per_s"]
-    print(
-        f"\ninfeasible decisions: {decided['infeasible']} of {decided['n']}; commit conflicts: "
-        f"{with_etcd['commit']['conflicts']}; commit rate / raw etcd txn rate: {ratio:.2f} "
-        f"(/ same-shape raw txn: {with_etcd['commit']['per_s'] / same['per_s']:.2f})"
+    ratio = placed["per_s"] / raw["per_s"]
+    rep.note(
+        f"infeasible decisions: {decided['infeasible']} of {decided['n']}; commit conflicts: "
+        f"{placed['conflicts']}; commit rate / raw etcd txn rate: {ratio:.2f}"
     )
-    print(
-        f"targets: >= 1000 decisions/s: {'met' if decided['per_s'] >= 1000 else 'MISSED'}; "
-        f"decision p99 < 5 ms: {'met' if decided['p99_ms'] < 5 else 'MISSED'}"
+    rep.note(
+        f"like for like, keep-alive HTTP, concurrency 1, {pair['hosts']} hosts of "
+        f"{pair['sites']} sites: Meridian dry run / Placement allocation_candidates = "
+        f"{pair['meridian_vs_placement']:.2f}x (Placement found "
+        f"{pair['placement']['candidates']} candidates; loaded in "
+        f"{pair['placement']['load_s']:.0f} s)"
     )
-    print(
-        json.dumps(
-            {
-                "sites": args.sites,
-                "hosts_per_site": args.hosts,
-                "decision": decided,
-                "commit": with_etcd["commit"],
-                "raw_etcd": with_etcd["raw"],
-                "commit_vs_raw_etcd": ratio,
-                "raw_etcd_same_shape": same,
-                "commit_vs_raw_same_shape": with_etcd["commit"]["per_s"] / same["per_s"],
-                "openstack_placement": peer,
-                "meridian_same_ask": mine,
-                "meridian_vs_placement": peer_ratio,
-                "snapshot_build_s": built,
-                "etcd_seed_s": with_etcd["seed_s"],
-                "median_decision_ms": statistics.median([decided["p50_ms"]]),
-            },
-            sort_keys=True,
-        )
+    load = harness.machine()["loadavg"]
+    rep.note(
+        f"load average (1, 5, 15 min) at the start {rep.figures['machine_start']['loadavg']}, "
+        f"at the end {load}: the machine is shared, read the ratios"
     )
+    rep.figures.update(
+        {
+            "decisions_per_s": decided["per_s"],
+            "decision_p99_ms": decided["p99_ms"],
+            "api_dry_run_per_s": api["api_c1"]["per_s"],
+            "api_dry_run_p99_ms": api["api_c1"]["p99_ms"],
+            "api_dry_run_c8_per_s": api["api_c8"]["per_s"],
+            "api_dry_run_c8_p99_ms": api["api_c8"]["p99_ms"],
+            "meridian_vs_placement": pair["meridian_vs_placement"],
+            "commit_vs_raw_etcd": ratio,
+            "commit_vs_raw_same_shape": placed["per_s"] / same["per_s"],
+            "in_process": part,
+            "api": api,
+            "args": vars(args),
+        }
+    )
+    rep.emit()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.perf.placement", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--sites", type=int, default=1000, help="in-memory sites (1000)")
+    parser.add_argument("--hosts", type=int, default=50, help="hosts per in-memory site (50)")
+    parser.add_argument("--decisions", type=int, default=3000, help="in-memory decisions")
+    parser.add_argument("--commits", type=int, default=300, help="decisions with commit")
+    parser.add_argument("--live-sites", type=int, default=1000, help="live sim sites (1000)")
+    parser.add_argument("--processes", type=int, default=8, help="agent swarm processes (8)")
+    parser.add_argument("--requests", type=int, default=100, help="dry runs per concurrency")
+    parser.add_argument(
+        "--peer-sites",
+        type=int,
+        default=50,
+        help="live sites whose hosts Placement is loaded with (50 sites: 200 hosts)",
+    )
+    parser.add_argument("--peer-requests", type=int, default=100, help="requests per side")
+    parser.add_argument("--up-timeout", type=float, default=300.0, help="s for sites to be UP")
+    harness.common_args(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sites, args.hosts, args.decisions, args.commits = 100, 20, 500, 50
+        args.live_sites, args.peer_sites = min(args.live_sites, 60), min(args.peer_sites, 10)
+        args.requests, args.peer_requests = min(args.requests, 30), min(args.peer_requests, 30)
+        args.processes = min(args.processes, 2)
+    if not 0 < args.peer_sites < args.live_sites:
+        parser.error("--peer-sites must be between 1 and --live-sites - 1")
+    descs = [P.sample(n) for n in SAMPLES]
+    part = in_process(args, descs)
+    with harness.state_dir("placement", args.keep_state) as state:
+        api = live(args, descs, state)
+    report(args, part, api)
 
 
 if __name__ == "__main__":

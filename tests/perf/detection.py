@@ -1,4 +1,5 @@
-"""Detection: agent kill -9 → site DOWN event; and no false DOWN among idle agents.
+"""Detection: agent kill -9 → site DOWN event; a silent agent (SIGSTOP) → DOWN; and no
+false DOWN among idle agents.
 
 Trials: a probe agent (its own process) is killed with SIGKILL at t0; the figure is the
 ``at_ms`` of the ``site.down`` event the leader writes for it, minus t0. Both are
@@ -12,6 +13,13 @@ killed with SIGKILL and the figure is the time the server's stream handler learn
 peer is gone. That is the floor: Meridian's path adds the gateway clearing the site's
 status record in etcd, the leader's watch seeing it, and the fenced verdict.
 
+The silent path, ``--silent-trials`` trials: a probe agent is frozen with SIGSTOP at t0 —
+its process keeps its sockets, so the stream stays open and nothing tells the broker but
+the missing heartbeats — and the figure is the ``at_ms`` of its ``site.down`` event minus
+t0; then SIGCONT, and the agent must come back UP before the next trial. Its floor is the
+configured silence bound (``down_after``); the target is that bound plus one sweep
+interval plus the kill -9 target.
+
 False-DOWN check: ``--idle-agents`` agents (swarm processes of ``--per-process``) left
 alone for ``--idle-seconds`` (10 minutes by default); every ``site.down`` event for them
 is a false one and the count must be 0. Also counted: streams re-established (a changed
@@ -21,6 +29,7 @@ session id) -- not a DOWN, but worth knowing.
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +51,7 @@ class Trial:
     judged_by: str
     detect_ms: float
     floor_ms: float = 0.0
+    how: str = ""
 
 
 class Bench:
@@ -65,11 +75,7 @@ class Bench:
         return [e for e in events if e["kind"] == "site.down" and e["at_ms"] >= since_ms]
 
     def meridian_trial(self, site: str) -> Trial:
-        def up() -> dict[str, Any] | None:
-            row = self.site(site)
-            return row if row["health"]["state"] == "UP" and row["status"] else None
-
-        row = harness.wait_for(up, 60, f"{site} UP")
+        row = harness.wait_for(lambda: self._up(site), 60, f"{site} UP")
         t0 = time.time()
         self.fed.kill(f"agent-{site}")
         found = harness.wait_for(
@@ -83,6 +89,31 @@ class Bench:
             judged_by=event["replica"],
             detect_ms=round(event["at_ms"] - t0 * 1000, 1),
         )
+
+    def silent_trial(self, site: str) -> Trial:
+        """SIGSTOP (no stream end, only silence) → the site's site.down event."""
+        row = harness.wait_for(lambda: self._up(site), 120, f"{site} UP")
+        t0 = time.time()
+        self.fed.kill(f"agent-{site}", signal.SIGSTOP)
+        try:
+            found = harness.wait_for(
+                lambda: self.downs(site, int(t0 * 1000)), 120, f"site.down for silent {site}",
+                every=0.05,
+            )
+        finally:
+            self.fed.kill(f"agent-{site}", signal.SIGCONT)
+        event = found[0]
+        return Trial(
+            site=site,
+            held_by=row["status"]["replica"],
+            judged_by=event["replica"],
+            detect_ms=round(event["at_ms"] - t0 * 1000, 1),
+            how=event.get("message", ""),
+        )
+
+    def _up(self, site: str) -> dict[str, Any] | None:
+        row = self.site(site)
+        return row if row["health"]["state"] == "UP" and row["status"] else None
 
     # -- the raw stream ---------------------------------------------------------------
 
@@ -213,11 +244,18 @@ def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
                 f"(held by {trial.held_by}, judged by {trial.judged_by}); "
                 f"raw stream end after {trial.floor_ms:.0f} ms")
         bench.stop_raw()
+        silent: list[Trial] = []
+        for i in range(args.silent_trials):
+            trial = bench.silent_trial(bench.probes[i % len(bench.probes)])
+            silent.append(trial)
+            say(f"silent trial {i + 1}/{args.silent_trials}: {trial.site} DOWN "
+                f"{trial.detect_ms:.0f} ms after SIGSTOP ({trial.how})")
         idle = (
             idle_phase(fed, args.idle_agents, args.per_process, args.idle_seconds)
             if args.idle_seconds > 0 else None
         )
         summarize(report, trials, idle, loaded, agent)
+        summarize_silent(report, silent, loaded)
     finally:
         bench.stop_raw()
         fed.down()
@@ -294,6 +332,40 @@ def summarize(
     report.figures.update(figures)
 
 
+def summarize_silent(
+    report: harness.Report, trials: list[Trial], loaded: broker_settings.BrokerSettings
+) -> None:
+    if not trials:
+        report.figures["silent"] = None
+        return
+    detect = harness.summary([t.detect_ms for t in trials])
+    bound_ms = loaded.health.down_after * 1000
+    target = bound_ms + loaded.health.sweep_interval * 1000 + TARGET_P99_MS
+    verdict = harness.verdict(detect.get("p99"), target)
+    if verdict != "PASS":
+        report.trouble.append(f"silent detection p99 target: {verdict}")
+    report.table(
+        f"Silent path, {len(trials)} trials: SIGSTOP → site.down (ms; nearest rank)",
+        ["", "p50", "p99", "min", "max", "p99 / silence bound", "target p99", "verdict"],
+        [
+            ["Meridian: SIGSTOP → site.down event", detect["p50"], detect["p99"],
+             detect["min"], detect["max"], harness.ratio(detect.get("p99"), bound_ms),
+             target, verdict],
+            ["floor: the silence bound (down_after)", bound_ms, bound_ms, bound_ms, bound_ms,
+             1.0, None, None],
+        ],
+    )
+    report.figures["silent"] = {
+        "definition": "SIGSTOP of an agent -> at_ms of its site.down event (same clock)",
+        "trials": len(trials),
+        "detect_ms": detect,
+        "silence_bound_ms": bound_ms,
+        "target_p99_ms": target,
+        "verdict": verdict,
+        "per_trial": [asdict(t) for t in trials],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tests.perf.detection", description=__doc__.splitlines()[0]
@@ -306,6 +378,8 @@ def main() -> None:
                         help="heartbeat interval in s (default: the dev federation's)")
     parser.add_argument("--down-after", type=float, default=Federation.down_after,
                         help="silence bound in s (default: the dev federation's)")
+    parser.add_argument("--silent-trials", type=int, default=10,
+                        help="SIGSTOP trials, the silent path (default 10; 0 skips them)")
     parser.add_argument("--idle-agents", type=int, default=100)
     parser.add_argument("--per-process", type=int, default=25,
                         help="idle agents per swarm process (default 25)")
@@ -315,6 +389,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.trials = min(args.trials, 5)
+        args.silent_trials = min(args.silent_trials, 3)
         args.idle_seconds = min(args.idle_seconds, 30.0)
     report = harness.Report("detection")
     with harness.state_dir("detection", args.keep_state, report) as state:

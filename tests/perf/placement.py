@@ -234,7 +234,13 @@ def live(args: argparse.Namespace, descs: list[model.Descriptor], state: Path) -
         grown = fed.grow(first, args.up_timeout)
         say(f"{len(first)} sites UP in {grown:.0f} s; the peer, like for like ...")
         pair = placement_api.peer_pair(fed, single_member(descs[0]), args.peer_requests)
-        grown = fed.grow(names[args.peer_sites :], args.up_timeout)
+        say(
+            f"like for like over {pair['hosts']} hosts: Meridian dry run "
+            f"{pair['meridian']['per_s']:.1f}/s (p99 {pair['meridian']['p99_ms']:.1f} ms), "
+            f"Placement {pair['placement']['per_s']:.1f}/s (p99 "
+            f"{pair['placement']['p99_ms']:.1f} ms): {pair['meridian_vs_placement']:.2f}x"
+        )
+        grown = fed.grow(names[args.peer_sites :], args.up_timeout, ramp=args.ramp)
         say(f"{len(names)} sites UP ({grown:.0f} s more); dry runs through the API ...")
         c1 = placement_api.dry_runs(fed, descs, args.requests, 1)
         c8 = placement_api.dry_runs(fed, descs, args.requests, 8)
@@ -326,13 +332,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--peer-requests", type=int, default=100, help="requests per side")
     parser.add_argument("--up-timeout", type=float, default=300.0, help="s for sites to be UP")
+    parser.add_argument(
+        "--ramp", type=float, default=60.0, help="s over which the rest of the agents start"
+    )
     harness.common_args(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.sites, args.hosts, args.decisions, args.commits = 100, 20, 500, 50
         args.live_sites, args.peer_sites = min(args.live_sites, 60), min(args.peer_sites, 10)
         args.requests, args.peer_requests = min(args.requests, 30), min(args.peer_requests, 30)
-        args.processes = min(args.processes, 2)
+        args.processes, args.ramp = min(args.processes, 2), min(args.ramp, 5.0)
     if not 0 < args.peer_sites < args.live_sites:
         parser.error("--peer-sites must be between 1 and --live-sites - 1")
     descs = [P.sample(n) for n in SAMPLES]

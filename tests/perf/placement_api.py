@@ -69,8 +69,9 @@ class Live:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.fed.api_url(), headers=self.headers, timeout=120.0)
 
-    def grow(self, sites: list[str], timeout: float) -> float:
-        """Register ``sites``, start their agents, wait until every site is UP."""
+    def grow(self, sites: list[str], timeout: float, ramp: float = 0.0) -> float:
+        """Register ``sites``, start their agents (spread over ``ramp`` s), wait until
+        every site is UP."""
         t0 = time.monotonic()
         first = len(self.sites)
         with self.client() as client:
@@ -87,17 +88,28 @@ class Live:
         configs = [self.fed.agent_config(s) for s in sites]
         name = f"swarm{len(self.swarms)}"
         groups = fanin.groups_of(configs, self.processes)
-        self.swarms.append(fanin.Swarms(name, groups, self.state))
         self.sites += sites
-        states = self.fed.wait_all_up(self.sites, timeout)
-        up = sum(1 for s in self.sites if states.get(s) == "UP")
-        if up < len(self.sites):
-            raise RuntimeError(f"only {up} of {len(self.sites)} sites UP after {timeout:.0f} s")
+        # watched in etcd, not polled through the API: the observer costs the broker nothing
+        tracker = harness.UpTracker(
+            harness.etcd_client(self.fed.etcd_endpoint), self.root, self.sites
+        )
+        try:
+            self.swarms.append(fanin.Swarms(name, groups, self.state, ramp))
+            if tracker.wait_all_up(timeout) is None:
+                raise RuntimeError(
+                    f"only {tracker.up()} of {len(self.sites)} sites UP after {timeout:.0f} s"
+                )
+        finally:
+            tracker.close()
         return time.monotonic() - t0
+
+    @property
+    def root(self) -> str:
+        return broker_settings.load(self.fed.state / "brokers" / "broker-1.toml").etcd.root
 
     def inventories(self, sites: Sequence[str]) -> list[Host]:
         """The hosts the agents of ``sites`` reported, as the broker stored them."""
-        root = broker_settings.load(self.fed.state / "brokers" / "broker-1.toml").etcd.root
+        root = self.root
         client = harness.etcd_client(self.fed.etcd_endpoint)
         hosts: list[Host] = []
         try:

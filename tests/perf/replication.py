@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import random
 import resource
 import subprocess
@@ -251,11 +252,20 @@ async def role_dst(pki: Layout, broker: str, raw_port: int, chunk: int) -> None:
                 )
 
             res = await fanout.run(img.id, [SiteId("src")], [SiteId(s) for s in FANOUT], hop)
+            seconds = time.perf_counter() - t
+            # every destination must hold the image, byte for byte: a hop that failed (or
+            # wrote wrong bytes) makes the fan-out time a time of less work
+            wrong = {
+                s: "missing" if not stores[s].has(img.id) else "sha256 differs"
+                for s in FANOUT
+                if not stores[s].has(img.id)
+                or hashlib.sha256(stores[s].get(img.id)).hexdigest() != img.sha256
+            }
             emit(
                 event="fanout",
-                seconds=time.perf_counter() - t,
+                seconds=seconds,
                 rounds=res.rounds,
-                failed=res.failed(),
+                failed={**wrong, **res.failed()},
             )
         elif cmd["op"] == "rawcount":
             emit(event="rawcount", received=sink.received)
@@ -299,11 +309,14 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--fanout-mib", type=int, default=32)
     ap.add_argument("--chunk-kib", type=int, default=1024)
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 64 MiB, 8 MiB fan-out")
     ap.add_argument("--role", choices=["broker", "src", "dst"])
     ap.add_argument("--pki")
     ap.add_argument("--broker")
     ap.add_argument("--port", type=int, default=0)
     a = ap.parse_args()
+    if a.quick:
+        a.size_mib, a.fanout_mib = min(a.size_mib, 64), min(a.fanout_mib, 8)
     size, chunk = a.size_mib << 20, a.chunk_kib << 10
     small = random.Random(11).randbytes(a.fanout_mib << 20)
     if a.role == "broker":
@@ -359,6 +372,8 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
             )
             s.send(op="raw", address=f"127.0.0.1:{rport}")
             raw_s = s.read("raw")["seconds"]
+            d.send(op="rawcount", image=big.to_dict())
+            raw_bytes = d.read("rawcount")["received"]
             d.send(op="pull", image=big.to_dict())
             relay_s = d.read("pull")["seconds"]
             b.send(op="rss")
@@ -373,9 +388,16 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
             for p in (d, s, b):
                 p.close()
     mib = size / (1 << 20)
+    problems = []
+    if raw_bytes != size:
+        problems.append(f"the raw stream delivered {raw_bytes} of {size} bytes")
+    if fan["failed"]:
+        problems.append(f"fan-out hops failed: {fan['failed']}")
+    fan_ok = not fan["failed"]
     out = {
         "size_mib": a.size_mib,
         "chunk_kib": a.chunk_kib,
+        "raw_bytes": raw_bytes,
         "raw_s": raw_s,
         "raw_mib_s": mib / raw_s,
         "relay_s": relay_s,
@@ -383,18 +405,24 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         "ratio": raw_s / relay_s,
         "fanout_mib": a.fanout_mib,
         "one_s": one_s,
-        "fanout16_s": fan["seconds"],
+        "fanout16_s": fan["seconds"] if fan_ok else None,
         "fanout_rounds": fan["rounds"],
-        "fanout_over_one": fan["seconds"] / one_s,
+        "fanout_over_one": fan["seconds"] / one_s if fan_ok else None,
         "fanout_failed": fan["failed"],
         "broker_peak_rss_mib_after_single": rss_single["peak_mib"],
         "broker_peak_rss_mib_after_fanout": rss_all["peak_mib"],
         "broker_peak_buffered_chunks": rss_all["buffered"],
     }
+    out["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    out["problems"] = problems
     print(f"{'figure':<44}{'value':>14}")
     for k, v in out.items():
         print(f"{k:<44}{v:>14.3f}" if isinstance(v, float) else f"{k:<44}{v!s:>14}")
+    for text in problems:
+        print(f"FAILED: {text}")
     print(json.dumps(out))
+    if problems:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--servers", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 5 servers")
     args = parser.parse_args()
+    if args.quick:
+        args.servers = min(args.servers, 5)
     # the openstack tier's minicloud: one per machine, reused when it runs
     state = Path(os.environ.get("MINICLOUD_STATE", REPO / ".state/minicloud-openstack-tier"))
     cloud = Minicloud(state, state / "clouds.yaml")

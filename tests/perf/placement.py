@@ -253,8 +253,9 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def report(args: argparse.Namespace, part: dict[str, Any], api: dict[str, Any]) -> None:
-    rep = harness.Report("placement")
+def report(
+    rep: harness.Report, args: argparse.Namespace, part: dict[str, Any], api: dict[str, Any]
+) -> None:
     decided, placed = part["decision"], part["commit"]
     raw, same = part["raw"], part["raw_same"]
     pair = api["peer"]
@@ -344,11 +345,12 @@ def main(argv: list[str] | None = None) -> None:
         args.processes, args.ramp = min(args.processes, 2), min(args.ramp, 5.0)
     if not 0 < args.peer_sites < args.live_sites:
         parser.error("--peer-sites must be between 1 and --live-sites - 1")
+    rep = harness.Report("placement")  # notes the load average at the start
     descs = [P.sample(n) for n in SAMPLES]
     part = in_process(args, descs)
     with harness.state_dir("placement", args.keep_state) as state:
         api = live(args, descs, state)
-    report(args, part, api)
+    report(rep, args, part, api)
 
 
 if __name__ == "__main__":

@@ -74,34 +74,23 @@ class Bench:
         events = self.fed.api_get(f"/v1/events?subject={site}&limit=20", timeout=2.0)["events"]
         return [e for e in events if e["kind"] == "site.down" and e["at_ms"] >= since_ms]
 
-    def meridian_trial(self, site: str) -> Trial:
-        row = harness.wait_for(lambda: self._up(site), 60, f"{site} UP")
-        t0 = time.time()
-        self.fed.kill(f"agent-{site}")
-        found = harness.wait_for(
-            lambda: self.downs(site, int(t0 * 1000)), 30, f"site.down for {site}", every=0.05
-        )
-        self.fed.start_agents([site])
-        event = found[0]
-        return Trial(
-            site=site,
-            held_by=row["status"]["replica"],
-            judged_by=event["replica"],
-            detect_ms=round(event["at_ms"] - t0 * 1000, 1),
-        )
-
-    def silent_trial(self, site: str) -> Trial:
-        """SIGSTOP (no stream end, only silence) → the site's site.down event."""
+    def meridian_trial(self, site: str, sig: signal.Signals = signal.SIGKILL) -> Trial:
+        """``sig`` to the site's agent at t0 → the site's site.down event. SIGKILL ends
+        the stream (the agent is restarted after); SIGSTOP leaves it open and silent (the
+        agent is continued after)."""
         row = harness.wait_for(lambda: self._up(site), 120, f"{site} UP")
         t0 = time.time()
-        self.fed.kill(f"agent-{site}", signal.SIGSTOP)
+        self.fed.kill(f"agent-{site}", sig)
         try:
             found = harness.wait_for(
-                lambda: self.downs(site, int(t0 * 1000)), 120, f"site.down for silent {site}",
+                lambda: self.downs(site, int(t0 * 1000)), 120, f"site.down for {site} ({sig.name})",
                 every=0.05,
             )
         finally:
-            self.fed.kill(f"agent-{site}", signal.SIGCONT)
+            if sig == signal.SIGSTOP:
+                self.fed.kill(f"agent-{site}", signal.SIGCONT)
+        if sig == signal.SIGKILL:
+            self.fed.start_agents([site])
         event = found[0]
         return Trial(
             site=site,
@@ -246,7 +235,7 @@ def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
         bench.stop_raw()
         silent: list[Trial] = []
         for i in range(args.silent_trials):
-            trial = bench.silent_trial(bench.probes[i % len(bench.probes)])
+            trial = bench.meridian_trial(bench.probes[i % len(bench.probes)], signal.SIGSTOP)
             silent.append(trial)
             say(f"silent trial {i + 1}/{args.silent_trials}: {trial.site} DOWN "
                 f"{trial.detect_ms:.0f} ms after SIGSTOP ({trial.how})")

@@ -60,6 +60,9 @@ class Host:
     name: str
     cells: tuple[NumaCell, ...]
     traits: Mapping[str, str] = field(default_factory=dict)
+    cpu_allocation_ratio: float = 0.0
+    """Shared vCPUs per non-dedicated CPU (Nova's ``cpu_allocation_ratio``, Placement's
+    VCPU ``allocation_ratio``); 0 = not known here (the broker then assumes Nova's 4.0)."""
 
 
 @dataclass(frozen=True, slots=True)

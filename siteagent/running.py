@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def make_driver(settings: AgentSettings) -> Driver:
-    return registry.make(settings)
+    """The driver ``settings.driver`` names; with this machine added to its inventory as a
+    host only when ``settings.hardware.compute_host`` says the machine is one."""
+    driver = registry.make(settings)
+    if settings.hardware.compute_host:
+        driver = HardwareMerged(driver, settings)  # type: ignore[assignment]
+    return driver
 
 
 class HardwareMerged:
@@ -53,8 +58,6 @@ class HardwareMerged:
 
 async def run_one(settings: AgentSettings) -> None:
     driver = make_driver(settings)
-    if settings.hardware.discover:
-        driver = HardwareMerged(driver, settings)  # type: ignore[assignment]
     datapath = setup.datapath_driver(driver, settings) if settings.datapath.enabled else None
     if datapath is not None:
         driver = datapath

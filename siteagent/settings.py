@@ -65,8 +65,11 @@ class SimSettings:
 
 @dataclass(frozen=True, slots=True)
 class HardwareSettings:
-    discover: bool = False
-    """Report this machine's own sysfs hardware as a host of the inventory."""
+    compute_host: bool = False
+    """This machine is itself one of the site's compute hosts: its own hardware (NUMA
+    cells, CPUs, huge pages, VFs, read from sysfs) is added to the inventory as a host that
+    placement may pick. Off by default: the agent usually runs on a controller that hosts
+    no instances, and an openstack site's hosts come from its Placement."""
     sysfs_root: str = "/"
     """Where sysfs is mounted (a fixture tree in tests)."""
     physnets: dict[str, str] = field(default_factory=dict)

@@ -28,6 +28,7 @@ def inventory_to_wire(inv: models.Inventory) -> pb.Inventory:
             pb.Host(
                 name=h.name,
                 traits=dict(h.traits),
+                cpu_allocation_ratio=h.cpu_allocation_ratio,
                 cells=[
                     pb.NumaCell(
                         id=c.id,

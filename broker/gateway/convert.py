@@ -18,6 +18,7 @@ def inventory_from_wire(site: str, msg: pb.Inventory) -> inv.Inventory:
             inv.Host(
                 name=h.name,
                 traits=dict(h.traits),
+                cpu_allocation_ratio=h.cpu_allocation_ratio,
                 cells=tuple(
                     inv.NumaCell(
                         id=c.id,

@@ -38,6 +38,8 @@ class Host:
     name: str
     cells: tuple[NumaCell, ...]
     traits: dict[str, str] = field(default_factory=dict)
+    cpu_allocation_ratio: float = 0.0
+    """Shared vCPUs per non-dedicated CPU, as the site sent it; 0 = not sent."""
 
 
 @dataclass(frozen=True, slots=True)

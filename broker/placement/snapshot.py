@@ -36,7 +36,8 @@ from broker.store.protocol import Get, KeyValue, Store
 log = logging.getLogger(__name__)
 
 CPU_ALLOCATION_RATIO = 4.0
-"""Shared vCPUs per non-dedicated CPU, as the sim driver and Nova's default assume."""
+"""Shared vCPUs per non-dedicated CPU for a host whose site did not send its own ratio (an
+older agent): Nova's default. Hosts carry the ratio their site applies."""
 LIST_BATCH = 64
 """Inventories per listing transaction (each up to ~40 KiB; etcd answers up to 4 MiB)."""
 PREFIXES = (keys.SITES, keys.HEALTH, keys.INVENTORY, keys.CLAIMS, keys.LATENCY)
@@ -60,6 +61,7 @@ class SiteView:
         "idx",
         "inv_rev",
         "inventory",
+        "ratios",
         "spec",
         "util",
     )
@@ -75,6 +77,8 @@ class SiteView:
         self.claims_rev = 0
         self.hosts: list[cl.HostView] = []
         self.host_by_name: dict[str, cl.HostView] = {}
+        self.ratios: dict[str, float] = {}
+        """Each host's cpu allocation ratio, as its site sent it (or the default)."""
         self.cpus_total = 0
         self.util = 0.0
         self.cost = 1.0
@@ -97,11 +101,13 @@ class SiteView:
         """Free counters from the reported inventory minus the claims it has not seen."""
         inv = self.inventory
         self.hosts, self.cpus_total, used = [], 0, 0.0
+        self.ratios = {}
         if inv is not None:
             for host in inv.hosts:
+                ratio = self.ratios[host.name] = host.cpu_allocation_ratio or CPU_ALLOCATION_RATIO
                 cells = []
                 for c in host.cells:
-                    shared = int((c.cpus_total - c.pcpus_total) * CPU_ALLOCATION_RATIO)
+                    shared = int((c.cpus_total - c.pcpus_total) * ratio)
                     cells.append(
                         cl.Cell(
                             c.id,
@@ -114,7 +120,7 @@ class SiteView:
                         )
                     )
                     self.cpus_total += c.cpus_total
-                    used += c.pcpus_used + c.vcpus_used / CPU_ALLOCATION_RATIO
+                    used += c.pcpus_used + c.vcpus_used / ratio
                 self.hosts.append(cl.HostView(host.name, cells, dict(host.traits)))
         self.host_by_name = {h.name: h for h in self.hosts}
         for claim in self.claims.values():
@@ -131,7 +137,8 @@ class SiteView:
         if host is not None:
             cl.take(host, claim, sign)
         if self.cpus_total:
-            cpus = claim.pcpus + claim.vcpus / CPU_ALLOCATION_RATIO
+            ratio = self.ratios.get(claim.host, CPU_ALLOCATION_RATIO)
+            cpus = claim.pcpus + claim.vcpus / ratio
             self.util += sign * cpus / self.cpus_total
 
 

@@ -82,7 +82,7 @@ class Capacity:
     """Every host of a simulated site with its mutable claim counters."""
 
     def __init__(self, config: sim_config.SimSiteConfig) -> None:
-        ratio = config.cpu_allocation_ratio
+        ratio = self.cpu_allocation_ratio = config.cpu_allocation_ratio
         self.hosts = [
             _Host(
                 name=host.name,
@@ -146,6 +146,7 @@ class Capacity:
                     name=host.name,
                     traits=dict(host.traits),
                     cells=tuple(_cell_model(cell) for cell in host.cells),
+                    cpu_allocation_ratio=self.cpu_allocation_ratio,
                 )
                 for host in self.hosts
             ),

@@ -472,7 +472,13 @@ class Host(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     CELLS_FIELD_NUMBER: _builtins.int
     TRAITS_FIELD_NUMBER: _builtins.int
+    CPU_ALLOCATION_RATIO_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    cpu_allocation_ratio: _builtins.float
+    """shared vCPUs per non-dedicated CPU (Nova's cpu_allocation_ratio; Placement's VCPU
+    allocation_ratio on openstack sites); 0 = not sent (an older agent): the broker
+    assumes Nova's default, 4.0
+    """
     @_builtins.property
     def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___NumaCell]: ...
     @_builtins.property
@@ -483,10 +489,11 @@ class Host(_message.Message):
         name: _builtins.str = ...,
         cells: _abc.Iterable[Global___NumaCell] | None = ...,
         traits: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        cpu_allocation_ratio: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "name", b"name", "traits", b"traits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "cpu_allocation_ratio", b"cpu_allocation_ratio", "name", b"name", "traits", b"traits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,7 +11,7 @@ from siteagent import models
 WIRE_FIELDS = {
     # the fields of each message in meridian/v1/agent.proto
     models.Inventory: {"hosts", "collected_unix_ms"},
-    models.Host: {"name", "cells", "traits"},
+    models.Host: {"name", "cells", "traits", "cpu_allocation_ratio"},
     models.NumaCell: {
         "id",
         "cpus_total",

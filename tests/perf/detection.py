@@ -16,9 +16,10 @@ status record in etcd, the leader's watch seeing it, and the fenced verdict.
 The silent path, ``--silent-trials`` trials: a probe agent is frozen with SIGSTOP at t0 —
 its process keeps its sockets, so the stream stays open and nothing tells the broker but
 the missing heartbeats — and the figure is the ``at_ms`` of its ``site.down`` event minus
-t0; then SIGCONT, and the agent must come back UP before the next trial. Its floor is the
-configured silence bound (``down_after``); the target is that bound plus one sweep
-interval plus the kill -9 target.
+t0; then SIGCONT, and the agent must come back UP before the next trial. Its reference is
+the configured silence bound (``down_after``), counted from the last heartbeat (up to one
+heartbeat interval before the SIGSTOP, so a figure a little under the bound is expected);
+the target is that bound plus one sweep interval plus the kill -9 target.
 
 False-DOWN check: ``--idle-agents`` agents (swarm processes of ``--per-process``) left
 alone for ``--idle-seconds`` (10 minutes by default); every ``site.down`` event for them
@@ -340,8 +341,8 @@ def summarize_silent(
             ["Meridian: SIGSTOP → site.down event", detect["p50"], detect["p99"],
              detect["min"], detect["max"], harness.ratio(detect.get("p99"), bound_ms),
              target, verdict],
-            ["floor: the silence bound (down_after)", bound_ms, bound_ms, bound_ms, bound_ms,
-             1.0, None, None],
+            ["reference: silence bound (down_after, from the last heartbeat)",
+             bound_ms, bound_ms, bound_ms, bound_ms, 1.0, None, None],
         ],
     )
     report.figures["silent"] = {

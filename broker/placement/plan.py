@@ -54,6 +54,8 @@ class PlanResult:
     host_reasons: dict[str, dict[str, str]] = field(default_factory=dict)
     """VDU → site → why no host of a site that passed the site checkers fits."""
     attempts: int = 0
+    refused: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Member → what refused it, counted over the sites the search tried it on."""
     quota: str = ""
     """Why the tenant's quota refuses the VNF (tenant-wide, so no site was looked at)."""
 
@@ -85,7 +87,7 @@ class PlanResult:
             "reason": self.reason,
             "assignments": [assignment_json(snap, a) for a in self.assignments],
             "vdus": vdus,
-            "search": {"attempts": self.attempts},
+            "search": {"attempts": self.attempts, "refused": self.refused},
         }
         if self.quota:
             out["quota"] = self.quota
@@ -357,6 +359,7 @@ class Planner:
         result = PlanResult(
             ok, filters=filters, host_reasons=search.host_reasons, attempts=search.attempts
         )
+        result.refused = {order[i].name: dict(n) for i, n in sorted(search.blocked.items())}
         if ok:
             result.assignments = tuple(search.chosen)
             for site_id in result.sites():

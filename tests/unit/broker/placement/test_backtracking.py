@@ -119,31 +119,36 @@ def test_backtracks_over_hosts_and_cells(
 
 
 REFUSALS = [
-    # name, sites, descriptor, what the reason must say
+    # name, sites, descriptor, the member refused, what the reason must say
     (
         "shared capacity: both need the one cell with VFs",
         site((VFS, BARE)),
         descriptor([("m", 1, 2), ("v", 1, 2)]),
+        "v-0",
         ["fits alone but not beside the members placed before it", "beside m-0 on a-cmp-000"],
     ),
     (
         "capacity: no cell has the VFs",
         site((BARE, BARE)),
         descriptor([("m", 1, 0), ("v", 1, 2)]),
+        "",
         [],  # dropped by the site checkers before the search
     ),
     (
         "host anti-affinity: one host",
         site((VFS, VFS)),
         descriptor([("v", 2, 2)]),
+        "v-1",
         ["the hosts it fits on hold members it must not share a host with", "v-0 on a-cmp-000"],
     ),
 ]
 
 
-@pytest.mark.parametrize(("name", "sites", "desc", "says"), REFUSALS, ids=[r[0] for r in REFUSALS])
+@pytest.mark.parametrize(
+    ("name", "sites", "desc", "member", "says"), REFUSALS, ids=[r[0] for r in REFUSALS]
+)
 def test_refusal_names_what_blocked(
-    name: str, sites: list[SiteDef], desc: vnf.Descriptor, says: list[str]
+    name: str, sites: list[SiteDef], desc: vnf.Descriptor, member: str, says: list[str]
 ) -> None:
     snap = P.world(sites)
     result = Planner().plan(snap, desc, "x")
@@ -152,6 +157,10 @@ def test_refusal_names_what_blocked(
         assert text in result.reason, result.reason
     if says:
         assert "no host has" not in result.reason  # a host fits: it was taken, not missing
+        assert f"member {member} " in result.reason
+        # the explanation counts the same refusal against that member
+        refused = result.explain(snap)["search"]["refused"]
+        assert refused[member] == {says[0]: 1}, refused
 
 
 def test_capacity_refusal_says_no_host_has_it() -> None:

@@ -22,6 +22,7 @@ from broker.api import auth as api_auth
 from broker.controllers.images import ImageController
 from broker.controllers.quotasync import QuotaMetrics, QuotaSyncController
 from broker.controllers.sitehealth import SiteHealthController
+from broker.controllers.stitching import StitchingController
 from broker.controllers.vnfs import VnfController
 from broker.election.campaign import Campaign
 from broker.gateway import server as gateway_server
@@ -73,6 +74,7 @@ async def controllers(
                 group.create_task(quota_sync.run())
                 group.create_task(VnfController(store, fence, headroom=headroom).run())
                 group.create_task(ImageController(store, fence, name=settings.name).run())
+                group.create_task(StitchingController(store, fence, settings.stitching).run())
         except* errors.FencedOut as exc:
             # Another replica leads: nothing of ours landed. Return rather than wait here:
             # run_while_leading waits for the lost term itself and starts fresh controllers

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from siteagent import errors, imagewire, models
-from siteagent.datapath import setup
+from siteagent.datapath import setup, stitch
 from siteagent.drivers import registry
 from siteagent.drivers.base import Driver
 from siteagent.hardware import sysfs
@@ -61,6 +61,7 @@ async def run_one(settings: AgentSettings) -> None:
     datapath = setup.datapath_driver(driver, settings) if settings.datapath.enabled else None
     if datapath is not None:
         driver = datapath
+    driver = stitch.stitch_driver(driver, settings)
     reconciler = Reconciler(driver)
     session = Session(settings, driver, reconciler)
     tasks = [

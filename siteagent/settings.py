@@ -97,6 +97,24 @@ class DatapathSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    address: str = ""
+    """The stitching gateway's underlay address with prefix (``192.0.2.10/24``): the local
+    end of its VXLAN tunnels, reported to the broker. Empty = this site has no gateway
+    (stitched networks refuse it)."""
+    device: str = ""
+    """The underlay interface the gateway owns (moved into its namespace)."""
+    namespace: str = "meridian-gw"
+    """The gateway's network namespace (created if missing)."""
+    mtu: Annotated[int, pydantic.Field(ge=576, le=65_535)] = 1500
+    """The underlay MTU; stitched networks get this minus 50 bytes of VXLAN."""
+    next_hop: str = ""
+    """Underlay router toward peers beyond the device's subnet ("" = on-link only)."""
+    probe_port: Annotated[int, pydantic.Field(ge=1, le=65_535)] = 4800
+    """TCP port the gateway answers verify probes on, inside its namespace."""
+
+
+@dataclass(frozen=True, slots=True)
 class ImageSettings:
     dir: str = ""
     """Where this site keeps image files it serves and receives (with the openstack driver:
@@ -126,6 +144,7 @@ class AgentSettings:
     openstack: OpenStackSettings = field(default_factory=OpenStackSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
     datapath: DatapathSettings = field(default_factory=DatapathSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
 
 ENV_PREFIX = "MERIDIAN_AGENT_"

@@ -184,8 +184,10 @@ def agent_kind(name: str) -> bool:
     observed = _KINDS.get((Space.OBSERVED, name))
     desired = _KINDS.get((Space.DESIRED, name))
     return (
-        observed is not None and observed.type is Status
-        and desired is not None and desired.type is Desired
+        observed is not None
+        and observed.type is Status
+        and desired is not None
+        and desired.type is Desired
     )
 
 
@@ -203,6 +205,11 @@ VNF_OBJECTS = _agent_objects(
     "controllers.vnfs", "image", "network", "subnet", "flavor", "server_group", "port", "server"
 )
 QUOTA = _agent_objects("controllers.quotasync", "quota")["quota"]
+STITCHING = _agent_objects(
+    "controllers.stitching", "gateway_endpoint", "network_stitch", "network_verify"
+)
+"""A site's gateway (its status carries the underlay address and MTU), its part of each
+stitched network, and a verify round's probes (its status carries the results)."""
 AGENT_ONLY = _agent_objects("agent", "keypair", "security_group")
 """Kinds an agent reconciles that no broker controller writes yet."""
 IMAGE_COPY = register(Space.OBSERVED, "imagecopy", CopyReport, "gateway.imagefeed")

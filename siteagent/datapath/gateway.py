@@ -95,6 +95,7 @@ class Gateway:
             k.set_routes(spec.tunnel_bridge, {r.destination: r.via for r in spec.routes})
         for bridge in {spec.bridge, spec.tunnel_bridge}:
             k.set_link(bridge, mtu=spec.mtu, state="up")
+        k.set_link(spec.bridge, ifalias=spec.network)  # found again by name after a restart
         log.info(
             "gateway %s: network %s (vni %d) applied",
             self.endpoint.namespace,
@@ -148,6 +149,13 @@ class Gateway:
         for name in ports + [n for n in mine if n not in ports]:
             k.delete_link(name)  # ports first: a bridge goes last
         log.info("gateway %s: network vni %d removed", self.endpoint.namespace, vni)
+
+    def vni_of_network(self, network: str) -> int | None:
+        """The VNI of the network whose site bridge carries ``network`` as its alias."""
+        for name, info in self.kernel.links().items():
+            if info["kind"] == "bridge" and info["alias"] == network:
+                return vni_of(name)
+        return None
 
     def destroy(self) -> None:
         """The namespace and everything in it (the underlay goes with it)."""

@@ -98,6 +98,7 @@ class Kernel:
                     "mtu": _attr(msg, "IFLA_MTU"),
                     "port": data.get("IFLA_VXLAN_PORT") if data is not None else None,
                     "local": data.get("IFLA_VXLAN_LOCAL") if data is not None else None,
+                    "alias": _attr(msg, "IFLA_IFALIAS") or "",
                 }
         return out
 

@@ -29,7 +29,6 @@ from siteagent import errors
 from siteagent.hardware import sysfs
 
 
-
 @dataclass(frozen=True, slots=True)
 class PagePool:
     total: int

@@ -1,0 +1,197 @@
+"""``/v1/networks`` with the stitching controller running on the same in-memory store.
+
+The agents are played at our own seam: a loop that answers every ``network_stitch`` and
+``network_verify`` desired object with the status an agent would report (what the real
+agent does to the kernel is proven in tests/integration/test_datapath_netns.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from broker.controllers.stitching import ENDPOINT, ENDPOINT_NAME, STITCH, VERIFY
+from broker.controllers.stitching import StitchingController
+from broker.models import objects
+from broker.settings import StitchingSettings
+from broker.stitching.ledger import HELD, RECORDS
+from broker.store import keys
+from broker.store.memory import MemoryStore
+from tests.unit.broker.api.apitest_support import ADMIN, MEMBER, assert_problem, client_for
+
+SITES = ["east", "west", "north"]
+SETTINGS = StitchingSettings(
+    supernets={"*": ("10.50.0.0/23",)}, external_prefixes=("10.50.1.0/25",)
+)
+
+
+async def seed(store: MemoryStore, *, without_gateway: str = "") -> int:
+    await store.put(keys.LEADER, b"broker-test-1")
+    kv = await store.get(keys.LEADER)
+    assert kv is not None
+    for i, site in enumerate([*SITES, "bare"]):
+        await store.put(keys.site(site), json.dumps({"id": site, "region": "eu"}).encode())
+        if site in ("bare", without_gateway):
+            status = objects.Status(
+                ENDPOINT,
+                ENDPOINT_NAME,
+                1,
+                objects.State.FAILED,
+                message="this site's agent has no stitching gateway",
+            )
+        else:
+            status = objects.Status(
+                ENDPOINT,
+                ENDPOINT_NAME,
+                1,
+                objects.State.READY,
+                outputs={"address": f"192.0.2.{i + 1}", "mtu": "1500"},
+            )
+        await store.put(keys.observed(site, ENDPOINT, ENDPOINT_NAME), status.encode())
+    return kv.create_revision
+
+
+async def agents(store: MemoryStore) -> None:
+    """Answer desired stitching objects as the sites' agents would."""
+    while True:
+        kvs, _ = await store.get_prefix(keys.DESIRED)
+        for kv in kvs:
+            site, kind, name = keys.split_object(kv.key)
+            if kind not in (STITCH, VERIFY):
+                continue
+            want = objects.Desired.decode(kv.value)
+            okey = keys.observed(site, kind, name)
+            seen = await store.get(okey)
+            if seen and objects.Status.decode(seen.value).observed_generation >= want.generation:
+                continue
+            outputs = {}
+            if kind == VERIFY and not want.deleted:
+                pairs = [
+                    {
+                        "source": site,
+                        "target": t,
+                        "address": a,
+                        "ok": True,
+                        "loss": 0.0,
+                        "rtt_ms": 0.1,
+                    }
+                    for t, a in want.spec["targets"]
+                ]
+                outputs = {"nonce": want.spec["nonce"], "results": json.dumps(pairs)}
+            state = objects.State.DELETED if want.deleted else objects.State.READY
+            status = objects.Status(kind, name, want.generation, state, outputs=outputs)
+            await store.put(okey, status.encode())
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def fed() -> AsyncIterator[tuple[MemoryStore, httpx.AsyncClient]]:
+    store = MemoryStore()
+    fence = await seed(store)
+    ctl = StitchingController(store, fence, SETTINGS)
+    tasks = [asyncio.create_task(ctl.run()), asyncio.create_task(agents(store))]
+    async with client_for(store) as client:
+        yield store, client
+    for t in tasks:
+        t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    await store.close()
+
+
+def body(name: str = "sync", **over: object) -> dict[str, object]:
+    return {"name": name, "tenant": "p-max", "type": "l2-stretched", "sites": SITES, **over}
+
+
+async def eventually(client: httpx.AsyncClient, url: str, want: str) -> dict[str, object]:
+    for _ in range(300):
+        resp = await client.get(url, headers=ADMIN)
+        if resp.status_code == 200 and resp.json()["state"] == want:
+            return dict(resp.json())
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{url} never became {want}: {resp.text}")
+
+
+async def test_create_verify_delete(fed: tuple[MemoryStore, httpx.AsyncClient]) -> None:
+    store, api = fed
+    resp = await api.post("/v1/networks", json=body(), headers=MEMBER)
+    assert resp.status_code == 201, resp.text
+    net = resp.json()
+    assert (net["cidr"], net["mtu"], net["route_target"]) == ("10.50.0.0/24", 1450, "64512:1")
+    assert [s["site"] for s in net["segments"]] == SITES
+    for site in SITES:
+        assert await store.get(keys.desired(site, STITCH, "sync")) is not None
+    shown = await eventually(api, "/v1/networks/sync", "READY")
+    assert shown["site_status"] == dict.fromkeys(SITES, "READY")
+    listed = (await api.get("/v1/networks", headers=MEMBER)).json()["networks"]
+    assert [n["id"] for n in listed] == ["sync"]
+
+    checked = await api.post("/v1/networks/sync/verify", headers=MEMBER)
+    assert checked.status_code == 200, checked.text
+    report = checked.json()
+    assert report["ok"] and report["missing"] == [] and len(report["pairs"]) == 6
+
+    assert (await api.delete("/v1/networks/sync", headers=MEMBER)).status_code == 202
+    for _ in range(300):
+        if await store.get(keys.network("sync")) is None:
+            break
+        await asyncio.sleep(0.02)
+    assert await store.get(keys.network("sync")) is None
+    assert (await store.get_prefix(RECORDS))[0] == []  # the allocation is given back
+    left, _ = await store.get_prefix(keys.desired("east"))
+    assert [kv.key for kv in left] == [keys.desired("east", ENDPOINT, ENDPOINT_NAME)]
+
+
+@pytest.mark.parametrize(
+    ("over", "status", "field", "says"),
+    [
+        ({"sites": ["east", "mars"]}, 422, "sites", "not registered: mars"),
+        ({"sites": ["east", "bare"]}, 422, "sites", "site bare has no gateway endpoint"),
+        ({"mtu": 40}, 422, "mtu", "below the VXLAN tunnel overhead"),
+        ({"mtu": 1480}, 422, "mtu", "at most 1450"),
+        ({"cidr": "10.50.1.0/26"}, 409, None, "overlaps 10.50.1.0/25 (external)"),
+        ({"type": "l2"}, 422, "type", "is not one of"),
+        ({"cidr": "10.50.0.0/30"}, 422, None, "a network needs a /29 or larger"),
+    ],
+)
+async def test_bad_input_is_refused_and_leaves_nothing(
+    fed: tuple[MemoryStore, httpx.AsyncClient],
+    over: dict[str, object],
+    status: int,
+    field: str | None,
+    says: str,
+) -> None:
+    store, api = fed
+    resp = await api.post("/v1/networks", json=body(**over), headers=MEMBER)
+    assert_problem(resp, status, field=field, detail_has=says)
+    assert (await store.get_prefix(keys.NETWORKS))[0] == []
+    assert (await store.get_prefix(RECORDS))[0] == []
+    assert (await store.get_prefix(HELD))[0] == []
+    desired, _ = await store.get_prefix(keys.DESIRED)
+    assert [kv.key for kv in desired if STITCH in kv.key] == []
+
+
+async def test_exhaustion_says_what_is_left_and_a_name_is_taken_once(
+    fed: tuple[MemoryStore, httpx.AsyncClient],
+) -> None:
+    _, api = fed
+    assert (await api.post("/v1/networks", json=body("a"), headers=MEMBER)).status_code == 201
+    again = await api.post("/v1/networks", json=body("a"), headers=MEMBER)
+    assert_problem(again, 409, detail_has="already exists")
+    full = await api.post("/v1/networks", json=body("b"), headers=MEMBER)
+    assert_problem(full, 409, detail_has="no free /24 in 10.50.0.0/23 (free there: 128 addresses")
+    small = await api.post("/v1/networks", json=body("c", cidr="/26"), headers=MEMBER)
+    assert small.status_code == 201 and small.json()["cidr"] == "10.50.1.128/26"
+
+
+async def test_a_member_cannot_create_for_another_tenant(
+    fed: tuple[MemoryStore, httpx.AsyncClient],
+) -> None:
+    _, api = fed
+    resp = await api.post("/v1/networks", json=body(tenant="p-other"), headers=MEMBER)
+    assert_problem(resp, 403)

@@ -15,7 +15,7 @@ from broker.api.auth import Authenticator
 from broker.api.deps import ApiState
 from broker.api.guard import Guard
 from broker.api.metrics import ApiMetrics, MetricsMiddleware
-from broker.api.routes import events, images, networks, ops, pki, quotas, sites, vnfs
+from broker.api.routes import datapath, events, images, networks, ops, pki, quotas, sites, vnfs
 from broker.settings import BrokerSettings
 from broker.store.protocol import Store
 
@@ -42,6 +42,6 @@ def create_app(
     app.add_middleware(Guard, auth=auth, max_body_bytes=settings.api.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=api_metrics)
     problems.install(app, schemas.allowed_fields())
-    for module in (sites, events, pki, ops, vnfs, quotas, images, networks):
+    for module in (sites, datapath, events, pki, ops, vnfs, quotas, images, networks):
         app.include_router(module.router)
     return app

@@ -144,6 +144,9 @@ class Api:
     def post(self, path: str, body: Any) -> Any:
         return self.request("POST", path, json=body)
 
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, json=body)
+
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 

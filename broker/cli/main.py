@@ -23,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(sites.app, name="sites", help="Register and inspect sites.")
+app.add_typer(sites.app, name="site", hidden=True)  # `meridian site datapath set ...` reads well
 app.add_typer(pki.app, name="pki", help="Certificates: CA, brokers, sites, revocation.")
 app.add_typer(serve.app, name="broker", help="Run a broker replica.")
 app.add_typer(dev.app, name="dev", help="A local federation for development and tests.")

@@ -6,9 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
-from broker.cli import client, output
+from broker.cli import client, datapath, output
 
 app = typer.Typer(no_args_is_help=True, help="Register and inspect sites.")
+app.add_typer(datapath.app, name="datapath")
 
 LIST_COLUMNS = ["id", "region", "zone", "health", "replica", "last_heartbeat_ms", "protocol"]
 LIST_HEADERS = {"last_heartbeat_ms": "LAST HEARTBEAT"}

@@ -22,7 +22,8 @@ FileOpt = Annotated[
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="The VNF id.")]
 
 
-def _load(path: Path) -> Any:
+def load_file(path: Path) -> Any:
+    """A YAML or JSON file as data; a usage error naming the file when it is not."""
     try:
         return yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -47,7 +48,7 @@ def create(
     token: client.Token = None,
 ) -> None:
     """Ask the broker to place a VNF described by ``--file``."""
-    body = _load(file)
+    body = load_file(file)
     path = "/v1/vnfs?dry_run=true" if dry_run else "/v1/vnfs"
     with client.errors_exit():
         answer = client.connect(api_url, token).post(path, body)
@@ -139,7 +140,7 @@ def delete(vnf_id: IdArg, api_url: client.ApiUrl = None, token: client.Token = N
 @app.command("latency-set")
 def latency_set(file: FileOpt, api_url: client.ApiUrl = None, token: client.Token = None) -> None:
     """Register the site latency matrix (``entries: [{a, b, ms}]``; admin)."""
-    body = _load(file)
+    body = load_file(file)
     with client.errors_exit():
         answer = client.connect(api_url, token).request("PUT", "/v1/latency", json=body)
     output.out.print(f"latency matrix: {answer['entries']} entries")

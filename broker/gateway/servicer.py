@@ -30,7 +30,7 @@ from meridian.v1 import agent_pb2 as pb
 from meridian.v1 import agent_pb2_grpc as pb_grpc
 
 from broker import errors
-from broker.gateway import convert, version
+from broker.gateway import convert, datapathevents, version
 from broker.gateway.admission import Admission, Ticket
 from broker.gateway import feeds
 from broker.gateway.feeds import ReplicaLease, Revocations
@@ -334,6 +334,9 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             return
         key = keys.observed(session.site, st.kind, st.name)
         pending[key] = convert.status_from_wire(st, now_ms()).encode()
+        event = datapathevents.event_for(session.site, st)
+        if event is not None:
+            pending[keys.event(event.id)] = codec.encode(event)
 
     async def _heartbeat(
         self, session: Session, hb: pb.Heartbeat, pending: dict[str, bytes]

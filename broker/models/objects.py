@@ -210,6 +210,8 @@ STITCHING = _agent_objects(
 )
 """A site's gateway (its status carries the underlay address and MTU), its part of each
 stitched network, and a verify round's probes (its status carries the results)."""
+DATAPATH = _agent_objects("api.datapath", "datapath")["datapath"]
+"""``desired/<site>/datapath/host``: the site's data-path profile, written by the API."""
 AGENT_ONLY = _agent_objects("agent", "keypair", "security_group")
 """Kinds an agent reconciles that no broker controller writes yet."""
 IMAGE_COPY = register(Space.OBSERVED, "imagecopy", CopyReport, "gateway.imagefeed")

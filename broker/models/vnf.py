@@ -67,6 +67,8 @@ class ConnectionPoint(_Model):
     name: Name
     virtual_link: Name
     vnic_type: Literal["normal", "direct", "direct-physical", "macvtap"] = "normal"
+    data_path: Literal["sriov", "ovs-dpdk", "kernel"] | None = None
+    """The data path the port needs from its host; None = any."""
 
     @property
     def needs_vf(self) -> bool:
@@ -192,13 +194,16 @@ class Need:
     """(physnet, VFs), sorted."""
     vfs_local: bool = True
     """VFs must sit on the NUMA cell of the cores."""
+    data_paths: tuple[str, ...] = ()
+    """The data paths (``sriov``, ``ovs-dpdk``, ``kernel``) its ports ask of the host."""
 
     def describe(self) -> str:
         cpus = f"{self.vcpus} {'pinned cores' if self.dedicated else 'vCPUs'}"
         pages = f" in {self.page_size_kb // 1024} MiB pages" if self.page_size_kb else ""
         vfs = "".join(f", {n} VFs on {net}" for net, n in self.vfs)
         where = "one NUMA node" if self.vfs_local or not self.vfs else "one host"
-        return f"{cpus}, {self.memory_mb} MiB{pages}{vfs} on {where}"
+        paths = f", data path {'+'.join(self.data_paths)}" if self.data_paths else ""
+        return f"{cpus}, {self.memory_mb} MiB{pages}{vfs}{paths} on {where}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +231,7 @@ def need_of(desc: Descriptor, vdu: Vdu) -> Need:
         page_size_kb=vc.page_size_kb,
         vfs=tuple(sorted(vfs.items())),
         vfs_local=vc.numa_affinity == "required",
+        data_paths=tuple(sorted({cp.data_path for cp in vdu.connection_points if cp.data_path})),
     )
 
 
@@ -335,6 +341,12 @@ def _check_references(desc: Descriptor) -> None:
                 raise errors.InvalidInput(
                     f"{where}.vnic_type",
                     f"{cp.vnic_type} needs a VF: link {found.name!r} has no physnet",
+                )
+            if (cp.data_path == "sriov") != cp.needs_vf and cp.data_path is not None:
+                raise errors.InvalidInput(
+                    f"{where}.data_path",
+                    f"data_path {cp.data_path} does not go with vnic_type {cp.vnic_type}"
+                    " (sriov needs direct, direct-physical or macvtap; the others need normal)",
                 )
         red = vdu.redundancy
         if red.model == "n+k" and red.k < 1:

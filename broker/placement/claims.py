@@ -153,6 +153,24 @@ def fits(host: HostView, need: Need, member: str) -> Claim | None:
     return next(options(host, need, member), None)
 
 
+DATA_PATH_TRAITS = {"ovs-dpdk": "CUSTOM_OVS_DPDK", "sriov": "CUSTOM_SRIOV"}
+"""The host trait (reported by the site's agent) that offers each accelerated data path."""
+
+
+def missing_data_paths(host: HostView, need: Need) -> list[str]:
+    """The data paths ``need`` asks that ``host`` does not offer (``kernel``: every host;
+    ``sriov``: its trait, or VF pools the inventory reports)."""
+    missing = []
+    for path in need.data_paths:
+        trait = DATA_PATH_TRAITS.get(path)
+        if trait is None or host.traits.get(trait) == "true":
+            continue
+        if path == "sriov" and any(c.vfs for c in host.cells):
+            continue
+        missing.append(path)
+    return missing
+
+
 def options(host: HostView, need: Need, member: str) -> Iterator[Claim]:
     """Every distinct way ``host`` can hold ``need``: one claim per cell that fits.
 
@@ -161,6 +179,8 @@ def options(host: HostView, need: Need, member: str) -> Iterator[Claim]:
     where the cells' positions matter. Lazy: the signature of a cell is only computed
     when the caller asks for another claim, so taking the first one costs nothing extra.
     """
+    if need.data_paths and missing_data_paths(host, need):
+        return
     offered: set[tuple[object, ...]] = set()
     symmetric = need.vfs_local or not need.vfs
     for cell in host.cells:
@@ -186,8 +206,10 @@ def signature(cell: Cell) -> tuple[object, ...]:
 
 
 def host_signature(host: HostView) -> tuple[object, ...]:
-    """A host's free counters cell by cell (cell ids included)."""
-    return tuple((c.id, *signature(c)) for c in host.cells)
+    """A host's free counters cell by cell (cell ids included), and the data paths it
+    offers (two hosts alike but for those are not interchangeable)."""
+    paths = tuple(t for t in DATA_PATH_TRAITS.values() if host.traits.get(t) == "true")
+    return (paths, *((c.id, *signature(c)) for c in host.cells))
 
 
 def on_cell(host: HostView, cell: Cell, need: Need, member: str) -> Claim | None:
@@ -234,6 +256,10 @@ def _vf_fit(host: HostView, cell: Cell, need: Need) -> tuple[tuple[str, int, int
 
 def why_not(host: HostView, need: Need) -> str:
     """Why no cell of ``host`` fits ``need``, cell by cell."""
+    missing = missing_data_paths(host, need) if need.data_paths else []
+    if missing:
+        traits = ", ".join(DATA_PATH_TRAITS.get(p, p) for p in missing)
+        return f"no {' or '.join(missing)} data path on this host ({traits} not offered)"
     parts = []
     for cell in host.cells:
         short = []

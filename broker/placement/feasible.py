@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from broker.models.vnf import LocationBound, Need, Vdu
+from broker.placement import claims as cl
 from broker.placement.snapshot import BoolArray, SiteView, Snapshot
 
 
@@ -182,6 +183,41 @@ class VfChecker:
         return "SR-IOV VFs short"
 
 
+class DataPathChecker:
+    """Some host of the site offers every data path the member's ports ask for
+    (``claims.missing_data_paths``: the traits the site's agent reports, such as
+    ``CUSTOM_OVS_DPDK`` once a userspace OVS bridge is applied)."""
+
+    name = "data-path"
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[tuple[str, ...], int], BoolArray] = {}
+
+    def feasible(self, snap: Snapshot, ask: Ask) -> BoolArray:
+        paths = ask.need.data_paths
+        if not paths:
+            return np.ones(len(snap.order), dtype=bool)
+        key = (paths, snap.version)
+        mask = self._cache.get(key)
+        if mask is None:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            mask = np.array([self._offered(s, ask) for s in snap.order], dtype=bool)
+            self._cache[key] = mask
+        return mask
+
+    @staticmethod
+    def _offered(site: SiteView, ask: Ask) -> bool:
+        return any(not cl.missing_data_paths(h, ask.need) for h in site.hosts)
+
+    def reason(self, snap: Snapshot, ask: Ask, site: SiteView) -> str:
+        wanted = ", ".join(
+            f"{p} ({cl.DATA_PATH_TRAITS[p]})" if p in cl.DATA_PATH_TRAITS else p
+            for p in ask.need.data_paths
+        )
+        return f"no host offers the data path {wanted}"
+
+
 def default_checkers() -> list[Checker]:
     return [
         SiteUpChecker(),
@@ -190,6 +226,7 @@ def default_checkers() -> list[Checker]:
         CoresChecker(),
         MemoryChecker(),
         VfChecker(),
+        DataPathChecker(),
     ]
 
 

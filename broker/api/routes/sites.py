@@ -33,6 +33,9 @@ def _check_id(site_id: str) -> str:
     return site_id
 
 
+check_id = _check_id  # for the routes below /v1/sites/{id}/ that live in their own module
+
+
 @router.post("", status_code=201)
 async def register(body: schemas.SiteIn, state: deps.State, who: deps.Admin) -> JSONResponse:
     spec = SiteSpec(

@@ -12,6 +12,7 @@ from broker.cli import dev, pki, serve
 from broker.cli import events as events_cmd
 from broker.cli import image as image_cmd
 from broker.cli import leader as leader_cmd
+from broker.cli import network as network_cmd
 from broker.cli import quota as quota_cmd
 from broker.cli import sites
 from broker.cli import vnf as vnf_cmd
@@ -30,6 +31,7 @@ app.add_typer(dev.app, name="dev", help="A local federation for development and 
 app.add_typer(quota_cmd.app, name="quota", help="Show and set tenants' global quotas.")
 app.add_typer(vnf_cmd.app, name="vnf", help="Place and explain VNFs.")
 app.add_typer(image_cmd.app, name="image", help="Replicate images between sites.")
+app.add_typer(network_cmd.app, name="network", help="Stitch networks across sites; verify them.")
 app.command("events")(events_cmd.events)
 app.command("leader")(leader_cmd.leader)
 

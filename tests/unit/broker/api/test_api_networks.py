@@ -9,84 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from broker.controllers.stitching import ENDPOINT, ENDPOINT_NAME, STITCH, VERIFY
-from broker.controllers.stitching import StitchingController
-from broker.models import objects
-from broker.settings import StitchingSettings
+from broker.controllers.stitching import ENDPOINT, ENDPOINT_NAME, STITCH, StitchingController
 from broker.stitching.ledger import HELD, RECORDS
 from broker.store import keys
 from broker.store.memory import MemoryStore
+from tests.support.stitchfed import SETTINGS, SITES, agents, seed
 from tests.unit.broker.api.apitest_support import ADMIN, MEMBER, assert_problem, client_for
-
-SITES = ["east", "west", "north"]
-SETTINGS = StitchingSettings(
-    supernets={"*": ("10.50.0.0/23",)}, external_prefixes=("10.50.1.0/25",)
-)
-
-
-async def seed(store: MemoryStore, *, without_gateway: str = "") -> int:
-    await store.put(keys.LEADER, b"broker-test-1")
-    kv = await store.get(keys.LEADER)
-    assert kv is not None
-    for i, site in enumerate([*SITES, "bare"]):
-        await store.put(keys.site(site), json.dumps({"id": site, "region": "eu"}).encode())
-        if site in ("bare", without_gateway):
-            status = objects.Status(
-                ENDPOINT,
-                ENDPOINT_NAME,
-                1,
-                objects.State.FAILED,
-                message="this site's agent has no stitching gateway",
-            )
-        else:
-            status = objects.Status(
-                ENDPOINT,
-                ENDPOINT_NAME,
-                1,
-                objects.State.READY,
-                outputs={"address": f"192.0.2.{i + 1}", "mtu": "1500"},
-            )
-        await store.put(keys.observed(site, ENDPOINT, ENDPOINT_NAME), status.encode())
-    return kv.create_revision
-
-
-async def agents(store: MemoryStore) -> None:
-    """Answer desired stitching objects as the sites' agents would."""
-    while True:
-        kvs, _ = await store.get_prefix(keys.DESIRED)
-        for kv in kvs:
-            site, kind, name = keys.split_object(kv.key)
-            if kind not in (STITCH, VERIFY):
-                continue
-            want = objects.Desired.decode(kv.value)
-            okey = keys.observed(site, kind, name)
-            seen = await store.get(okey)
-            if seen and objects.Status.decode(seen.value).observed_generation >= want.generation:
-                continue
-            outputs = {}
-            if kind == VERIFY and not want.deleted:
-                pairs = [
-                    {
-                        "source": site,
-                        "target": t,
-                        "address": a,
-                        "ok": True,
-                        "loss": 0.0,
-                        "rtt_ms": 0.1,
-                    }
-                    for t, a in want.spec["targets"]
-                ]
-                outputs = {"nonce": want.spec["nonce"], "results": json.dumps(pairs)}
-            state = objects.State.DELETED if want.deleted else objects.State.READY
-            status = objects.Status(kind, name, want.generation, state, outputs=outputs)
-            await store.put(okey, status.encode())
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from broker.api import problems, schemas
+from broker.api import problems, refusals, schemas
 from broker.api.auth import Authenticator
 from broker.api.deps import ApiState
 from broker.api.guard import Guard
@@ -34,6 +34,7 @@ def create_app(
         title="Meridian broker API",
         version=VERSION,
         description="Register sites, follow events and manage agent certificates.",
+        responses=refusals.responses(),
     )
     app.state.api = ApiState(store=store, settings=settings, replica=replica, auth=auth)
     api_metrics = ApiMetrics()

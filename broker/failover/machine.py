@@ -1,0 +1,596 @@
+"""The failover state machine of one VNF: pure, driven by events and a clock.
+
+``step(vnf, event, now_ms)`` returns the VNF's next state and the actions the controller
+must carry out: role changes (written as fenced desired state), re-placements, deletions,
+usage to give back, and events to record. The VNF's phase is derived from its members
+(``phase_of``), so every phase change is exactly one recorded transition.
+
+A member lost (its site or host down, its server gone or failed for good) is acted on once
+its loss outlasts ``grace_s`` (a return within it changes nothing). Acting *condemns* the
+member: its wanted role becomes standby at once (so the desired state its site resumes
+with carries the demotion), the best ready standby is promoted (``promote: auto``), and a
+replacement is asked for (``restore: auto``) that joins as standby. The condemned member
+is deleted only once its replacement is READY, and its usage given back only once its
+site confirms the deletion (or the operator forgets the site).
+
+Invariants: in an active-standby group at most one member is wanted active, and a
+standby is promoted only when no other live member is wanted active — a planned switchover
+waits for the old active's demotion to be reported applied; a member is deleted only after
+its replacement is READY (or when it never served); one loss starts at most one failover:
+a condemned member's returns and new losses change nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from broker import errors
+
+ACTIVE, STANDBY = "active", "standby"
+
+
+class Phase(enum.StrEnum):
+    ACTIVE = "ACTIVE"  # every wanted member serves in its role
+    DEGRADED = "DEGRADED"  # serving, redundancy reduced, nothing under way to restore it
+    FAILING_OVER = "FAILING_OVER"  # a promotion is written, not yet reported applied
+    HEALING = "HEALING"  # replacements are being placed or built
+    FAILED = "FAILED"  # nothing serves and nothing is under way
+
+
+class Ev(enum.StrEnum):
+    """The event types a VNF's transitions record."""
+
+    PLACED = "vnf.placed"
+    ACTIVE = "vnf.active"
+    DEGRADED = "vnf.degraded"
+    MEMBER_LOST = "vnf.member_lost"
+    FAILOVER_STARTED = "vnf.failover_started"
+    FAILOVER_COMPLETED = "vnf.failover_completed"
+    HEALED = "vnf.healed"
+    FAILED = "vnf.failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A VNF's failover policy (the descriptor's ``redundancy.failover``, with settings)."""
+
+    model: str = "active-standby"
+    promote: str = "auto"
+    restore: str = "auto"
+    grace_ms: int = 0
+    ready_timeout_ms: int = 120_000
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member as the machine sees it; ``key`` (name@site) names it."""
+
+    name: str
+    site: str
+    host: str = ""
+    role: str = STANDBY
+    """The wanted role (what the desired state says)."""
+    applied_role: str = ""
+    """The role the agent last reported applied."""
+    ready: bool = False
+    lost_ms: int | None = None
+    """When its loss was first seen; ``None`` while it is not lost."""
+    lost_reason: str = ""
+    condemned: str = ""
+    """Why it is to go (lost, timeout, drain, failed); empty for a live member."""
+    replace_wanted: bool = False
+    """A replacement was asked for and has not been placed yet."""
+    replace_role: str = ""
+    released: bool = False
+    """Its usage was given back (its site was forgotten) before its replacement was READY."""
+    replaced_by: str = ""
+    deleting: bool = False
+    placed_ms: int = 0
+    attempts: int = 1
+    avoid_hosts: tuple[str, ...] = ()
+    avoid_sites: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.site}"
+
+    @property
+    def serving(self) -> bool:
+        return not self.condemned and self.lost_ms is None and self.ready
+
+
+@dataclass(frozen=True, slots=True)
+class Vnf:
+    id: str
+    policy: Policy
+    members: tuple[Member, ...]
+    wanted: int
+    """How many live members the descriptor wants."""
+    priority: int = 0
+    phase: Phase = Phase.ACTIVE
+    promote_after: str = ""
+    """Planned switchover: the standby to promote once the old active reports demotion."""
+    reason: str = ""
+
+    def member(self, key: str) -> Member:
+        for m in self.members:
+            if m.key == key:
+                return m
+        raise errors.NotFound("member", key)
+
+
+# -- events in ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """A member's site or host went down, or its server is gone or failed for good."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Back:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """The agent's report: the member's server is READY (or not), in ``role``."""
+
+    key: str
+    ready: bool
+    role: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """The replacement of ``for_key`` was committed (claims and desired objects)."""
+
+    for_key: str
+    site: str
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceFailed:
+    for_key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """The member's site confirmed its deletion, or the operator forgot the site."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """Operator: switch the active role over (to a standby at ``to_site`` if given)."""
+
+    to_site: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Heal:
+    """Operator: restore redundancy now (also after attempts ran out)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Operator: move every member off ``site`` (switch over first, delete when replaced)."""
+
+    site: str
+
+
+Event = Lost | Back | Observed | Placed | PlaceFailed | Deleted | Tick | Failover | Heal | Drain
+
+
+# -- actions out ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetRole:
+    key: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replace:
+    """Place a new member for ``key`` in ``role``, avoiding these sites and hosts."""
+
+    key: str
+    role: str
+    avoid_sites: tuple[str, ...]
+    avoid_hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Give back the member's usage (its site confirmed the deletion)."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    type: Ev
+    reason: str
+    at_ms: int
+
+
+Action = SetRole | Replace | Delete | Release | Record
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    vnf: Vnf
+    actions: tuple[Action, ...] = field(default=())
+
+
+class Refused(errors.InvalidInput):
+    """An operator control that cannot apply to this VNF as it stands."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("vnf", problem)
+
+
+# -- the machine ----------------------------------------------------------------------
+
+
+class _Run:
+    """One step's working copy: members by key, and the actions in order."""
+
+    def __init__(self, vnf: Vnf, now_ms: int) -> None:
+        self.vnf, self.now = vnf, now_ms
+        self.members = {m.key: m for m in vnf.members}
+        self.actions: list[Action] = []
+        self.promote_after = vnf.promote_after
+
+    def put(self, m: Member) -> None:
+        self.members[m.key] = m
+
+    def record(self, ev: Ev, reason: str) -> None:
+        self.actions.append(Record(ev, reason, self.now))
+
+    def set_role(self, m: Member, role: str) -> Member:
+        m = dataclasses.replace(m, role=role)
+        self.put(m)
+        self.actions.append(SetRole(m.key, role))
+        return m
+
+    def live(self) -> list[Member]:
+        return [m for m in self.members.values() if not m.condemned]
+
+    def others_wanted_active(self, key: str) -> list[Member]:
+        return [m for m in self.live() if m.role == ACTIVE and m.key != key]
+
+    def done(self) -> Outcome:
+        members = tuple(self.members.values())
+        vnf = dataclasses.replace(self.vnf, members=members, promote_after=self.promote_after)
+        phase, reason = phase_of(vnf)
+        if phase is not self.vnf.phase:
+            self.actions.extend(_transition(self.vnf.phase, phase, reason, self.now))
+        return Outcome(dataclasses.replace(vnf, phase=phase, reason=reason), tuple(self.actions))
+
+
+def step(vnf: Vnf, event: Event, now_ms: int) -> Outcome:
+    """The VNF after ``event`` at ``now_ms``, and what to do about it."""
+    run = _Run(vnf, now_ms)
+    if isinstance(event, Lost):
+        _lost(run, event)
+    elif isinstance(event, Back):
+        _back(run, event.key)
+    elif isinstance(event, Observed):
+        _observed(run, event)
+    elif isinstance(event, Placed):
+        _placed(run, event)
+    elif isinstance(event, PlaceFailed):
+        _place_failed(run, event)
+    elif isinstance(event, Deleted):
+        _deleted(run, event.key)
+    elif isinstance(event, Failover):
+        _switchover(run, event.to_site)
+    elif isinstance(event, Heal):
+        _heal(run)
+    elif isinstance(event, Drain):
+        _drain(run, event.site)
+    _expire(run)
+    _ensure_active(run)
+    return run.done()
+
+
+def _lost(run: _Run, event: Lost) -> None:
+    m = run.members.get(event.key)
+    if m is None or m.condemned or m.lost_ms is not None:
+        return  # unknown, already acted on (a flap), or its grace already runs
+    run.put(dataclasses.replace(m, lost_ms=run.now, lost_reason=event.reason))
+
+
+def _back(run: _Run, key: str) -> None:
+    m = run.members.get(key)
+    if m is None or m.condemned:
+        return  # a condemned member stays condemned: one loss, one failover
+    run.put(dataclasses.replace(m, lost_ms=None, lost_reason=""))
+
+
+def _expire(run: _Run) -> None:
+    """Act on losses whose grace ran out, and on replacements past their ready deadline."""
+    pol = run.vnf.policy
+    for m in list(run.members.values()):
+        if m.condemned:
+            continue
+        if m.lost_ms is not None and run.now - m.lost_ms >= pol.grace_ms:
+            _condemn(run, m, f"lost: {m.lost_reason}")
+        elif not m.ready and m.placed_ms and run.now - m.placed_ms >= pol.ready_timeout_ms:
+            _timed_out(run, m)
+
+
+def _ensure_active(run: _Run) -> None:
+    """``promote: auto``: when no live member is wanted active, promote the best standby."""
+    pol = run.vnf.policy
+    if pol.promote != "auto" or not _has_standby_model(run) or run.promote_after:
+        return
+    if not run.others_wanted_active(""):
+        _promote_best(run)
+
+
+def _condemn(run: _Run, m: Member, why: str) -> None:
+    """Act on the loss of ``m``: demote it and ask for its replacement."""
+    was_active = m.role == ACTIVE
+    m = dataclasses.replace(m, condemned=why)
+    run.put(m)
+    run.record(Ev.MEMBER_LOST, f"member {m.name} at {m.site}: {why}")
+    if was_active:
+        m = run.set_role(m, STANDBY)  # the lost site resumes with this demotion
+    if run.promote_after == m.key:
+        run.promote_after = ""  # the switchover's target is lost: promote another
+    _finish_switchover(run)
+    role = STANDBY if _has_standby_model(run) else ACTIVE
+    _want_replacement(run, m, role)
+
+
+def _has_standby_model(run: _Run) -> bool:
+    return run.vnf.policy.model in ("active-standby", "n+k")
+
+
+def _want_replacement(run: _Run, m: Member, role: str, *, manual: bool = False) -> None:
+    if run.vnf.policy.restore != "auto" and not manual:
+        return
+    avoid_sites = tuple(sorted({*m.avoid_sites, m.site}))
+    avoid_hosts = tuple(sorted({*m.avoid_hosts, m.host} - {""}))
+    m = dataclasses.replace(
+        m, replace_wanted=True, replace_role=role, avoid_sites=avoid_sites, avoid_hosts=avoid_hosts
+    )
+    run.put(m)
+    run.actions.append(Replace(m.key, role, avoid_sites, avoid_hosts))
+
+
+def _promote_best(run: _Run, to_site: str = "") -> Member | None:
+    """Promote the best serving standby (at ``to_site`` when given)."""
+    choices = [
+        m
+        for m in run.live()
+        if m.role == STANDBY and m.serving and (not to_site or m.site == to_site)
+    ]
+    if not choices or run.others_wanted_active(""):
+        return None  # never two wanted active
+    return run.set_role(min(choices, key=lambda m: (m.name, m.site)), ACTIVE)
+
+
+def _observed(run: _Run, event: Observed) -> None:
+    m = run.members.get(event.key)
+    if m is None:
+        return
+    m = dataclasses.replace(m, ready=event.ready, applied_role=event.role or m.applied_role)
+    run.put(m)
+    if event.ready and not m.condemned:
+        for old in list(run.members.values()):
+            if old.replaced_by != m.key:
+                continue
+            if old.released:
+                del run.members[old.key]
+            elif not old.deleting:
+                run.put(dataclasses.replace(old, deleting=True))
+                run.actions.append(Delete(old.key))
+    _finish_switchover(run)
+
+
+def _finish_switchover(run: _Run) -> None:
+    """Once no reachable member reports the active role, promote the switchover's target."""
+    if run.promote_after and _demoted(run):
+        target = run.members.get(run.promote_after)
+        run.promote_after = ""
+        if target is not None and target.serving and not run.others_wanted_active(""):
+            run.set_role(target, ACTIVE)
+
+
+def _demoted(run: _Run) -> bool:
+    """No reachable member still reports the active role."""
+    return all(
+        m.applied_role != ACTIVE
+        for m in run.members.values()
+        if m.lost_ms is None and m.ready and not m.released
+    )
+
+
+def _placed(run: _Run, event: Placed) -> None:
+    old = run.members.get(event.for_key)
+    if old is None or not old.replace_wanted:
+        return
+    timed_out = old.condemned == "timeout"
+    new = Member(
+        old.name,
+        event.site,
+        event.host,
+        role=old.replace_role or STANDBY,
+        placed_ms=run.now,
+        attempts=old.attempts + 1 if timed_out else 1,
+        avoid_hosts=old.avoid_hosts if timed_out else (),
+        avoid_sites=old.avoid_sites if timed_out else (),
+    )
+    if new.key == old.key:
+        run.put(new)  # another host at the same site: the same server, a new generation
+        return
+    old = dataclasses.replace(old, replace_wanted=False, replaced_by=new.key)
+    run.put(old)
+    run.put(new)
+    if timed_out and not old.deleting:
+        run.put(dataclasses.replace(old, deleting=True))  # it never served: no need to wait
+        run.actions.append(Delete(old.key))
+
+
+def _place_failed(run: _Run, event: PlaceFailed) -> None:
+    old = run.members.get(event.for_key)
+    if old is None or not old.replace_wanted:
+        return
+    run.put(dataclasses.replace(old, replace_wanted=False))
+    run.record(Ev.DEGRADED, f"no replacement for {old.name}: {event.reason}")
+
+
+def _timed_out(run: _Run, m: Member) -> None:
+    """A member not READY by its deadline: re-place it (its host, then its site excluded)."""
+    if m.attempts >= run.vnf.policy.max_attempts:
+        run.put(dataclasses.replace(m, condemned="failed", placed_ms=0))
+        run.record(
+            Ev.MEMBER_LOST, f"member {m.name} at {m.site}: not READY after {m.attempts} attempts"
+        )
+        return
+    avoid_hosts = tuple(sorted({*m.avoid_hosts, m.host} - {""}))
+    avoid_sites = m.avoid_sites if m.attempts < 2 else tuple(sorted({*m.avoid_sites, m.site}))
+    m = dataclasses.replace(
+        m,
+        condemned="timeout",
+        replace_wanted=True,
+        replace_role=m.role,
+        avoid_hosts=avoid_hosts,
+        avoid_sites=avoid_sites,
+    )
+    run.put(m)
+    run.record(Ev.MEMBER_LOST, f"member {m.name} at {m.site}: not READY in time")
+    run.actions.append(Replace(m.key, m.role, avoid_sites, avoid_hosts))
+
+
+def _deleted(run: _Run, key: str) -> None:
+    m = run.members.get(key)
+    if m is None or not m.condemned or m.released:
+        return
+    run.actions.append(Release(key))
+    replacement = run.members.get(m.replaced_by)
+    if m.replace_wanted or (replacement is not None and not replacement.ready):
+        run.put(dataclasses.replace(m, released=True))  # kept until its replacement is READY
+    else:
+        del run.members[key]
+
+
+def _switchover(run: _Run, to_site: str) -> None:
+    if not _has_standby_model(run):
+        raise Refused(f"a {run.vnf.policy.model} VNF has no standby to switch over to")
+    if run.promote_after:
+        raise Refused("a switchover is already under way")
+    standby = [
+        m
+        for m in run.live()
+        if m.role == STANDBY and m.serving and (not to_site or m.site == to_site)
+    ]
+    if not standby:
+        where = f" at {to_site}" if to_site else ""
+        raise Refused(f"no ready standby{where} to promote")
+    for a in run.others_wanted_active(""):
+        run.set_role(a, STANDBY)  # demote first; promote when it reports the demotion
+    target = min(standby, key=lambda m: (m.name, m.site))
+    if _demoted(run):
+        run.set_role(target, ACTIVE)
+    else:
+        run.promote_after = target.key
+
+
+def _heal(run: _Run) -> None:
+    wanting = [
+        m
+        for m in run.members.values()
+        if m.condemned and not m.replace_wanted and not m.replaced_by
+    ]
+    if not wanting:
+        raise Refused("nothing to heal: every lost member is replaced or being replaced")
+    for m in wanting:
+        if m.condemned == "failed":
+            m = dataclasses.replace(m, attempts=0, condemned="timeout")
+            run.put(m)
+        _want_replacement(run, m, m.replace_role or m.role, manual=True)
+
+
+def _drain(run: _Run, site: str) -> None:
+    on_site = [m for m in run.live() if m.site == site]
+    if any(m.role == ACTIVE for m in on_site) and _has_standby_model(run):
+        try:
+            _switchover(run, "")
+        except Refused:
+            pass  # no standby elsewhere: it serves until its replacement can take over
+    for m in on_site:
+        m = dataclasses.replace(run.members[m.key], condemned="drain")
+        run.put(m)
+        _want_replacement(run, m, STANDBY if _has_standby_model(run) else m.role, manual=True)
+
+
+# -- phases ---------------------------------------------------------------------------
+
+
+def phase_of(vnf: Vnf) -> tuple[Phase, str]:
+    """The phase the members put the VNF in, and why."""
+    live = [m for m in vnf.members if not m.condemned]
+    serving_active = [m for m in live if m.serving and m.role == ACTIVE]
+    promoting = vnf.promote_after or any(
+        m.role == ACTIVE and m.ready and m.applied_role != ACTIVE for m in live
+    )
+    healing = [m for m in vnf.members if m.replace_wanted] + [
+        m for m in live if not m.ready and m.lost_ms is None
+    ]
+    reduced = len([m for m in live if m.serving]) < vnf.wanted
+    in_grace = [m for m in live if m.lost_ms is not None]
+    if promoting:
+        return Phase.FAILING_OVER, "promoting a standby"
+    if healing:
+        return Phase.HEALING, f"restoring {', '.join(sorted({m.name for m in healing}))}"
+    if in_grace:
+        names = ", ".join(sorted(m.name for m in in_grace))
+        return Phase.DEGRADED, f"lost, within grace: {names}"
+    if not serving_active and any(m.serving for m in live):
+        return Phase.DEGRADED, "no active member: a standby awaits promotion (promote: manual)"
+    if not serving_active:
+        return Phase.FAILED, "no member serves and none is being restored"
+    if reduced:
+        lost = sorted(m.name for m in vnf.members if m.condemned and not m.replaced_by)
+        return Phase.DEGRADED, f"redundancy reduced: {', '.join(lost) or 'members down'}"
+    return Phase.ACTIVE, ""
+
+
+def _transition(old: Phase, new: Phase, reason: str, now: int) -> Iterable[Record]:
+    if old is Phase.FAILING_OVER:
+        yield Record(Ev.FAILOVER_COMPLETED, "the promoted member reports its role", now)
+    if new is Phase.FAILING_OVER:
+        yield Record(Ev.FAILOVER_STARTED, reason, now)
+    elif new is Phase.ACTIVE:
+        if old in (Phase.HEALING, Phase.DEGRADED, Phase.FAILED):
+            yield Record(Ev.HEALED, "redundancy restored", now)
+        yield Record(Ev.ACTIVE, "", now)
+    elif new is Phase.FAILED:
+        yield Record(Ev.FAILED, reason, now)
+    elif old is Phase.ACTIVE or new is Phase.DEGRADED:
+        yield Record(Ev.DEGRADED, reason, now)

@@ -1,0 +1,65 @@
+"""Re-placement order and bounds: priority first, N federation-wide, M per site (issue 10)."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.failover.limits import Recoveries, Request
+
+
+def test_priority_then_oldest_first() -> None:
+    rec = Recoveries(total=10, per_site=10)
+    rec.ask(Request(vnf="low", member="m", priority=0, asked_ms=1))
+    rec.ask(Request(vnf="high", member="m", priority=9, asked_ms=5))
+    rec.ask(Request(vnf="old", member="m", priority=0, asked_ms=0))
+    order = [r.vnf for r in iter(rec.next, None)]
+    assert order == ["high", "old", "low"]
+
+
+def test_federation_wide_limit() -> None:
+    rec = Recoveries(total=2, per_site=4)
+    for i in range(5):
+        rec.ask(Request(vnf=f"v{i}", member="m"))
+    got = [rec.next(), rec.next(), rec.next()]
+    assert got[2] is None and rec.running() == 2 and rec.queued() == 3
+    assert got[0] is not None
+    rec.finish(got[0].vnf, got[0].member)
+    assert rec.next() is not None and rec.running() == 2
+    assert rec.peak == 2
+
+
+def test_per_site_limit_and_requeue() -> None:
+    rec = Recoveries(total=10, per_site=1)
+    rec.ask(Request(vnf="a", member="m"))
+    rec.ask(Request(vnf="b", member="m"))
+    a, b = rec.next(), rec.next()
+    assert a is not None and b is not None
+    assert rec.target("a", "m", "s1")
+    assert not rec.target("b", "m", "s1"), "s1 is full"
+    assert rec.open_sites(["s1", "s2"]) == ["s2"]
+    rec.requeue(b)
+    assert rec.running() == 1 and rec.queued() == 1
+    rec.finish("a", "m")
+    assert rec.at_site("s1") == 0 and rec.site_open("s1")
+
+
+def test_moving_target_frees_the_old_slot() -> None:
+    rec = Recoveries(total=4, per_site=1)
+    rec.ask(Request(vnf="a", member="m"))
+    assert rec.next() is not None
+    assert rec.target("a", "m", "s1") and rec.target("a", "m", "s2")
+    assert rec.at_site("s1") == 0 and rec.at_site("s2") == 1
+
+
+def test_duplicates_and_cancel() -> None:
+    rec = Recoveries()
+    rec.ask(Request(vnf="a", member="m"))
+    rec.ask(Request(vnf="a", member="m"))
+    assert rec.queued() == 1
+    rec.cancel("a", "m")
+    assert rec.next() is None
+
+
+def test_bad_limits_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Recoveries(total=0)

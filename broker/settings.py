@@ -122,6 +122,22 @@ class HealthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FailoverSettings:
+    max_replacements: Annotated[int, pydantic.Field(ge=1)] = 32
+    """Re-placements under way at once, federation-wide, after site or host losses."""
+    max_per_site: Annotated[int, pydantic.Field(ge=1)] = 4
+    """Re-placements under way at once onto one target site."""
+
+
+@dataclass(frozen=True, slots=True)
+class VnfSettings:
+    ready_timeout_s: Annotated[float, pydantic.Field(gt=0)] = 120.0
+    """A placed member not READY within this is re-placed (its host, then its site avoided)."""
+    max_attempts: Annotated[int, pydantic.Field(ge=1)] = 3
+    """Placements of one member before it is given up (the VNF keeps serving, DEGRADED)."""
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaSettings:
     headroom: Mapping[str, Annotated[int, pydantic.Field(ge=0)]] = field(default_factory=dict)
     """Per resource class, added to every quota limit pushed to a site (absorbs the lag of
@@ -189,6 +205,8 @@ class BrokerSettings:
     health: HealthSettings = field(default_factory=HealthSettings)
     quota: QuotaSettings = field(default_factory=QuotaSettings)
     stitching: StitchingSettings = field(default_factory=StitchingSettings)
+    failover: FailoverSettings = field(default_factory=FailoverSettings)
+    vnf: VnfSettings = field(default_factory=VnfSettings)
 
 
 ENV_PREFIX = "MERIDIAN_"

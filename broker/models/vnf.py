@@ -91,6 +91,21 @@ class VirtualCompute(_Model):
         return {"none": 0, "2MB": 2048, "1GB": 1048576}[self.hugepage_size]
 
 
+class FailoverPolicy(_Model):
+    """What the broker does when a member's site or host is lost (issue 10).
+
+    ``promote``: auto — the best ready standby is made active as soon as the loss outlasts
+    ``grace_s``; manual — it waits for ``meridian vnf failover``. ``restore``: auto — each
+    lost member is re-placed on a surviving site (it joins as standby); manual — it waits
+    for ``meridian vnf heal``. ``grace_s``: a member back within it is not failed over
+    (0: act on the site's DOWN event, which site health already debounces).
+    """
+
+    promote: Literal["auto", "manual"] = "auto"
+    restore: Literal["auto", "manual"] = "auto"
+    grace_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
+
+
 class Redundancy(_Model):
     """single; active-standby (2); n+k (n active, k standby); active-active on ≥ min_sites."""
 
@@ -98,6 +113,7 @@ class Redundancy(_Model):
     n: Annotated[int, Field(ge=1, le=64)] = 1
     k: Annotated[int, Field(ge=0, le=64)] = 0
     min_sites: Annotated[int, Field(ge=1, le=64)] = 1
+    failover: FailoverPolicy = FailoverPolicy()
 
     def roles(self) -> list[str]:
         if self.model == "active-standby":
@@ -170,6 +186,8 @@ class Descriptor(_Model):
         dict[Annotated[str, Field(max_length=63)], Text], Field(max_length=64)
     ] = {}
     preferences: Preferences = Preferences()
+    priority: Annotated[int, Field(ge=0, le=1000)] = 0
+    """Recovery order after a site loss: higher first (then the oldest loss)."""
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
@@ -387,6 +405,9 @@ class VnfState(enum.StrEnum):
     PENDING = "PENDING"  # accepted, not placed yet
     PLACED = "PLACED"  # claims committed, desired objects written
     ACTIVE = "ACTIVE"  # every member's server READY
+    DEGRADED = "DEGRADED"  # serving, redundancy reduced (a member lost, not yet restored)
+    FAILING_OVER = "FAILING_OVER"  # a standby's promotion written, not yet reported applied
+    HEALING = "HEALING"  # lost members being re-placed
     FAILED = "FAILED"  # no feasible plan, or a member failed; ``reason`` says why
     DELETING = "DELETING"
 

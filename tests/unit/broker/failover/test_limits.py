@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from broker.failover.limits import Recoveries, Request
+
+SAMPLE = Path(__file__).parents[4] / "deploy" / "samples" / "vnf" / "vfirewall.yaml"
 
 
 def test_priority_then_oldest_first() -> None:
@@ -63,3 +67,37 @@ def test_duplicates_and_cancel() -> None:
 def test_bad_limits_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Recoveries(total=0)
+
+
+def test_descriptor_policy_defaults_and_phase_fold() -> None:
+    from broker.failover import machine, policy
+    from broker.models import vnf as model
+    from broker.settings import BrokerSettings
+
+    text = SAMPLE.read_text()
+    desc = model.parse(text)
+    vdu = desc.vdus[0]
+    assert vdu.redundancy.failover == model.FailoverPolicy()
+    pol = policy.policy_of(vdu, BrokerSettings())
+    assert (pol.promote, pol.restore, pol.grace_ms) == ("auto", "auto", 0)
+    assert (pol.ready_timeout_ms, pol.max_attempts) == (120_000, 3)
+    assert desc.priority == 0
+    schema = model.schema()
+    assert "FailoverPolicy" in schema["$defs"]
+    assert "priority" in schema["properties"]
+    phases = [machine.Phase.ACTIVE, machine.Phase.HEALING, machine.Phase.DEGRADED]
+    assert policy.vnf_phase(phases) is model.VnfState.HEALING
+    assert policy.vnf_phase([]) is model.VnfState.ACTIVE
+
+
+def test_bad_failover_policy_names_the_field() -> None:
+    from broker import errors
+    from broker.models import vnf as model
+
+    data = model.load_text(SAMPLE.read_text())
+    data["vdus"][0]["redundancy"]["failover"] = {"promote": "sometimes"}
+    with pytest.raises(errors.InvalidInput, match=r"vdus\[0\]\.redundancy\.failover\.promote"):
+        model.parse(data)
+    data["vdus"][0]["redundancy"]["failover"] = {"grace_s": -1}
+    with pytest.raises(errors.InvalidInput, match="grace_s"):
+        model.parse(data)

@@ -1,0 +1,72 @@
+"""A VNF's failover machines from its descriptor, its record and the settings.
+
+A VNF runs one machine per VDU (each VDU has its own redundancy model and policy);
+``vnf_phase`` folds their phases into the VNF's state, the worst first. ``ROLE_KEY`` is
+where a member's role travels: in the server's desired spec (``metadata``) and back in
+the observed status's outputs.
+
+Invariant: the machines' members are exactly the record's members, keyed name@site.
+"""
+
+from __future__ import annotations
+
+from broker.failover import machine
+from broker.models import vnf as model
+from broker.settings import BrokerSettings
+
+ROLE_KEY = "meridian:role"
+"""The role key in a server's desired metadata and in its observed outputs (``role``)."""
+
+_WORST = (
+    machine.Phase.FAILED,
+    machine.Phase.FAILING_OVER,
+    machine.Phase.HEALING,
+    machine.Phase.DEGRADED,
+    machine.Phase.ACTIVE,
+)
+
+
+def policy_of(vdu: model.Vdu, settings: BrokerSettings) -> machine.Policy:
+    red = vdu.redundancy
+    return machine.Policy(
+        model=red.model,
+        promote=red.failover.promote,
+        restore=red.failover.restore,
+        grace_ms=int(red.failover.grace_s * 1000),
+        ready_timeout_ms=int(settings.vnf.ready_timeout_s * 1000),
+        max_attempts=settings.vnf.max_attempts,
+    )
+
+
+def machines(
+    record: model.VnfRecord, desc: model.Descriptor, settings: BrokerSettings
+) -> dict[str, machine.Vnf]:
+    """One machine per VDU, its members taken from the record."""
+    out: dict[str, machine.Vnf] = {}
+    for vdu in desc.vdus:
+        members = tuple(
+            machine.Member(
+                m.name,
+                m.site,
+                m.host,
+                role=m.role,
+                applied_role=m.role if m.state == "READY" else "",
+                ready=m.state == "READY",
+            )
+            for m in record.members
+            if m.vdu == vdu.name
+        )
+        out[vdu.name] = machine.Vnf(
+            record.id,
+            policy_of(vdu, settings),
+            members,
+            wanted=len(vdu.redundancy.roles()),
+            priority=desc.priority,
+        )
+    return out
+
+
+def vnf_phase(phases: list[machine.Phase]) -> model.VnfState:
+    """The VNF's state: the worst of its VDUs' phases."""
+    worst = min(phases, key=_WORST.index, default=machine.Phase.ACTIVE)
+    return model.VnfState(worst.value)

@@ -21,6 +21,7 @@ from broker.api import app as api_app
 from broker.api import auth as api_auth
 from broker.controllers.images import ImageController
 from broker.controllers.quotasync import QuotaMetrics, QuotaSyncController
+from broker.controllers.retention import EventRetention
 from broker.controllers.sitehealth import SiteHealthController
 from broker.controllers.stitching import StitchingController
 from broker.controllers.vnfs import VnfController
@@ -70,6 +71,7 @@ async def controllers(
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(SiteHealthController(store, settings, fence).run())
+                group.create_task(EventRetention(store, settings, fence).run())
                 quota_sync = QuotaSyncController(store, settings, fence, metrics=quota_metrics)
                 group.create_task(quota_sync.run())
                 group.create_task(VnfController(store, fence, headroom=headroom).run())

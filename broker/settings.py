@@ -138,6 +138,16 @@ class VnfSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EventSettings:
+    retain_seconds: Annotated[float, pydantic.Field(gt=0)] = 7 * 86400.0
+    """Events older than this are trimmed by the leader."""
+    retain_count: Annotated[int, pydantic.Field(ge=1)] = 100_000
+    """At most this many events are kept; the leader trims the oldest beyond it."""
+    trim_interval: Annotated[float, pydantic.Field(gt=0)] = 60.0
+    """Seconds between the leader's trims."""
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaSettings:
     headroom: Mapping[str, Annotated[int, pydantic.Field(ge=0)]] = field(default_factory=dict)
     """Per resource class, added to every quota limit pushed to a site (absorbs the lag of
@@ -203,6 +213,7 @@ class BrokerSettings:
     api: ApiSettings = field(default_factory=ApiSettings)
     election: ElectionSettings = field(default_factory=ElectionSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    events: EventSettings = field(default_factory=EventSettings)
     quota: QuotaSettings = field(default_factory=QuotaSettings)
     stitching: StitchingSettings = field(default_factory=StitchingSettings)
     failover: FailoverSettings = field(default_factory=FailoverSettings)

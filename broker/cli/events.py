@@ -36,6 +36,16 @@ def events(
     subject: Annotated[
         str | None, typer.Option(help="Only events about this subject (a site id, a serial).")
     ] = None,
+    site: Annotated[str | None, typer.Option(help="Only events about this site.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="Only events of this kind, e.g. site.down.")
+    ] = None,
+    since_ms: Annotated[
+        int | None, typer.Option("--since-ms", min=0, help="Only events at or after (unix ms).")
+    ] = None,
+    until_ms: Annotated[
+        int | None, typer.Option("--until-ms", min=0, help="Only events at or before (unix ms).")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 100,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new events (Ctrl-C stops).")
@@ -49,8 +59,9 @@ def events(
 ) -> None:
     """What happened in the federation: registrations, sites going up/down, revocations."""
     api = client.connect(api_url, token)
+    filters = {"subject": subject or site, "kind": kind, "since_ms": since_ms, "until_ms": until_ms}
     with client.errors_exit():
-        found = api.get("/v1/events", since=since, subject=subject, limit=limit)["events"]
+        found = api.get("/v1/events", since=since, limit=limit, **filters)["events"]
     if not follow:
         output.render(
             found,
@@ -69,6 +80,6 @@ def events(
                 last = str(event["id"])
             time.sleep(interval)
             with client.errors_exit():
-                found = api.get("/v1/events", since=last, subject=subject, limit=1000)["events"]
+                found = api.get("/v1/events", since=last, limit=1000, **filters)["events"]
     except KeyboardInterrupt:
         return

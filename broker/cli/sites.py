@@ -26,15 +26,43 @@ def parse_pairs(values: list[str] | None, option: str) -> dict[str, str]:
     return pairs
 
 
+PAGE = 1000  # sites per request while listing every one
+
+
+def fetch_sites(api: client.Api, limit: int | None, **filters: Any) -> list[dict[str, Any]]:
+    """The sites the filters match, page by page (the API's cursor), up to ``limit``."""
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while limit is None or len(found) < limit:
+        want = PAGE if limit is None else min(PAGE, limit - len(found))
+        page = api.get("/v1/sites", cursor=cursor, limit=want, **filters)
+        found += page["sites"]
+        if (cursor := page.get("next")) is None:
+            break
+    return found
+
+
 @app.command("list")
 def list_sites(
+    health: Annotated[
+        str | None, typer.Option(help="Only sites in this health: UP, DOWN or UNKNOWN.")
+    ] = None,
+    region: Annotated[str | None, typer.Option(help="Only sites of this region.")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="key=value; repeat: all must match.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many (default: every one).")
+    ] = None,
     output_format: output.OutputOpt = output.Format.table,
     api_url: client.ApiUrl = None,
     token: client.Token = None,
 ) -> None:
-    """Every registered site with its health and the replica holding its stream."""
+    """Registered sites with their health and the replica holding their stream."""
+    parse_pairs(label, "--label")  # a malformed pair is a usage error before any request
+    filters = {"health": health.upper() if health else None, "region": region, "label": label}
     with client.errors_exit():
-        sites = client.connect(api_url, token).get("/v1/sites")["sites"]
+        sites = fetch_sites(client.connect(api_url, token), limit, **filters)
     output.render(
         sites,
         output_format,

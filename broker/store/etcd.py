@@ -140,8 +140,14 @@ def translate(exc: BaseException, what: str) -> errors.BrokerError:
 
 def _raw_txn(client: Any, request: Any) -> Any:
     """``Txn`` returning the whole response (the client's helper drops the header)."""
+    return _raw(client, "Txn", request)
+
+
+def _raw(client: Any, method: str, request: Any) -> Any:
+    """One KV call by name (``Txn``, ``Range``) with the client's deadline and
+    credentials, its errors handled as the client's own methods handle them."""
     try:
-        return client.kvstub.Txn(
+        return getattr(client.kvstub, method)(
             request,
             client.timeout,
             credentials=client.call_credentials,
@@ -293,6 +299,36 @@ class EtcdStore:
         )
         kvs = sorted((self._kv(kv) for kv in response.kvs), key=lambda kv: kv.key)
         return kvs, int(response.header.revision)
+
+    async def get_range(
+        self,
+        prefix: str,
+        *,
+        after: str = "",
+        before: str = "",
+        limit: int = 0,
+        descending: bool = False,
+    ) -> tuple[list[p.KeyValue], int, int]:
+        start = self._key(prefix + after) + b"\0" if after else self._key(prefix)
+        end = (
+            self._key(prefix + before)
+            if before
+            else etcd_utils.prefix_range_end(self._key(prefix))
+        )
+        request = etcdrpc.RangeRequest(
+            key=start,
+            range_end=end,
+            limit=limit,
+            sort_order=(
+                etcdrpc.RangeRequest.DESCEND if descending else etcdrpc.RangeRequest.ASCEND
+            ),
+            sort_target=etcdrpc.RangeRequest.KEY,
+        )
+        response = await self._call(
+            f"get range {prefix}", lambda: _raw(self._client, "Range", request), retry=True
+        )
+        kvs = [self._kv(kv) for kv in response.kvs]
+        return kvs, int(response.header.revision), int(response.count)
 
     async def compact(self, revision: int) -> None:
         """Drop etcd's history before ``revision`` (operations and tests); watches from an

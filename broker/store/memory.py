@@ -243,6 +243,26 @@ class MemoryStore:
         self._check(f"get prefix {prefix}")
         return list(self._range(prefix, prefix=True)), self._revision
 
+    async def get_range(
+        self,
+        prefix: str,
+        *,
+        after: str = "",
+        before: str = "",
+        limit: int = 0,
+        descending: bool = False,
+    ) -> tuple[list[p.KeyValue], int, int]:
+        self._check(f"get range {prefix}")
+        low, high = prefix + after, prefix + before
+        found = [
+            kv
+            for kv in self._range(prefix, prefix=True)
+            if (not after or kv.key > low) and (not before or kv.key < high)
+        ]
+        if descending:
+            found.reverse()
+        return (found[:limit] if limit else found), self._revision, len(found)
+
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         self._check(f"put {key}")
         op = p.Put(key, value, lease)

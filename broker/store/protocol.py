@@ -112,6 +112,22 @@ class Store(Protocol):
         """Every key under ``prefix`` sorted by key, and the revision they were read at."""
         ...
 
+    async def get_range(
+        self,
+        prefix: str,
+        *,
+        after: str = "",
+        before: str = "",
+        limit: int = 0,
+        descending: bool = False,
+    ) -> tuple[list[KeyValue], int, int]:
+        """One page of the keys under ``prefix``: those whose rest after the prefix sorts
+        strictly after ``after`` and strictly before ``before`` (empty: unbounded), sorted
+        by key (``descending``: last first), at most ``limit`` of them (0: all). Returns
+        the page, the revision it was read at, and how many keys matched in all (more than
+        the page holds when ``limit`` cut it short)."""
+        ...
+
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         """Write unconditionally; returns the new revision."""
         ...

@@ -9,9 +9,9 @@ describes a write that did not land.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
 from broker import errors
@@ -22,7 +22,7 @@ from broker.models import event as events
 from broker.models.inventory import Inventory
 from broker.models.site import Geo, Health, SiteHealth, SiteSpec, SiteStatus
 from broker.store import keys
-from broker.store.protocol import Compare, Delete, Get, Op, Put, Target
+from broker.store.protocol import Compare, Delete, Get, KeyValue, Op, Put, Target
 
 router = APIRouter(prefix="/v1/sites", tags=["sites"])
 
@@ -65,32 +65,94 @@ async def register(body: schemas.SiteIn, state: deps.State, who: deps.Admin) -> 
     )
 
 
-@router.get("")
-async def list_sites(state: deps.State, who: deps.SiteReader) -> dict[str, Any]:
-    specs, revision = await state.store.get_prefix(keys.SITES)
-    statuses = by_suffix((await state.store.get_prefix(keys.SITESTATUS))[0], keys.SITESTATUS)
-    healths = by_suffix((await state.store.get_prefix(keys.HEALTH))[0], keys.HEALTH)
-    rows = []
+MAX_LIMIT = 1000
+SCAN_MAX = 5000
+"""Site specs one listing request examines at most: a filter that matches little ends the
+page early (with a cursor to go on) rather than reading every site in one request."""
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    wanted: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise errors.InvalidInput("label", f"{item!r} is not key=value")
+        wanted[key] = value
+    return wanted
+
+
+def _row(spec: SiteSpec, status: SiteStatus | None, health: SiteHealth | None) -> dict[str, Any]:
+    return {
+        "id": spec.id,
+        "region": spec.region,
+        "zone": spec.zone,
+        "labels": dict(spec.labels),
+        "health": str(health.state if health else Health.UNKNOWN),
+        "replica": status.replica if status else None,
+        "last_heartbeat_ms": status.last_heartbeat_ms if status else None,
+        "protocol": status.protocol if status else None,
+    }
+
+
+async def _batch(
+    state: deps.ApiState, after: str, limit: int
+) -> tuple[list[tuple[SiteSpec, KeyValue | None, KeyValue | None]], int, bool]:
+    """Up to ``limit`` specs after ``after`` with their status and health records (read
+    over the same id range, not the whole prefix), the revision, and whether more follow."""
+    specs, revision, total = await state.store.get_range(keys.SITES, after=after, limit=limit)
+    if not specs:
+        return [], revision, False
+    last = keys.name_in(keys.SITES, specs[-1].key) + "\0"
+    status_kvs, _, _ = await state.store.get_range(keys.SITESTATUS, after=after, before=last)
+    health_kvs, _, _ = await state.store.get_range(keys.HEALTH, after=after, before=last)
+    statuses = by_suffix(status_kvs, keys.SITESTATUS)
+    healths = by_suffix(health_kvs, keys.HEALTH)
+    out = []
     for kv in specs:
         spec = decode_stored(SiteSpec, kv)
-        if not who.scope.covers(spec.id, spec.region):
-            continue  # an operator sees the sites of its scope
-        status_kv = statuses.get(spec.id)
-        health_kv = healths.get(spec.id)
-        status = decode_stored(SiteStatus, status_kv) if status_kv else None
-        health = decode_stored(SiteHealth, health_kv) if health_kv else None
-        rows.append(
-            {
-                "id": spec.id,
-                "region": spec.region,
-                "zone": spec.zone,
-                "health": str(health.state if health else Health.UNKNOWN),
-                "replica": status.replica if status else None,
-                "last_heartbeat_ms": status.last_heartbeat_ms if status else None,
-                "protocol": status.protocol if status else None,
-            }
-        )
-    return {"sites": rows, "revision": revision}
+        out.append((spec, statuses.get(spec.id), healths.get(spec.id)))
+    return out, revision, total > len(specs)
+
+
+@router.get("")
+async def list_sites(
+    state: deps.State,
+    who: deps.SiteReader,
+    cursor: Annotated[
+        str | None, Query(max_length=64, description="the `next` of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = MAX_LIMIT,
+    health: Annotated[Health | None, Query(description="UP, DOWN or UNKNOWN")] = None,
+    region: Annotated[str | None, Query(max_length=253)] = None,
+    label: Annotated[list[str] | None, Query(description="key=value; all must match")] = None,
+) -> dict[str, Any]:
+    """Sites in id order, a page at a time. The cursor is the last site id examined, so
+    a page never repeats or skips a site that existed throughout the listing, however
+    many are registered or deleted meanwhile. ``next`` is null after the last page."""
+    wanted = _labels(label or [])
+    rows: list[dict[str, Any]] = []
+    after, examined, revision = cursor or "", 0, 0
+    more = True
+    while more and len(rows) < limit and examined < SCAN_MAX:
+        batch, revision, more = await _batch(state, after, min(limit, SCAN_MAX - examined))
+        for spec, status_kv, health_kv in batch:
+            examined += 1
+            after = spec.id
+            if not who.scope.covers(spec.id, spec.region):
+                continue  # an operator sees the sites of its scope
+            if region is not None and spec.region != region:
+                continue
+            if any(spec.labels.get(k) != v for k, v in wanted.items()):
+                continue
+            verdict = decode_stored(SiteHealth, health_kv) if health_kv else None
+            if health is not None and (verdict.state if verdict else Health.UNKNOWN) != health:
+                continue
+            status = decode_stored(SiteStatus, status_kv) if status_kv else None
+            rows.append(_row(spec, status, verdict))
+            if len(rows) == limit:
+                more = more or spec is not batch[-1][0]
+                break
+    return {"sites": rows, "revision": revision, "next": after if more else None}
 
 
 @router.get("/{site_id}")

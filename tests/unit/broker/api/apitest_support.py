@@ -71,6 +71,17 @@ class DownStore:
     async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         raise self._down()
 
+    async def get_range(
+        self,
+        prefix: str,
+        *,
+        after: str = "",
+        before: str = "",
+        limit: int = 0,
+        descending: bool = False,
+    ) -> tuple[list[KeyValue], int, int]:
+        raise self._down()
+
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         raise self._down()
 

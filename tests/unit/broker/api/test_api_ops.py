@@ -168,6 +168,17 @@ async def test_unexpected_bug_is_a_500_problem(tmp_path: Path) -> None:
         async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
             raise RuntimeError("secret internals")
 
+        async def get_range(
+            self,
+            prefix: str,
+            *,
+            after: str = "",
+            before: str = "",
+            limit: int = 0,
+            descending: bool = False,
+        ) -> tuple[list[KeyValue], int, int]:
+            raise RuntimeError("secret internals")
+
     app = create_app(Broken(), BrokerSettings(), replica="r", auth=DevAuthenticator(tmp_path / "t"))
     token = (tmp_path / "t").read_text().strip()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -162,6 +162,7 @@ async def test_list_joins_status_and_health(api: httpx.AsyncClient, memstore: Me
         "id": "edge-1",
         "region": "eu-west",
         "zone": "z1",
+        "labels": {"tier": "edge"},
         "health": "UP",
         "replica": "broker-b",
         "last_heartbeat_ms": 2000,

@@ -85,7 +85,7 @@ def test_non_problem_errors_and_token_header(monkeypatch: pytest.MonkeyPatch) ->
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: HTTP 502: <html>Bad Gateway</html>"
     assert seen[0].headers["authorization"] == "Bearer tok"
-    assert str(seen[0].url) == "http://api/v1/sites"
+    assert str(seen[0].url) == "http://api/v1/sites?limit=1000"  # the first page
 
 
 def test_cells() -> None:

@@ -114,3 +114,14 @@ def test_leader_table_and_json(broker: Broker) -> None:
     table = runner.invoke(app, ["leader"])
     assert table.exit_code == 0
     assert "broker-a" in table.stdout and str(revision.create_revision) in table.stdout
+
+
+def test_events_filter_by_site_kind_and_time(broker: Broker) -> None:
+    made = seed(broker, 6)
+    out = runner.invoke(app, ["events", "-o", "json", "--site", "edge-1"])
+    assert [e["id"] for e in json.loads(out.stdout)] == [made[i].id for i in (1, 3, 5)]
+    window = ["--since-ms", str(made[2].at_ms), "--until-ms", str(made[4].at_ms)]
+    out = runner.invoke(app, ["events", "-o", "json", *window])
+    assert [e["id"] for e in json.loads(out.stdout)] == [made[i].id for i in (2, 3, 4)]
+    out = runner.invoke(app, ["events", "-o", "json", "--kind", "site.down"])
+    assert json.loads(out.stdout) == []

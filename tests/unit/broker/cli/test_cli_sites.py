@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from broker.cli import sites
@@ -148,3 +150,33 @@ def test_empty_list_says_how_to_register(broker: Broker) -> None:
     result = runner.invoke(sites.app, ["list"])
     assert result.exit_code == 0 and "meridian sites register" in result.stdout
     assert json.loads(runner.invoke(sites.app, ["list", "-o", "json"]).stdout) == []
+
+
+def test_list_filters_and_pages_through_every_site(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sites, "PAGE", 2)  # several pages with a handful of sites
+    for i in range(7):
+        register(
+            f"s{i}",
+            "--region",
+            "eu" if i % 2 else "us",
+            "--label",
+            f"tier={'edge' if i < 4 else 'core'}",
+        )
+    broker.put(
+        keys.health("s3"),
+        codec.encode(SiteHealth(site="s3", state=Health.UP, since_ms=1, decided_by="b")),
+    )
+    every = json.loads(runner.invoke(sites.app, ["list", "-o", "json"]).stdout)
+    assert [s["id"] for s in every] == [f"s{i}" for i in range(7)]
+    eu_edge = runner.invoke(
+        sites.app, ["list", "-o", "json", "--region", "eu", "--label", "tier=edge"]
+    )
+    assert [s["id"] for s in json.loads(eu_edge.stdout)] == ["s1", "s3"]
+    up = runner.invoke(sites.app, ["list", "-o", "json", "--health", "up"])
+    assert [s["id"] for s in json.loads(up.stdout)] == ["s3"]
+    three = runner.invoke(sites.app, ["list", "-o", "json", "--limit", "3"])
+    assert [s["id"] for s in json.loads(three.stdout)] == ["s0", "s1", "s2"]
+    bad = runner.invoke(sites.app, ["list", "--label", "tier"])
+    assert bad.exit_code != 0 and "key=value" in bad.output

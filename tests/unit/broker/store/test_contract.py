@@ -89,6 +89,22 @@ async def test_prefix_get_is_sorted_and_exact_and_delete_prefix(store: Store) ->
     assert (await store.get_prefix("nothing/"))[0] == []
 
 
+async def test_range_pages_bounds_order_and_count(store: Store) -> None:
+    for key in ("r/b", "r/d", "r/a", "r/c", "r/e", "rz", "q/a"):
+        last = await store.put(key, key.encode())
+    kvs, revision, total = await store.get_range("r/", limit=2)
+    assert [kv.key for kv in kvs] == ["r/a", "r/b"] and total == 5 and revision >= last
+    kvs, _, total = await store.get_range("r/", after="b", limit=2)
+    assert [kv.key for kv in kvs] == ["r/c", "r/d"] and total == 3
+    kvs, _, total = await store.get_range("r/", after="a", before="d")
+    assert [kv.key for kv in kvs] == ["r/b", "r/c"] and total == 2
+    kvs, _, total = await store.get_range("r/", before="e", limit=2, descending=True)
+    assert [kv.key for kv in kvs] == ["r/d", "r/c"] and total == 4
+    assert [kv.value for kv in kvs] == [b"r/d", b"r/c"]
+    assert (await store.get_range("r/", after="e"))[0] == []
+    assert (await store.get_range("nothing/", limit=1))[2] == 0
+
+
 # -- transactions -------------------------------------------------------------------------
 
 # Key "k" is created at revision C with b"m", then updated at revision M (version 2).

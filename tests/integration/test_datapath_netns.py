@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import os
 from collections.abc import Iterator
 
 import pytest
 
-from broker.stitching import layout
-from siteagent.datapath import probe, spec
+from broker.stitching import layout, render
+from siteagent.datapath import probe, spec, stitch
 from siteagent.datapath.gateway import Gateway
+from siteagent.datapath.stitch import StitchDriver
+from siteagent.models import DesiredObject, ObjectState
 from tests.support import netlab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -196,3 +199,53 @@ def test_hub_and_spoke_beyond_the_mesh_size(
     vms = {site: lab.vm(site, specs[site], vm_address(segs[site])) for site in SITES}
     for a, b in itertools.permutations(SITES, 2):  # s1 <-> s2 only through the hub
         assert pings(vms[a], segs[b].pool[0]), f"{a} cannot reach {b}"
+
+
+class NoCloud:
+    """The wrapped cloud driver: these tests send it nothing but ``close``."""
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_agent_driver_builds_verifies_and_deletes_after_a_restart(
+    lab: netlab.Lab,
+) -> None:
+    """The agent's StitchDriver on the objects the broker renders, end to end in the kernel."""
+    sites = ["s0", "s1"]
+    drivers = {s: StitchDriver(NoCloud(), s, lab.endpoint(s), probe.PROBE_PORT) for s in sites}  # type: ignore[arg-type]
+    restarted: StitchDriver | None = None
+    try:
+        eps = {}
+        for s in sites:
+            st = await drivers[s].apply(DesiredObject(stitch.ENDPOINT, "gateway", 1, {}))
+            assert st.state is ObjectState.READY
+            eps[s] = render.GatewayEndpoint(s, st.outputs["address"], int(st.outputs["mtu"]))
+        assert eps["s1"].address == "198.18.0.11" and eps["s1"].mtu == 1500
+        docs = render.stitch_objects("blue", layout.L2, "10.80.0.0/24", 5151, 1450, sites, eps, 16)
+        for s in sites:
+            await drivers[s].apply(DesiredObject(stitch.STITCH, "blue", 1, docs[s]))
+        nets = {s: spec.from_json(docs[s]) for s in sites}
+        segs = {s.site: s for s in layout.lay_out(layout.L2, "10.80.0.0/24", sites)}
+        vms = {s: await asyncio.to_thread(lab.vm, s, nets[s], vm_address(segs[s])) for s in sites}
+        assert await asyncio.to_thread(pings, vms["s0"], segs["s1"].pool[0])
+
+        targets = [["s1", segs["s1"].address.split("/")[0]]]
+        got = await drivers["s0"].apply(
+            DesiredObject(stitch.VERIFY, "blue", 1, {"nonce": "n1", "targets": targets})
+        )
+        results = json.loads(got.outputs["results"])
+        assert got.outputs["nonce"] == "n1"
+        assert [(r["target"], r["icmp"], r["tcp"]) for r in results] == [("s1", True, True)]
+
+        await drivers["s1"].close()  # the agent restarts: nothing in memory survives
+        restarted = StitchDriver(NoCloud(), "s1", lab.endpoint("s1"), probe.PROBE_PORT)  # type: ignore[arg-type]
+        gone = await restarted.delete(stitch.STITCH, "blue")
+        assert gone.state is ObjectState.DELETED
+        left = netlab.sh("ip", "-o", "link", ns=lab.endpoint("s1").namespace)
+        assert "br-5151" not in left and "vx-5151" not in left and "@" not in left.split("lo:")[0]
+        assert not await asyncio.to_thread(pings, vms["s0"], segs["s1"].pool[0])
+    finally:
+        for d in (drivers["s0"], restarted):
+            if d is not None:
+                await d.close()

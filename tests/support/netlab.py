@@ -111,13 +111,14 @@ class Lab:
     def vm(self, site: str, net: spec.NetworkSpec, address: str, gateway: str = "") -> str:
         """A VM namespace with ``address`` on ``site``'s segment of ``net``; its name."""
         i, ns = self.index(site), self.vm_ns(site, net.vni)
-        gw = self.gateways[site]
+        gw_ns = self.endpoint(site).namespace
         vm_if, port = f"ml{self.token}v{i}n{net.vni % 1000}", f"ml{self.token}p{i}n{net.vni % 1000}"
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", vm_if, "type", "veth", "peer", "name", port)
         sh("ip", "link", "set", vm_if, "netns", ns)
-        sh("ip", "link", "set", port, "netns", gw.endpoint.namespace)
-        gw.attach(net.vni, port, net.mtu)
+        sh("ip", "link", "set", port, "netns", gw_ns)
+        # what Gateway.attach does, through ip(8): usable while an agent owns the gateway
+        sh("ip", "link", "set", port, "master", net.bridge, "mtu", str(net.mtu), "up", ns=gw_ns)
         sh("ip", "link", "set", "lo", "up", ns=ns)
         # a VM keeps its MAC across rebuilds, as a Neutron port does
         mac = "02:00:" + ":".join(f"{b:02x}" for b in bytes([i]) + net.vni.to_bytes(3, "big"))

@@ -16,6 +16,7 @@ import pytest
 
 from broker.controllers.stitching import ENDPOINT, ENDPOINT_NAME, STITCH, StitchingController
 from broker.stitching.ledger import HELD, RECORDS
+from broker.models import objects
 from broker.store import keys
 from broker.store.memory import MemoryStore
 from tests.support.stitchfed import SETTINGS, SITES, agents, seed
@@ -128,3 +129,29 @@ async def test_a_member_cannot_create_for_another_tenant(
     _, api = fed
     resp = await api.post("/v1/networks", json=body(tenant="p-other"), headers=MEMBER)
     assert_problem(resp, 403)
+
+
+async def test_an_endpoint_that_moves_rebuilds_its_peers_tunnels(
+    fed: tuple[MemoryStore, httpx.AsyncClient],
+) -> None:
+    store, api = fed
+    assert (await api.post("/v1/networks", json=body(), headers=MEMBER)).status_code == 201
+    await eventually(api, "/v1/networks/sync", "READY")
+    moved = objects.Status(
+        ENDPOINT,
+        ENDPOINT_NAME,
+        1,
+        objects.State.READY,
+        outputs={"address": "198.51.100.7", "mtu": "1500"},
+    )
+    await store.put(keys.observed("east", ENDPOINT, ENDPOINT_NAME), moved.encode())
+    for _ in range(300):
+        kv = await store.get(keys.desired("west", STITCH, "sync"))
+        assert kv is not None
+        want = objects.Desired.decode(kv.value)
+        if want.generation == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert want.generation == 2
+    assert "198.51.100.7" in want.spec["links"][0]["peers"]
+    await eventually(api, "/v1/networks/sync", "READY")

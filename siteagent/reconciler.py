@@ -11,7 +11,9 @@ Invariant 4: a submission whose generation is not newer than the one already hel
 replay are harmless; the driver is never asked for the same generation twice after it
 converged. Temporary failures are retried with jittered exponential backoff (capped,
 never sooner than the cloud's ``retry_after``); permanent ones wait for a new
-generation. ``PENDING`` objects are polled with ``observe`` until they settle.
+generation. ``PENDING`` objects are polled with ``observe`` until they settle, and
+converged servers are re-observed (``reobserve``) so that one lost at the site behind the
+agent's back, or on a failed host, is reported.
 
 Cost: idle means awaiting one ``asyncio.Event``; retries and polls are loop timers, so a
 thousand reconcilers in one process cost nothing while nothing changes. Statuses are
@@ -33,6 +35,10 @@ from siteagent import errors, models
 from siteagent.drivers import base
 
 log = logging.getLogger(__name__)
+
+REOBSERVED = frozenset({"server"})
+"""Kinds re-observed after they converged: what can be lost at a site behind our back."""
+GONE = "gone: no longer at the site (deleted or lost out of band)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,9 @@ class Reconciler:
         self._seq = 0
         self._timers = 0
         self._working = False
+        self._current = ""
+        self._audited: set[str] = set()
+        """Keys whose last status came from a re-observation that found them FAILED."""
         self._running = False
         self._work = asyncio.Event()
         self._news = asyncio.Event()
@@ -116,6 +125,7 @@ class Reconciler:
         entry.desired = obj
         entry.attempts = 0
         entry.polling = False
+        self._audited.discard(obj.key)
         self._enqueue(entry)
         return True
 
@@ -159,6 +169,60 @@ class Reconciler:
         """Return once nothing is queued, in flight, or scheduled for retry or polling."""
         await self._idle.wait()
 
+    async def reobserve(self, interval: float, kinds: frozenset[str] = REOBSERVED) -> None:
+        """Re-observe converged objects of ``kinds`` every ``interval`` s, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.reobserve_once(kinds)
+
+    async def reobserve_once(self, kinds: frozenset[str] = REOBSERVED) -> int:
+        """Ask the driver again about every converged object of ``kinds``; report changes.
+
+        A server gone out of band (deleted, crashed away) is reported FAILED, permanently
+        (the broker decides: re-place, or a new generation re-creates it); one on a failed
+        host as the driver sees it; one that recovered as READY again. Returns how many
+        were asked about. Objects being worked on (queued, polled, retried) are skipped.
+        """
+        asked = 0
+        for key, entry in list(self._entries.items()):
+            obj = entry.desired
+            last = self._last.get(key)
+            if (
+                obj.deleted
+                or obj.kind not in kinds
+                or entry.polling
+                or entry.timer is not None
+                or key == self._current
+                or last is None
+                or last.observed_generation != obj.generation
+                or not (last.state is models.ObjectState.READY or key in self._audited)
+            ):
+                continue
+            asked += 1
+            try:
+                status = await self.driver.observe(obj.kind, obj.name)
+            except Exception as exc:  # an unreachable cloud says nothing about the object
+                log.debug("%s: re-observation failed: %r", key, exc)
+                continue
+            if entry.desired is not obj or key == self._current:
+                continue  # a new generation arrived meanwhile: its own apply reports
+            if status is None:
+                status = models.ObjectStatus(
+                    obj.kind,
+                    obj.name,
+                    obj.generation,
+                    models.ObjectState.FAILED,
+                    GONE,
+                    outputs=last.outputs,
+                )
+            status = dataclasses.replace(status, observed_generation=obj.generation)
+            if status.state is models.ObjectState.FAILED:
+                self._audited.add(key)
+            else:
+                self._audited.discard(key)
+            self._emit(status)
+        return asked
+
     # -- the worker ------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -169,11 +233,11 @@ class Reconciler:
         try:
             while True:
                 entry = await self._next()
-                self._working = True
+                self._working, self._current = True, entry.desired.key
                 try:
                     await self._process(entry)
                 finally:
-                    self._working = False
+                    self._working, self._current = False, ""
                     self._update_idle()
         finally:
             self._running = False

@@ -67,6 +67,10 @@ async def run_one(settings: AgentSettings) -> None:
     tasks = [
         asyncio.create_task(reconciler.run(), name=f"reconciler-{settings.site_id}"),
         asyncio.create_task(session.run(), name=f"session-{settings.site_id}"),
+        asyncio.create_task(
+            reconciler.reobserve(settings.reconcile.reobserve_interval),
+            name=f"reobserve-{settings.site_id}",
+        ),
     ]
     if datapath is not None:
         datapath.on_inventory = session.inventory_changed

@@ -52,6 +52,12 @@ class SessionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReconcileSettings:
+    reobserve_interval: Annotated[float, pydantic.Field(gt=0)] = 2.0
+    """Seconds between re-observations of converged servers (lost out of band, host down)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SimSettings:
     config_file: str = ""
     """YAML describing the simulated hosts; empty = generated from the fields below."""
@@ -61,6 +67,8 @@ class SimSettings:
     """NUMA cells per generated host."""
     seed: int = 0
     """Seed of the generated site (the same seed gives the same site)."""
+    control_file: str = ""
+    """Faults for tests (``simcontrol``): failed hosts, objects lost out of band."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +148,7 @@ class AgentSettings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     sim: SimSettings = field(default_factory=SimSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
     openstack: OpenStackSettings = field(default_factory=OpenStackSettings)
     images: ImageSettings = field(default_factory=ImageSettings)

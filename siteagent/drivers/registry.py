@@ -22,8 +22,14 @@ def _sim(settings: AgentSettings) -> Driver:
 
     sim = settings.sim
     if sim.config_file:
-        return SimSite.from_file(sim.config_file)
-    return SimSite.generated(settings.site_id, hosts=sim.hosts, cells=sim.cells, seed=sim.seed)
+        site = SimSite.from_file(sim.config_file)
+    else:
+        site = SimSite.generated(
+            settings.site_id, hosts=sim.hosts, cells=sim.cells, seed=sim.seed
+        )
+    if sim.control_file:
+        site.control(sim.control_file)
+    return site
 
 
 def _openstack(settings: AgentSettings) -> Driver:

@@ -19,6 +19,7 @@ Calls do no work proportional to the site beyond the object touched, except
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections import deque
@@ -27,9 +28,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from siteagent import errors, models, sim_config
-from siteagent.drivers import base, specs
+from siteagent.drivers import base, simcontrol, specs
 from siteagent.drivers.simcapacity import Capacity, Claim, Need
 
+HOST_STATE = "meridian:host_state"
+"""Trait a sim host carries in the inventory while it is failed (value ``down``)."""
 _ID_NAMESPACE = uuid.UUID("6f1d3c52-9a0e-5b7e-8d43-2c1a9e6f0b11")
 Op = Literal["apply", "observe", "delete"]
 _COUNTED = {
@@ -78,6 +81,8 @@ class SimSite:
         """Project → (quota object name, its spec)."""
         self.calls = 0
         """Driver calls so far (apply, observe, delete), for tests and benchmarks."""
+        self._failed_hosts: set[str] = set()
+        self._control: simcontrol.Control | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimSite:
@@ -113,10 +118,46 @@ class SimSite:
         queue = self._faults.setdefault((op, kind), deque())
         queue.extend(_Fault(temporary, message, retry_after) for _ in range(times))
 
+    def fail_host(self, host: str, *, failed: bool = True) -> None:
+        """Take ``host`` down (its servers observe FAILED) or bring it back."""
+        if failed:
+            self._failed_hosts.add(host)
+        else:
+            self._failed_hosts.discard(host)
+
+    def lose(self, kind: str, name: str) -> bool:
+        """The object disappears out of band (deleted behind the agent's back, crashed)."""
+        record = self._objects.pop((kind, name), None)
+        if record is not None:
+            self._release(record)
+        return record is not None
+
+    def control(self, path: str | Path) -> None:
+        """Read faults from ``path`` whenever it changes (``simcontrol``)."""
+        self._control = simcontrol.Control(Path(path))
+
+    def _poll_control(self) -> None:
+        found = self._control.poll() if self._control is not None else None
+        if found is None:
+            return
+        self._failed_hosts = set(found.failed_hosts)
+        for kind, name in found.lost:
+            self.lose(kind, name)
+
     # -- Driver ----------------------------------------------------------------------
 
     async def inventory(self) -> models.Inventory:
-        return self.capacity.inventory(int(time.time() * 1000))
+        self._poll_control()
+        inventory = self.capacity.inventory(int(time.time() * 1000))
+        if not self._failed_hosts:
+            return inventory
+        hosts = tuple(
+            dataclasses.replace(h, traits={**h.traits, HOST_STATE: "down"})
+            if h.name in self._failed_hosts
+            else h
+            for h in inventory.hosts
+        )
+        return dataclasses.replace(inventory, hosts=hosts)
 
     async def usage(self) -> models.Usage:
         return models.Usage(
@@ -154,6 +195,7 @@ class SimSite:
 
     async def observe(self, kind: str, name: str) -> models.ObjectStatus | None:
         await self._call("observe", kind, name)
+        self._poll_control()
         record = self._objects.get((kind, name))
         if record is None:
             return None
@@ -161,6 +203,9 @@ class SimSite:
             record.polls_left -= 1
             if not record.polls_left:
                 record.status = _with_state(record.status, models.ObjectState.READY, "")
+        host = record.status.outputs.get("host", "")
+        if host and host in self._failed_hosts:
+            return _with_state(record.status, models.ObjectState.FAILED, f"host {host} is down")
         return record.status
 
     async def delete(self, kind: str, name: str) -> models.ObjectStatus:
@@ -302,16 +347,22 @@ class SimSite:
         if old is not None:
             self._release(old)
         only, avoid = self._group_constraint(new.name, spec.server_group)
-        claim: Claim | None
-        if old is not None and old.need == need and old.claim is not None:
-            claim = old.claim  # nothing about its resources changed: it stays where it is
-        else:
-            claim = self.capacity.place(need, only=only, avoid=avoid)
+        if spec.host is not None:  # the broker planned this host: place there or nowhere
+            only = {spec.host} if only is None or spec.host in only else set()
+        kept = old.claim if old is not None and old.need == need else None
+        if kept is not None and spec.host not in (None, self.capacity.host_name(kept)):
+            kept = None  # the broker moved it to another host
+        # nothing about its resources changed: it stays where it is
+        claim = kept if kept is not None else self.capacity.place(need, only=only, avoid=avoid)
         if claim is None:
             if old is not None:
                 self._hold(old)
+            where = f" on the planned host {spec.host}" if spec.host is not None else ""
             raise errors.DriverError(
-                new.kind, new.name, f"no host fits: needs {need.describe()}", temporary=False
+                new.kind,
+                new.name,
+                f"no host fits{where}: needs {need.describe()}",
+                temporary=False,
             )
         new.claim = claim
         new.need = need
@@ -393,6 +444,8 @@ class SimSite:
             outputs["numa_cell"] = str(self.capacity.cell_id(record.claim))
             if record.claim.pages is not None:
                 outputs["page_size_kb"] = str(record.claim.pages[0])
+        if isinstance(record.spec, specs.ServerSpec) and record.spec.role is not None:
+            outputs["role"] = record.spec.role
         if record.kind == "port":
             outputs["mac_address"] = "fa:16:3e:" + ":".join(f"{b:02x}" for b in object_id.bytes[:3])
         return outputs

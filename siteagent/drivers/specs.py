@@ -103,6 +103,11 @@ class ServerSpec:
     ports: tuple[str, ...] = ()
     server_group: str | None = None
     keypair: str | None = None
+    host: str | None = None
+    """The compute host the broker planned (``hypervisor_hostname``); None: the cloud picks."""
+    role: str | None = None
+    """The member's role (``metadata["meridian:role"]``: active or standby), applied and
+    reported back as the ``role`` output."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,7 +381,22 @@ def _server(r: _Reader) -> ServerSpec:
         ports=r.names("ports"),
         server_group=r.optional_text("server_group"),
         keypair=r.optional_text("keypair"),
+        host=r.optional_text("hypervisor_hostname"),
+        role=_role(r),
     )
+
+
+ROLE_KEY = "meridian:role"
+ROLES = ("active", "standby")
+
+
+def _role(r: _Reader) -> str | None:
+    role = r.mapping("metadata").get(ROLE_KEY)
+    if role is None:
+        return None
+    if role not in ROLES:
+        raise r.fail(f"metadata.{ROLE_KEY}", f"must be one of {', '.join(ROLES)}, not {role!r}")
+    return str(role)
 
 
 def _keypair(r: _Reader) -> KeypairSpec:

@@ -3,7 +3,8 @@ server group that already exist (not there yet: a temporary error, retried).
 
 The marker is in the server's metadata. A server is never rebuilt for a new generation:
 it takes the new marker. Its status is PENDING until Nova says ACTIVE, FAILED on ERROR
-(with Nova's fault message), and reports the compute host it runs on.
+(with Nova's fault message), and reports the compute host it runs on and its role
+(``meridian:role`` in its metadata, set at create and on every new generation).
 """
 
 from __future__ import annotations
@@ -39,15 +40,18 @@ class Servers(Owned[specs.ServerSpec]):
     ) -> Any:
         who = (obj.kind, obj.name)
         c = cloud.scoped(spec.project)
+        metadata = {PREFIX_KEY: str(marker)}
+        if spec.role is not None:
+            metadata[specs.ROLE_KEY] = spec.role
         if old is not None:
-            c.compute.set_server_metadata(old, **{PREFIX_KEY: str(marker)})
+            c.compute.set_server_metadata(old, **metadata)
             return c.compute.get_server(old.id)
         admin = cloud.admin()
         attrs: dict[str, Any] = {
             "name": cloud.name_of(obj.name),
             "flavor_id": cloud.resolve_id(who, "flavor", spec.flavor, admin.compute.find_flavor),
             "image_id": cloud.resolve_id(who, "image", spec.image, admin.image.find_image),
-            "metadata": {PREFIX_KEY: str(marker)},
+            "metadata": metadata,
             "networks": _ports(cloud, who, spec.ports) if spec.ports else "none",
         }
         if spec.keypair is not None:
@@ -66,6 +70,9 @@ class Servers(Owned[specs.ServerSpec]):
         outputs = {"id": str(found.id), "status": str(found.status)}
         if found.compute_host:
             outputs["host"] = str(found.compute_host)
+        role = (found.metadata or {}).get(specs.ROLE_KEY)
+        if role:
+            outputs["role"] = str(role)
         return outputs
 
     def state(self, found: Any) -> tuple[models.ObjectState, str]:

@@ -58,28 +58,50 @@ def make_vm(ns: str, dev: str, address: str, *, offload_off: bool = True) -> Vm:
     return vm
 
 
-def iperf(server: Vm, client: Vm, *, seconds: float = 2.0) -> float:
-    """TCP throughput from ``client`` to ``server`` in bit/s (iperf3, one stream)."""
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", server.ns, "iperf3", "-s", "-1", "-B", server.ip],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
+def iperf(server: Vm, client: Vm, *, seconds: float = 2.0, attempts: int = 3) -> float:
+    """TCP throughput from ``client`` to ``server`` in bit/s (iperf3, one stream).
+
+    A run iperf3 reports as failed (the server not listening yet, a control connection
+    refused) is tried again, up to ``attempts`` times; the last error is raised.
+    """
+    error = ""
+    for _ in range(attempts):
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", server.ns, "iperf3", "-s", "-1", "-B", server.ip],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(0.3)  # let the server bind
+            done = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    client.ns,
+                    "iperf3",
+                    "-c",
+                    server.ip,
+                    "-t",
+                    str(seconds),
+                    "-J",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=seconds + 30,
+                check=False,
+            )
             try:
-                out = client.exec(
-                    "iperf3", "-c", server.ip, "-t", str(seconds), "-J", timeout=seconds + 30
-                )
-                break
-            except RuntimeError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.2)  # the server is not listening yet
-        result = json.loads(out)
-        return float(result["end"]["sum_received"]["bits_per_second"])
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+                result = json.loads(done.stdout)
+            except ValueError:
+                error = done.stderr.strip() or done.stdout.strip()
+                continue
+            received = result.get("end", {}).get("sum_received", {}).get("bits_per_second")
+            if received is not None:
+                return float(received)
+            error = str(result.get("error", "no sum_received in iperf3's report"))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    raise RuntimeError(f"iperf3 {client.ns} → {server.ns}: {error}")

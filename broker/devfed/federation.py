@@ -80,6 +80,8 @@ class Federation:
     """The clouds.yaml the openstack agents read (their credentials; never the broker's)."""
     image_audit_interval: float = 30.0
     """Seconds between a sim agent's audits of the images it holds."""
+    agent_sections: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
+    """More settings sections for one site's agent (by site id), e.g. its ``datapath``."""
 
     # -- paths -------------------------------------------------------------------------
 
@@ -250,6 +252,7 @@ class Federation:
                     },
                     "session": {"brokers": self.gateway_addrs()},
                     **self._driver_section(site),
+                    **self.agent_sections.get(site, {}),
                 },
                 {"site_id": site, "driver": "openstack" if site in self.openstack else "sim"},
             )

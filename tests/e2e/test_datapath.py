@@ -36,12 +36,8 @@ BRIDGE = f"mdp{TAG}"
 
 @pytest.fixture(scope="module")
 def switchd() -> Iterator[ovs_support.Ovs]:
-    try:
-        instance = ovs_support.start()
-    except ovs_support.OvsNotFound as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield instance
-    instance.stop()
+    with ovs_support.running() as instance:
+        yield instance
 
 
 @pytest.fixture(scope="module")

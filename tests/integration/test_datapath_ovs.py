@@ -28,12 +28,8 @@ pytestmark = [pytest.mark.ovs]
 
 @pytest.fixture(scope="module")
 def switchd() -> Iterator[ovs_support.Ovs]:
-    try:
-        instance = ovs_support.start()
-    except ovs_support.OvsNotFound as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield instance
-    instance.stop()
+    with ovs_support.running() as instance:
+        yield instance
 
 
 @pytest.fixture

@@ -13,13 +13,17 @@ them is killing two known pids.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 NOT_FOUND = (
     "Open vSwitch not found: run deploy/dev/bootstrap.sh as root "
@@ -103,6 +107,19 @@ class Ovs:
                     proc.kill()
                     proc.wait()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running() -> Iterator[Ovs]:
+    """A private OVS for a test fixture: the test FAILS (never skips) saying how to get it."""
+    try:
+        instance = start()
+    except OvsNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield instance
+    finally:
+        instance.stop()
 
 
 def start(base: Path | None = None) -> Ovs:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,10 +40,44 @@ def namespaces() -> list[str]:
         return sorted(netns.listnetns())
 
 
+def _ip(op: str, *argv: str) -> None:
+    done = subprocess.run(["ip", *argv], capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise DatapathError(op, done.stderr.strip() or f"ip exited {done.returncode}")
+
+
+def create_namespace(name: str) -> None:
+    if name not in namespaces():
+        _ip(f"create namespace {name}", "netns", "add", name)
+
+
 def remove_namespace(name: str) -> None:
     if name in namespaces():
-        with translated(f"remove namespace {name}"):
-            netns.remove(name)
+        _ip(f"remove namespace {name}", "netns", "del", name)
+
+
+def socket_in(
+    namespace: str, kind: int, proto: int = 0, family: int = socket.AF_NETLINK
+) -> socket.socket:
+    """A socket inside ``namespace``, made by a short-lived thread that entered it
+    (``setns`` is per thread). No process is forked: a fork of the agent would share its
+    signal wake-up descriptor, and the child's end would read as a signal to the parent."""
+    made: dict[str, Any] = {}
+
+    def enter() -> None:
+        try:
+            netns.setns(namespace, flags=0)
+            made["sock"] = socket.socket(family, kind, proto)
+        except OSError as exc:
+            made["error"] = exc
+
+    worker = threading.Thread(target=enter, name=f"netns-{namespace}")
+    worker.start()
+    worker.join()
+    if "error" in made:
+        raise DatapathError(f"enter namespace {namespace}", str(made["error"]))
+    sock: socket.socket = made["sock"]
+    return sock
 
 
 def sysctl(namespace: str, key: str, value: str) -> None:
@@ -77,8 +113,11 @@ class Kernel:
 
     def __init__(self, namespace: str | None = None) -> None:
         self.namespace = namespace
+        if namespace:
+            create_namespace(namespace)
+            sock = socket_in(namespace, socket.SOCK_DGRAM)
         with translated(f"open namespace {namespace}"):
-            self._ipr = IPRoute(netns=namespace) if namespace else IPRoute()
+            self._ipr = IPRoute(use_socket=sock) if namespace else IPRoute()
 
     def close(self) -> None:
         self._ipr.close()

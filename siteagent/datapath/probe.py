@@ -54,7 +54,10 @@ class Sockets:
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix=f"ns-{namespace}", initializer=netns.setns, initargs=(namespace,)
+            1,
+            thread_name_prefix=f"ns-{namespace}",
+            initializer=netns.setns,
+            initargs=(namespace, 0),
         )
 
     async def socket(self, kind: int = socket.SOCK_STREAM) -> socket.socket:

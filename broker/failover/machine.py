@@ -85,6 +85,8 @@ class Member:
     replace_wanted: bool = False
     """A replacement was asked for and has not been placed yet."""
     replace_role: str = ""
+    refused: str = ""
+    """Why its last replacement could not be placed."""
     released: bool = False
     """Its usage was given back (its site was forgotten) before its replacement was READY."""
     replaced_by: str = ""
@@ -376,7 +378,12 @@ def _want_replacement(run: _Run, m: Member, role: str, *, manual: bool = False) 
     avoid_sites = tuple(sorted({*m.avoid_sites, m.site}))
     avoid_hosts = tuple(sorted({*m.avoid_hosts, m.host} - {""}))
     m = dataclasses.replace(
-        m, replace_wanted=True, replace_role=role, avoid_sites=avoid_sites, avoid_hosts=avoid_hosts
+        m,
+        replace_wanted=True,
+        refused="",
+        replace_role=role,
+        avoid_sites=avoid_sites,
+        avoid_hosts=avoid_hosts,
     )
     run.put(m)
     run.actions.append(Replace(m.key, role, avoid_sites, avoid_hosts))
@@ -460,7 +467,7 @@ def _place_failed(run: _Run, event: PlaceFailed) -> None:
     old = run.members.get(event.for_key)
     if old is None or not old.replace_wanted:
         return
-    run.put(dataclasses.replace(old, replace_wanted=False))
+    run.put(dataclasses.replace(old, replace_wanted=False, refused=event.reason))
     run.record(Ev.DEGRADED, f"no replacement for {old.name}: {event.reason}")
 
 
@@ -576,7 +583,11 @@ def phase_of(vnf: Vnf) -> tuple[Phase, str]:
     if not serving_active:
         return Phase.FAILED, "no member serves and none is being restored"
     if reduced:
-        lost = sorted(m.name for m in vnf.members if m.condemned and not m.replaced_by)
+        lost = sorted(
+            m.name + (f" (no replacement: {m.refused})" if m.refused else "")
+            for m in vnf.members
+            if m.condemned and not m.replaced_by
+        )
         return Phase.DEGRADED, f"redundancy reduced: {', '.join(lost) or 'members down'}"
     return Phase.ACTIVE, ""
 

@@ -10,6 +10,9 @@ Invariant: the machines' members are exactly the record's members, keyed name@si
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 from broker.failover import machine
 from broker.models import vnf as model
 from broker.settings import BrokerSettings
@@ -70,3 +73,34 @@ def vnf_phase(phases: list[machine.Phase]) -> model.VnfState:
     """The VNF's state: the worst of its VDUs' phases."""
     worst = min(phases, key=_WORST.index, default=machine.Phase.ACTIVE)
     return model.VnfState(worst.value)
+
+
+def dump(machines: dict[str, machine.Vnf]) -> bytes:
+    """The machines as stored under ``failover/<vnf>``."""
+    return json.dumps(
+        {vdu: dataclasses.asdict(m) for vdu, m in machines.items()}, separators=(",", ":")
+    ).encode()
+
+
+def load(raw: bytes) -> dict[str, machine.Vnf]:
+    out: dict[str, machine.Vnf] = {}
+    for vdu, data in json.loads(raw).items():
+        members = tuple(
+            machine.Member(
+                **{
+                    **m,
+                    "avoid_hosts": tuple(m["avoid_hosts"]),
+                    "avoid_sites": tuple(m["avoid_sites"]),
+                }
+            )
+            for m in data["members"]
+        )
+        out[vdu] = machine.Vnf(
+            **{
+                **data,
+                "policy": machine.Policy(**data["policy"]),
+                "members": members,
+                "phase": machine.Phase(data["phase"]),
+            }
+        )
+    return out

@@ -28,6 +28,7 @@ LATENCY = "latency"
 IMAGES = "images/"
 IPAM = "ipam/"  # global pools of stitched networks; layout: broker.stitching.ledger
 NETWORKS = "networks/"
+FAILOVER = "failover/"
 
 
 def site(site_id: str) -> str:
@@ -80,6 +81,11 @@ def replica(name: str) -> str:
 def vnf(vnf_id: str) -> str:
     """A VNF: its descriptor, wanted state and status (API writes, placement updates)."""
     return f"{VNFS}{vnf_id}"
+
+
+def failover(vnf_id: str) -> str:
+    """A followed VNF's failover machines, one per VDU (the failover controller, fenced)."""
+    return f"{FAILOVER}{vnf_id}"
 
 
 def placement(vnf_id: str) -> str:

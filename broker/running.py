@@ -19,6 +19,7 @@ import uvicorn
 from broker import errors
 from broker.api import app as api_app
 from broker.api import auth as api_auth
+from broker.controllers.failover import FailoverController
 from broker.controllers.images import ImageController
 from broker.controllers.quotasync import QuotaMetrics, QuotaSyncController
 from broker.controllers.retention import EventRetention
@@ -75,6 +76,7 @@ async def controllers(
                 quota_sync = QuotaSyncController(store, settings, fence, metrics=quota_metrics)
                 group.create_task(quota_sync.run())
                 group.create_task(VnfController(store, fence, headroom=headroom).run())
+                group.create_task(FailoverController(store, fence, settings).run())
                 group.create_task(ImageController(store, fence, name=settings.name).run())
                 group.create_task(StitchingController(store, fence, settings.stitching).run())
         except* errors.FencedOut as exc:

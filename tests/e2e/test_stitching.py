@@ -11,10 +11,8 @@ tunnel, bridge or port. Needs root: fails (never skips) without.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +22,7 @@ from broker.stitching import layout
 from siteagent.datapath import spec
 from tests.support import netlab
 from tests.support.federation import running_federation
+from tests.support.stitchfed import call, gateway_sections, until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -43,36 +42,9 @@ def lab() -> Iterator[netlab.Lab]:
 
 @pytest.fixture(scope="module")
 def fed(lab: netlab.Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    sections: dict[str, dict[str, dict[str, object]]] = {}
-    for site in SITES:
-        ep = lab.endpoint(site)
-        sections[site] = {
-            "gateway": {
-                "namespace": ep.namespace,
-                "device": ep.device,
-                "address": ep.address,
-                "mtu": ep.mtu,
-            }
-        }
     state = Path(tmp_path_factory.mktemp("stitching"))
-    with running_federation(state, SITES, agent_sections=sections) as fed:
+    with running_federation(state, SITES, agent_sections=gateway_sections(lab)) as fed:
         yield fed
-
-
-def call(fed: Federation, method: str, path: str, **kw: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {fed.token}"}
-    with httpx.Client(base_url=fed.api_url(), timeout=60.0) as client:
-        return client.request(method, path, headers=headers, **kw)
-
-
-def until(check: Any, within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what} did not happen within {within} s"
-        time.sleep(0.2)
 
 
 def test_create_ping_verify_restart_delete(lab: netlab.Lab, fed: Federation) -> None:

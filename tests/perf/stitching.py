@@ -7,10 +7,11 @@
     VXLAN tunnel, and — the baseline, same run, same two namespaces — across a raw veth
     pair joining them directly (with GRO on, as the gateway sets on its underlay);
     alternated 3 times, medians. Target: ratio ≥ 0.8.
-(b) **Configure → verify all green** for 2, 8 and 16 sites (full mesh): gateways built
-    from the rendered ``network_stitch`` objects, then every gateway probes every peer
-    (ICMP + TCP) until all pairs pass. Data plane only: the broker API and agents are not
-    in this path (the broker side of issue 12 is not built yet). Target: 16 sites ≤ 10 s.
+(b) **POST /v1/networks → verify all green** for 2, 8 and 16 sites (full mesh): etcd, 3
+    brokers and one agent process per site, each agent owning a gateway namespace on the
+    test WAN; timed from the POST that is accepted until ``verify`` reports every pair
+    reachable (ICMP + TCP). Also, the data plane alone: gateways built in-process from
+    the rendered objects, then every gateway probes every peer. Target: 16 sites ≤ 10 s.
 (c) **Allocator**: ``--networks`` networks allocated then freed through the fenced ledger
     on a real etcd; per-operation p50/p99, and duplicates (a VNI, route target or
     overlapping block held by two networks at once) counted. Baseline: a bare fenced
@@ -29,7 +30,9 @@ import itertools
 import json
 import statistics
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from broker.election.fencing import fenced_txn
@@ -42,7 +45,8 @@ from broker.store.protocol import Put
 from siteagent.datapath import probe
 from tests.perf.harness import percentile
 from tests.support import etcd as etcd_support
-from tests.support import netlab
+from tests.support import netlab, stitchfed
+from tests.support.federation import running_federation
 
 RAW = ("198.19.255.1", "198.19.255.2")
 
@@ -142,6 +146,46 @@ async def _verify_until_green(
             s.close()
 
 
+def api_verify_time(n: int, state: Path) -> dict[str, Any]:
+    """POST /v1/networks → READY → verify all green, through brokers and n agents."""
+    sites = [f"st-{i:02d}" for i in range(n)]
+    lab = netlab.Lab.create(sites)
+    try:
+        with running_federation(
+            state / f"fed-{n}", sites, agent_sections=stitchfed.gateway_sections(lab)
+        ) as fed:
+            body = {"name": f"bench-{n}", "tenant": "t1", "type": "l2-stretched", "sites": sites}
+            started = 0.0
+
+            def created() -> bool:  # the agents report their endpoints first (not timed)
+                nonlocal started
+                started = time.perf_counter()
+                resp = stitchfed.call(fed, "POST", "/v1/networks", json=body)
+                assert resp.status_code in (201, 202, 422), resp.text
+                return resp.status_code != 422
+
+            stitchfed.until(created, 120, "every gateway endpoint reported")
+            path = f"/v1/networks/bench-{n}"
+            stitchfed.until(
+                lambda: stitchfed.call(fed, "GET", path).json()["state"] == "READY", 120, "READY"
+            )
+            ready = time.perf_counter() - started
+            report = stitchfed.until(
+                lambda: (r := stitchfed.call(fed, "POST", f"{path}/verify").json())["ok"] and r,
+                120,
+                "verify all green",
+            )
+            total = time.perf_counter() - started
+        return {
+            "sites": n,
+            "pairs": len(report["pairs"]),
+            "ready_s": round(ready, 2),
+            "verify_s": round(total, 2),
+        }
+    finally:
+        lab.cleanup()
+
+
 async def allocator(networks: int) -> dict[str, Any]:
     cluster = etcd_support.start_single()
     store = EtcdStore.from_settings(cluster.settings(root="/bench/stitching/"))
@@ -204,21 +248,29 @@ def main() -> None:
     print(f"    raw veth {tp['raw_gbps']:>7} Gbit/s   tunnel {tp['tunnel_gbps']:>7} Gbit/s"
           f"   ratio {tp['tunnel_vs_raw']}")  # fmt: skip
     rows = [verify_time(int(n)) for n in args.sites.split(",")]
+    with tempfile.TemporaryDirectory(prefix="stitching-bench-") as tmp:
+        api_rows = [api_verify_time(int(n), Path(tmp)) for n in args.sites.split(",")]
     print("(b) configure -> verify all green (data plane; full mesh)")
     print(f"    {'sites':>5}{'pairs':>7}{'failed':>8}{'build s':>9}{'total s':>9}{'rtt p50':>9}")
     for r in rows:
         print(f"    {r['sites']:>5}{r['pairs']:>7}{r['failed_pairs']:>8}{r['build_s']:>9}"
               f"{r['verify_s']:>9}{r['rtt_ms_p50']:>9.3f}")  # fmt: skip
+    print("(b') POST /v1/networks -> READY -> verify all green, 3 brokers, one agent per site")
+    print(f"    {'sites':>5}{'pairs':>7}{'ready s':>9}{'verify s':>10}")
+    for r in api_rows:
+        print(f"    {r['sites']:>5}{r['pairs']:>7}{r['ready_s']:>9}{r['verify_s']:>10}")
     al = asyncio.run(allocator(args.networks))
     print(f"(c) allocator, {al['networks']} networks on etcd: alloc p50 {al['alloc_p50_ms']:.2f} "
           f"p99 {al['alloc_p99_ms']:.2f} ms, free p99 {al['free_p99_ms']:.2f} ms; "
           f"bare fenced txn p50 {al['raw_txn_p50_ms']:.2f} p99 {al['raw_txn_p99_ms']:.2f} ms; "
           f"duplicates {al['duplicates']}, keys left {al['keys_left']}")  # fmt: skip
-    by_sites = {r["sites"]: r for r in rows}
-    biggest = by_sites.get(16) or rows[-1]
+    by_sites = {r["sites"]: r for r in api_rows}
+    dataplane = {r["sites"]: r for r in rows}
+    biggest = by_sites.get(16) or api_rows[-1]
     print(json.dumps({
-        "benchmark": "stitching", **tp, "verify": rows,
+        "benchmark": "stitching", **tp, "verify": api_rows, "verify_dataplane": rows,
         "verify_16_sites_s": biggest["verify_s"] if 16 in by_sites else None,
+        "dataplane_verify_16_sites_s": dataplane[16]["verify_s"] if 16 in dataplane else None,
         "verify_sites_max": biggest["sites"], "verify_max_s": biggest["verify_s"],
         "allocator": al, "alloc_p99_ms": al["alloc_p99_ms"], "duplicates": al["duplicates"],
     }))  # fmt: skip

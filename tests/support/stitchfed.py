@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import httpx
+
+from broker.devfed.federation import Federation
 from broker.controllers.stitching import ENDPOINT, ENDPOINT_NAME, STITCH, VERIFY
 from broker.models import objects
 from broker.settings import StitchingSettings
 from broker.store import keys
 from broker.store.protocol import Store
 from siteagent.datapath import probe
+from tests.support import netlab
+
+T = TypeVar("T")
 
 SITES = ["east", "west", "north"]
 SETTINGS = StitchingSettings(
@@ -70,3 +79,31 @@ async def agents(store: Store) -> None:
             status = objects.Status(kind, name, want.generation, state, outputs=outputs)
             await store.put(okey, status.encode())
         await asyncio.sleep(0.02)
+
+
+def call(fed: Federation, method: str, path: str, **kw: Any) -> httpx.Response:
+    """One API request to a running federation, as its admin."""
+    headers = {"Authorization": f"Bearer {fed.token}"}
+    with httpx.Client(base_url=fed.api_url(), timeout=60.0) as client:
+        return client.request(method, path, headers=headers, **kw)
+
+
+def until(check: Callable[[], T | None], within: float, what: str) -> T:
+    """``check()``'s first truthy answer, polled; fails after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what} did not happen within {within} s"
+        time.sleep(0.1)
+
+
+def gateway_sections(lab: netlab.Lab) -> dict[str, dict[str, dict[str, object]]]:
+    """Each lab site's agent ``[gateway]`` section: its namespace on the lab's WAN."""
+    out: dict[str, dict[str, dict[str, object]]] = {}
+    for site in lab.sites:
+        ep = lab.endpoint(site)
+        gw = {"namespace": ep.namespace, "device": ep.device, "address": ep.address, "mtu": ep.mtu}
+        out[site] = {"gateway": dict(gw)}
+    return out

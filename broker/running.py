@@ -139,6 +139,7 @@ async def run(settings: BrokerSettings) -> None:
         "replica lease": lease.run(),
         "revocations": revocations.run(),
         "desired feed": DesiredFeed(store, registry).run(),
+        "liveness": gateway.liveness.run(),
         "image orders": orders.run(),
         "election": campaign.run(),
         "controllers": campaign.run_while_leading(

@@ -1,11 +1,12 @@
 """Site health: a site whose heartbeats stop goes DOWN; when they resume it goes UP.
 
-The controller watches ``sitestatus/`` (rewritten by the gateway on every heartbeat) and
-times what it sees with its own monotonic clock, so clock skew between replicas cannot
-fake a silence. A deleted status record (the agent's stream closed, or its replica's
-lease ran out) means DOWN at once; a record not rewritten for ``down_after`` seconds
-means DOWN at the next sweep. A new leader gives every site a full ``down_after`` of
-grace before judging it, since it has not watched the heartbeats before.
+The controller watches ``sitestatus/``. Heartbeats do not reach it: the replica holding a
+site's stream times them in memory and rewrites the record only when the site falls
+silent for ``down_after`` seconds (``silent_since_ms``) or is heard again
+(``gateway/liveness.py``). A record saying silent means DOWN; a deleted record (the
+agent's stream closed, or its replica's lease ran out) means DOWN at once; a record
+present and not silent means UP. A new leader gives every site without a record a full
+``down_after`` of grace before judging it DOWN (its record may be on its way back).
 
 Each verdict and its event are written in one fenced transaction (invariant 3). Watching
 never waits for writing: heartbeats are timed as they arrive, verdicts queue and are
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from broker import errors
 from broker.election import fencing
 from broker.models import codec, event
-from broker.models.site import Health, SiteHealth
+from broker.models.site import Health, SiteHealth, SiteStatus
 from broker.settings import BrokerSettings
 from broker.store import follow, keys
 from broker.store.protocol import EventType, KeyValue, Put, Store
@@ -92,16 +93,26 @@ class SiteHealthController:
                     self._gone(keys.name_in(keys.SITESTATUS, key))
                 continue
             site = keys.name_in(keys.SITESTATUS, item.key)
-            if isinstance(item, KeyValue):
-                if site not in self.live:  # a listing shows a record, not a heartbeat
-                    self.live.add(site)
-                    self._decide(site, Health.UP, "connected")
-            elif item.type is EventType.PUT:
+            if isinstance(item, KeyValue) or item.type is EventType.PUT:
                 self.live.add(site)
                 self.last_seen[site] = self.clock()
-                self._decide(site, Health.UP, "heartbeats resumed")
+                self._judge(site, item.value, listed=isinstance(item, KeyValue))
             else:
                 self._gone(site)
+
+    def _judge(self, site: str, value: bytes, *, listed: bool) -> None:
+        """UP, or DOWN when the replica holding the stream says the site fell silent."""
+        try:
+            status = codec.decode(SiteStatus, value)
+        except errors.InvalidInput:
+            log.warning("site %s: status record does not decode; counted as live", site)
+            status = None
+        if status is not None and status.silent_since_ms:
+            silent = max(0.0, (time.time() * 1000 - status.silent_since_ms) / 1000)
+            why = f"no heartbeat for {silent:.1f}s (replica {status.replica})"
+            self._decide(site, Health.DOWN, why)
+        else:
+            self._decide(site, Health.UP, "connected" if listed else "heartbeats heard")
 
     def _gone(self, site: str) -> None:
         self.live.discard(site)
@@ -128,7 +139,8 @@ class SiteHealthController:
             await self.sweep()
 
     async def sweep(self) -> None:
-        """Mark DOWN every UP site silent for longer than the bound.
+        """Mark DOWN every UP site without a status record for longer than the bound
+        (one judged UP by an earlier leader whose record never came back).
 
         A site never heard from stays UNKNOWN (registered, agent not connected yet)
         rather than collecting a DOWN event at registration.
@@ -136,11 +148,11 @@ class SiteHealthController:
         bound = self.settings.health.down_after
         now = self.clock()
         for site, seen in list(self.last_seen.items()):
-            if self.intended.get(site) is not Health.UP:
+            if self.intended.get(site) is not Health.UP or site in self.live:
                 continue
             silent = now - seen
             if silent > bound:
-                self._decide(site, Health.DOWN, f"no heartbeat for {silent:.1f}s")
+                self._decide(site, Health.DOWN, f"no live session for {silent:.1f}s")
         await self.flush()
 
     def _decide(self, site: str, state: Health, reason: str) -> None:

@@ -5,7 +5,9 @@ rest have their Hello read and are refused as busy with a jittered ``retry_after
 identify the peer by its certificate → read Hello (bounded wait) → negotiate the version
 → check the site is registered → record the live session and the inventory → Welcome →
 the desired snapshot (the admission place is freed here) → then heartbeats and statuses
-up, desired objects down, until either side ends. Every refusal is sent as a ``Refusal``
+up, desired objects down, until either side ends. A heartbeat is noted in memory and
+acked; it writes nothing (``liveness.py`` judges silence here and writes only flips), and
+its usage is written only when it differs from the last one. Every refusal is sent as a ``Refusal``
 message and as the gRPC status (with ``retry_after_ms`` also as the
 ``meridian-retry-after-ms`` trailer), is counted, and writes nothing. Failing to reach
 etcd never ends a stream: statuses wait in memory and are written when etcd answers
@@ -30,13 +32,12 @@ from meridian.v1 import agent_pb2 as pb
 from meridian.v1 import agent_pb2_grpc as pb_grpc
 
 from broker import errors
-from broker.gateway import convert, datapathevents, version
+from broker.gateway import convert, datapathevents, liveness, version
 from broker.gateway.admission import Admission, Ticket
 from broker.gateway import feeds
 from broker.gateway.feeds import ReplicaLease, Revocations
 from broker.gateway.sessions import Registry, Session
 from broker.models import codec, objects
-from broker.models import site as sitemodel
 from broker.pki import identity
 from broker.settings import BrokerSettings
 from broker.store import keys
@@ -91,6 +92,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         self.admission = Admission(
             gw.max_opening_streams, gw.busy_retry_after, gw.busy_retry_after_max
         )
+        self.liveness = liveness.Liveness(store, settings, registry, lease, self._clear_status)
         lease.on_renewed(self._rehome)
 
     # grpc.aio accepts a coroutine that reads and writes through the context; the stub's
@@ -209,10 +211,9 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             connected_ms=now_ms(),
         )
         inventory = convert.inventory_from_wire(site, hello.inventory)
+        session.inventory_value = codec.encode(inventory)
         try:
-            await self._write_status(
-                session, seq=0, extra=[Put(keys.inventory(site), codec.encode(inventory))]
-            )
+            await self._write_status(session, [Put(keys.inventory(site), session.inventory_value)])
         except (errors.StoreUnavailable, errors.LeaseExpired) as exc:
             raise Refused(pb.REFUSAL_UNAVAILABLE, f"state store unreachable: {exc}", 2000) from exc
         self.registry.add(session)
@@ -314,7 +315,10 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                     await self._flush(pending)
                 elif body == "inventory":
                     inventory = convert.inventory_from_wire(session.site, msg.inventory)
-                    pending[keys.inventory(session.site)] = codec.encode(inventory)
+                    value = codec.encode(inventory)
+                    if value != session.inventory_value:  # written only when it changed
+                        session.inventory_value = value
+                        pending[keys.inventory(session.site)] = value
                     await self._flush(pending)
                 else:
                     session.close(f"protocol violation: unexpected {body or 'empty'} message")
@@ -341,16 +345,18 @@ class Gateway(pb_grpc.AgentGatewayServicer):
     async def _heartbeat(
         self, session: Session, hb: pb.Heartbeat, pending: dict[str, bytes]
     ) -> None:
+        self.liveness.heard(session, hb.seq)
         if hb.HasField("usage"):
-            usage = json.dumps(convert.usage_from_wire(hb.usage), sort_keys=True).encode()
-            if usage != session.usage_value:
-                pending[keys.usage(session.site)] = usage
-                session.usage_value = usage
-        try:
-            await self._write_status(session, seq=hb.seq)
-        except (errors.StoreUnavailable, errors.LeaseExpired):
-            log.warning("site %s: heartbeat not recorded (etcd unreachable)", session.site)
-        await self._flush(pending)
+            # compare the wire bytes first: a usage that did not change is not decoded
+            wire = hb.usage.SerializeToString(deterministic=True)
+            if wire != session.usage_wire:
+                session.usage_wire = wire
+                usage = json.dumps(convert.usage_from_wire(hb.usage), sort_keys=True).encode()
+                if usage != session.usage_value:
+                    pending[keys.usage(session.site)] = usage
+                    session.usage_value = usage
+        if pending:  # a changed usage, or statuses still waiting for etcd
+            await self._flush(pending)
         session.outbound.put_nowait(pb.BrokerMessage(heartbeat_ack=pb.HeartbeatAck(seq=hb.seq)))
 
     async def _flush(self, pending: dict[str, bytes]) -> None:
@@ -365,25 +371,14 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             return
         pending.clear()
 
-    async def _write_status(
-        self, session: Session, seq: int, extra: list[Put] | None = None
-    ) -> None:
-        status = sitemodel.SiteStatus(
-            site=session.site,
-            replica=self.settings.name,
-            session_id=session.session_id,
-            protocol=session.protocol,
-            agent_version=session.agent_version,
-            connected_ms=session.connected_ms,
-            last_heartbeat_ms=now_ms(),
-            heartbeat_seq=seq,
-        )
-        value = codec.encode(status)
+    async def _write_status(self, session: Session, extra: list[Put]) -> None:
+        """The session's opening record (and ``extra``) under the replica's lease."""
+        value = liveness.record(session, self.settings.name)
         for retry in (True, False):
             lease_id = await self.lease.id()
             try:
                 await self.store.txn(
-                    [], [Put(keys.sitestatus(session.site), value, lease_id), *(extra or [])]
+                    [], [Put(keys.sitestatus(session.site), value, lease_id), *extra]
                 )
                 break
             except errors.LeaseExpired:
@@ -395,8 +390,8 @@ class Gateway(pb_grpc.AgentGatewayServicer):
 
     async def _rehome(self, lease_id: int) -> None:
         """Re-record every held session under a new replica lease (the lost one took
-        their records with it). Only where the record is still absent: a heartbeat that
-        got there first wrote a newer one."""
+        their records with it). Only where the record is still absent: a liveness flip
+        that got there first wrote a newer one."""
         rehomed = 0
         for session in self.registry.all():
             value = session.status_value

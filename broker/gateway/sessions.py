@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 
 from meridian.v1 import agent_pb2 as pb
 
@@ -36,6 +37,16 @@ class Session:
     closed_reason: str = ""
     status_value: bytes = b""  # the sitestatus value this session last wrote
     usage_value: bytes = b""  # the usage last queued for etcd (written only on change)
+    usage_wire: bytes = b""  # the Usage message it came from, as received
+    inventory_value: bytes = b""  # the inventory last queued for etcd (written on change)
+    # liveness, judged in memory by this replica (gateway/liveness.py)
+    last_seen: float = dataclasses.field(default_factory=time.monotonic)
+    seq: int = 0  # of the last heartbeat
+    silent: bool = False  # as the site's status record says
+
+    def heard_ms(self) -> int:
+        """Wall-clock time of the last heartbeat (or of the opening), unix ms."""
+        return int(time.time() * 1000 - (time.monotonic() - self.last_seen) * 1000)
 
     def push_desired(self, kind: str, name: str, value: objects.Desired) -> None:
         """Queue a desired object unless this stream already carried that generation."""

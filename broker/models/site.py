@@ -32,7 +32,9 @@ class SiteSpec:
 class SiteStatus:
     """The live session of a site (``sitestatus/<id>``), written by the gateway, leased.
 
-    Rewritten on every heartbeat; absent when no replica holds a stream for the site.
+    Written when the session opens and when the replica holding it judges it silent or
+    heard again (``silent_since_ms``), never per heartbeat; absent when no replica holds a
+    stream for the site.
     """
 
     site: str
@@ -41,8 +43,9 @@ class SiteStatus:
     protocol: str
     agent_version: str
     connected_ms: int
-    last_heartbeat_ms: int
+    last_heartbeat_ms: int  # the last heartbeat heard when the record was written
     heartbeat_seq: int = 0
+    silent_since_ms: int = 0  # no heartbeat since then (> health.down_after); 0: alive
 
 
 class Health(enum.StrEnum):

@@ -21,7 +21,7 @@ from broker.models import codec
 from broker.models.site import SiteSpec
 from broker.pki import authority
 from broker.pki.layout import Layout
-from broker.settings import BrokerSettings, GatewaySettings, TlsSettings
+from broker.settings import BrokerSettings, GatewaySettings, HealthSettings, TlsSettings
 from broker.store import keys
 from broker.store.protocol import Store
 from tests.support.etcd import free_ports
@@ -72,6 +72,7 @@ async def running_gateway(
     *,
     name: str = "gw-1",
     max_message_bytes: int = 64 * 1024,
+    health: HealthSettings | None = None,
     **overrides: Any,
 ) -> AsyncIterator[RunningGateway]:
     """A gateway replica; ``overrides`` replace fields of its ``GatewaySettings``."""
@@ -90,6 +91,7 @@ async def running_gateway(
             max_message_bytes=max_message_bytes,
             **{"hello_timeout": 2.0, **overrides},
         ),
+        health=health or HealthSettings(),
     )
     registry = Registry()
     lease = ReplicaLease(store, ttl=3)
@@ -101,6 +103,7 @@ async def running_gateway(
         asyncio.create_task(lease.run()),
         asyncio.create_task(revocations.run()),
         asyncio.create_task(DesiredFeed(store, registry).run()),
+        asyncio.create_task(gateway.liveness.run()),
     ]
     await asyncio.wait_for(revocations.ready.wait(), 10)
     try:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
 from broker import errors
 from broker.controllers.sitehealth import SiteHealthController
 from broker.models import codec
-from broker.models.site import Health, SiteHealth, SiteSpec
+from broker.models.site import Health, SiteHealth, SiteSpec, SiteStatus
 from broker.settings import BrokerSettings, HealthSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore
@@ -84,22 +85,61 @@ async def test_status_up_then_closed_stream_down(setup) -> None:  # type: ignore
     assert kinds == [("site.up", "a"), ("site.down", "a")]
 
 
-async def test_silence_beyond_bound_goes_down_once(setup) -> None:  # type: ignore[no-untyped-def]
+def status(site: str, silent_since_ms: int = 0) -> bytes:
+    return codec.encode(
+        SiteStatus(
+            site=site,
+            replica="gw-1",
+            session_id="s1",
+            protocol="1.1",
+            agent_version="t",
+            connected_ms=1,
+            last_heartbeat_ms=2,
+            silent_since_ms=silent_since_ms,
+        )
+    )
+
+
+async def test_a_record_saying_silent_goes_down_once_and_back_up(setup) -> None:  # type: ignore[no-untyped-def]
     store, ctl, clock, _ = setup
-    await store.put(keys.sitestatus("a"), b"{}")
+    await store.put(keys.sitestatus("a"), status("a"))
     await state_of(store, "a", Health.UP)
-    clock.now += 2.9
+    clock.now += 60  # the leader times nothing while a live record exists
     await ctl.sweep()
     assert (await verdict(store, "a")).state is Health.UP  # type: ignore[union-attr]
-    clock.now += 0.2
-    await ctl.sweep()
-    await ctl.sweep()
-    v = await verdict(store, "a")
-    assert v is not None and v.state is Health.DOWN and "no heartbeat" in v.reason
+    await store.put(keys.sitestatus("a"), status("a", silent_since_ms=int(time.time() * 1000)))
+    v = await state_of(store, "a", Health.DOWN)
+    assert "no heartbeat" in v.reason and "gw-1" in v.reason
+    await store.put(keys.sitestatus("a"), status("a", silent_since_ms=1))  # still silent
+    await settle()
     assert [e["kind"] for e in await events(store)] == ["site.up", "site.down"]
-    # a heartbeat brings it back
-    await store.put(keys.sitestatus("a"), b"{}")
+    # heard again: the replica clears the mark
+    await store.put(keys.sitestatus("a"), status("a"))
     await state_of(store, "a", Health.UP)
+
+
+async def test_an_up_site_without_a_record_goes_down_after_the_grace(
+    memory_store: MemoryStore,
+) -> None:
+    store = memory_store
+    await store.put(keys.site("a"), codec.encode(SiteSpec(id="a", region="r")))
+    up = SiteHealth(site="a", state=Health.UP, since_ms=1, decided_by="old")
+    await store.put(keys.health("a"), codec.encode(up))  # the last leader's verdict
+    fence, clock = await lead(store), Clock()
+    settings = BrokerSettings(name="b1", health=HealthSettings(down_after=3.0, sweep_interval=3600))
+    ctl = SiteHealthController(store, settings, fence, clock=clock)
+    task = asyncio.create_task(ctl.run())
+    try:
+        await settle()
+        await ctl.sweep()
+        assert (await verdict(store, "a")).state is Health.UP  # type: ignore[union-attr]
+        clock.now += 3.1
+        await ctl.sweep()
+        v = await verdict(store, "a")
+        assert v is not None and v.state is Health.DOWN and "no live session" in v.reason
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_never_connected_site_stays_unknown(setup) -> None:  # type: ignore[no-untyped-def]

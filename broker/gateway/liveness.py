@@ -1,0 +1,137 @@
+"""Liveness of the streams this replica holds, judged here, in memory.
+
+A heartbeat touches only its session (``Session.heard``): the time it arrived and its
+sequence number. Nothing is written to etcd for it. Every ``health.sweep_interval`` (and
+at once when a silent site is heard again) ``Liveness`` compares each session's silence
+with ``health.down_after`` and writes only what changed: the site's ``sitestatus`` record
+with ``silent_since_ms`` set (silent) or cleared (heard again), a batch of sites per
+transaction under the replica's lease. The leader's site-health controller turns those
+records into fenced UP/DOWN verdicts; a replica that dies takes its records with its
+lease, so the leader still sees every site it held go DOWN.
+
+Invariant: a ``sitestatus`` record is written when a session opens, when its liveness
+flips, and when the replica's lease is replaced -- never per heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from broker import errors
+from broker.gateway.feeds import ReplicaLease
+from broker.gateway.sessions import Registry, Session
+from broker.models import codec
+from broker.models import site as sitemodel
+from broker.settings import BrokerSettings
+from broker.store import keys
+from broker.store.protocol import Put, Store
+
+log = logging.getLogger(__name__)
+
+BATCH = 120
+"""Status records per transaction (etcd takes 128 operations)."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def record(session: Session, replica: str, silent_since_ms: int = 0) -> bytes:
+    """The ``sitestatus`` value of ``session`` as this replica knows it now."""
+    return codec.encode(
+        sitemodel.SiteStatus(
+            site=session.site,
+            replica=replica,
+            session_id=session.session_id,
+            protocol=session.protocol,
+            agent_version=session.agent_version,
+            connected_ms=session.connected_ms,
+            last_heartbeat_ms=session.heard_ms(),
+            heartbeat_seq=session.seq,
+            silent_since_ms=silent_since_ms,
+        )
+    )
+
+
+class Liveness:
+    def __init__(
+        self,
+        store: Store,
+        settings: BrokerSettings,
+        registry: Registry,
+        lease: ReplicaLease,
+        clear: Callable[[Session], Awaitable[None]],
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.registry = registry
+        self.lease = lease
+        self.clear = clear
+        self.wake = asyncio.Event()
+        self.writes = 0  # transactions written (tests, benchmarks)
+
+    def heard(self, session: Session, seq: int) -> None:
+        """A heartbeat arrived: note it; only a silent session's return costs a write."""
+        session.seq = seq
+        session.last_seen = time.monotonic()
+        if session.silent:
+            self.wake.set()
+
+    async def run(self) -> None:
+        """Judge and write flips until cancelled; etcd failing only delays them."""
+        while True:
+            try:
+                async with asyncio.timeout(self.settings.health.sweep_interval):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            try:
+                await self.sweep()
+            except (errors.StoreUnavailable, errors.LeaseExpired) as exc:
+                log.warning("liveness records wait for etcd: %s", exc)
+
+    def flips(self) -> list[tuple[Session, bool]]:
+        """Sessions whose silence no longer matches what their record says."""
+        bound = self.settings.health.down_after
+        now = time.monotonic()
+        out = []
+        for session in self.registry.all():
+            if session.closed_reason or not session.status_value:
+                continue  # closing, or its opening record is not written yet
+            silent = now - session.last_seen > bound
+            if silent != session.silent:
+                out.append((session, silent))
+        return out
+
+    async def sweep(self) -> None:
+        flips = self.flips()
+        for start in range(0, len(flips), BATCH):
+            await self._write(flips[start : start + BATCH])
+
+    async def _write(self, batch: list[tuple[Session, bool]]) -> None:
+        name = self.settings.name
+        values = [
+            (s, silent, record(s, name, s.heard_ms() if silent else 0)) for s, silent in batch
+        ]
+        for retry in (True, False):
+            lease_id = await self.lease.id()
+            ops = [Put(keys.sitestatus(s.site), value, lease_id) for s, _, value in values]
+            try:
+                await self.store.txn([], ops)
+                break
+            except errors.LeaseExpired:
+                self.lease.expired(lease_id)  # take a new lease, write again
+                if not retry:
+                    raise
+        self.writes += 1
+        for session, silent, value in values:
+            session.silent, session.status_value = silent, value
+            log.info(
+                "site %s: %s", session.site, "silent" if silent else "heartbeats heard again"
+            )
+            if session.closed_reason or self.registry.get(session.site) is not session:
+                await self.clear(session)  # it closed meanwhile: take the record back

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from broker import errors
 from broker.gateway.feeds import ReplicaLease
@@ -27,7 +27,7 @@ from broker.models import codec
 from broker.models import site as sitemodel
 from broker.settings import BrokerSettings
 from broker.store import keys
-from broker.store.protocol import Put, Store
+from broker.store.protocol import Put, Store, TxnOp
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,22 @@ def record(session: Session, replica: str, silent_since_ms: int = 0) -> bytes:
             silent_since_ms=silent_since_ms,
         )
     )
+
+
+async def leased_txn(
+    store: Store, lease: ReplicaLease, ops: Callable[[int], Sequence[TxnOp]]
+) -> None:
+    """Write ``ops(lease_id)`` under the replica's lease; a lease found lost is like an
+    etcd outage, not a broken stream: take a new one and write again, once."""
+    for retry in (True, False):
+        lease_id = await lease.id()
+        try:
+            await store.txn([], ops(lease_id))
+            return
+        except errors.LeaseExpired:
+            lease.expired(lease_id)
+            if not retry:
+                raise
 
 
 class Liveness:
@@ -117,16 +133,13 @@ class Liveness:
         values = [
             (s, silent, record(s, name, s.heard_ms() if silent else 0)) for s, silent in batch
         ]
-        for retry in (True, False):
-            lease_id = await self.lease.id()
-            ops = [Put(keys.sitestatus(s.site), value, lease_id) for s, _, value in values]
-            try:
-                await self.store.txn([], ops)
-                break
-            except errors.LeaseExpired:
-                self.lease.expired(lease_id)  # take a new lease, write again
-                if not retry:
-                    raise
+        await leased_txn(
+            self.store,
+            self.lease,
+            lambda lease_id: [
+                Put(keys.sitestatus(s.site), value, lease_id) for s, _, value in values
+            ],
+        )
         self.writes += 1
         for session, silent, value in values:
             session.silent, session.status_value = silent, value

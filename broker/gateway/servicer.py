@@ -374,18 +374,10 @@ class Gateway(pb_grpc.AgentGatewayServicer):
     async def _write_status(self, session: Session, extra: list[Put]) -> None:
         """The session's opening record (and ``extra``) under the replica's lease."""
         value = liveness.record(session, self.settings.name)
-        for retry in (True, False):
-            lease_id = await self.lease.id()
-            try:
-                await self.store.txn(
-                    [], [Put(keys.sitestatus(session.site), value, lease_id), *extra]
-                )
-                break
-            except errors.LeaseExpired:
-                # like an etcd outage, not a broken stream: take a new lease, write again
-                self.lease.expired(lease_id)
-                if not retry:
-                    raise
+        key = keys.sitestatus(session.site)
+        await liveness.leased_txn(
+            self.store, self.lease, lambda lease_id: [Put(key, value, lease_id), *extra]
+        )
         session.status_value = value
 
     async def _rehome(self, lease_id: int) -> None:

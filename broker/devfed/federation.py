@@ -3,6 +3,9 @@
 Layout of the state directory::
 
     pki/                 CA, broker and site certificates (keys 0600)
+    pki/etcd/            etcd's own CA: its server certificate and every broker's client
+                         certificate (agents' certificates come from the other CA, so
+                         etcd, which requires a client certificate, refuses them)
     etcd/                etcd's data directory
     brokers/<name>.toml  each replica's settings
     agents/<site>.toml   each agent's settings
@@ -14,12 +17,14 @@ Layout of the state directory::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import secrets
 import shutil
 import signal
+import ssl
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,8 +38,11 @@ from broker.devfed import procs
 from broker.devfed.minicloud import Minicloud, OpenStackSite
 from broker.pki import authority
 from broker.pki.layout import Layout
+from broker.settings import EtcdSettings
 
 ETCD_BINARY = "etcd"
+ETCD_SERVER = "etcd"  # the name of etcd's server certificate in pki/etcd/brokers/
+ETCD_CLIENT = "meridian-cli"  # a client certificate for tools and tests (dev only)
 SWARM_SIZE = 25  # agents per process when agents share processes
 
 
@@ -90,6 +98,22 @@ class Federation:
         return Layout(self.state / "pki")
 
     @property
+    def etcd_pki(self) -> Layout:
+        """etcd's own CA (``pki/etcd/``), apart from the one agents' certificates come from."""
+        return Layout(self.state / "pki" / "etcd")
+
+    def etcd_settings(self, *, client: str = ETCD_CLIENT, root: str = "") -> EtcdSettings:
+        """How ``client`` (a broker name, or the tools' certificate) reaches the dev etcd."""
+        tls = self.etcd_pki
+        settings = EtcdSettings(
+            endpoints=(self.etcd_endpoint,),
+            ca_file=str(tls.ca_cert),
+            cert_file=str(tls.broker_cert(client)),
+            key_file=str(tls.broker_key(client)),
+        )
+        return dataclasses.replace(settings, root=root) if root else settings
+
+    @property
     def token_file(self) -> Path:
         return self.state / "token"
 
@@ -124,6 +148,12 @@ class Federation:
         for name in self.broker_names():
             if not self.pki.broker_cert(name).exists():
                 ca.issue_broker(name)
+        if not self.etcd_pki.metadata.exists():
+            authority.create(self.etcd_pki.root, self.trust_domain)
+        etcd_ca = authority.load(self.etcd_pki.root)
+        for name in (ETCD_SERVER, ETCD_CLIENT, *self.broker_names()):
+            if not self.etcd_pki.broker_cert(name).exists():
+                etcd_ca.issue_broker(name)  # serverAuth + clientAuth, localhost/127.0.0.1
         if not self.token_file.exists():
             fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -154,6 +184,8 @@ class Federation:
                 "etcd not found: run deploy/dev/bootstrap.sh (installs Debian etcd-server)"
             )
         client, peer = self.ports["etcd.client"], self.ports["etcd.peer"]
+        tls = self.etcd_pki
+        cert, key, ca = tls.broker_cert(ETCD_SERVER), tls.broker_key(ETCD_SERVER), tls.ca_cert
         proc = procs.start(
             "etcd",
             [
@@ -163,15 +195,25 @@ class Federation:
                 "--data-dir",
                 str(self.state / "etcd"),
                 "--listen-client-urls",
-                f"http://127.0.0.1:{client}",
+                f"https://127.0.0.1:{client}",
                 "--advertise-client-urls",
-                f"http://127.0.0.1:{client}",
+                f"https://127.0.0.1:{client}",
                 "--listen-peer-urls",
-                f"http://127.0.0.1:{peer}",
+                f"https://127.0.0.1:{peer}",
                 "--initial-advertise-peer-urls",
-                f"http://127.0.0.1:{peer}",
+                f"https://127.0.0.1:{peer}",
                 "--initial-cluster",
-                f"dev=http://127.0.0.1:{peer}",
+                f"dev=https://127.0.0.1:{peer}",
+                # TLS both ways: a client (and a peer) without a certificate from etcd's
+                # own CA is refused at the handshake
+                f"--cert-file={cert}",
+                f"--key-file={key}",
+                f"--trusted-ca-file={ca}",
+                "--client-cert-auth",
+                f"--peer-cert-file={cert}",
+                f"--peer-key-file={key}",
+                f"--peer-trusted-ca-file={ca}",
+                "--peer-client-cert-auth",
                 "--heartbeat-interval",
                 "50",
                 "--election-timeout",
@@ -179,14 +221,20 @@ class Federation:
             ],
             self.state / "logs" / "etcd.log",
         )
-        procs.wait_until(proc, lambda: self._etcd_healthy(client), timeout=30, what="healthy")
+        healthy = functools.partial(self.etcd_healthy, self.etcd_settings())
+        procs.wait_until(proc, healthy, timeout=30, what="healthy")
         self.running["etcd"] = proc
         return proc
 
     @staticmethod
-    def _etcd_healthy(port: int) -> bool:
+    def etcd_healthy(settings: EtcdSettings) -> bool:
+        """etcd's /health over TLS, as the client ``settings`` describe (with its cert)."""
+        context = ssl.create_default_context(cafile=settings.ca_file)
+        if settings.cert_file:
+            context.load_cert_chain(settings.cert_file, settings.key_file)
+        url = f"https://{settings.endpoints[0]}/health"
         try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200
+            return httpx.get(url, timeout=0.5, verify=context).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -196,7 +244,12 @@ class Federation:
         path.write_text(
             toml(
                 {
-                    "etcd": {"endpoints": [self.etcd_endpoint]},
+                    "etcd": {
+                        "endpoints": [self.etcd_endpoint],
+                        "ca_file": str(self.etcd_pki.ca_cert),
+                        "cert_file": str(self.etcd_pki.broker_cert(name)),
+                        "key_file": str(self.etcd_pki.broker_key(name)),
+                    },
                     "tls": {
                         "ca_file": str(self.pki.ca_cert),
                         "cert_file": str(self.pki.broker_cert(name)),

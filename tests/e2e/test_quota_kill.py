@@ -20,7 +20,6 @@ import httpx
 import pytest
 
 from broker.devfed.federation import Federation
-from broker.settings import EtcdSettings
 from broker.store import keys
 from broker.store.etcd import EtcdStore
 from tests.support import quota_history as qh
@@ -106,7 +105,7 @@ def handlers(client: Client) -> tuple[qh.Reserve, qh.Settle]:
 
 async def test_leader_kill_mid_run_never_oversubscribes(brokers: Federation) -> None:
     fed = brokers
-    store = EtcdStore.from_settings(EtcdSettings(endpoints=(fed.etcd_endpoint,)))
+    store = EtcdStore.from_settings(fed.etcd_settings())
     try:
         _, start = await store.get_prefix(keys.QUOTA)
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as http:

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from broker import settings as broker_settings
+from broker.settings import EtcdSettings
 from broker.devfed.federation import Federation
 from broker.store import keys
 from tests.perf import harness
@@ -185,8 +186,8 @@ class Bench:
 class Floor:
     """The raw election: a holder and a follower process on the same etcd."""
 
-    def __init__(self, endpoint: str, ttl: int, watch: KeyWatch, logs: Path) -> None:
-        self.endpoint = endpoint
+    def __init__(self, etcd: EtcdSettings, ttl: int, watch: KeyWatch, logs: Path) -> None:
+        self.etcd = etcd
         self.ttl = ttl
         self.watch = watch
         self.logs = logs
@@ -198,7 +199,7 @@ class Floor:
         self.count += 1
         name = f"raw-{self.count}"
         argv = harness.python_module(
-            "tests.perf.rawelection", "--endpoint", self.endpoint, "--key", RAW_KEY,
+            "tests.perf.rawelection", *harness.etcd_args(self.etcd), "--key", RAW_KEY,
             "--name", name, "--ttl", str(self.ttl),
         )
         return harness.Helper(name, argv, self.logs / f"{name}.log")
@@ -242,7 +243,7 @@ def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
         states = fed.wait_all_up(probes + background, timeout=120)
         if any(states.get(s) != "UP" for s in probes + background):
             raise RuntimeError(f"not every site came UP: {states}")
-        client = harness.etcd_client(fed.etcd_endpoint)
+        client = harness.etcd_client(fed.etcd_settings())
         loaded = broker_settings.load(fed.state / "brokers" / "broker-1.toml")
         watch = KeyWatch(
             client,
@@ -250,7 +251,7 @@ def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
         )
         bench = Bench(fed, watch, probes)
         ttl = loaded.election.lease_ttl
-        floor = Floor(fed.etcd_endpoint, ttl, watch, state / "raw")
+        floor = Floor(fed.etcd_settings(), ttl, watch, state / "raw")
         trials: list[Trial] = []
         for i in range(1, args.trials + 1):
             trial = bench.trial()

@@ -295,7 +295,7 @@ def meridian_phase(
         phase.rss_before_kib = harness.rss_kib(broker.pid)
         groups = groups_of([fed.agent_config(site) for site in sites], args.processes)
         root = broker_settings.load(fed.state / "brokers" / "broker-1.toml").etcd.root
-        tracker = harness.UpTracker(harness.etcd_client(fed.etcd_endpoint), root, sites)
+        tracker = harness.UpTracker(harness.etcd_client(fed.etcd_settings()), root, sites)
         say(f"Meridian: {len(sites)} agents → broker-1, all at once")
         t0 = time.time()
         swarms = Swarms("swarm", groups, state)

@@ -35,6 +35,7 @@ import etcd3.events as etcd_events
 from rich.console import Console
 from rich.table import Table
 
+from broker.settings import EtcdSettings
 from broker.store import keys
 
 T = TypeVar("T")
@@ -234,9 +235,20 @@ def spread_sites(prefix: str, count: int, replicas: int) -> list[str]:
 # -- raw etcd ------------------------------------------------------------------------
 
 
-def etcd_client(endpoint: str) -> Any:
-    host, _, port = endpoint.rpartition(":")
-    return etcd3.client(host=host, port=int(port), timeout=5)
+def etcd_args(settings: EtcdSettings) -> list[str]:
+    """The command-line options of a helper process that reaches etcd as ``settings``."""
+    return ["--endpoint", settings.endpoints[0], "--ca", settings.ca_file,
+            "--cert", settings.cert_file, "--key-file", settings.key_file]
+
+
+def etcd_client(settings: EtcdSettings) -> Any:
+    """A raw etcd3 client (TLS with the client certificate when ``settings`` name one)."""
+    host, _, port = settings.endpoints[0].rpartition(":")
+    tls: dict[str, str] = {}
+    if settings.ca_file:
+        tls = {"ca_cert": settings.ca_file, "cert_cert": settings.cert_file,
+               "cert_key": settings.key_file}
+    return etcd3.client(host=host, port=int(port), timeout=5, **tls)
 
 
 @dataclass(frozen=True)

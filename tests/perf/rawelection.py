@@ -67,9 +67,14 @@ def main() -> None:
     parser.add_argument("--key", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--ttl", type=int, default=2)
+    parser.add_argument("--ca", default="", help="etcd's CA (TLS); with --cert and --key")
+    parser.add_argument("--cert", default="")
+    parser.add_argument("--key-file", "--key-pem", dest="key_file", default="")
     args = parser.parse_args()
     host, _, port = args.endpoint.rpartition(":")
-    campaign(etcd3.client(host=host, port=int(port), timeout=5), args.key, args.name, args.ttl)
+    tls = {"ca_cert": args.ca, "cert_cert": args.cert, "cert_key": args.key_file}
+    client = etcd3.client(host=host, port=int(port), timeout=5, **(tls if args.ca else {}))
+    campaign(client, args.key, args.name, args.ttl)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from typing import Any
 import openstack.exceptions as os_exc
 import pytest
 
-from broker.settings import EtcdSettings
 from broker.store import keys
 from broker.store.etcd import EtcdStore
 from tests.support.minicloud import CLOUD, Minicloud
@@ -136,7 +135,7 @@ async def test_push_lands_in_nova_and_an_out_of_band_server_shrinks_the_other_si
     fed: OpenStackFederation, project: Project
 ) -> None:
     tenant = project.id
-    store = EtcdStore.from_settings(EtcdSettings(endpoints=(fed.etcd_endpoint,)))
+    store = EtcdStore.from_settings(fed.etcd_settings())
     admin = project.conn
     try:
         resp = fed.call("PUT", f"/v1/quotas/{tenant}", json={"limits": LIMITS})

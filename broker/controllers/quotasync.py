@@ -54,8 +54,13 @@ from quota.models import (
 log = logging.getLogger(__name__)
 
 KIND = objects.QUOTA.name
-PREFIXES = (keys.QUOTA + "ledger/", keys.QUOTA + "limits/", keys.QUOTA + "classes/",
-            keys.USAGE, keys.SITES)
+PREFIXES = (
+    keys.QUOTA + "ledger/",
+    keys.QUOTA + "limits/",
+    keys.QUOTA + "classes/",
+    keys.USAGE,
+    keys.SITES,
+)
 """What the controller follows: the ledger's tenants, limits and classes, the agents'
 usage reports and the site registry."""
 
@@ -318,7 +323,10 @@ class QuotaSyncController:
             await self._write_desired(site, tenant, want, have)
 
     async def _write_desired(
-        self, site: str, tenant: str, want: dict[str, int],
+        self,
+        site: str,
+        tenant: str,
+        want: dict[str, int],
         have: tuple[dict[str, int], int, int] | None,
     ) -> None:
         key = keys.desired(site, KIND, tenant)
@@ -330,8 +338,11 @@ class QuotaSyncController:
         for _ in range(3):
             value = stored.revise(spec)
             result = await fencing.fenced_txn(
-                self.store, self.fence, [p.Put(key, value.encode())],
-                [p.Compare(key, p.Target.MOD, p.Op.EQUAL, mod)], [p.Get(key)],
+                self.store,
+                self.fence,
+                [p.Put(key, value.encode())],
+                [p.Compare(key, p.Target.MOD, p.Op.EQUAL, mod)],
+                [p.Get(key)],
             )
             if result.succeeded:
                 self.pushed[(site, tenant)] = (want, value.generation, result.revision)
@@ -356,8 +367,10 @@ class QuotaSyncController:
         drifts = sync.drift(account, reported, counted)
         now = self.clock()
         for site in sorted(where):
-            current = {c: n for c, n in (account.sites[site].adjust.items()
-                                          if site in account.sites else ())}
+            current = {
+                c: n
+                for c, n in (account.sites[site].adjust.items() if site in account.sites else ())
+            }
             wanted = sync.adjustment(drifts, site)
             self.drifts[(tenant, site)] = {c: abs(n) for c, n in wanted.items()}
             if wanted == current:
@@ -373,27 +386,38 @@ class QuotaSyncController:
                 self.pending.pop((tenant, site), None)
 
     async def _record(
-        self, tenant: str, site: str, account: Account, ledger_mod: int,
-        recorded: dict[str, int], drifts: list[sync.Drift],
+        self,
+        tenant: str,
+        site: str,
+        account: Account,
+        ledger_mod: int,
+        recorded: dict[str, int],
+        drifts: list[sync.Drift],
     ) -> bool:
         """Write the adjustment and its event in one fenced txn; False if raced."""
         seq_key = keys.QUOTA + layout.seq_key(tenant)
         ledger_key = keys.QUOTA + layout.ledger_key(tenant)
-        details = ", ".join(
-            f"{d.resource} reported {d.reported} vs committed {d.committed} ({d.amount:+d})"
-            for d in drifts if d.site == site
-        ) or "drift cleared"
+        details = (
+            ", ".join(
+                f"{d.resource} reported {d.reported} vs committed {d.committed} ({d.amount:+d})"
+                for d in drifts
+                if d.site == site
+            )
+            or "drift cleared"
+        )
         if recorded != sync.adjustment(drifts, site):
             details += f" (adjustment {recorded} this record: bounded per record)"
-        ev = event.new(
-            "quota.drift", tenant, f"site {site}: {details}", replica=self.settings.name
-        )
+        ev = event.new("quota.drift", tenant, f"site {site}: {details}", replica=self.settings.name)
         new = account.with_adjust(site, recorded)
         try:
             await fencing.fenced_txn(
-                self.store, self.fence,
-                [p.Put(ledger_key, to_json(new.dump())), p.Put(seq_key, b""),
-                 p.Put(keys.event(ev.id), codec.encode(ev))],
+                self.store,
+                self.fence,
+                [
+                    p.Put(ledger_key, to_json(new.dump())),
+                    p.Put(seq_key, b""),
+                    p.Put(keys.event(ev.id), codec.encode(ev)),
+                ],
                 # the ledger's revision proves the account is current; seq is rewritten
                 # (not compared) so replicas' caches re-read, and reservations never
                 # starve this write

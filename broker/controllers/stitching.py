@@ -35,8 +35,9 @@ from broker.models.network import NetworkRecord, NetworkState
 from broker.settings import StitchingSettings
 from broker.stitching import layout, render
 from broker.stitching.ledger import Allocation, Ledger, Request
-from broker.store import keys
-from broker.store.protocol import Compare, Delete, EventType, Get, Op, Put, Store, Target, TxnOp
+from broker.controllers import keyed
+from broker.store import follow, keys
+from broker.store.protocol import Compare, Delete, Get, Op, Put, Store, Target, TxnOp
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,9 @@ class StitchingController:
     def __init__(self, store: Store, fence: int, settings: StitchingSettings) -> None:
         self.store, self.fence, self.settings = store, fence, settings
         self.ledger = Ledger(store, fence, settings)
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._again: set[str] = set()
+        self._steps = keyed.Steps(self.step, "network")
         self._members: dict[str, set[str]] = {}
         """site → networks it is a member of (to route endpoint changes)."""
-        self._failed: BaseException | None = None
 
     async def run(self) -> None:
         await self.ledger.load()
@@ -80,16 +79,8 @@ class StitchingController:
             tg.create_task(self._resync())
 
     async def _follow(self, prefix: str, handle: Callable[[str, bytes], Awaitable[None]]) -> None:
-        while True:
-            try:
-                kvs, rev = await self.store.get_prefix(prefix)
-                for kv in kvs:
-                    await handle(kv.key, kv.value)
-                async for ev in self.store.watch_prefix(prefix, start_revision=rev + 1):
-                    await handle(ev.key, ev.value if ev.type is EventType.PUT else b"")
-            except errors.StoreUnavailable as exc:
-                log.warning("stitching: %s watch broke (%s); re-listing", prefix, exc)
-                await asyncio.sleep(1.0)
+        async for key, value in follow.changes(self.store, prefix):
+            await handle(key, value)
 
     async def _on_site(self, key: str, value: bytes) -> None:
         if not value:
@@ -119,8 +110,7 @@ class StitchingController:
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(RESYNC_S)
-            if self._failed is not None:
-                raise self._failed
+            self._steps.check()
             try:
                 kvs, _ = await self.store.get_prefix(keys.NETWORKS)
             except errors.StoreUnavailable:
@@ -131,33 +121,11 @@ class StitchingController:
                     self.kick(rec.id)
 
     def kick(self, net: str) -> None:
-        if net in self._running:
-            self._again.add(net)
-            return
-        self._running[net] = asyncio.get_running_loop().create_task(self._handle(net))
-
-    async def _handle(self, net: str) -> None:
-        try:
-            again = True
-            while again:
-                self._again.discard(net)
-                await self.step(net)
-                again = net in self._again
-        except (errors.Conflict, errors.StoreUnavailable) as exc:
-            log.info("network %s: %s; will retry", net, exc)
-        except errors.FencedOut as exc:
-            self._failed = exc
-        except Exception:
-            log.exception("network %s: step failed", net)
-        finally:
-            self._running.pop(net, None)
+        self._steps.kick(net)
 
     async def drain(self) -> None:
         """Wait until no network is being worked on (for tests)."""
-        while self._running:
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
-        if self._failed is not None:
-            raise self._failed
+        await self._steps.drain()
 
     # -- one step of one network -------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from broker.placement import commit, render
 from broker.placement.headroom import Headroom, QuotaExceeded, SiteUsage, Unlimited
 from broker.placement.plan import Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Snapshot
+from broker.controllers import keyed
 from broker.store import follow, keys
 from broker.store.protocol import Compare, Delete, Get, KeyValue, Op, Put, Store, Target
 
@@ -65,12 +66,9 @@ class VnfController:
         self.headroom: Headroom = headroom or Unlimited()
         self.planner = planner or Planner()
         self.snap = Snapshot()
-        self._limit = asyncio.Semaphore(concurrency)
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._again: set[str] = set()
+        self._steps = keyed.Steps(self.step, "vnf", concurrency=concurrency)
         self._servers: dict[tuple[str, str], str] = {}
         """(site, server name) → VNF id, to route observed statuses."""
-        self._failed: BaseException | None = None
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -103,8 +101,7 @@ class VnfController:
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(RESYNC_S)
-            if self._failed is not None:
-                raise self._failed
+            self._steps.check()
             try:
                 kvs, _ = await self.store.get_prefix(keys.VNFS)
             except errors.StoreUnavailable as exc:  # the watches re-list when etcd is back
@@ -116,35 +113,11 @@ class VnfController:
                     self.kick(rec.id)
 
     def kick(self, vnf_id: str) -> None:
-        if vnf_id in self._running:
-            self._again.add(vnf_id)
-            return
-        task = asyncio.get_running_loop().create_task(self._handle(vnf_id))
-        self._running[vnf_id] = task
-
-    async def _handle(self, vnf_id: str) -> None:
-        try:
-            async with self._limit:
-                again = True
-                while again:
-                    self._again.discard(vnf_id)
-                    await self.step(vnf_id)
-                    again = vnf_id in self._again
-        except (errors.Conflict, errors.StoreUnavailable) as exc:
-            log.info("vnf %s: %s; will retry", vnf_id, exc)
-        except errors.FencedOut as exc:
-            self._failed = exc
-        except Exception:
-            log.exception("vnf %s: step failed", vnf_id)
-        finally:
-            self._running.pop(vnf_id, None)
+        self._steps.kick(vnf_id)
 
     async def drain(self) -> None:
         """Wait until no VNF is being worked on (for tests)."""
-        while self._running:
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
-        if self._failed is not None:
-            raise self._failed
+        await self._steps.drain()
 
     # -- one step of one VNF ---------------------------------------------------------------
 

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 REOBSERVED = frozenset({"server"})
 """Kinds re-observed after they converged: what can be lost at a site behind our back."""
 GONE = "gone: no longer at the site (deleted or lost out of band)"
+HOLD_S = 5.0
+"""After a reconnect, how long a server's status claiming the active role is held back,
+waiting for the broker's desired state (which may demote it: never report a stale active)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,8 @@ class Reconciler:
         self._working = False
         self._current = ""
         self._audited: set[str] = set()
+        self._held: dict[str, float] = {}
+        """Keys whose replay waits (loop time until when) for a newer desired generation."""
         """Keys whose last status came from a re-observation that found them FAILED."""
         self._running = False
         self._work = asyncio.Event()
@@ -126,6 +131,7 @@ class Reconciler:
         entry.attempts = 0
         entry.polling = False
         self._audited.discard(obj.key)
+        self._held.pop(obj.key, None)  # the stale status never goes out: the new one will
         self._enqueue(entry)
         return True
 
@@ -146,11 +152,31 @@ class Reconciler:
             self._emit(status)
 
     def replay(self) -> None:
-        """Report the latest status of every object again (after a reconnect)."""
-        for key in self._last:
-            self._dirty[key] = None
+        """Report the latest status of every object again (after a reconnect).
+
+        A server's status claiming the active role is held back for ``HOLD_S``: the desired
+        state the broker sends on the new stream may demote it (its site was failed over
+        while away), and then only the new generation's status goes out. Unchanged by
+        then, it is reported as it is.
+        """
+        loop = asyncio.get_running_loop()
+        for key, status in self._last.items():
+            if status.kind == "server" and status.outputs.get("role") == "active":
+                self._held[key] = loop.time() + HOLD_S
+            else:
+                self._dirty[key] = None
+        if self._held:
+            loop.call_later(HOLD_S, self._release_held)
         if self._dirty:
             self._news.set()
+
+    def _release_held(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for key, until in list(self._held.items()):
+            if until <= now:
+                del self._held[key]
+                self._dirty[key] = None
+                self._news.set()
 
     async def statuses(self) -> AsyncGenerator[models.ObjectStatus, None]:
         """Every status change, coalesced per object while unread; runs until cancelled.
@@ -360,6 +386,8 @@ class Reconciler:
         if self._last.get(status.key) == status:
             return
         self._last[status.key] = status
+        if status.key in self._held:
+            return  # reported when the hold ends, unless a newer generation comes first
         self._dirty[status.key] = None
         self._news.set()
         if self._on_status is not None:

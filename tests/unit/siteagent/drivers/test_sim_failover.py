@@ -148,3 +148,51 @@ async def test_reobservation_reports_lost_and_failed_host_servers(site: sim.SimS
     finally:
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
+
+
+async def next_status(rec: reconciler.Reconciler, within: float) -> models.ObjectStatus | None:
+    stream = rec.statuses()
+    try:
+        return await asyncio.wait_for(anext(stream), within)
+    except TimeoutError:
+        return None
+    finally:
+        await stream.aclose()
+
+
+async def test_a_reconnect_never_replays_a_stale_active_before_the_demotion(
+    site: sim.SimSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = reconciler.Reconciler(site)
+    worker = asyncio.create_task(rec.run())
+    try:
+        await rec.submit(obj("server", "m", member("cmp-b", "active")))
+        await rec.submit(obj("server", "n", member("cmp-a", "standby")))
+        await rec.wait_idle()
+        while await next_status(rec, 0.05) is not None:
+            pass  # what the old stream carried
+        rec.replay()  # reconnected: the standby is replayed, the active is held
+        first = await next_status(rec, 0.2)
+        assert first is not None and first.name == "n"
+        assert await next_status(rec, 0.2) is None
+        # the broker's desired state on the new stream demotes it: only that goes out
+        await rec.submit(obj("server", "m", member("cmp-b", "standby"), 2))
+        await rec.wait_idle()
+        demoted = await next_status(rec, 1.0)
+        assert demoted is not None and demoted.name == "m"
+        assert (demoted.observed_generation, demoted.outputs["role"]) == (2, "standby")
+        # not demoted this time: after the hold it is reported as it is
+        await rec.submit(obj("server", "m", member("cmp-b", "active"), 3))
+        await rec.wait_idle()
+        while await next_status(rec, 0.05) is not None:
+            pass
+        monkeypatch.setattr(reconciler, "HOLD_S", 0.1)
+        rec.replay()
+        replayed = [await next_status(rec, 1.0), await next_status(rec, 1.0)]
+        assert [(s.name, s.outputs["role"]) for s in replayed if s is not None] == [
+            ("n", "standby"),
+            ("m", "active"),
+        ]
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)

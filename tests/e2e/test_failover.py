@@ -9,6 +9,8 @@ is not built yet, so the VNF ends DEGRADED and says so.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import time
 from typing import Any
@@ -16,6 +18,10 @@ from typing import Any
 import pytest
 
 from broker.devfed.federation import Federation
+from broker.models import objects
+from broker.settings import EtcdSettings
+from broker.store import keys
+from broker.store.etcd import EtcdStore
 from tests.e2e.test_vnf import active, call, create
 from tests.support.polling import wait_for
 
@@ -50,6 +56,8 @@ def test_losing_the_active_site_promotes_the_standby(
     site = next(s for s, r in roles(vnf).items() if r == "active")
     standby = next(s for s, r in roles(vnf).items() if r == "standby")
     agent = f"agent-{site}"
+    stale = keys.observed(site, "server", f"{fw}-{member_at(vnf, site)}")
+    start = asyncio.run(revision(federation))
     started = time.monotonic()
     federation.kill(agent, sig)
     try:
@@ -61,3 +69,41 @@ def test_losing_the_active_site_promotes_the_standby(
     finally:
         if sig == signal.SIGSTOP:
             federation.kill(agent, signal.SIGCONT)
+    if sig == signal.SIGSTOP:
+        # the site resumes: its member applies the demotion, and never reports active
+        history = asyncio.run(writes(federation, stale, start))
+        assert history, "the resumed site reported nothing"
+        assert all(st.outputs.get("role") != "active" for st in history), history
+        assert history[-1].observed_generation >= 2
+
+
+def member_at(vnf: dict[str, Any], site: str) -> str:
+    return next(str(m["name"]) for m in vnf["members"] if m["site"] == site)
+
+
+async def revision(fed: Federation) -> int:
+    store = EtcdStore.from_settings(EtcdSettings(endpoints=(fed.etcd_endpoint,)))
+    try:
+        _, rev = await store.get_prefix(keys.LEADER)
+        return rev
+    finally:
+        await store.close()
+
+
+async def writes(fed: Federation, key: str, start: int) -> list[objects.Status]:
+    """Every status written to ``key`` after ``start`` until it says generation 2 or more."""
+    store = EtcdStore.from_settings(EtcdSettings(endpoints=(fed.etcd_endpoint,)))
+    out: list[objects.Status] = []
+    watch = store.watch_prefix(key, start_revision=start + 1)
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                async for ev in watch:
+                    if ev.value:
+                        out.append(objects.Status.decode(ev.value))
+                    if out and out[-1].observed_generation >= 2:
+                        break
+        return out
+    finally:
+        await watch.aclose()  # type: ignore[attr-defined]
+        await store.close()

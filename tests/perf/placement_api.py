@@ -91,7 +91,7 @@ class Live:
         self.sites += sites
         # watched in etcd, not polled through the API: the observer costs the broker nothing
         tracker = harness.UpTracker(
-            harness.etcd_client(self.fed.etcd_endpoint), self.root, self.sites
+            harness.etcd_client(self.fed.etcd_settings()), self.root, self.sites
         )
         try:
             self.swarms.append(fanin.Swarms(name, groups, self.state, ramp))
@@ -110,7 +110,7 @@ class Live:
     def inventories(self, sites: Sequence[str]) -> list[Host]:
         """The hosts the agents of ``sites`` reported, as the broker stored them."""
         root = self.root
-        client = harness.etcd_client(self.fed.etcd_endpoint)
+        client = harness.etcd_client(self.fed.etcd_settings())
         hosts: list[Host] = []
         try:
             for site in sites:

@@ -8,6 +8,7 @@ kernel to them and nothing else. Device names are derived here, in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 VXLAN_PORT = 4789
 L2 = "l2-stretched"
@@ -94,9 +95,7 @@ def vni_of(ifname: str) -> int | None:
 
 def from_json(doc: dict[str, object]) -> NetworkSpec:
     """A ``network_stitch`` desired object's spec, as the broker renders it."""
-    raw_links = doc.get("links", [])
-    raw_routes = doc.get("routes", [])
-    assert isinstance(raw_links, list) and isinstance(raw_routes, list)
+    raw_links, raw_routes = _list(doc, "links"), _list(doc, "routes")
     return NetworkSpec(
         network=str(doc["network"]),
         kind=str(doc["kind"]),
@@ -104,7 +103,15 @@ def from_json(doc: dict[str, object]) -> NetworkSpec:
         mtu=int(str(doc["mtu"])),
         address=str(doc["address"]),
         links=tuple(Link(int(x["port"]), tuple(str(p) for p in x["peers"])) for x in raw_links),
-        extra_addresses=tuple(str(a) for a in doc.get("extra_addresses", []) or []),  # type: ignore[attr-defined]
+        extra_addresses=tuple(str(a) for a in _list(doc, "extra_addresses")),
         transit=str(doc.get("transit", "")),
         routes=tuple(Route(str(r["destination"]), str(r["via"])) for r in raw_routes),
     )
+
+
+def _list(doc: dict[str, object], key: str) -> list[Any]:
+    """``doc[key]`` when it is a list (absent: empty); ``TypeError`` otherwise."""
+    found = doc.get(key) or []
+    if not isinstance(found, list):
+        raise TypeError(f"{key} is not a list")
+    return found

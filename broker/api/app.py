@@ -15,7 +15,18 @@ from broker.api.auth import Authenticator
 from broker.api.deps import ApiState
 from broker.api.guard import Guard
 from broker.api.metrics import ApiMetrics, MetricsMiddleware
-from broker.api.routes import datapath, events, images, networks, ops, pki, quotas, sites, vnfs
+from broker.api.routes import (
+    datapath,
+    events,
+    failover,
+    images,
+    networks,
+    ops,
+    pki,
+    quotas,
+    sites,
+    vnfs,
+)
 from broker.settings import BrokerSettings
 from broker.store.protocol import Store
 
@@ -43,6 +54,6 @@ def create_app(
     app.add_middleware(Guard, auth=auth, max_body_bytes=settings.api.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=api_metrics)
     problems.install(app, schemas.allowed_fields())
-    for module in (sites, datapath, events, pki, ops, vnfs, quotas, images, networks):
+    for module in (sites, datapath, events, pki, ops, vnfs, failover, quotas, images, networks):
         app.include_router(module.router)
     return app

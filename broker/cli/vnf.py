@@ -137,6 +137,20 @@ def delete(vnf_id: IdArg, api_url: client.ApiUrl = None, token: client.Token = N
     output.out.print(f"deleting VNF [bold]{vnf_id}[/bold]")
 
 
+@app.command()
+def failover(
+    vnf_id: IdArg,
+    to: Annotated[str, typer.Option("--to", help="Promote the standby at this site.")] = "",
+    api_url: client.ApiUrl = None,
+    token: client.Token = None,
+) -> None:
+    """Switch a VNF's active role over to a standby (demoted first, then promoted)."""
+    with client.errors_exit():
+        client.connect(api_url, token).post(f"/v1/vnfs/{vnf_id}/failover", {"to_site": to})
+    where = f" to {to}" if to else ""
+    output.out.print(f"failing over VNF [bold]{vnf_id}[/bold]{where}")
+
+
 @app.command("latency-set")
 def latency_set(file: FileOpt, api_url: client.ApiUrl = None, token: client.Token = None) -> None:
     """Register the site latency matrix (``entries: [{a, b, ms}]``; admin)."""

@@ -3,7 +3,8 @@
 It follows ``health/`` (site UP/DOWN), ``observed/`` (the members' servers) and ``vnfs/``.
 For a followed VNF (ACTIVE, DEGRADED, FAILING_OVER, HEALING) one step reads the record,
 its failover machines (``failover/<vnf>``; new ones from the record the first time), the
-sites' health and the members' observed servers, turns what changed into machine events
+sites' health, the members' observed servers and an operator's switchover asked for
+(``failover-asked/<vnf>``, consumed in the same transaction), turns what changed into machine events
 (``broker.failover.machine``), and writes everything in ONE fenced transaction compared
 on the record's and the machines' revisions: role changes as new generations of the
 servers' desired objects (the lost active's demotion included, so its site resumes with
@@ -23,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from broker import errors
 from broker.election.fencing import fenced_txn
@@ -36,7 +39,7 @@ from broker.models.site import Health, SiteHealth
 from broker.placement import render
 from broker.settings import BrokerSettings
 from broker.store import follow, keys
-from broker.store.protocol import Compare, Get, Op, Put, Store, Target
+from broker.store.protocol import Compare, Delete, Get, Op, Put, Store, Target
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class FailoverController:
             tg.create_task(self._follow(keys.HEALTH, self._on_health))
             tg.create_task(self._follow(keys.VNFS, self._on_vnf))
             tg.create_task(self._follow(keys.OBSERVED, self._on_observed))
+            tg.create_task(self._follow(keys.FAILOVER_ASKED, self._on_asked))
             tg.create_task(self._tick())
             tg.create_task(self._work())
 
@@ -106,6 +110,10 @@ class FailoverController:
             self._at_site.setdefault(m.site, set()).add(rec.id)
             self._servers[(m.site, render.server_name(rec.id, m.name))] = rec.id
 
+    def _on_asked(self, key: str, value: bytes) -> None:
+        if value:
+            self._mark(keys.name_in(keys.FAILOVER_ASKED, key))
+
     def _on_observed(self, key: str, value: bytes) -> None:
         site, kind, name = keys.split_object(key)
         vnf_id = self._servers.get((site, name)) if kind == render.SERVER else None
@@ -136,9 +144,11 @@ class FailoverController:
     # -- one step of one VNF ---------------------------------------------------------
 
     async def step(self, vnf_id: str) -> None:
-        found = await self.store.txn([], [Get(keys.vnf(vnf_id)), Get(keys.failover(vnf_id))])
-        rec_kv = found.responses[0][0] if found.responses[0] else None
-        fo_kv = found.responses[1][0] if found.responses[1] else None
+        found = await self.store.txn(
+            [],
+            [Get(keys.vnf(vnf_id)), Get(keys.failover(vnf_id)), Get(keys.failover_asked(vnf_id))],
+        )
+        rec_kv, fo_kv, ask_kv = (r[0] if r else None for r in found.responses)
         if rec_kv is None:
             return
         rec = codec.decode(model.VnfRecord, rec_kv.value)
@@ -149,7 +159,8 @@ class FailoverController:
         desc = model.parse(rec.descriptor)
         before = policy.load(fo_kv.value) if fo_kv else policy.machines(rec, desc, self.settings)
         seen = await self._observed(vnf_id, before)
-        after, actions = self._run(before, seen, now_ms())
+        asked = json.loads(ask_kv.value) if ask_kv is not None else None
+        after, actions = self._run(before, seen, now_ms(), asked)
         state = policy.vnf_phase([m.phase for m in after.values()])
         reason = "; ".join(f"{vdu}: {m.reason}" for vdu, m in after.items() if m.reason)
         roles = {m.key: m.role for mach in after.values() for m in mach.members}
@@ -162,14 +173,18 @@ class FailoverController:
             m.lost_ms is not None for mach in after.values() for m in mach.members
         )
         (self._busy.add if busy else self._busy.discard)(vnf_id)
-        if after == before and update == rec and fo_kv is not None:
+        if after == before and update == rec and fo_kv is not None and ask_kv is None:
             return
-        ops = await self._ops(vnf_id, actions)
+        ops: list[Put | Delete] = [*await self._ops(vnf_id, actions)]
+        checks = []
+        if ask_kv is not None:  # consumed in the same transaction: asked once, done once
+            ops.append(Delete(ask_kv.key))
+            checks.append(Compare(ask_kv.key, Target.MOD, Op.EQUAL, ask_kv.mod_revision))
         ops += [
             Put(keys.vnf(vnf_id), codec.encode(dataclasses.replace(update, updated_ms=now_ms()))),
             Put(keys.failover(vnf_id), policy.dump(after)),
         ]
-        checks = [
+        checks += [
             Compare(rec_kv.key, Target.MOD, Op.EQUAL, rec_kv.mod_revision),
             Compare(
                 keys.failover(vnf_id), Target.MOD, Op.EQUAL, fo_kv.mod_revision if fo_kv else 0
@@ -184,13 +199,20 @@ class FailoverController:
         machines: dict[str, machine.Vnf],
         seen: dict[str, objects.Status],
         now: int,
+        asked: dict[str, Any] | None = None,
     ) -> tuple[dict[str, machine.Vnf], list[tuple[str, machine.Action]]]:
         out: dict[str, machine.Vnf] = {}
         actions: list[tuple[str, machine.Action]] = []
         for vdu, mach in machines.items():
             events: list[machine.Event] = [*self._events(mach, seen), machine.Tick()]
+            if asked is not None and mach.policy.model in ("active-standby", "n+k"):
+                events.append(machine.Failover(str(asked.get("to_site", ""))))
             while events:
-                result = machine.step(mach, events.pop(0), now)
+                try:
+                    result = machine.step(mach, events.pop(0), now)
+                except machine.Refused as exc:  # the VNF changed since the API checked
+                    log.warning("vnf %s: switchover asked for is refused: %s", mach.id, exc)
+                    continue
                 mach = result.vnf
                 for action in result.actions:
                     if isinstance(action, machine.Replace):

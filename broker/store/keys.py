@@ -29,6 +29,7 @@ IMAGES = "images/"
 IPAM = "ipam/"  # global pools of stitched networks; layout: broker.stitching.ledger
 NETWORKS = "networks/"
 FAILOVER = "failover/"
+FAILOVER_ASKED = "failover-asked/"
 
 
 def site(site_id: str) -> str:
@@ -86,6 +87,11 @@ def vnf(vnf_id: str) -> str:
 def failover(vnf_id: str) -> str:
     """A followed VNF's failover machines, one per VDU (the failover controller, fenced)."""
     return f"{FAILOVER}{vnf_id}"
+
+
+def failover_asked(vnf_id: str) -> str:
+    """An operator's switchover asked for a VNF (the API writes; the controller consumes)."""
+    return f"{FAILOVER_ASKED}{vnf_id}"
 
 
 def placement(vnf_id: str) -> str:

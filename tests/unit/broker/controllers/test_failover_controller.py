@@ -187,3 +187,23 @@ def test_machines_round_trip_through_the_store_format() -> None:
     stepped = machine.step(built["fw"], machine.Lost("fw-0@s1", "x"), 5).vnf
     again = {"fw": stepped}
     assert policy.load(policy.dump(again)) == again
+
+
+async def test_an_operator_switchover_demotes_first_then_promotes(
+    memory_store: MemoryStore, ctl: failover.FailoverController
+) -> None:
+    await memory_store.put(keys.failover_asked(VNF), b'{"to_site": "s2"}')
+    await ctl.step(VNF)
+    assert await memory_store.get(keys.failover_asked(VNF)) is None, "consumed once"
+    old, new = await desired(memory_store, "s1", "fw-0"), await desired(memory_store, "s2", "fw-1")
+    assert (old.generation, old.spec["metadata"]["meridian:role"]) == (2, "standby")
+    assert new.generation == 1, "no promotion before the old active reports its demotion"
+    assert (await record(memory_store)).state is model.VnfState.FAILING_OVER
+    await report(memory_store, "s1", "fw-0", 2, "standby")
+    await ctl.step(VNF)
+    new = await desired(memory_store, "s2", "fw-1")
+    assert (new.generation, new.spec["metadata"]["meridian:role"]) == (2, "active")
+    await report(memory_store, "s2", "fw-1", 2, "active")
+    await ctl.step(VNF)
+    assert (await record(memory_store)).state is model.VnfState.ACTIVE
+    assert (await kinds(memory_store))[-2:] == ["vnf.failover_completed", "vnf.active"]

@@ -79,6 +79,11 @@ class SiteDir(DirBytes):
         return None
 
 
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 8 << 20),
+    ("grpc.max_send_message_length", 8 << 20),
+]
+
 _GONE = (
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.CANCELLED,
@@ -167,15 +172,13 @@ class PullSource:
         self._stub = ipb_grpc.ImageTransferStub(channel)
         self.source_site = source_site
 
-    async def chunks(self, image: ImageId, offset: int, chunk_size: int) -> AsyncIterator[Chunk]:
-        call = self._stub.Pull(
-            ipb.PullRequest(
-                image_id=image,
-                source_site=self.source_site,
-                offset=offset,
-                chunk_size=chunk_size,
-            )
+    def _request(self, image: ImageId, offset: int, chunk_size: int) -> ipb.PullRequest:
+        return ipb.PullRequest(
+            image_id=image, source_site=self.source_site, offset=offset, chunk_size=chunk_size
         )
+
+    async def chunks(self, image: ImageId, offset: int, chunk_size: int) -> AsyncIterator[Chunk]:
+        call = self._stub.Pull(self._request(image, offset, chunk_size))
         try:
             async for msg in call:
                 if msg.last:
@@ -186,6 +189,20 @@ class PullSource:
             raise translate(exc) from exc
         finally:
             call.cancel()
+
+
+class DirectSource(PullSource):
+    """Reads ``source_site``'s copy from the site's own address (``directwire``), presenting
+    the broker's transfer grant ``token``; errors translate as through the relay."""
+
+    def __init__(self, channel: grpc.aio.Channel, source_site: str, token: str) -> None:
+        super().__init__(channel, source_site)
+        self.token = token
+
+    def _request(self, image: ImageId, offset: int, chunk_size: int) -> ipb.PullRequest:
+        request = super()._request(image, offset, chunk_size)
+        request.grant = self.token
+        return request
 
 
 @dataclass
@@ -221,8 +238,13 @@ class ImageAgent:
         chunk_size: int = transfer.DEFAULT_CHUNK,
         retry_delay: float = 1.0,
         throttle: Throttle | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        direct_address: str = "",
     ) -> None:
         self.channels = list(channels)
+        self.credentials = credentials  # for direct pulls from other sites ("" = relay only)
+        self.direct_address = direct_address  # where this site serves directly, reported
+        self._peers: dict[str, grpc.aio.Channel] = {}
         self.throttle = throttle  # one bucket for the uploads on every broker replica
         self.store = store
         self.audit_interval = audit_interval
@@ -233,10 +255,14 @@ class ImageAgent:
         self._live: list[asyncio.Queue[ipb.ImageReport]] = []  # outboxes of open calls
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            for channel in self.channels:
-                group.create_task(self._forever(self._serve, channel))
-                group.create_task(self._forever(self._replicate, channel))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for channel in self.channels:
+                    group.create_task(self._forever(self._serve, channel))
+                    group.create_task(self._forever(self._replicate, channel))
+        finally:
+            for peer in self._peers.values():
+                await peer.close(grace=None)
 
     async def _forever(self, body: Any, channel: grpc.aio.Channel) -> None:
         while True:
@@ -273,10 +299,22 @@ class ImageAgent:
             call.cancel()
             await asyncio.gather(auditor, return_exceptions=True)
 
+    def _direct(self, order: ipb.CopyOrder) -> DirectSource | None:
+        """The source's own address under the order's grant, where the broker gave one."""
+        if not order.source_address or not order.grant or self.credentials is None:
+            return None
+        channel = self._peers.get(order.source_address)
+        if channel is None:
+            channel = grpc.aio.secure_channel(
+                order.source_address, self.credentials, options=CHANNEL_OPTIONS
+            )
+            self._peers[order.source_address] = channel
+        return DirectSource(channel, order.source_site, order.grant)
+
     async def audit(self) -> ipb.ImageReport:
         """Every image held, with its sha256 re-computed from the bytes (drift audit)."""
         self._busy = {i for i, c in self._copies.items() if not c.task.done()}
-        report = ipb.ImageReport(audit=True)
+        report = ipb.ImageReport(audit=True, direct_address=self.direct_address)
         for image in await self.store.listing():
             try:
                 sha, size = await self.store.digest(image)
@@ -319,8 +357,11 @@ class ImageAgent:
             live = outbox if outbox in self._live or not self._live else self._live[0]
             live.put_nowait(ipb.ImageReport(replicas=[report]))
 
-        async def progress(offset: int, rate: float) -> None:
-            send("transferring", offset=offset, rate=rate)
+        direct = self._direct(order)
+        path = "direct" if direct is not None else "relay"
+
+        async def progress_on(offset: int, rate: float) -> None:
+            send("transferring", offset=offset, rate=rate, path=path)
 
         try:
             image = image_of(order)
@@ -334,16 +375,23 @@ class ImageAgent:
             started = time.monotonic()
             resume = await self.store.verified_offset(image.id)
             log.info("image %s: copying from %s at byte %d", image.id, order.source_site, resume)
-            source = PullSource(channel, order.source_site)
-            await transfer.copy(
-                image,
-                source,
-                self.store,
-                chunk_size=order.chunk_size or self.chunk_size,
-                progress=progress,
-            )
+            chunk_size = order.chunk_size or self.chunk_size
+            if direct is not None:
+                try:
+                    await transfer.copy(
+                        image, direct, self.store, chunk_size=chunk_size, progress=progress_on
+                    )
+                except errors.PeerGone as exc:  # no path after all: the relay resumes
+                    log.info("image %s: no direct path (%s), via the relay", image.id, exc)
+                    direct = None
+            if direct is None:
+                path = "relay"
+                source = PullSource(channel, order.source_site)
+                await transfer.copy(
+                    image, source, self.store, chunk_size=chunk_size, progress=progress_on
+                )
             log.info("image %s copied in %.1fs", image.id, time.monotonic() - started)
-            send("active", offset=image.size, sha256=image.sha256, size=image.size)
+            send("active", offset=image.size, sha256=image.sha256, size=image.size, path=path)
         except errors.ReplicationError as exc:
             temporary = isinstance(exc, errors.Temporary | errors.SourceFailed)
             send("failed", reason=f"{type(exc).__name__}: {exc}", temporary=temporary)
@@ -351,11 +399,7 @@ class ImageAgent:
 
 async def run_agent(settings: AgentSettings, credentials: grpc.ChannelCredentials) -> None:
     """The site's image service on every broker replica, from its settings."""
-    options = [
-        ("grpc.max_receive_message_length", 8 << 20),
-        ("grpc.max_send_message_length", 8 << 20),
-        ("grpc.keepalive_time_ms", 10_000),
-    ]
+    options = [*CHANNEL_OPTIONS, ("grpc.keepalive_time_ms", 10_000)]
     channels = [
         grpc.aio.secure_channel(b, credentials, options=options) for b in settings.session.brokers
     ]

@@ -124,6 +124,8 @@ class CopyReport(Stored):
     temporary: bool = False
     sha256: str = ""
     """Of the verified bytes, once ``active``."""
+    path: str = ""
+    """How the attempt copies: ``direct`` (site to site, under a grant) or ``relay``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,8 @@ class ImageAudit(Stored):
     held: Mapping[str, Held] = field(default_factory=dict)
     busy: tuple[str, ...] = ()
     at_ms: int = 0
+    direct_address: str = ""
+    """Where the site serves images to other sites directly (``""``: behind NAT)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,15 +105,24 @@ class Authority:
         *,
         valid_from: datetime.datetime | None = None,
         replace: bool = False,
+        serves: Sequence[str] | None = None,
     ) -> Issued:
-        """Issue a site agent's client certificate: CN and URI SAN name the site."""
+        """Issue a site agent's client certificate: CN and URI SAN name the site.
+
+        ``serves`` (host names or addresses, ``localhost`` and 127.0.0.1 always) makes it a
+        server certificate too: the agent then serves its images to other sites directly.
+        """
         _check_label(site_id, "site id")
         uri = identity.site_uri(self.trust_domain, site_id)
+        sans: list[x509.GeneralName] = [] if serves is None else _host_names(serves)
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if serves is not None:
+            usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
         return self._issue(
             "site",
             site_id,
-            [x509.UniformResourceIdentifier(uri)],
-            [ExtendedKeyUsageOID.CLIENT_AUTH],
+            [*sans, x509.UniformResourceIdentifier(uri)],
+            usages,
             self.paths.site_cert(site_id),
             self.paths.site_key(site_id),
             days,

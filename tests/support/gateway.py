@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,13 @@ from tests.support.etcd import free_ports
 TRUST_DOMAIN = "meridian.test"
 
 
-def make_pki(directory: Path, sites: list[str]) -> Layout:
+def make_pki(directory: Path, sites: list[str], serving: Sequence[str] = ()) -> Layout:
+    """A CA, broker ``gw-1`` and ``sites``; those in ``serving`` may also serve (direct
+    image transfers on 127.0.0.1)."""
     ca = authority.create(directory, TRUST_DOMAIN)
     ca.issue_broker("gw-1")
     for site in sites:
-        ca.issue_site(site)
+        ca.issue_site(site, serves=[] if site in serving else None)
     return Layout(directory)
 
 

@@ -129,8 +129,9 @@ async def federation(
     chunk_size: int = 32 * 1024,
     depth: int = 4,
     store: Store | None = None,
+    serving: list[str] | None = None,
 ) -> AsyncIterator[Federation]:
-    pki = make_pki(tmp / "pki", sites)
+    pki = make_pki(tmp / "pki", sites, serving or [])
     (port,) = free_ports(1)
     settings = BrokerSettings(
         name="gw-1",

@@ -24,6 +24,11 @@ purely additive (a new service; no existing message changed). A broker serves it
 broker.running (meridian.v1.MINOR = 2); 1.1 agents never call it and are unaffected.
   1.2  ImageTransfer: Serve, Upload, Pull, Replicate; ServeRequest, ImageChunk,
        PullRequest, CopyOrder, ImageReport
+  1.2+ direct transfers (additive fields): an agent that accepts inbound connections
+       serves Pull itself, on its own mTLS address, to a caller presenting a transfer
+       grant signed by the broker (PullRequest.grant); a CopyOrder may name the source's
+       address and carry the grant; ImageReport.direct_address says where a site serves;
+       ReplicaReport.path says which way a copy went.
 """
 
 from collections import abc as _abc
@@ -151,10 +156,13 @@ class PullRequest(_message.Message):
     SOURCE_SITE_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     source_site: _builtins.str
     offset: _builtins.int
     chunk_size: _builtins.int
+    grant: _builtins.str
+    """direct pulls only: the broker-signed transfer grant"""
     def __init__(
         self,
         *,
@@ -162,10 +170,11 @@ class PullRequest(_message.Message):
         source_site: _builtins.str = ...,
         offset: _builtins.int = ...,
         chunk_size: _builtins.int = ...,
+        grant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "image_id", b"image_id", "offset", b"offset", "source_site", b"source_site"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "grant", b"grant", "image_id", b"image_id", "offset", b"offset", "source_site", b"source_site"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -184,6 +193,8 @@ class CopyOrder(_message.Message):
     SOURCE_SITE_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    SOURCE_ADDRESS_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     name: _builtins.str
     size: _builtins.int
@@ -197,6 +208,10 @@ class CopyOrder(_message.Message):
     attempt: _builtins.int
     """names the attempt (grows); reports carry it back"""
     chunk_size: _builtins.int
+    source_address: _builtins.str
+    """"" = through the broker relay; else host:port of the source"""
+    grant: _builtins.str
+    """with source_address: the transfer grant to present there"""
     def __init__(
         self,
         *,
@@ -209,10 +224,12 @@ class CopyOrder(_message.Message):
         source_site: _builtins.str = ...,
         attempt: _builtins.int = ...,
         chunk_size: _builtins.int = ...,
+        source_address: _builtins.str = ...,
+        grant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "chunk_size", b"chunk_size", "image_id", b"image_id", "name", b"name", "os_hash_algo", b"os_hash_algo", "os_hash_value", b"os_hash_value", "sha256", b"sha256", "size", b"size", "source_site", b"source_site"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "chunk_size", b"chunk_size", "grant", b"grant", "image_id", b"image_id", "name", b"name", "os_hash_algo", b"os_hash_algo", "os_hash_value", b"os_hash_value", "sha256", b"sha256", "size", b"size", "source_address", b"source_address", "source_site", b"source_site"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -231,6 +248,7 @@ class ReplicaReport(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     state: _builtins.str
     """transferring | verifying | active | failed"""
@@ -248,6 +266,8 @@ class ReplicaReport(_message.Message):
     """in an audit: the digest re-computed from the bytes held"""
     size: _builtins.int
     """in an audit: the bytes held"""
+    path: _builtins.str
+    """how the attempt copies: "direct" or "relay" """
     def __init__(
         self,
         *,
@@ -260,10 +280,11 @@ class ReplicaReport(_message.Message):
         attempt: _builtins.int = ...,
         sha256: _builtins.str = ...,
         size: _builtins.int = ...,
+        path: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "image_id", b"image_id", "offset", b"offset", "rate", b"rate", "reason", b"reason", "sha256", b"sha256", "size", b"size", "state", b"state", "temporary", b"temporary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "image_id", b"image_id", "offset", b"offset", "path", b"path", "rate", b"rate", "reason", b"reason", "sha256", b"sha256", "size", b"size", "state", b"state", "temporary", b"temporary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -275,8 +296,11 @@ class ImageReport(_message.Message):
 
     REPLICAS_FIELD_NUMBER: _builtins.int
     AUDIT_FIELD_NUMBER: _builtins.int
+    DIRECT_ADDRESS_FIELD_NUMBER: _builtins.int
     audit: _builtins.bool
     """a complete listing: an image not in it is missing at the site"""
+    direct_address: _builtins.str
+    """host:port where this site serves images directly ("" = none)"""
     @_builtins.property
     def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaReport]: ...
     def __init__(
@@ -284,10 +308,11 @@ class ImageReport(_message.Message):
         *,
         replicas: _abc.Iterable[Global___ReplicaReport] | None = ...,
         audit: _builtins.bool = ...,
+        direct_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "replicas", b"replicas"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "direct_address", b"direct_address", "replicas", b"replicas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

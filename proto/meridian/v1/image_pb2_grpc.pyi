@@ -24,6 +24,11 @@ purely additive (a new service; no existing message changed). A broker serves it
 broker.running (meridian.v1.MINOR = 2); 1.1 agents never call it and are unaffected.
   1.2  ImageTransfer: Serve, Upload, Pull, Replicate; ServeRequest, ImageChunk,
        PullRequest, CopyOrder, ImageReport
+  1.2+ direct transfers (additive fields): an agent that accepts inbound connections
+       serves Pull itself, on its own mTLS address, to a caller presenting a transfer
+       grant signed by the broker (PullRequest.grant); a CopyOrder may name the source's
+       address and carry the grant; ImageReport.direct_address says where a site serves;
+       ReplicaReport.path says which way a copy went.
 """
 
 from collections import abc as _abc

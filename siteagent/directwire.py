@@ -1,0 +1,137 @@
+"""Direct site-to-site image transfers: an agent serves its verified images to other sites
+on its own mTLS address, and pulls from a peer's address, under a broker-signed grant.
+
+``DirectServer`` is the ``ImageTransfer.Pull`` of a site that accepts inbound connections
+(the federation CA verifies the caller's certificate; its SPIFFE URI names the calling
+site); ``imagewire.DirectSource`` reads a peer's image over such a connection. Sites
+behind NAT do not run a ``DirectServer``; copies from them go through the broker relay
+(``imagewire.PullSource``).
+
+Invariant: before the store reads a byte, the request's grant must be the broker's
+signature over this image, this site as source and the caller as destination, unexpired
+(``replication.grant.refusal``), and the chunk size within ``access.MAX_CHUNK``; only
+committed (verified) images are served — a copy still arriving is refused here. Each
+chunk carries the sha256 of the bytes read, so the destination verifies as with the relay.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import grpc
+from cryptography import x509
+from meridian.v1 import image_pb2 as ipb
+from meridian.v1 import image_pb2_grpc as ipb_grpc
+
+from replication import access, errors, grant, transfer
+from replication.catalog import ImageId
+from replication.throttle import Throttle
+from replication.transfer import ByteSource
+from siteagent.imagewire import CHANNEL_OPTIONS
+
+log = logging.getLogger(__name__)
+
+
+
+class Holding(ByteSource, Protocol):
+    async def holds(self, image: ImageId) -> bool:
+        """Whether a committed (verified) copy of ``image`` is here."""
+        ...
+
+
+def caller_site(pem: bytes) -> str | None:
+    """The site id of a ``spiffe://<domain>/site/<id>`` client certificate (else ``None``)."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1 or not uris[0].startswith("spiffe://"):
+        return None
+    parts = uris[0][len("spiffe://") :].split("/")
+    if len(parts) != 3 or parts[1] != "site" or not access.valid_id(parts[2]):
+        return None
+    return parts[2]
+
+
+class DirectServer(ipb_grpc.ImageTransferServicer):
+    """Serves ``site``'s verified images to callers holding a grant for them."""
+
+    def __init__(
+        self,
+        site: str,
+        store: Holding,
+        key: grant.Ed25519PublicKey,
+        *,
+        throttle: Throttle | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.site = site
+        self.store = store
+        self.key = key
+        self.throttle = throttle  # the site's upload cap, shared with the relay uploads
+        self.clock = clock
+        self.served_bytes = 0
+        self.refused: list[str] = []
+
+    async def _refuse(self, context: Any, code: grpc.StatusCode, why: str) -> None:
+        self.refused.append(why)
+        log.warning("direct pull refused: %s", why)
+        await context.abort(code, why)
+
+    async def Pull(
+        self, request: ipb.PullRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[ipb.ImageChunk]:
+        pems = context.auth_context().get("x509_pem_cert")
+        caller = caller_site(pems[0]) if pems else None
+        if caller is None:
+            await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "no site certificate")
+            return
+        why = grant.refusal(
+            request.grant,
+            self.key,
+            image=request.image_id,
+            source=self.site,
+            caller=caller,
+            now_ms=int(self.clock() * 1000),
+        )
+        if why is None and request.source_site != self.site:
+            why = f"this is site {self.site}, not {request.source_site}"
+        if why is not None:
+            await self._refuse(context, grpc.StatusCode.PERMISSION_DENIED, why)
+            return
+        size = access.bounded_chunk(request.chunk_size, transfer.DEFAULT_CHUNK)
+        if isinstance(size, str):
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, size)
+            return
+        image = ImageId(request.image_id)
+        if not await self.store.holds(image):
+            await self._refuse(
+                context, grpc.StatusCode.FAILED_PRECONDITION, f"no verified copy of {image}"
+            )
+            return
+        try:
+            async for c in self.store.chunks(image, request.offset, size):
+                if self.throttle is not None:
+                    await self.throttle.take(len(c.data))
+                self.served_bytes += len(c.data)
+                yield ipb.ImageChunk(offset=c.offset, data=c.data, sha256=c.sha256)
+        except errors.ReplicationError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            return
+        yield ipb.ImageChunk(last=True)
+
+
+def server(
+    service: DirectServer, listen: str, credentials: grpc.ServerCredentials
+) -> tuple[grpc.aio.Server, int]:
+    """A gRPC server for ``service`` on ``listen`` (mTLS, client certificates required)."""
+    srv = grpc.aio.server(options=CHANNEL_OPTIONS)
+    ipb_grpc.add_ImageTransferServicer_to_server(service, srv)
+    port = srv.add_secure_port(listen, credentials)
+    return srv, port
+

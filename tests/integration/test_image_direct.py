@@ -54,13 +54,8 @@ class Counting(SiteDir):
 
 
 def image() -> catalog.Image:
-    return catalog.Image(
-        id=ImageId("img-vnf"),
-        name="vnf-base",
-        size=len(DATA),
-        sha256=hashlib.sha256(DATA).hexdigest(),
-        source_site=SiteId("site-001"),
-    )
+    sha = hashlib.sha256(DATA).hexdigest()
+    return catalog.Image(ImageId("img-vnf"), "vnf-base", len(DATA), sha, SiteId("site-001"))
 
 
 def token(

@@ -53,7 +53,7 @@ from broker import settings as broker_settings
 from broker.devfed import procs
 from broker.devfed.federation import Federation, toml
 from broker.pki import authority
-from tests.perf import harness
+from tests.perf import fanin_headline, harness
 from tests.perf.harness import Helper, say
 
 
@@ -122,7 +122,12 @@ class Swarms:
 
 
 def measure(
-    phase: Phase, swarms: Swarms, pids: dict[str, list[int]], server: int, args: argparse.Namespace
+    phase: Phase,
+    swarms: Swarms,
+    pids: dict[str, list[int]],
+    server: int,
+    args: argparse.Namespace,
+    etcd: str = "",
 ) -> None:
     """Settle, then one steady window: lags, CPU, RSS."""
     say(f"{phase.name}: settling {args.settle:.0f} s, then a {args.window:.0f} s window")
@@ -130,10 +135,14 @@ def measure(
     before = swarms.dump()
     window = harness.CpuWindow({**pids, "agents (all swarms)": swarms.pids})
     window.start()
+    kv_before = fanin_headline.etcd_kv_requests(etcd) if etcd else None
     started = time.monotonic()
     time.sleep(args.window)
     after = swarms.dump()
     phase.cpu = window.stop()
+    kv_after = fanin_headline.etcd_kv_requests(etcd) if etcd else None
+    if kv_before is not None and kv_after is not None:
+        phase.extra["etcd_kv_requests_in_window"] = kv_after - kv_before
     phase.window_s = round(time.monotonic() - started, 1)
     phase.rss_after_kib = harness.rss_kib(server)
     lags = [lag for d in after for lag in d["lags_ms"]]
@@ -362,7 +371,7 @@ def meridian_phase(
         fed.running.update({p.name: p for p in swarms.procs})
         tracker.reset()
         pids = {"broker": [broker.pid], "etcd": [etcd.pid]}
-        measure(phase, swarms, pids, broker.pid, args)
+        measure(phase, swarms, pids, broker.pid, args, etcd=fed.etcd_endpoint)
         phase.extra["broker_log"] = log_digest(fed.state / "logs" / "broker-1.log")
         phase.extra["up_at_window_end"] = tracker.up()
         phase.extra["up_to_down_after_connect"] = tracker.downs
@@ -382,6 +391,10 @@ def summarize(
     raw, mer = phases
     n = args.agents
     rate = {p.name: round(p.acked / p.window_s, 1) if p.window_s else 0.0 for p in phases}
+    cpu_ms = {
+        raw.name: fanin_headline.cpu_ms_per_heartbeat(raw.cpu.get("server"), rate[raw.name]),
+        mer.name: fanin_headline.cpu_ms_per_heartbeat(mer.cpu.get("broker"), rate[mer.name]),
+    }
     herd_cell = mer.herd_s if mer.herd_s is not None else "NOT REACHED"
     rows: list[list[Any]] = [
         [
@@ -406,6 +419,8 @@ def summarize(
         ["heartbeat lag max (ms)", raw.lags.get("max"), mer.lags.get("max"), None],
         ["lag samples", raw.lags.get("n"), mer.lags.get("n"), None],
         ["acks per second", rate[raw.name], rate[mer.name], None],
+        ["server CPU per heartbeat (ms)", cpu_ms[raw.name], cpu_ms[mer.name], None],
+        ["etcd KV requests in the window", None, mer.extra.get("etcd_kv_requests_in_window"), None],
         [
             "server CPU (% of one core)",
             raw.cpu.get("server"),
@@ -509,6 +524,19 @@ def summarize(
             "cert_issue_s": round(issue_s, 2),
             "meridian": figures(mer, "broker-1"),
             "baseline_raw_server": figures(raw, "rawstream server"),
+            **fanin_headline.headline(
+                agents=n,
+                replicas=1,
+                all_up_s=mer.herd_s if mer.herd_s is not None else mer.ramp_s,
+                raw_cpu_ms=cpu_ms[raw.name],
+                broker_cpu_ms=cpu_ms[mer.name],
+                etcd_requests=mer.extra.get("etcd_kv_requests_in_window"),
+                heartbeats=mer.acked,
+                lag_p99_ms=mer.lags.get("p99"),
+                rss_per_site_kib=mer.rss_per_site_kib(n),
+                false_down=int(mer.extra.get("herd", {}).get("up_to_down", 0))
+                + int(mer.extra.get("up_to_down_after_connect", 0)),
+            ),
             "ratios": {
                 "lag_p50": harness.ratio(mer.lags.get("p50"), raw.lags.get("p50")),
                 "lag_p99": harness.ratio(mer.lags.get("p99"), raw.lags.get("p99")),

@@ -1,0 +1,78 @@
+"""The fan-in benchmark's headline figures (issue 16's targets), from its two phases.
+
+Per heartbeat, so that runs with other agent counts and intervals compare: broker CPU
+per acked heartbeat against the bare server's in the same run, and etcd KV requests
+(Range, Put, DeleteRange, Txn, counted by etcd itself on its /metrics) per heartbeat over
+the steady window.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from typing import Any
+
+KV_STARTED = re.compile(
+    r'^grpc_server_started_total\{grpc_method="(Range|Put|DeleteRange|Txn)",'
+    r'grpc_service="etcdserverpb.KV"[^}]*\} (\S+)$',
+    re.M,
+)
+TARGETS = {
+    "cpu_per_heartbeat_vs_raw": 2.0,
+    "etcd_requests_per_heartbeat": 0.01,
+    "all_up_s": 120.0,
+    "lag_p99_ms": 100.0,
+    "rss_per_site_kib": 64.0,
+    "false_down": 0,
+}
+
+
+def etcd_kv_requests(endpoint: str) -> int | None:
+    """KV requests the etcd at ``host:port`` (plain HTTP) has served; None if unreadable."""
+    try:
+        with urllib.request.urlopen(f"http://{endpoint}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    found = KV_STARTED.findall(text)
+    return int(sum(float(n) for _, n in found)) if found else None
+
+
+def cpu_ms_per_heartbeat(cpu_percent: float | None, acks_per_s: float) -> float | None:
+    """Milliseconds of one core per acked heartbeat."""
+    if cpu_percent is None or not acks_per_s:
+        return None
+    return round(cpu_percent * 10.0 / acks_per_s, 3)
+
+
+def headline(
+    *,
+    agents: int,
+    replicas: int,
+    all_up_s: float | None,
+    raw_cpu_ms: float | None,
+    broker_cpu_ms: float | None,
+    etcd_requests: int | None,
+    heartbeats: int,
+    lag_p99_ms: float | None,
+    rss_per_site_kib: float | None,
+    false_down: int,
+) -> dict[str, Any]:
+    vs_raw = round(broker_cpu_ms / raw_cpu_ms, 2) if broker_cpu_ms and raw_cpu_ms else None
+    per_hb = (
+        round(etcd_requests / heartbeats, 4) if etcd_requests is not None and heartbeats else None
+    )
+    figures: dict[str, Any] = {
+        "agents": agents,
+        "replicas": replicas,
+        "all_up_s": all_up_s,
+        "cpu_per_heartbeat_vs_raw": vs_raw,
+        "etcd_requests_per_heartbeat": per_hb,
+        "lag_p99_ms": lag_p99_ms,
+        "rss_per_site_kib": rss_per_site_kib,
+        "false_down": false_down,
+    }
+    figures["missed"] = [
+        name for name, bound in TARGETS.items() if figures[name] is None or figures[name] > bound
+    ]
+    return figures

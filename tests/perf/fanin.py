@@ -50,6 +50,7 @@ from typing import Any
 import httpx
 
 from broker import settings as broker_settings
+from broker.settings import EtcdSettings
 from broker.devfed import procs
 from broker.devfed.federation import Federation, toml
 from broker.pki import authority
@@ -127,7 +128,7 @@ def measure(
     pids: dict[str, list[int]],
     server: int,
     args: argparse.Namespace,
-    etcd: str = "",
+    etcd: EtcdSettings | None = None,
 ) -> None:
     """Settle, then one steady window: lags, CPU, RSS."""
     say(f"{phase.name}: settling {args.settle:.0f} s, then a {args.window:.0f} s window")
@@ -371,7 +372,7 @@ def meridian_phase(
         fed.running.update({p.name: p for p in swarms.procs})
         tracker.reset()
         pids = {"broker": [broker.pid], "etcd": [etcd.pid]}
-        measure(phase, swarms, pids, broker.pid, args, etcd=fed.etcd_endpoint)
+        measure(phase, swarms, pids, broker.pid, args, etcd=fed.etcd_settings())
         phase.extra["broker_log"] = log_digest(fed.state / "logs" / "broker-1.log")
         phase.extra["up_at_window_end"] = tracker.up()
         phase.extra["up_to_down_after_connect"] = tracker.downs

@@ -9,8 +9,11 @@ the steady window.
 from __future__ import annotations
 
 import re
+import ssl
 import urllib.request
 from typing import Any
+
+from broker.settings import EtcdSettings
 
 KV_STARTED = re.compile(
     r'^grpc_server_started_total\{grpc_method="(Range|Put|DeleteRange|Txn)",'
@@ -27,10 +30,17 @@ TARGETS = {
 }
 
 
-def etcd_kv_requests(endpoint: str) -> int | None:
-    """KV requests the etcd at ``host:port`` (plain HTTP) has served; None if unreadable."""
+def etcd_kv_requests(etcd: EtcdSettings) -> int | None:
+    """KV requests the (first) etcd of ``etcd`` has served; None if unreadable. HTTPS with
+    the client certificate when the settings name one."""
+    endpoint = etcd.endpoints[0].split("://")[-1]
+    context = None
+    if etcd.ca_file:
+        context = ssl.create_default_context(cafile=etcd.ca_file)
+        context.load_cert_chain(etcd.cert_file, etcd.key_file)
+    url = f"{'https' if context else 'http'}://{endpoint}/metrics"
     try:
-        with urllib.request.urlopen(f"http://{endpoint}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(url, timeout=5, context=context) as resp:
             text = resp.read().decode()
     except OSError:
         return None

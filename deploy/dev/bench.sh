@@ -6,6 +6,7 @@
 #
 #   deploy/dev/bench.sh failover  [--trials 10]          leader kill -9 → controllers running
 #   deploy/dev/bench.sh detection [--idle-seconds 600]   agent kill -9 → DOWN; false DOWNs
+#   deploy/dev/bench.sh site_failover [--quick]          site lost → standbys promoted (1,000 VNFs)
 #   deploy/dev/bench.sh fanin     [--agents 1000]        1,000 agents on one replica
 #   deploy/dev/bench.sh stitching [--quick]              tunnel vs raw veth, verify, allocator (root)
 #   deploy/dev/bench.sh placement [--quick]              decisions, API dry runs, vs Placement
@@ -20,12 +21,12 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
 
 # every benchmark of tests/perf (the rest there are their helpers)
-BENCHMARKS=(failover detection fanin stitching placement quota replication site_apply datapath)
+BENCHMARKS=(failover detection fanin stitching placement quota replication site_apply datapath site_failover)
 which=${1:-all}
 [ $# -gt 0 ] && shift
 case "$which" in
     -h | --help | help)
-        sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     all) ;;

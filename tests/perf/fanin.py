@@ -143,7 +143,9 @@ def measure(
     phase.cpu = window.stop()
     kv_after = fanin_headline.etcd_kv_requests(etcd) if etcd else None
     if kv_before is not None and kv_after is not None:
-        phase.extra["etcd_kv_requests_in_window"] = kv_after - kv_before
+        by_method = {m: n - kv_before.get(m, 0) for m, n in kv_after.items()}
+        phase.extra["etcd_kv_requests_by_method"] = by_method
+        phase.extra["etcd_kv_requests_in_window"] = sum(by_method.values())
     phase.window_s = round(time.monotonic() - started, 1)
     phase.rss_after_kib = harness.rss_kib(server)
     lags = [lag for d in after for lag in d["lags_ms"]]

@@ -30,9 +30,9 @@ TARGETS = {
 }
 
 
-def etcd_kv_requests(etcd: EtcdSettings) -> int | None:
-    """KV requests the (first) etcd of ``etcd`` has served; None if unreadable. HTTPS with
-    the client certificate when the settings name one."""
+def etcd_kv_requests(etcd: EtcdSettings) -> dict[str, int] | None:
+    """KV requests the (first) etcd of ``etcd`` has served, by method; None if unreadable.
+    HTTPS with the client certificate when the settings name one."""
     endpoint = etcd.endpoints[0].split("://")[-1]
     context = None
     if etcd.ca_file:
@@ -45,7 +45,7 @@ def etcd_kv_requests(etcd: EtcdSettings) -> int | None:
     except OSError:
         return None
     found = KV_STARTED.findall(text)
-    return int(sum(float(n) for _, n in found)) if found else None
+    return {method: int(float(n)) for method, n in found} if found else None
 
 
 def cpu_ms_per_heartbeat(cpu_percent: float | None, acks_per_s: float) -> float | None:

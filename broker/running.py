@@ -52,6 +52,21 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def api_tls(settings: BrokerSettings) -> tuple[str | None, str | None]:
+    """The API's certificate and key (the replica's own), or none when ``api.tls`` is off."""
+    if not settings.api.tls:
+        log.warning("API on plain HTTP (api.tls = false): tokens cross the network in clear")
+        return None, None
+    if not settings.tls.cert_file or not settings.tls.key_file:
+        raise errors.SettingsError(
+            [
+                "api.tls: HTTPS needs tls.cert_file and tls.key_file (meridian pki "
+                "issue-broker); api.tls = false serves plain HTTP, for tests only"
+            ]
+        )
+    return settings.tls.cert_file, settings.tls.key_file
+
+
 async def controllers(
     store: EtcdStore,
     settings: BrokerSettings,
@@ -123,8 +138,17 @@ async def run(settings: BrokerSettings) -> None:
 
         gateway_metrics.register(api_metrics, registry, gateway)
     host, port = split_listen(settings.api.listen)
+    cert, key = api_tls(settings)
     api = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+        )
     )
     campaign = Campaign(store, settings.name, settings.election)
 

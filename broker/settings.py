@@ -87,6 +87,10 @@ class GatewaySettings:
 class ApiSettings:
     listen: str = "127.0.0.1:8080"
     """host:port of the northbound REST API."""
+    tls: bool = True
+    """Serve HTTPS with this replica's certificate (``tls.cert_file``/``tls.key_file``,
+    issued by ``meridian pki issue-broker``): tokens never cross the network in clear.
+    false (plain HTTP) is for tests on loopback only."""
     auth: Literal["dev", "keystone"] = "dev"
     """dev: one generated admin token, loopback only. keystone: Keystone tokens."""
     dev_token_file: str = ""

@@ -2,14 +2,17 @@
 
 The API URL and token come from flags, else ``MERIDIAN_API_URL`` / ``MERIDIAN_TOKEN``,
 else the TOML file named by ``MERIDIAN_CONFIG`` (default ``~/.config/meridian/config.toml``,
-keys ``api_url`` and ``token`` — ``meridian dev up`` writes one). Invariant: every failure
-reaches the user as one red line saying what to do, and exit code 1 — never a traceback.
+keys ``api_url``, ``token`` and ``ca_file`` — ``meridian dev up`` writes one; the API's
+certificate is verified against ``ca_file``, the federation CA, or ``MERIDIAN_CA_FILE``).
+Invariant: every failure reaches the user as one red line saying what to do, and exit
+code 1 — never a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-DEFAULT_API_URL = "http://127.0.0.1:8080"
+DEFAULT_API_URL = "https://127.0.0.1:8080"
 TIMEOUT = 10.0
 """Seconds before one API call is abandoned."""
 
@@ -50,6 +53,12 @@ class ApiError(Exception):
 class ClientConfig:
     api_url: str
     token: str
+    ca_file: str = ""
+    """CA bundle that verifies the API's certificate (the federation CA); empty: the
+    system's trust store."""
+
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
 
 
 def config_path(env: Mapping[str, str]) -> Path:
@@ -78,7 +87,10 @@ def resolve(
         file = _read_config(config_path(env))
     url = api_url or env.get("MERIDIAN_API_URL") or str(file.get("api_url") or DEFAULT_API_URL)
     tok = token or env.get("MERIDIAN_TOKEN") or str(file.get("token") or "")
-    return ClientConfig(api_url=url.rstrip("/"), token=tok)
+    if not file and not env.get("MERIDIAN_CA_FILE"):
+        file = _read_config(config_path(env))
+    ca = env.get("MERIDIAN_CA_FILE") or str(file.get("ca_file") or "")
+    return ClientConfig(api_url=url.rstrip("/"), token=tok, ca_file=ca)
 
 
 def problem_message(resp: httpx.Response) -> str:
@@ -114,11 +126,17 @@ class Api:
         params = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             if self._http is None:
-                with httpx.Client(timeout=TIMEOUT) as http:
+                with httpx.Client(timeout=TIMEOUT, verify=self.config.verify()) as http:
                     resp = http.request(method, url, json=json, params=params, headers=headers)
             else:
                 resp = self._http.request(method, url, json=json, params=params, headers=headers)
         except httpx.ConnectError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ApiError(
+                    f"the Meridian API at {self.config.api_url} has a certificate this CLI "
+                    "does not trust: set ca_file in the CLI config or MERIDIAN_CA_FILE to the "
+                    "federation CA (meridian dev up writes it)"
+                ) from exc
             raise ApiError(
                 f"cannot reach the Meridian API at {self.config.api_url}: is the broker "
                 "running? (meridian dev up)"

@@ -106,6 +106,8 @@ def up(
 def _print_access(fed: Federation) -> None:
     table = Table(show_header=False, box=None)
     table.add_row("API", fed.api_url())
+    if fed.ca_file:
+        table.add_row("CA", fed.ca_file)
     table.add_row("token", fed.token)
     table.add_row("etcd", fed.etcd_endpoint)
     table.add_row("state", str(fed.state))

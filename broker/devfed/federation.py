@@ -11,7 +11,7 @@ Layout of the state directory::
     agents/<site>.toml   each agent's settings
     logs/<proc>.log      every process's output
     token                the dev-mode admin token (0600)
-    cli.toml             API URL and token for the ``meridian`` CLI
+    cli.toml             API URL, token and CA for the ``meridian`` CLI (0600)
     procs.json           what runs, for ``meridian dev down`` and ``status``
 """
 
@@ -90,6 +90,9 @@ class Federation:
     """Seconds between a sim agent's audits of the images it holds."""
     agent_sections: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
     """More settings sections for one site's agent (by site id), e.g. its ``datapath``."""
+    api_tls: bool = True
+    """The brokers serve their API over HTTPS with their own certificates (verified
+    against the federation CA: ``api_verify``); False is plain HTTP, for tests only."""
 
     # -- paths -------------------------------------------------------------------------
 
@@ -118,6 +121,11 @@ class Federation:
         return self.state / "token"
 
     @property
+    def ca_file(self) -> str:
+        """The federation CA: what verifies the brokers' API (empty without TLS)."""
+        return str(self.pki.ca_cert) if self.api_tls else ""
+
+    @property
     def token(self) -> str:
         return self.token_file.read_text().strip()
 
@@ -126,7 +134,13 @@ class Federation:
 
     def api_url(self, broker: str | None = None) -> str:
         name = broker or self.broker_names()[0]
-        return f"http://127.0.0.1:{self.ports[f'{name}.api']}"
+        scheme = "https" if self.api_tls else "http"
+        return f"{scheme}://127.0.0.1:{self.ports[f'{name}.api']}"
+
+    @property
+    def api_verify(self) -> ssl.SSLContext | bool:
+        """What an HTTP client passes as ``verify`` to trust the brokers' API."""
+        return ssl.create_default_context(cafile=str(self.pki.ca_cert)) if self.api_tls else True
 
     def gateway_addrs(self) -> list[str]:
         return [f"127.0.0.1:{self.ports[f'{n}.grpc']}" for n in self.broker_names()]
@@ -262,6 +276,7 @@ class Federation:
                     },
                     "api": {
                         "listen": f"127.0.0.1:{self.ports[f'{name}.api']}",
+                        "tls": self.api_tls,
                         "auth": "dev",
                         "dev_token_file": str(self.token_file),
                     },
@@ -285,12 +300,12 @@ class Federation:
             procs.wait_until(proc, lambda: self._api_healthy(url), timeout=60, what="serving")
         return proc
 
-    @staticmethod
-    def _api_healthy(url: str) -> bool:
+    def _api_healthy(self, url: str) -> bool:
         try:
-            return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+            resp = httpx.get(f"{url}/healthz", timeout=1.0, verify=self.api_verify)
         except httpx.HTTPError:
             return False
+        return resp.status_code == 200
 
     def agent_config(self, site: str) -> Path:
         path = self.state / "agents" / f"{site}.toml"
@@ -348,7 +363,7 @@ class Federation:
         return started
 
     def register_sites(self, sites: list[str], regions: int = 3) -> None:
-        with httpx.Client(base_url=self.api_url(), timeout=10.0) as client:
+        with httpx.Client(base_url=self.api_url(), timeout=10.0, verify=self.api_verify) as client:
             for i, site in enumerate(sites):
                 body: dict[str, object] = {
                     "id": site,
@@ -390,13 +405,14 @@ class Federation:
         }
         (self.state / "procs.json").write_text(json.dumps(record, indent=2))
         write_private(
-            self.state / "cli.toml", toml({}, {"api_url": self.api_url(), "token": self.token})
+            self.state / "cli.toml",
+            toml({}, {"api_url": self.api_url(), "token": self.token, "ca_file": self.ca_file}),
         )
 
     @classmethod
     def load(cls, state: Path) -> Federation:
         record = json.loads((state / "procs.json").read_text())
-        fed = cls(state=state)
+        fed = cls(state=state, api_tls=str(record.get("api", "https")).startswith("https"))
         fed.ports = {k: int(v) for k, v in record["ports"].items()}
         fed.brokers = sum(1 for k in fed.ports if k.endswith(".api"))
         for name, info in record["procs"].items():
@@ -429,7 +445,10 @@ class Federation:
             if proc is None or not proc.alive():
                 continue
             try:
-                resp = httpx.get(self.api_url(name) + path, headers=headers, timeout=timeout)
+                resp = httpx.get(
+                    self.api_url(name) + path, headers=headers, timeout=timeout,
+                    verify=self.api_verify,
+                )
             except httpx.HTTPError as exc:
                 last = f"{name}: {exc}"
                 continue
@@ -442,7 +461,7 @@ class Federation:
         """Poll the API until every site is UP; returns the last states seen."""
         deadline = time.monotonic() + timeout
         states: dict[str, str] = {}
-        with httpx.Client(base_url=self.api_url(), timeout=5.0) as client:
+        with httpx.Client(base_url=self.api_url(), timeout=5.0, verify=self.api_verify) as client:
             while time.monotonic() < deadline:
                 resp = client.get("/v1/sites", headers={"Authorization": f"Bearer {self.token}"})
                 if resp.status_code == 200:

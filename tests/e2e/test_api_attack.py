@@ -12,8 +12,12 @@ printed (``-s``) for the record.
 from __future__ import annotations
 
 import json
+import os
 import select
 import socket
+import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -76,7 +80,9 @@ def _read_answer(sock: socket.socket, answer: Answer) -> None:
         answer.body = {}
 
 
-def post_huge(port: int, *, token: str | None, chunked: bool) -> Answer:
+def post_huge(
+    port: int, verify: ssl.SSLContext | bool, *, token: str | None, chunked: bool
+) -> Answer:
     """Stream ``ATTACK_BYTES`` of malformed JSON until the server answers or hangs up."""
     answer = Answer()
     head = [
@@ -90,20 +96,32 @@ def post_huge(port: int, *, token: str | None, chunked: bool) -> Answer:
     payload = b"[" * CHUNK
     if chunked:
         payload = f"{CHUNK:x}\r\n".encode() + payload + b"\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-        while answer.sent < ATTACK_BYTES:
-            readable, writable, _ = select.select([sock], [sock], [], 10)
-            if readable:
-                break  # the server has answered (or closed): stop sending
-            if not writable:
-                break  # it stopped reading and never answered: caught below
-            try:
-                answer.sent += sock.send(payload)
-            except OSError:
-                break
-        _read_answer(sock, answer)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        sock = (
+            verify.wrap_socket(raw, server_hostname="127.0.0.1")
+            if isinstance(verify, ssl.SSLContext)
+            else raw
+        )
+        try:
+            _stream(sock, head, payload, answer)
+        finally:
+            sock.close()
     return answer
+
+
+def _stream(sock: socket.socket, head: list[str], payload: bytes, answer: Answer) -> None:
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+    while answer.sent < ATTACK_BYTES:
+        readable, writable, _ = select.select([sock], [sock], [], 10)
+        if readable:
+            break  # the server has answered (or closed): stop sending
+        if not writable:
+            break  # it stopped reading and never answered: caught by the caller
+        try:
+            answer.sent += sock.send(payload)
+        except OSError:
+            break
+    _read_answer(sock, answer)
 
 
 @dataclass
@@ -112,6 +130,7 @@ class Watch:
 
     url: str
     pid: int
+    verify: ssl.SSLContext | bool
     worst_healthz: float = 0.0
     failures: int = 0
     max_rss: float = 0.0
@@ -119,7 +138,7 @@ class Watch:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        with httpx.Client(timeout=5.0) as client:
+        with httpx.Client(timeout=5.0, verify=self.verify) as client:
             while not self.stop.is_set():
                 started = time.monotonic()
                 try:
@@ -156,12 +175,14 @@ def test_200mb_body_costs_the_leader_nothing(
     sites_before = fed.api_get("/v1/sites")["sites"]
     events_before = fed.api_get("/v1/events?limit=1000")["events"]
     rss_before = rss_mib(pid)
-    watch = Watch(fed.api_url(name), pid)
+    watch = Watch(fed.api_url(name), pid, fed.api_verify)
     poller = threading.Thread(target=watch.run, daemon=True)
     poller.start()
     port = fed.ports[f"{name}.api"]
     try:
-        answer = post_huge(port, token=fed.token if token else None, chunked=chunked)
+        answer = post_huge(
+            port, fed.api_verify, token=fed.token if token else None, chunked=chunked
+        )
         time.sleep(3 * 2.0)  # three lease TTLs: a starved refresh would have shown by now
     finally:
         watch.stop.set()
@@ -182,3 +203,26 @@ def test_200mb_body_costs_the_leader_nothing(
     assert fed.api_get("/v1/events?limit=1000")["events"] == events_before
     assert watch.failures == 0 and watch.worst_healthz < HEALTHZ_BOUND
     assert watch.max_rss - rss_before < RSS_GROWTH_MIB
+
+
+def test_the_api_speaks_only_tls_with_the_federation_ca(brokers: Federation) -> None:
+    """Tokens never cross in clear: plain HTTP gets no answer, an unverified peer no
+    connection, and the CLI (cli.toml names the CA) verifies the broker's certificate."""
+    fed = brokers
+    assert fed.api_url().startswith("https://")
+    plain = fed.api_url().replace("https://", "http://")
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(plain + "/healthz", timeout=5.0)
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(fed.api_url() + "/healthz", timeout=5.0)  # the system's trust store
+    assert httpx.get(fed.api_url() + "/healthz", verify=fed.api_verify).status_code == 200
+    cli = fed.state / "cli.toml"
+    assert f'ca_file = "{fed.pki.ca_cert}"' in cli.read_text()
+    env = {**os.environ, "MERIDIAN_CONFIG": str(cli)}
+    env.pop("MERIDIAN_CA_FILE", None)
+    shown = subprocess.run(
+        [sys.executable, "-m", "broker.cli.main", "leader"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert leader_of(fed)[0] in shown.stdout

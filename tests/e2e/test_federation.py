@@ -137,7 +137,9 @@ def test_etcd_outage_gives_503_and_loses_nothing(federation: Federation) -> None
     try:
         resp = wait_for(
             lambda: (lambda r: r if r.status_code == 503 else None)(
-                httpx.get(federation.api_url() + "/healthz", timeout=10)
+                httpx.get(
+                    federation.api_url() + "/healthz", timeout=10, verify=federation.api_verify
+                )
             ),
             timeout=20,
             what="the API answering 503 while etcd is down",

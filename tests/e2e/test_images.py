@@ -45,7 +45,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
 
 def call(fed: Federation, method: str, path: str, **kw: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {fed.token}"}
-    return httpx.request(method, fed.api_url() + path, headers=headers, timeout=10.0, **kw)
+    return httpx.request(
+        method, fed.api_url() + path, headers=headers, timeout=10.0, verify=fed.api_verify, **kw
+    )
 
 
 def place(fed: Federation, site: str, image_id: str, data: bytes) -> None:
@@ -174,7 +176,7 @@ def test_cli_replicates_with_watch_and_shows(federation: Federation) -> None:
     assert resp.status_code == 201, resp.text
     all_active(federation, "img-cli", ["site-001"])
     conn = ["--api-url", federation.api_url(), "--token", federation.token]
-    runner = CliRunner()
+    runner = CliRunner(env={"MERIDIAN_CA_FILE": federation.ca_file})  # verifies the API's cert
     result = runner.invoke(
         image_cmd.app, ["replicate", "img-cli", "--to", "site-003,site-004", "--watch", *conn]
     )
@@ -232,6 +234,7 @@ def test_replication_carries_on_when_the_leader_is_killed(federation: Federation
         json=body("img-lead", data, replicate_to=["site-002", "site-003", "site-004"]),
         headers={"Authorization": f"Bearer {federation.token}"},
         timeout=10.0,
+        verify=federation.api_verify,
     )
     assert resp.status_code == 201, resp.text
     federation.kill(leader)  # the controller and (some sites') relay die with it

@@ -130,7 +130,8 @@ async def test_leader_kill_mid_run_never_oversubscribes(brokers: Federation) -> 
     ledger = Ledger(StoreLedger(store))
     try:
         _, start = await store.get_prefix(keys.QUOTA)
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as http:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(limits=limits, verify=fed.api_verify) as http:
             admin = Client(fed, http, 0)
             for tenant in TENANTS:
                 resp = await admin.call("PUT", f"/v1/quotas/{tenant}", {"limits": qh.TIGHT})

@@ -69,7 +69,7 @@ class Bench:
         self.settings = loaded
         self.root = loaded.etcd.root
         self.http = httpx.Client(
-            timeout=1.0, headers={"Authorization": f"Bearer {fed.token}"}
+            timeout=1.0, headers={"Authorization": f"Bearer {fed.token}"}, verify=fed.api_verify
         )
 
     def close(self) -> None:

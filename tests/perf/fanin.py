@@ -168,7 +168,9 @@ def issue(fed: Federation, sites: list[str]) -> float:
 def register(fed: Federation, sites: list[str]) -> float:
     started = time.monotonic()
     headers = {"Authorization": f"Bearer {fed.token}"}
-    with httpx.Client(base_url=fed.api_url(), timeout=30.0, headers=headers) as client:
+    with httpx.Client(
+        base_url=fed.api_url(), timeout=30.0, headers=headers, verify=fed.api_verify
+    ) as client:
 
         def one(item: tuple[int, str]) -> None:
             i, site = item

@@ -67,7 +67,10 @@ class Live:
         return {"Authorization": f"Bearer {self.fed.token}"}
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.fed.api_url(), headers=self.headers, timeout=120.0)
+        return httpx.Client(
+            base_url=self.fed.api_url(), headers=self.headers, timeout=120.0,
+            verify=self.fed.api_verify,
+        )
 
     def grow(self, sites: list[str], timeout: float, ramp: float = 0.0) -> float:
         """Register ``sites``, start their agents (spread over ``ramp`` s), wait until

@@ -47,7 +47,7 @@ class OpenStackFederation(Federation):
         )
 
     def register_sites(self, sites: list[str], regions: int = 3) -> None:
-        with httpx.Client(base_url=self.api_url(), timeout=10.0) as client:
+        with httpx.Client(base_url=self.api_url(), timeout=10.0, verify=self.api_verify) as client:
             for i, site in enumerate(sites):
                 body = {
                     "id": site,
@@ -63,7 +63,10 @@ class OpenStackFederation(Federation):
 
     def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token}"}
-        return httpx.request(method, self.api_url() + path, headers=headers, timeout=10.0, **kw)
+        return httpx.request(
+            method, self.api_url() + path, headers=headers, timeout=10.0,
+            verify=self.api_verify, **kw,
+        )
 
 
 @dataclass(frozen=True)

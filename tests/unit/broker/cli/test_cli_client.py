@@ -16,7 +16,8 @@ runner = CliRunner()
 
 def test_defaults_when_nothing_is_set(tmp_path: Path) -> None:
     config = client.resolve(env={"XDG_CONFIG_HOME": str(tmp_path)})
-    assert config == client.ClientConfig(api_url="http://127.0.0.1:8080", token="")
+    assert config == client.ClientConfig(api_url="https://127.0.0.1:8080", token="")
+    assert config.verify() is True  # the system's trust store
 
 
 def test_config_file_then_env_then_flags(tmp_path: Path) -> None:
@@ -28,6 +29,22 @@ def test_config_file_then_env_then_flags(tmp_path: Path) -> None:
     assert client.resolve(env=env) == client.ClientConfig("http://env:2", "env-token")
     flags = client.resolve("http://flag:3", "flag-token", env=env)
     assert flags == client.ClientConfig("http://flag:3", "flag-token")
+
+
+def test_ca_file_from_config_or_env_verifies_the_api(tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    pem = tmp_path / "ca.crt"
+    ca.cert_pem.write_to_path(str(pem))
+    path = tmp_path / "cli.toml"
+    path.write_text(f'api_url = "https://b:1"\ntoken = "t"\nca_file = "{pem}"\n')
+    config = client.resolve(env={"MERIDIAN_CONFIG": str(path)})
+    assert config.ca_file == str(pem) and not isinstance(config.verify(), bool)
+    flagged = client.resolve("https://b:2", "t", env={"MERIDIAN_CONFIG": str(path)})
+    assert flagged.ca_file == str(pem)  # flags name the API; the config still names its CA
+    env = {"MERIDIAN_CONFIG": str(path), "MERIDIAN_CA_FILE": "/elsewhere/ca.crt"}
+    assert client.resolve(env=env).ca_file == "/elsewhere/ca.crt"
 
 
 def test_default_config_path_is_xdg(tmp_path: Path) -> None:

@@ -61,7 +61,9 @@ def federation(
 
 def call(fed: Federation, method: str, path: str, **kw: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {fed.token}"}
-    return httpx.request(method, fed.api_url() + path, headers=headers, timeout=10.0, **kw)
+    return httpx.request(
+        method, fed.api_url() + path, headers=headers, timeout=10.0, verify=fed.api_verify, **kw
+    )
 
 
 def descriptor() -> dict[str, Any]:

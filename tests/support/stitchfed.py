@@ -84,7 +84,7 @@ async def agents(store: Store) -> None:
 def call(fed: Federation, method: str, path: str, **kw: Any) -> httpx.Response:
     """One API request to a running federation, as its admin."""
     headers = {"Authorization": f"Bearer {fed.token}"}
-    with httpx.Client(base_url=fed.api_url(), timeout=60.0) as client:
+    with httpx.Client(base_url=fed.api_url(), timeout=60.0, verify=fed.api_verify) as client:
         return client.request(method, path, headers=headers, **kw)
 
 

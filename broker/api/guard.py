@@ -6,8 +6,9 @@ request it has not let through:
 
 1. Every path but the few public ones (``PUBLIC``: probes, the scrape, the OpenAPI
    document) needs a token, and the token is validated from the headers alone — the
-   body of an anonymous or wrongly authenticated request is never read: 401 at once
-   (uvicorn then closes the connection, having buffered at most its own read-ahead).
+   body of an anonymous or wrongly authenticated request is never read: 401 at once,
+   with ``Connection: close``, so the server hangs up instead of draining the rest for
+   a keep-alive (having buffered at most its own read-ahead).
 2. A declared ``Content-Length`` above the limit is refused (413) before any byte of the
    body is read; a chunked body is read while counting and refused (413) the moment it
    passes the limit. Only a body within the limit is handed on, replayed from memory, so
@@ -125,7 +126,10 @@ class Guard:
                 raise too_large(limit, declared)
             body, gone = await read_bounded(receive, limit)
         except errors.BrokerError as exc:
-            await problems.from_error(exc)(scope, receive, send)
+            refusal = problems.from_error(exc)
+            # the unread rest of the body is not drained for a keep-alive: hang up
+            refusal.headers["connection"] = "close"
+            await refusal(scope, receive, send)
             return
         if gone:
             return

@@ -129,6 +129,7 @@ async def test_anonymous_5mb_of_malformed_json_is_401_and_never_read(
     assert sent.status == 401, sent.body
     assert sent.headers["content-type"] == "application/problem+json"
     assert sent.headers["www-authenticate"] == "Bearer"
+    assert sent.headers["connection"] == "close"  # the rest is not drained
     assert sent.json()["type"] == "urn:meridian:problem:unauthorized"
     assert sent.pulled == 0  # not one byte of the body was read
     assert store.revision == 1  # nothing written
@@ -153,6 +154,7 @@ async def test_chunked_oversize_body_is_413_while_streaming(method: str, path: s
     size = 50 * 1024 * 1024
     sent = await call(_app(store), method, path, token="admin-token", size=size, declare=False)
     assert sent.status == 413, sent.body
+    assert sent.headers["connection"] == "close"
     assert sent.pulled <= LIMIT + CHUNK  # stopped at the first chunk past the limit
     assert store.revision == 1
 

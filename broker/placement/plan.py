@@ -125,9 +125,14 @@ class _Search:
 
     A member's options at a site are every (host, cell) that holds it, hosts in the
     strategy's order. Two hosts that hold no member of this VNF and have the same free
-    counters are interchangeable, as are two such cells of one host (``claims.options``),
-    so only the first of each is tried: backtracking on a site of 50 empty hosts costs
-    one host, not 50.
+    counters are interchangeable, as are two such cells of one host (``claims.options``):
+    a host is skipped when a twin with a lower index was tried, so backtracking on a site
+    of 50 empty hosts costs one host, not 50. Members of one VDU are interchangeable too
+    (same need, same rules, never on one host): once the search has backtracked, each
+    takes a (site rank, host index) above that of the previous member of its VDU, so the
+    5! orders of five UPF members on five hosts are tried once. Every plan has such a
+    sorted twin (and a twin host of lower index keeps it sorted), so no plan is lost; the
+    first descent is left free, so a plan found without backtracking is the one it was.
     """
 
     def __init__(
@@ -150,6 +155,12 @@ class _Search:
         self.example: dict[int, tuple[str, str]] = {}
         """Member index → (site, why) of the last site whose hosts refused it."""
         self._no_fit: set[tuple[str, int]] = set()
+        self._alone: dict[tuple[str, int], AloneView] = {}
+        """(VDU, site) → the hosts a member fits without this VNF's other claims."""
+        self._keys: list[tuple[int, int]] = []
+        """(site rank, host index) of each chosen member, for symmetry breaking."""
+        self._host_index: dict[int, dict[str, int]] = {}
+        self._backtracked = False
         self._scopes = _conflicts(desc, order)
         self._between = desc.latency.between_members_max_ms
 
@@ -166,7 +177,12 @@ class _Search:
         self.deepest = max(self.deepest, i)
         member = self.order[i]
         group = self.groups[member.vdu]
+        floor = (-1, -1)
+        if self._backtracked and i and self.order[i - 1].vdu == member.vdu:
+            floor = self._keys[i - 1]
         for rank, idx in enumerate(group.candidates):
+            if rank < floor[0]:
+                continue
             if self.attempts >= self.budget:
                 return False
             site = self.snap.order[idx]
@@ -176,7 +192,8 @@ class _Search:
                 continue
             self.attempts += 1
             first = True
-            for claim in self._options(i, member, site):
+            above = floor[1] if rank == floor[0] else -1
+            for claim in self._options(i, member, site, above):
                 if not first:
                     if self.attempts >= self.budget:
                         return False
@@ -184,11 +201,20 @@ class _Search:
                 first = False
                 site.hold(claim)
                 self.chosen.append(Assignment(member, site.id, claim, group.scores[rank]))
+                self._keys.append((rank, self._index(site)[claim.host]))
                 if self._place(i + 1):
                     return True
+                self._backtracked = True
+                self._keys.pop()
                 self.chosen.pop()
                 site.hold(claim, -1)
         return False
+
+    def _index(self, site: SiteView) -> dict[str, int]:
+        found = self._host_index.get(site.idx)
+        if found is None:
+            found = self._host_index[site.idx] = {h.name: k for k, h in enumerate(site.hosts)}
+        return found
 
     def _block(self, i: int, why: str) -> None:
         self.blocked.setdefault(i, Counter())[why] += 1
@@ -215,8 +241,12 @@ class _Search:
                 return f"min_sites {need_sites} of {member.vdu}"
         return ""
 
-    def _options(self, i: int, member: Member, site: SiteView) -> Iterator[cl.Claim]:
-        """Every (host, cell) of ``site`` that holds ``member`` now, symmetric ones once."""
+    def _options(
+        self, i: int, member: Member, site: SiteView, above: int = -1
+    ) -> Iterator[cl.Claim]:
+        """Every (host, cell) of ``site`` that holds ``member`` now, symmetric ones once,
+        on hosts whose index is above ``above`` (symmetry between members of a VDU, which
+        never share a host)."""
         mine = {a.claim.host for a in self.chosen if a.site == site.id}
         avoid = {
             self.chosen[j].claim.host
@@ -232,78 +262,95 @@ class _Search:
         if self.desc.preferences.strategy == "spread" and hosts:
             start = (len(site.claims) + i) % len(hosts)
         ref = f"{self.vnf_id}/{member.name}"
-        tried: set[tuple[object, ...]] = set()
+        tried: dict[tuple[object, ...], int] = {}
+        """Signature of a fresh host tried → the lowest index among those tried with it."""
         offered = False
+        index = self._index(site)
         for k in range(len(hosts)):
             host = hosts[(start + k) % len(hosts)]
-            if host.name in avoid:
+            at = index[host.name]
+            if host.name in avoid or at <= above:
                 continue
             fresh = host.name not in mine
             sig = cl.host_signature(host) if fresh and tried else None
-            if sig is not None and sig in tried:
+            # a twin of a host tried before is skipped only when that one has the lower
+            # index: swapping them then keeps the members of a VDU in host order
+            if sig is not None and tried.get(sig, at) < at:
                 continue
             for claim in cl.options(host, member.need, ref):
                 offered = True
                 yield claim
             if fresh:
-                tried.add(sig if sig is not None else cl.host_signature(host))
-        if not offered:
+                sig = sig if sig is not None else cl.host_signature(host)
+                tried[sig] = min(tried.get(sig, at), at)
+        if not offered and above < 0:  # (hosts left out above say nothing of the site)
             if not mine:
                 self._no_fit.add(key)
             self._refused(i, member, site, avoid)
 
     def _refused(self, i: int, member: Member, site: SiteView, avoid: set[str]) -> None:
-        """Record what really kept every host of ``site`` from ``member``."""
+        """Record what really kept every host of ``site`` from ``member``: the category
+        at every refusal (set arithmetic on a cached view), the detail once per VDU and
+        site."""
         held = [a for a in self.chosen if a.site == site.id]
-        why, detail = _host_reason(site, member, avoid, held)
+        key = (member.vdu, site.idx)
+        view = self._alone.get(key)
+        if view is None:
+            view = self._alone[key] = _alone(site, member, held)
+        fits, _ = view
+        why = _NO_HOST if not fits else _HOST_AA if fits <= avoid else _SHARED
+        reasons = self.host_reasons.setdefault(member.vdu, {})
+        if site.id not in reasons:
+            reasons[site.id] = _detail(why, view, site, member, avoid, held)
         self._block(i, why)
-        self.example[i] = (site.id, detail)
-        self.host_reasons.setdefault(member.vdu, {}).setdefault(site.id, detail)
+        self.example[i] = (site.id, reasons[site.id])
 
 
 _NO_HOST = "no host has the capacity"
 _SHARED = "fits alone but not beside the members placed before it"
 _HOST_AA = "the hosts it fits on hold members it must not share a host with"
+AloneView = tuple[frozenset[str], list[tuple[str, str]]]
 
 
-def _host_reason(
-    site: SiteView, member: Member, avoid: set[str], held: list[Assignment]
-) -> tuple[str, str]:
-    """(category, detail) of why no host of ``site`` takes ``member`` beside ``held``.
-
-    The site is looked at without this VNF's tentative claims too: a member that fits an
-    empty-of-this-VNF host was blocked by its own VNF (shared capacity or host
-    anti-affinity), not by the site's capacity, and the reason says so.
-    """
+def _alone(site: SiteView, member: Member, held: list[Assignment]) -> AloneView:
+    """The hosts of ``site`` that hold ``member`` without this VNF's tentative claims
+    (``held``), and why the first three would not: constant for the whole search."""
     for a in held:
         site.hold(a.claim, -1)
     try:
-        alone = next(
-            (c for h in site.hosts if (c := cl.fits(h, member.need, "")) is not None), None
-        )
+        fits = frozenset(h.name for h in site.hosts if cl.fits(h, member.need, "") is not None)
         before = [(h.name, cl.why_not(h, member.need)) for h in site.hosts[:3]]
     finally:
         for a in held:
             site.hold(a.claim)
-    if alone is None:
+    return fits, before
+
+
+def _detail(
+    why: str,
+    view: AloneView,
+    site: SiteView,
+    member: Member,
+    avoid: set[str],
+    held: list[Assignment],
+) -> str:
+    """Why no host of ``site`` takes ``member`` beside ``held``, host by host: the site's
+    capacity when no host holds it even without this VNF, else the VNF's own members
+    (host anti-affinity, or the capacity they took)."""
+    fits, before = view
+    need = member.need.describe()
+    if why == _NO_HOST:
         more = len(site.hosts) - len(before)
         tail = f"; and {more} more hosts" if more > 0 else ""
-        detail = "; ".join(f"{name}: {why}" for name, why in before)
-        return _NO_HOST, (
-            f"no host has one NUMA node with {member.need.describe()}: {detail}{tail}"
-        )
+        detail = "; ".join(f"{name}: {reason}" for name, reason in before)
+        return f"no host has one NUMA node with {need}: {detail}{tail}"
     holders = ", ".join(f"{a.member.name} on {a.claim.host} cell {a.claim.cell}" for a in held)
-    if any(cl.fits(h, member.need, "") is not None for h in site.hosts if h.name in avoid):
-        return _HOST_AA, (
-            f"{member.need.describe()} fits only on hosts excluded by anti-affinity "
-            f"(host) with {holders}"
-        )
+    if why == _HOST_AA:
+        return f"{need} fits only on hosts excluded by anti-affinity (host) with {holders}"
     shown = [h for h in site.hosts if h.name not in avoid][:3]
     now = "; ".join(f"{h.name}: {cl.why_not(h, member.need)}" for h in shown)
-    return _SHARED, (
-        f"{member.need.describe()} fits alone ({alone.host} cell {alone.cell}) but not "
-        f"beside {holders}: {now}"
-    )
+    first = min(fits)
+    return f"{need} fits alone ({first}) but not beside {holders}: {now}"
 
 
 def _conflicts(desc: Descriptor, order: Sequence[Member]) -> list[list[tuple[int, str]]]:

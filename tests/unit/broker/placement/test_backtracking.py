@@ -34,7 +34,8 @@ def descriptor(
         {"name": "oam"},
         *({"name": f"s{k}", "network_type": "vlan", "physnet": "sriov1"} for k in range(2)),
     ]
-    models = {1: {"model": "single"}, 2: {"model": "active-standby"}}
+    models: dict[int, dict[str, Any]] = {1: {"model": "single"}, 2: {"model": "active-standby"}}
+    models.update({n: {"model": "n+k", "n": n - 1, "k": 1} for n in range(3, 10)})
     data["vdus"] = [
         {
             **base,
@@ -91,6 +92,13 @@ FITS = [
         "host anti-affinity",
         site((VFS,), (VFS,), (BARE,)),
         descriptor([("m", 1, 0), ("v", 2, 2)], host_rule=True),
+        {"m-0": (H + "2", 0), "v-0": (H + "0", 0), "v-1": (H + "1", 0)},
+    ),
+    (
+        # twin hosts 0 and 1 tried from 1 (spread): 0 must stay open to the second VF member
+        "host anti-affinity, spread",
+        site((VFS,), (VFS,), (BARE,)),
+        descriptor([("m", 1, 0), ("v", 2, 2)], strategy="spread", host_rule=True),
         {"m-0": (H + "2", 0), "v-0": (H + "0", 0), "v-1": (H + "1", 0)},
     ),
     (
@@ -186,3 +194,16 @@ def test_identical_hosts_and_cells_are_tried_once() -> None:
     assert not result.feasible
     assert "search budget" not in result.reason
     assert result.attempts < 20, result.attempts
+
+
+def test_members_of_a_vdu_are_not_tried_in_every_order() -> None:
+    # nine members that never share a host, eight hosts that each hold one, all different
+    # (no two hosts alike, so host symmetry cannot help): proving there is no plan takes
+    # the subsets of the hosts in one order, not the 8! orders, which exceed the budget
+    hosts = [(replace(VFS, memory_mb=4096 + k),) for k in range(8)]
+    snap = P.world(site(*hosts))
+    result = Planner().plan(snap, descriptor([("v", 9, 0)]), "x")
+    assert not result.feasible
+    assert "search budget" not in result.reason, result.reason
+    assert result.attempts < 1000, result.attempts
+    assert "member v-8 " in result.reason

@@ -65,7 +65,10 @@ class Bench:
 
     def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.fed.token}"}
-        return httpx.request(method, self.fed.api_url() + path, headers=headers, timeout=30.0, **kw)
+        return httpx.request(
+            method, self.fed.api_url() + path, headers=headers, timeout=30.0,
+            verify=self.fed.api_verify, **kw,
+        )
 
     def create_all(self, count: int, workers: int) -> list[str]:
         room = dict.fromkeys(["cores", "ram_mb", "instances", "ports"], 10**7)

@@ -19,7 +19,6 @@ import pytest
 
 from broker.devfed.federation import Federation
 from broker.models import objects
-from broker.settings import EtcdSettings
 from broker.store import keys
 from broker.store.etcd import EtcdStore
 from tests.e2e.test_vnf import active, call, create
@@ -82,7 +81,7 @@ def member_at(vnf: dict[str, Any], site: str) -> str:
 
 
 async def revision(fed: Federation) -> int:
-    store = EtcdStore.from_settings(EtcdSettings(endpoints=(fed.etcd_endpoint,)))
+    store = EtcdStore.from_settings(fed.etcd_settings())
     try:
         _, rev = await store.get_prefix(keys.LEADER)
         return rev
@@ -92,7 +91,7 @@ async def revision(fed: Federation) -> int:
 
 async def writes(fed: Federation, key: str, start: int) -> list[objects.Status]:
     """Every status written to ``key`` after ``start`` until it says generation 2 or more."""
-    store = EtcdStore.from_settings(EtcdSettings(endpoints=(fed.etcd_endpoint,)))
+    store = EtcdStore.from_settings(fed.etcd_settings())
     out: list[objects.Status] = []
     watch = store.watch_prefix(key, start_revision=start + 1)
     try:
@@ -107,3 +106,19 @@ async def writes(fed: Federation, key: str, start: int) -> list[objects.Status]:
     finally:
         await watch.aclose()  # type: ignore[attr-defined]
         await store.close()
+
+
+def test_the_next_leader_completes_a_failover(federation: Federation) -> None:
+    """The leader is killed right after the site: the next one promotes, once."""
+    fw = create(federation, "vfirewall")
+    vnf = active(federation, fw)
+    site = next(s for s, r in roles(vnf).items() if r == "active")
+    leader = str(federation.api_get("/v1/leader")["leader"])
+    federation.kill(f"agent-{site}", signal.SIGKILL)
+    federation.kill(leader, signal.SIGKILL)
+    after = promoted(federation, fw, site)
+    assert str(federation.api_get("/v1/leader")["leader"]) != leader
+    events = federation.api_get(f"/v1/events?subject={fw}&limit=100")["events"]
+    started = [e for e in events if e["kind"] == "vnf.failover_started"]
+    assert len(started) == 1, events
+    assert sorted(roles(after).values()) == ["active", "standby"]

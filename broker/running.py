@@ -30,7 +30,7 @@ from broker.election.campaign import Campaign
 from broker.gateway import server as gateway_server
 from broker.gateway.feeds import DesiredFeed, ReplicaLease, Revocations
 from broker.gateway.imageaccess import CatalogAccess
-from broker.gateway.imagefeed import ImageOrders
+from broker.gateway.imagefeed import ImageOrders, grant_signer
 from broker.gateway.relay import Relay
 from broker.gateway.servicer import Gateway
 from broker.gateway.sessions import Registry
@@ -119,7 +119,8 @@ async def run(settings: BrokerSettings) -> None:
     lease = ReplicaLease(store, REPLICA_LEASE_TTL)
     revocations = Revocations(store, registry)
     gateway = Gateway(store, settings, registry, lease, revocations)
-    orders = ImageOrders(store)
+    signer = grant_signer(settings.images.grant_key_file)
+    orders = ImageOrders(store, signer=signer, grant_ttl=settings.images.grant_ttl)
     relay = Relay(
         settings.tls.trust_domain,
         access=CatalogAccess(store),

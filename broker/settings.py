@@ -208,6 +208,15 @@ class StitchingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageSettings:
+    grant_key_file: str = ""
+    """Ed25519 private key (PEM) that signs transfer grants; sites that report a direct
+    address are then copied from site to site. Empty: every copy goes through the relay."""
+    grant_ttl: Annotated[float, pydantic.Field(gt=0)] = 3600.0
+    """Seconds a transfer grant stays valid (a copy resumed after that is re-ordered)."""
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerSettings:
     name: str = field(default_factory=lambda: f"broker-{os.getpid()}")
     """This replica's name: in events, the leader key and site status."""
@@ -222,6 +231,7 @@ class BrokerSettings:
     stitching: StitchingSettings = field(default_factory=StitchingSettings)
     failover: FailoverSettings = field(default_factory=FailoverSettings)
     vnf: VnfSettings = field(default_factory=VnfSettings)
+    images: ImageSettings = field(default_factory=ImageSettings)
 
 
 ENV_PREFIX = "MERIDIAN_"

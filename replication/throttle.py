@@ -1,4 +1,5 @@
-"""A per-site bandwidth cap: a token bucket shared by every stream a site serves.
+"""A per-site bandwidth cap: a token bucket shared by every stream a site serves (or, as
+``Throttled``, every copy it receives: one cap per direction of a site's link).
 
 Invariant: over any window longer than ``burst / rate`` seconds, the bytes let through
 do not exceed ``rate`` per second plus one ``burst`` — however many streams share it.
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from replication import errors
+from replication.catalog import ImageId
+from replication.transfer import ByteSource, Chunk
 
 
 class Throttle:
@@ -45,3 +48,15 @@ class Throttle:
                 await self._sleep(-self._tokens / self.rate)
                 self._tokens = 0.0
                 self._at = self._clock()
+
+
+class Throttled:
+    """``source`` read no faster than ``throttle`` lets through (a site's download cap)."""
+
+    def __init__(self, source: ByteSource, throttle: Throttle) -> None:
+        self.source, self.throttle = source, throttle
+
+    async def chunks(self, image: ImageId, offset: int, chunk_size: int) -> AsyncIterator[Chunk]:
+        async for c in self.source.chunks(image, offset, chunk_size):
+            await self.throttle.take(len(c.data))
+            yield c

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -30,9 +31,15 @@ from replication import access, errors, grant, transfer
 from replication.catalog import ImageId
 from replication.throttle import Throttle
 from replication.transfer import ByteSource
-from siteagent.imagewire import CHANNEL_OPTIONS
+from siteagent import errors as agent_errors
+from siteagent.settings import AgentSettings
 
 log = logging.getLogger(__name__)
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 8 << 20),
+    ("grpc.max_send_message_length", 8 << 20),
+]
 
 
 
@@ -126,6 +133,19 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
         yield ipb.ImageChunk(last=True)
 
 
+    async def Serve(self, request: Any, context: Any) -> AsyncIterator[ipb.ServeRequest]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a site serves Pull only")
+        yield ipb.ServeRequest()
+
+    async def Upload(self, request_iterator: Any, context: Any) -> ipb.UploadDone:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a site serves Pull only")
+        return ipb.UploadDone()
+
+    async def Replicate(self, request_iterator: Any, context: Any) -> AsyncIterator[ipb.CopyOrder]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a site serves Pull only")
+        yield ipb.CopyOrder()
+
+
 def server(
     service: DirectServer, listen: str, credentials: grpc.ServerCredentials
 ) -> tuple[grpc.aio.Server, int]:
@@ -135,3 +155,22 @@ def server(
     port = srv.add_secure_port(listen, credentials)
     return srv, port
 
+
+
+def from_settings(
+    settings: AgentSettings, store: Holding, throttle: Throttle | None
+) -> grpc.aio.Server | None:
+    """The site's direct image server on ``images.direct_listen`` (``None``: not set — the
+    site is behind NAT, or does not serve directly); ``SettingsError`` when incomplete."""
+    cfg, tls = settings.images, settings.tls
+    if not cfg.direct_listen:
+        return None
+    try:
+        key = grant.load_public(Path(cfg.grant_public_key_file).read_bytes())
+        pair = (Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())
+        ca = Path(tls.ca_file).read_bytes()
+    except (OSError, errors.ReplicationError) as exc:
+        raise agent_errors.SettingsError([f"images.direct_listen needs {exc}"]) from exc
+    creds = grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=True)
+    service = DirectServer(settings.site_id, store, key, throttle=throttle)
+    return server(service, cfg.direct_listen, creds)[0]

@@ -34,8 +34,10 @@ from meridian.v1 import image_pb2_grpc as ipb_grpc
 from replication import access, catalog, errors, transfer
 from replication.catalog import ImageId, SiteId
 from replication.dirstore import DirBytes
-from replication.throttle import Throttle
+from replication.throttle import Throttle, Throttled
 from replication.transfer import ByteSink, ByteSource, Channel, Chunk, passthrough
+from siteagent import directwire
+from siteagent.directwire import CHANNEL_OPTIONS
 from siteagent.settings import AgentSettings
 
 log = logging.getLogger(__name__)
@@ -78,11 +80,6 @@ class SiteDir(DirBytes):
     async def expect(self, image: catalog.Image) -> None:
         return None
 
-
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 8 << 20),
-    ("grpc.max_send_message_length", 8 << 20),
-]
 
 _GONE = (
     grpc.StatusCode.UNAVAILABLE,
@@ -240,7 +237,9 @@ class ImageAgent:
         throttle: Throttle | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         direct_address: str = "",
+        download: Throttle | None = None,
     ) -> None:
+        self.download = download  # the site's cap on bytes/s received, shared by all copies
         self.channels = list(channels)
         self.credentials = credentials  # for direct pulls from other sites ("" = relay only)
         self.direct_address = direct_address  # where this site serves directly, reported
@@ -298,6 +297,36 @@ class ImageAgent:
             auditor.cancel()
             call.cancel()
             await asyncio.gather(auditor, return_exceptions=True)
+
+    async def _pull(
+        self,
+        image: catalog.Image,
+        order: ipb.CopyOrder,
+        channel: grpc.aio.Channel,
+        progress: transfer.Progress,
+        via: dict[str, str],
+    ) -> None:
+        """Copy from the source's own address where the order gives one, else (or when it
+        does not answer) through the relay, resuming from the verified bytes; ``via``
+        says which path is in use."""
+        chunk_size = order.chunk_size or self.chunk_size
+        sources: list[tuple[str, ByteSource]] = [("relay", PullSource(channel, order.source_site))]
+        direct = self._direct(order)
+        if direct is not None:
+            sources.insert(0, ("direct", direct))
+        for n, (path, source) in enumerate(sources, 1):
+            via["path"] = path
+            if self.download is not None:
+                source = Throttled(source, self.download)
+            try:
+                await transfer.copy(
+                    image, source, self.store, chunk_size=chunk_size, progress=progress
+                )
+                return
+            except errors.PeerGone as exc:  # no path after all: the relay resumes
+                if n == len(sources):
+                    raise
+                log.info("image %s: no direct path (%s), via the relay", image.id, exc)
 
     def _direct(self, order: ipb.CopyOrder) -> DirectSource | None:
         """The source's own address under the order's grant, where the broker gave one."""
@@ -357,11 +386,10 @@ class ImageAgent:
             live = outbox if outbox in self._live or not self._live else self._live[0]
             live.put_nowait(ipb.ImageReport(replicas=[report]))
 
-        direct = self._direct(order)
-        path = "direct" if direct is not None else "relay"
+        via = {"path": "direct" if self._direct(order) is not None else "relay"}
 
-        async def progress_on(offset: int, rate: float) -> None:
-            send("transferring", offset=offset, rate=rate, path=path)
+        async def progress(offset: int, rate: float) -> None:
+            send("transferring", offset=offset, rate=rate, path=via["path"])
 
         try:
             image = image_of(order)
@@ -375,23 +403,9 @@ class ImageAgent:
             started = time.monotonic()
             resume = await self.store.verified_offset(image.id)
             log.info("image %s: copying from %s at byte %d", image.id, order.source_site, resume)
-            chunk_size = order.chunk_size or self.chunk_size
-            if direct is not None:
-                try:
-                    await transfer.copy(
-                        image, direct, self.store, chunk_size=chunk_size, progress=progress_on
-                    )
-                except errors.PeerGone as exc:  # no path after all: the relay resumes
-                    log.info("image %s: no direct path (%s), via the relay", image.id, exc)
-                    direct = None
-            if direct is None:
-                path = "relay"
-                source = PullSource(channel, order.source_site)
-                await transfer.copy(
-                    image, source, self.store, chunk_size=chunk_size, progress=progress_on
-                )
+            await self._pull(image, order, channel, progress, via)
             log.info("image %s copied in %.1fs", image.id, time.monotonic() - started)
-            send("active", offset=image.size, sha256=image.sha256, size=image.size, path=path)
+            send("active", offset=image.size, sha256=image.sha256, size=image.size, **via)
         except errors.ReplicationError as exc:
             temporary = isinstance(exc, errors.Temporary | errors.SourceFailed)
             send("failed", reason=f"{type(exc).__name__}: {exc}", temporary=temporary)
@@ -411,11 +425,24 @@ async def run_agent(settings: AgentSettings, credentials: grpc.ChannelCredential
 
         store = glance = glancestore.GlanceImages(settings.openstack.cloud, Path(cfg.dir))
     throttle = Throttle(cfg.upload_rate) if cfg.upload_rate > 0 else None
+    download = Throttle(cfg.download_rate) if cfg.download_rate > 0 else None
+    direct = directwire.from_settings(settings, store, throttle)
+    agent = ImageAgent(
+        channels,
+        store,
+        audit_interval=cfg.audit_interval,
+        throttle=throttle,
+        credentials=credentials,
+        direct_address=cfg.direct_address or cfg.direct_listen,
+        download=download,
+    )
     try:
-        await ImageAgent(
-            channels, store, audit_interval=cfg.audit_interval, throttle=throttle
-        ).run()
+        if direct is not None:
+            await direct.start()
+        await agent.run()
     finally:
+        if direct is not None:
+            await direct.stop(grace=None)
         if glance is not None:
             glance.close()
         for channel in channels:

@@ -131,6 +131,15 @@ class ImageSettings:
     """Seconds between audits of the images held (re-hashed and reported to the broker)."""
     upload_rate: Annotated[float, pydantic.Field(ge=0)] = 0.0
     """This site's cap on bytes/s served to other sites, shared by all uploads; 0 = none."""
+    download_rate: Annotated[float, pydantic.Field(ge=0)] = 0.0
+    """This site's cap on bytes/s received from other sites, shared by all copies; 0 = none."""
+    direct_listen: str = ""
+    """host:port where this site serves its verified images to other sites directly
+    (mTLS; its certificate must be issued to serve). Empty: behind NAT, relay only."""
+    direct_address: str = ""
+    """The address other sites dial for ``direct_listen`` (empty: ``direct_listen``)."""
+    grant_public_key_file: str = ""
+    """The broker's transfer-grant public key (PEM), required with ``direct_listen``."""
 
 
 @dataclass(frozen=True, slots=True)

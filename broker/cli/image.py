@@ -74,7 +74,7 @@ def show(
     output.render(
         list(image.get("replicas", [])),
         output.Format.table,
-        columns=["site", "state", "offset", "source", "attempts", "repairs", "reason"],
+        columns=["site", "state", "offset", "source", "path", "attempts", "repairs", "reason"],
         empty="no replicas yet",
     )
 

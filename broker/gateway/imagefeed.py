@@ -9,6 +9,12 @@ the agents report it writes, unfenced, where the gateway writes every observatio
 ``observed/<site>/imageaudit/held`` (the site's last complete audit,
 ``objects.IMAGE_AUDIT``) — kinds of their own, never the ``image`` objects of a VNF.
 
+Direct paths: a site whose audit names a ``direct_address`` accepts inbound connections;
+a copy from it is ordered with that address and a transfer grant signed by ``signer``
+(``replication.grant``: image, source, destination, expiry), so the bytes go site to
+site. Without a signer or an address (a site behind NAT) the order names the relay. The
+choice is per pair, and the agent reports which path it took.
+
 Invariant: this module decides nothing — it only carries orders the fenced controller
 wrote and observations the agents made (invariant 1: a replica keeps caches, not truth).
 """
@@ -18,23 +24,45 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 from meridian.v1 import image_pb2 as ipb
 
+from broker import errors
 from broker.models import objects
 from broker.store import follow, keys
 from broker.store.protocol import Store
-from replication import catalog
+from replication import catalog, grant
 from replication import errors as rerrors
 from replication.catalog import Entry, Replica, State
 
 log = logging.getLogger(__name__)
 
 
+def grant_signer(path: str) -> grant.Ed25519PrivateKey | None:
+    """The transfer-grant signing key from ``path`` (``""``: none, copies use the relay)."""
+    if not path:
+        return None
+    try:
+        return grant.load_private(Path(path).read_bytes())
+    except (OSError, rerrors.ReplicationError) as exc:
+        raise errors.SettingsError([f"images.grant_key_file {path}: {exc}"]) from exc
+
+
 class ImageOrders:
-    def __init__(self, store: Store, *, chunk_size: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        chunk_size: int = 1 << 20,
+        signer: grant.Ed25519PrivateKey | None = None,
+        grant_ttl: float = 3600.0,
+    ) -> None:
         self.store = store
         self.chunk_size = chunk_size
+        self.signer = signer
+        self.grant_ttl = grant_ttl
+        self._direct: dict[str, str] = {}  # site -> where it serves directly, from its audits
         self._entries: dict[str, Entry] = {}
         self._replicas: dict[tuple[str, str], Replica] = {}
         self._outboxes: dict[str, asyncio.Queue[ipb.CopyOrder]] = {}
@@ -59,6 +87,7 @@ class ImageOrders:
     async def report(self, site: str, msg: ipb.ImageReport) -> None:
         """Write what the site reported (only what changed since this replica wrote it)."""
         if msg.audit:
+            self._direct[site] = msg.direct_address
             audit = objects.ImageAudit(
                 held={
                     r.image_id: objects.Held(r.sha256, r.size)
@@ -67,13 +96,14 @@ class ImageOrders:
                 },
                 busy=tuple(sorted(r.image_id for r in msg.replicas if r.state == "busy")),
                 at_ms=int(time.time() * 1000),
+                direct_address=msg.direct_address,
             )
             # every audit is written: its revision is what the controller judges drift by
             await self._put(keys.image_audit(site), audit.encode(), always=True)
             return
         for r in msg.replicas:
             copy = objects.CopyReport(
-                r.attempt, r.state, r.offset, r.rate, r.reason, r.temporary, r.sha256
+                r.attempt, r.state, r.offset, r.rate, r.reason, r.temporary, r.sha256, r.path
             )
             await self._put(keys.image_copy(site, r.image_id), copy.encode())
 
@@ -136,5 +166,15 @@ class ImageOrders:
                 source_site=replica.source,
                 attempt=replica.ticket,
                 chunk_size=self.chunk_size,
+                **self._path(img.id, replica.source, site),
             )
         )
+
+    def _path(self, image: str, source: str, destination: str) -> dict[str, str]:
+        """The source's address and a grant for this pair, when it can be reached directly."""
+        address = self._direct.get(source, "")
+        if self.signer is None or not address:
+            return {}
+        expires = int((time.time() + self.grant_ttl) * 1000)
+        token = grant.sign(grant.Grant(image, source, destination, expires), self.signer)
+        return {"source_address": address, "grant": token}

@@ -221,3 +221,17 @@ async def test_a_source_behind_nat_or_unreachable_falls_back_to_the_relay(
     assert reports[-1].path == "relay"
     assert service.served_bytes == 0
     assert federation.relay.peak_buffered > 0, "the relay carried the bytes"
+
+
+def test_serving_directly_needs_the_grant_key_and_a_certificate(tmp_path: Path) -> None:
+    from siteagent.errors import SettingsError
+    from siteagent.settings import AgentSettings, ImageSettings
+
+    settings = AgentSettings(site_id="site-001", images=ImageSettings(dir=str(tmp_path)))
+    assert directwire.from_settings(settings, SiteDir(tmp_path), None) is None  # behind NAT
+    listening = AgentSettings(
+        site_id="site-001",
+        images=ImageSettings(dir=str(tmp_path), direct_listen="127.0.0.1:0"),
+    )
+    with pytest.raises(SettingsError, match="direct_listen"):
+        directwire.from_settings(listening, SiteDir(tmp_path), None)

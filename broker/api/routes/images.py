@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 from broker import errors
 from broker.api import deps, schemas
 from broker.api.schemas import Closed
-from broker.models import codec
+from broker.models import codec, objects
 from broker.models import event as events
 from broker.models.site import SiteSpec
 from broker.store import keys
@@ -115,10 +115,24 @@ async def _replicas(store: Store, image_id: str) -> list[dict[str, Any]]:
     out = []
     for kv in kvs:
         try:
-            out.append(catalog.decode_replica(kv.value).to_dict())
+            replica = catalog.decode_replica(kv.value)
         except rerrors.ReplicationError as exc:
             raise errors.BrokerError(f"the value stored at {kv.key!r} is corrupt: {exc}") from exc
+        out.append({**replica.to_dict(), "path": await _path(store, replica)})
     return out
+
+
+async def _path(store: Store, replica: catalog.Replica) -> str:
+    """How the replica's current attempt copies (``direct`` / ``relay``), as its site
+    reported; ``""`` before the first report or for an older attempt's."""
+    kv = await store.get(keys.image_copy(replica.site, replica.image))
+    if kv is None:
+        return ""
+    try:
+        report = objects.IMAGE_COPY.decode(kv.value)
+    except errors.InvalidInput:
+        return ""
+    return report.path if report.attempt == replica.ticket else ""
 
 
 def _view(entry: Entry, replicas: list[dict[str, Any]]) -> dict[str, Any]:

@@ -60,3 +60,19 @@ async def test_idle_time_refills_only_up_to_the_burst() -> None:
 def test_cap_must_be_positive() -> None:
     with pytest.raises(errors.InvalidImage):
         Throttle(0)
+
+
+async def test_a_download_cap_paces_what_a_site_receives_from_every_source() -> None:
+    from replication.catalog import ImageId
+    from replication.store import MemoryBytes
+    from replication.throttle import Throttled
+
+    c = Clock()
+    t = Throttle(100.0, burst=100, clock=c.now, sleep=c.sleep)
+    a, b = MemoryBytes(), MemoryBytes()
+    a.put(ImageId("x"), b"a" * 300)
+    b.put(ImageId("y"), b"b" * 200)
+    got = [ch async for ch in Throttled(a, t).chunks(ImageId("x"), 0, 100)]
+    got += [ch async for ch in Throttled(b, t).chunks(ImageId("y"), 0, 100)]
+    assert b"".join(ch.data for ch in got) == b"a" * 300 + b"b" * 200
+    assert c.t == pytest.approx(4.0)  # 500 bytes at 100/s, the first 100 from the burst

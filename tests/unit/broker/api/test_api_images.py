@@ -128,3 +128,20 @@ async def test_bad_input_names_the_field_and_writes_nothing(
 async def test_members_may_not_register(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
     await sites(memstore)
     assert (await api.post("/v1/images", json=body(), headers=MEMBER)).status_code == 403
+
+
+async def test_show_says_which_path_each_copy_takes(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    from broker.models import objects
+
+    await sites(memstore)
+    assert (await api.post("/v1/images", json=body(), headers=ADMIN)).status_code == 201
+    for site, path, attempt in (("eu-2", "direct", 1), ("us-1", "relay", 1), ("src", "relay", 9)):
+        r = Replica(ImageId("cirros-1"), SiteId(site), generation=0).queue().start(source="src")
+        await memstore.put(keys.image_replica("cirros-1", site), catalog.encode_replica(r))
+        report = objects.CopyReport(attempt, "transferring", path=path)
+        await memstore.put(keys.image_copy(site, "cirros-1"), report.encode())
+    shown = (await api.get("/v1/images/cirros-1", headers=OPERATOR)).json()
+    paths = {r["site"]: r["path"] for r in shown["replicas"]}
+    assert paths == {"eu-2": "direct", "us-1": "relay", "src": ""}  # src: an older attempt's

@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
+from pathlib import Path
+
+import pytest
 
 from meridian.v1 import image_pb2 as ipb
 
-from broker.gateway.imagefeed import ImageOrders
+from broker.errors import SettingsError
+from broker.gateway.imagefeed import ImageOrders, grant_signer
 from broker.store import keys
 from broker.store.memory import MemoryStore
 from replication import catalog
@@ -79,3 +84,57 @@ async def test_reports_and_audits_are_written_where_the_controller_reads() -> No
     assert kv is not None
     body = json.loads(kv.value)
     assert body["held"] == {"img": {"sha256": SHA, "size": 1}} and body["busy"] == ["other"]
+
+
+async def test_a_source_that_reports_an_address_is_ordered_direct_with_a_grant() -> None:
+    from replication import grant
+
+    key = grant.Ed25519PrivateKey.generate()
+    store = MemoryStore()
+    orders = ImageOrders(store, signer=key, grant_ttl=60)
+    task = asyncio.create_task(orders.run())
+    try:
+        await orders.report("src", ipb.ImageReport(audit=True, direct_address="10.0.0.1:7500"))
+        kv = await store.get(keys.image_audit("src"))
+        assert kv is not None and json.loads(kv.value)["direct_address"] == "10.0.0.1:7500"
+        await orders.report("nat", ipb.ImageReport(audit=True))  # behind NAT: no address
+        a, b = orders.attach("a"), orders.attach("b")
+        await store.put(keys.image("img"), Entry(IMG).encode())
+        await put_replica(store, Replica(IMG.id, SiteId("a")).queue().start(source="src"))
+        await put_replica(store, Replica(IMG.id, SiteId("b")).queue().start(source="nat"))
+        await until(lambda: a.qsize() == 1 and b.qsize() == 1, "both orders")
+        direct, relayed = a.get_nowait(), b.get_nowait()
+        assert direct.source_address == "10.0.0.1:7500"
+        now = int(time.time() * 1000)
+        ok = grant.refusal(
+            direct.grant, key.public_key(), image="img", source="src", caller="a", now_ms=now
+        )
+        assert ok is None
+        assert (relayed.source_address, relayed.grant) == ("", "")
+    finally:
+        task.cancel()
+
+
+async def test_without_a_signing_key_every_order_names_the_relay() -> None:
+    store = MemoryStore()
+    orders = ImageOrders(store)
+    task = asyncio.create_task(orders.run())
+    try:
+        await orders.report("src", ipb.ImageReport(audit=True, direct_address="10.0.0.1:7500"))
+        a = orders.attach("a")
+        await store.put(keys.image("img"), Entry(IMG).encode())
+        await put_replica(store, Replica(IMG.id, SiteId("a")).queue().start(source="src"))
+        await until(lambda: a.qsize() == 1, "the order")
+        assert (a.get_nowait().source_address, "") == ("", "")
+    finally:
+        task.cancel()
+
+
+def test_an_unreadable_grant_key_is_a_settings_error(tmp_path: Path) -> None:
+    bad = tmp_path / "grant.pem"
+    bad.write_text("not a key")
+    with pytest.raises(SettingsError, match="grant_key_file"):
+        grant_signer(str(bad))
+    with pytest.raises(SettingsError, match="grant_key_file"):
+        grant_signer(str(tmp_path / "missing.pem"))
+    assert grant_signer("") is None

@@ -17,6 +17,7 @@ from broker.api.guard import Guard
 from broker.api.metrics import ApiMetrics, MetricsMiddleware
 from broker.api.routes import (
     datapath,
+    drills,
     events,
     failover,
     images,
@@ -56,4 +57,5 @@ def create_app(
     problems.install(app, schemas.allowed_fields())
     for module in (sites, datapath, events, pki, ops, vnfs, failover, quotas, images, networks):
         app.include_router(module.router)
+    app.include_router(drills.router)
     return app

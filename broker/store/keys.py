@@ -30,6 +30,7 @@ IPAM = "ipam/"  # global pools of stitched networks; layout: broker.stitching.le
 NETWORKS = "networks/"
 FAILOVER = "failover/"
 FAILOVER_ASKED = "failover-asked/"
+DRILLS = "drills/"  # drill results (issue 11); the API writes them, nothing else reads them
 
 
 def site(site_id: str) -> str:
@@ -92,6 +93,11 @@ def failover(vnf_id: str) -> str:
 def failover_asked(vnf_id: str) -> str:
     """An operator's switchover asked for a VNF (the API writes; the controller consumes)."""
     return f"{FAILOVER_ASKED}{vnf_id}"
+
+
+def drill(drill_id: str) -> str:
+    """A drill's plan and result (a what-if writes nothing else: invariant 14)."""
+    return f"{DRILLS}{drill_id}"
 
 
 def placement(vnf_id: str) -> str:

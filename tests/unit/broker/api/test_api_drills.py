@@ -1,0 +1,88 @@
+"""``POST /v1/drills`` (what-if), ``GET /v1/drills/{id}``, ``GET /v1/reports/survivability``:
+the decisions a loss would bring, stored under ``drills/`` and nowhere else (invariant 14)."""
+
+from __future__ import annotations
+
+import httpx
+
+from broker.store import keys
+from broker.store.memory import MemoryStore
+from tests.support import placement as P
+from tests.support.placement import SiteDef
+from tests.unit.broker.api.apitest_support import ADMIN, MEMBER, NOROLE, OPERATOR
+from tests.unit.broker.controllers.test_failover_controller import VNF, seed
+
+
+async def world(store: MemoryStore) -> None:
+    for d in (SiteDef("s1", "r1"), SiteDef("s2", "r1"), SiteDef("s3", "r2")):
+        for key, value in P.site_keys(d):
+            await store.put(key, value)
+    await seed(store)
+
+
+async def everything(store: MemoryStore) -> dict[str, bytes]:
+    kvs, _ = await store.get_prefix("")
+    return {kv.key: kv.value for kv in kvs}
+
+
+async def test_whatif_is_stored_under_drills_and_nothing_else_changes(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    await world(memstore)
+    before = await everything(memstore)
+    resp = await api.post(
+        "/v1/drills", json={"mode": "whatif", "scope": {"sites": ["s1"]}}, headers=OPERATOR
+    )
+    assert resp.status_code == 201, resp.text
+    doc = resp.json()
+    [vnf] = doc["result"]["vnfs"]
+    assert vnf["vnf"] == VNF and vnf["service"] == "kept"
+    assert vnf["promotions"] == [{"member": "fw-1", "site": "s2"}]
+    assert [r["site"] for r in vnf["replacements"]] == ["s3"]
+    after = await everything(memstore)
+    added = set(after) - set(before)
+    assert added == {keys.drill(doc["id"])}
+    assert {k: after[k] for k in before} == before, "nothing outside drills/ changed"
+    got = await api.get(f"/v1/drills/{doc['id']}", headers=ADMIN)
+    assert got.status_code == 200 and got.json()["result"] == doc["result"]
+    mine = await api.get(f"/v1/drills/{doc['id']}", headers=MEMBER)
+    assert mine.status_code == 200 and mine.json()["result"]["vnfs"] == [], "another project's"
+
+
+async def test_refusals_write_nothing(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
+    await world(memstore)
+    before = await everything(memstore)
+    for body, headers, status in [
+        ({"mode": "whatif", "scope": {"sites": ["s1"]}}, MEMBER, 403),
+        ({"mode": "whatif", "scope": {"sites": ["s1"]}}, NOROLE, 403),
+        ({"mode": "live", "scope": {"sites": ["s1"]}}, ADMIN, 422),
+        ({"mode": "whatif", "scope": {}}, ADMIN, 422),
+        ({"mode": "whatif", "scope": {"planets": ["x"]}}, ADMIN, 422),
+        ({"mode": "whatif", "scope": {"sites": "s1"}}, ADMIN, 422),
+        ({"mode": "whatif"}, ADMIN, 422),
+    ]:
+        resp = await api.post("/v1/drills", json=body, headers=headers)
+        assert resp.status_code == status, (body, resp.text)
+    assert await everything(memstore) == before
+    assert (await api.get("/v1/drills/drill-nope", headers=ADMIN)).status_code == 404
+
+
+async def test_survivability_report(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
+    await world(memstore)
+    resp = await api.get("/v1/reports/survivability", headers=OPERATOR)
+    assert resp.status_code == 200, resp.text
+    rows = {f"{r['scope_kind']}:{r['scope']}": r for r in resp.json()["scopes"]}
+    assert set(rows) == {
+        "site:s1",
+        "site:s2",
+        "site:s3",
+        "zone:r1/z1",
+        "zone:r2/z1",
+        "region:r1",
+        "region:r2",
+    }
+    assert rows["site:s1"]["survivable"] and rows["site:s3"]["affected"] == 0
+    assert rows["region:r1"]["lose_service"] == [VNF]
+    assert (await api.get("/v1/reports/survivability", headers=NOROLE)).status_code == 403
+    mine = (await api.get("/v1/reports/survivability", headers=MEMBER)).json()
+    assert mine["vnfs"] == 0, "a member sees only its project's VNFs"

@@ -10,6 +10,7 @@
 #   deploy/dev/bench.sh fanin     [--agents 1000]        1,000 agents on one replica
 #   deploy/dev/bench.sh stitching [--quick]              tunnel vs raw veth, verify, allocator (root)
 #   deploy/dev/bench.sh placement [--quick]              decisions, API dry runs, vs Placement
+#   deploy/dev/bench.sh survivability [--quick]          N+1 report, one-site what-if (1,000 sites)
 #   deploy/dev/bench.sh datapath  [--quick]              profile apply 8×32 ports; netdev vs veth (root)
 #   deploy/dev/bench.sh quota | replication | site_apply   (see each module's docstring)
 #   deploy/dev/bench.sh all       [--quick]              every benchmark above in turn; flags
@@ -21,7 +22,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
 
 # every benchmark of tests/perf (the rest there are their helpers)
-BENCHMARKS=(failover detection fanin stitching placement quota replication site_apply datapath site_failover)
+BENCHMARKS=(failover detection fanin stitching placement quota replication site_apply datapath site_failover survivability)
 which=${1:-all}
 [ $# -gt 0 ] && shift
 case "$which" in

@@ -72,6 +72,7 @@ class Relay(ipb_grpc.ImageTransferServicer):
         self._transfers: dict[str, _Transfer] = {}
         self._ids = itertools.count(1)
         self.peak_buffered = 0  # most chunks ever queued in one transfer (benchmarks read it)
+        self.carried_bytes = 0  # image bytes relayed so far (benchmarks read it)
 
     def serving(self) -> frozenset[str]:
         return frozenset(self._servers)
@@ -217,6 +218,7 @@ class Relay(ipb_grpc.ImageTransferServicer):
             except TimeoutError:
                 continue
             self.peak_buffered = max(self.peak_buffered, tr.queue.qsize())
+            self.carried_bytes += len(chunk.data)
             return True
         return False
 

@@ -13,7 +13,12 @@ Three processes on loopback, all with certificates from one throwaway CA:
   bare mTLS gRPC server that just receives ``ImageChunk`` messages (the raw stream).
 
 Figures: (1) ``--size-mib`` from src to dst through the relay vs the raw stream of the
-same chunks from src straight to dst's bare server (the limit; ratio target >= 0.8);
+same chunks from src straight to dst's bare server (the limit; ratio target >= 0.8), and
+the same image pulled by dst **directly** from src's ``directwire.DirectServer`` under a
+broker-signed grant (``direct_vs_raw``, target >= 0.8; the relay's bytes carried during
+it, per destination, ``broker_bytes_per_dest``, target ~0); (1b) the ``--fanout-mib``
+image pulled directly with src's upload capped at ``--link-cap-mib-s`` (``link_cap_mib_s``
+and the rate achieved, ``shaped_direct_mib_s``: the shaping holds);
 (2) ``--fanout-mib`` from src to 16 sites with relay rounds vs one transfer of the same
 size (target <= 2x); (3) the broker's peak RSS across both (must stay bounded). Prints a
 table; the last line is one JSON object with every figure.
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography.hazmat.primitives import serialization
 from meridian.v1 import image_pb2 as ipb
 from meridian.v1 import image_pb2_grpc as ipb_grpc
 
@@ -47,7 +53,10 @@ from broker.settings import BrokerSettings, GatewaySettings, TlsSettings
 from replication import catalog, errors, fanout, transfer
 from replication.catalog import ImageId, SiteId
 from replication.store import MemoryBytes
-from siteagent.imagewire import ImageServer, PullSource
+from replication import grant
+from siteagent import directwire
+from siteagent.imagewire import DirectSource, ImageServer, PullSource
+from replication.throttle import Throttle
 from tests.support.etcd import free_ports
 from tests.support.gateway import TRUST_DOMAIN, agent_credentials, make_pki
 
@@ -78,6 +87,9 @@ def pattern_sha256(block: bytes, total: int) -> str:
 
 class PatternSource:
     """Serves ``big`` as a generated pattern and anything else from memory."""
+
+    async def holds(self, image: ImageId) -> bool:
+        return image == BIG or self.mem.has(image)
 
     def __init__(self, block: bytes, total: int, small: bytes) -> None:
         self.block, self.total = block, total
@@ -178,16 +190,43 @@ async def role_broker(pki: Layout, port: int) -> None:
     async for cmd in lines():
         if cmd["op"] == "rss":
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            emit(event="rss", peak_mib=rss / 1024, buffered=relay.peak_buffered)
+            emit(
+                event="rss",
+                peak_mib=rss / 1024,
+                buffered=relay.peak_buffered,
+                carried=relay.carried_bytes,
+            )
     await server.stop(0.2)
 
 
-async def role_src(pki: Layout, broker: str, size: int, chunk: int, small: bytes) -> None:
+async def direct_servers(
+    pki: Layout, source: PatternSource, ports: list[int], cap: float
+) -> list[grpc.aio.Server]:
+    """src's direct image servers: unshaped on ``--port``, upload-capped on ``--port`` + 1."""
+    key = grant.load_public((pki.root / "grant.pub").read_bytes())
+    creds = grpc.ssl_server_credentials(
+        [(pki.site_key("src").read_bytes(), pki.site_cert("src").read_bytes())],
+        root_certificates=pki.ca_cert.read_bytes(),
+        require_client_auth=True,
+    )
+    out = []
+    for port, throttle in ((ports[0], None), (ports[1], Throttle(cap, burst=1 << 20))):
+        service = directwire.DirectServer("src", source, key, throttle=throttle)
+        srv, _ = directwire.server(service, f"127.0.0.1:{port}", creds)
+        await srv.start()
+        out.append(srv)
+    return out
+
+
+async def role_src(
+    pki: Layout, broker: str, size: int, chunk: int, small: bytes, ports: list[int], cap: float
+) -> None:
     channel = grpc.aio.secure_channel(broker, agent_credentials(pki, "src"), options=OPTIONS)
     source = PatternSource(pattern(chunk), size, small)
     server = ImageServer(channel, source)
     task = asyncio.create_task(server.run())
     await server.ready.wait()
+    direct = await direct_servers(pki, source, ports, cap)
     emit(event="ready")
     async for cmd in lines():
         if cmd["op"] == "raw":
@@ -209,6 +248,8 @@ async def role_src(pki: Layout, broker: str, size: int, chunk: int, small: bytes
                 await ipb_grpc.ImageTransferStub(raw).Upload(msgs())
                 emit(event="raw", seconds=time.perf_counter() - t)
     task.cancel()
+    for srv in direct:
+        await srv.stop(None)
 
 
 async def role_dst(pki: Layout, broker: str, raw_port: int, chunk: int) -> None:
@@ -235,6 +276,13 @@ async def role_dst(pki: Layout, broker: str, raw_port: int, chunk: int) -> None:
                 img, PullSource(chans["dst"], "src"), DigestSink(), chunk_size=chunk
             )
             emit(event="pull", seconds=time.perf_counter() - t)
+        elif cmd["op"] == "direct":
+            creds = agent_credentials(pki, "dst")
+            async with grpc.aio.secure_channel(cmd["address"], creds, options=OPTIONS) as ch:
+                await transfer.copy(
+                    img, DirectSource(ch, "src", cmd["grant"]), DigestSink(), chunk_size=chunk
+                )
+            emit(event="direct", seconds=time.perf_counter() - t)
         elif cmd["op"] == "one":
             await transfer.copy(
                 img, PullSource(chans["one"], "src"), stores["one"], chunk_size=chunk
@@ -309,7 +357,9 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--fanout-mib", type=int, default=32)
     ap.add_argument("--chunk-kib", type=int, default=1024)
+    ap.add_argument("--link-cap-mib-s", type=float, default=25.0)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 64 MiB, 8 MiB fan-out")
+    ap.add_argument("--direct-ports", default="")
     ap.add_argument("--role", choices=["broker", "src", "dst"])
     ap.add_argument("--pki")
     ap.add_argument("--broker")
@@ -323,7 +373,9 @@ def main() -> None:
         asyncio.run(role_broker(Layout(Path(a.pki)), a.port))
         return
     if a.role == "src":
-        asyncio.run(role_src(Layout(Path(a.pki)), a.broker, size, chunk, small))
+        ports = [int(p) for p in a.direct_ports.split(",")]
+        cap = a.link_cap_mib_s * (1 << 20)
+        asyncio.run(role_src(Layout(Path(a.pki)), a.broker, size, chunk, small, ports, cap))
         return
     if a.role == "dst":
         asyncio.run(role_dst(Layout(Path(a.pki)), a.broker, a.port, chunk))
@@ -333,8 +385,14 @@ def main() -> None:
 
 def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        make_pki(Path(tmp), ["src", "dst", "one", *FANOUT])
-        bport, rport = free_ports(2)
+        make_pki(Path(tmp), ["src", "dst", "one", *FANOUT], serving=["src"])
+        key = grant.Ed25519PrivateKey.generate()  # the broker's grant key
+        (Path(tmp) / "grant.pub").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        bport, rport, dport, sport = free_ports(4)
         broker = f"127.0.0.1:{bport}"
         common = [
             "--pki",
@@ -347,10 +405,12 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
             str(a.fanout_mib),
             "--chunk-kib",
             str(a.chunk_kib),
+            "--link-cap-mib-s",
+            str(a.link_cap_mib_s),
         ]
         b = Proc(["--role", "broker", "--port", str(bport), *common])
         b.read("ready")
-        s = Proc(["--role", "src", *common])
+        s = Proc(["--role", "src", "--direct-ports", f"{dport},{sport}", *common])
         s.read("ready")
         d = Proc(["--role", "dst", "--port", str(rport), *common])
         d.read("ready")
@@ -378,6 +438,15 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
             relay_s = d.read("pull")["seconds"]
             b.send(op="rss")
             rss_single = b.read("rss")
+            expires = int(time.time() * 1000) + 3_600_000
+            token = grant.sign(grant.Grant(BIG, "src", "dst", expires), key)
+            d.send(op="direct", image=big.to_dict(), address=f"127.0.0.1:{dport}", grant=token)
+            direct_s = d.read("direct")["seconds"]
+            b.send(op="rss")
+            carried_direct = b.read("rss")["carried"] - rss_single["carried"]
+            token = grant.sign(grant.Grant(SMALL, "src", "dst", expires), key)
+            d.send(op="direct", image=sml.to_dict(), address=f"127.0.0.1:{sport}", grant=token)
+            shaped_s = d.read("direct")["seconds"]
             d.send(op="one", image=sml.to_dict())
             one_s = d.read("one")["seconds"]
             d.send(op="fanout", image=sml.to_dict())
@@ -393,6 +462,12 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         problems.append(f"the raw stream delivered {raw_bytes} of {size} bytes")
     if fan["failed"]:
         problems.append(f"fan-out hops failed: {fan['failed']}")
+    if carried_direct:
+        problems.append(f"the broker relayed {carried_direct} bytes of a direct transfer")
+    # the cap lets one 1 MiB burst through at once: allow it on top of the rate
+    shaped_limit = a.link_cap_mib_s * (1 + 1 / max(a.fanout_mib - 1, 1)) * 1.05
+    if a.fanout_mib / shaped_s > shaped_limit:
+        problems.append(f"the shaped link ran at {a.fanout_mib / shaped_s:.1f} MiB/s")
     fan_ok = not fan["failed"]
     out = {
         "size_mib": a.size_mib,
@@ -403,6 +478,15 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         "relay_s": relay_s,
         "relay_mib_s": mib / relay_s,
         "ratio": raw_s / relay_s,
+        "direct_s": direct_s,
+        "direct_mib_s": mib / direct_s,
+        "direct_vs_raw": raw_s / direct_s,
+        "broker_bytes_per_dest": carried_direct,
+        "relay_bytes_per_dest": rss_single["carried"],
+        "link_cap_mib_s": a.link_cap_mib_s,
+        "shaped_direct_mib_s": a.fanout_mib / shaped_s,
+        "swarm16_over_one": None,
+        "relay16_over_one": fan["seconds"] / one_s if fan_ok else None,
         "fanout_mib": a.fanout_mib,
         "one_s": one_s,
         "fanout16_s": fan["seconds"] if fan_ok else None,

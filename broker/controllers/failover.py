@@ -97,7 +97,8 @@ class FailoverController:
             self._mark(vnf_id)
 
     def _on_vnf(self, key: str, value: bytes) -> None:
-        if not value:
+        if not value:  # the record is gone: its machines go too
+            self._mark(keys.name_in(keys.VNFS, key))
             return
         rec = codec.decode(model.VnfRecord, value)
         if rec.deleted or rec.state not in FOLLOWED:
@@ -150,6 +151,10 @@ class FailoverController:
         )
         rec_kv, fo_kv, ask_kv = (r[0] if r else None for r in found.responses)
         if rec_kv is None:
+            self._busy.discard(vnf_id)
+            if fo_kv is not None or ask_kv is not None:
+                gone = [Delete(kv.key) for kv in (fo_kv, ask_kv) if kv is not None]
+                await fenced_txn(self.store, self.fence, gone)
             return
         rec = codec.decode(model.VnfRecord, rec_kv.value)
         if rec.deleted or rec.state not in FOLLOWED:

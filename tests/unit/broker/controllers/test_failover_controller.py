@@ -207,3 +207,15 @@ async def test_an_operator_switchover_demotes_first_then_promotes(
     await ctl.step(VNF)
     assert (await record(memory_store)).state is model.VnfState.ACTIVE
     assert (await kinds(memory_store))[-2:] == ["vnf.failover_completed", "vnf.active"]
+
+
+async def test_a_deleted_vnf_leaves_no_machines(
+    memory_store: MemoryStore, ctl: failover.FailoverController
+) -> None:
+    await ctl.step(VNF)
+    assert await memory_store.get(keys.failover(VNF)) is not None
+    await memory_store.delete(keys.vnf(VNF))
+    await memory_store.put(keys.failover_asked(VNF), b"{}")
+    await ctl.step(VNF)
+    assert await memory_store.get(keys.failover(VNF)) is None
+    assert await memory_store.get(keys.failover_asked(VNF)) is None

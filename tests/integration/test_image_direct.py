@@ -235,3 +235,60 @@ def test_serving_directly_needs_the_grant_key_and_a_certificate(tmp_path: Path) 
     )
     with pytest.raises(SettingsError, match="direct_listen"):
         directwire.from_settings(listening, SiteDir(tmp_path), None)
+
+
+async def test_the_broker_orders_a_direct_copy_and_show_says_so(tmp_path: Path) -> None:
+    """End to end through the broker: site-001's agent reports its address in its audit,
+    the broker orders site-002's copy with it and a grant, site-002 copies site to site
+    and reports the path; the relay carries nothing."""
+    from broker.gateway.imagefeed import ImageOrders
+    from broker.models import objects
+    from broker.store import keys
+    from broker.store.memory import MemoryStore
+
+    store = MemoryStore()
+    orders = ImageOrders(store, signer=KEY, chunk_size=65536)
+    follower = asyncio.create_task(orders.run())
+    source = SiteDir(tmp_path / "site-001")
+    (source.root / "img-vnf.img").write_bytes(DATA)
+    async with imagerelay.federation(
+        tmp_path, SITES, serving=["site-001"], store=store, orders=orders
+    ) as federation:
+        pki = Layout(federation.pki_dir)
+        server, service, address = await direct_server(pki, source)
+        agents = []
+        for site, store_, addr in (
+            ("site-001", source, address),
+            ("site-002", SiteDir(tmp_path / "site-002"), ""),
+        ):
+            channel = grpc.aio.secure_channel(
+                federation.address, agent_credentials(pki, site), options=CHANNEL_OPTIONS
+            )
+            agent = ImageAgent(
+                [channel], store_, credentials=agent_credentials(pki, site), direct_address=addr
+            )
+            agents.append((asyncio.create_task(agent.run()), channel))
+        try:
+            for _ in range(500):  # site-001's first audit names its address
+                if orders._direct.get("site-001") == address:
+                    break
+                await asyncio.sleep(0.01)
+            await federation.order(image(), "site-002", "site-001")
+            report = None
+            for _ in range(1000):
+                kv = await store.get(keys.image_copy("site-002", "img-vnf"))
+                report = objects.IMAGE_COPY.decode(kv.value) if kv is not None else None
+                if report is not None and report.state == "active":
+                    break
+                await asyncio.sleep(0.01)
+            assert report is not None and (report.state, report.path) == ("active", "direct")
+            assert (tmp_path / "site-002" / "img-vnf.img").read_bytes() == DATA
+            assert service.served_bytes == len(DATA)
+            assert federation.relay.carried_bytes == 0
+        finally:
+            for task, channel in agents:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await channel.close(grace=None)
+            await server.stop(grace=None)
+            follower.cancel()

@@ -21,6 +21,7 @@ import grpc
 
 from broker.gateway import server as gateway_server
 from broker.gateway.imageaccess import CatalogAccess
+from broker.gateway.imagefeed import ImageOrders
 from broker.gateway.relay import Relay
 from broker.pki.layout import Layout
 from broker.settings import BrokerSettings, GatewaySettings, TlsSettings
@@ -130,6 +131,7 @@ async def federation(
     depth: int = 4,
     store: Store | None = None,
     serving: list[str] | None = None,
+    orders: ImageOrders | None = None,
 ) -> AsyncIterator[Federation]:
     pki = make_pki(tmp / "pki", sites, serving or [])
     (port,) = free_ports(1)
@@ -145,7 +147,12 @@ async def federation(
     )
     store = store if store is not None else MemoryStore()
     relay = Relay(
-        TRUST_DOMAIN, access=CatalogAccess(store), depth=depth, start_timeout=5, chunk_timeout=5
+        TRUST_DOMAIN,
+        access=CatalogAccess(store),
+        depth=depth,
+        start_timeout=5,
+        chunk_timeout=5,
+        orders=orders,
     )
     server = gateway_server.build(settings, None, relay)
     await server.start()

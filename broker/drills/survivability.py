@@ -55,6 +55,7 @@ def report(
 ) -> dict[str, Any]:
     """Every scope's entry, and the totals."""
     planner = Planner()
+    index = whatif.by_site(placed)
     rows = [
         entry(
             kind,
@@ -67,6 +68,7 @@ def report(
                 images=images,
                 quota_free=quota_free,
                 planner=planner,
+                index=index,
             ),
         )
         for kind, name, scope in scopes(snap)

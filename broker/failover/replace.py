@@ -69,6 +69,10 @@ class Ranker:
     def __init__(self, snap: Snapshot, planner: Planner) -> None:
         self.snap, self.planner = snap, planner
         self._cache: dict[tuple[object, ...], tuple[list[int], dict[str, int]]] = {}
+        self.start: dict[tuple[Need, int], int] = {}
+        """(need, site index) → the first host that may still fit the need: capacity is
+        only taken while a ranker lives (replacements held), so a host that did not fit
+        never will (len(hosts): the site is full for it)."""
 
     def ranked(self, desc: Descriptor, vdu_name: str) -> tuple[list[int], dict[str, int]]:
         """(site indices passing every checker, best first; how many each checker dropped)."""
@@ -141,14 +145,29 @@ def decide(
         avoid = set(avoid_hosts) | {
             p.host for p in peers if p.site == site.id and "host" in scopes.get(p.vdu, ())
         }
-        for host in site.hosts:
-            if host.name in avoid:
-                continue
-            claim = cl.fits(host, need, ref)
-            if claim is not None:
-                return Decision(claim, site.id)
+        claim = _fit(ranker, need, idx, avoid, ref)
+        if claim is not None:
+            return Decision(claim, site.id)
         refused[ANTI_AFFINITY if avoid - set(avoid_hosts) else CAPACITY] += 1
     return _refusal(need, len(order), dropped, refused, image)
+
+
+def _fit(ranker: Ranker, need: Need, idx: int, avoid: set[str], ref: str) -> cl.Claim | None:
+    """The first host of site ``idx`` (not in ``avoid``) that holds ``need`` now."""
+    hosts = ranker.snap.order[idx].hosts
+    start = first = ranker.start.get((need, idx), 0)
+    for k in range(start, len(hosts)):
+        host = hosts[k]
+        if host.name in avoid:
+            continue
+        claim = cl.fits(host, need, ref)
+        if claim is not None:
+            ranker.start[(need, idx)] = first
+            return claim
+        if first == k:
+            first = k + 1
+    ranker.start[(need, idx)] = first
+    return None
 
 
 def _site_conflict(

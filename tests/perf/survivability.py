@@ -66,11 +66,14 @@ def main(argv: list[str] | None = None) -> None:
         planner.plan(snap, descs[i % len(descs)], f"probe-{i}")
         base.append(time.perf_counter() - t)
 
+    index = whatif.by_site(placed)
     step = max(1, len(snap.order) // args.whatifs)
     times, affected = [], []
     for site in snap.order[::step][: args.whatifs]:
         t = time.perf_counter()
-        result = whatif.run(snap, placed, whatif.Scope(sites=(site.id,)), settings, planner=planner)
+        result = whatif.run(
+            snap, placed, whatif.Scope(sites=(site.id,)), settings, planner=planner, index=index
+        )
         times.append(time.perf_counter() - t)
         affected.append(len(result.vnfs))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from broker.cli import dev, pki, serve
+from broker.cli import dev, drill, pki, serve
 from broker.cli import events as events_cmd
 from broker.cli import image as image_cmd
 from broker.cli import leader as leader_cmd
@@ -30,6 +30,8 @@ app.add_typer(serve.app, name="broker", help="Run a broker replica.")
 app.add_typer(dev.app, name="dev", help="A local federation for development and tests.")
 app.add_typer(quota_cmd.app, name="quota", help="Show and set tenants' global quotas.")
 app.add_typer(vnf_cmd.app, name="vnf", help="Place and explain VNFs.")
+app.add_typer(drill.app, name="drill", help="DR drills: what-if plans.")
+app.add_typer(drill.report_app, name="report", help="Federation reports (survivability).")
 app.add_typer(image_cmd.app, name="image", help="Replicate images between sites.")
 app.add_typer(network_cmd.app, name="network", help="Stitch networks across sites; verify them.")
 app.command("events")(events_cmd.events)

@@ -1,0 +1,54 @@
+"""``meridian drill plan`` and ``meridian report survivability`` against the real API app."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from broker.cli.main import app
+from broker.models import codec
+from broker.models import vnf as model
+from broker.store import keys
+from tests.support import placement as P
+from tests.support.placement import SiteDef
+from tests.unit.broker.cli.clitest_support import Broker
+
+runner = CliRunner()
+
+
+def seed(broker: Broker) -> None:
+    for d in (SiteDef("s1", "r1"), SiteDef("s2", "r1"), SiteDef("s3", "r2")):
+        for key, value in P.site_keys(d):
+            broker.put(key, value)
+    raw = model.load_text((P.SAMPLES / "vfirewall.yaml").read_text())
+    members = (
+        model.MemberStatus("fw-0", "fw", "active", "s1", "s1-cmp-000", 0, "READY"),
+        model.MemberStatus("fw-1", "fw", "standby", "s2", "s2-cmp-000", 0, "READY"),
+    )
+    rec = model.VnfRecord("fw1", "acme-nfv", raw, model.VnfState.ACTIVE, members=members)
+    broker.put(keys.vnf("fw1"), codec.encode(rec))
+
+
+def test_plan_table_and_json(broker: Broker) -> None:
+    seed(broker)
+    shown = runner.invoke(app, ["drill", "plan", "--site", "s1"])
+    assert shown.exit_code == 0, shown.output
+    assert "absorbable" in shown.stdout and "fw-1@s2" in shown.stdout and "fw-0→s3" in shown.stdout
+    data = json.loads(runner.invoke(app, ["drill", "plan", "--region", "r1", "-o", "json"]).stdout)
+    assert data["result"]["lost_sites"] == ["s1", "s2"] and not data["result"]["absorbable"]
+
+
+def test_plan_without_scope_is_a_usage_error(broker: Broker) -> None:
+    result = runner.invoke(app, ["drill", "plan"])
+    assert result.exit_code == 1 and "name a scope" in result.output
+
+
+def test_survivability_report(broker: Broker) -> None:
+    seed(broker)
+    shown = runner.invoke(app, ["report", "survivability"])
+    assert shown.exit_code == 0, shown.output
+    assert "region" in shown.stdout and "scopes not survivable" in shown.stdout
+    data = json.loads(runner.invoke(app, ["report", "survivability", "-o", "json"]).stdout)
+    rows = {f"{r['scope_kind']}:{r['scope']}": r["survivable"] for r in data["scopes"]}
+    assert rows["site:s1"] and not rows["region:r1"]

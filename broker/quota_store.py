@@ -47,9 +47,7 @@ class StoreLedger:
         return self.root + key
 
     def _item(self, kv_: p.KeyValue) -> kv.Item:
-        return kv.Item(
-            kv_.key[len(self.root) :], kv_.value, kv_.create_revision, kv_.mod_revision
-        )
+        return kv.Item(kv_.key[len(self.root) :], kv_.value, kv_.create_revision, kv_.mod_revision)
 
     def _cond(self, cond: kv.Cond) -> p.Compare:
         if isinstance(cond, kv.Unchanged):

@@ -267,7 +267,5 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Brok
             data, strict=False, extra="forbid"
         )
     except pydantic.ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        ]
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise errors.SettingsError(problems) from exc

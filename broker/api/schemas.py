@@ -56,9 +56,7 @@ def _string_map(value: dict[str, str], what: str) -> dict[str, str]:
 def properties(value: dict[str, str]) -> dict[str, str]:
     """Glance-style image properties (``hw:cpu_policy``, ``os_distro``), bounded."""
     if len(value) > MAX_ENTRIES:
-        raise PydanticCustomError(
-            "too_many", "at most {n} properties", {"n": MAX_ENTRIES}
-        )
+        raise PydanticCustomError("too_many", "at most {n} properties", {"n": MAX_ENTRIES})
     for key, item in value.items():
         if not PROPERTY_KEY.fullmatch(key):
             raise PydanticCustomError(

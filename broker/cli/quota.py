@@ -141,9 +141,12 @@ def usage(
         output.print_json(data)
         return
     rows = [
-        {**line, "limit": _unlimited(line["limit"]),
-         "left": "-" if line.get("left") is None else line["left"],
-         "over_limit": "OVER" if line.get("over_limit") else ""}
+        {
+            **line,
+            "limit": _unlimited(line["limit"]),
+            "left": "-" if line.get("left") is None else line["left"],
+            "over_limit": "OVER" if line.get("over_limit") else "",
+        }
         for line in data.get("global", [])
     ]
     output.render(rows, output_format, columns=USAGE_COLUMNS, title=f"usage of {tenant}")
@@ -161,6 +164,9 @@ def usage(
                 }
             )
     output.render(
-        site_rows, output_format, columns=SITE_COLUMNS, title="per site",
+        site_rows,
+        output_format,
+        columns=SITE_COLUMNS,
+        title="per site",
         empty="nothing used or reserved at any site",
     )

@@ -446,7 +446,9 @@ class Federation:
                 continue
             try:
                 resp = httpx.get(
-                    self.api_url(name) + path, headers=headers, timeout=timeout,
+                    self.api_url(name) + path,
+                    headers=headers,
+                    timeout=timeout,
                     verify=self.api_verify,
                 )
             except httpx.HTTPError as exc:

@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from broker.drills import whatif
+from broker.failover.replace import Ranker
 from broker.placement.plan import Planner
 from broker.placement.snapshot import Snapshot
 from broker.settings import BrokerSettings
@@ -54,7 +55,7 @@ def report(
     quota_free: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """Every scope's entry, and the totals."""
-    planner = Planner()
+    ranker = Ranker(snap, Planner())
     index = whatif.by_site(placed)
     rows = [
         entry(
@@ -67,8 +68,8 @@ def report(
                 settings,
                 images=images,
                 quota_free=quota_free,
-                planner=planner,
                 index=index,
+                ranker=ranker,
             ),
         )
         for kind, name, scope in scopes(snap)

@@ -179,9 +179,11 @@ def run(
     quota_free: Mapping[str, Mapping[str, int]] | None = None,
     planner: Planner | None = None,
     index: Mapping[str, Sequence[Placed]] | None = None,
+    ranker: rp.Ranker | None = None,
 ) -> Result:
-    """The what-if of losing ``scope``; see the module docstring. ``index`` (``by_site``
-    of ``placed``) spares looking at every VNF for each of many scopes."""
+    """The what-if of losing ``scope``; see the module docstring. For many scopes in a
+    row, ``index`` (``by_site`` of ``placed``) spares looking at every VNF, and one
+    ``ranker`` (made before any scope) ranks each distinct ask once."""
     sites, hosts = scope.lost(snap)
     run_ = _WhatIf(snap, settings, rto or Rto.from_settings(settings), images, quota_free)
     if index is not None:
@@ -195,7 +197,9 @@ def run(
     ]
     affected.sort(key=lambda p: (-p.desc.priority, p.record.id))
     with overlay(snap, sites, hosts):
-        ranker = rp.Ranker(snap, planner or Planner())
+        if ranker is None:
+            ranker = rp.Ranker(snap, planner or Planner())
+        ranker.start.clear()  # what an earlier scope held is given back
         try:
             outcomes = [run_.vnf(ranker, p, sites, hosts) for p in affected]
         finally:

@@ -68,6 +68,10 @@ class Ranker:
 
     def __init__(self, snap: Snapshot, planner: Planner) -> None:
         self.snap, self.planner = snap, planner
+        snap.ensure_arrays()
+        self._up = snap.up.copy()
+        """Sites up when the ranker was made: rankings are of these, so one ranker serves
+        many scopes; ``decide`` skips the sites down now."""
         self._cache: dict[tuple[object, ...], tuple[list[int], dict[str, int]]] = {}
         self.start: dict[tuple[Need, int], int] = {}
         """(need, site index) → the first host that may still fit the need: capacity is
@@ -94,8 +98,12 @@ class Ranker:
         found = self._cache.get(key)
         if found is None:
             ask = feasible.Ask(vdu, need, tuple(sorted(desc.selectors.items())), bounds)
-            filt = feasible.filter_sites(self.snap, ask, self.planner.checkers)
-            scores = score.combined(self.snap, ask, prefs, self.planner.scorers)
+            live, self.snap.up = self.snap.up, self._up
+            try:
+                filt = feasible.filter_sites(self.snap, ask, self.planner.checkers)
+                scores = score.combined(self.snap, ask, prefs, self.planner.scorers)
+            finally:
+                self.snap.up = live
             idx = np.flatnonzero(filt.mask)
             order = idx[np.argsort(-scores[idx], kind="stable")].tolist()
             found = self._cache[key] = (order, filt.counts())
@@ -132,11 +140,12 @@ def decide(
     between = desc.latency.between_members_max_ms
     image = desc.vdu(vdu).sw_image
     refused: Counter[str] = Counter()
+    forbidden = _forbidden(snap, peers, scopes)
     for idx in order:
         site = snap.order[idx]
-        if site.id in avoid_sites:
+        if site.id in avoid_sites or not snap.up[idx]:
             continue
-        why = _site_conflict(snap, site.id, peers, scopes, between)
+        why = _site_conflict(snap, site.id, peers, forbidden, between)
         if not why and images is not None and image not in images.get(site.id, ()):
             why = IMAGE
         if why:
@@ -170,23 +179,36 @@ def _fit(ranker: Ranker, need: Need, idx: int, avoid: set[str], ref: str) -> cl.
     return None
 
 
-def _site_conflict(
-    snap: Snapshot,
-    site_id: str,
-    peers: Sequence[Peer],
-    scopes: Mapping[str, set[str]],
-    between: float | None,
-) -> str:
-    site = snap.sites[site_id]
+def _forbidden(
+    snap: Snapshot, peers: Sequence[Peer], scopes: Mapping[str, set[str]]
+) -> dict[str, set[str]]:
+    """Anti-affinity scope (site and wider) → the domains the remaining members hold."""
+    out: dict[str, set[str]] = {}
     for p in peers:
         peer = snap.sites.get(p.site)
         if peer is None:
             continue
         for scope in scopes.get(p.vdu, ()):
-            if scope != "host" and site.domain(scope, "") == peer.domain(scope, p.host):
-                return ANTI_AFFINITY
-        if between is not None and snap.latency_between(site_id, p.site) > between:
-            return LATENCY
+            if scope != "host":
+                out.setdefault(scope, set()).add(peer.domain(scope, p.host))
+    return out
+
+
+def _site_conflict(
+    snap: Snapshot,
+    site_id: str,
+    peers: Sequence[Peer],
+    forbidden: Mapping[str, set[str]],
+    between: float | None,
+) -> str:
+    site = snap.sites[site_id]
+    for scope, held in forbidden.items():
+        if site.domain(scope, "") in held:
+            return ANTI_AFFINITY
+    if between is not None:
+        for p in peers:
+            if snap.latency_between(site_id, p.site) > between:
+                return LATENCY
     return ""
 
 

@@ -26,6 +26,7 @@ from broker.store.protocol import KeyValue, Store
 
 log = logging.getLogger(__name__)
 
+
 class ReplicaLease:
     """This replica's lease, kept alive; a lost lease is replaced, never fatal.
 

@@ -143,8 +143,6 @@ class Liveness:
         self.writes += 1
         for session, silent, value in values:
             session.silent, session.status_value = silent, value
-            log.info(
-                "site %s: %s", session.site, "silent" if silent else "heartbeats heard again"
-            )
+            log.info("site %s: %s", session.site, "silent" if silent else "heartbeats heard again")
             if session.closed_reason or self.registry.get(session.site) is not session:
                 await self.clear(session)  # it closed meanwhile: take the record back

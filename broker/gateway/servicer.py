@@ -333,8 +333,12 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         """Queue an object status for ``observed/``: only agent object kinds, so an agent
         can never write into another feature's key space (invariant 13)."""
         if not objects.agent_kind(st.kind) or not st.name or "/" in st.name:
-            log.warning("site %s: status for %r/%r dropped: not an agent object kind/name",
-                        session.site, st.kind, st.name)
+            log.warning(
+                "site %s: status for %r/%r dropped: not an agent object kind/name",
+                session.site,
+                st.kind,
+                st.name,
+            )
             return
         key = keys.observed(session.site, st.kind, st.name)
         pending[key] = convert.status_from_wire(st, now_ms()).encode()

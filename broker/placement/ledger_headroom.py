@@ -127,8 +127,9 @@ class LedgerHeadroom:
             try:
                 await self.ledger.renew(tid, rid, self.ttl)
             except quota_errors.ReservationExpired:
-                log.warning("reservation %s lapsed while its VNF was PLACED: taking it again",
-                            reservation)
+                log.warning(
+                    "reservation %s lapsed while its VNF was PLACED: taking it again", reservation
+                )
                 await self.ledger.reserve(tid, dict(deltas), self.ttl, idempotency_key=rid)
             except quota_errors.ReservationConflict as exc:
                 log.info("reservation %s is already settled: %s", reservation, exc)

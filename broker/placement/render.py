@@ -96,8 +96,12 @@ def _site_objects(
                 net["segmentation_id"] = link.segmentation_id
             out.append(Desired(site, "network", f"{vnf_id}-{link.name}", net))
             # Nova boots on a port only with a fixed IP: each link gets a subnet of its own
-            subnet = {"project": project, "network": f"{vnf_id}-{link.name}",
-                      "cidr": link_cidr(index), "enable_dhcp": False}
+            subnet = {
+                "project": project,
+                "network": f"{vnf_id}-{link.name}",
+                "cidr": link_cidr(index),
+                "enable_dhcp": False,
+            }
             out.append(Desired(site, "subnet", f"{vnf_id}-{link.name}", subnet))
     for vdu in vdus:
         vc = vdu.virtual_compute

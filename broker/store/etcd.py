@@ -311,9 +311,7 @@ class EtcdStore:
     ) -> tuple[list[p.KeyValue], int, int]:
         start = self._key(prefix + after) + b"\0" if after else self._key(prefix)
         end = (
-            self._key(prefix + before)
-            if before
-            else etcd_utils.prefix_range_end(self._key(prefix))
+            self._key(prefix + before) if before else etcd_utils.prefix_range_end(self._key(prefix))
         )
         request = etcdrpc.RangeRequest(
             key=start,

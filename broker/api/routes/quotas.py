@@ -51,10 +51,18 @@ def _problem(exc: quota_errors.QuotaError) -> JSONResponse:
         return problems.from_error(errors.InvalidInput(exc.field, exc.problem))
     if isinstance(exc, quota_errors.QuotaExceeded):
         return problems.problem(
-            409, "quota-exceeded", "Quota exceeded",
+            409,
+            "quota-exceeded",
+            "Quota exceeded",
             f"{exc}; release reservations, delete resources or ask an admin for more",
-            field=f"deltas.{exc.resource}", resource=exc.resource, requested=exc.requested,
-            left=exc.left, limit=exc.limit, used=exc.used, reserved=exc.reserved, scope=exc.scope,
+            field=f"deltas.{exc.resource}",
+            resource=exc.resource,
+            requested=exc.requested,
+            left=exc.left,
+            limit=exc.limit,
+            used=exc.used,
+            reserved=exc.reserved,
+            scope=exc.scope,
         )
     if isinstance(exc, quota_errors.ReservationExpired):
         return problems.problem(410, "reservation-expired", "Reservation expired", str(exc))
@@ -152,9 +160,7 @@ async def _reported(state: deps.ApiState, tenant: str) -> dict[str, dict[str, in
 
 
 @router.get("/v1/quotas/{tenant}/usage")
-async def usage(
-    tenant: str, request: Request, state: deps.State, who: deps.TenantReader
-) -> Any:
+async def usage(tenant: str, request: Request, state: deps.State, who: deps.TenantReader) -> Any:
     async def run() -> dict[str, Any]:
         found = _tenant(tenant, who)
         with _answering():
@@ -236,8 +242,13 @@ def _reservation(value: models.Reservation) -> dict[str, Any]:
 
 
 def _settled(tenant: str, value: models.Settled) -> dict[str, Any]:
-    return {"tenant": tenant, "id": value.id, "state": value.state,
-            "deltas": dict(value.deltas), "site": value.site}
+    return {
+        "tenant": tenant,
+        "id": value.id,
+        "state": value.state,
+        "deltas": dict(value.deltas),
+        "site": value.site,
+    }
 
 
 @router.post("/v1/quotas/{tenant}/reservations", status_code=201)
@@ -321,8 +332,9 @@ async def set_class(
         with _answering():
             models.name(name, "name")
             if set(body) - {"limits"}:
-                raise quota_errors.InvalidQuota(sorted(set(body) - {"limits"})[0],
-                                                "unknown field; allowed: limits")
+                raise quota_errors.InvalidQuota(
+                    sorted(set(body) - {"limits"})[0], "unknown field; allowed: limits"
+                )
             found = models.limits(body.get("limits", {}))
             await _ledger(request, state).set_class(name, found)
         return {"name": name, "limits": found, "effective": {**models.DEFAULTS, **found}}

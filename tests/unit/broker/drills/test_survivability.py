@@ -77,3 +77,14 @@ def test_region_loss_lists_outages_degraded_and_shortfall() -> None:
     assert region["shortfall"] == {"pcpus": 8, "memory_mb": 16384, "vfs:physnet1": 4}
     site = r["site:a"]  # v1 keeps serving on b, but its replacement has nowhere to go
     assert not site["survivable"] and site["lose_service"] == [] and site["stay_degraded"] == ["v1"]
+
+
+def test_the_report_decides_as_one_what_if_per_scope() -> None:
+    """One ranker and index shared over every scope decide as a fresh what-if each."""
+    snap = P.world([SiteDef(f"s{i}", f"r{i % 3}", zone=f"z{i % 2}") for i in range(9)])
+    placed = [fw(f"v{i}", f"s{i}", f"s{(i + 1) % 9}") for i in range(9)]
+    out = survivability.report(snap, placed, BrokerSettings())
+    for kind, name, scope in survivability.scopes(snap):
+        alone = whatif.run(snap, placed, scope, BrokerSettings())
+        row = next(r for r in out["scopes"] if (r["scope_kind"], r["scope"]) == (kind, name))
+        assert row == survivability.entry(kind, name, alone)

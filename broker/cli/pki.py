@@ -141,11 +141,19 @@ def issue_site(
         authority.LEAF_DAYS
     ),
     force: Annotated[bool, typer.Option("--force", help="Replace an existing one.")] = False,
+    serve: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--serve",
+            help="Host name or address other sites dial to copy images from this site "
+            "directly (repeatable); makes it a server certificate too.",
+        ),
+    ] = None,
     directory: DirOption = DEFAULT_DIR,
 ) -> None:
     """Issue a site agent's client certificate, naming the site in its URI SAN."""
     ca = authority.load(directory)
-    _issued(ca.issue_site(site_id, days, replace=force))
+    _issued(ca.issue_site(site_id, days, replace=force, serves=serve))
 
 
 def describe(cert: x509.Certificate, now: datetime.datetime | None = None) -> dict[str, Any]:

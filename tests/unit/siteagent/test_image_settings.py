@@ -26,7 +26,8 @@ def test_images_from_file_and_environment(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("upload_rate", -1), ("audit_interval", 0), ("rate", 1)]
+    ("field", "value"),
+    [("upload_rate", -1), ("download_rate", -1), ("audit_interval", 0), ("rate", 1)],
 )
 def test_bad_image_settings_name_the_field(field: str, value: float) -> None:
     with pytest.raises(errors.SettingsError) as caught:

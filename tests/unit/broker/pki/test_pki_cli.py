@@ -87,6 +87,23 @@ def test_issue_site_writes_the_site_identity(tmp_path: Path) -> None:
     assert (tmp_path / "pki" / "sites" / "par-edge-01.pem").read_bytes() != pem
 
 
+def test_a_site_that_serves_images_directly_gets_a_server_certificate(tmp_path: Path) -> None:
+    run("init", "--trust-domain", "meridian.test")
+    assert run("issue-site", "edge-02", "--serve", "edge-02.example.net").exit_code == 0
+    assert run("issue-site", "edge-03").exit_code == 0
+    served, plain = (
+        x509.load_pem_x509_certificate((tmp_path / "pki" / "sites" / f"{s}.pem").read_bytes())
+        for s in ("edge-02", "edge-03")
+    )
+    usage = x509.ExtendedKeyUsage
+    server = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+    assert server in served.extensions.get_extension_for_class(usage).value
+    assert server not in plain.extensions.get_extension_for_class(usage).value
+    san = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "edge-02.example.net" in san.get_values_for_type(x509.DNSName)
+    assert identity.site_from_certificate(served, "meridian.test") == "edge-02"
+
+
 @pytest.mark.parametrize("site_id", ["Par-Edge", "a_b", "-x", "a" * 64])
 def test_issue_site_refuses_bad_site_ids(tmp_path: Path, site_id: str) -> None:
     run("init")

@@ -85,7 +85,11 @@ class Live:
                     "zone": f"zone-{i % 2 + 1}",
                     "labels": {"location": f"metro-{i % METROS}", "cost": str(1 + i % 5)},
                 }
-                resp = client.post("/v1/sites", json=body)
+                for _ in range(10):  # a loaded etcd may time out: 503 says when to retry
+                    resp = client.post("/v1/sites", json=body)
+                    if resp.status_code != 503:
+                        break
+                    time.sleep(float(resp.headers.get("Retry-After", "1")))
                 if resp.status_code not in (201, 409):
                     raise RuntimeError(f"registering {site}: {resp.status_code} {resp.text}")
         configs = [self.fed.agent_config(s) for s in sites]

@@ -3,9 +3,12 @@
 
 Both are computed on a snapshot loaded for the request (a copy of the federation as
 placement sees it) and the followed VNFs' records: the failover decisions a loss would
-bring (``broker.drills``), never carried out. Creating a what-if needs operator or
-admin; reading needs any role, and a caller that is not federation-wide sees only its
-own project's VNFs. Live drills (``mode: live``) are not built yet and are refused.
+bring (``broker.drills``), never carried out. A federation-wide report also sets the
+gauges ``meridian_survivable{scope_kind,scope}`` and ``meridian_survivability_shortfall``
+(recomputed when the report is asked for; the leader does not recompute it on change
+yet). Creating a what-if needs operator or admin; reading needs any role, and a caller
+that is not federation-wide sees only its own project's VNFs. Live drills (``mode:
+live``) are not built yet and are refused.
 
 Invariant 14: a what-if writes ``drills/<id>`` and nothing else — nothing under
 ``desired/``, no claims, nothing in the quota ledger.
@@ -18,8 +21,9 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
 from broker import errors
@@ -105,8 +109,40 @@ async def show(drill_id: str, state: deps.State, who: deps.SiteReader) -> dict[s
 
 
 @router.get("/v1/reports/survivability")
-async def report(state: deps.State, who: deps.SiteReader) -> dict[str, Any]:
+async def report(request: Request, state: deps.State, who: deps.SiteReader) -> dict[str, Any]:
     snap = await Snapshot.load(state.store)
     out = survivability.report(snap, await _placed(state, who), state.settings)
     out["snapshot_revision"] = snap.revision
+    if who.has_any(deps.FEDERATION_WIDE):  # a project's partial view never sets them
+        _export(request, out)
     return out
+
+
+def _export(request: Request, out: dict[str, Any]) -> None:
+    """The last federation-wide report as gauges on the replica's registry (labels: the
+    registered sites, zones and regions, and the resource classes)."""
+    app_state = request.app.state
+    gauges: tuple[Gauge, Gauge] | None = getattr(app_state, "survivability_gauges", None)
+    if gauges is None:
+        registry = app_state.metrics_registry
+        gauges = app_state.survivability_gauges = (
+            Gauge(
+                "meridian_survivable",
+                "1 when the loss of the scope is absorbed (last survivability report)",
+                ["scope_kind", "scope"],
+                registry=registry,
+            ),
+            Gauge(
+                "meridian_survivability_shortfall",
+                "Headroom still needed per resource class for the scope's loss",
+                ["scope_kind", "scope", "resource_class"],
+                registry=registry,
+            ),
+        )
+    survivable, shortfall = gauges
+    survivable.clear()
+    shortfall.clear()
+    for row in out["scopes"]:
+        survivable.labels(row["scope_kind"], row["scope"]).set(1 if row["survivable"] else 0)
+        for cls_, n in row["shortfall"].items():
+            shortfall.labels(row["scope_kind"], row["scope"], cls_).set(n)

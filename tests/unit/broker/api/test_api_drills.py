@@ -86,3 +86,12 @@ async def test_survivability_report(api: httpx.AsyncClient, memstore: MemoryStor
     assert (await api.get("/v1/reports/survivability", headers=NOROLE)).status_code == 403
     mine = (await api.get("/v1/reports/survivability", headers=MEMBER)).json()
     assert mine["vnfs"] == 0, "a member sees only its project's VNFs"
+
+
+async def test_survivability_gauges(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
+    await world(memstore)
+    assert (await api.get("/v1/reports/survivability", headers=ADMIN)).status_code == 200
+    text = (await api.get("/metrics")).text
+    assert 'meridian_survivable{scope="s1",scope_kind="site"} 1.0' in text
+    assert 'meridian_survivable{scope="r1",scope_kind="region"} 0.0' in text
+    assert "# TYPE meridian_survivability_shortfall gauge" in text  # none short here

@@ -34,12 +34,10 @@ from broker.gateway.imagefeed import ImageOrders, grant_signer
 from broker.gateway.relay import Relay
 from broker.gateway.servicer import Gateway
 from broker.gateway.sessions import Registry
-from broker.placement.headroom import Headroom
-from broker.placement.ledger_headroom import LedgerHeadroom
-from broker.quota_store import StoreLedger, headroom_for
+from broker import quotas as quota_seam
+from broker.quotas.headroom import Headroom
 from broker.settings import BrokerSettings
 from broker.store.etcd import EtcdStore
-from quota.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +74,11 @@ async def controllers(
 ) -> None:
     """Everything the leader runs; cancelled the moment leadership is lost.
 
-    VNF placement reserves through ``headroom`` (the quota ledger unless given).
+    VNF placement reserves through ``headroom`` (the replica's quota seam unless given).
     """
     log.info("leading with fence %d: controllers start", fence)
     if headroom is None:
-        ledger = Ledger(StoreLedger(store))
-        headroom = LedgerHeadroom(ledger, ttl=settings.quota.reservation_ttl)
+        headroom = quota_seam.build(store, settings).headroom
     while True:
         fenced = False
         try:
@@ -129,11 +126,13 @@ async def run(settings: BrokerSettings) -> None:
     )
     grpc_server = gateway_server.build(settings, gateway, relay)
     authenticator = api_auth.from_settings(settings)
-    app = api_app.create_app(store, settings, replica=settings.name, auth=authenticator)
+    # one quota seam per replica: the API and the leader's placements share its ledger
+    quotas = quota_seam.build(store, settings)
+    app = api_app.create_app(
+        store, settings, replica=settings.name, auth=authenticator, quotas=quotas
+    )
     api_metrics = getattr(app.state, "metrics_registry", None)
     quota_metrics = QuotaMetrics(api_metrics)  # drift gauges on the same /metrics
-    # one ledger per replica: the API's dry-runs and the leader's placements share it
-    headroom = headroom_for(app.state, store, settings)
     if api_metrics is not None:
         from broker.gateway import metrics as gateway_metrics
 
@@ -168,7 +167,7 @@ async def run(settings: BrokerSettings) -> None:
         "image orders": orders.run(),
         "election": campaign.run(),
         "controllers": campaign.run_while_leading(
-            lambda fence: controllers(store, settings, fence, quota_metrics, headroom)
+            lambda fence: controllers(store, settings, fence, quota_metrics, quotas.headroom)
         ),
         "api": api.serve(),
     }

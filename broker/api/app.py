@@ -15,6 +15,7 @@ from broker.api.auth import Authenticator
 from broker.api.deps import ApiState
 from broker.api.guard import Guard
 from broker.api.metrics import ApiMetrics, MetricsMiddleware
+from broker import quotas as quota_seam
 from broker.api.routes import (
     datapath,
     drills,
@@ -24,10 +25,10 @@ from broker.api.routes import (
     networks,
     ops,
     pki,
-    quotas,
     sites,
     vnfs,
 )
+from broker.api.routes import quotas as quota_routes
 from broker.settings import BrokerSettings
 from broker.store.protocol import Store
 
@@ -35,9 +36,15 @@ VERSION = "1"
 
 
 def create_app(
-    store: Store, settings: BrokerSettings, *, replica: str, auth: Authenticator
+    store: Store,
+    settings: BrokerSettings,
+    *,
+    replica: str,
+    auth: Authenticator,
+    quotas: quota_seam.Quotas | None = None,
 ) -> FastAPI:
-    """The API app for replica ``replica``, reading and writing ``store``.
+    """The API app for replica ``replica``, reading and writing ``store``; quota requests
+    go to ``quotas`` (the replica's seam; one of its own when not given).
 
     ``app.state.metrics_registry`` is this app's Prometheus registry (served on
     ``/metrics``); other parts of the replica may register their collectors on it.
@@ -48,14 +55,22 @@ def create_app(
         description="Register sites, follow events and manage agent certificates.",
         responses=refusals.responses(),
     )
-    app.state.api = ApiState(store=store, settings=settings, replica=replica, auth=auth)
+    app.state.api = ApiState(
+        store=store,
+        settings=settings,
+        replica=replica,
+        auth=auth,
+        quotas=quotas or quota_seam.build(store, settings),
+    )
     api_metrics = ApiMetrics()
     app.state.metrics_registry = api_metrics.registry
     # the last added is outermost: metrics see every answer, the guard's refusals too
     app.add_middleware(Guard, auth=auth, max_body_bytes=settings.api.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=api_metrics)
     problems.install(app, schemas.allowed_fields())
-    for module in (sites, datapath, events, pki, ops, vnfs, failover, quotas, images, networks):
+    for module in (
+        sites, datapath, events, pki, ops, vnfs, failover, quota_routes, images, networks
+    ):
         app.include_router(module.router)
     app.include_router(drills.router)
     return app

@@ -37,6 +37,7 @@ from broker.api import guard
 from broker.api.auth import Authenticator, Principal, Role
 from broker.models import codec
 from broker.models.site import SiteSpec
+from broker.quotas import Quotas
 from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store.protocol import Store
@@ -56,6 +57,8 @@ class ApiState:
     settings: BrokerSettings
     replica: str
     auth: Authenticator
+    quotas: Quotas
+    """The replica's quota seam (one ledger; built once by ``running.py``)."""
 
 
 def api_state(request: Request) -> ApiState:

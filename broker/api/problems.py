@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker import errors
+from quota import errors as quota_errors
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,21 @@ TABLE: dict[type[BaseException], ProblemKind] = {
     errors.FencedOut: ProblemKind(503, "fenced-out", "Not the leader"),
     errors.Temporary: ProblemKind(503, "unavailable", "Temporarily unavailable"),
     errors.BrokerError: ProblemKind(500, "internal", "Internal broker error"),
+    # the quota seam's errors, as the ledger raises them (broker.quotas)
+    quota_errors.InvalidQuota: ProblemKind(422, "invalid-input", "Invalid input"),
+    quota_errors.QuotaExceeded: ProblemKind(409, "quota-exceeded", "Quota exceeded"),
+    quota_errors.ReservationExpired: ProblemKind(410, "reservation-expired", "Reservation expired"),
+    quota_errors.ReservationNotFound: ProblemKind(404, "not-found", "Not found"),
+    quota_errors.ReservationConflict: ProblemKind(
+        409, "reservation-conflict", "Reservation conflict"
+    ),
+    quota_errors.QuotaError: ProblemKind(503, "unavailable", "Temporarily unavailable"),
 }
+Problem = errors.BrokerError | quota_errors.QuotaError
 
 
 def mapping_for(exc: BaseException) -> ProblemKind:
+    """The row of ``exc``'s class, or of its nearest base class that has one."""
     for cls in type(exc).__mro__:
         found = TABLE.get(cls)
         if found is not None:
@@ -84,10 +96,12 @@ def problem(
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
-def _detail(exc: errors.BrokerError) -> str:
+def _detail(exc: Problem) -> str:
     """What the user should read: what went wrong and what to do about it."""
+    if isinstance(exc, quota_errors.QuotaError):
+        return _quota_detail(exc)
     if isinstance(exc, errors.StoreUnavailable):
-        return f"etcd unreachable: {exc}; retry in {_retry_seconds(exc)} s"
+        return f"etcd unreachable: {exc}; retry in {_retry_seconds(exc.retry_after)} s"
     if isinstance(exc, errors.Conflict):
         return f"{exc}; re-read and retry"
     if isinstance(exc, errors.FencedOut):
@@ -101,21 +115,44 @@ def _detail(exc: errors.BrokerError) -> str:
     return str(exc) or "the broker failed to handle this request"
 
 
-def _retry_seconds(exc: errors.Temporary) -> int:
-    return max(1, math.ceil(exc.retry_after))
+def _quota_detail(exc: quota_errors.QuotaError) -> str:
+    if isinstance(exc, quota_errors.QuotaExceeded):
+        return f"{exc}; release reservations, delete resources or ask an admin for more"
+    if isinstance(exc, quota_errors.InvalidQuota):
+        return f"{exc.field}: {exc.problem}"
+    if mapping_for(exc).status >= 500:
+        return f"quota ledger: {exc}"
+    return str(exc)
 
 
-def from_error(exc: errors.BrokerError) -> JSONResponse:
+def _retry_seconds(retry_after: float) -> int:
+    return max(1, math.ceil(retry_after))
+
+
+def _extra(exc: Problem) -> tuple[str | None, dict[str, Any]]:
+    """The field to blame, and what else the body carries (a refusal's numbers)."""
+    if isinstance(exc, errors.InvalidInput | quota_errors.InvalidQuota):
+        return exc.field, {}
+    if isinstance(exc, quota_errors.QuotaExceeded):
+        numbers = {
+            "resource": exc.resource, "requested": exc.requested, "left": exc.left,
+            "limit": exc.limit, "used": exc.used, "reserved": exc.reserved, "scope": exc.scope,
+        }
+        return f"deltas.{exc.resource}", numbers
+    return None, {}
+
+
+def from_error(exc: Problem) -> JSONResponse:
     m = mapping_for(exc)
     headers: dict[str, str] = {}
-    if isinstance(exc, errors.Temporary):
-        headers["Retry-After"] = str(_retry_seconds(exc))
-    elif isinstance(exc, errors.FencedOut):
+    if isinstance(exc, errors.Temporary | quota_errors.Temporary):
+        headers["Retry-After"] = str(_retry_seconds(exc.retry_after))
+    elif isinstance(exc, errors.FencedOut) or m.status == 503:
         headers["Retry-After"] = "1"
     if m.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    field = exc.field if isinstance(exc, errors.InvalidInput) else None
-    return problem(m.status, m.slug, m.title, _detail(exc), field=field, headers=headers)
+    field, extra = _extra(exc)
+    return problem(m.status, m.slug, m.title, _detail(exc), field=field, headers=headers, **extra)
 
 
 def dotted(loc: Sequence[Any]) -> str:
@@ -180,9 +217,9 @@ def install(
     allowed = allowed_fields or {}
 
     async def on_broker_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, errors.BrokerError)
+        assert isinstance(exc, errors.BrokerError | quota_errors.QuotaError)
         if mapping_for(exc).status >= 500 and not isinstance(
-            exc, errors.StoreUnavailable | errors.FencedOut
+            exc, errors.StoreUnavailable | errors.FencedOut | quota_errors.QuotaError
         ):
             log.error("request failed", exc_info=exc)
         return from_error(exc)
@@ -210,6 +247,7 @@ def install(
         return problem(500, "internal", "Internal broker error", "the broker failed: see its log")
 
     app.add_exception_handler(errors.BrokerError, on_broker_error)
+    app.add_exception_handler(quota_errors.QuotaError, on_broker_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_bug)

@@ -2,9 +2,10 @@
 
 ``kick(key)`` runs ``step(key)`` in its own task unless one runs for that key already;
 then it runs once more right after, so a change that arrives mid-step is never missed
-and a key never has two steps at once. Temporary errors (a conflict, etcd away) are left
-to the next kick or resync; ``FencedOut`` is kept and raised by ``check`` (the
-controller's resync), ending the controller: a deposed leader does no more work.
+and a key never has two steps at once. Temporary errors (a conflict, etcd away, the
+quota ledger's) are left to the next kick or resync; ``FencedOut`` is kept and raised by
+``check`` (the controller's resync), ending the controller: a deposed leader does no
+more work.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from broker import errors
+from quota import errors as quota_errors
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ class Steps:
                     self._again.discard(key)
                     await self._step(key)
                     again = key in self._again
-        except (errors.Conflict, errors.StoreUnavailable) as exc:
+        except (errors.Conflict, errors.StoreUnavailable, quota_errors.Temporary) as exc:
             log.info("%s %s: %s; will retry", self._what, key, exc)
         except errors.FencedOut as exc:
             self._failed = exc

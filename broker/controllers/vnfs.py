@@ -32,11 +32,12 @@ from broker.election.fencing import fenced_txn
 from broker.models import codec, objects
 from broker.models import vnf as model
 from broker.placement import commit, render
-from broker.placement.headroom import Headroom, QuotaExceeded, SiteUsage, Unlimited
+from broker.quotas.headroom import REFUSED, Headroom, SiteUsage, Unlimited
 from broker.placement.plan import Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Snapshot
 from broker.controllers import keyed
 from broker.store import follow, keys
+from quota import errors as quota_errors
 from broker.store.protocol import Compare, Delete, Get, KeyValue, Op, Put, Store, Target
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class VnfController:
                 reservation = await self.headroom.reserve(
                     record.tenant, model.deltas(desc), key=record.id
                 )
-            except QuotaExceeded as exc:
+            except REFUSED as exc:
                 refused = self.planner.plan(self.snap, desc, record.id, quota_reason=str(exc))
                 await self._infeasible(kv, record, refused)
                 return
@@ -270,7 +271,7 @@ class VnfController:
             try:
                 desc = model.parse(record.descriptor)
                 await self.headroom.renew(record.reservation, model.deltas(desc))
-            except QuotaExceeded as exc:
+            except REFUSED as exc:
                 await self._quota_failed(kv, record, exc)
                 return
         seen = await self._observed(record.members, record.id)
@@ -304,7 +305,7 @@ class VnfController:
                 # the ledger answers idempotently; usage is booked per site
                 try:
                     await self.headroom.commit(record.reservation, usage(self.snap, record))
-                except QuotaExceeded as exc:
+                except REFUSED as exc:
                     await self._quota_failed(kv, record, exc)
                     return
                 update = dataclasses.replace(update, extra={**update.extra, COMMITTED: "1"})
@@ -315,7 +316,7 @@ class VnfController:
             self.kick(record.id)  # tear the rest down
 
     async def _quota_failed(
-        self, kv: KeyValue, record: model.VnfRecord, exc: QuotaExceeded
+        self, kv: KeyValue, record: model.VnfRecord, exc: quota_errors.QuotaError
     ) -> None:
         """The reservation lapsed and no longer fits: the VNF may not become ACTIVE."""
         failed = dataclasses.replace(record, state=model.VnfState.FAILED, reason=f"quota: {exc}")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from broker.controllers.quotasync import QuotaSyncConfig, QuotaSyncController
-from broker.quota_store import StoreLedger
+from broker.quotas.ledgerstore import StoreLedger
 from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store.etcd import EtcdStore

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from broker.quota_store import StoreLedger
+from broker.quotas.ledgerstore import StoreLedger
 from broker.store import keys
 from broker.store.etcd import EtcdStore
 from quota import errors

@@ -41,7 +41,7 @@ from typing import Any
 
 import etcd3
 
-from broker.quota_store import StoreLedger
+from broker.quotas.ledgerstore import StoreLedger
 from broker.settings import EtcdSettings
 from broker.store import keys
 from broker.store.etcd import EtcdStore

@@ -10,27 +10,25 @@ The broker's own holds (ids starting ``vnf.``, ``quota.models.BROKER_NAMESPACE``
 nobody's to create, commit or release here (403), and a reservation made here never has a
 negative amount (422): only the broker gives quota back, when what used it is deleted.
 
-Quota errors are answered here as problem+json: bad input 422 naming the field, a
-refusal 409 naming the class, the request and what is left, an expired reservation 410.
+Quota errors leave through the API's one problem table (``problems.TABLE``): bad input
+422 naming the field, a refusal 409 naming the class, the request and what is left, an
+expired reservation 410.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from broker import errors
-from broker.api import deps, problems, schemas
+from broker.api import deps, schemas
 from broker.api.auth import Principal
 from broker.api.routes.common import decode_stored
 from broker.models.site import SiteSpec
-from broker.quota_store import ledger_for
 from broker.store import keys
 from quota import admission, models
 from quota import errors as quota_errors
@@ -40,65 +38,15 @@ from quota.ledger import Ledger
 router = APIRouter(tags=["quotas"])
 
 
-class _QuotaProblem(Exception):
-    def __init__(self, response: JSONResponse) -> None:
-        self.response = response
-
-
-def _problem(exc: quota_errors.QuotaError) -> JSONResponse:
-    """The problem+json answer for a quota error (the API's table has no quota rows)."""
-    if isinstance(exc, quota_errors.InvalidQuota):
-        return problems.from_error(errors.InvalidInput(exc.field, exc.problem))
-    if isinstance(exc, quota_errors.QuotaExceeded):
-        return problems.problem(
-            409,
-            "quota-exceeded",
-            "Quota exceeded",
-            f"{exc}; release reservations, delete resources or ask an admin for more",
-            field=f"deltas.{exc.resource}",
-            resource=exc.resource,
-            requested=exc.requested,
-            left=exc.left,
-            limit=exc.limit,
-            used=exc.used,
-            reserved=exc.reserved,
-            scope=exc.scope,
-        )
-    if isinstance(exc, quota_errors.ReservationExpired):
-        return problems.problem(410, "reservation-expired", "Reservation expired", str(exc))
-    if isinstance(exc, quota_errors.ReservationNotFound):
-        return problems.problem(404, "not-found", "Not found", str(exc))
-    if isinstance(exc, quota_errors.ReservationConflict):
-        return problems.problem(409, "reservation-conflict", "Reservation conflict", str(exc))
-    retry = exc.retry_after if isinstance(exc, quota_errors.Temporary) else 1.0
-    return problems.from_error(errors.Temporary(f"quota ledger: {exc}", retry_after=retry))
-
-
-@contextlib.contextmanager
-def _answering() -> Iterator[None]:
-    try:
-        yield
-    except quota_errors.QuotaError as exc:
-        raise _QuotaProblem(_problem(exc)) from exc
-
-
 def _tenant(tenant: str, who: Principal) -> models.TenantId:
     """The tenant id, validated; a member may only name its own project."""
-    with _answering():
-        found = models.tenant_id(tenant)
+    found = models.tenant_id(tenant)
     deps.check_tenant(who, found, "its own quota")
     return found
 
 
-def _ledger(request: Request, state: deps.ApiState) -> Ledger:
-    return ledger_for(request.app.state, state.store)
-
-
-async def _respond(coro: Any) -> Any:
-    try:
-        return await coro
-    except _QuotaProblem as exc:
-        return exc.response
+def _ledger(state: deps.ApiState) -> Ledger:
+    return state.quotas.ledger
 
 
 def _quota_body(tenant: str, view: TenantView) -> dict[str, Any]:
@@ -113,34 +61,25 @@ def _quota_body(tenant: str, view: TenantView) -> dict[str, Any]:
 
 
 @router.get("/v1/quotas/{tenant}")
-async def show(tenant: str, request: Request, state: deps.State, who: deps.TenantReader) -> Any:
-    async def run() -> dict[str, Any]:
-        found = _tenant(tenant, who)
-        with _answering():
-            view = await _ledger(request, state).view(found)
-        return _quota_body(found, view)
-
-    return await _respond(run())
+async def show(tenant: str, state: deps.State, who: deps.TenantReader) -> Any:
+    found = _tenant(tenant, who)
+    view = await _ledger(state).view(found)
+    return _quota_body(found, view)
 
 
 @router.put("/v1/quotas/{tenant}")
 async def set_limits(
     tenant: str,
-    request: Request,
     state: deps.State,
     who: deps.Admin,
     body: Annotated[dict[str, Any], Body()],
 ) -> Any:
-    async def run() -> dict[str, Any]:
-        found = _tenant(tenant, who)
-        ledger = _ledger(request, state)
-        with _answering():
-            quota = models.TenantQuota.parse(body)
-            await ledger.set_quota(found, quota)
-            view = await ledger.view(found)
-        return _quota_body(found, view)
-
-    return await _respond(run())
+    found = _tenant(tenant, who)
+    ledger = _ledger(state)
+    quota = models.TenantQuota.parse(body)
+    await ledger.set_quota(found, quota)
+    view = await ledger.view(found)
+    return _quota_body(found, view)
 
 
 async def _reported(state: deps.ApiState, tenant: str) -> dict[str, dict[str, int]]:
@@ -160,36 +99,34 @@ async def _reported(state: deps.ApiState, tenant: str) -> dict[str, dict[str, in
 
 
 @router.get("/v1/quotas/{tenant}/usage")
-async def usage(tenant: str, request: Request, state: deps.State, who: deps.TenantReader) -> Any:
-    async def run() -> dict[str, Any]:
-        found = _tenant(tenant, who)
-        with _answering():
-            view = await _ledger(request, state).view(found)
-        reported = await _reported(state, found)
-        sites = admission.per_site(view.account, view.holds.values())
-        for site in reported:
-            sites.setdefault(site, {"used": {}, "reserved": {}})
-        for site, entry in sites.items():
-            entry["reported"] = reported.get(site, {})
-        lines = admission.report(view.limits, view.account, view.holds.values())
-        return {
-            "tenant": found,
-            "revision": view.revision,
-            "global": [
-                {
-                    "resource": line.resource,
-                    "limit": line.limit,
-                    "used": line.used,
-                    "reserved": line.reserved,
-                    "left": line.left,
-                    "over_limit": line.over_limit,
-                }
-                for line in lines
-            ],
-            "sites": dict(sorted(sites.items())),
-        }
-
-    return await _respond(run())
+async def usage(
+    tenant: str, state: deps.State, who: deps.TenantReader
+) -> Any:
+    found = _tenant(tenant, who)
+    view = await _ledger(state).view(found)
+    reported = await _reported(state, found)
+    sites = admission.per_site(view.account, view.holds.values())
+    for site in reported:
+        sites.setdefault(site, {"used": {}, "reserved": {}})
+    for site, entry in sites.items():
+        entry["reported"] = reported.get(site, {})
+    lines = admission.report(view.limits, view.account, view.holds.values())
+    return {
+        "tenant": found,
+        "revision": view.revision,
+        "global": [
+            {
+                "resource": line.resource,
+                "limit": line.limit,
+                "used": line.used,
+                "reserved": line.reserved,
+                "left": line.left,
+                "over_limit": line.over_limit,
+            }
+            for line in lines
+        ],
+        "sites": dict(sorted(sites.items())),
+    }
 
 
 class ReservationIn(schemas.Closed):
@@ -212,7 +149,7 @@ async def _region(state: deps.ApiState, site: str, who: Principal) -> str:
         return ""
     kv = await state.store.get(keys.site(site))
     if kv is None:
-        raise _QuotaProblem(problems.from_error(errors.InvalidInput("site", f"no site {site!r}")))
+        raise errors.InvalidInput("site", f"no site {site!r}")
     region = decode_stored(SiteSpec, kv).region
     deps.check_place(who, site, region)
     return region
@@ -242,101 +179,71 @@ def _reservation(value: models.Reservation) -> dict[str, Any]:
 
 
 def _settled(tenant: str, value: models.Settled) -> dict[str, Any]:
-    return {
-        "tenant": tenant,
-        "id": value.id,
-        "state": value.state,
-        "deltas": dict(value.deltas),
-        "site": value.site,
-    }
+    return {"tenant": tenant, "id": value.id, "state": value.state,
+            "deltas": dict(value.deltas), "site": value.site}
 
 
 @router.post("/v1/quotas/{tenant}/reservations", status_code=201)
 async def reserve(
-    tenant: str, body: ReservationIn, request: Request, state: deps.State, who: deps.TenantWriter
+    tenant: str, body: ReservationIn, state: deps.State, who: deps.TenantWriter
 ) -> Any:
-    async def run() -> JSONResponse:
-        found = _tenant(tenant, who)
-        with _answering():
-            deltas = models.deltas(body.deltas, negative=False)
-            if body.idempotency_key is not None:
-                _client_owned(body.idempotency_key, "idempotency_key")
-        region = await _region(state, body.site, who)
-        with _answering():
-            if body.site:
-                models.name(body.site, "site")
-            value = await _ledger(request, state).reserve(
-                found, deltas, body.ttl, body.idempotency_key, site=body.site, region=region
-            )
-        return JSONResponse(_reservation(value), status_code=201)
-
-    return await _respond(run())
+    found = _tenant(tenant, who)
+    deltas = models.deltas(body.deltas, negative=False)
+    if body.idempotency_key is not None:
+        _client_owned(body.idempotency_key, "idempotency_key")
+    region = await _region(state, body.site, who)
+    if body.site:
+        models.name(body.site, "site")
+    value = await _ledger(state).reserve(
+        found, deltas, body.ttl, body.idempotency_key, site=body.site, region=region
+    )
+    return JSONResponse(_reservation(value), status_code=201)
 
 
 @router.post("/v1/quotas/{tenant}/reservations/{rid}/commit")
 async def commit(
     tenant: str,
     rid: str,
-    request: Request,
     state: deps.State,
     who: deps.TenantWriter,
     body: Annotated[CommitIn | None, Body()] = None,
 ) -> Any:
-    async def run() -> dict[str, Any]:
-        found = _tenant(tenant, who)
-        with _answering():
-            owned = _client_owned(rid, "id")
-        site = body.site if body is not None else None
-        region = await _region(state, site or "", who)
-        with _answering():
-            value = await _ledger(request, state).commit(found, owned, site=site, region=region)
-        return _settled(found, value)
-
-    return await _respond(run())
+    found = _tenant(tenant, who)
+    owned = _client_owned(rid, "id")
+    site = body.site if body is not None else None
+    region = await _region(state, site or "", who)
+    value = await _ledger(state).commit(found, owned, site=site, region=region)
+    return _settled(found, value)
 
 
 @router.delete("/v1/quotas/{tenant}/reservations/{rid}")
 async def release(
-    tenant: str, rid: str, request: Request, state: deps.State, who: deps.TenantWriter
+    tenant: str, rid: str, state: deps.State, who: deps.TenantWriter
 ) -> Any:
-    async def run() -> dict[str, Any]:
-        found = _tenant(tenant, who)
-        with _answering():
-            value = await _ledger(request, state).release(found, _client_owned(rid, "id"))
-        return _settled(found, value)
-
-    return await _respond(run())
+    found = _tenant(tenant, who)
+    value = await _ledger(state).release(found, _client_owned(rid, "id"))
+    return _settled(found, value)
 
 
 @router.get("/v1/quota-classes/{name}")
-async def show_class(name: str, request: Request, state: deps.State, _: deps.Reader) -> Any:
-    async def run() -> dict[str, Any]:
-        with _answering():
-            models.name(name, "name")
-        kv = await state.store.get(keys.QUOTA + class_key(name))
-        stored = json.loads(kv.value).get("limits", {}) if kv is not None else {}
-        return {"name": name, "limits": stored, "effective": {**models.DEFAULTS, **stored}}
-
-    return await _respond(run())
+async def show_class(name: str, state: deps.State, _: deps.Reader) -> Any:
+    models.name(name, "name")
+    kv = await state.store.get(keys.QUOTA + class_key(name))
+    stored = json.loads(kv.value).get("limits", {}) if kv is not None else {}
+    return {"name": name, "limits": stored, "effective": {**models.DEFAULTS, **stored}}
 
 
 @router.put("/v1/quota-classes/{name}")
 async def set_class(
     name: str,
-    request: Request,
     state: deps.State,
     _: deps.Admin,
     body: Annotated[dict[str, Any], Body()],
 ) -> Any:
-    async def run() -> dict[str, Any]:
-        with _answering():
-            models.name(name, "name")
-            if set(body) - {"limits"}:
-                raise quota_errors.InvalidQuota(
-                    sorted(set(body) - {"limits"})[0], "unknown field; allowed: limits"
-                )
-            found = models.limits(body.get("limits", {}))
-            await _ledger(request, state).set_class(name, found)
-        return {"name": name, "limits": found, "effective": {**models.DEFAULTS, **found}}
-
-    return await _respond(run())
+    models.name(name, "name")
+    if set(body) - {"limits"}:
+        raise quota_errors.InvalidQuota(sorted(set(body) - {"limits"})[0],
+                                        "unknown field; allowed: limits")
+    found = models.limits(body.get("limits", {}))
+    await _ledger(state).set_class(name, found)
+    return {"name": name, "limits": found, "effective": {**models.DEFAULTS, **found}}

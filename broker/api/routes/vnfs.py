@@ -30,7 +30,6 @@ from broker import errors
 from broker.api import deps, problems
 from broker.api.auth import Principal
 from broker.api.routes.common import as_json, decode_stored
-from broker.quota_store import headroom_for
 from broker.models import codec
 from broker.models import vnf as model
 from broker.placement import admission
@@ -55,8 +54,7 @@ async def _plan(
     request: Request, state: deps.ApiState, snap: Snapshot, desc: model.Descriptor, vnf_id: str
 ) -> PlanResult:
     """The plan, or the quota's refusal when the tenant lacks headroom (checked first)."""
-    headroom = headroom_for(request.app.state, state.store, state.settings)
-    short = await headroom.check(desc.tenant, model.deltas(desc))
+    short = await state.quotas.headroom.check(desc.tenant, model.deltas(desc))
     return Planner().plan(snap, desc, vnf_id, quota_reason=short)
 
 

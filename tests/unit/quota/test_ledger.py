@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from broker.quota_store import StoreLedger
+from broker.quotas.ledgerstore import StoreLedger
 from broker.store import keys
 from broker.store.memory import MemoryStore
 from quota import errors

@@ -12,9 +12,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from broker.placement.headroom import SiteUsage
-from broker.placement.ledger_headroom import LedgerHeadroom
-from broker.quota_store import StoreLedger
+from broker.quotas.headroom import SiteUsage
+from broker.quotas.headroom import LedgerHeadroom
+from broker.quotas.ledgerstore import StoreLedger
 from broker.store import keys
 from broker.store.memory import MemoryStore
 from quota.ledger import Ledger

@@ -12,7 +12,7 @@ from broker import errors, settings
 from broker.controllers.quotasync import QuotaSyncController
 from broker.models import codec
 from broker.models.site import SiteSpec
-from broker.quota_store import StoreLedger
+from broker.quotas.ledgerstore import StoreLedger
 from broker.settings import BrokerSettings, QuotaSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore

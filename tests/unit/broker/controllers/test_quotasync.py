@@ -13,7 +13,7 @@ from broker import errors
 from broker.controllers.quotasync import QuotaMetrics, QuotaSyncConfig, QuotaSyncController
 from broker.models import codec
 from broker.models.site import SiteSpec
-from broker.quota_store import StoreLedger
+from broker.quotas.ledgerstore import StoreLedger
 from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore

@@ -18,9 +18,9 @@ import pytest
 from broker.controllers.vnfs import VnfController
 from broker.models import codec
 from broker.models import vnf as model
-from broker.placement.ledger_headroom import LedgerHeadroom
+from broker.quotas.headroom import LedgerHeadroom
 from broker.placement.snapshot import Snapshot
-from broker.quota_store import StoreLedger
+from broker.quotas.ledgerstore import StoreLedger
 from broker.store import keys
 from broker.store.memory import MemoryStore
 from quota.ledger import Ledger

@@ -1,4 +1,4 @@
-"""The broker's side of the quota seam: the ledger's ``LedgerStore`` over the ``Store``.
+"""The quota ledger's ``LedgerStore`` over the broker's ``Store``.
 
 ``quota`` is pure logic; this adapter gives it etcd (or the in-memory store in tests)
 under ``quota/`` and is the one boundary where store errors become quota errors
@@ -6,26 +6,17 @@ under ``quota/`` and is the one boundary where store errors become quota errors
 nothing of the broker leaks into the library. It keeps invariant 7's two requirements of
 the seam by construction: a ``txn`` is one etcd transaction, and a ``read`` is one
 read-only transaction, so everything it returns is as of one revision.
-
-``ledger_for`` gives each API app one ``Ledger`` (one batcher and cache per replica), and
-``headroom_for`` the placement ``Headroom`` over it (the API's dry-run and the leader's
-VNF controller share both).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
 
 from broker import errors
-from broker.placement.headroom import Headroom
-from broker.placement.ledger_headroom import LedgerHeadroom
-from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store import protocol as p
 from quota import errors as quota_errors
 from quota import kv
-from quota.ledger import Ledger
 
 
 def _translate(exc: errors.BrokerError, what: str) -> quota_errors.QuotaError:
@@ -47,7 +38,9 @@ class StoreLedger:
         return self.root + key
 
     def _item(self, kv_: p.KeyValue) -> kv.Item:
-        return kv.Item(kv_.key[len(self.root) :], kv_.value, kv_.create_revision, kv_.mod_revision)
+        return kv.Item(
+            keys.name_in(self.root, kv_.key), kv_.value, kv_.create_revision, kv_.mod_revision
+        )
 
     def _cond(self, cond: kv.Cond) -> p.Compare:
         if isinstance(cond, kv.Unchanged):
@@ -94,24 +87,3 @@ class StoreLedger:
         except errors.BrokerError as exc:
             raise _translate(exc, "quota lease") from exc
         return lease.id, lease.ttl
-
-
-def ledger_for(state: Any, store: p.Store) -> Ledger:
-    """The one ``Ledger`` of this app (``state`` is ``app.state``), made on first use."""
-    found = getattr(state, "quota_ledger", None)
-    if isinstance(found, Ledger):
-        return found
-    ledger = Ledger(StoreLedger(store))
-    state.quota_ledger = ledger
-    return ledger
-
-
-def headroom_for(state: Any, store: p.Store, settings: BrokerSettings) -> Headroom:
-    """The app's placement ``Headroom``: over its ``Ledger``, unless a test set one
-    (``app.state.headroom = Unlimited()``)."""
-    found = getattr(state, "headroom", None)
-    if found is not None:
-        return cast(Headroom, found)
-    headroom = LedgerHeadroom(ledger_for(state, store), ttl=settings.quota.reservation_ttl)
-    state.headroom = headroom
-    return headroom

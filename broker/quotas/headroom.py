@@ -1,4 +1,15 @@
-"""``Headroom`` over the global quota ledger (issue 4): what placement asks, in ledger terms.
+"""What placement needs of the global quota ledger: ``Headroom``, and ``LedgerHeadroom``.
+
+Placement asks ``check`` while deciding (a tenant short of quota makes the VNF
+infeasible, with the ledger's reason), the VNF controller ``reserve``s before it plans
+and commits, ``renew``s while the VNF is PLACED (a reservation expires unless kept),
+``commit``s once the VNF is ACTIVE (booking the usage at the sites its members run at),
+``release``s when it fails or is deleted before that, and ``uncommit``s when an ACTIVE VNF
+is deleted (its usage goes back, per site). ``Unlimited`` is for tests.
+
+Errors are the quota library's own, never translated: a refusal is one of ``REFUSED``
+(the ledger's ``QuotaExceeded`` says which class, the request and what is left), anything
+else is ``quota.errors.Temporary`` (retry) — the API's problem table maps both.
 
 A VNF's reservation id is ``<tenant>/<ledger reservation id>``, so commit, renew and
 release need nothing but the string the VNF record keeps. The ledger id is derived from
@@ -17,7 +28,8 @@ the per-site quota push and drift reconciliation see it where it is. Deleting an
 VNF gives that usage back with a committed negative reservation (``<id>.undo``).
 
 Invariant 7: everything that adds to a tenant's usage goes through ``Ledger.reserve``,
-which admits atomically against the limits; this adapter never writes usage directly.
+which admits atomically against the limits; this module never writes usage directly, and
+the broker reserves before it writes any desired object.
 """
 
 from __future__ import annotations
@@ -26,9 +38,10 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 from broker import errors
-from broker.placement.headroom import QuotaExceeded, SiteUsage
 from quota import admission
 from quota import errors as quota_errors
 from quota.ledger import Ledger
@@ -36,23 +49,92 @@ from quota.models import ReservationId, TenantId, reservation_id, tenant_id
 
 log = logging.getLogger(__name__)
 
+REFUSED = (
+    quota_errors.QuotaExceeded,
+    quota_errors.InvalidQuota,
+    quota_errors.ReservationConflict,
+)
+"""What a refusal of the ledger is (the VNF fails with it); every other ``QuotaError`` is
+temporary."""
+
+@dataclass(frozen=True, slots=True)
+class SiteUsage:
+    """What a VNF's members at one site charge to the quota there."""
+
+    region: str
+    amounts: Mapping[str, int]
+
+
+class Headroom(Protocol):
+    async def check(self, tenant: str, deltas: Mapping[str, int]) -> str | None:
+        """None when ``deltas`` fit the tenant's quota now, else what is short."""
+        ...
+
+    async def reserve(self, tenant: str, deltas: Mapping[str, int], key: str) -> str:
+        """Reserve ``deltas``; returns a reservation id. Idempotent per ``key``.
+
+        Raises one of ``REFUSED`` when they do not fit.
+        """
+        ...
+
+    async def renew(self, reservation: str, deltas: Mapping[str, int]) -> None:
+        """Keep the reservation alive a while longer (call it while the VNF is PLACED).
+
+        Raises one of ``REFUSED`` when it lapsed and ``deltas`` no longer fit.
+        """
+        ...
+
+    async def commit(self, reservation: str, at: Mapping[str, SiteUsage]) -> None:
+        """Turn the reservation into usage at the sites of ``at`` (they add up to it).
+
+        Raises one of ``REFUSED`` when it lapsed and no longer fits.
+        """
+        ...
+
+    async def release(self, reservation: str) -> None: ...
+
+    async def uncommit(self, reservation: str, at: Mapping[str, SiteUsage]) -> None:
+        """Give back what ``commit(reservation, at)`` booked (the VNF is gone)."""
+        ...
+
+
+class Unlimited:
+    """Every tenant has infinite headroom; keeps a log for tests."""
+
+    def __init__(self) -> None:
+        self.reserved: dict[str, dict[str, int]] = {}
+        self.committed: set[str] = set()
+        self.released: set[str] = set()
+        self.uncommitted: set[str] = set()
+        self.renewed: dict[str, int] = {}
+
+    async def check(self, tenant: str, deltas: Mapping[str, int]) -> str | None:
+        return None
+
+    async def reserve(self, tenant: str, deltas: Mapping[str, int], key: str) -> str:
+        self.reserved[key] = dict(deltas)
+        return key
+
+    async def renew(self, reservation: str, deltas: Mapping[str, int]) -> None:
+        self.renewed[reservation] = self.renewed.get(reservation, 0) + 1
+
+    async def commit(self, reservation: str, at: Mapping[str, SiteUsage]) -> None:
+        self.committed.add(reservation)
+
+    async def release(self, reservation: str) -> None:
+        self.released.add(reservation)
+        self.reserved.pop(reservation, None)
+
+    async def uncommit(self, reservation: str, at: Mapping[str, SiteUsage]) -> None:
+        self.uncommitted.add(reservation)
+
+
 DEFAULT_TTL = 300
 PREFIX = "vnf."
 UNDO = ".undo"
 _RETRIES = (".2", ".3", ".4")
 """Id suffixes tried when the VNF's reservation was already released (a FAILED write
 that did not land); each one is a fresh, fully admitted reservation."""
-
-
-def _temporary(exc: quota_errors.QuotaError) -> errors.Temporary:
-    retry = exc.retry_after if isinstance(exc, quota_errors.Temporary) else 1.0
-    if isinstance(exc, quota_errors.Contended):
-        return errors.Conflict(f"quota ledger: {exc}", retry_after=retry)
-    return errors.StoreUnavailable(f"quota ledger: {exc}", retry_after=retry)
-
-
-def _refusal(exc: quota_errors.QuotaError) -> QuotaExceeded:
-    return QuotaExceeded(str(exc))
 
 
 class LedgerHeadroom:
@@ -89,32 +171,23 @@ class LedgerHeadroom:
             tid = tenant_id(tenant)
             view = await self.ledger.view(tid)
             admission.check(tid, view.limits, view.account, view.reserved, deltas)
-        except quota_errors.QuotaExceeded as exc:
+        except (quota_errors.QuotaExceeded, quota_errors.InvalidQuota) as exc:
             return str(exc)
-        except quota_errors.InvalidQuota as exc:
-            return str(exc)
-        except quota_errors.QuotaError as exc:
-            raise _temporary(exc) from exc
         return None
 
     async def reserve(self, tenant: str, deltas: Mapping[str, int], key: str) -> str:
-        try:
-            tid = tenant_id(tenant)
-            base = reservation_id(PREFIX + key)
-            for suffix in ("", *_RETRIES):
-                found = await self.ledger.reserve(
-                    tid, dict(deltas), self.ttl, idempotency_key=base + suffix
-                )
-                if found.state != "released":
-                    break
-            else:
-                raise QuotaExceeded(f"reservation {base} was released {len(_RETRIES) + 1} times")
-        except (quota_errors.QuotaExceeded, quota_errors.InvalidQuota) as exc:
-            raise _refusal(exc) from exc
-        except quota_errors.ReservationConflict as exc:
-            raise _refusal(exc) from exc
-        except quota_errors.QuotaError as exc:
-            raise _temporary(exc) from exc
+        tid = tenant_id(tenant)
+        base = reservation_id(PREFIX + key)
+        for suffix in ("", *_RETRIES):
+            found = await self.ledger.reserve(
+                tid, dict(deltas), self.ttl, idempotency_key=base + suffix
+            )
+            if found.state != "released":
+                break
+        else:
+            raise quota_errors.ReservationConflict(
+                tid, base, f"released {len(_RETRIES) + 1} times"
+            )
         reservation = f"{tid}/{found.id}"
         self._kept[reservation] = self._clock()
         return reservation
@@ -124,35 +197,24 @@ class LedgerHeadroom:
             return
         tid, rid = self.split_id(reservation)
         try:
-            try:
-                await self.ledger.renew(tid, rid, self.ttl)
-            except quota_errors.ReservationExpired:
-                log.warning(
-                    "reservation %s lapsed while its VNF was PLACED: taking it again", reservation
-                )
-                await self.ledger.reserve(tid, dict(deltas), self.ttl, idempotency_key=rid)
-            except quota_errors.ReservationConflict as exc:
-                log.info("reservation %s is already settled: %s", reservation, exc)
-        except quota_errors.QuotaExceeded as exc:
-            raise _refusal(exc) from exc
-        except quota_errors.QuotaError as exc:
-            raise _temporary(exc) from exc
+            await self.ledger.renew(tid, rid, self.ttl)
+        except quota_errors.ReservationExpired:
+            log.warning("reservation %s lapsed while its VNF was PLACED: taking it again",
+                        reservation)
+            await self.ledger.reserve(tid, dict(deltas), self.ttl, idempotency_key=rid)
+        except quota_errors.ReservationConflict as exc:
+            log.info("reservation %s is already settled: %s", reservation, exc)
         self._kept[reservation] = self._clock()
 
     async def commit(self, reservation: str, at: Mapping[str, SiteUsage]) -> None:
         tid, rid = self.split_id(reservation)
         split = {site: (u.region, dict(u.amounts)) for site, u in at.items()}
         try:
-            try:
-                await self.ledger.commit(tid, rid, split=split)
-            except quota_errors.ReservationExpired:
-                log.warning("reservation %s lapsed before commit: taking it again", reservation)
-                await self.ledger.reserve(tid, _total(at), self.ttl, idempotency_key=rid)
-                await self.ledger.commit(tid, rid, split=split)
-        except quota_errors.QuotaExceeded as exc:
-            raise _refusal(exc) from exc
-        except quota_errors.QuotaError as exc:
-            raise _temporary(exc) from exc
+            await self.ledger.commit(tid, rid, split=split)
+        except quota_errors.ReservationExpired:
+            log.warning("reservation %s lapsed before commit: taking it again", reservation)
+            await self.ledger.reserve(tid, _total(at), self.ttl, idempotency_key=rid)
+            await self.ledger.commit(tid, rid, split=split)
         self._kept.pop(reservation, None)
 
     async def release(self, reservation: str) -> None:
@@ -161,8 +223,6 @@ class LedgerHeadroom:
             await self.ledger.release(tid, rid)
         except quota_errors.ReservationConflict as exc:
             log.warning("release of %s: %s", reservation, exc)
-        except quota_errors.QuotaError as exc:
-            raise _temporary(exc) from exc
         self._kept.pop(reservation, None)
 
     async def uncommit(self, reservation: str, at: Mapping[str, SiteUsage]) -> None:
@@ -176,8 +236,6 @@ class LedgerHeadroom:
         except quota_errors.ReservationConflict as exc:
             # settled some other way already; reconciliation corrects any difference
             log.warning("giving back %s: %s", reservation, exc)
-        except quota_errors.QuotaError as exc:
-            raise _temporary(exc) from exc
 
 
 def _total(at: Mapping[str, SiteUsage]) -> dict[str, int]:

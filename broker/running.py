@@ -35,6 +35,7 @@ from broker.gateway.relay import Relay
 from broker.gateway.servicer import Gateway
 from broker.gateway.sessions import Registry
 from broker import quotas as quota_seam
+from broker.placement.snapshot import Live
 from broker.quotas.headroom import Headroom
 from broker.settings import BrokerSettings
 from broker.store.etcd import EtcdStore
@@ -71,10 +72,12 @@ async def controllers(
     fence: int,
     quota_metrics: QuotaMetrics | None = None,
     headroom: Headroom | None = None,
+    snapshot: Live | None = None,
 ) -> None:
     """Everything the leader runs; cancelled the moment leadership is lost.
 
-    VNF placement reserves through ``headroom`` (the replica's quota seam unless given).
+    VNF placement reserves through ``headroom`` (the replica's quota seam unless given)
+    and plans on ``snapshot`` (the replica's live placement snapshot; its own if not).
     """
     log.info("leading with fence %d: controllers start", fence)
     if headroom is None:
@@ -87,7 +90,8 @@ async def controllers(
                 group.create_task(EventRetention(store, settings, fence).run())
                 quota_sync = QuotaSyncController(store, settings, fence, metrics=quota_metrics)
                 group.create_task(quota_sync.run())
-                group.create_task(VnfController(store, fence, headroom=headroom).run())
+                vnfs = VnfController(store, fence, headroom=headroom, snapshot=snapshot)
+                group.create_task(vnfs.run())
                 group.create_task(FailoverController(store, fence, settings).run())
                 group.create_task(ImageController(store, fence, name=settings.name).run())
                 group.create_task(StitchingController(store, fence, settings.stitching).run())
@@ -128,8 +132,12 @@ async def run(settings: BrokerSettings) -> None:
     authenticator = api_auth.from_settings(settings)
     # one quota seam per replica: the API and the leader's placements share its ledger
     quotas = quota_seam.build(store, settings)
+    # one placement snapshot per replica, kept current from a watch: the API's dry-runs
+    # and explanations and (while leading) the VNF controller read it
+    snapshot = Live(store)
     app = api_app.create_app(
-        store, settings, replica=settings.name, auth=authenticator, quotas=quotas
+        store, settings, replica=settings.name, auth=authenticator, quotas=quotas,
+        snapshot=snapshot,
     )
     api_metrics = getattr(app.state, "metrics_registry", None)
     quota_metrics = QuotaMetrics(api_metrics)  # drift gauges on the same /metrics
@@ -165,9 +173,12 @@ async def run(settings: BrokerSettings) -> None:
         "desired feed": DesiredFeed(store, registry).run(),
         "liveness": gateway.liveness.run(),
         "image orders": orders.run(),
+        "placement snapshot": snapshot.run(),
         "election": campaign.run(),
         "controllers": campaign.run_while_leading(
-            lambda fence: controllers(store, settings, fence, quota_metrics, quotas.headroom)
+            lambda fence: controllers(
+                store, settings, fence, quota_metrics, quotas.headroom, snapshot
+            )
         ),
         "api": api.serve(),
     }

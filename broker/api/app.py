@@ -29,6 +29,7 @@ from broker.api.routes import (
     vnfs,
 )
 from broker.api.routes import quotas as quota_routes
+from broker.placement.snapshot import Live
 from broker.settings import BrokerSettings
 from broker.store.protocol import Store
 
@@ -42,9 +43,11 @@ def create_app(
     replica: str,
     auth: Authenticator,
     quotas: quota_seam.Quotas | None = None,
+    snapshot: Live | None = None,
 ) -> FastAPI:
     """The API app for replica ``replica``, reading and writing ``store``; quota requests
-    go to ``quotas`` (the replica's seam; one of its own when not given).
+    go to ``quotas`` (the replica's seam), dry-runs and explanations read ``snapshot`` (the
+    replica's live placement snapshot); the app makes its own of each when not given.
 
     ``app.state.metrics_registry`` is this app's Prometheus registry (served on
     ``/metrics``); other parts of the replica may register their collectors on it.
@@ -61,6 +64,7 @@ def create_app(
         replica=replica,
         auth=auth,
         quotas=quotas or quota_seam.build(store, settings),
+        snapshot=snapshot or Live(store),
     )
     api_metrics = ApiMetrics()
     app.state.metrics_registry = api_metrics.registry

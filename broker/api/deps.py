@@ -37,6 +37,7 @@ from broker.api import guard
 from broker.api.auth import Authenticator, Principal, Role
 from broker.models import codec
 from broker.models.site import SiteSpec
+from broker.placement.snapshot import Live
 from broker.quotas import Quotas
 from broker.settings import BrokerSettings
 from broker.store import keys
@@ -59,6 +60,8 @@ class ApiState:
     auth: Authenticator
     quotas: Quotas
     """The replica's quota seam (one ledger; built once by ``running.py``)."""
+    snapshot: Live
+    """The replica's placement snapshot, kept current from a watch (``running.py``)."""
 
 
 def api_state(request: Request) -> ApiState:

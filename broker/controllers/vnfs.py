@@ -31,10 +31,10 @@ from broker import errors
 from broker.election.fencing import fenced_txn
 from broker.models import codec, objects
 from broker.models import vnf as model
-from broker.placement import commit, render
+from broker.placement import commit, feasible, render
 from broker.quotas.headroom import REFUSED, Headroom, SiteUsage, Unlimited
 from broker.placement.plan import Planner, PlanResult, assignment_json
-from broker.placement.snapshot import Snapshot
+from broker.placement.snapshot import Live, Snapshot
 from broker.controllers import keyed
 from broker.store import follow, keys
 from quota import errors as quota_errors
@@ -61,20 +61,27 @@ class VnfController:
         *,
         headroom: Headroom | None = None,
         planner: Planner | None = None,
+        snapshot: Live | None = None,
         concurrency: int = 8,
     ) -> None:
         self.store, self.fence = store, fence
         self.headroom: Headroom = headroom or Unlimited()
         self.planner = planner or Planner()
-        self.snap = Snapshot()
+        self._own_live = snapshot is None
+        self.live = snapshot or Live(store)
+        """The replica's placement snapshot (``running.py`` follows it; else ``run`` does)."""
+        self.snap = self.live.snap
+        self._descs: dict[str, model.Descriptor] = {}
+        """VNF id → its descriptor, parsed once (a record's descriptor never changes)."""
         self._steps = keyed.Steps(self.step, "vnf", concurrency=concurrency)
         self._servers: dict[tuple[str, str], str] = {}
         """(site, server name) → VNF id, to route observed statuses."""
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.snap.follow(self.store))
-            await self.snap.ready.wait()
+            if self._own_live:
+                tg.create_task(self.live.run())
+            self.snap = await self.live.current()
             # 1,000 sites x 50 hosts is millions of long-lived objects: keep the cyclic GC
             # from scanning them on every collection (pauses of 100+ ms otherwise)
             gc.freeze()
@@ -149,21 +156,28 @@ class VnfController:
         check = Compare(kv.key, Target.MOD, Op.EQUAL, kv.mod_revision)
         await fenced_txn(self.store, self.fence, [Put(kv.key, codec.encode(record)), *ops], [check])
 
+    def descriptor(self, record: model.VnfRecord) -> model.Descriptor:
+        desc = self._descs.get(record.id)
+        if desc is None:
+            desc = self._descs[record.id] = model.parse(record.descriptor)
+        return desc
+
     async def _place(self, kv: KeyValue, record: model.VnfRecord) -> None:
-        desc = model.parse(record.descriptor)
-        reservation = record.reservation
+        """Reserve, plan (the quota last in the chain), commit; a conflict (the snapshot
+        was stale) plans again on the caught-up snapshot."""
+        desc = self.descriptor(record)
+        reservation, short = record.reservation, None
         if not reservation:
             try:
                 reservation = await self.headroom.reserve(
                     record.tenant, model.deltas(desc), key=record.id
                 )
             except REFUSED as exc:
-                refused = self.planner.plan(self.snap, desc, record.id, quota_reason=str(exc))
-                await self._infeasible(kv, record, refused)
-                return
+                short = str(exc)
+        planner = self.planner.with_checkers(*feasible.for_request(record.scope, short))
         record = dataclasses.replace(record, reservation=reservation)
         for attempt in range(MAX_ATTEMPTS):
-            result = self.planner.plan(self.snap, desc, record.id)
+            result = planner.plan(self.snap, desc, record.id)
             if not result.feasible:
                 await self._infeasible(kv, record, result)
                 return
@@ -269,7 +283,7 @@ class VnfController:
     async def _follow_members(self, kv: KeyValue, record: model.VnfRecord) -> None:
         if record.reservation:
             try:
-                desc = model.parse(record.descriptor)
+                desc = self.descriptor(record)
                 await self.headroom.renew(record.reservation, model.deltas(desc))
             except REFUSED as exc:
                 await self._quota_failed(kv, record, exc)
@@ -304,7 +318,9 @@ class VnfController:
                 # committed before the record says ACTIVE: a retry commits again, which
                 # the ledger answers idempotently; usage is booked per site
                 try:
-                    await self.headroom.commit(record.reservation, usage(self.snap, record))
+                    await self.headroom.commit(
+                        record.reservation, usage(self.snap, record, self.descriptor(record))
+                    )
                 except REFUSED as exc:
                     await self._quota_failed(kv, record, exc)
                     return
@@ -339,7 +355,9 @@ class VnfController:
         if record.reservation:
             # given back before the record goes: a retry gives back again, idempotently
             if record.extra.get(COMMITTED):
-                await self.headroom.uncommit(record.reservation, usage(self.snap, record))
+                await self.headroom.uncommit(
+                    record.reservation, usage(self.snap, record, self.descriptor(record))
+                )
             else:
                 await self.headroom.release(record.reservation)
         sites = [str(a["site"]) for a in placement.get("assignments", [])]
@@ -354,12 +372,15 @@ class VnfController:
         if not await commit.release(self.store, self.fence, self.snap, record.id, sites, done):
             self.kick(record.id)
             return
+        self._descs.pop(record.id, None)
         log.info("vnf %s torn down", record.id)
 
 
-def usage(snap: Snapshot, record: model.VnfRecord) -> dict[str, SiteUsage]:
+def usage(
+    snap: Snapshot, record: model.VnfRecord, desc: model.Descriptor
+) -> dict[str, SiteUsage]:
     """What the VNF's members charge to the quota, per site they are placed at."""
-    per_member = model.member_deltas(model.parse(record.descriptor))
+    per_member = model.member_deltas(desc)
     at: dict[str, dict[str, int]] = {}
     for m in record.members:
         amounts = at.setdefault(m.site, {})

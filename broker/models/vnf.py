@@ -441,3 +441,5 @@ class VnfRecord:
     reservation: str = ""
     attempts: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    scope: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    """(regions, sites) its creator may act at — placement stays inside; None: anywhere."""

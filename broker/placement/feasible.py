@@ -12,7 +12,7 @@ by the first checker that dropped it (nomad's ``FeasibilityChecker`` chain).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -216,6 +216,61 @@ class DataPathChecker:
             for p in ask.need.data_paths
         )
         return f"no host offers the data path {wanted}"
+
+
+class ScopeChecker:
+    """Only the sites an operator may act at: every site of ``regions``, and ``sites``
+    (the API's role policy; a VNF created by a scoped operator carries its scope)."""
+
+    name = "scope"
+
+    def __init__(self, regions: Iterable[str], sites: Iterable[str]) -> None:
+        self.regions, self.sites = frozenset(regions), frozenset(sites)
+
+    def feasible(self, snap: Snapshot, ask: Ask) -> BoolArray:
+        return np.array(
+            [
+                s.id in self.sites or (s.spec is not None and s.spec.region in self.regions)
+                for s in snap.order
+            ],
+            dtype=bool,
+        )
+
+    def reason(self, snap: Snapshot, ask: Ask, site: SiteView) -> str:
+        where = sorted(self.regions) + sorted(self.sites)
+        return f"outside the creator's scope ({', '.join(where) or 'nowhere'})"
+
+
+class QuotaChecker:
+    """The tenant's quota: every site or none. Last in the chain, as nomad's quota
+    iterator is last among its feasibility iterators; ``short`` is the ledger's refusal
+    (which class, the request, what is left), None when the VNF fits."""
+
+    name = "quota"
+
+    def __init__(self, short: str | None) -> None:
+        self.short = short
+
+    def feasible(self, snap: Snapshot, ask: Ask) -> BoolArray:
+        return np.full(len(snap.order), self.short is None, dtype=bool)
+
+    def reason(self, snap: Snapshot, ask: Ask, site: SiteView) -> str:
+        return self.short or ""
+
+
+def refusal(checkers: Sequence[Checker]) -> str:
+    """The quota's refusal among ``checkers`` ("" when none refuses): tenant-wide, it is
+    the plan's reason whatever else failed."""
+    return next((c.short for c in checkers if isinstance(c, QuotaChecker) and c.short), "")
+
+
+def for_request(
+    scope: tuple[Iterable[str], Iterable[str]] | None, short: str | None
+) -> list[Checker]:
+    """A request's own checkers, after the defaults: its creator's scope (regions, sites;
+    None: anywhere), then the tenant's quota."""
+    scoped: list[Checker] = [] if scope is None else [ScopeChecker(*scope)]
+    return [*scoped, QuotaChecker(short)]
 
 
 def default_checkers() -> list[Checker]:

@@ -57,7 +57,7 @@ class PlanResult:
     refused: dict[str, dict[str, int]] = field(default_factory=dict)
     """Member → what refused it, counted over the sites the search tried it on."""
     quota: str = ""
-    """Why the tenant's quota refuses the VNF (tenant-wide, so no site was looked at)."""
+    """Why the tenant's quota refuses the VNF (``feasible.QuotaChecker``, tenant-wide)."""
 
     def sites(self) -> list[str]:
         return sorted({a.site for a in self.assignments})
@@ -383,11 +383,12 @@ class Planner:
         self.scorers = list(scorers) if scorers is not None else score.default_scorers()
         self.budget = budget
 
-    def plan(
-        self, snap: Snapshot, desc: Descriptor, vnf_id: str, *, quota_reason: str | None = None
-    ) -> PlanResult:
-        if quota_reason is not None:
-            return PlanResult(False, reason=f"quota: {quota_reason}", quota=quota_reason)
+    def with_checkers(self, *more: feasible.Checker) -> Planner:
+        """This planner with ``more`` checkers at the end of its chain (a request's own:
+        its creator's scope, then the tenant's quota, last)."""
+        return Planner([*self.checkers, *more], self.scorers, budget=self.budget)
+
+    def plan(self, snap: Snapshot, desc: Descriptor, vnf_id: str) -> PlanResult:
         members = expand(desc)
         groups: dict[str, _Group] = {}
         filters: dict[str, feasible.SiteFilter] = {}
@@ -413,7 +414,12 @@ class Planner:
                 site = snap.sites[site_id]
                 result.revisions[site_id] = (site.inv_rev, site.claims_rev)
         else:
-            result.reason = _why(search, groups, filters, snap, self.budget)
+            result.quota = feasible.refusal(self.checkers)
+            result.reason = (
+                f"quota: {result.quota}"
+                if result.quota
+                else _why(search, groups, filters, snap, self.budget)
+            )
         return result
 
 

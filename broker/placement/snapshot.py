@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from broker import errors
 from broker.models import codec
 from broker.models.inventory import Inventory
 from broker.models.site import SiteHealth, SiteSpec
@@ -411,3 +412,35 @@ def _cost(spec: SiteSpec | None) -> float:
 def codec_json(value: bytes) -> dict[str, Any]:
     data = json.loads(value)
     return data if isinstance(data, dict) else {}
+
+
+class Live:
+    """The replica's snapshot, kept current by ``Snapshot.follow``.
+
+    ``running.py`` owns one per replica (``run`` is a root task); the API's dry-runs and
+    explanations and the leader's VNF controller read it through ``current``, never a
+    cold ``Snapshot.load`` per request. Without an owner (a test's app), the first
+    ``current`` starts the follow itself.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.snap = Snapshot()
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        self._task = asyncio.current_task()
+        await self.snap.follow(self.store)
+
+    async def current(self) -> Snapshot:
+        """The snapshot, once every prefix has been listed."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.snap.follow(self.store))
+        if not self.snap.ready.is_set():
+            ready = asyncio.ensure_future(self.snap.ready.wait())
+            await asyncio.wait([ready, self._task], return_when=asyncio.FIRST_COMPLETED)
+            if not ready.done():
+                ready.cancel()
+                raise errors.BrokerError(f"the placement snapshot stopped: {self._task!r}")
+        self.snap.ensure_arrays()
+        return self.snap

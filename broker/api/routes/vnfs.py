@@ -32,14 +32,13 @@ from broker.api.auth import Principal
 from broker.api.routes.common import as_json, decode_stored
 from broker.models import codec
 from broker.models import vnf as model
-from broker.placement import admission
+from broker.placement import admission, feasible
 from broker.placement.plan import Planner, PlanResult
 from broker.placement.snapshot import Snapshot
 from broker.store import keys
 from broker.store.protocol import Compare, Op, Put, Target
 
 router = APIRouter(tags=["vnfs"])
-IMAGES = "images/"
 
 
 def _tenant_check(who: Principal, tenant: str) -> None:
@@ -50,17 +49,34 @@ def _sites_of(record: model.VnfRecord) -> set[str]:
     return {m.site for m in record.members if m.site}
 
 
+def _scope(who: Principal) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """Where a VNF created by ``who`` may be placed (None: anywhere)."""
+    if "admin" in who.roles or who.scope.everywhere:
+        return None
+    return tuple(sorted(who.scope.regions)), tuple(sorted(who.scope.sites))
+
+
+async def _short(state: deps.ApiState, desc: model.Descriptor) -> str | None:
+    """What the tenant's quota lacks for ``desc`` right now (None: it fits)."""
+    return await state.quotas.headroom.check(desc.tenant, model.deltas(desc))
+
+
 async def _plan(
-    request: Request, state: deps.ApiState, snap: Snapshot, desc: model.Descriptor, vnf_id: str
+    state: deps.ApiState,
+    snap: Snapshot,
+    desc: model.Descriptor,
+    vnf_id: str,
+    scope: tuple[tuple[str, ...], tuple[str, ...]] | None,
 ) -> PlanResult:
-    """The plan, or the quota's refusal when the tenant lacks headroom (checked first)."""
-    short = await state.quotas.headroom.check(desc.tenant, model.deltas(desc))
-    return Planner().plan(snap, desc, vnf_id, quota_reason=short)
+    """A plan on the replica's live snapshot: the creator's scope, then the tenant's
+    quota, last in the checker chain (as the VNF controller plans it)."""
+    more = feasible.for_request(scope, await _short(state, desc))
+    return Planner().with_checkers(*more).plan(snap, desc, vnf_id)
 
 
 async def _world(state: deps.ApiState) -> tuple[Snapshot, set[str]]:
-    snap = await Snapshot.load(state.store)
-    images, _ = await state.store.get_prefix(IMAGES)
+    snap = await state.snapshot.current()
+    images, _ = await state.store.get_prefix(keys.IMAGES)
     return snap, {keys.split_image_key(kv.key)[0] for kv in images}
 
 
@@ -68,28 +84,30 @@ async def _world(state: deps.ApiState) -> tuple[Snapshot, set[str]]:
 async def create(
     request: Request, state: deps.State, who: deps.TenantWriter, dry_run: bool = False
 ) -> JSONResponse:
+    """Validate, check the tenant's headroom, store the VNF PENDING; the leader's VNF
+    controller reserves, plans and commits (``?dry_run=true``: only the plan). A scoped
+    operator's VNF carries its scope, and placement stays inside it."""
     # parsed off the loop: YAML is pure Python, and the loop also serves the campaign
     desc = await asyncio.to_thread(model.parse, await request.body())
     _tenant_check(who, desc.tenant)
     snap, catalog = await _world(state)
     admission.check(desc, snap, catalog)
     vnf_id = f"{desc.name}-{uuid.uuid4().hex[:6]}"
-    result = await _plan(request, state, snap, desc, vnf_id)
-    explain = result.explain(snap)
     if dry_run:
-        return JSONResponse({"dry_run": True, "feasible": result.feasible, "plan": explain})
-    if result.quota:
-        return problems.problem(
-            409, "quota-exceeded", "Quota exceeded", result.reason, field="tenant", plan=explain
+        result = await _plan(state, snap, desc, vnf_id, _scope(who))
+        return JSONResponse(
+            {"dry_run": True, "feasible": result.feasible, "plan": result.explain(snap)}
         )
-    if not result.feasible:
+    short = await _short(state, desc)
+    if short is not None:
         return problems.problem(
-            409, "no-feasible-plan", "No feasible plan", result.reason, plan=explain
+            409, "quota-exceeded", "Quota exceeded", f"quota: {short}", field="tenant",
+            plan={"feasible": False, "reason": f"quota: {short}", "quota": short},
         )
-    await deps.check_sites(state, who, result.sites())
     now = int(time.time() * 1000)
     record = model.VnfRecord(
-        vnf_id, desc.tenant, model.to_json(desc), created_ms=now, updated_ms=now
+        vnf_id, desc.tenant, model.to_json(desc), created_ms=now, updated_ms=now,
+        scope=_scope(who),
     )
     key = keys.vnf(vnf_id)
     txn = await state.store.txn(
@@ -154,8 +172,8 @@ async def explain(
     if kv is not None:
         doc: dict[str, Any] = json.loads(kv.value)
         return {"id": vnf_id, "state": str(record.state), "live": False, **doc}
-    snap, _ = await _world(state)
-    result = await _plan(request, state, snap, model.parse(record.descriptor), vnf_id)
+    snap = await state.snapshot.current()
+    result = await _plan(state, snap, model.parse(record.descriptor), vnf_id, record.scope)
     return {"id": vnf_id, "state": str(record.state), "live": True, "explain": result.explain(snap)}
 
 

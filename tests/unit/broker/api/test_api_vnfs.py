@@ -57,19 +57,32 @@ async def test_bad_input_points_at_the_field(api: httpx.AsyncClient, memstore: M
     assert_problem(resp, 422, field="vdus[0].anti_affinity", detail_has="federation has 3")
 
 
-async def test_no_feasible_plan_is_a_409_with_reasons(
+async def test_no_feasible_plan_fails_the_vnf_with_reasons(
     api: httpx.AsyncClient, memstore: MemoryStore
 ) -> None:
+    """The route does not plan: the VNF is stored PENDING, the controller plans once and
+    fails it with every site's reason (the dry run says the same before anything)."""
     await seeded(memstore)
     # the tenant may have the cores: what blocks here is capacity, not quota
     limits = {"limits": {"cores": -1}}
     assert (await api.put("/v1/quotas/acme-nfv", json=limits, headers=ADMIN)).status_code == 200
     huge = body()
     huge["vdus"][0]["virtual_compute"]["num_virtual_cpu"] = 500
+    dry = await api.post("/v1/vnfs?dry_run=true", json=huge, headers=ADMIN)
+    assert dry.status_code == 200 and not dry.json()["feasible"], dry.text
+    assert dry.json()["plan"]["reason"].startswith("no feasible plan")
     resp = await api.post("/v1/vnfs", json=huge, headers=ADMIN)
-    problem = assert_problem(resp, 409, detail_has="no feasible plan")
-    filtered = problem["plan"]["vdus"]["cscf"]["filtered"]
+    assert resp.status_code == 202, resp.text
+    vnf_id = resp.json()["id"]
+    controller = VnfController(memstore, await memstore.put(keys.LEADER, b"me"))
+    controller.snap = await controller.live.current()
+    await controller.step(vnf_id)
+    shown = (await api.get(f"/v1/vnfs/{vnf_id}", headers=ADMIN)).json()
+    assert shown["state"] == "FAILED" and shown["reason"].startswith("no feasible plan")
+    plan = (await api.get(f"/v1/vnfs/{vnf_id}/explain", headers=ADMIN)).json()["explain"]
+    filtered = plan["vdus"]["cscf"]["filtered"]
     assert len(filtered) == len(SITES) and all("numa-cores" in f["reason"] for f in filtered)
+    assert (await memstore.get_prefix(keys.DESIRED))[0] == []
 
 
 async def test_quota_refusal_is_the_plans_top_level_reason(

@@ -121,12 +121,15 @@ async def test_over_quota_is_refused_naming_the_class_and_nothing_is_desired(w: 
     assert rec.reservation == ""
     assert (await w.store.get_prefix(keys.DESIRED))[0] == []
     assert await reserved(w, "cores") == 0 and await used(w, "cores") == 0
-    # the stored explain view carries the quota as its top-level reason
+    # the stored explain view carries the quota as its top-level reason, and the quota
+    # checker (last in the chain) dropped every site of every VDU
     kv = await w.store.get(keys.placement(vnf_id))
     assert kv is not None
     explain = json.loads(kv.value)["explain"]
     assert not explain["feasible"] and explain["reason"].startswith("quota: ")
-    assert "cores" in explain["quota"] and explain["vdus"] == {}
+    assert "cores" in explain["quota"] and explain["vdus"]
+    for vdu in explain["vdus"].values():
+        assert vdu["sites_feasible"] == 0 and vdu["dropped_by"] == {"quota": vdu["sites_total"]}
 
 
 async def test_active_commits_the_reservation_per_site_and_delete_gives_it_back(

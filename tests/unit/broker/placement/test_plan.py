@@ -9,7 +9,7 @@ import pytest
 
 from broker import errors
 from broker.models import vnf
-from broker.placement import admission
+from broker.placement import admission, feasible
 from broker.placement.plan import Planner
 from tests.support import placement as P
 from tests.support.placement import CellShape, SiteDef
@@ -124,9 +124,19 @@ def test_infeasible_plan_carries_every_reason() -> None:
 
 
 def test_quota_shortfall_is_data() -> None:
-    snap = P.world(P.regions(1))
-    result = Planner().plan(snap, P.sample("vims"), "x", quota_reason="cores: 2 left, 12 asked")
+    """The quota is a checker, last in the chain (nomad's quota iterator)."""
+    sites = P.regions(1)
+    snap = P.world(sites, P.paris_latency(sites))
+    planner = Planner().with_checkers(feasible.QuotaChecker("cores: 2 left, 12 asked"))
+    assert isinstance(planner.checkers[-1], feasible.QuotaChecker)
+    result = planner.plan(snap, P.sample("vims"), "x")
     assert not result.feasible and result.reason == "quota: cores: 2 left, 12 asked"
+    assert result.quota == "cores: 2 left, 12 asked"
+    # every site that passed the other checkers was dropped by the quota
+    assert all(f.counts() == {"quota": len(snap.order)} for f in result.filters.values())
+    assert Planner().with_checkers(feasible.QuotaChecker(None)).plan(
+        snap, P.sample("vims"), "x"
+    ).feasible
 
 
 def test_latency_between_members() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import uvicorn
@@ -19,13 +19,8 @@ import uvicorn
 from broker import errors
 from broker.api import app as api_app
 from broker.api import auth as api_auth
-from broker.controllers.failover import FailoverController
-from broker.controllers.images import ImageController
-from broker.controllers.quotasync import QuotaMetrics, QuotaSyncController
-from broker.controllers.retention import EventRetention
-from broker.controllers.sitehealth import SiteHealthController
-from broker.controllers.stitching import StitchingController
-from broker.controllers.vnfs import VnfController
+from broker.controllers import registry as registered
+from broker.controllers.quotasync import QuotaMetrics
 from broker.election.campaign import Campaign
 from broker.gateway import server as gateway_server
 from broker.gateway.feeds import DesiredFeed, ReplicaLease, Revocations
@@ -73,8 +68,10 @@ async def controllers(
     quota_metrics: QuotaMetrics | None = None,
     headroom: Headroom | None = None,
     snapshot: Live | None = None,
+    entries: Sequence[registered.Entry] | None = None,
 ) -> None:
-    """Everything the leader runs; cancelled the moment leadership is lost.
+    """Everything the leader runs (``registered.leader()`` unless ``entries`` are given);
+    cancelled the moment leadership is lost.
 
     VNF placement reserves through ``headroom`` (the replica's quota seam unless given)
     and plans on ``snapshot`` (the replica's live placement snapshot; its own if not).
@@ -82,19 +79,14 @@ async def controllers(
     log.info("leading with fence %d: controllers start", fence)
     if headroom is None:
         headroom = quota_seam.build(store, settings).headroom
+    ctx = registered.Context(store, settings, fence, headroom, snapshot, quota_metrics)
+    chosen = registered.leader() if entries is None else list(entries)
     while True:
         fenced = False
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(SiteHealthController(store, settings, fence).run())
-                group.create_task(EventRetention(store, settings, fence).run())
-                quota_sync = QuotaSyncController(store, settings, fence, metrics=quota_metrics)
-                group.create_task(quota_sync.run())
-                vnfs = VnfController(store, fence, headroom=headroom, snapshot=snapshot)
-                group.create_task(vnfs.run())
-                group.create_task(FailoverController(store, fence, settings).run())
-                group.create_task(ImageController(store, fence, name=settings.name).run())
-                group.create_task(StitchingController(store, fence, settings.stitching).run())
+                for entry in chosen:
+                    group.create_task(entry.factory(ctx).run(), name=entry.name)
         except* errors.FencedOut as exc:
             # Another replica leads: nothing of ours landed. Return rather than wait here:
             # run_while_leading waits for the lost term itself and starts fresh controllers
@@ -174,6 +166,12 @@ async def run(settings: BrokerSettings) -> None:
         "liveness": gateway.liveness.run(),
         "image orders": orders.run(),
         "placement snapshot": snapshot.run(),
+        **{
+            entry.name: entry.factory(
+                registered.Context(store, settings, 0, quotas.headroom, snapshot, quota_metrics)
+            ).run()
+            for entry in registered.every_replica()
+        },
         "election": campaign.run(),
         "controllers": campaign.run_while_leading(
             lambda fence: controllers(

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from broker.controllers import registry
 from broker import errors
 from broker.election.fencing import fenced_txn
 from broker.failover import machine, policy
@@ -305,3 +306,8 @@ class FailoverController:
             elif isinstance(action, machine.Release):
                 log.info("vnf %s: %s deleted (usage give-back not built yet)", vnf_id, action.key)
         return [Put(key, obj.encode()) for key, obj in desired.items()] + ops
+
+
+@registry.controller("failover")
+def _start(ctx: registry.Context) -> FailoverController:
+    return FailoverController(ctx.store, ctx.fence, ctx.settings)

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from broker.controllers import registry
 from broker import errors
 from broker.election.fencing import fenced_txn
 from broker.models import codec, event, objects
@@ -348,3 +349,8 @@ class ImageController:
             ops.append(Put(keys.event(ev.id), codec.encode(ev)))
         await fenced_txn(self.store, self.fence, ops)
         log.info("image %s at %s: %s %s", r.image, r.site, r.state.value, r.reason)
+
+
+@registry.controller("image replication")
+def _start(ctx: registry.Context) -> ImageController:
+    return ImageController(ctx.store, ctx.fence, name=ctx.settings.name)

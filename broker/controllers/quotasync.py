@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from broker.controllers import registry
 from broker import errors
 from broker.election import fencing
 from broker.models import codec, event, objects
@@ -455,3 +456,10 @@ def _usage(value: bytes) -> dict[str, dict[str, int]]:
             if counts:
                 out[str(project)] = counts
     return out
+
+
+@registry.controller("quota sync")
+def _start(ctx: registry.Context) -> QuotaSyncController:
+    return QuotaSyncController(
+        ctx.store, ctx.settings, ctx.fence, metrics=ctx.quota_metrics
+    )

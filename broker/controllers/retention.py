@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from broker.controllers import registry
 from broker.election import fencing
 from broker.settings import BrokerSettings
 from broker.store import keys
@@ -68,3 +69,8 @@ class EventRetention:
             await fencing.fenced_txn(self.store, self.fence, [Delete(kv.key) for kv in kvs])
             dropped += len(kvs)
         return dropped
+
+
+@registry.controller("event retention")
+def _start(ctx: registry.Context) -> EventRetention:
+    return EventRetention(ctx.store, ctx.settings, ctx.fence)

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from broker.controllers import registry
 from broker import errors
 from broker.election import fencing
 from broker.models import codec, event
@@ -213,3 +214,8 @@ class SiteHealthController:
         for site, state, reason in batch:
             self.health[site] = state
             log.info("site %s: %s (%s)", site, state.value, reason)
+
+
+@registry.controller("site health")
+def _start(ctx: registry.Context) -> SiteHealthController:
+    return SiteHealthController(ctx.store, ctx.settings, ctx.fence)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from broker.controllers import registry
 from broker import errors
 from broker.election.fencing import fenced_txn
 from broker.models import objects
@@ -319,3 +320,8 @@ class StitchingController:
         for site in rec.sites:
             self._members.get(site, set()).discard(rec.id)
         log.info("network %s deleted", rec.id)
+
+
+@registry.controller("stitching")
+def _start(ctx: registry.Context) -> StitchingController:
+    return StitchingController(ctx.store, ctx.fence, ctx.settings.stitching)

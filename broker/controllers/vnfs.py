@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from broker.controllers import registry
 from broker import errors
 from broker.election.fencing import fenced_txn
 from broker.models import codec, objects
@@ -392,3 +393,10 @@ def usage(
         region = view.spec.region if view is not None and view.spec is not None else ""
         out[site] = SiteUsage(region, amounts)
     return out
+
+
+@registry.controller("vnf placement")
+def _start(ctx: registry.Context) -> VnfController:
+    return VnfController(
+        ctx.store, ctx.fence, headroom=ctx.headroom, snapshot=ctx.snapshot
+    )

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from broker import errors, running
+from broker.controllers import registry
 from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore
@@ -40,13 +41,18 @@ class Idle(Scripted):
         super().__init__([])
 
 
+ENTRIES: list[registry.Entry] = []
+
+
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> Any:
     def install(steps: list[BaseException | None]) -> Scripted:
         health = Scripted(steps)
-        monkeypatch.setattr(running, "SiteHealthController", health)
-        monkeypatch.setattr(running, "QuotaSyncController", Idle())
-        monkeypatch.setattr(running, "VnfController", Idle())
+        # the registered controllers, the first scripted and the others idle
+        names = [e.name for e in registry.leader()]
+        ENTRIES[:] = [registry.Entry(names[0], health)] + [
+            registry.Entry(name, Idle()) for name in names[1:]
+        ]
         monkeypatch.setattr(running, "RESTART_DELAY", 0.01)
         return health
 
@@ -55,7 +61,19 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def run_controllers() -> Any:
     store: Any = MemoryStore()
-    return running.controllers(store, BrokerSettings(name="b1"), fence=7, headroom=object())  # type: ignore[arg-type]
+    return running.controllers(
+        store, BrokerSettings(name="b1"), fence=7, headroom=object(), entries=ENTRIES  # type: ignore[arg-type]
+    )
+
+
+def test_every_controller_is_registered_once() -> None:
+    names = sorted(e.name for e in registry.leader())
+    assert names == [
+        "event retention", "failover", "image replication", "quota sync", "site health", "stitching",
+        "vnf placement",
+    ]
+    with pytest.raises(errors.AlreadyExists):
+        registry.controller("site health")(lambda ctx: Idle())
 
 
 async def test_a_store_outage_restarts_the_controllers_in_the_same_term(scripted: Any) -> None:

@@ -255,7 +255,7 @@ class Snapshot:
         if key == keys.LATENCY:
             self._set_latency(value)
             return
-        prefix, _, site_id = key.partition("/")
+        prefix, site_id = keys.split_family(key)
         site = self.sites.get(site_id)
         if site is None:
             if value is None:
@@ -263,7 +263,7 @@ class Snapshot:
             site = self.sites[site_id] = SiteView(site_id, len(self.order))
             self.order.append(site)
             self.dirty = True
-        self._apply_site(site, prefix + "/", value, mod_revision)
+        self._apply_site(site, prefix, value, mod_revision)
 
     def _apply_site(self, site: SiteView, prefix: str, value: bytes | None, rev: int) -> None:
         if prefix == keys.SITES:

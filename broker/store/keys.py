@@ -160,6 +160,12 @@ def split_object(key: str) -> tuple[str, str, str]:
     raise ValueError(f"{key!r} is not a desired or observed object key")
 
 
+def split_family(key: str) -> tuple[str, str]:
+    """``sites/edge-1`` -> (``sites/``, ``edge-1``): a key's family prefix and the rest."""
+    family, sep, rest = key.partition("/")
+    return family + sep, rest
+
+
 def name_in(prefix: str, key: str) -> str:
     """What follows ``prefix`` in ``key`` (a site id under ``sites/``, a serial under
     ``pki/revoked/``, ...); ``ValueError`` when ``key`` is not under ``prefix``."""

@@ -24,7 +24,7 @@ import pytest
 
 from broker.devfed.federation import Federation
 from broker.store import keys
-from broker.quota_store import StoreLedger
+from broker.quotas.ledgerstore import StoreLedger
 from broker.store.etcd import EtcdStore
 from quota import errors as quota_errors
 from quota.ledger import Ledger

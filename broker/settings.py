@@ -214,6 +214,9 @@ class ImageSettings:
     address are then copied from site to site. Empty: every copy goes through the relay."""
     grant_ttl: Annotated[float, pydantic.Field(gt=0)] = 3600.0
     """Seconds a transfer grant stays valid (a copy resumed after that is re-ordered)."""
+    resync_interval: Annotated[float, pydantic.Field(gt=0)] = 300.0
+    """Seconds between the replication controller's full etcd reads (a safety resync; it
+    otherwise decides from what it watches and costs no etcd request)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
 """The replication controller (leader only): get every catalog image to the sites that
 should hold it, follow the copies, and repair drift.
 
-On every change under ``images/``, ``observed/`` or ``sitestatus/`` (and every
-``interval`` seconds) it reads the catalog (``images/<id>``), the replica states
-(``images/<id>/replicas/<site>``), the registered and connected sites and what the agents
-reported, and for each image decides (``decide``, pure):
+It follows ``images/``, ``sites/``, ``sitestatus/`` and ``observed/`` into memory
+(``imageview``: the catalog, the replica states, the registered and connected sites, what
+the agents reported) and, on every change and every ``interval`` seconds (stalls are
+judged by time), decides from that view for each image (``decide``, pure) — steady
+state costs etcd nothing; every ``resync`` seconds a pass reads etcd afresh instead:
 
 - a site the policy or an explicit request wants gets a ``queued`` replica;
 - a queued replica at a connected site is assigned a source — an ``active`` replica at a
@@ -32,45 +33,23 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from broker.controllers import registry
 from broker import errors
+from broker.controllers import imageview, registry
+from broker.controllers.imageview import World
 from broker.election.fencing import fenced_txn
 from broker.models import codec, event, objects
-from broker.models.site import SiteSpec
 from broker.store import follow, keys
 from broker.store.protocol import Put, Store
 from replication import catalog, policy
-from replication import errors as rerrors
 from replication.catalog import Entry, Replica, SiteId, State
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Audit:
-    """A site's last complete listing: image → (sha256, size); ``busy`` is not judged."""
-
-    held: Mapping[str, tuple[str, int]]
-    busy: frozenset[str]
-    revision: int
-
-
 Report = objects.CopyReport
 """One attempt's last progress report from the destination (``observed/<site>/imagecopy/``)."""
-
-
-@dataclass(slots=True)
-class World:
-    """Everything one pass decides from."""
-
-    entries: dict[str, Entry] = field(default_factory=dict)
-    replicas: dict[str, dict[SiteId, tuple[Replica, int]]] = field(default_factory=dict)
-    sites: list[policy.SiteInfo] = field(default_factory=list)
-    connected: frozenset[str] = frozenset()
-    reports: dict[tuple[str, str], Report] = field(default_factory=dict)
-    audits: dict[str, Audit] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +209,9 @@ def _schedule(
 
 
 class ImageController:
+    """``interval``: seconds between passes from memory when nothing changes (stalls are
+    judged by time); ``resync``: seconds between passes from a fresh etcd read."""
+
     def __init__(
         self,
         store: Store,
@@ -238,80 +220,55 @@ class ImageController:
         name: str = "",
         limits: Limits = Limits(),
         interval: float = 2.0,
+        resync: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store, self.fence, self.name = store, fence, name
         self.limits = limits
-        self.interval = interval
+        self.interval, self.resync = interval, resync
         self.clock = clock
+        self.view = imageview.View()
         self._kick = asyncio.Event()
         self._seen: dict[tuple[str, str], tuple[tuple[object, ...], float]] = {}
 
     async def run(self) -> None:
         """Reconcile until cancelled (the replica stops leading)."""
         async with asyncio.TaskGroup() as group:
-            for prefix in (keys.IMAGES, keys.OBSERVED, keys.SITESTATUS):
-                group.create_task(self._watch(prefix))
+            for prefix in imageview.PREFIXES:
+                group.create_task(self._follow(prefix))
             group.create_task(self._loop())
 
-    async def _watch(self, prefix: str) -> None:
-        async for _ in follow.changes(self.store, prefix):
-            self._kick.set()
+    async def _follow(self, prefix: str) -> None:
+        async for item in follow.follow(self.store, prefix):
+            if isinstance(item, follow.Listed):
+                self.view.mark(item)
+                self._kick.set()
+            elif self.view.take(item) and self.view.complete:
+                self._kick.set()
 
     async def _loop(self) -> None:
+        synced = self.clock()
         while True:
+            await self._kick.wait()
+            if self.view.complete:
+                break
+            self._kick.clear()
+        while True:
+            self._kick.clear()
+            fresh = self.clock() - synced >= self.resync
             try:
-                await self.reconcile()
+                await self.reconcile(None if fresh else self.view.world())
+                synced = self.clock() if fresh else synced
             except errors.StoreUnavailable as exc:
                 log.warning("image replication paused: %s", exc)
             try:
                 await asyncio.wait_for(self._kick.wait(), self.interval)
             except TimeoutError:
                 pass
-            self._kick.clear()
 
     async def load(self) -> World:
-        w = World()
-        kvs, _ = await self.store.get_prefix(keys.IMAGES)
-        for kv in kvs:
-            image, site = keys.split_image_key(kv.key)
-            try:
-                if not site:
-                    w.entries[image] = Entry.decode(kv.value)
-                else:
-                    r = catalog.decode_replica(kv.value)
-                    w.replicas.setdefault(image, {})[SiteId(site)] = (r, kv.mod_revision)
-            except rerrors.ReplicationError as exc:
-                log.error("image replication: %s is corrupt, skipped: %s", kv.key, exc)
-        sites, _ = await self.store.get_prefix(keys.SITES)
-        for kv in sites:
-            spec = codec.decode(SiteSpec, kv.value)
-            w.sites.append(policy.SiteInfo(SiteId(spec.id), spec.region, dict(spec.labels)))
-        status, _ = await self.store.get_prefix(keys.SITESTATUS)
-        w.connected = frozenset(keys.name_in(keys.SITESTATUS, kv.key) for kv in status)
-        for site in sorted(w.connected):
-            await self._load_site(w, site)
-        return w
-
-    async def _load_site(self, w: World, site: str) -> None:
-        prefix = keys.observed(site, objects.IMAGE_COPY.name, "")
-        reports, _ = await self.store.get_prefix(prefix)
-        for kv in reports:
-            try:
-                w.reports[(keys.split_object(kv.key)[2], site)] = objects.IMAGE_COPY.decode(
-                    kv.value
-                )
-            except errors.InvalidInput as exc:
-                log.error("image replication: report %s is corrupt: %s", kv.key, exc)
-        audit = await self.store.get(keys.image_audit(site))
-        if audit is not None:
-            try:
-                found = objects.IMAGE_AUDIT.decode(audit.value)
-            except errors.InvalidInput as exc:
-                log.error("image replication: audit of %s is corrupt: %s", site, exc)
-                return
-            held = {i: (h.sha256, h.size) for i, h in found.held.items()}
-            w.audits[site] = Audit(held, frozenset(found.busy), audit.mod_revision)
+        """The world read from etcd now (what a pass without a view decides from)."""
+        return await imageview.load(self.store)
 
     def _stalled(self, r: Replica) -> bool:
         key = (r.image, r.site)
@@ -323,9 +280,10 @@ class ImageController:
             return False
         return now - seen[1] > self.limits.stall_after
 
-    async def reconcile(self) -> int:
-        """One pass over every image; returns how many replicas changed."""
-        w = await self.load()
+    async def reconcile(self, world: World | None = None) -> int:
+        """One pass over every image (from ``world``, else read from etcd now); returns
+        how many replicas changed."""
+        w = world if world is not None else await self.load()
         running: dict[str, int] = {}
         for per_image in w.replicas.values():
             for r, _ in per_image.values():
@@ -347,10 +305,14 @@ class ImageController:
             kind, message = change.event
             ev = event.new(kind, r.site, message, replica=self.name)
             ops.append(Put(keys.event(ev.id), codec.encode(ev)))
-        await fenced_txn(self.store, self.fence, ops)
+        result = await fenced_txn(self.store, self.fence, ops)
+        self.view.wrote(r, result.revision)
         log.info("image %s at %s: %s %s", r.image, r.site, r.state.value, r.reason)
 
 
 @registry.controller("image replication")
 def _start(ctx: registry.Context) -> ImageController:
-    return ImageController(ctx.store, ctx.fence, name=ctx.settings.name)
+    images = ctx.settings.images
+    return ImageController(
+        ctx.store, ctx.fence, name=ctx.settings.name, resync=images.resync_interval
+    )

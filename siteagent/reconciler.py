@@ -76,7 +76,7 @@ class _Entry:
 def _priority(obj: models.DesiredObject) -> tuple[int, int]:
     if obj.deleted:
         return 0, base.DELETE_ORDER.get(obj.kind, -1)
-    return 1, base.APPLY_ORDER.get(obj.kind, len(base.KINDS))
+    return 1, base.APPLY_ORDER.get(obj.kind, len(base.APPLY_ORDER))
 
 
 class Reconciler:

@@ -33,12 +33,19 @@ KINDS: tuple[str, ...] = (
     "port",
     "server",
 )
-APPLY_ORDER: dict[str, int] = {kind: rank for rank, kind in enumerate(KINDS)}
-DELETE_ORDER: dict[str, int] = {kind: rank for rank, kind in enumerate(reversed(KINDS))}
+# The host's data path (bridges, SR-IOV VFs) is no cloud kind (the data-path driver wraps
+# the cloud's), but ports and servers depend on it: it is applied before every cloud kind
+# and deleted after them.
+HOST_KINDS: tuple[str, ...] = ("datapath",)
+_ORDERED = HOST_KINDS + KINDS
+APPLY_ORDER: dict[str, int] = {kind: rank for rank, kind in enumerate(_ORDERED)}
+DELETE_ORDER: dict[str, int] = {kind: rank for rank, kind in enumerate(reversed(_ORDERED))}
+_KNOWN = frozenset(KINDS)
 
 
 def is_known(kind: str) -> bool:
-    return kind in APPLY_ORDER
+    """A kind the cloud drivers converge (the host kinds are not theirs)."""
+    return kind in _KNOWN
 
 
 class Driver(Protocol):

@@ -116,6 +116,17 @@ async def test_applies_in_dependency_order(
     assert running.snapshot() == {obj.key: 1 for obj in VNF}
 
 
+async def test_the_data_path_is_applied_before_the_cloud_kinds(
+    running: reconciler.Reconciler, driver: Recording
+) -> None:
+    # queued together with a VNF, and after it: the host's data path still goes first
+    # (the sim driver refuses the kind, which does not matter to the order)
+    await converge(running, *VNF, desired("datapath", "host", bridges=[]))
+    applied = [kind for op, kind, _ in driver.calls if op == "apply"]
+    assert applied[0] == "datapath"
+    assert applied[1:] == ["image", "flavor", "network", "subnet", "port", "server"]
+
+
 async def test_deletes_first_and_in_reverse_order(
     running: reconciler.Reconciler, driver: Recording
 ) -> None:

@@ -311,7 +311,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                 if body == "heartbeat":
                     await self._heartbeat(session, msg.heartbeat, pending)
                 elif body == "status":
-                    self._status(session, msg.status, pending)
+                    await self._status(session, msg.status, pending)
                     await self._flush(pending)
                 elif body == "inventory":
                     inventory = convert.inventory_from_wire(session.site, msg.inventory)
@@ -328,10 +328,12 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         except Exception as exc:
             session.close(f"stream broke: {exc}")
 
-    @staticmethod
-    def _status(session: Session, st: pb.ObjectStatus, pending: dict[str, bytes]) -> None:
+    async def _status(
+        self, session: Session, st: pb.ObjectStatus, pending: dict[str, bytes]
+    ) -> None:
         """Queue an object status for ``observed/``: only agent object kinds, so an agent
-        can never write into another feature's key space (invariant 13)."""
+        can never write into another feature's key space (invariant 13). Its event (if
+        any) only when the status tells something the last one did not (a replay)."""
         if not objects.agent_kind(st.kind) or not st.name or "/" in st.name:
             log.warning(
                 "site %s: status for %r/%r dropped: not an agent object kind/name",
@@ -341,10 +343,12 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             )
             return
         key = keys.observed(session.site, st.kind, st.name)
-        pending[key] = convert.status_from_wire(st, now_ms()).encode()
         event = datapathevents.event_for(session.site, st)
-        if event is not None:
+        if event is not None and not await datapathevents.already_told(
+            self.store, key, st, pending
+        ):
             pending[keys.event(event.id)] = codec.encode(event)
+        pending[key] = convert.status_from_wire(st, now_ms()).encode()
 
     async def _heartbeat(
         self, session: Session, hb: pb.Heartbeat, pending: dict[str, bytes]

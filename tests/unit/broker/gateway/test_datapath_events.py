@@ -1,10 +1,19 @@
-"""A site's data-path status becomes an event when it was refused or found drift."""
+"""A site's data-path status becomes an event when it was refused or found drift, once
+per (object, generation, state): a reconnecting agent's replay writes no second one."""
 
 from __future__ import annotations
 
 from meridian.v1 import agent_pb2 as pb
 
 from broker.gateway import datapathevents
+from broker.gateway.feeds import ReplicaLease, Revocations
+from broker.gateway.servicer import Gateway
+from broker.gateway.sessions import Registry, Session
+from broker.models import codec
+from broker.models import event as events
+from broker.settings import BrokerSettings
+from broker.store import keys
+from broker.store.memory import MemoryStore
 
 
 def status(**kw: object) -> pb.ObjectStatus:
@@ -34,3 +43,57 @@ def test_drift_is_an_event_and_a_quiet_ready_is_not() -> None:
     assert datapathevents.event_for("edge-1", status(state=pb.OBJECT_STATE_READY)) is None
     other = pb.ObjectStatus(kind="server", name="s", state=pb.OBJECT_STATE_FAILED)
     assert datapathevents.event_for("edge-1", other) is None
+
+
+def session(n: int) -> Session:
+    return Session("edge-1", f"s{n}", serial=n, protocol="v1", agent_version="t", connected_ms=0)
+
+
+def gateway_on(store: MemoryStore) -> Gateway:
+    registry = Registry()
+    lease, revocations = ReplicaLease(store, 10), Revocations(store, registry)
+    return Gateway(store, BrokerSettings(), registry, lease, revocations)
+
+
+async def told(store: MemoryStore, reports: list[tuple[int, pb.ObjectStatus]]) -> list[str]:
+    """The gateway fed each (session number, status) and flushed after each, as its
+    stream reader does; the events it wrote, oldest first."""
+    gateway = gateway_on(store)
+    for n, st in reports:
+        pending: dict[str, bytes] = {}
+        await gateway._status(session(n), st, pending)
+        await gateway._flush(pending)
+    found, _ = await store.get_prefix(keys.EVENTS)
+    return [codec.decode(events.Event, kv.value).message for kv in found]
+
+
+async def test_a_replayed_status_writes_its_event_once(memory_store: MemoryStore) -> None:
+    failed = status(state=pb.OBJECT_STATE_FAILED, message="unknown PF ens9")
+    drift = {"drift": "bridge br-ex is foreign"}
+    drifted = status(state=pb.OBJECT_STATE_READY, message="drift: br-ex", outputs=drift)
+    newer = status(state=pb.OBJECT_STATE_FAILED, message="unknown PF ens9", observed_generation=4)
+    written = await told(
+        memory_store,
+        [
+            (1, failed),
+            (2, failed),  # the agent reconnected and replays its statuses
+            (2, drifted),
+            (3, drifted),
+            (3, newer),  # a new generation refused: a new fact
+            (4, newer),
+        ],
+    )
+    assert written == [
+        "data-path profile generation 3 of site edge-1 not applied: unknown PF ens9",
+        "site edge-1: drift: br-ex",
+        "data-path profile generation 4 of site edge-1 not applied: unknown PF ens9",
+    ]
+
+
+async def test_a_status_still_waiting_for_etcd_counts_as_told(memory_store: MemoryStore) -> None:
+    gateway = gateway_on(memory_store)
+    failed = status(state=pb.OBJECT_STATE_FAILED, message="too many VFs")
+    pending: dict[str, bytes] = {}
+    await gateway._status(session(1), failed, pending)
+    await gateway._status(session(2), failed, pending)
+    assert sum(key.startswith(keys.EVENTS) for key in pending) == 1

@@ -29,6 +29,13 @@ from tests.support.etcd import free_ports
 TRUST_DOMAIN = "meridian.test"
 
 
+def gateway_on(store: Store, settings: BrokerSettings | None = None) -> Gateway:
+    """A gateway servicer over ``store``, not serving (its feeds not started)."""
+    registry = Registry()
+    lease, revocations = ReplicaLease(store, ttl=3), Revocations(store, registry)
+    return Gateway(store, settings or BrokerSettings(), registry, lease, revocations)
+
+
 def make_pki(directory: Path, sites: list[str], serving: Sequence[str] = ()) -> Layout:
     """A CA, broker ``gw-1`` and ``sites``; those in ``serving`` may also serve (direct
     image transfers on 127.0.0.1)."""
@@ -95,10 +102,8 @@ async def running_gateway(
         ),
         health=health or HealthSettings(),
     )
-    registry = Registry()
-    lease = ReplicaLease(store, ttl=3)
-    revocations = Revocations(store, registry)
-    gateway = Gateway(store, settings, registry, lease, revocations)
+    gateway = gateway_on(store, settings)
+    registry, lease, revocations = gateway.registry, gateway.lease, gateway.revocations
     server = gateway_server.build(settings, gateway)
     await server.start()
     tasks = [

@@ -6,14 +6,12 @@ from __future__ import annotations
 from meridian.v1 import agent_pb2 as pb
 
 from broker.gateway import datapathevents
-from broker.gateway.feeds import ReplicaLease, Revocations
-from broker.gateway.servicer import Gateway
-from broker.gateway.sessions import Registry, Session
+from broker.gateway.sessions import Session
 from broker.models import codec
 from broker.models import event as events
-from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore
+from tests.support.gateway import gateway_on
 
 
 def status(**kw: object) -> pb.ObjectStatus:
@@ -47,12 +45,6 @@ def test_drift_is_an_event_and_a_quiet_ready_is_not() -> None:
 
 def session(n: int) -> Session:
     return Session("edge-1", f"s{n}", serial=n, protocol="v1", agent_version="t", connected_ms=0)
-
-
-def gateway_on(store: MemoryStore) -> Gateway:
-    registry = Registry()
-    lease, revocations = ReplicaLease(store, 10), Revocations(store, registry)
-    return Gateway(store, BrokerSettings(), registry, lease, revocations)
 
 
 async def told(store: MemoryStore, reports: list[tuple[int, pb.ObjectStatus]]) -> list[str]:

@@ -8,10 +8,11 @@ from meridian.v1 import agent_pb2 as pb
 
 from broker import errors
 from broker.gateway import convert
-from broker.gateway.servicer import Gateway
 from broker.gateway.sessions import Session
 from broker.models import objects
 from broker.store import keys
+from broker.store.memory import MemoryStore
+from tests.support.gateway import gateway_on
 
 
 def test_an_envelope_round_trips_and_generations_only_go_up() -> None:
@@ -56,14 +57,17 @@ def test_the_wire_maps_one_to_one() -> None:
     assert status.settled_state() is objects.State.PENDING  # the agent retries it
 
 
-def test_an_agent_cannot_report_into_another_features_key_space() -> None:
+async def test_an_agent_cannot_report_into_another_features_key_space(
+    memory_store: MemoryStore,
+) -> None:
+    gateway = gateway_on(memory_store)
     session = Session("s1", "sid", 1, "1.0", "test", 0)
     pending: dict[str, bytes] = {}
     for kind, name in (("imagecopy", "img"), ("imageaudit", "held"), ("nonsense", "x"),
                        ("server", "a/b")):
-        Gateway._status(session, pb.ObjectStatus(kind=kind, name=name), pending)
+        await gateway._status(session, pb.ObjectStatus(kind=kind, name=name), pending)
     assert pending == {}
-    Gateway._status(session, pb.ObjectStatus(kind="server", name="vm"), pending)
+    await gateway._status(session, pb.ObjectStatus(kind="server", name="vm"), pending)
     assert list(pending) == [keys.observed("s1", "server", "vm")]
 
 

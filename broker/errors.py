@@ -15,7 +15,8 @@ BrokerError
 ├── NotFound                       (kind, name)
 ├── AlreadyExists                  (kind, name)
 ├── InvalidInput                   (field: dotted path, problem)
-│   └── TooLarge                   a body or document over its bound  → 413
+│   ├── TooLarge                   a body or document over its bound  → 413
+│   └── BodyStalled                a body stopped arriving mid-way    → 408
 ├── AllocationRefused              (pool, detail: what is left)        → 409
 │   ├── PoolExhausted              nothing of the asked size is free
 │   └── AddressOverlap             the asked value overlaps one held
@@ -92,6 +93,10 @@ class InvalidInput(BrokerError):
 
 class TooLarge(InvalidInput):
     """A request body (or a document in it) is over the bound the API accepts."""
+
+
+class BodyStalled(InvalidInput):
+    """A request body stopped arriving before its end (a sender holding the connection)."""
 
 
 class AllocationRefused(BrokerError):

@@ -14,6 +14,9 @@ request it has not let through:
    passes the limit. Only a body within the limit is handed on, replayed from memory, so
    a route never parses more than ``api.max_body_bytes`` (the etcd request limit is
    1.5 MiB: nothing larger could be stored anyway).
+3. A body that stops arriving before its end (no byte for ``BODY_IDLE_SECONDS``) is
+   refused (408, ``Connection: close``): a sender that stalls mid-body — or a client
+   waiting for an answer to a body it has not finished — holds no connection for long.
 
 The principal found here rides in the request scope (``PRINCIPAL``), so the role checks
 in ``deps`` do not ask Keystone a second time. Refusals are problem+json like every
@@ -22,6 +25,7 @@ other error (``problems``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import Headers
@@ -41,6 +45,9 @@ PUBLIC = frozenset(
 
 PUBLIC_BODY_BYTES = 4096
 """The most an unauthenticated request may send: public paths take no body."""
+
+BODY_IDLE_SECONDS = 10.0
+"""The longest a body may go without a byte arriving before it is refused (408)."""
 
 
 def too_large(limit: int, size: int | None = None) -> errors.TooLarge:
@@ -71,12 +78,21 @@ def _declared_length(headers: Headers) -> int | None:
     return int(raw)
 
 
-async def read_bounded(receive: Receive, limit: int) -> tuple[bytes, bool]:
-    """The whole body, refusing it once it passes ``limit``; and whether the client left."""
+async def read_bounded(
+    receive: Receive, limit: int, idle: float = BODY_IDLE_SECONDS
+) -> tuple[bytes, bool]:
+    """The whole body, refusing it once it passes ``limit`` or stalls for ``idle``
+    seconds; and whether the client left."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(idle):
+                message = await receive()
+        except TimeoutError:
+            raise errors.BodyStalled(
+                "body", f"no byte arrived for {idle:g} s after {size} bytes"
+            ) from None
         if message["type"] == "http.disconnect":
             return b"", True
         chunk = message.get("body", b"")
@@ -105,10 +121,18 @@ def replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
 class Guard:
     """Pure ASGI middleware: token first, then a body of at most ``max_body_bytes``."""
 
-    def __init__(self, app: ASGIApp, *, auth: Authenticator, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        auth: Authenticator,
+        max_body_bytes: int,
+        body_idle: float = BODY_IDLE_SECONDS,
+    ) -> None:
         self.app = app
         self.auth = auth
         self.max_body_bytes = max_body_bytes
+        self.body_idle = body_idle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,7 +148,7 @@ class Guard:
             declared = _declared_length(headers)
             if declared is not None and declared > limit:
                 raise too_large(limit, declared)
-            body, gone = await read_bounded(receive, limit)
+            body, gone = await read_bounded(receive, limit, self.body_idle)
         except errors.BrokerError as exc:
             refusal = problems.from_error(exc)
             # the unread rest of the body is not drained for a keep-alive: hang up

@@ -39,6 +39,7 @@ class ProblemKind:
 # (Forbidden before AuthError, StoreUnavailable before Temporary).
 TABLE: dict[type[BaseException], ProblemKind] = {
     errors.TooLarge: ProblemKind(413, "too-large", "Content too large"),
+    errors.BodyStalled: ProblemKind(408, "body-stalled", "Request body stalled"),
     errors.InvalidInput: ProblemKind(422, "invalid-input", "Invalid input"),
     errors.NotFound: ProblemKind(404, "not-found", "Not found"),
     errors.AlreadyExists: ProblemKind(409, "already-exists", "Already exists"),

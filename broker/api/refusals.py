@@ -30,6 +30,7 @@ REFUSALS: dict[int, str] = {
     403: "The caller's roles or scope do not allow this",
     404: "No such resource or route",
     405: "Method not allowed on this path",
+    408: "The body stopped arriving before its end (no byte for the guard's idle bound)",
     409: "Conflict: exists already, changed meanwhile, or refused by quota or placement",
     410: "The reservation expired",
     413: "The body, or a document in it, is larger than accepted",

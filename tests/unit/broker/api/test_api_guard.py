@@ -7,7 +7,9 @@ also asserts that nothing was written (the store's revision) and what the attack
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from broker.api.app import create_app
-from broker.api.guard import PUBLIC, PUBLIC_BODY_BYTES
+from broker.api.guard import PUBLIC, PUBLIC_BODY_BYTES, Guard
 from broker.settings import ApiSettings, BrokerSettings
 from broker.store.memory import MemoryStore
 from tests.unit.broker.api.apitest_support import REPLICA, TOKENS, TableAuthenticator
@@ -35,6 +37,14 @@ class Sent:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """The ASGI ``send`` that records the response."""
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = {k.decode(): v.decode() for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            self.body += message.get("body", b"")
 
 
 def _app(store: MemoryStore, auth: TableAuthenticator | None = None) -> FastAPI:
@@ -88,14 +98,7 @@ async def call(
             return {"type": "http.request", "body": chunk, "more_body": bool(body)}
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            out.status = message["status"]
-            out.headers = {k.decode(): v.decode() for k, v in message["headers"]}
-        elif message["type"] == "http.response.body":
-            out.body += message.get("body", b"")
-
-    await app(scope, receive, send)
+    await app(scope, receive, out.send)
     return out
 
 
@@ -182,3 +185,34 @@ async def test_the_route_uses_the_guards_principal_without_asking_again() -> Non
     sent = await call(_app(store, auth), "GET", "/v1/sites", token="member-token")
     assert sent.status == 200
     assert auth.seen == ["member-token"]  # one validation per request, not two
+
+
+async def test_a_body_that_stalls_is_408_and_the_connection_closed() -> None:
+    """A sender that stops mid-body holds nothing: after ``body_idle`` without a byte the
+    guard answers 408 (Connection: close) and the route never runs."""
+    ran: list[bool] = []
+
+    async def route(scope: Any, receive: Any, send: Any) -> None:
+        ran.append(True)
+
+    guard = Guard(route, auth=TableAuthenticator(TOKENS), max_body_bytes=LIMIT, body_idle=0.2)
+    scope = {
+        "type": "http", "method": "POST", "path": "/v1/sites", "query_string": b"",
+        "headers": [(b"authorization", b"Bearer admin-token")],
+    }
+    sent = Sent()
+    first = [{"type": "http.request", "body": b"{" * CHUNK, "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if first:
+            return first.pop()
+        await asyncio.Event().wait()  # the rest never comes
+        raise AssertionError("unreachable")
+
+    started = time.monotonic()
+    await guard(scope, receive, sent.send)
+    assert time.monotonic() - started < 5
+    assert sent.status == 408 and sent.headers["connection"] == "close"
+    assert sent.json()["type"] == "urn:meridian:problem:body-stalled"
+    assert str(CHUNK) in sent.json()["detail"]
+    assert ran == []

@@ -31,13 +31,8 @@ SITES = ["gw-a", "gw-b", "gw-c"]
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[netlab.Lab]:
-    if not netlab.is_root():
-        pytest.fail(netlab.NOT_ROOT, pytrace=False)
-    made = netlab.Lab.create(SITES)
-    try:
+    with netlab.lab_for_test(SITES) as made:
         yield made
-    finally:
-        made.cleanup()
 
 
 @pytest.fixture(scope="module")

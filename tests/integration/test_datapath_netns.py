@@ -36,13 +36,8 @@ VNI = 4242
 
 @pytest.fixture
 def lab() -> Iterator[netlab.Lab]:
-    if not netlab.is_root():
-        pytest.fail(netlab.NOT_ROOT, pytrace=False)
-    made = netlab.Lab.create(SITES)
-    try:
+    with netlab.lab_for_test(SITES) as made:
         yield made
-    finally:
-        made.cleanup()
 
 
 @pytest.fixture

@@ -12,11 +12,15 @@ those namespaces. No traffic leaves them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import pytest
 
 from broker.stitching import render
 from siteagent.datapath import netlink, spec
@@ -31,6 +35,19 @@ WAN = "198.18.0"
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def lab_for_test(sites: list[str]) -> Iterator[Lab]:
+    """A lab of ``sites`` for a test's fixture, cleaned up after it; the test fails
+    saying how to run it when not root."""
+    if not is_root():
+        pytest.fail(NOT_ROOT, pytrace=False)
+    made = Lab.create(sites)
+    try:
+        yield made
+    finally:
+        made.cleanup()
 
 
 def sh(*argv: str, ns: str = "", check: bool = True) -> str:

@@ -56,13 +56,16 @@ NOROLE = bearer("norole-token")
 
 
 class DownStore:
-    """A Store whose etcd is gone: every call raises StoreUnavailable."""
+    """A Store whose etcd is gone: every call raises StoreUnavailable (or ``error``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: Exception | None = None) -> None:
         self.calls = 0
+        self.error = error
 
-    def _down(self) -> errors.StoreUnavailable:
+    def _down(self) -> Exception:
         self.calls += 1
+        if self.error is not None:
+            return self.error
         return errors.StoreUnavailable("connection refused by 127.0.0.1:2379", retry_after=2.5)
 
     async def get(self, key: str) -> KeyValue | None:

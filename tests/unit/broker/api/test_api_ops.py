@@ -17,7 +17,6 @@ from broker.api.auth import DevAuthenticator
 from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore
-from broker.store.protocol import KeyValue
 from tests.unit.broker.api.apitest_support import (
     ADMIN,
     MEMBER,
@@ -164,22 +163,8 @@ async def test_unknown_path_is_problem_json(api: httpx.AsyncClient) -> None:
 
 
 async def test_unexpected_bug_is_a_500_problem(tmp_path: Path) -> None:
-    class Broken(MemoryStore):
-        async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
-            raise RuntimeError("secret internals")
-
-        async def get_range(
-            self,
-            prefix: str,
-            *,
-            after: str = "",
-            before: str = "",
-            limit: int = 0,
-            descending: bool = False,
-        ) -> tuple[list[KeyValue], int, int]:
-            raise RuntimeError("secret internals")
-
-    app = create_app(Broken(), BrokerSettings(), replica="r", auth=DevAuthenticator(tmp_path / "t"))
+    broken = DownStore(RuntimeError("secret internals"))
+    app = create_app(broken, BrokerSettings(), replica="r", auth=DevAuthenticator(tmp_path / "t"))
     token = (tmp_path / "t").read_text().strip()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:

@@ -381,10 +381,7 @@ def main() -> None:
         args.trials = min(args.trials, 5)
         args.silent_trials = min(args.silent_trials, 3)
         args.idle_seconds = min(args.idle_seconds, 30.0)
-    report = harness.Report("detection")
-    with harness.state_dir("detection", args.keep_state, report) as state:
-        run(args, state, report)
-    report.emit()
+    harness.run_reported("detection", args, run)
 
 
 if __name__ == "__main__":

@@ -353,10 +353,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.trials = min(args.trials, 3)
-    report = harness.Report("failover")
-    with harness.state_dir("failover", args.keep_state, report) as state:
-        run(args, state, report)
-    report.emit()
+    harness.run_reported("failover", args, run)
 
 
 if __name__ == "__main__":

@@ -622,10 +622,7 @@ def main() -> None:
         args.settle = min(args.settle, 5.0)
         args.window = min(args.window, 20.0)
         args.ramp = min(args.ramp, 20.0)
-    report = harness.Report("fanin")
-    with harness.state_dir("fanin", args.keep_state, report) as state:
-        run(args, state, report)
-    report.emit()
+    harness.run_reported("fanin", args, run)
 
 
 if __name__ == "__main__":

@@ -455,6 +455,19 @@ def state_dir(name: str, keep: bool, report: Report | None = None) -> Iterator[P
             shutil.rmtree(path, ignore_errors=True)
 
 
+def run_reported(
+    name: str,
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace, Path, Report], None],
+) -> None:
+    """Run one benchmark in a fresh state directory, then print its report (the JSON
+    object last)."""
+    report = Report(name)
+    with state_dir(name, args.keep_state, report) as state:
+        run(args, state, report)
+    report.emit()
+
+
 class Report:
     """Tables for people, then one JSON object (the last line of stdout) for machines."""
 

@@ -236,10 +236,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.sites, args.vnfs = min(args.sites, 12), min(args.vnfs, 60)
-    report = harness.Report("site_failover")
-    with harness.state_dir("site_failover", args.keep_state, report) as state:
-        run(args, state, report)
-    report.emit()
+    harness.run_reported("site_failover", args, run)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from siteagent.drivers.sim import SimSite
 from siteagent.reconciler import Reconciler
 from siteagent.session import Session
 from siteagent.settings import AgentSettings, SessionSettings
-from siteagent.settings import TlsSettings as AgentTls
 from tests.support import gateway as gw
 
 pytestmark = [pytest.mark.grpc]
@@ -54,11 +53,7 @@ async def test_a_stream_ended_under_a_write_is_lost_not_fatal(tmp_path: Path) ->
     await server.start()
     settings = AgentSettings(
         site_id="site-a",
-        tls=AgentTls(
-            ca_file=str(pki.ca_cert),
-            cert_file=str(pki.site_cert("site-a")),
-            key_file=str(pki.site_key("site-a")),
-        ),
+        tls=gw.agent_tls(pki, "site-a"),
         session=SessionSettings(
             brokers=(f"127.0.0.1:{port}",), backoff_initial=0.05, backoff_max=0.1
         ),

@@ -26,7 +26,6 @@ from siteagent.drivers.sim import SimSite
 from siteagent.reconciler import Reconciler
 from siteagent.session import RETRY_AFTER_MS, Session
 from siteagent.settings import AgentSettings, SessionSettings
-from siteagent.settings import TlsSettings as AgentTls
 from tests.support import gateway as gw
 
 pytestmark = [pytest.mark.etcd, pytest.mark.grpc]
@@ -105,11 +104,7 @@ async def test_beyond_the_bound_streams_are_refused_busy_and_nothing_is_written(
 def agent_settings(pki: gw.Layout, site: str, address: str) -> AgentSettings:
     return AgentSettings(
         site_id=site,
-        tls=AgentTls(
-            ca_file=str(pki.ca_cert),
-            cert_file=str(pki.site_cert(site)),
-            key_file=str(pki.site_key(site)),
-        ),
+        tls=gw.agent_tls(pki, site),
         session=SessionSettings(brokers=(address,), connect_timeout=10.0),
     )
 

@@ -24,7 +24,6 @@ from siteagent.drivers.sim import SimSite
 from siteagent.reconciler import Reconciler
 from siteagent.session import Session
 from siteagent.settings import AgentSettings, SessionSettings
-from siteagent.settings import TlsSettings as AgentTls
 from tests.support import gateway as gw
 
 pytestmark = [pytest.mark.grpc, pytest.mark.etcd]
@@ -49,11 +48,7 @@ async def test_a_revoked_stream_tells_the_agent_why(
     async with gw.running_gateway(etcd_store, pki) as running:
         settings = AgentSettings(
             site_id="site-a",
-            tls=AgentTls(
-                ca_file=str(pki.ca_cert),
-                cert_file=str(pki.site_cert("site-a")),
-                key_file=str(pki.site_key("site-a")),
-            ),
+            tls=gw.agent_tls(pki, "site-a"),
             session=SessionSettings(brokers=(running.address,), backoff_initial=0.05,
                                     backoff_max=0.1),
         )

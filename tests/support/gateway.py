@@ -24,9 +24,19 @@ from broker.pki.layout import Layout
 from broker.settings import BrokerSettings, GatewaySettings, HealthSettings, TlsSettings
 from broker.store import keys
 from broker.store.protocol import Store
+from siteagent.settings import TlsSettings as AgentTls
 from tests.support.etcd import free_ports
 
 TRUST_DOMAIN = "meridian.test"
+
+
+def agent_tls(pki: Layout, site: str) -> AgentTls:
+    """The TLS settings of ``site``'s agent, from the test PKI."""
+    return AgentTls(
+        ca_file=str(pki.ca_cert),
+        cert_file=str(pki.site_cert(site)),
+        key_file=str(pki.site_key(site)),
+    )
 
 
 def gateway_on(store: Store, settings: BrokerSettings | None = None) -> Gateway:

@@ -120,6 +120,7 @@ async def run(settings: BrokerSettings) -> None:
         is_revoked=revocations.is_revoked,
         orders=orders,
     )
+    revocations.also.append(relay.close_serial)  # open image calls end on revocation too
     grpc_server = gateway_server.build(settings, gateway, relay)
     authenticator = api_auth.from_settings(settings)
     # one quota seam per replica: the API and the leader's placements share its ledger

@@ -115,6 +115,8 @@ class Revocations:
         self.registry = registry
         self.revoked = identity.RevocationList()
         self.ready = asyncio.Event()
+        self.also: list[Callable[[int, str], int]] = []
+        """More calls to end on a revocation (the image relay's ``close_serial``)."""
 
     def is_revoked(self, serial: int) -> bool:
         return self.revoked.is_revoked(serial)
@@ -142,8 +144,11 @@ class Revocations:
             self.revoked.remove(serial)
 
     def _close(self, serial: int) -> None:
-        if self.registry.close_serial(serial, f"certificate {serial:x} was revoked"):
+        reason = f"certificate {serial:x} was revoked"
+        if self.registry.close_serial(serial, reason):
             log.warning("closed the stream(s) of revoked certificate %x", serial)
+        if sum(close(serial, reason) for close in self.also):
+            log.warning("closed the image call(s) of revoked certificate %x", serial)
 
     async def run(self) -> None:
         async for item in follow.follow(self.store, keys.REVOKED):

@@ -13,15 +13,19 @@ when the copy orders in etcd allow it (``imageaccess``: the caller has an order 
 image naming that source, which holds a verified replica), with a chunk size of at most
 ``replication.access.MAX_CHUNK`` — both checked before the source is asked for a byte.
 ``Replicate`` carries copy orders to a destination and its reports back, through
-``imagefeed.ImageOrders``.
+``imagefeed.ImageOrders``. Every open call is held by its certificate's serial: a
+revocation (``feeds.Revocations`` calls ``close_serial``) ends the ones already open —
+``Serve``, ``Pull`` and ``Replicate`` — UNAVAILABLE with the reason, as it ends the
+agent's main stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,13 +75,37 @@ class Relay(ipb_grpc.ImageTransferServicer):
         self._servers: dict[str, asyncio.Queue[ipb.ServeRequest]] = {}
         self._transfers: dict[str, _Transfer] = {}
         self._ids = itertools.count(1)
+        self._open: dict[int, set[asyncio.Future[str]]] = {}  # by certificate serial
         self.peak_buffered = 0  # most chunks ever queued in one transfer (benchmarks read it)
         self.carried_bytes = 0  # image bytes relayed so far (benchmarks read it)
 
     def serving(self) -> frozenset[str]:
         return frozenset(self._servers)
 
+    def close_serial(self, serial: int, reason: str) -> int:
+        """End every open call made with the certificate ``serial``; returns how many."""
+        held = [f for f in self._open.get(serial, ()) if not f.done()]
+        for revoked in held:
+            revoked.set_result(reason)
+        return len(held)
+
+    @contextlib.contextmanager
+    def _revocable(self, serial: int) -> Iterator[asyncio.Future[str]]:
+        """A future that ``close_serial`` completes with the reason, while the call runs."""
+        revoked: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._open.setdefault(serial, set()).add(revoked)
+        try:
+            yield revoked
+        finally:
+            calls = self._open.get(serial, set())
+            calls.discard(revoked)
+            if not calls:
+                self._open.pop(serial, None)
+
     async def _site(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        return (await self._caller(context))[0]
+
+    async def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, int]:
         pems = context.auth_context().get("x509_pem_cert")
         if not pems:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
@@ -90,19 +118,24 @@ class Relay(ipb_grpc.ImageTransferServicer):
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"certificate {serial:x} revoked"
             )
-        return str(site)
+        return str(site), serial
 
     async def Serve(
         self, request: ipb.ServeOpen, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[ipb.ServeRequest]:
-        site = await self._site(context)
+        site, serial = await self._caller(context)
         inbox: asyncio.Queue[ipb.ServeRequest] = asyncio.Queue()
         self._servers[site] = inbox
         log.info("site %s: serving images", site)
         try:
-            await context.send_initial_metadata(())  # tells the agent it is registered
-            while True:
-                yield await inbox.get()
+            with self._revocable(serial) as revoked:
+                await context.send_initial_metadata(())  # tells the agent it is registered
+                while True:
+                    ask: ipb.ServeRequest | None = await _unless(revoked, inbox.get())
+                    if ask is None:
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, revoked.result())
+                        return
+                    yield ask
         finally:
             if self._servers.get(site) is inbox:
                 del self._servers[site]
@@ -113,8 +146,20 @@ class Relay(ipb_grpc.ImageTransferServicer):
     async def Pull(
         self, request: ipb.PullRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[ipb.ImageChunk]:
-        site = await self._site(context)
+        site, serial = await self._caller(context)
         chunk_size = await self._authorize(site, request, context)
+        with self._revocable(serial) as revoked:
+            async for chunk in self._relayed(site, request, chunk_size, revoked, context):
+                yield chunk
+
+    async def _relayed(
+        self,
+        site: str,
+        request: ipb.PullRequest,
+        chunk_size: int,
+        revoked: asyncio.Future[str],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[ipb.ImageChunk]:
         inbox = self._servers.get(request.source_site)
         if inbox is None:
             await context.abort(
@@ -136,8 +181,12 @@ class Relay(ipb_grpc.ImageTransferServicer):
             )
             first = True
             while True:
-                chunk = await self._next(tr, self.start_timeout if first else self.chunk_timeout)
+                wait = self.start_timeout if first else self.chunk_timeout
+                chunk = await self._next(tr, wait, revoked)
                 first = False
+                if revoked.done():
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, revoked.result())
+                    return
                 if chunk is None:
                     await context.abort(
                         grpc.StatusCode.UNAVAILABLE,
@@ -171,10 +220,13 @@ class Relay(ipb_grpc.ImageTransferServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
         return chunk_size
 
-    async def _next(self, tr: _Transfer, wait: float) -> ipb.ImageChunk | None:
+    async def _next(
+        self, tr: _Transfer, wait: float, revoked: asyncio.Future[str]
+    ) -> ipb.ImageChunk | None:
         get = asyncio.ensure_future(tr.queue.get())
         closed = asyncio.ensure_future(tr.closed.wait())
-        done, _ = await asyncio.wait({get, closed}, timeout=wait, return_when="FIRST_COMPLETED")
+        waits: set[asyncio.Future[Any]] = {get, closed, revoked}
+        done, _ = await asyncio.wait(waits, timeout=wait, return_when="FIRST_COMPLETED")
         closed.cancel()
         if get in done:
             return get.result()
@@ -227,7 +279,7 @@ class Relay(ipb_grpc.ImageTransferServicer):
         request_iterator: AsyncIterator[ipb.ImageReport],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[ipb.CopyOrder]:
-        site = await self._site(context)
+        site, serial = await self._caller(context)
         if self.orders is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this relay takes no orders")
             return
@@ -240,14 +292,28 @@ class Relay(ipb_grpc.ImageTransferServicer):
 
         reader = asyncio.create_task(read())
         try:
-            while True:
-                get = asyncio.ensure_future(outbox.get())
-                done, _ = await asyncio.wait({get, reader}, return_when="FIRST_COMPLETED")
-                if get not in done:
-                    get.cancel()
-                    return  # the agent closed its side, or writing a report failed
-                yield get.result()
+            with self._revocable(serial) as revoked:
+                while True:
+                    get = asyncio.ensure_future(outbox.get())
+                    waits: set[asyncio.Future[Any]] = {get, reader, revoked}
+                    done, _ = await asyncio.wait(waits, return_when="FIRST_COMPLETED")
+                    if get not in done:
+                        get.cancel()
+                        if revoked.done():
+                            await context.abort(grpc.StatusCode.UNAVAILABLE, revoked.result())
+                        return  # the agent closed its side, or writing a report failed
+                    yield get.result()
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             orders.detach(site, outbox)
+
+
+async def _unless(revoked: asyncio.Future[str], awaited: Awaitable[Any]) -> Any:
+    """What ``awaited`` gives, or None once ``revoked`` is done first."""
+    got = asyncio.ensure_future(awaited)
+    done, _ = await asyncio.wait({got, revoked}, return_when="FIRST_COMPLETED")
+    if got in done:
+        return got.result()
+    got.cancel()
+    return None

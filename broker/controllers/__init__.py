@@ -7,4 +7,12 @@ replica); ``running.py`` starts what is registered.
 """
 
 # each module registers its controller (``registry``); importing them completes the list
-from broker.controllers import images, quotasync, sitehealth, vnfs  # noqa: F401
+from broker.controllers import (  # noqa: F401
+    failover,
+    images,
+    quotasync,
+    retention,
+    sitehealth,
+    stitching,
+    vnfs,
+)

@@ -63,15 +63,6 @@ def endpoint_of(status: objects.Status | None) -> render.GatewayEndpoint | None:
         return None
 
 
-def _unsettled(value: bytes) -> bool:
-    """A network record still to be worked on (deleted, or not READY)."""
-    try:
-        rec = NetworkRecord.decode(value)
-    except errors.InvalidInput:
-        return True  # its step says what is wrong
-    return rec.deleted or rec.state is not NetworkState.READY
-
-
 class StitchingController:
     def __init__(self, store: Store, fence: int, settings: StitchingSettings) -> None:
         self.store, self.fence, self.settings = store, fence, settings
@@ -79,8 +70,6 @@ class StitchingController:
         self._steps = keyed.Steps(self.step, "network")
         self._members: dict[str, set[str]] = {}
         """site → networks it is a member of (to route endpoint changes)."""
-        self._unsettled: set[str] = set()
-        """Networks the watch saw deleted or not READY: the resync reads only for them."""
 
     async def run(self) -> None:
         await self.ledger.load()
@@ -108,12 +97,8 @@ class StitchingController:
             pass  # it exists already
 
     async def _on_network(self, key: str, value: bytes) -> None:
-        net = keys.name_in(keys.NETWORKS, key)
-        self._unsettled.discard(net)
         if value:
-            if _unsettled(value):
-                self._unsettled.add(net)
-            self.kick(net)
+            self.kick(keys.name_in(keys.NETWORKS, key))
 
     async def _on_observed(self, key: str, value: bytes) -> None:
         site, kind, name = keys.split_object(key)
@@ -127,15 +112,14 @@ class StitchingController:
         while True:
             await asyncio.sleep(RESYNC_S)
             self._steps.check()
-            if not self._unsettled:
-                continue  # all READY, as watched: nothing to read (issue 16)
             try:
                 kvs, _ = await self.store.get_prefix(keys.NETWORKS)
             except errors.StoreUnavailable:
                 continue
             for kv in kvs:
-                if _unsettled(kv.value):
-                    self.kick(keys.name_in(keys.NETWORKS, kv.key))
+                rec = NetworkRecord.decode(kv.value)
+                if rec.deleted or rec.state is not NetworkState.READY:
+                    self.kick(rec.id)
 
     def kick(self, net: str) -> None:
         self._steps.kick(net)

@@ -54,15 +54,6 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _unsettled(value: bytes) -> bool:
-    """A VNF record still to be worked on (deleted, or neither ACTIVE nor FAILED)."""
-    try:
-        rec = codec.decode(model.VnfRecord, value)
-    except errors.InvalidInput:
-        return True  # its step says what is wrong
-    return rec.deleted or rec.state not in (model.VnfState.ACTIVE, model.VnfState.FAILED)
-
-
 class VnfController:
     def __init__(
         self,
@@ -86,8 +77,6 @@ class VnfController:
         self._steps = keyed.Steps(self.step, "vnf", concurrency=concurrency)
         self._servers: dict[tuple[str, str], str] = {}
         """(site, server name) → VNF id, to route observed statuses."""
-        self._unsettled: set[str] = set()
-        """VNFs the watch saw neither ACTIVE nor FAILED: the resync reads only for them."""
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -108,12 +97,8 @@ class VnfController:
             handle(key, value)
 
     def _on_vnf(self, key: str, value: bytes) -> None:
-        vnf_id = keys.name_in(keys.VNFS, key)
-        self._unsettled.discard(vnf_id)
         if value:
-            if _unsettled(value):
-                self._unsettled.add(vnf_id)
-            self.kick(vnf_id)
+            self.kick(keys.name_in(keys.VNFS, key))
 
     def _on_observed(self, key: str, value: bytes) -> None:
         site, kind, name = keys.split_object(key)
@@ -126,16 +111,15 @@ class VnfController:
         while True:
             await asyncio.sleep(RESYNC_S)
             self._steps.check()
-            if not self._unsettled:
-                continue  # all settled, as watched: nothing to read (issue 16)
             try:
                 kvs, _ = await self.store.get_prefix(keys.VNFS)
             except errors.StoreUnavailable as exc:  # the watches re-list when etcd is back
                 log.warning("vnf controller: resync skipped (%s)", exc)
                 continue
             for kv in kvs:
-                if _unsettled(kv.value):
-                    self.kick(keys.name_in(keys.VNFS, kv.key))
+                rec = codec.decode(model.VnfRecord, kv.value)
+                if rec.deleted or rec.state not in (model.VnfState.ACTIVE, model.VnfState.FAILED):
+                    self.kick(rec.id)
 
     def kick(self, vnf_id: str) -> None:
         self._steps.kick(vnf_id)

@@ -62,24 +62,15 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Any:
 def run_controllers() -> Any:
     store: Any = MemoryStore()
     return running.controllers(
-        store,
-        BrokerSettings(name="b1"),
-        fence=7,
-        headroom=object(),
-        entries=ENTRIES,  # type: ignore[arg-type]
+        store, BrokerSettings(name="b1"), fence=7, headroom=object(), entries=ENTRIES  # type: ignore[arg-type]
     )
 
 
 def test_every_controller_is_registered_once() -> None:
     names = sorted(e.name for e in registry.leader())
     assert names == [
-        "event retention",
-        "failover",
-        "image replication",
-        "quota sync",
-        "site health",
-        "stitching",
-        "vnf placement",
+        "event retention", "failover", "image replication", "quota sync", "site health",
+        "stitching", "vnf placement",
     ]
     with pytest.raises(errors.AlreadyExists):
         registry.controller("site health")(lambda ctx: Idle())
@@ -99,33 +90,6 @@ async def test_a_store_outage_restarts_the_controllers_in_the_same_term(scripted
         await task
 
 
-async def test_the_vnf_resync_reads_nothing_while_every_vnf_is_settled(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Issue 16: all VNFs ACTIVE or FAILED (as watched), the resync costs etcd nothing."""
-    from broker.controllers import vnfs
-
-    class Counting(MemoryStore):
-        reads = 0
-
-        async def get_prefix(self, prefix: str) -> Any:
-            self.reads += 1
-            return await super().get_prefix(prefix)
-
-    monkeypatch.setattr(vnfs, "RESYNC_S", 0.01)
-    store = Counting()
-    controller = vnfs.VnfController(store, 1)
-    task = asyncio.create_task(controller._resync())
-    await asyncio.sleep(0.2)
-    assert store.reads == 0
-    controller._unsettled.add("v1")
-    await asyncio.sleep(0.2)
-    assert store.reads > 0, "an unsettled VNF is no longer resynced"
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-
 async def test_a_fenced_out_write_ends_the_controllers_for_this_term(scripted: Any) -> None:
     health = scripted([errors.FencedOut("leader key changed", fence=7)])
     await asyncio.wait_for(run_controllers(), timeout=5)
@@ -140,8 +104,7 @@ async def test_a_controller_bug_propagates(scripted: Any) -> None:
 
 
 async def test_the_vnf_resync_outlives_an_etcd_outage(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The periodic resync reads etcd on its own (while a VNF is unsettled); an outage
-    there must not end it."""
+    """The periodic resync reads etcd on its own; an outage there must not end it."""
     from broker.controllers import vnfs
 
     class Flaky(MemoryStore):
@@ -158,7 +121,6 @@ async def test_the_vnf_resync_outlives_an_etcd_outage(monkeypatch: pytest.Monkey
     monkeypatch.setattr(vnfs, "RESYNC_S", 0.01)
     store = Flaky()
     controller = vnfs.VnfController(store, 1)
-    controller._unsettled.add("v1")  # the watch saw one VNF still to work on
     task = asyncio.create_task(controller._resync())
     for _ in range(300):
         if store.reads > store.failures:

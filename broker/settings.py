@@ -109,6 +109,9 @@ class ApiSettings:
     max_body_bytes: Annotated[int, pydantic.Field(ge=4096, le=64 * 1024 * 1024)] = 1024 * 1024
     """Largest request body accepted (413 beyond it), counted while it streams in and only
     after the token was validated; an anonymous body is never read at all."""
+    idempotency_ttl_s: Annotated[int, pydantic.Field(ge=60, le=30 * 86400)] = 86400
+    """How long an ``Idempotency-Key`` of a create request is remembered (an etcd lease):
+    a retry within it returns what the first request created."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ NETWORKS = "networks/"
 FAILOVER = "failover/"
 FAILOVER_ASKED = "failover-asked/"
 DRILLS = "drills/"  # drill results (issue 11); the API writes them, nothing else reads them
+IDEMPOTENCY = "idempotency/"  # create requests' Idempotency-Keys (leased; broker.api.idempotency)
 
 
 def site(site_id: str) -> str:
@@ -98,6 +99,12 @@ def failover_asked(vnf_id: str) -> str:
 def drill(drill_id: str) -> str:
     """A drill's plan and result (a what-if writes nothing else: invariant 14)."""
     return f"{DRILLS}{drill_id}"
+
+
+def idempotency(digest: str) -> str:
+    """A create request's Idempotency-Key, by the digest of its caller and key: what it
+    created and the fingerprint of its body (the API, in the creating txn, leased)."""
+    return f"{IDEMPOTENCY}{digest}"
 
 
 def placement(vnf_id: str) -> str:

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from broker import errors
-from broker.api import deps, problems
+from broker.api import deps, idempotency, problems
 from broker.api.auth import Principal
 from broker.api.routes.common import as_json, decode_stored
 from broker.models import codec
@@ -86,9 +86,14 @@ async def create(
 ) -> JSONResponse:
     """Validate, check the tenant's headroom, store the VNF PENDING; the leader's VNF
     controller reserves, plans and commits (``?dry_run=true``: only the plan). A scoped
-    operator's VNF carries its scope, and placement stays inside it."""
+    operator's VNF carries its scope, and placement stays inside it. Under an
+    ``Idempotency-Key`` a retry gets the first answer (``broker.api.idempotency``)."""
+    raw = await request.body()
+    claim = None if dry_run else idempotency.claim_of(request, who, raw)
+    if claim is not None and (seen := await idempotency.replay(state.store, claim)) is not None:
+        return seen
     # parsed off the loop: YAML is pure Python, and the loop also serves the campaign
-    desc = await asyncio.to_thread(model.parse, await request.body())
+    desc = await asyncio.to_thread(model.parse, raw)
     _tenant_check(who, desc.tenant)
     snap, catalog = await _world(state)
     admission.check(desc, snap, catalog)
@@ -109,14 +114,33 @@ async def create(
         vnf_id, desc.tenant, model.to_json(desc), created_ms=now, updated_ms=now,
         scope=_scope(who),
     )
-    key = keys.vnf(vnf_id)
-    txn = await state.store.txn(
-        [Compare(key, Target.CREATE, Op.EQUAL, 0)], [Put(key, codec.encode(record))]
-    )
-    if not txn.succeeded:
-        raise errors.AlreadyExists("vnf", vnf_id)
-    body = {"id": vnf_id, "state": str(record.state), "tenant": desc.tenant}
-    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/vnfs/{vnf_id}"})
+    return await _store_pending(state, record, claim)
+
+
+async def _store_pending(
+    state: deps.ApiState, record: model.VnfRecord, claim: idempotency.Claim | None
+) -> JSONResponse:
+    """One create-only transaction: the PENDING record, and the request's idempotency
+    record beside it when it has a key (a lost race answers from the winner's)."""
+    key = keys.vnf(record.id)
+    body = {"id": record.id, "state": str(record.state), "tenant": record.tenant}
+    headers = {"Location": f"/v1/vnfs/{record.id}"}
+    compares = [Compare(key, Target.CREATE, Op.EQUAL, 0)]
+    puts = [Put(key, codec.encode(record))]
+    held = None
+    if claim is not None:
+        ttl = state.settings.api.idempotency_ttl_s
+        held = await idempotency.writes(state.store, claim, ttl, body, 202, headers)
+        compares += held.compares
+        puts += held.puts
+    txn = await state.store.txn(compares, puts)
+    if txn.succeeded:
+        return JSONResponse(body, status_code=202, headers=headers)
+    if held is not None:
+        await state.store.revoke_lease(held.lease)
+    if claim is not None and (seen := await idempotency.replay(state.store, claim)) is not None:
+        return seen
+    raise errors.AlreadyExists("vnf", record.id)
 
 
 async def _record(state: deps.ApiState, vnf_id: str, who: Principal) -> model.VnfRecord:

@@ -93,11 +93,16 @@ class DirBytes:
             raise errors.UnknownImage(image) from exc
         except OSError as exc:
             raise errors.SourceFailed(f"cannot read {image}: {exc.strerror}") from exc
+
+        def read(at: int) -> Chunk | None:  # read and hash on the worker thread
+            data = f.read(chunk_size)
+            return Chunk.of(at, data) if data else None
+
         try:
             f.seek(offset)
-            while data := await asyncio.to_thread(f.read, chunk_size):
-                yield Chunk.of(offset, data)
-                offset += len(data)
+            while chunk := await asyncio.to_thread(read, offset):
+                yield chunk
+                offset += len(chunk.data)
         finally:
             f.close()
 
@@ -134,24 +139,26 @@ class DirBytes:
         await self._load(image)
 
     async def write(self, image: ImageId, chunk: Chunk) -> None:
-        if not chunk.intact():
-            raise errors.ChunkCorrupt(chunk.offset)
         p = await self._load(image)
         if chunk.offset != p.size:
             raise errors.PeerGone(f"chunk at {chunk.offset}, verified up to {p.size}")
         path = self._path(image, ".part")
 
-        def append() -> None:
+        def append() -> bool:  # verify, append and hash on the worker thread
+            if not chunk.intact():
+                return False
             with path.open("ab") as f:
                 f.write(chunk.data)
+            p.sha256.update(chunk.data)
+            p.sha512.update(chunk.data)
+            return True
 
         try:
-            await asyncio.to_thread(append)
+            if not await asyncio.to_thread(append):
+                raise errors.ChunkCorrupt(chunk.offset)
         except OSError as exc:
             raise errors.SinkRejected(f"cannot write {image}: {exc.strerror}") from exc
         p.size += len(chunk.data)
-        p.sha256.update(chunk.data)
-        p.sha512.update(chunk.data)
 
     async def digests(self, image: ImageId, algo: str) -> tuple[str, str]:
         p = await self._load(image)

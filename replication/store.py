@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from replication import errors
+from replication import errors, transfer
 from replication.catalog import ImageId
 from replication.transfer import Chunk
 
@@ -86,7 +86,7 @@ class MemoryBytes:
         data = self._images[image]
         view = memoryview(data)
         for at in range(offset, len(data), chunk_size):
-            yield Chunk.of(at, bytes(view[at : at + chunk_size]))
+            yield await transfer.hashed(at, bytes(view[at : at + chunk_size]))
 
     async def _follow(self, image: ImageId, offset: int, chunk_size: int) -> AsyncIterator[Chunk]:
         """The verified prefix of an image still arriving, until it is committed."""
@@ -99,7 +99,7 @@ class MemoryBytes:
                 raise errors.SourceFailed(f"the relay's copy of {image} was discarded")
             if offset < len(p.data):
                 end = min(offset + chunk_size, len(p.data))
-                yield Chunk.of(offset, bytes(p.data[offset:end]))
+                yield await transfer.hashed(offset, bytes(p.data[offset:end]))
                 offset = end
                 continue
             if 0 <= p.size <= offset:
@@ -127,14 +127,13 @@ class MemoryBytes:
         self._partial.setdefault(image, _Partial()).size = size
 
     async def write(self, image: ImageId, chunk: Chunk) -> None:
-        if not chunk.intact():
-            raise errors.ChunkCorrupt(chunk.offset)
         p = self._partial.setdefault(image, _Partial())
         if chunk.offset != len(p.data):
             raise errors.PeerGone(f"chunk at {chunk.offset}, verified up to {len(p.data)}")
+        await transfer.absorb(chunk, p.sha256, p.sha512)
+        if self._partial.get(image) is not p:
+            raise errors.PeerGone(f"the copy of {image} was discarded meanwhile")
         p.data += chunk.data
-        p.sha256.update(chunk.data)
-        p.sha512.update(chunk.data)
         await self._notify()
 
     async def digests(self, image: ImageId, algo: str) -> tuple[str, str]:

@@ -2,7 +2,9 @@
 
 Every chunk travels with its own sha256; the sink checks it before writing and refuses a
 corrupt chunk (``ChunkCorrupt``), after which the copy resumes from the sink's last
-verified offset. When all bytes are in, the sink's whole-image sha256 (and Glance's
+verified offset. Hashing runs on worker threads (``hashed``, ``absorb``: hashlib releases
+the GIL), and ``copy`` writes chunk N while the wire receives chunk N+1, so the event loop
+only moves bytes. When all bytes are in, the sink's whole-image sha256 (and Glance's
 multihash where the catalog has one) is compared with the catalog; only a match is
 committed. Invariant 8: ``ByteSink.commit`` is called only after that match, and a
 mismatch discards the bytes.
@@ -18,12 +20,13 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from replication import errors
 from replication.catalog import Image, ImageId
 
 DEFAULT_CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,48 @@ class Chunk:
 
     def intact(self) -> bool:
         return hashlib.sha256(self.data).digest() == self.sha256
+
+
+async def hashed(offset: int, data: bytes) -> Chunk:
+    """``Chunk.of`` on a worker thread: the loop sends the previous chunk meanwhile."""
+    return await asyncio.to_thread(Chunk.of, offset, data)
+
+
+def fold(chunk: Chunk, running: tuple[Any, ...]) -> bool:
+    """Whether ``chunk`` is intact; only then is it folded into the ``running`` hashes."""
+    if not chunk.intact():
+        return False
+    for h in running:
+        h.update(chunk.data)
+    return True
+
+
+async def absorb(chunk: Chunk, *running: Any) -> None:
+    """Check ``chunk`` and fold it into the running hashes on a worker thread, or raise
+    ``ChunkCorrupt`` with nothing folded."""
+    if not await asyncio.to_thread(fold, chunk, running):
+        raise errors.ChunkCorrupt(chunk.offset)
+
+
+async def prefetch(items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``items`` with the next one already being produced (read, hashed) while the caller
+    handles this one: a one-deep pipeline."""
+    nxt: asyncio.Task[T] | None = asyncio.ensure_future(anext(items))
+    try:
+        while nxt is not None:
+            try:
+                item = await nxt
+            except StopAsyncIteration:
+                return
+            nxt = asyncio.ensure_future(anext(items))
+            yield item
+    finally:
+        if nxt is not None and not nxt.done():
+            nxt.cancel()
+            await asyncio.gather(nxt, return_exceptions=True)
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class ByteSource(Protocol):
@@ -151,18 +196,34 @@ async def _stream(
     channel: Channel,
     progress: Progress | None,
 ) -> int:
+    """Chunks from ``offset`` into the sink; chunk N is written (hashed on a thread) while
+    chunk N+1 arrives. Returns the offset after the last written chunk."""
     window_t, window_b = time.monotonic(), offset
-    async for sent in source.chunks(image.id, offset, chunk_size):
-        chunk = channel(sent)
-        if chunk.offset != offset:
-            raise errors.PeerGone(f"chunk at {chunk.offset}, expected {offset}")
-        if offset + len(chunk.data) > image.size:
-            raise errors.ImageMismatch(image.id, f"{image.size} bytes", "more bytes")
-        await sink.write(image.id, chunk)
-        offset += len(chunk.data)
+    written, end = offset, offset
+    pending: asyncio.Task[None] | None = None
+    try:
+        async for sent in source.chunks(image.id, offset, chunk_size):
+            chunk = channel(sent)
+            if chunk.offset != end:
+                raise errors.PeerGone(f"chunk at {chunk.offset}, expected {end}")
+            if end + len(chunk.data) > image.size:
+                raise errors.ImageMismatch(image.id, f"{image.size} bytes", "more bytes")
+            if pending is not None:
+                await pending
+                written = end
+            pending = asyncio.ensure_future(sink.write(image.id, chunk))
+            end += len(chunk.data)
+            now = time.monotonic()
+            if progress is not None and now - window_t >= 0.25:
+                await progress(written, (written - window_b) / max(now - window_t, 1e-9))
+                window_t, window_b = now, written
+        if pending is not None:
+            await pending
+            written, pending = end, None
+    finally:
+        if pending is not None:  # the source failed: let the chunk in hand land (or not)
+            await asyncio.gather(pending, return_exceptions=True)
+    if progress is not None and written > window_b:
         now = time.monotonic()
-        if progress is not None and (now - window_t >= 0.25 or offset == image.size):
-            rate = (offset - window_b) / max(now - window_t, 1e-9)
-            await progress(offset, rate)
-            window_t, window_b = now, offset
-    return offset
+        await progress(written, (written - window_b) / max(now - window_t, 1e-9))
+    return written

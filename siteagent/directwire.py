@@ -122,7 +122,7 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
             )
             return
         try:
-            async for c in self.store.chunks(image, request.offset, size):
+            async for c in transfer.prefetch(self.store.chunks(image, request.offset, size)):
                 if self.throttle is not None:
                     await self.throttle.take(len(c.data))
                 self.served_bytes += len(c.data)

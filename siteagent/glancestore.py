@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from replication import catalog, errors
+from replication import catalog, errors, transfer
 from replication.catalog import ImageId
 from replication.dirstore import DirBytes
 from replication.transfer import Chunk
@@ -167,7 +167,7 @@ class GlanceImages:
                 data = await self._call(f"reading {image}", next, pieces, b"")
                 if not data:
                     return
-                yield Chunk.of(offset, data)
+                yield await transfer.hashed(offset, data)
                 offset += len(data)
         finally:
             response.close()

@@ -144,7 +144,8 @@ class ImageServer:
                 yield ipb.ImageChunk(request_id=rid, offset=request.offset, error=size)
                 return
             try:
-                async for c in self._store.chunks(ImageId(request.image_id), request.offset, size):
+                chunks = self._store.chunks(ImageId(request.image_id), request.offset, size)
+                async for c in transfer.prefetch(chunks):
                     if self._throttle is not None:
                         await self._throttle.take(len(c.data))
                     c = self._hook(c)

@@ -50,7 +50,7 @@ from broker.gateway import server as gateway_server
 from broker.gateway.relay import Relay
 from broker.pki.layout import Layout
 from broker.settings import BrokerSettings, GatewaySettings, TlsSettings
-from replication import catalog, errors, fanout, transfer
+from replication import catalog, fanout, transfer
 from replication.catalog import ImageId, SiteId
 from replication.store import MemoryBytes
 from replication import grant
@@ -104,7 +104,8 @@ class PatternSource:
                 yield c
             return
         for at in range(offset, self.total, len(self.block)):
-            yield transfer.Chunk.of(at, pattern_chunk(self.block, at, len(self.block), self.total))
+            data = pattern_chunk(self.block, at, len(self.block), self.total)
+            yield await transfer.hashed(at, data)  # as the agent's stores read and hash
 
 
 class DigestSink:
@@ -112,7 +113,7 @@ class DigestSink:
 
     def __init__(self) -> None:
         self.size = 0
-        self.h = hashlib.sha256()
+        self.h = hashlib.sha256()  # as the agent's stores: checked and hashed on a thread
 
     async def verified_offset(self, image: ImageId) -> int:
         return self.size
@@ -121,10 +122,8 @@ class DigestSink:
         return None
 
     async def write(self, image: ImageId, chunk: transfer.Chunk) -> None:
-        if not chunk.intact():
-            raise errors.ChunkCorrupt(chunk.offset)
+        await transfer.absorb(chunk, self.h)
         self.size += len(chunk.data)
-        self.h.update(chunk.data)
 
     async def digests(self, image: ImageId, algo: str) -> tuple[str, str]:
         return self.h.hexdigest(), ""
@@ -241,7 +240,8 @@ async def role_src(
             ) as raw:
 
                 async def msgs() -> AsyncIterator[ipb.ImageChunk]:
-                    async for c in source.chunks(BIG, 0, chunk):
+                    # read ahead as the agent's servers do (transfer.prefetch)
+                    async for c in transfer.prefetch(source.chunks(BIG, 0, chunk)):
                         yield ipb.ImageChunk(offset=c.offset, data=c.data, sha256=c.sha256)
 
                 t = time.perf_counter()

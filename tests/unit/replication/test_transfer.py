@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -161,3 +163,56 @@ async def test_full_cache_and_rejecting_sink() -> None:
 async def test_unknown_image_at_source() -> None:
     with pytest.raises(errors.UnknownImage):
         await transfer.copy(image(), MemoryBytes(), MemoryBytes())
+
+
+class DropsAfter:
+    """Yields ``n`` chunks of the image, then drops (a peer gone mid-stream)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.calls = n, 0
+
+    async def chunks(self, image: ImageId, offset: int, chunk_size: int) -> AsyncIterator[Chunk]:
+        self.calls += 1
+        sent = 0
+        async for c in source().chunks(image, offset, chunk_size):
+            if self.calls == 1 and sent == self.n:
+                raise errors.PeerGone("dropped")
+            sent += 1
+            yield c
+
+
+async def test_a_drop_lets_the_chunk_in_hand_land_then_resumes_there() -> None:
+    dst = MemoryBytes()
+    src = DropsAfter(3)
+    out = await transfer.copy(image(), src, dst, chunk_size=1000)
+    assert dst.get(IID) == DATA and out.retries == 1 and src.calls == 2
+
+
+async def test_prefetch_reads_one_ahead_and_closes_the_source() -> None:
+    produced: list[int] = []
+    closed: list[bool] = []
+
+    async def items() -> AsyncIterator[int]:
+        try:
+            for i in range(10):
+                produced.append(i)
+                yield i
+        finally:
+            closed.append(True)
+
+    got = []
+    async with contextlib.aclosing(transfer.prefetch(items())) as ahead:
+        async for i in ahead:
+            got.append(i)
+            await asyncio.sleep(0)  # the next one is being produced meanwhile
+            if i == 2:
+                break
+    assert got == [0, 1, 2] and produced == [0, 1, 2, 3] and closed == [True]
+
+
+async def test_absorb_folds_only_intact_chunks() -> None:
+    h = hashlib.sha256()
+    await transfer.absorb(Chunk.of(0, b"abc"), h)
+    with pytest.raises(errors.ChunkCorrupt):
+        await transfer.absorb(Chunk(3, b"def", hashlib.sha256(b"xyz").digest()), h)
+    assert h.hexdigest() == hashlib.sha256(b"abc").hexdigest()

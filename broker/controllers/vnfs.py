@@ -36,7 +36,7 @@ from broker.placement import commit, feasible, render
 from broker.quotas.headroom import REFUSED, Headroom, SiteUsage, Unlimited
 from broker.placement.plan import Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Live, Snapshot
-from broker.controllers import keyed
+from broker.controllers import deadlines, keyed
 from broker.store import follow, keys
 from quota import errors as quota_errors
 from broker.store.protocol import Compare, Delete, Get, KeyValue, Op, Put, Store, Target
@@ -64,6 +64,7 @@ class VnfController:
         planner: Planner | None = None,
         snapshot: Live | None = None,
         concurrency: int = 8,
+        limits: deadlines.Limits | None = None,
     ) -> None:
         self.store, self.fence = store, fence
         self.headroom: Headroom = headroom or Unlimited()
@@ -77,6 +78,11 @@ class VnfController:
         self._steps = keyed.Steps(self.step, "vnf", concurrency=concurrency)
         self._servers: dict[tuple[str, str], str] = {}
         """(site, server name) → VNF id, to route observed statuses."""
+        self.limits = limits or deadlines.Limits()
+        self.clock: Callable[[], int] = now_ms
+        """Milliseconds now, for members' READY deadlines (tests drive it)."""
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        """VNF id → the call that steps it at its first member's READY deadline."""
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -199,7 +205,13 @@ class VnfController:
         objs = render.objects(record.id, desc, result.assignments)
         members = tuple(
             model.MemberStatus(
-                a.member.name, a.member.vdu, a.member.role, a.site, a.claim.host, a.claim.cell
+                a.member.name,
+                a.member.vdu,
+                a.member.role,
+                a.site,
+                a.claim.host,
+                a.claim.cell,
+                placed_ms=self.clock(),
             )
             for a in result.assignments
         )
@@ -290,29 +302,37 @@ class VnfController:
                 await self._quota_failed(kv, record, exc)
                 return
         seen = await self._observed(record.members, record.id)
-        members, failed = [], ""
+        now = self.clock()
+        members: list[model.MemberStatus] = []
         ready: dict[str, dict[str, int]] = {}
         for m, obs in zip(record.members, seen, strict=True):
+            if m.given_up:
+                members.append(m)
+                continue
             state, message, host = objects.State.PENDING, "", ""
             if obs is not None and obs.observed_generation >= objects.FIRST:
                 state, message = obs.settled_state(), obs.message
                 host = obs.outputs.get("host", "")
-            if state is objects.State.FAILED and not failed:
-                failed = f"member {m.name} at {m.site}: {message or 'failed'}"
             if state is objects.State.READY:
-                at = (obs.at_ms if obs is not None else 0) or now_ms()
+                at = (obs.at_ms if obs is not None else 0) or now
                 ready.setdefault(m.site, {})[f"{record.id}/{m.name}"] = at
             members.append(
                 dataclasses.replace(m, state=state.value, message=message, observed_host=host)
             )
+        for m in members:  # one move per step: the step after sees the next
+            if deadlines.overdue(m, objects.State(m.state), now, self.limits):
+                await self._replace_member(kv, record, m, now)
+                return
+        outcome, reason = deadlines.settle(self.descriptor(record), members)
         update = dataclasses.replace(record, members=tuple(members))
-        if failed:
-            update = dataclasses.replace(update, state=model.VnfState.FAILED, reason=failed)
-        elif all(m.state == "READY" for m in members):
-            update = dataclasses.replace(update, state=model.VnfState.ACTIVE)
+        if outcome is None:
+            self._wake_at(record.id, deadlines.next_deadline(members, now, self.limits))
+        else:
+            update = dataclasses.replace(update, state=outcome, reason=reason)
         if update == record:
             return
-        if update.state is model.VnfState.ACTIVE:
+        serving = update.state in (model.VnfState.ACTIVE, model.VnfState.DEGRADED)
+        if serving:
             for site, marks in ready.items():
                 await commit.mark_ready(self.store, self.fence, self.snap, site, marks)
             if record.reservation:
@@ -326,11 +346,43 @@ class VnfController:
                     await self._quota_failed(kv, record, exc)
                     return
                 update = dataclasses.replace(update, extra={**update.extra, COMMITTED: "1"})
-        await self._write(kv, update)
-        if update.state is model.VnfState.ACTIVE:
-            log.info("vnf %s ACTIVE", record.id)
+        told = deadlines.outcome_event(update.state, record.id, reason)
+        await self._write(kv, update, *([told] if told is not None else []))
+        if serving:
+            log.info("vnf %s %s %s", record.id, update.state.value, reason)
         if update.state is model.VnfState.FAILED:
             self.kick(record.id)  # tear the rest down
+
+    async def _replace_member(
+        self, kv: KeyValue, record: model.VnfRecord, m: model.MemberStatus, now: int
+    ) -> None:
+        """Move member ``m`` that failed or missed its deadline, or give it up
+        (``deadlines``); then step again, for the next member or the outcome."""
+        why = m.message if m.state == objects.State.FAILED.value else ""
+        why = why or f"not READY within {self.limits.ready_timeout_ms / 1000:g} s"
+        args = (self.store, self.fence, self.snap, kv, record)
+        if m.attempts >= self.limits.max_attempts:
+            await deadlines.give_up(*args, m, f"{why} (placement {m.attempts})", now)
+        else:
+            planner = self.planner.with_checkers(*feasible.for_request(record.scope, None))
+            found = deadlines.decide(self.snap, planner, self.descriptor(record), record, m)
+            if found.claim is None:
+                await deadlines.give_up(*args, m, f"{why}; {found.reason}", now)
+            else:
+                placement = await self._placement(record.id)
+                server = render.server_name(record.id, m.name)
+                self._servers[(found.site, server)] = record.id
+                await deadlines.move(*args, placement, m, found.claim, found.site, why, now)
+        self.kick(record.id)
+
+    def _wake_at(self, vnf_id: str, delay: float | None) -> None:
+        """Step ``vnf_id`` again when its first member's deadline runs out."""
+        old = self._timers.pop(vnf_id, None)
+        if old is not None:
+            old.cancel()
+        if delay is not None:
+            loop = asyncio.get_running_loop()
+            self._timers[vnf_id] = loop.call_later(delay + 0.01, self.kick, vnf_id)
 
     async def _quota_failed(
         self, kv: KeyValue, record: model.VnfRecord, exc: quota_errors.QuotaError
@@ -397,6 +449,8 @@ def usage(
 
 @registry.controller("vnf placement")
 def _start(ctx: registry.Context) -> VnfController:
+    vnf = ctx.settings.vnf
+    limits = deadlines.Limits(int(vnf.ready_timeout_s * 1000), vnf.max_attempts)
     return VnfController(
-        ctx.store, ctx.fence, headroom=ctx.headroom, snapshot=ctx.snapshot
+        ctx.store, ctx.fence, headroom=ctx.headroom, snapshot=ctx.snapshot, limits=limits
     )

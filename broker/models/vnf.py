@@ -104,6 +104,11 @@ class FailoverPolicy(_Model):
     promote: Literal["auto", "manual"] = "auto"
     restore: Literal["auto", "manual"] = "auto"
     grace_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
+    on_member_failure: Literal["degrade", "fail"] = "degrade"
+    """While the VNF is first placed, a member that never became READY in
+    ``vnf.max_attempts`` placements is given up: degrade — the VNF serves with the others
+    (DEGRADED) when each VDU still has a READY member; fail — the whole VNF is FAILED and
+    torn down."""
 
 
 class Redundancy(_Model):
@@ -423,6 +428,15 @@ class MemberStatus:
     state: str = "PENDING"
     message: str = ""
     observed_host: str = ""
+    placed_ms: int = 0
+    """When this placement of the member was committed (its READY deadline runs from it)."""
+    attempts: int = 1
+    """Placements of this member so far (``vnf.max_attempts`` at most)."""
+    avoid_hosts: tuple[str, ...] = ()
+    avoid_sites: tuple[str, ...] = ()
+    """Where earlier placements of the member failed: its re-placement keeps away."""
+    given_up: bool = False
+    """Never READY after ``vnf.max_attempts`` placements (or nowhere left): not re-placed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,15 +203,11 @@ class VnfController:
         attempt: int,
     ) -> tuple[bool, KeyValue | None]:
         objs = render.objects(record.id, desc, result.assignments)
+        now = self.clock()
         members = tuple(
             model.MemberStatus(
-                a.member.name,
-                a.member.vdu,
-                a.member.role,
-                a.site,
-                a.claim.host,
-                a.claim.cell,
-                placed_ms=self.clock(),
+                a.member.name, a.member.vdu, a.member.role, a.site, a.claim.host, a.claim.cell,
+                placed_ms=now,
             )
             for a in result.assignments
         )

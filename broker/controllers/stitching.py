@@ -10,7 +10,10 @@ overlap, exhaustion, a block too small) makes the record FAILED with the reason 
 HTTP status, and holds nothing. It follows the members' statuses (READY, DEGRADED),
 re-renders when an endpoint changes (the next generation: tunnels rebuilt), writes a
 ``network_verify`` round when the API asks, and on delete tombstones the members' objects,
-waits for the sites, then releases the allocation and drops the record.
+waits for the sites, then releases the allocation and drops the record. A VNF's
+stitched virtual links become networks here too (``vnflinks``): written when the VNF is
+placed, carrying its ports, waiting PENDING for a member's endpoint rather than refused,
+and deleted when the VNF is gone.
 
 Invariants: every write is fenced; a network's allocation and its desired objects appear
 together (the allocation alone, after a crash between the two transactions, is found
@@ -36,7 +39,7 @@ from broker.models.network import NetworkRecord, NetworkState
 from broker.settings import StitchingSettings
 from broker.stitching import layout, render
 from broker.stitching.ledger import Allocation, Ledger, Request
-from broker.controllers import keyed
+from broker.controllers import keyed, vnflinks
 from broker.store import follow, keys
 from broker.store.protocol import Compare, Delete, Get, Op, Put, Store, Target, TxnOp
 
@@ -70,6 +73,8 @@ class StitchingController:
         self._steps = keyed.Steps(self.step, "network")
         self._members: dict[str, set[str]] = {}
         """site → networks it is a member of (to route endpoint changes)."""
+        self._owners: set[str] = set()
+        """VNFs a network was built for (their deletion deletes it)."""
 
     async def run(self) -> None:
         await self.ledger.load()
@@ -77,6 +82,7 @@ class StitchingController:
             tg.create_task(self._follow(keys.SITES, self._on_site))
             tg.create_task(self._follow(keys.NETWORKS, self._on_network))
             tg.create_task(self._follow(keys.OBSERVED, self._on_observed))
+            tg.create_task(self._follow(keys.VNFS, self._on_vnf))
             tg.create_task(self._resync())
 
     async def _follow(self, prefix: str, handle: Callable[[str, bytes], Awaitable[None]]) -> None:
@@ -100,6 +106,21 @@ class StitchingController:
         if value:
             self.kick(keys.name_in(keys.NETWORKS, key))
 
+    async def _on_vnf(self, key: str, value: bytes) -> None:
+        """A VNF with a stitched link (placed, moved or gone) changes its networks."""
+        vnf_id = keys.name_in(keys.VNFS, key)
+        if value and b'"stitched":true' not in value:
+            return
+        if not value and vnf_id not in self._owners:
+            return
+        try:
+            nets = await vnflinks.sync(self.store, self.fence, vnf_id, value)
+        except errors.InvalidInput as exc:
+            log.warning("vnf %s: its stitched links are not readable: %s", vnf_id, exc)
+            return
+        for net in nets:
+            self.kick(net)
+
     async def _on_observed(self, key: str, value: bytes) -> None:
         site, kind, name = keys.split_object(key)
         if kind == ENDPOINT:
@@ -118,8 +139,16 @@ class StitchingController:
                 continue
             for kv in kvs:
                 rec = NetworkRecord.decode(kv.value)
-                if rec.deleted or rec.state is not NetworkState.READY:
+                orphan = await self._orphaned(rec)
+                if orphan or rec.deleted or rec.state is not NetworkState.READY:
                     self.kick(rec.id)
+
+    async def _orphaned(self, rec: NetworkRecord) -> bool:
+        try:
+            return await vnflinks.orphaned(self.store, self.fence, rec)
+        except (errors.StoreUnavailable, errors.Conflict) as exc:
+            log.warning("network %s: orphan check skipped (%s)", rec.id, exc)
+            return False
 
     def kick(self, net: str) -> None:
         self._steps.kick(net)
@@ -137,6 +166,7 @@ class StitchingController:
         rec = NetworkRecord.decode(kv.value)
         for site in rec.sites:
             self._members.setdefault(site, set()).add(net)
+        self._owners.update(rec.vnfs)
         guard = Compare(kv.key, Target.MOD, Op.EQUAL, kv.mod_revision)
         if rec.deleted:
             await self._teardown(rec, guard)
@@ -173,6 +203,9 @@ class StitchingController:
             await self._refuse(rec, guard, 409, str(exc))
             return
         except errors.InvalidInput as exc:
+            if rec.vnfs and exc.field == "sites":  # a VNF's network waits for its sites
+                await self._wait(rec, guard, f"waiting: {exc.problem}")
+                return
             await self._refuse(rec, guard, 422, f"{exc.field}: {exc.problem}")
             return
         try:
@@ -222,7 +255,16 @@ class StitchingController:
             list(rec.sites),
             eps,
             self.settings.max_mesh,
+            project=rec.tenant,
+            ports=rec.ports,
         )
+
+    async def _wait(self, rec: NetworkRecord, guard: Compare, reason: str) -> None:
+        """Stay PENDING, saying why (an endpoint change or the resync tries again)."""
+        if rec.reason != reason:
+            upd = dataclasses.replace(rec, reason=reason, updated_ms=now_ms())
+            ops: list[TxnOp] = [Put(keys.network(rec.id), upd.encode())]
+            await fenced_txn(self.store, self.fence, ops, [guard])
 
     async def _refuse(self, rec: NetworkRecord, guard: Compare, status: int, reason: str) -> None:
         failed = dataclasses.replace(
@@ -319,6 +361,7 @@ class StitchingController:
         await fenced_txn(self.store, self.fence, gone, [guard])
         for site in rec.sites:
             self._members.get(site, set()).discard(rec.id)
+        self._owners.difference_update(rec.vnfs)
         log.info("network %s deleted", rec.id)
 
 

@@ -1,7 +1,8 @@
 """``networks/<id>``: a stitched network as asked for, and where it stands.
 
 The API writes the request (``PENDING``), a verify request (``verify_nonce``) and the
-deletion mark; the stitching controller (leader, fenced) writes everything else: the
+deletion mark (refused while a VNF in ``vnfs`` still exists); the stitching controller
+(leader, fenced) writes the request of a VNF's stitched virtual link, and everything else: the
 allocation, the effective MTU, the state and, for a refusal, the reason and its HTTP
 status. A refused network is ``FAILED`` and holds nothing.
 """
@@ -43,6 +44,11 @@ class NetworkRecord(Stored):
     segments: tuple[dict[str, Any], ...] = ()
     """Per member site: subnet, gateway, pool, DHCP range, the gateway's address."""
     verify_nonce: str = ""
+    vnfs: tuple[str, ...] = ()
+    """The VNFs whose members attach to it: a stitched virtual link's network names its VNF,
+    which owns it (created when the VNF is placed, deleted when the VNF is gone)."""
+    ports: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per member site: the VNFs' ports attached to the network there."""
     deleted: bool = False
     created_ms: int = 0
     updated_ms: int = 0

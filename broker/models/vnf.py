@@ -55,12 +55,21 @@ class SwImage(_Model):
 
 
 class VirtualLink(_Model):
-    """A network the VNF's connection points attach to, created at every chosen site."""
+    """A network the VNF's connection points attach to: an isolated network created at
+    every chosen site, or (``stitched``) one global network over the member sites."""
 
     name: Name
     network_type: Literal["vxlan", "geneve", "vlan", "flat"] = "vxlan"
     physnet: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     segmentation_id: Annotated[int, Field(ge=1, le=4094)] | None = None
+    stitched: bool = Field(
+        default=False,
+        description=(
+            "One l2-stretched stitched network over every site with a member on this link"
+            " (global IPAM, a VNI, VXLAN tunnels between the sites' gateways) instead of an"
+            " isolated copy per site. An overlay link: network_type vxlan, no physnet."
+        ),
+    )
 
 
 class ConnectionPoint(_Model):
@@ -350,6 +359,11 @@ def _check_references(desc: Descriptor) -> None:
         if link.network_type not in ("vlan", "flat") and link.physnet:
             raise errors.InvalidInput(
                 f"virtual_links[{i}].physnet", f"must not be set on a {link.network_type} link"
+            )
+        if link.stitched and link.network_type != "vxlan":
+            raise errors.InvalidInput(
+                f"virtual_links[{i}].stitched",
+                f"a stitched link is a VXLAN overlay between sites, not {link.network_type}",
             )
     for i, vdu in enumerate(desc.vdus):
         _unique([c.name for c in vdu.connection_points], f"vdus[{i}].connection_points")

@@ -7,6 +7,11 @@ its server. The server carries the chosen host as ``hypervisor_hostname`` (Nova 
 create-time host); drivers that cannot pin a host ignore it and their own scheduler
 decides within the site.
 
+A ``stitched`` virtual link gets no network or subnet here: the stitching controller
+builds one global network named ``link_network(vnf, link)`` over the member sites (each
+site's ``network_stitch`` makes the site's network of that name), and the ports below
+attach to it by that name.
+
 Invariant: names derive from the VNF id only, so rendering the same plan twice gives the
 same keys and values (``envelopes.FIRST``); deletion writes each object's
 ``Desired.tombstone``, so the agents' idempotent apply (invariant 4) does the rest.
@@ -47,9 +52,35 @@ def server_name(vnf_id: str, member: str) -> str:
     return f"{vnf_id}-{member}"
 
 
+def port_name(vnf_id: str, member: str, point: str) -> str:
+    return f"{vnf_id}-{member}-{point}"
+
+
 def member_of(vnf_id: str, server: str) -> str | None:
     prefix = f"{vnf_id}-"
     return server[len(prefix) :] if server.startswith(prefix) else None
+
+
+def link_network(vnf_id: str, link: str) -> str:
+    """The network a link's ports attach to: per site, or the stitched network's id."""
+    return f"{vnf_id}-{link}"
+
+
+def stitched_ports(
+    vnf_id: str, desc: Descriptor, members: Iterable[tuple[str, str, str]]
+) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Per stitched link's network: per site, the ports of the members placed there.
+
+    ``members`` are (member, VDU, site) triples; sites appear in the members' order.
+    """
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    stitched = {v.name for v in desc.virtual_links if v.stitched}
+    for member, vdu_name, site in members:
+        for cp in desc.vdu(vdu_name).connection_points:
+            if cp.virtual_link in stitched:
+                at = out.setdefault(link_network(vnf_id, cp.virtual_link), {})
+                at[site] = (*at.get(site, ()), port_name(vnf_id, member, cp.name))
+    return out
 
 
 def link_cidr(index: int) -> str:
@@ -88,17 +119,17 @@ def _site_objects(
             }
             out.append(Desired(site, "image", f"{vnf_id}-{image.name}", spec))
     for index, link in enumerate(desc.virtual_links):
-        if link.name in links:
+        if link.name in links and not link.stitched:
             net: dict[str, Any] = {"project": project, "network_type": link.network_type}
             if link.physnet:
                 net["physnet"] = link.physnet
             if link.segmentation_id:
                 net["segmentation_id"] = link.segmentation_id
-            out.append(Desired(site, "network", f"{vnf_id}-{link.name}", net))
+            out.append(Desired(site, "network", link_network(vnf_id, link.name), net))
             # Nova boots on a port only with a fixed IP: each link gets a subnet of its own
             subnet = {
                 "project": project,
-                "network": f"{vnf_id}-{link.name}",
+                "network": link_network(vnf_id, link.name),
                 "cidr": link_cidr(index),
                 "enable_dhcp": False,
             }
@@ -129,11 +160,11 @@ def _site_objects(
         vdu = desc.vdu(a.member.vdu)
         ports = []
         for cp in vdu.connection_points:
-            port = f"{vnf_id}-{a.member.name}-{cp.name}"
+            port = port_name(vnf_id, a.member.name, cp.name)
             ports.append(port)
             spec = {
                 "project": project,
-                "network": f"{vnf_id}-{cp.virtual_link}",
+                "network": link_network(vnf_id, cp.virtual_link),
                 "vnic_type": cp.vnic_type,
             }
             out.append(Desired(site, "port", port, spec))

@@ -5,7 +5,9 @@ its segment (subnet, gateway, pool, DHCP range, its own address), the VNI and in
 and its tunnels — one ``link`` per VXLAN device, each a UDP port and the underlay
 addresses of the peers it floods to (a full mesh up to ``max_mesh`` sites, hub-and-spoke
 beyond: each spoke gets its own port at the hub) — plus, for ``l3-routed``, the transit
-address and a route to every other site's subnet.
+address and a route to every other site's subnet; the tenant's project, and the VNF ports
+attached at the site (a stitched virtual link's members), each with a fixed address from
+the site's pool.
 
 Invariant: every member is rendered from the same allocation and endpoint snapshot, so
 the tunnels are symmetric: if A floods to B on a port, B floods to A on that port.
@@ -17,6 +19,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from broker import errors
 from broker.stitching import layout
 
 VXLAN_PORT = 4789
@@ -61,8 +64,12 @@ def stitch_objects(
     sites: Sequence[str],
     endpoints: Mapping[str, GatewayEndpoint],
     max_mesh: int,
+    *,
+    project: str = "",
+    ports: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, dict[str, object]]:
-    """The ``network_stitch`` spec of every member site."""
+    """The ``network_stitch`` spec of every member site; ``ports``: per site, the VNF ports
+    attached there (each gets the next address of the site's pool)."""
     segments = layout.lay_out(kind, cidr, sites)
     tunnels = links(sites, endpoints, max_mesh)
     hub = sites[0] if len(sites) > max_mesh else ""
@@ -80,6 +87,8 @@ def stitch_objects(
             "links": tunnels[seg.site],
             "routes": [],
             "segment": seg.as_json(),
+            "project": project,
+            "ports": _ports(seg, (ports or {}).get(seg.site, ())),
         }
         plen = ipaddress.IPv4Network(seg.subnet).prefixlen
         if kind == layout.L2 and seg.site == sites[0]:
@@ -100,3 +109,18 @@ def _routes(site: str, by_site: Mapping[str, layout.SiteSegment], hub: str) -> l
         via = by_site[via_site].transit.split("/")[0]
         out.append({"destination": seg.subnet, "via": via})
     return out
+
+
+def _ports(seg: layout.SiteSegment, names: Sequence[str]) -> list[dict[str, str]]:
+    """Each port with the next address of the site's pool; ``InvalidInput`` past its end."""
+    first, last = (int(ipaddress.IPv4Address(a)) for a in seg.pool)
+    plen = ipaddress.IPv4Network(seg.subnet).prefixlen
+    if len(names) > last - first + 1:
+        raise errors.InvalidInput(
+            "ports",
+            f"{len(names)} ports do not fit site {seg.site}'s pool {seg.pool[0]}-{seg.pool[1]}",
+        )
+    return [
+        {"name": n, "address": f"{ipaddress.IPv4Address(first + i)}/{plen}"}
+        for i, n in enumerate(names)
+    ]

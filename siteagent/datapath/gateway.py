@@ -24,7 +24,15 @@ from __future__ import annotations
 import logging
 
 from siteagent.datapath import netlink
-from siteagent.datapath.spec import L3, Endpoint, NetworkSpec, bridge_name, vni_of
+from siteagent.datapath.spec import (
+    L3,
+    Endpoint,
+    NetworkSpec,
+    bridge_name,
+    member_names,
+    member_prefix,
+    vni_of,
+)
 from siteagent.errors import DatapathError
 
 log = logging.getLogger(__name__)
@@ -139,8 +147,37 @@ class Gateway:
         k = self.kernel
         k.set_link(port, master=k.index(bridge_name(vni)), mtu=mtu, state="up")
 
+    def members(self, spec: NetworkSpec) -> dict[str, str]:
+        """Exactly ``spec.ports`` as member namespaces on the site bridge, each with its
+        address (a simulated site's stand-in VMs); port → namespace."""
+        k, gw_ns = self.kernel, self.endpoint.namespace
+        wanted = {p.name: member_names(gw_ns, spec.vni, p.name) for p in spec.ports}
+        keep = {names[0] for names in wanted.values()}
+        for ns in netlink.namespaces():
+            if ns.startswith(member_prefix(gw_ns, spec.vni)) and ns not in keep:
+                netlink.remove_namespace(ns)  # its veth, and so its bridge port, go too
+        for port in spec.ports:
+            ns, inside_if, bridge_if = wanted[port.name]
+            inside = netlink.Kernel(ns)
+            try:
+                if inside.index(inside_if) is None:
+                    k.delete_link(bridge_if)  # half-built by a crash
+                    k.add_link(bridge_if, "veth", peer=inside_if)
+                    k.move(inside_if, ns)
+                k.set_link(bridge_if, master=k.index(spec.bridge), mtu=spec.mtu, state="up")
+                inside.set_link("lo", state="up")
+                inside.set_link(inside_if, mtu=spec.mtu, state="up")
+                inside.set_addresses(inside_if, {port.address})
+            finally:
+                inside.close()
+        return {port: names[0] for port, names in wanted.items()}
+
     def remove(self, vni: int) -> None:
-        """Every device of network ``vni``: tunnels, the ports on its bridges, the bridges."""
+        """Every device of network ``vni``: tunnels, the ports on its bridges, the bridges,
+        and its member namespaces."""
+        for ns in netlink.namespaces():
+            if ns.startswith(member_prefix(self.endpoint.namespace, vni)):
+                netlink.remove_namespace(ns)
         k = self.kernel
         links = k.links()
         mine = {name: info for name, info in links.items() if vni_of(name) == vni}

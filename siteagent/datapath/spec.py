@@ -1,5 +1,8 @@
 """What a site gateway is asked to hold: its underlay endpoint and one spec per network.
 
+A network's spec may also name the VNF ports attached at this site: on a simulated site
+each becomes a namespace of its own (a stand-in VM) on the site bridge.
+
 These are plain frozen values, built by the reconciler from the broker's desired objects
 (``gateway_endpoint``, ``network_stitch``) or by a test; the gateway converges the
 kernel to them and nothing else. Device names are derived here, in one place.
@@ -7,6 +10,7 @@ kernel to them and nothing else. Device names are derived here, in one place.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +53,23 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class Port:
+    """A VNF port attached at this site, with its fixed address (with prefix)."""
+
+    name: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """This site's subnet of the network: what the site's cloud network is given."""
+
+    subnet: str
+    gateway: str
+    pool: tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class NetworkSpec:
     """One stitched network at this site."""
 
@@ -65,6 +86,11 @@ class NetworkSpec:
     """l3-routed: the gateway's address on the transit segment the tunnels carry."""
     routes: tuple[Route, ...] = field(default_factory=tuple)
     """l3-routed: the other sites' subnets, each via its gateway's transit address."""
+    project: str = ""
+    """The tenant's project: the site's own network and subnet are made in it ("" = none)."""
+    segment: Segment | None = None
+    ports: tuple[Port, ...] = ()
+    """The VNF ports attached at this site (a stitched virtual link's members)."""
 
     @property
     def bridge(self) -> str:
@@ -78,6 +104,17 @@ class NetworkSpec:
 
     def vxlan(self, index: int) -> str:
         return f"vx-{self.vni}" if index == 0 else f"vx-{self.vni}-{index}"
+
+
+def member_prefix(gateway_namespace: str, vni: int) -> str:
+    """Every member namespace of network ``vni`` starts with this."""
+    return f"{gateway_namespace}-m{vni}-"
+
+
+def member_names(gateway_namespace: str, vni: int, port: str) -> tuple[str, str, str]:
+    """A sim member's namespace, its interface there, and its port on the site bridge."""
+    digest = hashlib.sha256(port.encode()).hexdigest()[:8]
+    return f"{member_prefix(gateway_namespace, vni)}{digest}", f"mv{digest}", f"mp{digest}"
 
 
 def bridge_name(vni: int) -> str:
@@ -106,7 +143,17 @@ def from_json(doc: dict[str, object]) -> NetworkSpec:
         extra_addresses=tuple(str(a) for a in _list(doc, "extra_addresses")),
         transit=str(doc.get("transit", "")),
         routes=tuple(Route(str(r["destination"]), str(r["via"])) for r in raw_routes),
+        project=str(doc.get("project", "")),
+        segment=_segment(doc.get("segment")),
+        ports=tuple(Port(str(p["name"]), str(p["address"])) for p in _list(doc, "ports")),
     )
+
+
+def _segment(raw: object) -> Segment | None:
+    if not isinstance(raw, dict):
+        return None
+    pool = [str(a) for a in raw["allocation_pool"]]
+    return Segment(str(raw["subnet"]), str(raw["gateway"]), (pool[0], pool[1]))
 
 
 def _list(doc: dict[str, object], key: str) -> list[Any]:

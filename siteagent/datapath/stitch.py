@@ -5,8 +5,12 @@
   and reports the endpoint as its outputs (``address``, ``mtu``); an agent without a
   gateway configured fails it permanently, saying so — the broker then refuses stitched
   networks over this site.
-- ``network_stitch`` converges the network's bridge, tunnels, addresses and routes; a
-  tombstone removes every device of it (found by the bridge's alias after a restart).
+- ``network_stitch`` converges the network's bridge, tunnels, addresses and routes, and
+  the site's own network and subnet of that name through the wrapped driver (the VNF
+  ports of a stitched virtual link attach to it); on a simulated site each such port is
+  also a namespace on the bridge with its address (outputs ``members``). A tombstone
+  removes every device of it (found by the bridge's alias after a restart) and the
+  site's network.
 - ``network_verify`` probes every target peer (ICMP and TCP from inside the namespace)
   and reports the per-pair results as JSON in its outputs, with the round's nonce.
 
@@ -52,9 +56,17 @@ def endpoint_from(settings: AgentSettings) -> gw_spec.Endpoint | None:
 
 class StitchDriver:
     def __init__(
-        self, inner: Driver, site: str, endpoint: gw_spec.Endpoint | None, probe_port: int
+        self,
+        inner: Driver,
+        site: str,
+        endpoint: gw_spec.Endpoint | None,
+        probe_port: int,
+        *,
+        simulated: bool = False,
     ) -> None:
         self.inner, self.site, self.probe_port = inner, site, probe_port
+        self.simulated = simulated
+        """The wrapped driver simulates its cloud: VNF ports become namespaces here."""
         self.gateway = Gateway(endpoint) if endpoint is not None else None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gateway")
         self._status: dict[tuple[str, str], models.ObjectStatus] = {}
@@ -97,13 +109,45 @@ class StitchDriver:
             net = self._parse(obj)
             await self._run(gw.ensure)
             await self._run(gw.apply, net)
-            return {"vni": str(net.vni), "mtu": str(net.mtu), "bridge": net.bridge}
+            outputs = {"vni": str(net.vni), "mtu": str(net.mtu), "bridge": net.bridge}
+            if self.simulated:
+                members = await self._run(gw.members, net)
+                outputs["members"] = json.dumps(members, separators=(",", ":"), sort_keys=True)
+            await self._site_network(obj, net)
+            return outputs
         targets = [(str(t[0]), str(t[1])) for t in obj.spec.get("targets", [])]
         await self._serve_probes(gw)
         assert self._sockets is not None
         found = await probe.probe(self.site, self._sockets, targets, port=self.probe_port)
         results = json.dumps([r.as_json() for r in found], separators=(",", ":"))
         return {"nonce": str(obj.spec.get("nonce", "")), "results": results}
+
+    async def _site_network(self, obj: models.DesiredObject, net: gw_spec.NetworkSpec) -> None:
+        """The site's own network and subnet of that name (the VNF's ports attach to it),
+        through the wrapped driver."""
+        if not net.project or net.segment is None:
+            return
+        seg = net.segment
+        wanted: list[tuple[str, dict[str, object]]] = [
+            ("network", {"project": net.project, "network_type": "vxlan"}),
+            (
+                "subnet",
+                {
+                    "project": net.project,
+                    "network": net.network,
+                    "cidr": seg.subnet,
+                    "gateway_ip": seg.gateway,
+                    "enable_dhcp": False,
+                },
+            ),
+        ]
+        for kind, spec in wanted:
+            got = await self.inner.apply(
+                models.DesiredObject(kind, net.network, obj.generation, spec)
+            )
+            if got.state is models.ObjectState.FAILED:
+                msg = f"{kind}: {got.message}"
+                raise errors.DriverError(obj.kind, obj.name, msg, temporary=True)
 
     def _parse(self, obj: models.DesiredObject) -> gw_spec.NetworkSpec:
         try:
@@ -133,6 +177,9 @@ class StitchDriver:
             vni = await self._run(gw.vni_of_network, name)
             if vni is not None:
                 await self._run(gw.remove, vni)
+        if kind == STITCH:
+            for inner_kind in ("subnet", "network"):  # the site's own, if it was made
+                await self.inner.delete(inner_kind, name)
         self._status.pop((kind, name), None)
         return models.ObjectStatus(kind, name, 0, models.ObjectState.DELETED)
 
@@ -151,5 +198,9 @@ class StitchDriver:
 
 def stitch_driver(inner: Driver, settings: AgentSettings) -> StitchDriver:
     return StitchDriver(
-        inner, settings.site_id, endpoint_from(settings), settings.gateway.probe_port
+        inner,
+        settings.site_id,
+        endpoint_from(settings),
+        settings.gateway.probe_port,
+        simulated=settings.driver == "sim",
     )

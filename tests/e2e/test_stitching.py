@@ -22,6 +22,7 @@ from broker.stitching import layout
 from siteagent.datapath import spec
 from tests.support import netlab
 from tests.support.federation import running_federation
+from tests.e2e.test_vnf import active, create
 from tests.support.stitchfed import call, gateway_sections, until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -89,3 +90,47 @@ def ping(ns: str, address: str) -> bool:
         "ping", "-n", "-q", "-c", "2", "-i", "0.2", "-w", "3", address, ns=ns, check=False
     )
     return " 0 received" not in out and "received" in out
+
+
+def test_a_vnfs_members_reach_each_other_over_its_stitched_link(
+    lab: netlab.Lab, fed: Federation
+) -> None:
+    """A VNF whose ``sync`` link is stitched: its two members (namespaces the sim sites'
+    agents attach to their gateway bridges) reach each other across the sites; the network
+    cannot be deleted while the VNF exists, and goes with it, leaving no namespace."""
+    room = dict.fromkeys(["cores", "ram_mb"], 10**6)
+    assert call(fed, "PUT", "/v1/quotas/acme-nfv", json={"limits": room}).status_code == 200
+    vnf_id = create(fed, "stitched-pair")
+    vnf = active(fed, vnf_id)
+    sites = sorted({m["site"] for m in vnf["members"]})
+    assert len(sites) == 2
+    name = f"{vnf_id}-sync"
+    net = until(lambda: ready(fed, name), 60, f"{name} READY")
+    assert sorted(net["sites"]) == sites and net["vnfs"] == [vnf_id]
+
+    plen = net["cidr"].split("/")[1]
+    segs = {s["site"]: s for s in net["segments"]}
+    members = {}
+    for site in sites:
+        (port,) = net["ports"][site]
+        gw_ns = lab.endpoint(site).namespace
+        ns, inside, _ = spec.member_names(gw_ns, int(net["vni"]), port)
+        address = segs[site]["allocation_pool"][0]
+        assert f"{address}/{plen}" in netlab.sh("ip", "-o", "addr", "show", inside, ns=ns)
+        members[site] = (ns, address)
+    a, b = sites
+    assert ping(members[a][0], members[b][1]), f"member at {a} cannot reach the one at {b}"
+    assert ping(members[b][0], members[a][1]), f"member at {b} cannot reach the one at {a}"
+
+    refused = call(fed, "DELETE", f"/v1/networks/{name}")
+    assert refused.status_code == 409 and refused.json()["vnfs"] == [vnf_id], refused.text
+
+    assert call(fed, "DELETE", f"/v1/vnfs/{vnf_id}").status_code == 202
+    until(lambda: call(fed, "GET", f"/v1/networks/{name}").status_code == 404, 90, "net gone")
+    left = [ns for ns in netlab.netlink.namespaces() if "-m" in ns and ns.startswith("mlab")]
+    assert left == [], left
+
+
+def ready(fed: Federation, name: str) -> dict[str, object] | None:
+    resp = call(fed, "GET", f"/v1/networks/{name}")
+    return resp.json() if resp.status_code == 200 and resp.json()["state"] == "READY" else None

@@ -23,6 +23,7 @@ from broker.stitching import layout, render
 from siteagent.datapath import probe, spec, stitch
 from siteagent.datapath.gateway import Gateway
 from siteagent.datapath.stitch import StitchDriver
+from siteagent.drivers.sim import SimSite
 from siteagent.models import DesiredObject, ObjectState
 from tests.support import netlab
 
@@ -196,19 +197,14 @@ def test_hub_and_spoke_beyond_the_mesh_size(
         assert pings(vms[a], segs[b].pool[0]), f"{a} cannot reach {b}"
 
 
-class NoCloud:
-    """The wrapped cloud driver: these tests send it nothing but ``close``."""
-
-    async def close(self) -> None:
-        return None
-
-
 async def test_the_agent_driver_builds_verifies_and_deletes_after_a_restart(
     lab: netlab.Lab,
 ) -> None:
     """The agent's StitchDriver on the objects the broker renders, end to end in the kernel."""
     sites = ["s0", "s1"]
-    drivers = {s: StitchDriver(NoCloud(), s, lab.endpoint(s), probe.PROBE_PORT) for s in sites}  # type: ignore[arg-type]
+    drivers = {
+        s: StitchDriver(SimSite.generated(s), s, lab.endpoint(s), probe.PROBE_PORT) for s in sites
+    }
     restarted: StitchDriver | None = None
     try:
         eps = {}
@@ -234,7 +230,9 @@ async def test_the_agent_driver_builds_verifies_and_deletes_after_a_restart(
         assert [(r["target"], r["icmp"], r["tcp"]) for r in results] == [("s1", True, True)]
 
         await drivers["s1"].close()  # the agent restarts: nothing in memory survives
-        restarted = StitchDriver(NoCloud(), "s1", lab.endpoint("s1"), probe.PROBE_PORT)  # type: ignore[arg-type]
+        restarted = StitchDriver(
+            SimSite.generated("s1"), "s1", lab.endpoint("s1"), probe.PROBE_PORT
+        )
         gone = await restarted.delete(stitch.STITCH, "blue")
         assert gone.state is ObjectState.DELETED
         left = netlab.sh("ip", "-o", "link", ns=lab.endpoint("s1").namespace)

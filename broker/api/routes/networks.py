@@ -5,9 +5,10 @@ caller's scope, each member's gateway endpoint, the MTU against the tunnel overh
 stores the request as PENDING; the leader's stitching controller allocates (fenced) and
 this route waits for its decision: 201 with the allocation, or the refusal as a problem
 (409 overlap/exhaustion saying what is left, 422 for input) with the request removed, so
-nothing is half-created. ``verify`` asks every member's agent to probe its peers and
-returns the per-pair results (reachability, RTT, loss). The API never allocates and never
-writes desired objects: only the fenced controller does.
+nothing is half-created. ``DELETE`` of a network a VNF's stitched virtual link uses is a
+409 naming the VNFs (the network goes with them). ``verify`` asks every member's agent to
+probe its peers and returns the per-pair results (reachability, RTT, loss). The API never
+allocates and never writes desired objects: only the fenced controller does.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from broker.api import deps, problems
 from broker.api.auth import Principal
 from broker.api.routes.common import decode_stored
 from broker.controllers import stitching as ctl
+from broker.controllers import vnflinks
 from broker.models import objects
 from broker.models.network import NetworkRecord, NetworkState
 from broker.stitching import layout
@@ -156,6 +158,8 @@ def _view(rec: NetworkRecord) -> dict[str, Any]:
         "route_distinguisher": rec.allocation.get("rd"),
         "mtu": rec.effective_mtu or rec.mtu or None,
         "segments": list(rec.segments),
+        "vnfs": list(rec.vnfs),
+        "ports": {site: list(ports) for site, ports in rec.ports.items()},
         "deleted": rec.deleted,
     }
 
@@ -201,6 +205,16 @@ async def delete(net: str, state: deps.State, who: deps.TenantWriter) -> JSONRes
         rec, rev = await _record(state, net, who)
         if rec.deleted:
             break
+        users = await vnflinks.users(state.store, rec)
+        if users:
+            return problems.problem(
+                409,
+                "network-in-use",
+                "Network in use",
+                f"network {net} is used by VNF {', '.join(users)}: delete "
+                f"{'it' if len(users) == 1 else 'them'} first (the network goes with its VNF)",
+                vnfs=users,
+            )
         marked = NetworkRecord(**{**_fields(rec), "deleted": True})
         key = keys.network(net)
         txn = await state.store.txn(

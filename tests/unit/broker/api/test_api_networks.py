@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 
 import httpx
@@ -16,9 +17,10 @@ import pytest
 
 from broker.controllers.stitching import ENDPOINT, ENDPOINT_NAME, STITCH, StitchingController
 from broker.stitching.ledger import HELD, RECORDS
-from broker.models import objects
+from broker.models import codec, objects, vnf
 from broker.store import keys
 from broker.store.memory import MemoryStore
+from tests.support import placement as P
 from tests.support.stitchfed import SETTINGS, SITES, agents, seed
 from tests.unit.broker.api.apitest_support import ADMIN, MEMBER, assert_problem, client_for
 
@@ -155,3 +157,79 @@ async def test_an_endpoint_that_moves_rebuilds_its_peers_tunnels(
     assert want.generation == 2
     assert "198.51.100.7" in want.spec["links"][0]["peers"]
     await eventually(api, "/v1/networks/sync", "READY")
+
+
+def placed_vnf(vnf_id: str, sites: list[str]) -> vnf.VnfRecord:
+    """A VNF with a stitched ``sync`` link, placed as the VNF controller writes it."""
+    desc = vnf.to_json(P.sample("stitched-pair"))
+    members = tuple(
+        vnf.MemberStatus(f"sig-{i}", "sig", role, site, "h1", 0)
+        for i, (role, site) in enumerate(zip(["active", "standby"], sites, strict=True))
+    )
+    return vnf.VnfRecord(
+        vnf_id, "p-max", desc, state=vnf.VnfState.PLACED, members=members, created_ms=1
+    )
+
+
+async def test_a_vnfs_stitched_link_is_a_network_that_goes_with_the_vnf(
+    fed: tuple[MemoryStore, httpx.AsyncClient],
+) -> None:
+    store, api = fed
+    record = placed_vnf("sp-1", ["east", "west"])
+    await store.put(keys.vnf("sp-1"), codec.encode(record))
+    net = await eventually(api, "/v1/networks/sp-1-sync", "READY")
+    assert net["sites"] == ["east", "west"] and net["vnfs"] == ["sp-1"]
+    assert net["ports"] == {"east": ["sp-1-sig-0-sync"], "west": ["sp-1-sig-1-sync"]}
+    for site, seg in zip(["east", "west"], net["segments"], strict=True):  # type: ignore[call-overload]
+        kv = await store.get(keys.desired(site, STITCH, "sp-1-sync"))
+        assert kv is not None
+        spec = objects.Desired.decode(kv.value).spec
+        assert spec["project"] == "p-max"
+        address = f"{seg['allocation_pool'][0]}/{net['cidr'].split('/')[1]}"  # type: ignore[index, attr-defined]
+        assert spec["ports"] == [{"name": f"sp-1-sig-{site == 'west':d}-sync", "address": address}]
+
+    refused = await api.delete("/v1/networks/sp-1-sync", headers=MEMBER)
+    assert_problem(refused, 409, detail_has="used by VNF sp-1")
+    assert refused.json()["vnfs"] == ["sp-1"]
+    assert (await api.get("/v1/networks/sp-1-sync", headers=ADMIN)).json()["deleted"] is False
+
+    # the standby moves within the network's sites: its port follows
+    moved = dataclasses.replace(
+        record, members=(record.members[0], dataclasses.replace(record.members[1], site="east"))
+    )
+    await store.put(keys.vnf("sp-1"), codec.encode(moved))
+    for _ in range(300):
+        shown = (await api.get("/v1/networks/sp-1-sync", headers=ADMIN)).json()
+        if shown["ports"] == {"east": ["sp-1-sig-0-sync", "sp-1-sig-1-sync"]}:
+            break
+        await asyncio.sleep(0.02)
+    assert shown["ports"] == {"east": ["sp-1-sig-0-sync", "sp-1-sig-1-sync"]}, shown
+
+    await store.delete(keys.vnf("sp-1"))  # the VNF is gone: its network goes too
+    for _ in range(300):
+        if (await api.get("/v1/networks/sp-1-sync", headers=ADMIN)).status_code == 404:
+            break
+        await asyncio.sleep(0.02)
+    assert (await api.get("/v1/networks/sp-1-sync", headers=ADMIN)).status_code == 404
+    assert (await store.get_prefix(RECORDS))[0] == [] and (await store.get_prefix(HELD))[0] == []
+
+
+async def test_a_vnfs_network_waits_for_a_site_without_gateway_and_goes_with_the_vnf(
+    fed: tuple[MemoryStore, httpx.AsyncClient],
+) -> None:
+    store, api = fed
+    await store.put(keys.vnf("sp-2"), codec.encode(placed_vnf("sp-2", ["east", "bare"])))
+    for _ in range(300):
+        shown = (await api.get("/v1/networks/sp-2-sync", headers=ADMIN)).json()
+        if shown.get("reason"):
+            break
+        await asyncio.sleep(0.02)
+    assert shown["state"] == "PENDING", shown
+    assert shown["reason"].startswith("waiting: site bare has no gateway endpoint"), shown
+    assert (await store.get_prefix(RECORDS))[0] == []
+    await store.delete(keys.vnf("sp-2"))
+    for _ in range(300):
+        if (await api.get("/v1/networks/sp-2-sync", headers=ADMIN)).status_code == 404:
+            break
+        await asyncio.sleep(0.02)
+    assert (await api.get("/v1/networks/sp-2-sync", headers=ADMIN)).status_code == 404

@@ -12,7 +12,7 @@ from broker.models import vnf
 from tests.support import placement as P
 
 
-@pytest.mark.parametrize("name", ["vfirewall", "vepc-upf", "vims"])
+@pytest.mark.parametrize("name", ["vfirewall", "vepc-upf", "vims", "stitched-pair"])
 def test_samples_parse(name: str) -> None:
     desc = P.sample(name)
     assert desc.api_version == vnf.API_VERSION
@@ -67,6 +67,8 @@ BAD = [
         "vdus[0].connection_points[1].virtual_link",
     ),
     ("virtual_links.1.physnet", None, "virtual_links[1].physnet"),
+    ("virtual_links.1.stitched", True, "virtual_links[1].stitched"),
+    ("virtual_links.0.stitched", "maybe", "virtual_links[0].stitched"),
     ("sw_images.0.checksum", "abc", "sw_images[0].checksum"),
     ("vdus.0.unknown_field", 1, "vdus[0].unknown_field"),
     ("anti_affinity", [{"targets": ["nope"], "scope": "site"}], "anti_affinity[0].targets[0]"),
@@ -91,3 +93,13 @@ def test_schema_is_versioned() -> None:
     schema = vnf.schema()
     assert "meridian.nfv/v1" in schema["$id"]
     assert "vdus" in schema["properties"]
+
+
+def test_a_stitched_link_is_a_vxlan_overlay_in_the_schema() -> None:
+    desc = P.sample("stitched-pair")
+    assert [(v.name, v.stitched) for v in desc.virtual_links] == [("mgmt", False), ("sync", True)]
+    link = vnf.schema()["$defs"]["VirtualLink"]["properties"]["stitched"]
+    assert link["type"] == "boolean" and link["default"] is False
+    assert "l2-stretched" in link["description"]
+    with pytest.raises(errors.InvalidInput, match="VXLAN overlay between sites, not vlan"):
+        vnf.parse(_set("virtual_links.1.stitched", True))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
+from broker import errors
 from broker.stitching import layout, render
 from siteagent.datapath import spec
 
@@ -42,3 +45,22 @@ def test_l2_home_site_carries_the_gateway_and_l3_routes_every_other_subnet() -> 
     }
     spoke = render.stitch_objects("n", layout.L3, "10.1.0.0/21", 8, 1450, SITES, EPS, 2)
     assert {r["via"] for r in spoke["c"]["routes"]} == {"10.1.7.1"}  # type: ignore[index]
+
+
+def test_ports_get_the_next_addresses_of_their_site_pool() -> None:
+    ports = {"a": ["vnf-m0-sync", "vnf-m2-sync"], "b": ["vnf-m1-sync"]}
+    objs = render.stitch_objects(
+        "n", layout.L2, "10.0.0.0/24", 7, 1450, SITES, EPS, 16, project="p", ports=ports
+    )
+    a_pool = objs["a"]["segment"]["allocation_pool"]  # type: ignore[index]
+    assert objs["a"]["ports"] == [
+        {"name": "vnf-m0-sync", "address": f"{a_pool[0]}/24"},
+        {"name": "vnf-m2-sync", "address": f"{ipaddress.IPv4Address(a_pool[0]) + 1}/24"},
+    ]
+    assert [p["name"] for p in objs["b"]["ports"]] == ["vnf-m1-sync"]  # type: ignore[attr-defined]
+    assert objs["c"]["ports"] == [] and objs["c"]["project"] == "p"
+    with pytest.raises(errors.InvalidInput, match="do not fit site a's pool"):
+        too_many = {"a": [f"p{i}" for i in range(200)]}
+        render.stitch_objects(
+            "n", layout.L2, "10.0.0.0/24", 7, 1450, SITES, EPS, 16, ports=too_many
+        )

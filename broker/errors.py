@@ -21,6 +21,7 @@ BrokerError
 │   ├── PoolExhausted              nothing of the asked size is free
 │   └── AddressOverlap             the asked value overlaps one held
 ├── InUse                          (kind, name, users)                 → 409
+├── Refused                        (kind, reason): not now, as things stand → 409
 ├── AuthError                      no or bad credentials            → 401
 │   └── Forbidden                  authenticated, lacks the role    → 403
 ├── PkiError                       certificates and keys
@@ -124,6 +125,16 @@ class InUse(BrokerError):
         self.kind = kind
         self.name = name
         self.users = users
+
+
+class Refused(BrokerError):
+    """A request that is well formed but cannot be done as the federation stands (a
+    live drill while a site is DOWN); ``reason`` says what has to change."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"{kind} refused: {reason}")
+        self.kind = kind
+        self.reason = reason
 
 
 class AuthError(BrokerError):

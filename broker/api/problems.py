@@ -46,6 +46,7 @@ TABLE: dict[type[BaseException], ProblemKind] = {
     errors.PoolExhausted: ProblemKind(409, "pool-exhausted", "Pool exhausted"),
     errors.AddressOverlap: ProblemKind(409, "overlap", "Overlaps an allocation"),
     errors.InUse: ProblemKind(409, "in-use", "In use"),
+    errors.Refused: ProblemKind(409, "refused", "Refused as things stand"),
     errors.Forbidden: ProblemKind(403, "forbidden", "Forbidden"),
     errors.AuthError: ProblemKind(401, "unauthorized", "Authentication required"),
     errors.StoreUnavailable: ProblemKind(503, "store-unavailable", "etcd unreachable"),

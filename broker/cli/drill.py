@@ -1,19 +1,25 @@
-"""``meridian drill plan`` and ``meridian report survivability``: DR drills' what-if and
-the N+1 report through the broker API (tables, or ``--output json``).
+"""``meridian drill plan|run|abort|list|show|report`` and ``meridian report
+survivability``: DR drills and the N+1 report through the broker API (tables, or
+``--output json``; ``drill report --html FILE`` writes the self-contained page).
 
-A plan (``POST /v1/drills`` mode whatif) writes nothing but the drill's own record; live
-drills (``drill run``), drill reports and aborts are not built yet.
+A plan (``POST /v1/drills`` mode whatif) writes nothing but the drill's own record. ``run``
+asks for a live drill and follows it (a progress line per state) until it ends, unless
+``--no-wait``; the leader runs it, so interrupting the CLI does not stop the drill —
+``drill abort ID`` does.
 """
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from broker.cli import client, output
+from broker.drills import report as drill_report
 
-app = typer.Typer(no_args_is_help=True, help="DR drills: what-if plans (live drills: not built).")
+app = typer.Typer(no_args_is_help=True, help="DR drills: what-if plans, live drills, reports.")
 report_app = typer.Typer(no_args_is_help=True, help="Federation reports.")
 
 Names = Annotated[list[str] | None, typer.Option(help="Repeatable.")]
@@ -68,6 +74,163 @@ def plan(
             output.Format.table,
             title="headroom still needed",
         )
+
+
+def _scope(site: list[str] | None, zone: list[str] | None, region: list[str] | None) -> Any:
+    scope = {"sites": site or [], "zones": zone or [], "regions": region or []}
+    if not any(scope.values()):
+        client.fail("name a scope: --site, --zone or --region")
+    return scope
+
+
+ENDED = ("COMPLETED", "ABORTED", "FAILED")
+
+
+@app.command()
+def run(
+    site: Names = None,
+    zone: Names = None,
+    region: Names = None,
+    tenant: Names = None,
+    vnf: Annotated[list[str] | None, typer.Option(help="Only these VNFs; repeatable.")] = None,
+    max_duration_s: Annotated[float, typer.Option(help="Abort after this long.")] = 600.0,
+    failback: Annotated[bool, typer.Option(help="Restore the original roles at the end.")] = True,
+    wait: Annotated[bool, typer.Option(help="Follow the drill until it ends.")] = True,
+    output_format: output.OutputOpt = output.Format.table,
+    api_url: client.ApiUrl = None,
+    token: client.Token = None,
+) -> None:
+    """A live drill: the scope's members of the drill's VNFs are treated as lost, failover
+    promotes their standbys, then (``--failback``) the original roles come back."""
+    body = {
+        "mode": "live",
+        "scope": _scope(site, zone, region),
+        "tenants": tenant or [],
+        "vnfs": vnf or [],
+        "max_duration_s": max_duration_s,
+        "failback": failback,
+    }
+    with client.errors_exit():
+        api = client.connect(api_url, token)
+        doc = api.post("/v1/drills", body)
+        if wait:
+            doc = _follow(api, doc, output_format is output.Format.table)
+    if output_format is output.Format.json:
+        output.print_json(doc)
+        return
+    output.out.print(f"drill [bold]{doc['id']}[/bold]: {doc['state']} {doc.get('reason', '')}")
+    if "report" in doc:
+        _report_tables(doc["report"])
+
+
+def _follow(api: client.Api, doc: dict[str, Any], show: bool) -> dict[str, Any]:
+    """Poll the drill until it ends; a line per state, a spinner meanwhile."""
+    seen = ""
+    with output.out.status(f"drill {doc['id']}: {doc['state']}") as status:
+        while doc["state"] not in ENDED:
+            if show and doc["state"] != seen:
+                seen = doc["state"]
+                output.out.print(f"{output.timestamp(int(time.time() * 1000))} {seen}")
+            status.update(f"drill {doc['id']}: {doc['state']} {doc.get('reason', '')}")
+            time.sleep(0.5)
+            doc = api.get(f"/v1/drills/{doc['id']}")
+    return doc
+
+
+@app.command()
+def abort(
+    drill_id: str,
+    api_url: client.ApiUrl = None,
+    token: client.Token = None,
+) -> None:
+    """Abort a live drill (it fails back first when it was asked to); idempotent."""
+    with client.errors_exit():
+        answer = client.connect(api_url, token).post(f"/v1/drills/{drill_id}/abort", {})
+    output.out.print(f"drill {drill_id}: abort asked (was {answer['state']})")
+
+
+@app.command("list")
+def list_(
+    output_format: output.OutputOpt = output.Format.table,
+    api_url: client.ApiUrl = None,
+    token: client.Token = None,
+) -> None:
+    """Every drill, newest first, with its measured RTO p99."""
+    with client.errors_exit():
+        rows = client.connect(api_url, token).get("/v1/drills")["drills"]
+    if output_format is output.Format.json:
+        output.print_json(rows)
+        return
+    shown = [
+        {
+            "id": r["id"],
+            "mode": r["mode"],
+            "state": r["state"],
+            "sites": ", ".join(r["sites"]),
+            "created": output.timestamp(r["created_ms"]),
+            "vnfs": r["vnfs"],
+            "rto p99 s": r["rto_p99_s"],
+        }
+        for r in rows
+    ]
+    output.render(shown, output.Format.table, empty="no drill yet")
+
+
+@app.command()
+def show(
+    drill_id: str,
+    output_format: output.OutputOpt = output.Format.table,
+    api_url: client.ApiUrl = None,
+    token: client.Token = None,
+) -> None:
+    """One drill: its state and reason (``-o json``: the whole record)."""
+    with client.errors_exit():
+        doc = client.connect(api_url, token).get(f"/v1/drills/{drill_id}")
+    if output_format is output.Format.json:
+        output.print_json(doc)
+        return
+    keep = ("id", "mode", "state", "reason", "sites", "by", "max_duration_s", "failback")
+    output.render({k: doc[k] for k in keep if k in doc}, output.Format.table)
+    if doc["mode"] == "whatif":
+        output.render([_cells(o) for o in doc["result"]["vnfs"]], output.Format.table)
+
+
+@app.command("report")
+def report_(
+    drill_id: str,
+    output_format: output.OutputOpt = output.Format.table,
+    html: Annotated[Path | None, typer.Option(help="Write the HTML page to this file.")] = None,
+    api_url: client.ApiUrl = None,
+    token: client.Token = None,
+) -> None:
+    """A live drill's measured report: per VNF RTO, restore, RPO, failback; totals."""
+    with client.errors_exit():
+        rep = client.connect(api_url, token).get(f"/v1/drills/{drill_id}/report")
+    if html is not None:
+        html.write_text(drill_report.html(rep))
+        output.out.print(f"wrote {html}")
+        return
+    if output_format is output.Format.json:
+        output.print_json(rep)
+        return
+    _report_tables(rep)
+
+
+def _report_tables(rep: dict[str, Any]) -> None:
+    output.out.print(f"drill {rep['drill']}: {rep['state']}: {rep['reason']}")
+    cols = ["vnf", "cut", "rto_s", "estimate_rto_s", "redundancy_restored_s", "rpo_s"]
+    rows = [
+        {**{c: v[c] for c in cols}, "failback": v["failback"], "failed": v["failed"]}
+        for v in rep["vnfs"]
+    ]
+    output.render(rows, output.Format.table, empty="no VNF in the drill")
+    output.render(rep["totals"], output.Format.table, title="totals")
+    output.render(
+        [{k: e[k] for k in ("t_s", "kind", "subject", "message")} for e in rep["timeline"]],
+        output.Format.table,
+        title="timeline",
+        empty="no event",
+    )
 
 
 @report_app.command()

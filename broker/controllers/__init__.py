@@ -8,6 +8,7 @@ replica); ``running.py`` starts what is registered.
 
 # each module registers its controller (``registry``); importing them completes the list
 from broker.controllers import (  # noqa: F401
+    drills,
     failover,
     images,
     quotasync,

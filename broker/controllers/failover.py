@@ -78,6 +78,7 @@ class FailoverController:
             tg.create_task(self._follow(keys.VNFS, self._on_vnf))
             tg.create_task(self._follow(keys.OBSERVED, self._on_observed))
             tg.create_task(self._follow(keys.FAILOVER_ASKED, self._on_asked))
+            tg.create_task(self._follow(keys.DRILL_CUTS, self._on_asked))
             tg.create_task(self._tick())
             tg.create_task(self._work())
 
@@ -113,8 +114,10 @@ class FailoverController:
             self._servers[(m.site, render.server_name(rec.id, m.name))] = rec.id
 
     def _on_asked(self, key: str, value: bytes) -> None:
-        if value:
-            self._mark(keys.name_in(keys.FAILOVER_ASKED, key))
+        """An operator's ask, or a drill's cut set or lifted: step the VNF."""
+        prefix = keys.DRILL_CUTS if key.startswith(keys.DRILL_CUTS) else keys.FAILOVER_ASKED
+        if value or prefix == keys.DRILL_CUTS:
+            self._mark(keys.name_in(prefix, key))
 
     def _on_observed(self, key: str, value: bytes) -> None:
         site, kind, name = keys.split_object(key)
@@ -148,9 +151,14 @@ class FailoverController:
     async def step(self, vnf_id: str) -> None:
         found = await self.store.txn(
             [],
-            [Get(keys.vnf(vnf_id)), Get(keys.failover(vnf_id)), Get(keys.failover_asked(vnf_id))],
+            [
+                Get(keys.vnf(vnf_id)),
+                Get(keys.failover(vnf_id)),
+                Get(keys.failover_asked(vnf_id)),
+                Get(keys.drill_cut(vnf_id)),
+            ],
         )
-        rec_kv, fo_kv, ask_kv = (r[0] if r else None for r in found.responses)
+        rec_kv, fo_kv, ask_kv, cut_kv = (r[0] if r else None for r in found.responses)
         if rec_kv is None:
             self._busy.discard(vnf_id)
             if fo_kv is not None or ask_kv is not None:
@@ -166,7 +174,8 @@ class FailoverController:
         before = policy.load(fo_kv.value) if fo_kv else policy.machines(rec, desc, self.settings)
         seen = await self._observed(vnf_id, before)
         asked = json.loads(ask_kv.value) if ask_kv is not None else None
-        after, actions = self._run(before, seen, now_ms(), asked)
+        cut = frozenset(json.loads(cut_kv.value)["sites"]) if cut_kv is not None else frozenset()
+        after, actions = self._run(before, seen, now_ms(), asked, cut)
         state = policy.vnf_phase([m.phase for m in after.values()])
         reason = "; ".join(f"{vdu}: {m.reason}" for vdu, m in after.items() if m.reason)
         roles = {m.key: m.role for mach in after.values() for m in mach.members}
@@ -206,12 +215,16 @@ class FailoverController:
         seen: dict[str, objects.Status],
         now: int,
         asked: dict[str, Any] | None = None,
+        cut: frozenset[str] = frozenset(),
     ) -> tuple[dict[str, machine.Vnf], list[tuple[str, machine.Action]]]:
         out: dict[str, machine.Vnf] = {}
         actions: list[tuple[str, machine.Action]] = []
         for vdu, mach in machines.items():
-            events: list[machine.Event] = [*self._events(mach, seen), machine.Tick()]
-            if asked is not None and mach.policy.model in ("active-standby", "n+k"):
+            events: list[machine.Event] = [*self._events(mach, seen, cut), machine.Tick()]
+            if asked is not None:  # a drill's failback: its cut members rejoin first
+                events += [machine.Rejoin(k) for k in asked.get("rejoin", ()) if "@" in k]
+            switch = asked is not None and asked.get("switch", True)
+            if switch and asked and mach.policy.model in ("active-standby", "n+k"):
                 events.append(machine.Failover(str(asked.get("to_site", ""))))
             while events:
                 try:
@@ -229,14 +242,17 @@ class FailoverController:
         return out, actions
 
     def _events(
-        self, mach: machine.Vnf, seen: dict[str, objects.Status]
+        self, mach: machine.Vnf, seen: dict[str, objects.Status], cut: frozenset[str]
     ) -> Iterator[machine.Event]:
-        """What the sites' health and the observed servers say, as machine events."""
+        """What the sites' health, a live drill's cut (its sites are lost for this VNF
+        alone) and the observed servers say, as machine events."""
         for m in mach.members:
             st = seen.get(m.key)
-            if self.health.get(m.site) is Health.DOWN:
+            down = self.health.get(m.site) is Health.DOWN
+            if down or m.site in cut:
                 if m.lost_ms is None and not m.condemned:
-                    yield machine.Lost(m.key, f"site {m.site} is DOWN")
+                    why = f"site {m.site} is DOWN" if down else f"drill: site {m.site} cut"
+                    yield machine.Lost(m.key, why)
                 continue
             if st is None or st.observed_generation < objects.FIRST:
                 continue

@@ -48,6 +48,7 @@ from broker.failover.model import (
     Policy as Policy,
     Record as Record,
     Refused as Refused,
+    Rejoin as Rejoin,
     Release as Release,
     Replace as Replace,
     SetRole as SetRole,
@@ -117,6 +118,8 @@ def step(vnf: Vnf, event: Event, now_ms: int) -> Outcome:
         _heal(run)
     elif isinstance(event, Drain):
         _drain(run, event.site)
+    elif isinstance(event, Rejoin):
+        _rejoin(run, event.key)
     _expire(run)
     _ensure_active(run)
     return run.done()
@@ -127,6 +130,19 @@ def _lost(run: _Run, event: Lost) -> None:
     if m is None or m.condemned or m.lost_ms is not None:
         return  # unknown, already acted on (a flap), or its grace already runs
     run.put(dataclasses.replace(m, lost_ms=run.now, lost_reason=event.reason))
+
+
+def _rejoin(run: _Run, key: str) -> None:
+    """A drill's cut member comes back as a live standby (its demotion stays): its loss
+    was simulated. Nothing changes once a replacement was placed or its deletion began."""
+    m = run.members.get(key)
+    if m is None or m.replaced_by or m.deleting or m.released:
+        return
+    run.put(
+        dataclasses.replace(
+            m, condemned="", lost_ms=None, lost_reason="", replace_wanted=False, refused=""
+        )
+    )
 
 
 def _back(run: _Run, key: str) -> None:

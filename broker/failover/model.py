@@ -177,7 +177,27 @@ class Drain:
     site: str
 
 
-Event = Lost | Back | Observed | Placed | PlaceFailed | Deleted | Tick | Failover | Heal | Drain
+@dataclass(frozen=True, slots=True)
+class Rejoin:
+    """A drill's cut of the member ended: it was never really lost (its server kept
+    running), so it rejoins as a live member — unless it is already replaced or going."""
+
+    key: str
+
+
+Event = (
+    Lost
+    | Back
+    | Observed
+    | Placed
+    | PlaceFailed
+    | Deleted
+    | Tick
+    | Failover
+    | Heal
+    | Drain
+    | Rejoin
+)
 
 
 # -- actions out ----------------------------------------------------------------------

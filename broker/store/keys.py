@@ -30,7 +30,9 @@ IPAM = "ipam/"  # global pools of stitched networks; layout: broker.stitching.le
 NETWORKS = "networks/"
 FAILOVER = "failover/"
 FAILOVER_ASKED = "failover-asked/"
-DRILLS = "drills/"  # drill results (issue 11); the API writes them, nothing else reads them
+DRILLS = "drills/"  # drills (issue 11): the API writes plans, the drill controller runs them
+DRILL_CUTS = "drill-cuts/"
+DRILL_ASKED = "drill-asked/"
 IDEMPOTENCY = "idempotency/"  # create requests' Idempotency-Keys (leased; broker.api.idempotency)
 
 
@@ -105,6 +107,17 @@ def idempotency(digest: str) -> str:
     """A create request's Idempotency-Key, by the digest of its caller and key: what it
     created and the fingerprint of its body (the API, in the creating txn, leased)."""
     return f"{IDEMPOTENCY}{digest}"
+
+
+def drill_cut(vnf_id: str) -> str:
+    """A live drill's cut of a VNF: the sites whose members failover treats as lost
+    (the drill controller writes and lifts it, fenced; the failover controller reads it)."""
+    return f"{DRILL_CUTS}{vnf_id}"
+
+
+def drill_asked(drill_id: str) -> str:
+    """An operator's abort of a live drill (the API writes; the drill controller reads)."""
+    return f"{DRILL_ASKED}{drill_id}"
 
 
 def placement(vnf_id: str) -> str:

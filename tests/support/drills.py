@@ -7,6 +7,8 @@ the snapshot as a commit would, and returns the record the VNF controller would 
 
 from __future__ import annotations
 
+from typing import Any
+
 from broker.drills import whatif
 from broker.models import vnf as model
 from broker.placement.plan import Planner
@@ -36,3 +38,48 @@ def place(
     )
     record = model.VnfRecord(vnf_id, desc.tenant, {}, model.VnfState.ACTIVE, members=members)
     return whatif.Placed(record, desc)
+
+
+def reported(vnf: str) -> dict[str, Any]:
+    """A finished live drill ``drill-x`` with a measured report of one VNF (for the
+    report's readers: API and CLI)."""
+    rep = {
+        "drill": "drill-x",
+        "state": "COMPLETED",
+        "reason": "failed back",
+        "sites": ["s1"],
+        "started_ms": 1,
+        "ended_ms": 2,
+        "vnfs": [
+            {
+                "vnf": vnf,
+                "tenant": "acme-nfv",
+                "cut": ["fw-0@s1"],
+                "rto_s": 1.5,
+                "estimate_rto_s": 5.0,
+                "redundancy_restored_s": "not restored: no",
+                "rpo_s": 0.0,
+                "failback": "original roles restored",
+                "failed": [],
+            }
+        ],
+        "totals": {"vnfs": 1, "rto_p99_s": 1.5},
+        "timeline": [
+            {
+                "at_ms": 1,
+                "t_s": 0.0,
+                "kind": "drill.started",
+                "subject": "drill-x",
+                "message": "cut <s1>",
+            }
+        ],
+    }
+    return {
+        "id": "drill-x",
+        "mode": "live",
+        "state": "COMPLETED",
+        "scope": {"sites": ["s1"]},
+        "created_ms": 1,
+        "result": {"vnfs": []},
+        "report": rep,
+    }

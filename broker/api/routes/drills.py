@@ -1,17 +1,22 @@
-"""DR drills over the API: ``POST /v1/drills`` (what-if), ``GET /v1/drills/{id}`` and
-``GET /v1/reports/survivability``.
+"""DR drills over the API: ``POST /v1/drills`` (what-if or live), ``GET /v1/drills``,
+``GET /v1/drills/{id}``, ``GET /v1/drills/{id}/report`` (JSON or HTML),
+``POST /v1/drills/{id}/abort`` and ``GET /v1/reports/survivability``.
 
-Both are computed on a snapshot loaded for the request (a copy of the federation as
-placement sees it) and the followed VNFs' records: the failover decisions a loss would
-bring (``broker.drills``), never carried out. A federation-wide report also sets the
-gauges ``meridian_survivable{scope_kind,scope}`` and ``meridian_survivability_shortfall``
+A what-if is computed here on a snapshot loaded for the request (a copy of the federation
+as placement sees it) and the followed VNFs' records: the failover decisions a loss would
+bring (``broker.drills``), never carried out. A live drill is checked the same way (it is
+refused, with the reason, when another drill is unfinished, a site of its scope is not
+UP, or the what-if shows a drill VNF losing service) and stored ``PLANNED`` with that
+what-if as its estimate; the leader's drill controller (``broker.controllers.drills``)
+runs it. An abort is stored under ``drill-asked/<id>`` for that controller (asking twice,
+or after the end, changes nothing). A federation-wide report also sets the gauges
+``meridian_survivable{scope_kind,scope}`` and ``meridian_survivability_shortfall``
 (recomputed when the report is asked for; the leader does not recompute it on change
-yet). Creating a what-if needs operator or admin; reading needs any role, and a caller
-that is not federation-wide sees only its own project's VNFs. Live drills (``mode:
-live``) are not built yet and are refused.
+yet). Creating or aborting a drill needs operator or admin; reading needs any role, and a
+caller that is not federation-wide sees only its own project's VNFs.
 
-Invariant 14: a what-if writes ``drills/<id>`` and nothing else — nothing under
-``desired/``, no claims, nothing in the quota ledger.
+Invariant 14: the API writes ``drills/<id>`` and ``drill-asked/<id>`` and nothing else —
+nothing under ``desired/``, no claims, nothing in the quota ledger.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,10 +36,13 @@ from broker.api import deps
 from broker.api.auth import Principal, Role
 from broker.api.routes.common import decode_stored
 from broker.controllers.failover import FOLLOWED
-from broker.drills import survivability, whatif
+from broker.drills import live, report, survivability, whatif
+from broker.models import codec
 from broker.models import vnf as model
+from broker.models.site import Health, SiteHealth
 from broker.placement.snapshot import Snapshot
 from broker.store import keys
+from broker.store.protocol import Put
 
 router = APIRouter(tags=["drills"])
 
@@ -56,6 +64,10 @@ class DrillIn(BaseModel):
     mode: Literal["whatif", "live"]
     scope: ScopeIn
     tenants: Names = []
+    vnfs: Names = []
+    """Live only: the drill's VNFs (with ``tenants``, a selector; empty: all in scope)."""
+    max_duration_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    failback: bool = True
 
 
 async def _placed(state: deps.ApiState, who: Principal) -> list[whatif.Placed]:
@@ -73,9 +85,9 @@ async def _placed(state: deps.ApiState, who: Principal) -> list[whatif.Placed]:
 
 @router.post("/v1/drills", status_code=201)
 async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONResponse:
-    if body.mode != "whatif":
-        raise errors.InvalidInput("mode", "live drills are not built yet; use mode whatif")
     scope = whatif.Scope.parse(body.scope.model_dump())
+    if body.mode == "live" and scope.hosts:
+        raise errors.InvalidInput("scope.hosts", "a live drill cuts sites, zones or regions")
     snap = await Snapshot.load(state.store)
     result = whatif.run(
         snap, await _placed(state, who), scope, state.settings, tenants=body.tenants
@@ -83,7 +95,7 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
     drill_id = f"drill-{uuid.uuid4().hex[:12]}"
     doc: dict[str, Any] = {
         "id": drill_id,
-        "mode": "whatif",
+        "mode": body.mode,
         "state": "COMPLETED",
         "scope": body.scope.model_dump(),
         "tenants": body.tenants,
@@ -92,24 +104,130 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
         "snapshot_revision": snap.revision,
         "result": result.to_json(),
     }
+    if body.mode == "live":
+        await _check_live(state, body, result)
+        doc |= {"state": "PLANNED", "sites": result.sites, "vnfs": body.vnfs}
+        doc |= {"max_duration_s": body.max_duration_s, "failback": body.failback}
     await state.store.put(keys.drill(drill_id), json.dumps(doc).encode())
     return JSONResponse(doc, status_code=201)
 
 
-@router.get("/v1/drills/{drill_id}")
-async def show(drill_id: str, state: deps.State, who: deps.SiteReader) -> dict[str, Any]:
+async def _check_live(state: deps.ApiState, body: DrillIn, result: whatif.Result) -> None:
+    """Refuse a live drill the controller would refuse, and one the what-if shows
+    taking a drill VNF out of service (the controller re-checks when it starts it)."""
+    kvs, _ = await state.store.get_prefix(keys.DRILLS)
+    for kv in kvs:
+        other = json.loads(kv.value)
+        if other.get("mode") == "live" and other.get("state") in live.ACTIVE_STATES:
+            raise errors.Refused("drill", f"drill {other['id']} is {other['state']}")
+    if not result.sites:
+        raise errors.InvalidInput("scope", "names no registered site")
+    for site in result.sites:
+        got = await state.store.get(keys.health(site))
+        health = codec.decode(SiteHealth, got.value).state if got else Health.UNKNOWN
+        if health is not Health.UP:
+            raise errors.Refused("drill", f"site {site} is {health.value}, not UP")
+    out = [o for o in result.vnfs if not body.vnfs or o.vnf in body.vnfs]
+    if not out:
+        raise errors.Refused("drill", "no VNF of the drill has a member in the scope")
+    broken = [o.vnf for o in out if o.service != "kept"]
+    if broken:
+        raise errors.Refused(
+            "drill",
+            f"the what-if shows {', '.join(broken[:5])} losing service: no standby "
+            "outside the scope",
+        )
+
+
+def _visible(doc: dict[str, Any], who: Principal) -> dict[str, Any]:
+    """The drill as ``who`` may see it: a project sees only its own VNFs' lines."""
+    if who.has_any(deps.FEDERATION_WIDE):
+        return doc
+    mine = who.project_id
+    doc["result"]["vnfs"] = [v for v in doc["result"]["vnfs"] if v["tenant"] == mine]
+    doc["targets"] = [t for t in doc.get("targets", ()) if t["tenant"] == mine]
+    if "report" in doc:
+        doc["report"]["vnfs"] = [v for v in doc["report"]["vnfs"] if v["tenant"] == mine]
+        names = {v["vnf"] for v in doc["report"]["vnfs"]} | {doc["id"]}
+        doc["report"]["timeline"] = [e for e in doc["report"]["timeline"] if e["subject"] in names]
+    return doc
+
+
+async def _drill(state: deps.ApiState, drill_id: str) -> dict[str, Any]:
     kv = await state.store.get(keys.drill(drill_id))
     if kv is None:
         raise errors.NotFound("drill", drill_id)
     doc: dict[str, Any] = json.loads(kv.value)
-    if not who.has_any(deps.FEDERATION_WIDE):
-        vnfs = doc["result"]["vnfs"]
-        doc["result"]["vnfs"] = [v for v in vnfs if v["tenant"] == who.project_id]
     return doc
 
 
+@router.get("/v1/drills")
+async def listing(state: deps.State, who: deps.SiteReader) -> dict[str, Any]:
+    """Every drill, newest first, with its RTO p99 (live drills with a report)."""
+    kvs, _ = await state.store.get_prefix(keys.DRILLS)
+    rows = []
+    for kv in kvs:
+        doc = json.loads(kv.value)
+        totals = doc.get("report", {}).get("totals", {})
+        rows.append(
+            {
+                "id": doc["id"],
+                "mode": doc["mode"],
+                "state": doc["state"],
+                "reason": doc.get("reason", ""),
+                "scope": doc["scope"],
+                "sites": doc.get("sites", doc["result"].get("lost_sites", [])),
+                "created_ms": doc["created_ms"],
+                "vnfs": totals.get("vnfs", len(doc["result"]["vnfs"])),
+                "rto_p99_s": totals.get("rto_p99_s"),
+            }
+        )
+    rows.sort(key=lambda r: (-r["created_ms"], r["id"]))
+    return {"drills": rows}
+
+
+@router.get("/v1/drills/{drill_id}")
+async def show(drill_id: str, state: deps.State, who: deps.SiteReader) -> dict[str, Any]:
+    return _visible(await _drill(state, drill_id), who)
+
+
+@router.get("/v1/drills/{drill_id}/report", response_model=None)
+async def drill_report(
+    drill_id: str,
+    state: deps.State,
+    who: deps.SiteReader,
+    format: Literal["json", "html"] = "json",
+) -> dict[str, Any] | HTMLResponse:
+    """A live drill's measured report (written by the controller when it measured and
+    when it ended)."""
+    doc = _visible(await _drill(state, drill_id), who)
+    if doc["mode"] != "live":
+        raise errors.InvalidInput("drill", "a what-if has no measured report; see its result")
+    if "report" not in doc:
+        raise errors.Refused("report", f"drill {drill_id} is {doc['state']}: nothing measured yet")
+    rep: dict[str, Any] = doc["report"]
+    if format == "html":
+        return HTMLResponse(report.html(rep))
+    return rep
+
+
+@router.post("/v1/drills/{drill_id}/abort", status_code=202)
+async def abort(drill_id: str, state: deps.State, who: Planner_) -> JSONResponse:
+    """Ask the leader to abort a live drill (fails back when the drill asked for it).
+    Idempotent: a second ask, or one after the end, changes nothing."""
+    doc = await _drill(state, drill_id)
+    if doc["mode"] != "live":
+        raise errors.InvalidInput("drill", "a what-if has nothing to abort")
+    if doc["state"] in live.ACTIVE_STATES:
+        asked = {"by": who.user, "at_ms": int(time.time() * 1000)}
+        await state.store.txn([], [Put(keys.drill_asked(drill_id), json.dumps(asked).encode())])
+    return JSONResponse({"id": drill_id, "state": doc["state"], "asked": "abort"}, 202)
+
+
 @router.get("/v1/reports/survivability")
-async def report(request: Request, state: deps.State, who: deps.SiteReader) -> dict[str, Any]:
+async def survivability_report(
+    request: Request, state: deps.State, who: deps.SiteReader
+) -> dict[str, Any]:
     snap = await Snapshot.load(state.store)
     out = survivability.report(snap, await _placed(state, who), state.settings)
     out["snapshot_revision"] = snap.revision

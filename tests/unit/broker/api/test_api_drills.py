@@ -3,11 +3,14 @@ the decisions a loss would bring, stored under ``drills/`` and nowhere else (inv
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from broker.store import keys
 from broker.store.memory import MemoryStore
 from tests.support import placement as P
+from tests.support.drills import reported
 from tests.support.placement import SiteDef
 from tests.unit.broker.api.apitest_support import ADMIN, MEMBER, NOROLE, OPERATOR
 from tests.unit.broker.controllers.test_failover_controller import VNF, seed
@@ -55,7 +58,9 @@ async def test_refusals_write_nothing(api: httpx.AsyncClient, memstore: MemorySt
     for body, headers, status in [
         ({"mode": "whatif", "scope": {"sites": ["s1"]}}, MEMBER, 403),
         ({"mode": "whatif", "scope": {"sites": ["s1"]}}, NOROLE, 403),
-        ({"mode": "live", "scope": {"sites": ["s1"]}}, ADMIN, 422),
+        ({"mode": "live", "scope": {"hosts": ["s1/h1"]}}, ADMIN, 422),
+        ({"mode": "live", "scope": {"sites": ["s1"]}, "max_duration_s": 0}, ADMIN, 422),
+        ({"mode": "live", "scope": {"sites": ["s1"]}, "vnfs": ["nope"]}, ADMIN, 409),
         ({"mode": "whatif", "scope": {}}, ADMIN, 422),
         ({"mode": "whatif", "scope": {"planets": ["x"]}}, ADMIN, 422),
         ({"mode": "whatif", "scope": {"sites": "s1"}}, ADMIN, 422),
@@ -95,3 +100,61 @@ async def test_survivability_gauges(api: httpx.AsyncClient, memstore: MemoryStor
     assert 'meridian_survivable{scope="s1",scope_kind="site"} 1.0' in text
     assert 'meridian_survivable{scope="r1",scope_kind="region"} 0.0' in text
     assert "# TYPE meridian_survivability_shortfall gauge" in text  # none short here
+
+
+LIVE = {"mode": "live", "scope": {"sites": ["s1"]}, "max_duration_s": 60}
+
+
+async def test_live_drill_is_planned_for_the_leader_and_refused_while_one_runs(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    await world(memstore)
+    before = await everything(memstore)
+    resp = await api.post("/v1/drills", json=LIVE, headers=OPERATOR)
+    assert resp.status_code == 201, resp.text
+    doc = resp.json()
+    assert (doc["state"], doc["sites"], doc["failback"]) == ("PLANNED", ["s1"], True)
+    assert set(await everything(memstore)) - set(before) == {keys.drill(doc["id"])}
+    again = await api.post("/v1/drills", json=LIVE, headers=OPERATOR)
+    assert again.status_code == 409 and doc["id"] in again.json()["detail"], again.text
+    listed = (await api.get("/v1/drills", headers=MEMBER)).json()["drills"]
+    assert [(d["id"], d["state"]) for d in listed] == [(doc["id"], "PLANNED")]
+    early = await api.get(f"/v1/drills/{doc['id']}/report", headers=ADMIN)
+    assert early.status_code == 409 and "nothing measured yet" in early.text
+    # abort: asked once for the leader; asking again changes nothing
+    for _ in range(2):
+        ab = await api.post(f"/v1/drills/{doc['id']}/abort", headers=OPERATOR)
+        assert ab.status_code == 202, ab.text
+    assert (await memstore.get(keys.drill_asked(doc["id"]))) is not None
+    assert (await api.post(f"/v1/drills/{doc['id']}/abort", headers=MEMBER)).status_code == 403
+
+
+async def test_live_drill_refused_when_a_site_is_down_or_service_would_be_lost(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    await world(memstore)
+    both = {**LIVE, "scope": {"sites": ["s1", "s2"]}}
+    resp = await api.post("/v1/drills", json=both, headers=OPERATOR)
+    assert resp.status_code == 409 and "losing service" in resp.text, resp.text
+    for key, value in P.site_keys(SiteDef("s1", "r1", health="DOWN")):
+        await memstore.put(key, value)
+    before = await everything(memstore)
+    resp = await api.post("/v1/drills", json=LIVE, headers=OPERATOR)
+    assert resp.status_code == 409 and "s1 is DOWN" in resp.text, resp.text
+    assert await everything(memstore) == before
+
+
+async def test_a_live_report_as_json_and_html(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    doc = reported(VNF)
+    await memstore.put(keys.drill("drill-x"), json.dumps(doc).encode())
+    got = await api.get("/v1/drills/drill-x/report", headers=ADMIN)
+    assert got.status_code == 200 and got.json()["totals"]["rto_p99_s"] == 1.5
+    page = await api.get("/v1/drills/drill-x/report?format=html", headers=ADMIN)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<svg" in page.text and "cut &lt;s1&gt;" in page.text, "escaped, with a chart"
+    other = await api.get("/v1/drills/drill-x/report", headers=MEMBER)
+    assert other.json()["vnfs"] == [], "another project's VNF"
+    listed = (await api.get("/v1/drills", headers=ADMIN)).json()["drills"]
+    assert listed[0]["rto_p99_s"] == 1.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -11,6 +12,7 @@ from broker.models import codec
 from broker.models import vnf as model
 from broker.store import keys
 from tests.support import placement as P
+from tests.support.drills import reported
 from tests.support.placement import SiteDef
 from tests.unit.broker.cli.clitest_support import Broker
 
@@ -52,3 +54,37 @@ def test_survivability_report(broker: Broker) -> None:
     data = json.loads(runner.invoke(app, ["report", "survivability", "-o", "json"]).stdout)
     rows = {f"{r['scope_kind']}:{r['scope']}": r["survivable"] for r in data["scopes"]}
     assert rows["site:s1"] and not rows["region:r1"]
+
+
+def test_run_abort_list_show(broker: Broker) -> None:
+    seed(broker)
+    started = runner.invoke(app, ["drill", "run", "--site", "s1", "--no-wait", "-o", "json"])
+    assert started.exit_code == 0, started.output
+    doc = json.loads(started.stdout)
+    assert (doc["state"], doc["sites"]) == ("PLANNED", ["s1"])
+    again = runner.invoke(app, ["drill", "run", "--site", "s1", "--no-wait"])
+    assert again.exit_code == 1 and doc["id"] in again.output, "one drill at a time"
+    listed = runner.invoke(app, ["drill", "list"])
+    assert listed.exit_code == 0 and doc["id"] in listed.stdout and "PLANNED" in listed.stdout
+    shown = runner.invoke(app, ["drill", "show", doc["id"]])
+    assert shown.exit_code == 0 and "PLANNED" in shown.stdout
+    aborted = runner.invoke(app, ["drill", "abort", doc["id"]])
+    assert aborted.exit_code == 0 and "abort asked" in aborted.stdout
+    early = runner.invoke(app, ["drill", "report", doc["id"]])
+    assert early.exit_code == 1 and "nothing measured yet" in early.output
+
+
+def test_report_tables_json_and_html(broker: Broker, tmp_path: Path) -> None:
+    doc = reported("fw1")
+    rep = doc["report"]
+    broker.put(keys.drill("drill-x"), json.dumps(doc).encode())
+    shown = runner.invoke(app, ["drill", "report", "drill-x"])
+    assert shown.exit_code == 0, shown.output
+    assert "original roles restored" in shown.stdout and "drill.started" in shown.stdout
+    data = json.loads(runner.invoke(app, ["drill", "report", "drill-x", "-o", "json"]).stdout)
+    assert data == rep
+    page = tmp_path / "r.html"
+    wrote = runner.invoke(app, ["drill", "report", "drill-x", "--html", str(page)])
+    assert wrote.exit_code == 0 and "<svg" in page.read_text()
+    listed = json.loads(runner.invoke(app, ["drill", "list", "-o", "json"]).stdout)
+    assert listed[0]["rto_p99_s"] == 1.5

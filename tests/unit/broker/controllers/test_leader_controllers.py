@@ -69,7 +69,7 @@ def run_controllers() -> Any:
 def test_every_controller_is_registered_once() -> None:
     names = sorted(e.name for e in registry.leader())
     assert names == [
-        "event retention", "failover", "image replication", "quota sync", "site health",
+        "drills", "event retention", "failover", "image replication", "quota sync", "site health",
         "stitching", "vnf placement",
     ]
     with pytest.raises(errors.AlreadyExists):

@@ -1,0 +1,166 @@
+"""The drill controller with the real failover controller on the in-memory store: a live
+drill cuts one VNF's site, the failover controller promotes the standby (the drill only
+cuts and asks), the report measures the RTO from the events, failback switches the roles
+back; a deposed leader's drill step never lands; a real DOWN aborts (issue 11)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from broker import errors
+from broker.controllers import drills, failover
+from broker.drills import live
+from broker.models import codec
+from broker.models.site import Health, SiteHealth
+from broker.settings import BrokerSettings
+from broker.store import keys
+from broker.store.memory import MemoryStore
+from tests.unit.broker.controllers.test_failover_controller import (
+    VNF,
+    desired,
+    lead,
+    record,
+    report,
+    seed,
+)
+
+DRILL = "drill-1"
+
+
+async def plan(store: MemoryStore, failback: bool = True) -> None:
+    doc = {
+        "id": DRILL,
+        "mode": "live",
+        "state": live.PLANNED,
+        "scope": {"sites": ["s1"]},
+        "sites": ["s1"],
+        "tenants": [],
+        "vnfs": [],
+        "max_duration_s": 600,
+        "failback": failback,
+        "created_ms": 1,
+        "result": {"vnfs": [{"vnf": VNF, "tenant": "acme-nfv", "rto_s": 5.0}]},
+    }
+    await store.put(keys.drill(DRILL), json.dumps(doc).encode())
+
+
+async def stored(store: MemoryStore) -> dict[str, Any]:
+    kv = await store.get(keys.drill(DRILL))
+    assert kv is not None
+    doc: dict[str, Any] = json.loads(kv.value)
+    return doc
+
+
+@pytest.fixture
+async def pair(
+    memory_store: MemoryStore,
+) -> tuple[drills.DrillController, failover.FailoverController]:
+    await seed(memory_store)
+    fence = await lead(memory_store)
+    dr = drills.DrillController(memory_store, fence, BrokerSettings())
+    fo = failover.FailoverController(memory_store, fence, BrokerSettings())
+    dr.health = {"s1": Health.UP, "s2": Health.UP}
+    fo.health = dict(dr.health)
+    dr.unfinished.add(DRILL)
+    return dr, fo
+
+
+async def test_a_live_drill_promotes_measures_and_fails_back(
+    memory_store: MemoryStore, pair: tuple[drills.DrillController, failover.FailoverController]
+) -> None:
+    dr, fo = pair
+    await plan(memory_store)
+    await dr.step(DRILL)
+    doc = await stored(memory_store)
+    assert doc["state"] == live.RUNNING
+    assert json.loads((await memory_store.get(keys.drill_cut(VNF))).value)["sites"] == ["s1"]  # type: ignore[union-attr]
+    [t] = doc["targets"]
+    assert t["cut"] == ["fw-0@s1"] and t["rpo_s"] == 0.0, "generation 1 converged: RPO 0"
+
+    await fo.step(VNF)  # the failover controller sees the cut as a loss: promotes fw-1
+    assert (await desired(memory_store, "s2", "fw-1")).spec["metadata"]["meridian:role"] == "active"
+    await dr.step(DRILL)
+    assert (await stored(memory_store))["state"] == live.RUNNING, "still FAILING_OVER"
+    await report(memory_store, "s2", "fw-1", 2, "active")
+    await report(memory_store, "s1", "fw-0", 2, "standby")  # the cut site lives on
+    await fo.step(VNF)
+    await dr.step(DRILL)
+    doc = await stored(memory_store)
+    assert doc["state"] == live.FAILING_BACK
+    [row] = doc["report"]["vnfs"]
+    assert row["rto_s"] is not None and row["rto_s"] >= 0 and row["estimate_rto_s"] == 5.0
+    assert row["redundancy_restored_s"].startswith("not restored: ")
+    kinds = [e["kind"] for e in doc["report"]["timeline"]]
+    assert "vnf.failover_completed" in kinds and kinds[0] == "drill.started"
+
+    await dr.step(DRILL)  # failback of the one VNF: cut lifted, rejoin and switch asked
+    assert await memory_store.get(keys.drill_cut(VNF)) is None
+    asked = json.loads((await memory_store.get(keys.failover_asked(VNF))).value)  # type: ignore[union-attr]
+    assert asked["rejoin"] == ["fw-0@s1"] and asked["to_site"] == "s1"
+    await fo.step(VNF)  # fw-0 rejoins; fw-1 is demoted first
+    assert (await desired(memory_store, "s2", "fw-1")).spec["metadata"][
+        "meridian:role"
+    ] == "standby"
+    await report(memory_store, "s2", "fw-1", 3, "standby")
+    await fo.step(VNF)  # the demotion is reported: fw-0 promoted back
+    assert (await desired(memory_store, "s1", "fw-0")).spec["metadata"]["meridian:role"] == "active"
+    await report(memory_store, "s1", "fw-0", 3, "active")
+    await fo.step(VNF)
+    rec = await record(memory_store)
+    assert rec.state.value == "ACTIVE", rec.reason
+    await dr.step(DRILL)
+    doc = await stored(memory_store)
+    assert doc["state"] == live.COMPLETED, doc["reason"]
+    assert doc["report"]["vnfs"][0]["failback"] == "original roles restored"
+    assert doc["report"]["totals"]["failed_back"] == 1
+
+
+async def test_a_real_site_loss_aborts_and_lifts_the_cut(
+    memory_store: MemoryStore, pair: tuple[drills.DrillController, failover.FailoverController]
+) -> None:
+    dr, _ = pair
+    await plan(memory_store)
+    await dr.step(DRILL)
+    dr.health["s2"] = Health.DOWN
+    await dr.step(DRILL)
+    doc = await stored(memory_store)
+    assert doc["state"] == live.ABORTED and "s2" in doc["reason"]
+    assert await memory_store.get(keys.drill_cut(VNF)) is None
+    asked = json.loads((await memory_store.get(keys.failover_asked(VNF))).value)  # type: ignore[union-attr]
+    assert asked["switch"] is False
+    before = await stored(memory_store)
+    await dr.step(DRILL)  # terminal: nothing more
+    assert await stored(memory_store) == before
+
+
+async def test_refused_when_a_site_is_down_or_another_drill_runs(
+    memory_store: MemoryStore, pair: tuple[drills.DrillController, failover.FailoverController]
+) -> None:
+    dr, _ = pair
+    await plan(memory_store)
+    dr.health["s1"] = Health.DOWN
+    await dr.step(DRILL)
+    doc = await stored(memory_store)
+    assert doc["state"] == live.FAILED and "s1" in doc["reason"]
+    assert await memory_store.get(keys.drill_cut(VNF)) is None
+
+
+async def test_a_deposed_leader_lands_no_drill_step(
+    memory_store: MemoryStore, pair: tuple[drills.DrillController, failover.FailoverController]
+) -> None:
+    dr, _ = pair
+    await plan(memory_store)
+    await lead(memory_store)  # another term: dr's fence is stale
+    with pytest.raises(errors.FencedOut):
+        await dr.step(DRILL)
+    assert (await stored(memory_store))["state"] == live.PLANNED
+    assert await memory_store.get(keys.drill_cut(VNF)) is None
+
+
+async def test_the_controller_follows_health(memory_store: MemoryStore) -> None:
+    dr = drills.DrillController(memory_store, 1, BrokerSettings())
+    dr._on_health(keys.health("s9"), codec.encode(SiteHealth("s9", Health.DOWN, 0)))
+    assert dr.health["s9"] is Health.DOWN

@@ -95,6 +95,7 @@ def run(
     vnf: Annotated[list[str] | None, typer.Option(help="Only these VNFs; repeatable.")] = None,
     max_duration_s: Annotated[float, typer.Option(help="Abort after this long.")] = 600.0,
     failback: Annotated[bool, typer.Option(help="Restore the original roles at the end.")] = True,
+    hold_s: Annotated[float, typer.Option(help="Stay failed over at least this long.")] = 0.0,
     wait: Annotated[bool, typer.Option(help="Follow the drill until it ends.")] = True,
     output_format: output.OutputOpt = output.Format.table,
     api_url: client.ApiUrl = None,
@@ -109,6 +110,7 @@ def run(
         "vnfs": vnf or [],
         "max_duration_s": max_duration_s,
         "failback": failback,
+        "hold_s": hold_s,
     }
     with client.errors_exit():
         api = client.connect(api_url, token)

@@ -244,23 +244,23 @@ class FailoverController:
     def _events(
         self, mach: machine.Vnf, seen: dict[str, objects.Status], cut: frozenset[str]
     ) -> Iterator[machine.Event]:
-        """What the sites' health, a live drill's cut (its sites are lost for this VNF
-        alone) and the observed servers say, as machine events."""
+        """What the sites' health, a live drill's cut (``_cut``) and the observed servers
+        say, as machine events."""
         for m in mach.members:
             st = seen.get(m.key)
-            down = self.health.get(m.site) is Health.DOWN
-            if down or m.site in cut:
+            if self.health.get(m.site) is Health.DOWN:
                 if m.lost_ms is None and not m.condemned:
-                    why = f"site {m.site} is DOWN" if down else f"drill: site {m.site} cut"
-                    yield machine.Lost(m.key, why)
+                    yield machine.Lost(m.key, f"site {m.site} is DOWN")
                 continue
+            if m.site in cut:
+                yield from _cut(mach, m, cut)
             if st is None or st.observed_generation < objects.FIRST:
                 continue
             if st.state is objects.State.FAILED and not st.temporary:
                 if m.lost_ms is None and not m.condemned:
                     yield machine.Lost(m.key, st.message or "server failed")
             elif st.state is objects.State.READY:
-                if m.lost_ms is not None and not m.condemned:
+                if m.lost_ms is not None and not m.condemned and m.site not in cut:
                     yield machine.Back(m.key)
                 role = st.outputs.get("role", "")
                 if not m.ready or (role and role != m.applied_role):
@@ -322,6 +322,24 @@ class FailoverController:
             elif isinstance(action, machine.Release):
                 log.info("vnf %s: %s deleted (usage give-back not built yet)", vnf_id, action.key)
         return [Put(key, obj.encode()) for key, obj in desired.items()] + ops
+
+
+def _cut(mach: machine.Vnf, m: machine.Member, cut: frozenset[str]) -> Iterator[machine.Event]:
+    """A live drill's cut member is lost for this VNF alone — but it still runs and is
+    reachable, so an active one is switched over first (demoted, and the standby outside
+    the cut promoted once the demotion is reported: no dual-active, even for a moment),
+    and its loss follows once it no longer reports the active role."""
+    if m.lost_ms is not None or m.condemned:
+        return
+    if m.role == machine.ACTIVE:
+        to = sorted(s.site for s in mach.members if s.serving and s.site not in cut)
+        if to and not mach.promote_after:
+            yield machine.Failover(to[0])
+        if to:
+            return
+    elif m.applied_role == machine.ACTIVE and m.ready:
+        return  # its demotion is not reported yet
+    yield machine.Lost(m.key, f"drill: site {m.site} cut")
 
 
 @registry.controller("failover")

@@ -59,6 +59,8 @@ class Drill:
     sites: tuple[str, ...]
     max_duration_s: float
     failback: bool
+    hold_s: float = 0.0
+    """Stay cut at least this long after the cut (time to test the failed-over service)."""
     state: str = PLANNED
     reason: str = ""
     created_ms: int = 0
@@ -167,7 +169,8 @@ def _running(d: Drill, view: View, now: int) -> tuple[Drill, list[Intent]]:
     if now - d.started_ms >= d.max_duration_s * 1000:
         why = f"max_duration_s ({d.max_duration_s:g} s) ran out"
         return _finish_measuring(_measured(d, view, now), why)
-    if all(_settled(view.vnfs.get(t.vnf)) for t in d.targets):
+    held = now - d.started_ms >= d.hold_s * 1000
+    if held and all(_settled(view.vnfs.get(t.vnf)) for t in d.targets):
         return _finish_measuring(_measured(d, view, now), "")
     return d, []
 

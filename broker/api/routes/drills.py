@@ -68,6 +68,8 @@ class DrillIn(BaseModel):
     """Live only: the drill's VNFs (with ``tenants``, a selector; empty: all in scope)."""
     max_duration_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
     failback: bool = True
+    hold_s: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+    """Live only: stay failed over at least this long (to test the service meanwhile)."""
 
 
 async def _placed(state: deps.ApiState, who: Principal) -> list[whatif.Placed]:
@@ -88,6 +90,8 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
     scope = whatif.Scope.parse(body.scope.model_dump())
     if body.mode == "live" and scope.hosts:
         raise errors.InvalidInput("scope.hosts", "a live drill cuts sites, zones or regions")
+    if body.hold_s >= body.max_duration_s:
+        raise errors.InvalidInput("hold_s", "must be shorter than max_duration_s")
     snap = await Snapshot.load(state.store)
     result = whatif.run(
         snap, await _placed(state, who), scope, state.settings, tenants=body.tenants
@@ -108,6 +112,7 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
         await _check_live(state, body, result)
         doc |= {"state": "PLANNED", "sites": result.sites, "vnfs": body.vnfs}
         doc |= {"max_duration_s": body.max_duration_s, "failback": body.failback}
+        doc["hold_s"] = body.hold_s
     await state.store.put(keys.drill(drill_id), json.dumps(doc).encode())
     return JSONResponse(doc, status_code=201)
 

@@ -30,6 +30,10 @@ from tests.unit.broker.controllers.test_failover_controller import (
 DRILL = "drill-1"
 
 
+def role(obj: Any) -> str:
+    return str(obj.spec["metadata"]["meridian:role"])
+
+
 async def plan(store: MemoryStore, failback: bool = True) -> None:
     doc = {
         "id": DRILL,
@@ -80,13 +84,19 @@ async def test_a_live_drill_promotes_measures_and_fails_back(
     [t] = doc["targets"]
     assert t["cut"] == ["fw-0@s1"] and t["rpo_s"] == 0.0, "generation 1 converged: RPO 0"
 
-    await fo.step(VNF)  # the failover controller sees the cut as a loss: promotes fw-1
-    assert (await desired(memory_store, "s2", "fw-1")).spec["metadata"]["meridian:role"] == "active"
+    await fo.step(VNF)  # the cut member is reachable: demoted first, nothing promoted yet
+    assert role(await desired(memory_store, "s1", "fw-0")) == "standby"
+    assert role(await desired(memory_store, "s2", "fw-1")) == "standby", "no dual-active"
     await dr.step(DRILL)
     assert (await stored(memory_store))["state"] == live.RUNNING, "still FAILING_OVER"
-    await report(memory_store, "s2", "fw-1", 2, "active")
-    await report(memory_store, "s1", "fw-0", 2, "standby")  # the cut site lives on
+    await report(memory_store, "s1", "fw-0", 2, "standby")  # the demotion is reported
     await fo.step(VNF)
+    assert role(await desired(memory_store, "s2", "fw-1")) == "active"
+    await report(memory_store, "s2", "fw-1", 2, "active")
+    await fo.step(VNF)
+    await fo.step(VNF)  # the loss of the demoted member follows
+    rec = await record(memory_store)
+    assert rec.state.value == "DEGRADED" and "fw-0" in rec.reason, rec.reason
     await dr.step(DRILL)
     doc = await stored(memory_store)
     assert doc["state"] == live.FAILING_BACK

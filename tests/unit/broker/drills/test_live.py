@@ -147,3 +147,11 @@ def test_terminal_drills_never_change_and_the_stored_form_reads_back() -> None:
         assert live.advance(d, view, 9000) == (d, [])
     assert live.load(json.loads(json.dumps(live.dump(d)))) == d
     assert live.load({**live.dump(d), "mode": "live", "report": {}}) == d
+
+
+def test_hold_keeps_the_drill_failed_over_that_long() -> None:
+    d = live.Drill("d1", ("s1",), 60, True, hold_s=5)
+    d, _ = live.advance(d, live.View({}, candidates=[target("a")]), 1000)
+    settled = {"a": seen("DEGRADED", SWAPPED)}
+    assert live.advance(d, live.View(settled), 5999) == (d, [])
+    assert live.advance(d, live.View(settled), 6000)[0].state == live.FAILING_BACK

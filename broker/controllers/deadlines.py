@@ -151,21 +151,26 @@ def _tombstone(key: str, obj: objects.Desired) -> Put:
 
 async def _objects(
     store: Store, vnf_id: str, desc: model.Descriptor, old: model.MemberStatus, a: Assignment
-) -> tuple[list[Put], list[list[str]]]:
+) -> tuple[list[Put], list[list[str]], int]:
     """The member's desired writes: its old server and ports tombstoned when it leaves
-    their site, and its new site's objects (first or next generation where they differ)."""
+    their site, and its new site's objects (first or next generation where they differ;
+    the server always a new one); and the generation of its server."""
     server = render.server_name(vnf_id, old.name)
     leaving = await _server_and_ports(store, old.site, server) if old.site != a.site else []
     new = render.objects(vnf_id, desc, [a])
     held = await _current(store, [*leaving, *(o.key for o in new)])
     puts = [_tombstone(k, held[k]) for k in leaving if k in held and not held[k].deleted]
+    generation = objects.FIRST
     for o in new:
         cur = held.get(o.key)
         if cur is None:
             puts.append(o.put())
-        elif cur.deleted or cur.spec != o.spec:
-            puts.append(Put(o.key, cur.revise(o.spec).encode()))
-    return puts, [[o.site, o.kind, o.name] for o in new]
+        elif cur.deleted or cur.spec != o.spec or o.kind == render.SERVER:
+            revised = cur.revise(o.spec)
+            puts.append(Put(o.key, revised.encode()))
+            if o.kind == render.SERVER:
+                generation = revised.generation
+    return puts, [[o.site, o.kind, o.name] for o in new], generation
 
 
 def _event(kind: str, vnf_id: str, message: str) -> Put:
@@ -222,7 +227,7 @@ async def move(
     member = next(x for x in model.members(desc) if x.name == m.name)
     member = dataclasses.replace(member, role=m.role)
     a = Assignment(member, site, claim, 0.0)
-    puts, new_objects = await _objects(store, record.id, desc, m, a)
+    puts, new_objects, generation = await _objects(store, record.id, desc, m, a)
     hosts, sites = _avoid(m)
     moved = dataclasses.replace(
         m,
@@ -236,6 +241,7 @@ async def move(
         attempts=m.attempts + 1,
         avoid_hosts=hosts,
         avoid_sites=sites,
+        generation=generation,
     )
     members = tuple(moved if x.name == m.name else x for x in record.members)
     update = dataclasses.replace(record, members=members, updated_ms=now)

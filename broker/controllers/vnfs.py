@@ -306,7 +306,7 @@ class VnfController:
                 members.append(m)
                 continue
             state, message, host = objects.State.PENDING, "", ""
-            if obs is not None and obs.observed_generation >= objects.FIRST:
+            if obs is not None and obs.observed_generation >= max(m.generation, objects.FIRST):
                 state, message = obs.settled_state(), obs.message
                 host = obs.outputs.get("host", "")
             if state is objects.State.READY:

@@ -334,7 +334,13 @@ class Federation:
         }
         if site in self.openstack:
             return {"openstack": {"cloud": self.openstack[site].cloud}, "images": images}
-        return {"sim": {"hosts": 4, "cells": 2, "seed": sum(site.encode())}, "images": images}
+        sim = {"hosts": 4, "cells": 2, "seed": sum(site.encode())}
+        return {"sim": {**sim, "control_file": str(self.sim_control(site))}, "images": images}
+
+    def sim_control(self, site: str) -> Path:
+        """A sim site's control file (``siteagent.drivers.simcontrol``): write it to fail
+        the site's hosts or lose its servers out of band; absent means no faults."""
+        return self.state / "sim" / f"{site}.yaml"
 
     def images_dir(self, site: str) -> Path:
         """A site's image directory: a sim site's image store (its stand-in for Glance),

@@ -55,6 +55,9 @@ def machines(
                 role=m.role,
                 applied_role=m.role if m.state == "READY" else "",
                 ready=m.state == "READY",
+                # given up by its first placement (controllers.deadlines): lost already
+                lost_ms=0 if m.given_up else None,
+                lost_reason=m.message if m.given_up else "",
             )
             for m in record.members
             if m.vdu == vdu.name

@@ -450,6 +450,9 @@ class MemberStatus:
     avoid_sites: tuple[str, ...] = ()
     """Where earlier placements of the member failed: its re-placement keeps away."""
     given_up: bool = False
+    generation: int = 1
+    """The desired generation of the member's server in this placement: a status of an
+    older one (a failure before a move on the same site) is not this placement's."""
     """Never READY after ``vnf.max_attempts`` placements (or nowhere left): not re-placed."""
 
 

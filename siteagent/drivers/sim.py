@@ -344,6 +344,12 @@ class SimSite:
         need = self._need(new, spec)
         new.usage = {"instances": 1, "cores": need.vcpus, "ram_mb": need.memory_mb}
         self._check_quota(new, old)
+        self._poll_control()
+        if spec.host is not None and spec.host in self._failed_hosts:
+            # Nova's answer for a forced host whose compute service is down
+            raise errors.DriverError(
+                new.kind, new.name, f"the planned host {spec.host} is down", temporary=False
+            )
         if old is not None:
             self._release(old)
         only, avoid = self._group_constraint(new.name, spec.server_group)

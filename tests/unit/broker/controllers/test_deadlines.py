@@ -17,12 +17,14 @@ import pytest
 
 from broker import errors
 from broker.controllers import deadlines
+from broker.controllers.failover import FailoverController
 from broker.controllers.vnfs import VnfController
 from broker.models import codec, objects
 from broker.models import vnf as model
 from broker.placement import claims as cl
 from broker.placement.snapshot import Snapshot
 from broker.quotas.headroom import Unlimited
+from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore
 from tests.support import placement as P
@@ -209,10 +211,14 @@ async def test_nowhere_left_gives_the_member_up_with_the_reason(w: World) -> Non
     for site in SITES:
         if site.id not in (first.site, member(rec, "fw-1").site):
             w.ctl.snap.apply(keys.site(site.id), None, 10**6)
-    w.now += TIMEOUT_MS
+    await report(w, vnf_id, first, "FAILED")
     rec = await step(w, vnf_id)
     moved = member(rec, "fw-0")
     assert moved.site == first.site and moved.host != first.host, "the other host first"
+    assert moved.generation == 2
+    # the failure of the first placement (generation 1) is not the second's
+    rec = await step(w, vnf_id)
+    assert member(rec, "fw-0").attempts == 2 and member(rec, "fw-0").state == "PENDING"
     w.now += TIMEOUT_MS
     rec = await step(w, vnf_id)
     gone = member(rec, "fw-0")
@@ -233,3 +239,26 @@ async def test_a_deposed_leader_moves_nothing(w: World) -> None:
     assert await claims_of(w, f"{vnf_id}/fw-0") == [
         (member(before, "fw-0").site, member(before, "fw-0").host)
     ]
+
+
+async def test_a_given_up_active_is_handed_to_failover_as_lost(w: World) -> None:
+    """The failover controller takes the DEGRADED VNF over: the given-up active member is
+    a loss, so the READY standby is promoted (restoring it is the failover's own job)."""
+    vnf_id = await submit(w)
+    rec = await step(w, vnf_id)
+    standby = member(rec, "fw-1")
+    await report(w, vnf_id, standby, "READY")
+    for _ in range(3):
+        w.now += TIMEOUT_MS
+        rec = await step(w, vnf_id)
+    assert rec.state is model.VnfState.DEGRADED and member(rec, "fw-0").given_up
+    leader = await w.store.get(keys.LEADER)
+    assert leader is not None
+    failover = FailoverController(w.store, leader.mod_revision, BrokerSettings())
+    await failover.step(vnf_id)
+    server = await desired(w, standby.site, "server", f"{vnf_id}-fw-1")
+    assert server is not None and server.spec["metadata"]["meridian:role"] == "active"
+    kv = await w.store.get(keys.vnf(vnf_id))
+    assert kv is not None
+    after = codec.decode(model.VnfRecord, kv.value)
+    assert member(after, "fw-1").role == "active", after

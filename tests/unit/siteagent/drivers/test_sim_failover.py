@@ -49,6 +49,16 @@ async def test_a_planned_host_that_cannot_take_it_is_a_permanent_error(
     assert await site.observe("server", "m") is None
 
 
+async def test_a_planned_host_that_is_down_is_a_permanent_error(site: sim.SimSite) -> None:
+    site.fail_host("cmp-b")
+    with pytest.raises(errors.DriverError, match="planned host cmp-b is down") as caught:
+        await site.apply(obj("server", "m", member("cmp-b")))
+    assert not caught.value.temporary
+    assert await site.observe("server", "m") is None
+    site.fail_host("cmp-b", failed=False)
+    assert (await site.apply(obj("server", "m", member("cmp-b")))).outputs["host"] == "cmp-b"
+
+
 async def test_role_is_applied_and_reported_without_moving(site: sim.SimSite) -> None:
     first = await site.apply(obj("server", "m", member("cmp-b", "standby")))
     assert first.outputs["role"] == "standby"

@@ -10,12 +10,15 @@ records into fenced UP/DOWN verdicts; a replica that dies takes its records with
 lease, so the leader still sees every site it held go DOWN.
 
 Invariant: a ``sitestatus`` record is written when a session opens, when its liveness
-flips, and when the replica's lease is replaced -- never per heartbeat.
+flips, and when the replica's lease is replaced -- never per heartbeat. A record the lost
+lease took is owed until it is written again: the sweep retries it while etcd is still
+coming back (heartbeats write nothing, so nothing else would bring it back).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,7 +30,7 @@ from broker.models import codec
 from broker.models import site as sitemodel
 from broker.settings import BrokerSettings
 from broker.store import keys
-from broker.store.protocol import Put, Store, TxnOp
+from broker.store.protocol import Compare, Op, Put, Store, Target, TxnOp, TxnResult
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +60,27 @@ def record(session: Session, replica: str, silent_since_ms: int = 0) -> bytes:
 
 
 async def leased_txn(
-    store: Store, lease: ReplicaLease, ops: Callable[[int], Sequence[TxnOp]]
-) -> None:
-    """Write ``ops(lease_id)`` under the replica's lease; a lease found lost is like an
-    etcd outage, not a broken stream: take a new one and write again, once."""
+    store: Store,
+    lease: ReplicaLease,
+    ops: Callable[[int], Sequence[TxnOp]],
+    compares: Sequence[Compare] = (),
+) -> TxnResult:
+    """Write ``ops(lease_id)`` under the replica's lease (if ``compares`` hold); a lease
+    found lost is like an etcd outage, not a broken stream: take a new one and write
+    again, once."""
     for retry in (True, False):
         lease_id = await lease.id()
         try:
-            await store.txn([], ops(lease_id))
-            return
+            return await store.txn(list(compares), ops(lease_id))
         except errors.LeaseExpired:
             lease.expired(lease_id)
             if not retry:
                 raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _put_one(key: str, value: bytes, lease_id: int) -> list[TxnOp]:
+    return [Put(key, value, lease_id)]
 
 
 class Liveness:
@@ -88,6 +99,15 @@ class Liveness:
         self.clear = clear
         self.wake = asyncio.Event()
         self.writes = 0  # transactions written (tests, benchmarks)
+        self.owed: set[Session] = set()
+        """Sessions whose record a replaced lease took, not written again yet."""
+
+    async def owe_records(self, lease_id: int) -> None:
+        """The replica's lease was replaced (``ReplicaLease.on_renewed``): every held
+        session's record went with the old one. The next sweeps write them again."""
+        self.owed.update(s for s in self.registry.all() if s.status_value)
+        log.info("%d live sessions to re-record under lease %x", len(self.owed), lease_id)
+        self.wake.set()
 
     def heard(self, session: Session, seq: int) -> None:
         """A heartbeat arrived: note it; only a silent session's return costs a write."""
@@ -127,6 +147,26 @@ class Liveness:
         flips = self.flips()
         for start in range(0, len(flips), BATCH):
             await self._write(flips[start : start + BATCH])
+        await self._rerecord()
+
+    async def _rerecord(self) -> None:
+        """Write each owed record where it is still absent (a liveness flip or a newer
+        session that got there first wrote a newer one). An etcd failure leaves the rest
+        owed for the next sweep."""
+        for session in list(self.owed):
+            if session.closed_reason or self.registry.get(session.site) is not session:
+                self.owed.discard(session)
+                continue
+            key = keys.sitestatus(session.site)
+            await leased_txn(
+                self.store,
+                self.lease,
+                functools.partial(_put_one, key, session.status_value),
+                [Compare(key, Target.VERSION, Op.EQUAL, 0)],
+            )
+            self.owed.discard(session)
+            if session.closed_reason or self.registry.get(session.site) is not session:
+                await self.clear(session)  # it closed meanwhile: take the record back
 
     async def _write(self, batch: list[tuple[Session, bool]]) -> None:
         name = self.settings.name

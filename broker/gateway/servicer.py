@@ -93,7 +93,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             gw.max_opening_streams, gw.busy_retry_after, gw.busy_retry_after_max
         )
         self.liveness = liveness.Liveness(store, settings, registry, lease, self._clear_status)
-        lease.on_renewed(self._rehome)
+        lease.on_renewed(self.liveness.owe_records)
 
     # grpc.aio accepts a coroutine that reads and writes through the context; the stub's
     # signature only knows the iterator style.
@@ -387,28 +387,6 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             self.store, self.lease, lambda lease_id: [Put(key, value, lease_id), *extra]
         )
         session.status_value = value
-
-    async def _rehome(self, lease_id: int) -> None:
-        """Re-record every held session under a new replica lease (the lost one took
-        their records with it). Only where the record is still absent: a liveness flip
-        that got there first wrote a newer one."""
-        rehomed = 0
-        for session in self.registry.all():
-            value = session.status_value
-            if not value or session.closed_reason:
-                continue
-            key = keys.sitestatus(session.site)
-            try:
-                result = await self.store.txn(
-                    [Compare(key, Target.VERSION, Op.EQUAL, 0)], [Put(key, value, lease_id)]
-                )
-            except (errors.StoreUnavailable, errors.LeaseExpired) as exc:
-                log.warning("re-recording sessions stopped (%s); heartbeats will", exc)
-                return
-            rehomed += result.succeeded
-            if session.closed_reason or self.registry.get(session.site) is not session:
-                await self._clear_status(session)  # it closed meanwhile: take it back
-        log.info("%d live sessions re-recorded under lease %x", rehomed, lease_id)
 
     async def _clear_status(self, session: Session) -> None:
         """Delete the site's live-session record, if it is still this session's."""

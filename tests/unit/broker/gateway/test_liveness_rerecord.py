@@ -1,0 +1,83 @@
+"""A replaced replica lease: the records it took are owed until written, whatever etcd
+does meanwhile (heartbeats write nothing, so nothing else would bring them back)."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker import errors
+from broker.gateway import liveness
+from broker.gateway.feeds import ReplicaLease
+from broker.gateway.sessions import Registry, Session
+from broker.settings import BrokerSettings
+from broker.store import keys
+from broker.store.memory import MemoryStore
+
+
+def session(site: str) -> Session:
+    return Session(site, f"sess-{site}", 1, "1.2", "test", liveness.now_ms())
+
+
+async def held(
+    store: MemoryStore, lease: ReplicaLease, *sites: str
+) -> tuple[liveness.Liveness, Registry]:
+    """A replica's liveness holding a session of each of ``sites``, their records written."""
+    registry = Registry()
+    cleared: list[Session] = []
+
+    async def clear(s: Session) -> None:
+        cleared.append(s)
+
+    live = liveness.Liveness(store, BrokerSettings(name="r1"), registry, lease, clear)
+    lease.on_renewed(live.owe_records)
+    for site in sites:
+        s = session(site)
+        registry.add(s)
+        s.status_value = liveness.record(s, "r1")
+        await store.put(keys.sitestatus(site), s.status_value, lease=await lease.id())
+    return live, registry
+
+
+async def test_owed_records_survive_a_failed_first_attempt(memory_store: MemoryStore) -> None:
+    lease = ReplicaLease(memory_store, ttl=10)
+    live, _ = await held(memory_store, lease, "site-a", "site-b")
+    first = await lease.id()
+    memory_store.expire_lease(first)  # the records go with it
+    assert await memory_store.get(keys.sitestatus("site-a")) is None
+    lease.expired(first)
+    await live.owe_records(await lease.id())
+    assert len(live.owed) == 2
+    memory_store.set_unavailable()  # etcd still waking up: the first try fails
+    with pytest.raises(errors.StoreUnavailable):
+        await live.sweep()
+    assert len(live.owed) == 2, "a failed attempt must leave the records owed"
+    memory_store.set_unavailable(False)
+    await live.sweep()
+    assert not live.owed
+    for site in ("site-a", "site-b"):
+        kv = await memory_store.get(keys.sitestatus(site))
+        assert kv is not None and kv.lease == await lease.id() != first
+    await lease.revoke()
+
+
+async def test_a_newer_record_is_not_overwritten(memory_store: MemoryStore) -> None:
+    lease = ReplicaLease(memory_store, ttl=10)
+    live, registry = await held(memory_store, lease, "site-a")
+    live.owed.update(registry.all())
+    await memory_store.put(keys.sitestatus("site-a"), b"newer")
+    await live.sweep()
+    kv = await memory_store.get(keys.sitestatus("site-a"))
+    assert kv is not None and kv.value == b"newer" and not live.owed
+    await lease.revoke()
+
+
+async def test_a_closed_session_is_no_longer_owed(memory_store: MemoryStore) -> None:
+    lease = ReplicaLease(memory_store, ttl=10)
+    live, registry = await held(memory_store, lease, "site-a")
+    [s] = registry.all()
+    memory_store.expire_lease(await lease.id())
+    live.owed.add(s)
+    s.close("agent went away")
+    await live.sweep()
+    assert not live.owed and await memory_store.get(keys.sitestatus("site-a")) is None
+    await lease.revoke()

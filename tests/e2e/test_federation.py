@@ -34,6 +34,25 @@ def leader(fed: Federation, broker: str | None = None) -> str | None:
         return None
 
 
+def outage_diagnosis(fed: Federation, sites: list[str]) -> str:
+    """What the federation says about ``sites`` (not UP after an outage): their status and
+    health records, the leader, and the last lines each process logged about them."""
+    lines = [f"not UP: {sites}; leader: {leader(fed)}"]
+    for site in sites:
+        try:
+            row = fed.api_get(f"/v1/sites/{site}")
+            lines.append(f"{site}: health={row.get('health')} status={row.get('status')}")
+        except Exception as exc:
+            lines.append(f"{site}: GET failed: {exc}")
+        for name, proc in fed.running.items():
+            if not name.startswith("broker-") and name != f"agent-{site}":
+                continue
+            text = proc.log.read_text(errors="replace").splitlines()
+            about = [ln for ln in text if site in ln or name.startswith("agent-")]
+            lines += [f"  {name}: {ln[:300]}" for ln in about[-12:]]
+    return "\n".join(lines)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -153,5 +172,7 @@ def test_etcd_outage_gives_503_and_loses_nothing(federation: Federation) -> None
     finally:
         federation.start_etcd()
     states = federation.wait_all_up(sorted(before), timeout=60)
-    assert {s for s, st in states.items() if st == "UP"} == before
+    assert {s for s, st in states.items() if st == "UP"} == before, outage_diagnosis(
+        federation, sorted(s for s in before if states.get(s) != "UP")
+    )
     assert wait_for(lambda: leader(federation), timeout=20, what="a leader after etcd returns")

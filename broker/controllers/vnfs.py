@@ -37,6 +37,8 @@ from broker.quotas.headroom import REFUSED, Headroom, SiteUsage, Unlimited
 from broker.placement.plan import Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Live, Snapshot
 from broker.controllers import deadlines, keyed
+from broker.settings import StitchingSettings
+from broker.stitching.ledger import Ledger
 from broker.store import follow, keys
 from quota import errors as quota_errors
 from broker.store.protocol import Compare, Delete, Get, KeyValue, Op, Put, Store, Target
@@ -65,8 +67,11 @@ class VnfController:
         snapshot: Live | None = None,
         concurrency: int = 8,
         limits: deadlines.Limits | None = None,
+        stitching: StitchingSettings | None = None,
     ) -> None:
         self.store, self.fence = store, fence
+        self.vlans = Ledger(store, fence, stitching or StitchingSettings())
+        """The VLAN ids of the VNFs' provider links (the stitching ledger, fenced)."""
         self.headroom: Headroom = headroom or Unlimited()
         self.planner = planner or Planner()
         self._own_live = snapshot is None
@@ -188,7 +193,14 @@ class VnfController:
             if not result.feasible:
                 await self._infeasible(kv, record, result)
                 return
-            landed, fresh = await self._commit(kv, record, desc, result, attempt)
+            wants = render.vlan_wants(desc, result.assignments)
+            try:
+                vlans = await self.vlans.hold_vlans(record.id, wants)
+            except errors.AllocationRefused as exc:
+                refused = dataclasses.replace(result, feasible=False, reason=f"VLAN ids: {exc}")
+                await self._infeasible(kv, record, refused)
+                return
+            landed, fresh = await self._commit(kv, record, desc, result, attempt, vlans)
             if landed or fresh is None or fresh.mod_revision != kv.mod_revision:
                 return  # placed, or the record changed under us: the next step sees it
             await asyncio.sleep(0.001 * attempt)
@@ -201,8 +213,9 @@ class VnfController:
         desc: model.Descriptor,
         result: PlanResult,
         attempt: int,
+        vlans: dict[str, int] | None = None,
     ) -> tuple[bool, KeyValue | None]:
-        objs = render.objects(record.id, desc, result.assignments)
+        objs = render.objects(record.id, desc, result.assignments, vlans)
         now = self.clock()
         members = tuple(
             model.MemberStatus(
@@ -418,6 +431,7 @@ class VnfController:
                 record, extra={}, members=(), reservation="", updated_ms=now_ms()
             )
             done.append(Put(kv.key, codec.encode(final)))
+        await self.vlans.release_vlans(record.id)
         if not await commit.release(self.store, self.fence, self.snap, record.id, sites, done):
             self.kick(record.id)
             return
@@ -448,5 +462,10 @@ def _start(ctx: registry.Context) -> VnfController:
     vnf = ctx.settings.vnf
     limits = deadlines.Limits(int(vnf.ready_timeout_s * 1000), vnf.max_attempts)
     return VnfController(
-        ctx.store, ctx.fence, headroom=ctx.headroom, snapshot=ctx.snapshot, limits=limits
+        ctx.store,
+        ctx.fence,
+        headroom=ctx.headroom,
+        snapshot=ctx.snapshot,
+        limits=limits,
+        stitching=ctx.settings.stitching,
     )

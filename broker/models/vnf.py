@@ -61,7 +61,14 @@ class VirtualLink(_Model):
     name: Name
     network_type: Literal["vxlan", "geneve", "vlan", "flat"] = "vxlan"
     physnet: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    segmentation_id: Annotated[int, Field(ge=1, le=4094)] | None = None
+    segmentation_id: Annotated[int, Field(ge=1, le=4094)] | None = Field(
+        default=None,
+        description=(
+            "A vlan link's VLAN id. Optional: when absent the broker allocates one per site"
+            " and physnet from stitching.vlan_range; when given it must be inside that range"
+            " and not held by another network at the site (else the VNF fails saying so)."
+        ),
+    )
     stitched: bool = Field(
         default=False,
         description=(

@@ -12,6 +12,9 @@ builds one global network named ``link_network(vnf, link)`` over the member site
 site's ``network_stitch`` makes the site's network of that name), and the ports below
 attach to it by that name.
 
+A VLAN link's segmentation id at each site comes from the broker's VLAN allocator
+(``vlan_wants`` says what to ask it for: the descriptor's id, validated, or any free one).
+
 Invariant: names derive from the VNF id only, so rendering the same plan twice gives the
 same keys and values (``envelopes.FIRST``); deletion writes each object's
 ``Desired.tombstone``, so the agents' idempotent apply (invariant 4) does the rest.
@@ -19,7 +22,7 @@ same keys and values (``envelopes.FIRST``); deletion writes each object's
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,19 +92,42 @@ def link_cidr(index: int) -> str:
     return f"10.{64 + index // 256}.{index % 256}.0/24"
 
 
-def objects(vnf_id: str, desc: Descriptor, assignments: Iterable[Assignment]) -> list[Desired]:
-    """Every desired object of the VNF, dependencies before dependents."""
+def vlan_key(link: str, site: str, physnet: str) -> str:
+    """A VLAN link's segment at one site, as the VLAN allocator keys it."""
+    return f"{link}@{site}/{physnet}"
+
+
+def vlan_wants(desc: Descriptor, assignments: Iterable[Assignment]) -> dict[str, int | None]:
+    """Every VLAN link's segment at each site it is placed at → the descriptor's
+    ``segmentation_id`` (validated by the allocator) or None (allocated)."""
+    out: dict[str, int | None] = {}
+    for a in assignments:
+        for cp in desc.vdu(a.member.vdu).connection_points:
+            link = desc.link(cp.virtual_link)
+            if link.network_type == "vlan" and link.physnet:
+                out[vlan_key(link.name, a.site, link.physnet)] = link.segmentation_id
+    return out
+
+
+def objects(
+    vnf_id: str,
+    desc: Descriptor,
+    assignments: Iterable[Assignment],
+    vlans: Mapping[str, int] | None = None,
+) -> list[Desired]:
+    """Every desired object of the VNF, dependencies before dependents; ``vlans`` the
+    allocated VLAN ids by ``vlan_key`` (else the descriptor's own, if any)."""
     by_site: dict[str, list[Assignment]] = {}
     for a in assignments:
         by_site.setdefault(a.site, []).append(a)
     out: list[Desired] = []
     for site, placed in sorted(by_site.items()):
-        out += _site_objects(vnf_id, desc, site, placed)
+        out += _site_objects(vnf_id, desc, site, placed, vlans or {})
     return out
 
 
 def _site_objects(
-    vnf_id: str, desc: Descriptor, site: str, placed: list[Assignment]
+    vnf_id: str, desc: Descriptor, site: str, placed: list[Assignment], vlans: Mapping[str, int]
 ) -> list[Desired]:
     project = desc.tenant
     vdus = [v for v in desc.vdus if any(a.member.vdu == v.name for a in placed)]
@@ -123,8 +149,9 @@ def _site_objects(
             net: dict[str, Any] = {"project": project, "network_type": link.network_type}
             if link.physnet:
                 net["physnet"] = link.physnet
-            if link.segmentation_id:
-                net["segmentation_id"] = link.segmentation_id
+            segment = vlans.get(vlan_key(link.name, site, link.physnet or ""))
+            if segment or link.segmentation_id:
+                net["segmentation_id"] = segment or link.segmentation_id
             out.append(Desired(site, "network", link_network(vnf_id, link.name), net))
             # Nova boots on a port only with a fixed IP: each link gets a subnet of its own
             subnet = {

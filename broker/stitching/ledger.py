@@ -6,6 +6,8 @@ Layout under ``ipam/`` (invariant 13: nothing else reads or writes it):
   compare that serialises writers (a second allocator, or a stale cache, fails it);
 - ``ipam/networks/<id>``: one network's whole allocation (block, VNI, route target,
   VLAN ids) — the truth the pools are rebuilt from;
+- ``ipam/segments/<owner>``: the provider VLAN ids a VNF's virtual links hold, keyed
+  ``<link>@<site>/<physnet>`` (the same ``vlan/<site>/<physnet>`` pools as networks');
 - ``ipam/held/<pool>/<value>``: one key per value held, created with a
   ``create_revision == 0`` compare, so etcd itself refuses a value handed out twice.
 
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 HEAD = f"{keys.IPAM}head"
 RECORDS = f"{keys.IPAM}networks/"
+SEGMENTS = f"{keys.IPAM}segments/"
 HELD = f"{keys.IPAM}held/"
 EXTERNAL = "external"
 ATTEMPTS = 32
@@ -96,6 +99,32 @@ class Allocation:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Segments:
+    """The provider VLAN ids one owner (a VNF) holds: ``<link>@<site>/<physnet>`` → id."""
+
+    owner: str
+    vlans: Mapping[str, int]
+
+    def held(self) -> list[tuple[str, str]]:
+        return [(f"vlan/{k.split('@', 1)[1]}", str(v)) for k, v in sorted(self.vlans.items())]
+
+    def encode(self) -> bytes:
+        doc = {"owner": self.owner, "vlans": dict(self.vlans)}
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Segments:
+        doc = json.loads(raw)
+        return cls(str(doc["owner"]), {str(k): int(v) for k, v in doc["vlans"].items()})
+
+    def fits(self, wants: Mapping[str, int | None]) -> bool:
+        """Whether it holds exactly these keys, with every id asked for."""
+        return set(self.vlans) == set(wants) and all(
+            w is None or self.vlans[k] == w for k, w in wants.items()
+        )
+
+
 class Ledger:
     """The leader's allocator: pools in memory, truth in etcd, every write fenced."""
 
@@ -105,6 +134,7 @@ class Ledger:
         self._loaded = False
         self._head = 0
         self.records: dict[str, Allocation] = {}
+        self.segments: dict[str, Segments] = {}
         self._reset()
 
     def _reset(self) -> None:
@@ -131,6 +161,7 @@ class Ledger:
         kvs, _ = await self.store.get_prefix(keys.IPAM)
         self._reset()
         self.records = {}
+        self.segments = {}
         self._head = 0
         for kv in kvs:
             if kv.key == HEAD:
@@ -139,6 +170,10 @@ class Ledger:
                 alloc = Allocation.from_json(kv.value)
                 self.records[alloc.network] = alloc
                 self._hold(alloc)
+            elif kv.key.startswith(SEGMENTS):
+                segs = Segments.decode(kv.value)
+                self.segments[segs.owner] = segs
+                self._hold_vlans(segs)
         self._loaded = True
 
     def _hold(self, alloc: Allocation) -> None:
@@ -150,6 +185,14 @@ class Ledger:
         self.rt.take(int(alloc.rt.split(":")[1]), alloc.network)
         for sp, v in alloc.vlans.items():
             self._vlan_pool(sp).take(v, alloc.network)
+
+    def _hold_vlans(self, segs: Segments) -> None:
+        for k, v in segs.vlans.items():
+            self._vlan_pool(k.split("@", 1)[1]).take(v, segs.owner)
+
+    def _unhold_vlans(self, segs: Segments) -> None:
+        for k, v in segs.vlans.items():
+            self._vlan_pool(k.split("@", 1)[1]).release(v)
 
     def _unhold(self, alloc: Allocation) -> None:
         self.space.release(ipaddress.IPv4Network(alloc.cidr))
@@ -242,6 +285,76 @@ class Ledger:
                     self._unhold(alloc)
                     return alloc
             raise errors.Conflict(f"network {network}: release kept conflicting")
+
+    async def hold_vlans(self, owner: str, wants: Mapping[str, int | None]) -> dict[str, int]:
+        """The VLAN ids ``owner`` holds for ``wants`` (``<link>@<site>/<physnet>`` → the id
+        asked for, or None for any free one), landed whole; what it held before and no
+        longer wants is given back in the same transaction. ``AllocationRefused`` (409)
+        when an asked id is held by another or outside the range, or a pool is empty."""
+        async with self._lock:
+            for _ in range(ATTEMPTS):
+                await self._fresh()
+                before = self.segments.get(owner)
+                if before is None and not wants:
+                    return {}
+                if before is not None and before.fits(wants):
+                    return dict(before.vlans)
+                if before is not None:
+                    self._unhold_vlans(before)
+                try:
+                    after = Segments(owner, self._pick_vlans(owner, wants))
+                except BaseException:
+                    if before is not None:
+                        self._hold_vlans(before)
+                    raise
+                old = {held_key(p, v) for p, v in before.held()} if before else set()
+                new = {held_key(p, v) for p, v in after.held()}
+                ops: list[TxnOp] = [Put(SEGMENTS + owner, after.encode())]
+                ops += [Delete(k) for k in sorted(old - new)]
+                ops += [Put(k, owner.encode()) for k in sorted(new - old)]
+                checks = [Compare(k, Target.CREATE, Op.EQUAL, 0) for k in sorted(new - old)]
+                if await self._write(ops, checks):
+                    self.segments[owner] = after
+                    return dict(after.vlans)
+                self._unhold_vlans(after)
+            raise errors.Conflict(f"{owner}: VLAN allocation kept conflicting")
+
+    async def _fresh(self) -> None:
+        """Re-read when another writer (the other controller's ledger) moved the head: the
+        VLAN answers (what an owner holds, what is refused) come from a current view."""
+        head = await self.store.get(HEAD)
+        if not self._loaded or (head.mod_revision if head is not None else 0) != self._head:
+            await self.load()
+
+    def _pick_vlans(self, owner: str, wants: Mapping[str, int | None]) -> dict[str, int]:
+        """Asked-for ids first (so a free pick never takes one asked for), all or nothing."""
+        done: dict[str, int] = {}
+        order = sorted(wants, key=lambda k: (wants[k] is None, k))
+        try:
+            for k in order:
+                pool = self._vlan_pool(k.split("@", 1)[1])
+                done[k] = pool.allocate(owner, wants[k])
+        except BaseException:
+            for k, v in done.items():
+                self._vlan_pool(k.split("@", 1)[1]).release(v)
+            raise
+        return done
+
+    async def release_vlans(self, owner: str) -> Segments | None:
+        """Give back every VLAN id ``owner`` holds; None when it holds none."""
+        async with self._lock:
+            for _ in range(ATTEMPTS):
+                await self._fresh()
+                segs = self.segments.get(owner)
+                if segs is None:
+                    return None
+                ops: list[TxnOp] = [Delete(SEGMENTS + owner)]
+                ops += [Delete(held_key(p, v)) for p, v in segs.held()]
+                if await self._write(ops, []):
+                    del self.segments[owner]
+                    self._unhold_vlans(segs)
+                    return segs
+            raise errors.Conflict(f"{owner}: VLAN release kept conflicting")
 
     async def _write(self, ops: list[TxnOp], checks: list[Compare]) -> bool:
         """One fenced txn guarded by the head; False (and a re-read due) on a conflict."""

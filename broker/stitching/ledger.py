@@ -278,9 +278,7 @@ class Ledger:
                 alloc = self.records.get(network)
                 if alloc is None:
                     return None
-                ops: list[TxnOp] = [Delete(RECORDS + network)]
-                ops += [Delete(held_key(p, v)) for p, v in alloc.held()]
-                if await self._write(ops, []):
+                if await self._drop(RECORDS + network, alloc.held()):
                     del self.records[network]
                     self._unhold(alloc)
                     return alloc
@@ -346,15 +344,18 @@ class Ledger:
             for _ in range(ATTEMPTS):
                 await self._fresh()
                 segs = self.segments.get(owner)
-                if segs is None:
-                    return None
-                ops: list[TxnOp] = [Delete(SEGMENTS + owner)]
-                ops += [Delete(held_key(p, v)) for p, v in segs.held()]
-                if await self._write(ops, []):
-                    del self.segments[owner]
-                    self._unhold_vlans(segs)
-                    return segs
-            raise errors.Conflict(f"{owner}: VLAN release kept conflicting")
+                if segs is None or await self._drop(SEGMENTS + owner, segs.held()):
+                    break
+            else:
+                raise errors.Conflict(f"{owner}: VLAN release kept conflicting")
+            if segs is not None:
+                del self.segments[owner]
+                self._unhold_vlans(segs)
+            return segs
+
+    async def _drop(self, record: str, held: list[tuple[str, str]]) -> bool:
+        """Delete a record and its held keys in one fenced write; False on a conflict."""
+        return await self._write([Delete(record), *(Delete(held_key(p, v)) for p, v in held)], [])
 
     async def _write(self, ops: list[TxnOp], checks: list[Compare]) -> bool:
         """One fenced txn guarded by the head; False (and a re-read due) on a conflict."""

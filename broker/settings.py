@@ -68,12 +68,13 @@ class GatewaySettings:
     agent after a restart) queues at the agents instead of starving this replica's event
     loop and etcd pool, where election and lease keepalives must keep running."""
     busy_retry_after: Annotated[float, pydantic.Field(gt=0)] = 1.0
-    """Least delay, in seconds, a busy refusal asks for. The delay actually named is drawn
-    at random between this and the time the refused backlog needs at the replica's recent
-    opening rate (at most ``busy_retry_after_max``), so refused agents come back spread
-    out rather than as the same herd."""
-    busy_retry_after_max: Annotated[float, pydantic.Field(gt=0)] = 30.0
-    """Longest delay, in seconds, a busy refusal asks for."""
+    """Least delay, in seconds, a busy refusal asks for. Refused agents are given the
+    next free slots of a queue that starts this far ahead and drains at the rate this
+    replica measurably opens streams (gateway/admission.py), each delay jittered within
+    its slot, so they come back spread over the time the replica needs for them."""
+    busy_retry_after_max: Annotated[float, pydantic.Field(gt=0)] = 120.0
+    """Longest delay, in seconds, a busy refusal asks for (a refusal whose slot would lie
+    further is told between half this and this, and queued when it comes back)."""
 
     def __post_init__(self) -> None:
         if self.busy_retry_after_max < self.busy_retry_after:

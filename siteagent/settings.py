@@ -8,6 +8,7 @@ from the site's own ``clouds.yaml`` / ``OS_*`` (invariant 6: they never leave th
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from collections.abc import Mapping
@@ -192,6 +193,12 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def _adapter() -> pydantic.TypeAdapter[AgentSettings]:
+    """Built once per process (~20 ms): a swarm loads thousands of agents' settings."""
+    return pydantic.TypeAdapter(AgentSettings)
+
+
 def load(
     path: Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -209,7 +216,7 @@ def load(
     data = merge(merge(data, from_env(os.environ if env is None else env)), overrides or {})
     problems: list[str] = []
     try:
-        settings = pydantic.TypeAdapter(AgentSettings).validate_python(data, extra="forbid")
+        settings = _adapter().validate_python(data, extra="forbid")
     except pydantic.ValidationError as exc:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise errors.SettingsError(problems) from exc

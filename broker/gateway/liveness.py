@@ -1,12 +1,15 @@
 """Liveness of the streams this replica holds, judged here, in memory.
 
-A heartbeat touches only its session (``Session.heard``): the time it arrived and its
-sequence number. Nothing is written to etcd for it. Every ``health.sweep_interval`` (and
-at once when a silent site is heard again) ``Liveness`` compares each session's silence
-with ``health.down_after`` and writes only what changed: the site's ``sitestatus`` record
-with ``silent_since_ms`` set (silent) or cleared (heard again), a batch of sites per
-transaction under the replica's lease. The leader's site-health controller turns those
-records into fenced UP/DOWN verdicts; a replica that dies takes its records with its
+A heartbeat touches only its session (the time it arrived and its sequence number) and
+moves it to the back of this replica's order of sessions by last heartbeat (O(1), nothing
+allocated). Nothing is written to etcd for it. Every ``health.sweep_interval`` (and at
+once when a silent site is heard again) ``Liveness`` walks that order from the front --
+the longest-silent first -- only as far as the first session heard within
+``health.down_after``, so a sweep costs the sessions that flip, not the sessions held,
+and writes only what changed: the site's ``sitestatus`` record with ``silent_since_ms``
+set (silent) or cleared (heard again), a batch of sites per transaction under the
+replica's lease. The leader's site-health controller turns those records into fenced
+UP/DOWN verdicts; a replica that dies takes its records with its
 lease, so the leader still sees every site it held go DOWN.
 
 Invariant: a ``sitestatus`` record is written when a session opens, when its liveness
@@ -18,6 +21,7 @@ coming back (heartbeats write nothing, so nothing else would bring it back).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import time
@@ -101,6 +105,17 @@ class Liveness:
         self.writes = 0  # transactions written (tests, benchmarks)
         self.owed: set[Session] = set()
         """Sessions whose record a replaced lease took, not written again yet."""
+        # held sessions, least recently heard first (values unused)
+        self._order: collections.OrderedDict[Session, None] = collections.OrderedDict()
+        self._returned: list[Session] = []  # silent sessions heard again since the sweep
+
+    def track(self, session: Session) -> None:
+        """A session opened: judge its silence from now on."""
+        self._order[session] = None
+
+    def forget(self, session: Session) -> None:
+        """A session ended: no longer judged."""
+        self._order.pop(session, None)
 
     async def owe_records(self, lease_id: int) -> None:
         """The replica's lease was replaced (``ReplicaLease.on_renewed``): every held
@@ -113,7 +128,12 @@ class Liveness:
         """A heartbeat arrived: note it; only a silent session's return costs a write."""
         session.seq = seq
         session.last_seen = time.monotonic()
+        try:
+            self._order.move_to_end(session)
+        except KeyError:
+            return  # ended (or never tracked): nothing to judge
         if session.silent:
+            self._returned.append(session)
             self.wake.set()
 
     async def run(self) -> None:
@@ -131,22 +151,33 @@ class Liveness:
                 log.warning("liveness records wait for etcd: %s", exc)
 
     def flips(self) -> list[tuple[Session, bool]]:
-        """Sessions whose silence no longer matches what their record says."""
+        """Sessions whose silence no longer matches what their record says: the front of
+        the order up to the first session heard within the bound, and the silent ones
+        heard again."""
         bound = self.settings.health.down_after
         now = time.monotonic()
         out = []
-        for session in self.registry.all():
-            if session.closed_reason or not session.status_value:
-                continue  # closing, or its opening record is not written yet
-            silent = now - session.last_seen > bound
-            if silent != session.silent:
-                out.append((session, silent))
+        returned, self._returned = self._returned, []
+        for session in returned:
+            if not session.closed_reason and session.silent and now - session.last_seen <= bound:
+                out.append((session, False))
+        for session in self._order:
+            if now - session.last_seen <= bound:
+                break  # everything behind was heard later still
+            if session.closed_reason or not session.status_value or session.silent:
+                continue  # closing, its opening record not written yet, or already told
+            out.append((session, True))
         return out
 
     async def sweep(self) -> None:
         flips = self.flips()
         for start in range(0, len(flips), BATCH):
-            await self._write(flips[start : start + BATCH])
+            try:
+                await self._write(flips[start : start + BATCH])
+            except BaseException:
+                # the silent are found again by the next walk; the returned must be kept
+                self._returned.extend(s for s, silent in flips[start:] if not silent)
+                raise
         await self._rerecord()
 
     async def _rerecord(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -61,6 +62,11 @@ FAREWELL_WAIT = 2.0  # seconds a closing stream waits for the agent to end it af
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def digest(value: bytes) -> bytes:
+    """What a session keeps of a value it wrote, to tell a change: 16 bytes, not the value."""
+    return hashlib.blake2b(value, digest_size=16).digest()
 
 
 class Refused(Exception):
@@ -118,6 +124,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                 await self._serve(context, session, hello, ticket)
             finally:
                 self.registry.remove(session)
+                self.liveness.forget(session)
                 await self._clear_status(session)
                 reason = session.closed_reason or "ended"
                 log.info("site %s: stream closed (%s)", session.site, reason)
@@ -152,7 +159,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             raise Refused(pb.REFUSAL_IDENTITY, "no client certificate was presented")
         try:
             cert = x509.load_pem_x509_certificate(pems[0])
-            site = identity.site_from_certificate(pems[0], self.settings.tls.trust_domain)
+            site = identity.site_from_certificate(cert, self.settings.tls.trust_domain)
         except errors.BrokerError as exc:
             raise Refused(pb.REFUSAL_IDENTITY, str(exc)) from exc
         except ValueError as exc:
@@ -211,12 +218,14 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             connected_ms=now_ms(),
         )
         inventory = convert.inventory_from_wire(site, hello.inventory)
-        session.inventory_value = codec.encode(inventory)
+        value = codec.encode(inventory)
+        session.inventory_digest = digest(value)
         try:
-            await self._write_status(session, [Put(keys.inventory(site), session.inventory_value)])
+            await self._write_status(session, [Put(keys.inventory(site), value)])
         except (errors.StoreUnavailable, errors.LeaseExpired) as exc:
             raise Refused(pb.REFUSAL_UNAVAILABLE, f"state store unreachable: {exc}", 2000) from exc
         self.registry.add(session)
+        self.liveness.track(session)
         log.info("site %s: connected (protocol %s, session %s)", site, agreed, session.session_id)
         return session, hello
 
@@ -316,8 +325,8 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                 elif body == "inventory":
                     inventory = convert.inventory_from_wire(session.site, msg.inventory)
                     value = codec.encode(inventory)
-                    if value != session.inventory_value:  # written only when it changed
-                        session.inventory_value = value
+                    if digest(value) != session.inventory_digest:  # written only on change
+                        session.inventory_digest = digest(value)
                         pending[keys.inventory(session.site)] = value
                     await self._flush(pending)
                 else:
@@ -360,9 +369,9 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             if wire != session.usage_wire:
                 session.usage_wire = wire
                 usage = json.dumps(convert.usage_from_wire(hb.usage), sort_keys=True).encode()
-                if usage != session.usage_value:
+                if digest(usage) != session.usage_digest:
                     pending[keys.usage(session.site)] = usage
-                    session.usage_value = usage
+                    session.usage_digest = digest(usage)
         if pending:  # a changed usage, or statuses still waiting for etcd
             await self._flush(pending)
         session.outbound.put_nowait(pb.BrokerMessage(heartbeat_ack=pb.HeartbeatAck(seq=hb.seq)))

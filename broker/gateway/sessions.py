@@ -22,7 +22,7 @@ from broker.models import objects
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class Session:
     site: str
     session_id: str
@@ -36,9 +36,10 @@ class Session:
     sent_generations: dict[str, int] = dataclasses.field(default_factory=dict)
     closed_reason: str = ""
     status_value: bytes = b""  # the sitestatus value this session last wrote
-    usage_value: bytes = b""  # the usage last queued for etcd (written only on change)
-    usage_wire: bytes = b""  # the Usage message it came from, as received
-    inventory_value: bytes = b""  # the inventory last queued for etcd (written on change)
+    # digests (servicer.digest), not the values: a site's memory is not its inventory
+    usage_digest: bytes = b""  # of the usage last queued for etcd (written only on change)
+    usage_wire: bytes = b""  # the Usage message it came from, as received (small)
+    inventory_digest: bytes = b""  # of the inventory last queued for etcd (written on change)
     # liveness, judged in memory by this replica (gateway/liveness.py)
     last_seen: float = dataclasses.field(default_factory=time.monotonic)
     seq: int = 0  # of the last heartbeat

@@ -7,7 +7,7 @@
 #   deploy/dev/bench.sh failover  [--trials 10]          leader kill -9 → controllers running
 #   deploy/dev/bench.sh detection [--idle-seconds 600]   agent kill -9 → DOWN; false DOWNs
 #   deploy/dev/bench.sh site_failover [--quick]          site lost → standbys promoted (1,000 VNFs)
-#   deploy/dev/bench.sh fanin     [--agents 1000]        1,000 agents on one replica
+#   deploy/dev/bench.sh fanin     [--agents 10000 --replicas 3 --heartbeat 30]   fan-in, cold herd
 #   deploy/dev/bench.sh stitching [--quick]              tunnel vs raw veth, verify, allocator (root)
 #   deploy/dev/bench.sh placement [--quick]              decisions, API dry runs, vs Placement
 #   deploy/dev/bench.sh survivability [--quick]          N+1 report, one-site what-if (1,000 sites)
@@ -31,7 +31,7 @@ case "$which" in
         exit 0
         ;;
     all) ;;
-    harness | rawelection | rawstream | swarm | placement_api | placement_peer | __init__)
+    harness | rawelection | rawstream | swarm | placement_api | placement_peer | fleet | profiling | fanin_headline | __init__)
         echo "$which is a helper of the benchmarks, not a benchmark" >&2
         exit 2
         ;;

@@ -1,35 +1,43 @@
-"""Fan-in: 1,000 sim agents, each its own mTLS stream, on ONE broker replica.
+"""Fan-in: sim agents, each its own mTLS stream, on broker replicas, against bare servers.
 
 Two phases in one run, the same load each time: ``--agents`` sim agents in
-``--processes`` swarm processes (``tests.perf.swarm``: the agent's own Session, driver
-and reconciler; each agent its own certificate, channel and stream), heartbeating every
-``--heartbeat`` seconds.
+``--processes`` swarm processes (``tests.perf.swarm``: thousands of agents per process,
+each its own certificate, channel and stream), heartbeating every ``--heartbeat``
+seconds, spread over ``--replicas`` servers by the agents' own first choice. The default
+is 1,000 agents on one replica at 5 s; issue 16's large run is ``--agents 10000
+--replicas 3 --heartbeat 30 --processes 8``.
 
-1. baseline -- the agents dial a bare grpc.aio mTLS server (``tests.perf.rawstream
-   server``: Hello → Welcome, every heartbeat acked, nothing else; the same TLS and gRPC
-   options as the gateway);
-2. Meridian -- the agents dial one broker replica (with etcd), which records every
-   heartbeat in etcd, judges health as leader and serves the API.
+1. baseline -- the agents dial ``--replicas`` bare grpc.aio mTLS servers
+   (``tests.perf.rawstream server``: Hello → Welcome, every heartbeat acked, nothing
+   else; the same TLS and gRPC options as the gateway);
+2. Meridian -- the agents dial the broker replicas (with etcd): liveness in the memory
+   of the replica holding the stream, the leader judging health, the API served.
 
 Connecting, twice if need be:
 
-- all at once (a herd: what a broker restart causes) -- the time until every agent shows
-  connected, from the start of the swarm processes (their start-up included): Meridian,
-  every site's health verdict UP (read from etcd, so the observer costs the broker
-  nothing; the time is the newest verdict's own ``since_ms``); baseline, the server
-  holding every stream. Bounded by ``--herd-timeout``;
+- all at once (a cold herd: what a broker upgrade or a network event causes) -- the time
+  until every agent shows connected, from the start of the swarm processes (their
+  start-up included): Meridian, every site's health verdict UP (watched in etcd, so the
+  observer costs the brokers nothing; the time is the newest verdict's own
+  ``since_ms``); baseline, the servers holding every stream. Bounded by
+  ``--herd-timeout``;
 - if the herd has not converged by then, the swarms are stopped, every site is let go
-  DOWN, and the agents start again spread over ``--ramp`` seconds (each at a random
-  moment), which gives the time to all UP under a paced arrival.
+  DOWN, and the agents start again spread over ``--ramp`` seconds.
 
 Then, once all are connected, a steady window after ``--settle`` seconds:
 
 - heartbeat lag: ack round trips the agents measured (``SessionStats.lags_ms``);
   p50/p99, nearest rank;
-- CPU of the server process over the window, from ``/proc/<pid>/stat`` (% of one core),
-  and of etcd and the agent swarms for context;
-- RSS: ``VmRSS`` of the server before the agents dial and after the window; the
-  difference divided by the number of agents is the memory per site.
+- CPU of the server processes over the window, from ``/proc/<pid>/stat`` (% of one
+  core), and of etcd and the agent swarms for context;
+- etcd KV requests (etcd's own counters) over the window, less the observer's own reads
+  (``harness.UpTracker`` watches; it reads only when its watch breaks);
+- RSS: ``VmRSS`` of the servers before the agents dial and after the window; the
+  difference divided by the number of agents is the memory per site;
+- ``--profile S``: then S seconds of py-spy samples of every server (``profiling``), in
+  a window of their own so the sampler is in no figure;
+- ``--idle S``: Meridian stays idle S seconds more; every UP→DOWN verdict from the end
+  of the herd to the end of the idle time is a false DOWN.
 
 Certificates for all sites are issued first (EC P-256, a few threads) and timed.
 """
@@ -38,24 +46,17 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
-import re
-import signal
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from broker import settings as broker_settings
-from broker.settings import EtcdSettings
-from broker.devfed import procs
 from broker.devfed.federation import Federation, toml
-from broker.pki import authority
-from tests.perf import fanin_headline, harness
-from tests.perf.harness import Helper, say
+from broker.settings import EtcdSettings
+from tests.perf import fanin_headline, fleet, harness, profiling
+from tests.perf.harness import say
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Phase:
     window_s: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
     rss_before_kib: int = 0
+    idle_cpu: float = 0.0  # % of one core, the servers before any agent dials
     rss_after_kib: int = 0
     lags: dict[str, float | int] = field(default_factory=dict)
     acked: int = 0
@@ -79,64 +81,23 @@ class Phase:
         return round((self.rss_after_kib - self.rss_before_kib) / agents, 1)
 
 
-class Swarms:
-    """The agent processes of one phase, and the lag windows cut out of them."""
-
-    def __init__(self, name: str, groups: list[list[Path]], state: Path, ramp: float = 0.0) -> None:
-        self.name = name
-        self.stats = state / "stats"
-        self.procs: list[procs.Proc] = []
-        for i, configs in enumerate(groups, 1):
-            proc_name = f"{name}-{i}"
-            argv = harness.python_module(
-                "tests.perf.swarm",
-                "--stats-dir",
-                str(self.stats),
-                "--name",
-                proc_name,
-                "--ramp",
-                str(ramp),
-                *[f"--config={c}" for c in configs],
-            )
-            self.procs.append(procs.start(proc_name, argv, state / "logs" / f"{proc_name}.log"))
-        self.dumps = 0
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def dump(self) -> list[dict[str, Any]]:
-        """SIGUSR1 every swarm; their stats since the previous dump."""
-        self.dumps += 1
-        for proc in self.procs:
-            proc.signal(signal.SIGUSR1)
-        out = []
-        for proc in self.procs:
-            path = self.stats / f"{proc.name}.{self.dumps}.json"
-            harness.wait_for(path.exists, 60, f"{path.name}")
-            out.append(json.loads(path.read_text()))
-        return out
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.stop()
-
-
 def measure(
     phase: Phase,
-    swarms: Swarms,
-    pids: dict[str, list[int]],
-    server: int,
+    swarms: fleet.Swarms,
+    servers: dict[str, list[int]],
     args: argparse.Namespace,
     etcd: EtcdSettings | None = None,
+    tracker: harness.UpTracker | None = None,
 ) -> None:
-    """Settle, then one steady window: lags, CPU, RSS."""
+    """Settle, then one steady window: lags, CPU, RSS, etcd requests (the observer's own
+    reads subtracted); then, with ``--profile``, a window of py-spy samples of its own."""
     say(f"{phase.name}: settling {args.settle:.0f} s, then a {args.window:.0f} s window")
     time.sleep(args.settle)
     before = swarms.dump()
-    window = harness.CpuWindow({**pids, "agents (all swarms)": swarms.pids})
+    window = harness.CpuWindow({**servers, "agents (all swarms)": swarms.pids})
     window.start()
     kv_before = fanin_headline.etcd_kv_requests(etcd) if etcd else None
+    reads_before = tracker.reads if tracker else 0
     started = time.monotonic()
     time.sleep(args.window)
     after = swarms.dump()
@@ -144,149 +105,160 @@ def measure(
     kv_after = fanin_headline.etcd_kv_requests(etcd) if etcd else None
     if kv_before is not None and kv_after is not None:
         by_method = {m: n - kv_before.get(m, 0) for m, n in kv_after.items()}
+        observer = (tracker.reads if tracker else 0) - reads_before
         phase.extra["etcd_kv_requests_by_method"] = by_method
-        phase.extra["etcd_kv_requests_in_window"] = sum(by_method.values())
+        phase.extra["etcd_kv_requests_of_the_observer"] = observer
+        phase.extra["etcd_kv_requests_in_window"] = sum(by_method.values()) - observer
     phase.window_s = round(time.monotonic() - started, 1)
-    phase.rss_after_kib = harness.rss_kib(server)
+    pids = [pid for name, group in servers.items() if name != "etcd" for pid in group]
+    phase.rss_after_kib = sum(harness.rss_kib(pid) for pid in pids)
+    swarm_kib = sum(harness.rss_kib(pid) for pid in swarms.pids)
+    phase.extra["swarm_rss_per_agent_kib"] = round(swarm_kib / max(1, swarms.agents), 1)
     lags = [lag for d in after for lag in d["lags_ms"]]
     phase.lags = harness.summary(lags, digits=2)
     phase.acked = sum(d["acked"] for d in after) - sum(d["acked"] for d in before)
     phase.connected = sum(d["connected"] for d in after)
     phase.reconnects = sum(d["connects"] for d in after) - sum(d["agents"] for d in after)
+    if args.profile:
+        say(f"{phase.name}: py-spy samples for {args.profile:.0f} s (after the window)")
+        named = {
+            f"{name}-{k}": pid
+            for name, group in servers.items()
+            if name != "etcd"
+            for k, pid in enumerate(group, 1)
+        }
+        where = args.state / "profile" / phase.name
+        phase.extra["profile"] = profiling.sample(named, args.profile, where)
 
 
-def issue(fed: Federation, sites: list[str]) -> float:
-    """Issue every site certificate (threads: the work is keygen, signing and fsync)."""
-    ca = authority.load(fed.pki.root)
-    todo = [s for s in sites if not fed.pki.site_cert(s).exists()]
-    started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        list(pool.map(ca.issue_site, todo))
-    return time.monotonic() - started
+def profile_herd(
+    args: argparse.Namespace, pids: dict[str, int]
+) -> concurrent.futures.Future[dict[str, dict[str, Any]]] | None:
+    """With ``--profile``: py-spy on the brokers from the moment the herd is let go (a
+    thread of its own; the herd's figures are timed by the brokers' own verdicts)."""
+    if not args.profile:
+        return None
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    where = args.state / "profile" / "herd"
+    # started a moment before the herd is let go, so it sees the first handshakes
+    future = pool.submit(profiling.sample, pids, args.profile + 1, where)
+    pool.shutdown(wait=False)
+    time.sleep(1)
+    return future
 
 
-def register(fed: Federation, sites: list[str]) -> float:
-    started = time.monotonic()
-    headers = {"Authorization": f"Bearer {fed.token}"}
-    with httpx.Client(
-        base_url=fed.api_url(), timeout=30.0, headers=headers, verify=fed.api_verify
-    ) as client:
-
-        def one(item: tuple[int, str]) -> None:
-            i, site = item
-            body = {"id": site, "region": f"region-{i % 3 + 1}", "zone": f"zone-{i % 2 + 1}"}
-            resp = client.post("/v1/sites", json=body)
-            if resp.status_code not in (201, 409):
-                raise RuntimeError(f"registering {site}: {resp.status_code} {resp.text}")
-
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(one, enumerate(sites)))
-    return time.monotonic() - started
-
-
-def herd_counts(herd: list[dict[str, Any]], tracker: harness.UpTracker) -> dict[str, int]:
-    """What the agents and the tracker saw while all connected at once."""
-    return {
-        "peak_up": tracker.peak,
-        "up_at_end": tracker.up(),
-        "up_to_down": tracker.downs,
-        # the first term seen counts as one: 1 = the leader kept its term throughout
-        "leader_terms": tracker.new_terms,
-        "welcomed_streams": sum(d["welcomed"] for d in herd),
-        "connect_attempts": sum(d["connects"] for d in herd),
-        "refused_busy_or_unavailable": sum(d.get("refused", 0) for d in herd),
-        "connect_timeouts": sum(d.get("timeouts", 0) for d in herd),
-    }
-
-
-# What the broker's log says about a storm: each pattern counted over the whole phase.
-LOG_DIGEST = {
-    "election_lease_not_refreshed": re.compile(r"campaign: .* not refreshed"),
-    "leader_terms_started": re.compile(r"campaign: .*leading with fence"),
-    "replica_lease_expired": re.compile(r"replica lease \w+ expired"),
-    "heartbeats_not_recorded": re.compile(r"heartbeat not recorded"),
-    "status_writes_waiting": re.compile(r"status updates wait for etcd"),
-    "down_stream_closed": re.compile(r"DOWN \(agent stream closed\)"),
-    "down_no_heartbeat": re.compile(r"DOWN \(no heartbeat"),
-    "site_health_paused": re.compile(r"site health paused"),
-}
-
-
-def log_digest(path: Path) -> dict[str, int]:
-    """Counts of the LOG_DIGEST patterns in a broker log (empty if it is missing)."""
-    counts = dict.fromkeys(LOG_DIGEST, 0)
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return {}
-    for line in text.splitlines():
-        for name, pattern in LOG_DIGEST.items():
-            if pattern.search(line):
-                counts[name] += 1
-    return counts
-
-
-def groups_of(paths: list[Path], processes: int) -> list[list[Path]]:
-    size = -(-len(paths) // processes)
-    return [paths[i : i + size] for i in range(0, len(paths), size)]
+def idle_cpu(pids: list[int], seconds: float = 5.0) -> float:
+    """CPU of ``pids`` with no agent connected (% of one core): what is not per heartbeat."""
+    window = harness.CpuWindow({"idle": pids})
+    window.start()
+    time.sleep(seconds)
+    return window.stop()["idle"]
 
 
 def raw_phase(fed: Federation, sites: list[str], state: Path, args: argparse.Namespace) -> Phase:
     phase = Phase("baseline")
-    pki = fed.pki
-    address = f"127.0.0.1:{harness.free_port()}"
-    server = Helper(
-        "raw-server",
-        harness.python_module(
-            "tests.perf.rawstream",
-            "server",
-            "--listen",
-            address,
-            "--ca",
-            str(pki.ca_cert),
-            "--cert",
-            str(pki.broker_cert("broker-1")),
-            "--key",
-            str(pki.broker_key("broker-1")),
-            "--heartbeat-ms",
-            str(int(args.heartbeat * 1000)),
-        ),
-        state / "logs" / "raw-server.log",
-    )
-    swarms: Swarms | None = None
+    swarms: fleet.Swarms | None = None
+    servers = fleet.RawServers(fed, args.replicas, args.heartbeat, state / "logs")
     try:
-        server.expect(lambda line: line["event"] == "listening", 30)
-        phase.rss_before_kib = harness.rss_kib(server.pid)
+        phase.rss_before_kib = sum(harness.rss_kib(pid) for pid in servers.pids)
+        phase.idle_cpu = idle_cpu(servers.pids)
         configs = []
         for site in sites:
-            # the federation's own agent settings, pointed at the bare server
+            # the federation's own agent settings, pointed at the bare servers
             data = tomllib.loads(fed.agent_config(site).read_text())
-            data["session"]["brokers"] = [address]
+            data["session"]["brokers"] = servers.addresses
             path = state / "raw-agents" / f"{site}.toml"
             path.parent.mkdir(parents=True, exist_ok=True)
             top = {k: v for k, v in data.items() if not isinstance(v, dict)}
             path.write_text(toml({k: v for k, v in data.items() if isinstance(v, dict)}, top))
             configs.append(path)
-        say(f"baseline: {len(sites)} agents → bare mTLS server")
-        t0 = time.time()
-        swarms = Swarms("raw-swarm", groups_of(configs, args.processes), state)
+        say(f"baseline: {len(sites)} agents → {args.replicas} bare mTLS server(s)")
+        groups = fleet.groups_of(configs, args.processes)
+        swarms = fleet.Swarms("raw-swarm", groups, state, hold=True)
+        t0 = swarms.go()
+        phase.extra["swarm_build_s"] = swarms.built_s
         try:
-            line = server.expect(
-                lambda line: line["event"] == "streams" and line["n"] >= len(sites),
-                args.herd_timeout,
-            )
-            phase.herd_s = round(line["t"] - t0, 2)
-            phase.herd_how = "server holds every stream"
+            phase.herd_s = round(servers.wait_streams(len(sites), args.herd_timeout) - t0, 2)
+            phase.herd_how = "the servers hold every stream"
             say(f"baseline: all {len(sites)} streams up after {phase.herd_s} s")
-        except TimeoutError:
-            phase.herd_how = f"NOT REACHED after {args.herd_timeout:.0f} s"
-            say(f"baseline: not every stream up after {args.herd_timeout:.0f} s")
-        measure(phase, swarms, {"server": [server.pid]}, server.pid, args)
+        except TimeoutError as exc:
+            phase.herd_how = f"NOT REACHED after {args.herd_timeout:.0f} s ({exc})"
+            say(f"baseline: {phase.herd_how}")
+        measure(phase, swarms, {"server": servers.pids}, args)
     finally:
         if swarms is not None:
             swarms.stop()
-        server.stop()
+        servers.stop()
     return phase
+
+
+def herd(
+    phase: Phase,
+    swarms: fleet.Swarms,
+    tracker: harness.UpTracker,
+    args: argparse.Namespace,
+    t0: float,
+) -> bool:
+    """Wait for every agent started at once to be UP; False if the herd did not converge."""
+    n = swarms.agents
+    all_up = tracker.wait_all_up(args.herd_timeout)
+    herd = swarms.dump()
+    phase.extra["herd"] = fanin_headline.herd_counts(herd, tracker)
+    if all_up is None:
+        phase.herd_how = (
+            f"NOT REACHED in {args.herd_timeout:.0f} s: peak {tracker.peak} UP, "
+            f"{tracker.up()} UP at the end, {tracker.downs} UP→DOWN verdicts, "
+            f"{tracker.new_terms} leader terms, "
+            f"{sum(d['connects'] for d in herd)} stream attempts, "
+            f"{sum(d['welcomed'] for d in herd)} welcomed"
+        )
+        return False
+    phase.herd_s = round(all_up - t0, 2)
+    phase.herd_how = "newest UP verdict's since_ms"
+    phase.extra["herd_leader_terms"] = tracker.new_terms
+    counts = phase.extra["herd"]
+    say(
+        f"Meridian: all {n} UP after {phase.herd_s} s "
+        f"({counts['connect_attempts']} stream attempts, "
+        f"{counts['refused_busy_or_unavailable']} refused with a retry_after, "
+        f"{counts['connect_timeouts']} timed out; "
+        f"{tracker.new_terms} leader term(s) seen, {tracker.downs} UP→DOWN)"
+    )
+    return True
+
+
+def ramp(
+    phase: Phase,
+    groups: list[list[Path]],
+    tracker: harness.UpTracker,
+    args: argparse.Namespace,
+    report: harness.Report,
+) -> fleet.Swarms:
+    """After a herd that did not converge: every site let go DOWN, then the agents started
+    again spread over ``--ramp`` seconds."""
+    n = sum(len(g) for g in groups)
+    if not tracker.wait(lambda: tracker.up() == 0, 60):
+        stuck = f"{tracker.up()} sites still UP 60 s after every agent stopped; ramping anyway"
+        say(f"Meridian: {stuck}")
+        report.trouble.append(stuck)
+    tracker.reset()
+    say(f"Meridian: {n} agents → {args.replicas} replica(s), spread over {args.ramp:.0f} s")
+    t1 = time.time()
+    swarms = fleet.Swarms("swarm-ramp", groups, args.state, ramp=args.ramp)
+    all_up = tracker.wait_all_up(args.up_timeout)
+    if all_up is None:
+        phase.ramp_how = (
+            f"NOT REACHED in {args.up_timeout:.0f} s: peak {tracker.peak} UP, "
+            f"{tracker.up()} UP at the end"
+        )
+        say(f"Meridian: {phase.ramp_how}; measuring the window anyway")
+        report.trouble.append(f"ramped connect {phase.ramp_how}")
+    else:
+        phase.ramp_s = round(all_up - t1, 2)
+        phase.extra["ramp_leader_terms"] = tracker.new_terms
+        phase.ramp_how = f"ramp {args.ramp:.0f} s; newest UP verdict's since_ms"
+        say(f"Meridian: all {n} UP after {phase.ramp_s} s")
+    return swarms
 
 
 def meridian_phase(
@@ -297,87 +269,44 @@ def meridian_phase(
     report: harness.Report,
 ) -> Phase:
     phase = Phase("Meridian")
-    swarms: Swarms | None = None
+    swarms: fleet.Swarms | None = None
     tracker: harness.UpTracker | None = None
     try:
         etcd = fed.start_etcd()
-        broker = fed.start_broker("broker-1")
+        brokers = [fed.start_broker(name) for name in fed.broker_names()]
         fed.write_records()
-        phase.extra["register_s"] = round(register(fed, sites), 1)
+        phase.extra["register_s"] = round(fleet.register(fed, sites), 1)
         say(f"Meridian: {len(sites)} sites registered in {phase.extra['register_s']} s")
         time.sleep(2)
-        phase.rss_before_kib = harness.rss_kib(broker.pid)
-        groups = groups_of([fed.agent_config(site) for site in sites], args.processes)
+        phase.rss_before_kib = sum(harness.rss_kib(b.pid) for b in brokers)
+        phase.idle_cpu = idle_cpu([b.pid for b in brokers])
+        groups = fleet.groups_of([fed.agent_config(site) for site in sites], args.processes)
         root = broker_settings.load(fed.state / "brokers" / "broker-1.toml").etcd.root
         tracker = harness.UpTracker(harness.etcd_client(fed.etcd_settings()), root, sites)
-        say(f"Meridian: {len(sites)} agents → broker-1, all at once")
-        t0 = time.time()
-        swarms = Swarms("swarm", groups, state)
-        all_up = tracker.wait_all_up(args.herd_timeout)
-        if all_up is not None:
-            phase.herd_s = round(all_up - t0, 2)
-            phase.herd_how = "newest UP verdict's since_ms"
-            phase.extra["herd_leader_terms"] = tracker.new_terms
-            herd = swarms.dump()
-            phase.extra["herd"] = herd_counts(herd, tracker)
-            say(
-                f"Meridian: all {len(sites)} UP after {phase.herd_s} s "
-                f"({phase.extra['herd']['connect_attempts']} stream attempts, "
-                f"{phase.extra['herd']['refused_busy_or_unavailable']} refused with a "
-                f"retry_after, {phase.extra['herd']['connect_timeouts']} timed out; "
-                f"{tracker.new_terms} leader term(s) seen, {tracker.downs} UP→DOWN)"
-            )
-        else:
-            herd = swarms.dump()
-            phase.herd_how = (
-                f"NOT REACHED in {args.herd_timeout:.0f} s: peak {tracker.peak} UP, "
-                f"{tracker.up()} UP at the end, {tracker.downs} UP→DOWN verdicts, "
-                f"{tracker.new_terms} leader terms, "
-                f"{sum(d['connects'] for d in herd)} stream attempts, "
-                f"{sum(d['welcomed'] for d in herd)} welcomed"
-            )
-            phase.extra["herd"] = herd_counts(herd, tracker)
+        say(f"Meridian: {len(sites)} agents → {len(brokers)} replica(s), all at once")
+        swarms = fleet.Swarms("swarm", groups, state, hold=True)
+        herd_profile = profile_herd(args, {b.name: b.pid for b in brokers})
+        t0 = swarms.go()
+        phase.extra["swarm_build_s"] = swarms.built_s
+        converged = herd(phase, swarms, tracker, args, t0)
+        if herd_profile is not None:
+            phase.extra["herd_profile"] = herd_profile.result()
+        if not converged:
             say(f"Meridian: {phase.herd_how}; stopping the agents and ramping instead")
             report.trouble.append(f"connect all at once {phase.herd_how}")
             swarms.stop()
-            swarms = None
-            # every stream is closed now: a working leader marks every site DOWN at once
-            if not tracker.wait(lambda: tracker.up() == 0, 60):
-                stuck = (
-                    f"{tracker.up()} sites still UP 60 s after every agent stopped: the "
-                    f"leader ({tracker.leader}) runs no controllers; broker-1 restarted "
-                    "before the ramp"
-                )
-                say(f"Meridian: {stuck}")
-                report.trouble.append(stuck)
-                phase.extra["broker_restarted_before_ramp"] = stuck
-                fed.running["broker-1"].stop()
-                broker = fed.start_broker("broker-1")
-                if not tracker.wait(lambda: tracker.up() == 0, 60):
-                    say(f"  {tracker.up()} sites still UP; ramping anyway")
-                phase.rss_before_kib = harness.rss_kib(broker.pid)
-            tracker.reset()
-            say(f"Meridian: {len(sites)} agents → broker-1, spread over {args.ramp:.0f} s")
-            t1 = time.time()
-            swarms = Swarms("swarm-ramp", groups, state, ramp=args.ramp)
-            all_up = tracker.wait_all_up(args.up_timeout)
-            if all_up is None:
-                phase.ramp_how = (
-                    f"NOT REACHED in {args.up_timeout:.0f} s: peak {tracker.peak} UP, "
-                    f"{tracker.up()} UP at the end"
-                )
-                say(f"Meridian: {phase.ramp_how}; measuring the window anyway")
-                report.trouble.append(f"ramped connect {phase.ramp_how}")
-            else:
-                phase.ramp_s = round(all_up - t1, 2)
-                phase.extra["ramp_leader_terms"] = tracker.new_terms
-                phase.ramp_how = f"ramp {args.ramp:.0f} s; newest UP verdict's since_ms"
-                say(f"Meridian: all {len(sites)} UP after {phase.ramp_s} s")
+            swarms = ramp(phase, groups, tracker, args, report)
         fed.running.update({p.name: p for p in swarms.procs})
         tracker.reset()
-        pids = {"broker": [broker.pid], "etcd": [etcd.pid]}
-        measure(phase, swarms, pids, broker.pid, args, etcd=fed.etcd_settings())
-        phase.extra["broker_log"] = log_digest(fed.state / "logs" / "broker-1.log")
+        pids = {"broker": [b.pid for b in brokers], "etcd": [etcd.pid]}
+        measure(phase, swarms, pids, args, etcd=fed.etcd_settings(), tracker=tracker)
+        if args.idle:
+            say(f"Meridian: {args.idle:.0f} s more idle, counting UP→DOWN verdicts")
+            time.sleep(args.idle)
+        phase.extra["idle_s"] = round(args.settle + args.window + args.profile + args.idle, 1)
+        phase.extra["broker_log"] = {
+            b.name: fanin_headline.log_digest(fed.state / "logs" / f"{b.name}.log") for b in brokers
+        }
         phase.extra["up_at_window_end"] = tracker.up()
         phase.extra["up_to_down_after_connect"] = tracker.downs
         phase.extra["leader_terms_after_connect"] = tracker.new_terms
@@ -399,6 +328,14 @@ def summarize(
     cpu_ms = {
         raw.name: fanin_headline.cpu_ms_per_heartbeat(raw.cpu.get("server"), rate[raw.name]),
         mer.name: fanin_headline.cpu_ms_per_heartbeat(mer.cpu.get("broker"), rate[mer.name]),
+    }
+    marginal = {
+        raw.name: fanin_headline.cpu_ms_per_heartbeat(
+            raw.cpu.get("server", 0.0) - raw.idle_cpu, rate[raw.name]
+        ),
+        mer.name: fanin_headline.cpu_ms_per_heartbeat(
+            mer.cpu.get("broker", 0.0) - mer.idle_cpu, rate[mer.name]
+        ),
     }
     herd_cell = mer.herd_s if mer.herd_s is not None else "NOT REACHED"
     rows: list[list[Any]] = [
@@ -425,6 +362,13 @@ def summarize(
         ["lag samples", raw.lags.get("n"), mer.lags.get("n"), None],
         ["acks per second", rate[raw.name], rate[mer.name], None],
         ["server CPU per heartbeat (ms)", cpu_ms[raw.name], cpu_ms[mer.name], None],
+        ["server CPU before any agent dialled (%)", raw.idle_cpu, mer.idle_cpu, None],
+        [
+            "server CPU per heartbeat above that (ms)",
+            marginal[raw.name],
+            marginal[mer.name],
+            harness.ratio(marginal[mer.name], marginal[raw.name]),
+        ],
         ["etcd KV requests in the window", None, mer.extra.get("etcd_kv_requests_in_window"), None],
         [
             "server CPU (% of one core)",
@@ -462,8 +406,13 @@ def summarize(
     ]
     report.table(
         f"Fan-in: {n} agents in {args.processes} processes, heartbeat {args.heartbeat} s, "
-        f"one server process; steady window {args.window:.0f} s",
-        ["", "baseline (bare mTLS server)", "Meridian (broker-1 + etcd)", "Meridian / baseline"],
+        f"{args.replicas} server process(es); steady window {args.window:.0f} s",
+        [
+            "",
+            f"baseline ({args.replicas} bare mTLS server(s))",
+            f"Meridian ({args.replicas} replica(s) + etcd)",
+            "Meridian / baseline",
+        ],
         rows,
     )
     report.note(
@@ -488,16 +437,23 @@ def summarize(
             f"{herd['up_to_down']} UP→DOWN verdicts"
         )
     report.note(f"ramped: Meridian = {mer.ramp_how}")
-    digest = mer.extra.get("broker_log") or {}
-    if digest:
-        said = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in digest.items())
-        report.note(f"broker-1's log over the Meridian phase: {said}")
+    for name, digest in (mer.extra.get("broker_log") or {}).items():
+        said = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in digest.items() if v)
+        report.note(f"{name}'s log over the Meridian phase: {said or 'nothing of note'}")
+    observer = mer.extra.get("etcd_kv_requests_of_the_observer")
     report.note(
-        f"after all were connected (settle + window, Meridian): "
+        f"etcd KV requests in the window exclude the benchmark's own observer "
+        f"({observer} Range: it watches the verdicts, so it reads only when its watch breaks)"
+    )
+    profiles = [(p.name, p.extra.get("profile") or {}) for p in phases]
+    profiles.append(("Meridian herd", mer.extra.get("herd_profile") or {}))
+    for label, profile in profiles:
+        profiling.report(report, label, profile, args.profile)
+    report.note(
+        f"after all were connected (idle {mer.extra.get('idle_s')} s, Meridian): "
         f"{mer.extra.get('up_to_down_after_connect')} UP→DOWN verdicts, "
-        f"{mer.extra.get('leader_terms_after_connect')} new leader terms (the only replica "
-        f"losing and retaking its own lease), {mer.extra.get('up_at_window_end')}/{n} UP at "
-        "the end"
+        f"{mer.extra.get('leader_terms_after_connect')} new leader terms, "
+        f"{mer.extra.get('up_at_window_end')}/{n} UP at the end"
     )
 
     def figures(p: Phase, server: str) -> dict[str, Any]:
@@ -514,6 +470,8 @@ def summarize(
             "rss_before_mib": round(p.rss_before_kib / 1024, 1),
             "rss_after_mib": round(p.rss_after_kib / 1024, 1),
             "rss_per_site_kib": p.rss_per_site_kib(n),
+            "cpu_before_agents_percent": p.idle_cpu,
+            "cpu_ms_per_heartbeat_above_idle": marginal[p.name],
             "connected_at_window_end": p.connected,
             "reconnects": p.reconnects,
             **p.extra,
@@ -523,6 +481,7 @@ def summarize(
         {
             "agents": n,
             "processes": args.processes,
+            "idle_s": mer.extra.get("idle_s"),
             "heartbeat_interval_s": args.heartbeat,
             "down_after_s": args.down_after,
             "ramp_s": args.ramp,
@@ -531,7 +490,7 @@ def summarize(
             "baseline_raw_server": figures(raw, "rawstream server"),
             **fanin_headline.headline(
                 agents=n,
-                replicas=1,
+                replicas=args.replicas,
                 all_up_s=mer.herd_s if mer.herd_s is not None else mer.ramp_s,
                 raw_cpu_ms=cpu_ms[raw.name],
                 broker_cpu_ms=cpu_ms[mer.name],
@@ -554,15 +513,18 @@ def summarize(
 
 
 def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
+    args.state = state
+    if args.down_after is None:
+        args.down_after = 3 * args.heartbeat
     fed = Federation(
         state=state / "fed",
-        brokers=1,
+        brokers=args.replicas,
         heartbeat_interval=args.heartbeat,
         down_after=args.down_after,
     )
     fed.prepare()
-    sites = [f"edge-{i:04d}" for i in range(1, args.agents + 1)]
-    issue_s = issue(fed, sites)
+    sites = [f"edge-{i:05d}" for i in range(1, args.agents + 1)]
+    issue_s = fleet.issue(fed, sites)
     say(f"{len(sites)} site certificates issued in {issue_s:.1f} s")
     raw = raw_phase(fed, sites, state, args)
     mer = meridian_phase(fed, sites, state, args, report)
@@ -581,10 +543,25 @@ def main() -> None:
         "--heartbeat", type=float, default=5.0, help="heartbeat interval in s (default 5)"
     )
     parser.add_argument(
+        "--replicas", type=int, default=1, help="broker replicas, and bare servers (default 1)"
+    )
+    parser.add_argument(
         "--down-after",
         type=float,
-        default=15.0,
-        help="silence bound in s (default 15: three heartbeats)",
+        default=None,
+        help="silence bound in s (default: three heartbeats)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        help="after each window, sample the servers with py-spy for this many s (default 0)",
+    )
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        help="Meridian: idle this many s more after the window, counting false DOWNs",
     )
     parser.add_argument(
         "--herd-timeout",

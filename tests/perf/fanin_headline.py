@@ -3,7 +3,8 @@
 Per heartbeat, so that runs with other agent counts and intervals compare: broker CPU
 per acked heartbeat against the bare server's in the same run, and etcd KV requests
 (Range, Put, DeleteRange, Txn, counted by etcd itself on its /metrics) per heartbeat over
-the steady window.
+the steady window. Also what the herd and the brokers' logs say (``herd_counts``,
+``log_digest``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import re
 import ssl
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from broker.settings import EtcdSettings
+from tests.perf import harness
 
 KV_STARTED = re.compile(
     r'^grpc_server_started_total\{grpc_method="(Range|Put|DeleteRange|Txn)",'
@@ -86,3 +89,45 @@ def headline(
         name for name, bound in TARGETS.items() if figures[name] is None or figures[name] > bound
     ]
     return figures
+
+
+def herd_counts(herd: list[dict[str, Any]], tracker: harness.UpTracker) -> dict[str, int]:
+    """What the agents and the tracker saw while all connected at once."""
+    return {
+        "peak_up": tracker.peak,
+        "up_at_end": tracker.up(),
+        "up_to_down": tracker.downs,
+        # the first term seen counts as one: 1 = the leader kept its term throughout
+        "leader_terms": tracker.new_terms,
+        "welcomed_streams": sum(d["welcomed"] for d in herd),
+        "connect_attempts": sum(d["connects"] for d in herd),
+        "refused_busy_or_unavailable": sum(d.get("refused", 0) for d in herd),
+        "connect_timeouts": sum(d.get("timeouts", 0) for d in herd),
+    }
+
+
+# What the broker's log says about a storm: each pattern counted over the whole phase.
+LOG_DIGEST = {
+    "election_lease_not_refreshed": re.compile(r"campaign: .* not refreshed"),
+    "leader_terms_started": re.compile(r"campaign: .*leading with fence"),
+    "replica_lease_expired": re.compile(r"replica lease \w+ expired"),
+    "heartbeats_not_recorded": re.compile(r"heartbeat not recorded"),
+    "status_writes_waiting": re.compile(r"status updates wait for etcd"),
+    "down_stream_closed": re.compile(r"DOWN \(agent stream closed\)"),
+    "down_no_heartbeat": re.compile(r"DOWN \(no heartbeat"),
+    "site_health_paused": re.compile(r"site health paused"),
+}
+
+
+def log_digest(path: Path) -> dict[str, int]:
+    """Counts of the LOG_DIGEST patterns in a broker log (empty if it is missing)."""
+    counts = dict.fromkeys(LOG_DIGEST, 0)
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        for name, pattern in LOG_DIGEST.items():
+            if pattern.search(line):
+                counts[name] += 1
+    return counts

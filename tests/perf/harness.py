@@ -317,12 +317,16 @@ class KeyWatch:
 
 
 class UpTracker:
-    """Every site's health verdict and the leader, read straight from etcd twice a second.
+    """Every site's health verdict and the leader, as etcd's watch delivers them.
 
-    Nothing is asked of the broker: polling its API instead would measure the observer
-    (one ``GET /v1/sites`` over 1,000 sites costs the replica's event loop as much as
-    hundreds of heartbeats). The moment all are UP is the newest verdict's ``since_ms``,
-    stamped by the leader itself, so the polling period does not blur it.
+    Nothing is asked of the broker (polling its API would measure the observer: one
+    ``GET /v1/sites`` over 1,000 sites costs the replica's event loop as much as hundreds
+    of heartbeats), and nothing is asked of etcd's KV service after the first read: one
+    ``Range`` of the verdicts and the leader key, then a watch from that revision, so in a
+    steady state (no verdict changes) the observer costs etcd nothing and is not counted
+    in the benchmark's etcd requests. A broken watch is taken up again by one more read.
+    The moment all are UP is the newest verdict's ``since_ms``, stamped by the leader
+    itself.
     """
 
     def __init__(self, client: Any, root: str, sites: list[str], every: float = 0.5) -> None:
@@ -330,55 +334,97 @@ class UpTracker:
         self._prefix = root + keys.HEALTH
         self._leader_key = root + keys.LEADER
         self._wanted = set(sites)
-        self._state: dict[str, str] = {}
+        self._state: dict[str, tuple[str, int]] = {}  # site -> (state, since_ms)
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._broken = threading.Event()
+        self._ids: list[Any] = []
         self.downs = 0
         self.peak = 0
         self.leader = "?"
         self.fence = 0
         self.new_terms = 0
         self.errors = 0
+        self.reads = 0  # KV Range requests this observer made (the first read, resyncs)
         self.all_up_at: float | None = None
+        self._sync()
         self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
         self._thread.start()
 
     def _run(self, every: float) -> None:
+        """Take a broken watch up again (etcd busy or restarting)."""
         while not self._stop.wait(every):
-            try:
-                self._poll()
-            except Exception:  # etcd busy or restarting: count it, try again
-                self.errors += 1
+            if self._broken.is_set():
+                try:
+                    self._sync()
+                except Exception:
+                    self.errors += 1
 
-    def _poll(self) -> None:
-        state: dict[str, str] = {}
-        newest = 0
-        for value, meta in self._client.get_prefix(self._prefix):
-            site = meta.key.decode()[len(self._prefix) :]
-            if site in self._wanted:
-                verdict = json.loads(value)
-                state[site] = verdict["state"]
-                if verdict["state"] == "UP":
-                    newest = max(newest, int(verdict["since_ms"]))
-        value, meta = self._client.get(self._leader_key)
+    def _sync(self) -> None:
+        """Read the verdicts and the leader once, then watch both from that revision."""
+        self._broken.clear()
+        for watch_id in self._ids:
+            with contextlib.suppress(Exception):
+                self._client.cancel_watch(watch_id)
+        self.reads += 2
+        resp = self._client.get_prefix_response(self._prefix)
+        leader_value, leader_meta = self._client.get(self._leader_key)
         with self._cond:
-            self.leader = value.decode() if value else "none"
-            fence = int(meta.create_revision) if value else 0
-            if fence and fence != self.fence:
-                self.new_terms += 1
-            self.fence = fence
-            self.downs += sum(
-                1 for site, st in state.items() if st == "DOWN" and self._state.get(site) == "UP"
-            )
-            self._state = state
-            up = self.up()
-            self.peak = max(self.peak, up)
-            if self.all_up_at is None and up == len(self._wanted):
-                self.all_up_at = newest / 1000
-            self._cond.notify_all()
+            for kv in resp.kvs:
+                self._apply_verdict(kv.key.decode(), bytes(kv.value))
+            fence = int(leader_meta.create_revision) if leader_value else 0
+            self._apply_leader(leader_value, fence)
+            self._settle()
+        start = int(resp.header.revision) + 1
+        watch = self._client
+        self._ids = [
+            watch.add_watch_prefix_callback(self._prefix, self._on_change, start_revision=start),
+            watch.add_watch_callback(self._leader_key, self._on_change, start_revision=start),
+        ]
+
+    def _on_change(self, response: Any) -> None:
+        if isinstance(response, Exception):
+            self.errors += 1
+            self._broken.set()
+            return
+        with self._cond:
+            for ev in response.events:
+                key = ev.key.decode()
+                deleted = isinstance(ev, etcd_events.DeleteEvent)
+                if key == self._leader_key:
+                    self._apply_leader(None if deleted else ev.value, int(ev.create_revision))
+                elif deleted:
+                    self._state.pop(key[len(self._prefix) :], None)
+                else:
+                    self._apply_verdict(key, bytes(ev.value))
+            self._settle()
+
+    def _apply_verdict(self, key: str, value: bytes) -> None:
+        site = key[len(self._prefix) :]
+        if site not in self._wanted:
+            return
+        verdict = json.loads(value)
+        state = verdict["state"]
+        if state == "DOWN" and self._state.get(site, ("", 0))[0] == "UP":
+            self.downs += 1
+        self._state[site] = (state, int(verdict.get("since_ms", 0)))
+
+    def _apply_leader(self, value: bytes | None, create_revision: int) -> None:
+        self.leader = value.decode() if value else "none"
+        fence = create_revision if value else 0
+        if fence and fence != self.fence:
+            self.new_terms += 1
+        self.fence = fence
+
+    def _settle(self) -> None:
+        up = self.up()
+        self.peak = max(self.peak, up)
+        if self.all_up_at is None and up == len(self._wanted):
+            self.all_up_at = max(since for _, since in self._state.values()) / 1000
+        self._cond.notify_all()
 
     def up(self) -> int:
-        return sum(1 for state in self._state.values() if state == "UP")
+        return sum(1 for state, _ in self._state.values() if state == "UP")
 
     def reset(self) -> None:
         with self._cond:
@@ -412,6 +458,9 @@ class UpTracker:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        for watch_id in self._ids:
+            with contextlib.suppress(Exception):
+                self._client.cancel_watch(watch_id)
 
 
 # -- the run -------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from broker.models import vnf as model
 from broker.models.inventory import Host, Inventory
 from broker.store import keys
 from quota import models as quota_models
-from tests.perf import fanin, harness, placement_peer
+from tests.perf import fleet, harness, placement_peer
 from tests.perf.harness import say
 
 TENANT = "acme-nfv"  # the samples' tenant
@@ -60,7 +60,7 @@ class Live:
     state: Path
     processes: int
     sites: list[str] = field(default_factory=list)
-    swarms: list[fanin.Swarms] = field(default_factory=list)
+    swarms: list[fleet.Swarms] = field(default_factory=list)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -94,14 +94,14 @@ class Live:
                     raise RuntimeError(f"registering {site}: {resp.status_code} {resp.text}")
         configs = [self.fed.agent_config(s) for s in sites]
         name = f"swarm{len(self.swarms)}"
-        groups = fanin.groups_of(configs, self.processes)
+        groups = fleet.groups_of(configs, self.processes)
         self.sites += sites
         # watched in etcd, not polled through the API: the observer costs the broker nothing
         tracker = harness.UpTracker(
             harness.etcd_client(self.fed.etcd_settings()), self.root, self.sites
         )
         try:
-            self.swarms.append(fanin.Swarms(name, groups, self.state, ramp))
+            self.swarms.append(fleet.Swarms(name, groups, self.state, ramp))
             if tracker.wait_all_up(timeout) is None:
                 raise RuntimeError(
                     f"only {tracker.up()} of {len(self.sites)} sites UP after {timeout:.0f} s"
@@ -139,7 +139,7 @@ def start(state: Path, n_sites: int, processes: int) -> tuple[Live, list[str]]:
     fed = Federation(state=state / "fed", brokers=1, heartbeat_interval=5.0, down_after=15.0)
     fed.prepare()
     sites = [f"site-{i:04d}" for i in range(n_sites)]
-    issued = fanin.issue(fed, sites)
+    issued = fleet.issue(fed, sites)
     say(f"{n_sites} site certificates issued in {issued:.1f} s")
     live = Live(fed, state, processes)
     try:

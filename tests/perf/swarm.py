@@ -7,7 +7,13 @@ certificate, channel and mTLS stream), but keeps the sessions in hand. On SIGUSR
 writes every session's heartbeat ack round trips (``SessionStats.lags_ms``) gathered
 since the previous SIGUSR1 to ``D/N.<k>.json`` and forgets them, so the benchmark can cut
 a steady window out of a long run. ``--ramp R`` starts each agent at a random moment
-within the first R seconds instead of all at once. SIGTERM or SIGINT stops it.
+within the first R seconds instead of all at once. ``--hold`` builds every agent first
+(settings, certificate, driver, reconciler), writes ``D/N.ready`` and dials only on
+SIGUSR2: a benchmark holding several swarms can start thousands of agents dialling at
+the same moment, their start-up not in the time it measures. SIGTERM or SIGINT stops it.
+
+Light: one process, one event loop and one thread for thousands of agents; what an agent
+holds is its session (channel, stream, a few tasks), its sim driver and its reconciler.
 
 Nothing in ``siteagent`` changes for this: the session already records the lags, this
 process only reads them.
@@ -64,15 +70,20 @@ def _report(task: asyncio.Task[Any]) -> None:
         log.error("%s stopped: %s", task.get_name(), task.exception())
 
 
-async def later(delay: float, coro: Coroutine[Any, Any, None]) -> None:
+async def later(go: asyncio.Event, delay: float, coro: Coroutine[Any, Any, None]) -> None:
+    await go.wait()
     await asyncio.sleep(delay)
     await coro
 
 
-async def run(configs: list[Path], directory: Path, name: str, ramp: float) -> None:
+async def run(configs: list[Path], directory: Path, name: str, ramp: float, hold: bool) -> None:
     loop = asyncio.get_running_loop()
     sessions: list[Session] = []
     tasks: list[asyncio.Task[Any]] = []
+    go = asyncio.Event()
+    loop.add_signal_handler(signal.SIGUSR2, go.set)
+    if not hold:
+        go.set()
     for path in configs:
         agent = settings.load(path)
         driver = running.make_driver(agent)
@@ -82,8 +93,10 @@ async def run(configs: list[Path], directory: Path, name: str, ramp: float) -> N
         delay = random.uniform(0, ramp) if ramp > 0 else 0.0
         tasks.append(asyncio.create_task(reconciler.run(), name=f"reconciler-{agent.site_id}"))
         tasks.append(
-            asyncio.create_task(later(delay, session.run()), name=f"session-{agent.site_id}")
+            asyncio.create_task(later(go, delay, session.run()), name=f"session-{agent.site_id}")
         )
+    if hold:
+        (directory / f"{name}.ready").write_text(str(len(sessions)))
     for task in tasks:
         task.add_done_callback(_report)
     stop = asyncio.Event()
@@ -109,13 +122,16 @@ def main() -> None:
     parser.add_argument(
         "--ramp", type=float, default=0.0, help="spread the agents' starts over this many seconds"
     )
+    parser.add_argument(
+        "--hold", action="store_true", help="build every agent, then dial only on SIGUSR2"
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args.stats_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(run(args.config, args.stats_dir, args.name, args.ramp))
+    asyncio.run(run(args.config, args.stats_dir, args.name, args.ramp, args.hold))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import random
 
 import pytest
 
-from broker.gateway.admission import WINDOW, Admission
+from broker.gateway.admission import Admission
 
 
 class Clock:
@@ -47,24 +48,49 @@ def test_retry_after_is_jittered_within_bounds() -> None:
     assert len({round(d, 3) for d in delays}) > 150, "refused agents must not get one delay"
 
 
-def test_retry_after_spreads_over_the_backlogs_drain_time() -> None:
-    """1,000 refused at 100 openings/s: they should come back over ~10 s, not 1 s."""
-    adm, clock = admission(limit=10, least=1.0, most=30.0)
-    for _ in range(int(WINDOW * 100)):  # 100 openings a second over the window
+def measured(adm: Admission, clock: Clock, took: float, n: int = 50) -> None:
+    """``n`` openings of ``took`` seconds each, one after the other."""
+    for _ in range(n):
         ticket = adm.enter()
         assert ticket is not None
+        clock.now += took
         ticket.done(opened=True)
-        clock.now += 0.01
+
+
+def test_retry_after_queues_the_refused_at_the_measured_opening_rate() -> None:
+    """10 places, 0.1 s an opening: 100 openings/s, so 1,000 refused come back spread
+    evenly over the 10 s the replica needs for them, after ``least``."""
+    adm, clock = admission(limit=10, least=1.0, most=30.0)
+    measured(adm, clock, took=0.1)
+    assert adm.rate == pytest.approx(100.0, rel=0.01)
     held = [adm.enter() for _ in range(10)]
+    assert all(t is not None for t in held)
     for _ in range(1000):
         assert adm.enter() is None
-    delays = sorted(adm.retry_after() for _ in range(1000))
-    assert delays[-1] == pytest.approx(10.0, abs=0.5)  # 1,000 / 100 per s
-    assert delays[len(delays) // 2] == pytest.approx(5.5, abs=1.0)
-    # refusals older than the window no longer count: the backlog is gone
-    clock.now += WINDOW + 1
-    assert all(1.0 <= adm.retry_after() <= 1.0 for _ in range(10))
-    assert all(t is not None for t in held)
+    delays = [adm.retry_after() for _ in range(1000)]
+    assert min(delays) >= 1.0
+    assert max(delays) == pytest.approx(11.0, abs=0.02)  # least + 1,000 / 100 per s
+    # evenly: each second of the queue gets its ~100 agents back, no second twice that
+    per_second = collections.Counter(int(d) for d in delays)
+    assert all(90 <= per_second[s] <= 110 for s in range(1, 11)), per_second
+
+
+def test_a_faster_replica_hands_out_a_shorter_queue() -> None:
+    slow, slow_clock = admission(limit=4, least=0.5, most=30.0)
+    fast, fast_clock = admission(limit=4, least=0.5, most=30.0)
+    measured(slow, slow_clock, took=0.2)
+    measured(fast, fast_clock, took=0.02)
+    assert max(fast.retry_after() for _ in range(100)) < max(
+        slow.retry_after() for _ in range(100)
+    )
+
+
+def test_the_queue_is_gone_once_its_time_has_passed() -> None:
+    adm, clock = admission(limit=1, least=1.0, most=30.0)
+    measured(adm, clock, took=0.1)  # 10 per s
+    assert max(adm.retry_after() for _ in range(100)) == pytest.approx(11.0, abs=0.11)
+    clock.now += 20.0
+    assert all(1.0 <= adm.retry_after() <= 1.1 for _ in range(1))
 
 
 def test_retry_after_never_exceeds_most() -> None:
@@ -72,7 +98,10 @@ def test_retry_after_never_exceeds_most() -> None:
     assert adm.enter() is not None
     for _ in range(100_000):
         adm.enter()
-    assert max(adm.retry_after() for _ in range(500)) <= 3.0
+    delays = [adm.retry_after() for _ in range(500)]
+    assert max(delays) <= 3.0
+    # beyond the horizon: spread between most / 2 and most, not all on one instant
+    assert len({round(d, 3) for d in delays if d >= 1.5}) > 100
 
 
 @pytest.mark.parametrize(("limit", "least", "most"), [(0, 1.0, 2.0), (1, 0.0, 2.0), (1, 3.0, 2.0)])

@@ -257,6 +257,7 @@ class StitchingController:
             self.settings.max_mesh,
             project=rec.tenant,
             ports=rec.ports,
+            route_target=alloc.rt,
         )
 
     async def _wait(self, rec: NetworkRecord, guard: Compare, reason: str) -> None:

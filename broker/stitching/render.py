@@ -7,7 +7,8 @@ addresses of the peers it floods to (a full mesh up to ``max_mesh`` sites, hub-a
 beyond: each spoke gets its own port at the hub) — plus, for ``l3-routed``, the transit
 address and a route to every other site's subnet; the tenant's project, and the VNF ports
 attached at the site (a stitched virtual link's members), each with a fixed address from
-the site's pool.
+the site's pool; the route target and distinguisher (a site whose cloud interconnects
+with BGPVPN uses them; a site without a gateway address is no tunnel peer).
 
 Invariant: every member is rendered from the same allocation and endpoint snapshot, so
 the tunnels are symmetric: if A floods to B on a port, B floods to A on that port.
@@ -40,7 +41,14 @@ def links(
     """Per site: its VXLAN devices as ``{"port", "peers"}``."""
     if len(sites) <= max_mesh:
         return {
-            s: [{"port": VXLAN_PORT, "peers": [endpoints[p].address for p in sites if p != s]}]
+            s: [
+                {
+                    "port": VXLAN_PORT,
+                    "peers": [
+                        endpoints[p].address for p in sites if p != s and endpoints[p].address
+                    ],
+                }
+            ]
             for s in sites
         }
     hub, spokes = sites[0], sites[1:]
@@ -67,6 +75,7 @@ def stitch_objects(
     *,
     project: str = "",
     ports: Mapping[str, Sequence[str]] | None = None,
+    route_target: str = "",
 ) -> dict[str, dict[str, object]]:
     """The ``network_stitch`` spec of every member site; ``ports``: per site, the VNF ports
     attached there (each gets the next address of the site's pool)."""
@@ -88,6 +97,8 @@ def stitch_objects(
             "routes": [],
             "segment": seg.as_json(),
             "project": project,
+            "route_target": route_target,
+            "route_distinguisher": route_target,
             "ports": _ports(seg, (ports or {}).get(seg.site, ())),
         }
         plen = ipaddress.IPv4Network(seg.subnet).prefixlen

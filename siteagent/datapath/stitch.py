@@ -10,7 +10,9 @@
   ports of a stitched virtual link attach to it); on a simulated site each such port is
   also a namespace on the bridge with its address (outputs ``members``). A tombstone
   removes every device of it (found by the bridge's alias after a restart) and the
-  site's network.
+  site's network. An agent without a gateway whose cloud has its own interconnect
+  (the openstack driver: Neutron BGPVPN with the network's route target, and a router
+  for l3-routed) reports an endpoint without an address and builds the network there.
 - ``network_verify`` probes every target peer (ICMP and TCP from inside the namespace)
   and reports the per-pair results as JSON in its outputs, with the round's nonce.
 
@@ -63,10 +65,13 @@ class StitchDriver:
         probe_port: int,
         *,
         simulated: bool = False,
+        underlay_mtu: int = 1500,
     ) -> None:
         self.inner, self.site, self.probe_port = inner, site, probe_port
         self.simulated = simulated
         """The wrapped driver simulates its cloud: VNF ports become namespaces here."""
+        self.underlay_mtu = underlay_mtu
+        """Without a gateway, the MTU a cloud interconnect reports for the site."""
         self.gateway = Gateway(endpoint) if endpoint is not None else None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gateway")
         self._status: dict[tuple[str, str], models.ObjectStatus] = {}
@@ -88,10 +93,11 @@ class StitchDriver:
     async def apply(self, obj: models.DesiredObject) -> models.ObjectStatus:
         if obj.kind not in KINDS:
             return await self.inner.apply(obj)
-        if self.gateway is None:
-            raise errors.InvalidSpec("gateway", NOT_CONFIGURED, kind=obj.kind, name=obj.name)
         try:
-            outputs = await self._apply(obj, self.gateway)
+            if self.gateway is None:
+                outputs = await self._apply_cloud(obj)
+            else:
+                outputs = await self._apply(obj, self.gateway)
         except errors.DatapathError as exc:
             raise errors.DriverError(obj.kind, obj.name, str(exc), temporary=True) from exc
         status = models.ObjectStatus(
@@ -122,6 +128,18 @@ class StitchDriver:
         results = json.dumps([r.as_json() for r in found], separators=(",", ":"))
         return {"nonce": str(obj.spec.get("nonce", "")), "results": results}
 
+    async def _apply_cloud(self, obj: models.DesiredObject) -> dict[str, str]:
+        """No gateway here: the wrapped cloud's own interconnect (BGPVPN), if it has one."""
+        connect = getattr(self.inner, "interconnect", None)
+        if connect is None or obj.kind == VERIFY:
+            raise errors.InvalidSpec("gateway", NOT_CONFIGURED, kind=obj.kind, name=obj.name)
+        if obj.kind == ENDPOINT:
+            return {"address": "", "mtu": str(self.underlay_mtu), "interconnect": "bgpvpn"}
+        net = self._parse(obj)
+        await self._site_network(obj, net)
+        made: dict[str, str] = await connect(net.network, obj.spec)
+        return {**made, "vni": str(net.vni), "mtu": str(net.mtu)}
+
     async def _site_network(self, obj: models.DesiredObject, net: gw_spec.NetworkSpec) -> None:
         """The site's own network and subnet of that name (the VNF's ports attach to it),
         through the wrapped driver."""
@@ -129,7 +147,7 @@ class StitchDriver:
             return
         seg = net.segment
         wanted: list[tuple[str, dict[str, object]]] = [
-            ("network", {"project": net.project, "network_type": "vxlan"}),
+            ("network", {"project": net.project, "network_type": "vxlan", "mtu": net.mtu}),
             (
                 "subnet",
                 {
@@ -137,7 +155,8 @@ class StitchDriver:
                     "network": net.network,
                     "cidr": seg.subnet,
                     "gateway_ip": seg.gateway,
-                    "enable_dhcp": False,
+                    "enable_dhcp": True,  # served from the site's pool, its DHCP range
+                    "allocation_pools": [{"start": seg.pool[0], "end": seg.pool[1]}],
                 },
             ),
         ]
@@ -177,6 +196,9 @@ class StitchDriver:
             vni = await self._run(gw.vni_of_network, name)
             if vni is not None:
                 await self._run(gw.remove, vni)
+        disconnect = getattr(self.inner, "disconnect", None)
+        if kind == STITCH and gw is None and disconnect is not None:
+            await disconnect(name)
         if kind == STITCH:
             for inner_kind in ("subnet", "network"):  # the site's own, if it was made
                 await self.inner.delete(inner_kind, name)
@@ -203,4 +225,5 @@ def stitch_driver(inner: Driver, settings: AgentSettings) -> StitchDriver:
         endpoint_from(settings),
         settings.gateway.probe_port,
         simulated=settings.driver == "sim",
+        underlay_mtu=settings.gateway.mtu,
     )

@@ -54,6 +54,8 @@ class NetworkSpec:
     physnet: str | None = None
     segmentation_id: int | None = None
     shared: bool = False
+    mtu: int | None = None
+    """The network's MTU (a stitched network's inner MTU); None: the cloud's default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +296,7 @@ def _network(r: _Reader) -> NetworkSpec:
         physnet=physnet,
         segmentation_id=segment,
         shared=r.flag("shared", default=False),
+        mtu=r.optional_integer("mtu", minimum=68),
     )
 
 

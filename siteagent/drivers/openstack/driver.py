@@ -8,16 +8,19 @@ become ``errors.DriverError``. Inventory and usage are read in ``inventory``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from siteagent import errors, models
 from siteagent.drivers import specs
-from siteagent.drivers.openstack import image, inventory, kinds
+from siteagent.drivers.openstack import image, interconnect, inventory, kinds
 from siteagent.drivers.openstack.cloud import Cloud
 from siteagent.drivers.openstack.kind import Handler
 from siteagent.drivers.openstack_support import call
 from siteagent.settings import AgentSettings
+
+STITCH = "network_stitch"
 
 
 class OpenStackDriver:
@@ -71,6 +74,15 @@ class OpenStackDriver:
 
     async def close(self) -> None:
         self._cloud.close()
+
+    async def interconnect(self, name: str, spec: Mapping[str, Any]) -> dict[str, str]:
+        """A stitched network's BGPVPN (and router) at this site; their ids."""
+        want = interconnect.Interconnect.from_spec(name, spec)
+        return await call(STITCH, name, self.timeout, interconnect.ensure, self._cloud, want)
+
+    async def disconnect(self, name: str) -> None:
+        """Remove what ``interconnect`` made for ``name``."""
+        await call(STITCH, name, self.timeout, interconnect.remove, self._cloud, name)
 
     async def download_image(self, name: str, dest: Path) -> models.ObjectStatus:
         """Stream a Meridian image to ``dest``, checking its sha256 and Glance's hash."""

@@ -2,7 +2,7 @@
 
 A network's provider segment (type, physical network, segmentation id) cannot change in
 place: a new generation that asks for another one is refused for good rather than the
-network replaced under running servers. Only ``shared`` is updated.
+network replaced under running servers. Only ``shared`` and the MTU are updated.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ class Networks(Owned[specs.NetworkSpec]):
                     "provider attributes of an existing network cannot change",
                     temporary=False,
                 )
-            network = conn.network.update_network(
-                old, description=str(marker), is_shared=spec.shared
-            )
+            changes: dict[str, Any] = {"description": str(marker), "is_shared": spec.shared}
+            if spec.mtu is not None:
+                changes["mtu"] = spec.mtu
+            network = conn.network.update_network(old, **changes)
         else:
             attrs: dict[str, Any] = {
                 "name": cloud.name_of(obj.name),
@@ -60,6 +61,8 @@ class Networks(Owned[specs.NetworkSpec]):
                 attrs["provider_physical_network"] = spec.physnet
             if spec.segmentation_id is not None:
                 attrs["provider_segmentation_id"] = spec.segmentation_id
+            if spec.mtu is not None:
+                attrs["mtu"] = spec.mtu
             network = conn.network.create_network(**attrs)
         conn.network.set_tags(network, [str(marker)])
         return conn.network.get_network(network.id)

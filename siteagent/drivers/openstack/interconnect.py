@@ -28,10 +28,12 @@ L3 = "l3-routed"
 
 @dataclass(frozen=True, slots=True)
 class Interconnect:
-    network: str
-    project: str
-    kind: str
-    route_target: str
+    """What a ``network_stitch`` spec asks of the site's BGPVPN interconnect."""
+
+    network: str  # the Meridian name of the stitched network (and of the site's network)
+    project: str  # the tenant's project: the BGPVPN and router are made in it
+    kind: str  # l2-stretched (an l2 BGPVPN) or l3-routed (l3, and a router)
+    route_target: str  # ASN:N, allocated by the broker's ledger
     route_distinguisher: str
 
     @classmethod

@@ -7,12 +7,17 @@ inner MTU, its subnet with the site's allocated pool and the network's gateway, 
 of the right type with the allocated route target and distinguisher associated with the
 network, and for l3-routed a router with an interface on the site's subnet. Applying the
 same objects again changes nothing (same ids, one of each); the tombstone leaves nothing.
+
+Then through the whole stack: a federation (etcd, a broker, one agent per minicloud site)
+where ``POST /v1/networks`` allocates and both agents build the Neutron objects with the
+allocated values (READY), and ``DELETE`` removes them from both Neutrons.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +29,10 @@ from siteagent.datapath.stitch import StitchDriver
 from siteagent.drivers.openstack import OpenStackDriver
 from siteagent.drivers.openstack_support import cloud_name, connect
 from tests.support.minicloud import CLOUD, PROJECT, Minicloud
+from tests.support.osfed import OpenStackFederation
+from tests.support.polling import wait_for
 
-pytestmark = [pytest.mark.openstack, pytest.mark.slow]
+pytestmark = [pytest.mark.openstack, pytest.mark.etcd, pytest.mark.slow]
 
 CLOUDS = {"os-a": CLOUD, "os-b": "minicloud-site2"}
 RT = "64512:4242"
@@ -147,6 +154,72 @@ async def test_l3_routed_adds_a_router_on_each_sites_subnet(
             await drv.delete(stitch.STITCH, "stitched")
         for site, conn in clients.items():
             assert neutron_view(drivers, site, conn)["ids"] == [], f"left at {site}"
+    finally:
+        for conn in clients.values():
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def fed(minicloud: Minicloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    sites = {"os-st-a": CLOUD, "os-st-b": CLOUDS["os-b"]}
+    fed = OpenStackFederation(
+        state=Path(tmp_path_factory.mktemp("os-stitch")), brokers=1, clouds=sites
+    )
+    try:
+        fed.up(list(sites))
+        states = fed.wait_all_up(list(sites), timeout=180)
+        assert all(states.get(s) == "UP" for s in sites), states
+        yield fed
+    finally:
+        fed.down()
+
+
+def test_the_api_builds_and_deletes_the_network_at_both_sites(fed: Any) -> None:
+    name = f"st-{uuid.uuid4().hex[:6]}"
+    sites = list(fed.clouds)
+    body = {"name": name, "tenant": PROJECT, "type": "l2-stretched", "sites": sites}
+
+    def created() -> Any:  # the agents report their (BGPVPN) endpoints first
+        resp = fed.call("POST", "/v1/networks", json=body)
+        return resp if resp.status_code != 422 else None
+
+    resp = wait_for(created, timeout=60, what="both sites' endpoints")
+    assert resp.status_code in (201, 202), resp.text
+
+    def ready() -> Any:
+        got = fed.call("GET", f"/v1/networks/{name}").json()
+        assert got["state"] not in ("FAILED", "DEGRADED"), got
+        return got if got["state"] == "READY" else None
+
+    net = wait_for(ready, timeout=120, what=f"{name} READY")
+    segs = {s["site"]: s for s in net["segments"]}
+    clients = {site: connect(cloud=cloud) for site, cloud in fed.clouds.items()}
+    try:
+        for site, conn in clients.items():
+            cname = cloud_name(site, name)
+            (neutron_net,) = conn.network.networks(name=cname)
+            (subnet,) = conn.network.subnets(name=cname)
+            (vpn,) = [v for v in conn.network.bgpvpns() if v.name == cname]
+            assert neutron_net.mtu == net["mtu"] == 1450
+            assert subnet.cidr == net["cidr"]
+            assert [(p["start"], p["end"]) for p in subnet.allocation_pools] == [
+                tuple(segs[site]["allocation_pool"])
+            ]
+            assert vpn.route_targets == [net["route_target"]]
+            assocs = list(conn.network.bgpvpn_network_associations(vpn))
+            assert [a.network_id for a in assocs] == [neutron_net.id]
+
+        assert fed.call("DELETE", f"/v1/networks/{name}").status_code == 202
+        wait_for(
+            lambda: fed.call("GET", f"/v1/networks/{name}").status_code == 404,
+            timeout=120,
+            what=f"{name} deleted",
+        )
+        for site, conn in clients.items():
+            cname = cloud_name(site, name)
+            assert list(conn.network.networks(name=cname)) == []
+            assert list(conn.network.subnets(name=cname)) == []
+            assert [v for v in conn.network.bgpvpns() if v.name == cname] == []
     finally:
         for conn in clients.values():
             conn.close()

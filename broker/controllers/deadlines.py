@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,14 +150,19 @@ def _tombstone(key: str, obj: objects.Desired) -> Put:
 
 
 async def _objects(
-    store: Store, vnf_id: str, desc: model.Descriptor, old: model.MemberStatus, a: Assignment
+    store: Store,
+    vnf_id: str,
+    desc: model.Descriptor,
+    old: model.MemberStatus,
+    a: Assignment,
+    vlans: Mapping[str, int],
 ) -> tuple[list[Put], list[list[str]], int]:
     """The member's desired writes: its old server and ports tombstoned when it leaves
     their site, and its new site's objects (first or next generation where they differ;
     the server always a new one); and the generation of its server."""
     server = render.server_name(vnf_id, old.name)
     leaving = await _server_and_ports(store, old.site, server) if old.site != a.site else []
-    new = render.objects(vnf_id, desc, [a])
+    new = render.objects(vnf_id, desc, [a], dict(vlans))
     held = await _current(store, [*leaving, *(o.key for o in new)])
     puts = [_tombstone(k, held[k]) for k in leaving if k in held and not held[k].deleted]
     generation = objects.FIRST
@@ -217,17 +222,16 @@ async def move(
     record: model.VnfRecord,
     placement: dict[str, Any],
     m: model.MemberStatus,
-    claim: cl.Claim,
-    site: str,
+    a: Assignment,
+    vlans: Mapping[str, int],
     why: str,
     now: int,
 ) -> bool:
-    """Re-place member ``m`` on ``claim`` at ``site``; False when something moved (again)."""
+    """Re-place member ``m`` as ``a`` (the VNF's VLAN ids ``vlans`` held for its site);
+    False when something moved meanwhile (the caller steps again)."""
     desc = model.parse(record.descriptor)
-    member = next(x for x in model.members(desc) if x.name == m.name)
-    member = dataclasses.replace(member, role=m.role)
-    a = Assignment(member, site, claim, 0.0)
-    puts, new_objects, generation = await _objects(store, record.id, desc, m, a)
+    site, claim = a.site, a.claim
+    puts, new_objects, generation = await _objects(store, record.id, desc, m, a, vlans)
     hosts, sites = _avoid(m)
     moved = dataclasses.replace(
         m,

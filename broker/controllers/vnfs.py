@@ -1,19 +1,23 @@
 """The VNF controller (leader only): place pending VNFs, follow their members, tear down.
 
 For every ``vnfs/<id>`` the API accepted it reserves the tenant's quota, asks the
-``Planner`` on the live snapshot, and commits claims, placement, desired objects and the
-PLACED record in one fenced transaction (retrying when the snapshot was stale). It then
-follows the members' servers under ``observed/`` — renewing the quota reservation while
-it waits — and all READY commits the quota at the members' sites and makes the VNF ACTIVE;
-a member that failed for good makes it FAILED with that reason and tears the rest down. A
+``Planner`` on the live snapshot, and commits claims, placement and the PLACED record in
+one fenced transaction (retrying when the snapshot was stale), with as many desired
+objects as fit; the rest follow in fenced batches anchored on the record
+(``batches``). It then follows the members' servers under ``observed/`` — renewing the
+quota reservation while it waits — and all READY commits the quota at the members' sites
+and makes the VNF ACTIVE. A member whose server failed for good or missed its READY
+deadline is re-placed, and after ``vnf.max_attempts`` given up (``deadlines``): the VNF
+is DEGRADED, or FAILED (torn down) when nothing of a VDU serves or its policy says so. A
 quota refusal fails the VNF with the ledger's reason (class, request, what is left) and
 writes nothing under ``desired/``. Deleting writes every object's tombstone
-(``Desired.tombstone``: the generation after the stored one, ``deleted``), and once the
-servers are gone gives the quota back (releases the reservation, or the usage of an
-ACTIVE VNF) and releases the claims and the record.
+(``Desired.tombstone``: the generation after the stored one, ``deleted``) in batches, and
+once the servers are gone gives the quota back (releases the reservation, or the usage
+of an ACTIVE VNF) and releases the claims and the record.
 
-Invariants: a VNF is placed whole or not at all; a reservation that does not end in an
-ACTIVE VNF is released; every write is fenced (a deposed leader changes nothing).
+Invariants: a VNF's claims are taken whole or not at all, and the record counts exactly
+the desired objects written; a reservation that does not end in a serving VNF is
+released; every write is fenced (a deposed leader changes nothing).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from broker.placement import commit, feasible, render
 from broker.quotas.headroom import REFUSED, Headroom, SiteUsage, Unlimited
 from broker.placement.plan import Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Live, Snapshot
-from broker.controllers import deadlines, keyed
+from broker.controllers import batches, deadlines, keyed
+from broker.failover import replace
 from broker.settings import StitchingSettings
 from broker.stitching.ledger import Ledger
 from broker.store import follow, keys
@@ -232,6 +237,10 @@ class VnfController:
             attempts=attempt + 1,
             updated_ms=now_ms(),
         )
+        # claims, record and placement atomically, with the objects that still fit; the
+        # rest in fenced batches anchored on the record (``batches``)
+        share = batches.first_share(objs, 2 + len(result.sites()))
+        placed = batches.progress(placed, share, len(objs))
         doc = {
             "vnf": record.id,
             "decided_ms": now_ms(),
@@ -242,7 +251,7 @@ class VnfController:
         ops = [
             Put(kv.key, codec.encode(placed)),
             Put(keys.placement(record.id), json.dumps(doc, separators=(",", ":")).encode()),
-            *(o.put() for o in objs),
+            *(o.put() for o in objs[:share]),
         ]
         check = Compare(kv.key, Target.MOD, Op.EQUAL, kv.mod_revision)
         outcome = await commit.commit(
@@ -278,29 +287,17 @@ class VnfController:
         await self._write(kv, failed, Put(keys.placement(record.id), json.dumps(doc).encode()))
         log.info("vnf %s: %s", record.id, result.reason)
 
-    async def _tombstones(self, placed: list[tuple[str, ...]]) -> list[Put | Delete]:
-        """Each placed object's tombstone: the generation after the one stored."""
-        wanted = [keys.desired(site, kind, name) for site, kind, name in placed]
-        found = await self.store.txn([], [Get(key) for key in wanted])
-        return [
-            Put(key, objects.Desired.decode(got[0].value).tombstone().encode())
-            for key, got in zip(wanted, found.responses, strict=True)
-            if got
-        ]
-
     # -- after placement -------------------------------------------------------------------
 
     async def _observed(
         self, members: tuple[model.MemberStatus, ...], vnf_id: str
     ) -> list[objects.Status | None]:
-        gets = [
-            Get(keys.observed(m.site, render.SERVER, render.server_name(vnf_id, m.name)))
+        wanted = [
+            keys.observed(m.site, render.SERVER, render.server_name(vnf_id, m.name))
             for m in members
         ]
-        if not gets:
-            return []
-        result = await self.store.txn([], gets)
-        return [objects.Status.decode(r[0].value) if r else None for r in result.responses]
+        found = await batches.read_all(self.store, wanted)
+        return [objects.Status.decode(kv.value) if kv is not None else None for kv in found]
 
     async def _follow_members(self, kv: KeyValue, record: model.VnfRecord) -> None:
         if record.reservation:
@@ -310,6 +307,10 @@ class VnfController:
             except REFUSED as exc:
                 await self._quota_failed(kv, record, exc)
                 return
+        written, total = batches.pending(record)
+        if written < total:
+            await self._write_batch(kv, record)
+            return
         seen = await self._observed(record.members, record.id)
         now = self.clock()
         members: list[model.MemberStatus] = []
@@ -362,6 +363,19 @@ class VnfController:
         if update.state is model.VnfState.FAILED:
             self.kick(record.id)  # tear the rest down
 
+    async def _write_batch(self, kv: KeyValue, record: model.VnfRecord) -> None:
+        """The placement's next objects (a leader killed between batches resumes here)."""
+        desc = self.descriptor(record)
+        found = batches.assignments(self.snap, desc, record)
+        if found is None:  # the snapshot has not seen the claims yet
+            self._wake_at(record.id, 0.1)
+            return
+        # the VLAN ids held when it was placed (held again: the same, nothing written)
+        vlans = await self.vlans.hold_vlans(record.id, render.vlan_wants(desc, found))
+        objs = render.objects(record.id, desc, found, vlans)
+        await batches.write_next(self.store, self.fence, kv, record, objs)
+        self.kick(record.id)
+
     async def _replace_member(
         self, kv: KeyValue, record: model.VnfRecord, m: model.MemberStatus, now: int
     ) -> None:
@@ -378,11 +392,28 @@ class VnfController:
             if found.claim is None:
                 await deadlines.give_up(*args, m, f"{why}; {found.reason}", now)
             else:
-                placement = await self._placement(record.id)
-                server = render.server_name(record.id, m.name)
-                self._servers[(found.site, server)] = record.id
-                await deadlines.move(*args, placement, m, found.claim, found.site, why, now)
+                await self._move(kv, record, m, found, why, now)
         self.kick(record.id)
+
+    async def _move(
+        self,
+        kv: KeyValue,
+        record: model.VnfRecord,
+        m: model.MemberStatus,
+        found: replace.Decision,
+        why: str,
+        now: int,
+    ) -> None:
+        assert found.claim is not None
+        desc = self.descriptor(record)
+        a = batches.assignment(desc, m, found.site, found.claim)
+        # the VLAN ids of the new site's links too (where the member is now, kept)
+        now_at = batches.assignments(self.snap, desc, record) or []
+        vlans = await self.vlans.hold_vlans(record.id, render.vlan_wants(desc, [*now_at, a]))
+        placement = await self._placement(record.id)
+        self._servers[(found.site, render.server_name(record.id, m.name))] = record.id
+        args = (self.store, self.fence, self.snap, kv, record, placement)
+        await deadlines.move(*args, m, a, vlans, why, now)
 
     def _wake_at(self, vnf_id: str, delay: float | None) -> None:
         """Step ``vnf_id`` again when its first member's deadline runs out."""
@@ -401,15 +432,28 @@ class VnfController:
         await self._write(kv, failed)
         self.kick(record.id)  # tear it down; the (lapsed) reservation is released
 
+    async def _tombstone_batch(
+        self, kv: KeyValue, record: model.VnfRecord, placed: list[tuple[str, ...]], *,
+        drop_record: bool,
+    ) -> None:
+        """The next batch of the placed objects' tombstones, counted in the record."""
+        done = int(record.extra.get(batches.TOMBSTONED, "0"))
+        chunk = placed[done : done + batches.BATCH]
+        ops = await batches.tombstones(self.store, chunk)
+        extra = {**record.extra, batches.TOMBSTONED: str(done + len(chunk))}
+        if done + len(chunk) >= len(placed):
+            extra["tombstones"] = "1"
+        state = model.VnfState.DELETING if drop_record else record.state
+        await self._write(kv, dataclasses.replace(record, extra=extra, state=state), *ops)
+        if extra.get("tombstones") != "1":
+            self.kick(record.id)
+
     async def _teardown(
         self, kv: KeyValue, record: model.VnfRecord, placement: dict[str, Any], *, drop_record: bool
     ) -> None:
         placed = [tuple(str(x) for x in o) for o in placement.get("objects", [])]
         if placed and record.extra.get("tombstones") != "1":
-            ops: list[Put | Delete] = await self._tombstones(placed)
-            extra = {**record.extra, "tombstones": "1"}
-            state = model.VnfState.DELETING if drop_record else record.state
-            await self._write(kv, dataclasses.replace(record, extra=extra, state=state), *ops)
+            await self._tombstone_batch(kv, record, placed, drop_record=drop_record)
             return
         seen = await self._observed(record.members, record.id)
         if any(obs is not None and obs.state is not objects.State.DELETED for obs in seen):

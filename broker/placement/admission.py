@@ -3,8 +3,8 @@
 The schema (``broker.models.vnf.parse``) knows nothing of the world; these checks do: an
 anti-affinity scope wider than the federation (five regions asked, three exist), a
 physical network no site has, a latency location nobody measured, an image neither the
-descriptor nor the global catalog declares, or more objects than one atomic placement
-transaction can carry. Each raises ``InvalidInput`` naming the field (a 422 at the API).
+descriptor nor the global catalog declares, or more objects than one VNF may place.
+Each raises ``InvalidInput`` naming the field (a 422 at the API).
 
 Invariant: a descriptor that passes is not *impossible*; it may still find no feasible
 plan right now, which is data (the plan's reasons), not an input error.
@@ -18,8 +18,10 @@ from broker import errors
 from broker.models.vnf import Descriptor, members
 from broker.placement.snapshot import Snapshot
 
-MAX_TXN_OPS = 120
-"""etcd refuses transactions of more than 128 operations by default (--max-txn-ops)."""
+MAX_OBJECTS = 4000
+"""Desired objects one VNF may place: the claims transaction carries what fits of them
+and the rest follow in fenced batches (``broker.controllers.batches``); this bounds the
+placement record (each object is named in it) well under etcd's 1.5 MiB request."""
 
 
 def domains(snap: Snapshot, scope: str) -> int:
@@ -74,14 +76,14 @@ def check(desc: Descriptor, snap: Snapshot, catalog: Collection[str] = ()) -> No
                 f"unknown location {bound.location!r}: register it with PUT /v1/latency",
             )
     ops = _ops(desc)
-    if ops > MAX_TXN_OPS:
+    if ops > MAX_OBJECTS:
         raise errors.InvalidInput(
-            "vdus", f"{ops} objects exceed what one atomic placement can write ({MAX_TXN_OPS})"
+            "vdus", f"{ops} objects exceed what one VNF may place ({MAX_OBJECTS})"
         )
 
 
 def _ops(desc: Descriptor) -> int:
-    """An upper bound on the writes of the placement transaction."""
+    """An upper bound on the desired objects of the placement."""
     ms = members(desc)
     per_member = sum(len(desc.vdu(m.vdu).connection_points) + 3 for m in ms)
     shared = len(desc.sw_images) + len(desc.virtual_links) + 2 * len(desc.vdus)

@@ -136,3 +136,37 @@ def paris_latency(sites: Sequence[SiteDef], ms: float = 10.0) -> list[tuple[str,
     out = [("metro-paris", s.id, ms) for s in sites]
     out += [(a.id, b.id, ms * 2) for i, a in enumerate(sites) for b in sites[i + 1 :]]
     return out
+
+
+def big(name: str = "vepc", vdus: int = 3, per_vdu: int = 20, points: int = 4) -> dict[str, object]:
+    """A descriptor of ``vdus * per_vdu`` small active-active members (host anti-affinity
+    within each VDU), each with ``points`` connection points on as many links."""
+    links = [f"l{i}" for i in range(points)]
+    return {
+        "apiVersion": "meridian.nfv/v1",
+        "kind": "VnfDescriptor",
+        "name": name,
+        "tenant": "acme-nfv",
+        "sw_images": [
+            {
+                "name": "upf",
+                "version": "1",
+                "disk_format": "qcow2",
+                "size": 1048576,
+                "checksum": "ab" * 32,
+            }
+        ],
+        "virtual_links": [{"name": link} for link in links],
+        "vdus": [
+            {
+                "name": f"v{j}",
+                "sw_image": "upf",
+                "virtual_compute": {"num_virtual_cpu": 1, "virtual_mem_size_mb": 512},
+                "connection_points": [
+                    {"name": f"c{i}", "virtual_link": link} for i, link in enumerate(links)
+                ],
+                "redundancy": {"model": "active-active", "n": per_vdu},
+            }
+            for j in range(vdus)
+        ],
+    }

@@ -33,7 +33,7 @@ from broker import quotas as quota_seam
 from broker.placement.snapshot import Live
 from broker.quotas.headroom import Headroom
 from broker.settings import BrokerSettings
-from broker.store.etcd import EtcdStore
+from broker.store.client import EtcdClient, open_store
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def api_tls(settings: BrokerSettings) -> tuple[str | None, str | None]:
 
 
 async def controllers(
-    store: EtcdStore,
+    store: EtcdClient,
     settings: BrokerSettings,
     fence: int,
     quota_metrics: QuotaMetrics | None = None,
@@ -107,7 +107,7 @@ async def controllers(
 
 async def run(settings: BrokerSettings) -> None:
     api_auth.check_bind(settings.api.listen, settings.api.auth)
-    store = EtcdStore.from_settings(settings.etcd)
+    store = open_store(settings.etcd)
     registry = Registry()
     lease = ReplicaLease(store, REPLICA_LEASE_TTL)
     revocations = Revocations(store, registry)

@@ -1,8 +1,9 @@
 """Fixtures shared by every test tier: real etcd, and the two Store implementations.
 
 ``etcd_server`` is one real etcd member for the whole session; ``etcd_store`` gives each
-test its own root prefix on it, so tests never see each other's keys. ``store`` runs a
-test against both the in-memory fake and etcd (the Store contract). Tests that touch
+test its own root prefix on it, so tests never see each other's keys, through the client
+the settings choose by default (``etcd.client``). ``store`` runs a test against the
+in-memory fake and etcd through each client, threaded and asyncio (the Store contract). Tests that touch
 etcd carry ``pytest.mark.etcd`` (added here too, for tests that use the fixtures).
 """
 
@@ -14,11 +15,13 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from tests.support import etcd as etcd_support
 
+from broker.store.client import EtcdClient, open_store
 from broker.store.etcd import EtcdStore
+from broker.store.etcdaio import AsyncEtcdStore
 from broker.store.memory import MemoryStore
 from broker.store.protocol import Store
 
-ETCD_FIXTURES = {"etcd_server", "etcd_store"}
+ETCD_FIXTURES = {"etcd_server", "etcd_store", "threaded_etcd_store", "async_etcd_store"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -45,8 +48,29 @@ def etcd_root() -> str:
 
 
 @pytest.fixture
-async def etcd_store(etcd_server: etcd_support.Cluster, etcd_root: str) -> AsyncIterator[EtcdStore]:
+async def etcd_store(
+    etcd_server: etcd_support.Cluster, etcd_root: str
+) -> AsyncIterator[EtcdClient]:
+    """etcd through the client the settings choose by default."""
+    store = open_store(etcd_server.settings(root=etcd_root))
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def threaded_etcd_store(
+    etcd_server: etcd_support.Cluster, etcd_root: str
+) -> AsyncIterator[EtcdStore]:
     store = EtcdStore.from_settings(etcd_server.settings(root=etcd_root))
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def async_etcd_store(
+    etcd_server: etcd_support.Cluster, etcd_root: str
+) -> AsyncIterator[AsyncEtcdStore]:
+    store = AsyncEtcdStore.from_settings(etcd_server.settings(root=etcd_root))
     yield store
     await store.close()
 
@@ -58,8 +82,15 @@ async def memory_store() -> AsyncIterator[MemoryStore]:
     await store.close()
 
 
-@pytest.fixture(params=["memory", pytest.param("etcd", marks=pytest.mark.etcd)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("threaded_etcd", marks=pytest.mark.etcd),
+        pytest.param("async_etcd", marks=pytest.mark.etcd),
+    ]
+)
 def store(request: pytest.FixtureRequest) -> Store:
-    """The Store contract runs against the fake and against real etcd."""
+    """The Store contract runs against the fake and against real etcd, with each client."""
     found: Store = request.getfixturevalue(f"{request.param}_store")
     return found
+

@@ -26,10 +26,8 @@ How it is built, and why:
   whether repeating it is safe).
 - gRPC reconnect backoff is capped at one second so a restarted etcd is used again at
   once instead of after the default exponential backoff (up to two minutes).
-- This is the one boundary where foreign exceptions become ``broker.errors``:
-  unreachable / timed out / no leader / compacted -> ``StoreUnavailable`` (with
-  ``retry_after``), unknown lease -> ``LeaseExpired``, a malformed request ->
-  ``InvalidInput``. Nothing from ``etcd3`` or ``grpc`` escapes.
+- Foreign exceptions become ``broker.errors`` at one boundary, ``etcdwire.translate``,
+  shared with the asyncio client (``etcdaio``), as are the v3 messages (``etcdwire.Codec``).
 - Watches run on the client's watch thread; its callbacks are bridged into the loop with
   ``call_soon_threadsafe`` onto an ``asyncio.Queue``. A broken watch stream ends the
   iterator with ``StoreUnavailable``; closing the iterator cancels the etcd watch.
@@ -47,95 +45,18 @@ from typing import Any, TypeVar
 
 import etcd3
 import etcd3.events as etcd_events
-import etcd3.exceptions as etcd_exceptions
-import etcd3.utils as etcd_utils
-from etcd3 import etcdrpc
 
 from broker import errors
 from broker.settings import EtcdSettings
-from broker.store import keepalive
+from broker.store import etcdwire, keepalive
 from broker.store import protocol as p
+from broker.store.etcdwire import grpc_status, translate
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Channel options: fast reconnects after an etcd restart, and keepalive pings so a dead
-# peer behind a silent network is noticed by long-lived watch streams.
-_CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-]
-_ENDPOINT_RETRY_SECONDS = 1
 LEASE_THREADS = 2  # the election's keepalive and the replica lease's, side by side
-
-_TARGETS = {
-    p.Target.VALUE: (etcdrpc.Compare.VALUE, "value"),
-    p.Target.CREATE: (etcdrpc.Compare.CREATE, "create_revision"),
-    p.Target.MOD: (etcdrpc.Compare.MOD, "mod_revision"),
-    p.Target.VERSION: (etcdrpc.Compare.VERSION, "version"),
-}
-_RESULTS = {
-    p.Op.EQUAL: etcdrpc.Compare.EQUAL,
-    p.Op.NOT_EQUAL: etcdrpc.Compare.NOT_EQUAL,
-    p.Op.LESS: etcdrpc.Compare.LESS,
-    p.Op.GREATER: etcdrpc.Compare.GREATER,
-}
-_UNAVAILABLE_ETCD3 = (
-    etcd_exceptions.ConnectionFailedError,
-    etcd_exceptions.ConnectionTimeoutError,
-    etcd_exceptions.InternalServerError,
-    etcd_exceptions.PreconditionFailedError,
-    etcd_exceptions.WatchTimedOut,
-)
-
-
-def _grpc_status(exc: BaseException | None) -> tuple[str, str] | None:
-    """(code name, details) of a grpc.RpcError, found on ``exc`` or what it wraps.
-
-    Duck-typed on purpose: only the gateway may import grpc (import-linter contract).
-    """
-    while exc is not None:
-        code, details = getattr(exc, "code", None), getattr(exc, "details", None)
-        if callable(code) and callable(details):
-            try:
-                return str(getattr(code(), "name", code())), str(details() or "")
-            except Exception as odd:
-                log.debug("unreadable gRPC status on %r: %s", exc, odd)
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def translate(exc: BaseException, what: str) -> errors.BrokerError:
-    """The broker error for a foreign exception raised while doing ``what``."""
-    if isinstance(exc, errors.BrokerError):
-        return exc
-    status = _grpc_status(exc)
-    detail = f" ({status[0]}: {status[1]})" if status else ""
-    if isinstance(exc, etcd_exceptions.RevisionCompactedError):
-        return errors.StoreUnavailable(
-            f"{what}: revision compacted up to {exc.compacted_revision}; re-list",
-            retry_after=0.0,
-        )
-    if isinstance(exc, etcd_exceptions.NoServerAvailableError):
-        return errors.StoreUnavailable(
-            f"{what}: every etcd endpoint failed recently", retry_after=_ENDPOINT_RETRY_SECONDS
-        )
-    if isinstance(exc, TimeoutError):
-        return errors.StoreUnavailable(f"{what}: etcd timed out")
-    if isinstance(exc, _UNAVAILABLE_ETCD3):
-        return errors.StoreUnavailable(f"{what}: {exc}{detail}")
-    if status is not None:
-        code, details = status
-        if code == "NOT_FOUND" and "lease" in details:
-            return errors.LeaseExpired(f"{what}: {details}")
-        if code == "INVALID_ARGUMENT":
-            return errors.InvalidInput(what, details)
-        return errors.StoreUnavailable(f"{what}: etcd answered {code}: {details}")
-    return errors.StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}")
 
 
 def _raw_txn(client: Any, request: Any) -> Any:
@@ -154,29 +75,16 @@ def _raw(client: Any, method: str, request: Any) -> Any:
             metadata=client.metadata,
         )
     except Exception as exc:
-        if _grpc_status(exc) is not None:
+        if grpc_status(exc) is not None:
             # lets the client mark the endpoint failed (failover) and map the code,
             # exactly as its own decorated methods do
             client._manage_grpc_errors(exc)
         raise
 
 
-def _split_endpoint(endpoint: str) -> tuple[str, int]:
-    rest = endpoint.split("://", 1)[-1].rstrip("/")
-    host, _, port = rest.rpartition(":")
-    if not host or not port.isdigit():
-        raise errors.SettingsError([f"etcd.endpoints: {endpoint!r} is not host:port"])
-    return host.strip("[]"), int(port)
-
-
 def make_client(settings: EtcdSettings) -> Any:
     """A failover client over every endpoint in ``settings`` (TLS when ``ca_file``)."""
-    if bool(settings.cert_file) != bool(settings.key_file):
-        raise errors.SettingsError(["etcd.cert_file, etcd.key_file: set both or neither"])
-    if settings.cert_file and not settings.ca_file:
-        raise errors.SettingsError(["etcd.ca_file: needed with a client certificate"])
-    if not settings.endpoints:
-        raise errors.SettingsError(["etcd.endpoints: at least one endpoint is needed"])
+    hosts = etcdwire.check(settings)
     creds = None
     if settings.ca_file:
         try:
@@ -186,7 +94,7 @@ def make_client(settings: EtcdSettings) -> Any:
         except OSError as exc:
             problem = f"etcd: cannot read {exc.filename}: {exc.strerror}"
             raise errors.SettingsError([problem]) from exc
-    time_retry = _ENDPOINT_RETRY_SECONDS if len(settings.endpoints) > 1 else 0
+    time_retry = etcdwire.ENDPOINT_RETRY_SECONDS if len(settings.endpoints) > 1 else 0
     endpoints = [
         etcd3.Endpoint(
             host,
@@ -194,9 +102,9 @@ def make_client(settings: EtcdSettings) -> Any:
             secure=creds is not None,
             creds=creds,
             time_retry=time_retry,
-            opts=_CHANNEL_OPTIONS,
+            opts=etcdwire.CHANNEL_OPTIONS,
         )
-        for host, port in map(_split_endpoint, settings.endpoints)
+        for host, port in hosts
     ]
     return etcd3.MultiEndpointEtcd3Client(
         endpoints=endpoints, timeout=settings.timeout, failover=True
@@ -209,7 +117,7 @@ class EtcdStore:
     def __init__(self, client: Any, settings: EtcdSettings) -> None:
         self._client = client
         self._settings = settings
-        self._root = settings.root
+        self._codec = etcdwire.Codec(settings.root)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, settings.threads), thread_name_prefix="meridian-etcd"
         )
@@ -239,17 +147,7 @@ class EtcdStore:
     # -- plumbing -----------------------------------------------------------------------
 
     def _key(self, key: str) -> bytes:
-        return (self._root + key).encode()
-
-    def _kv(self, kv: Any) -> p.KeyValue:
-        return p.KeyValue(
-            key=bytes(kv.key).decode()[len(self._root) :],
-            value=bytes(kv.value),
-            create_revision=int(kv.create_revision),
-            mod_revision=int(kv.mod_revision),
-            version=int(kv.version),
-            lease=int(kv.lease),
-        )
+        return self._codec.key(key)
 
     async def _call(
         self, what: str, fn: Callable[[], T], *, retry: bool = False, lease: bool = False
@@ -289,7 +187,7 @@ class EtcdStore:
         response = await self._call(
             f"get {key}", lambda: self._client.get_response(self._key(key)), retry=True
         )
-        return self._kv(response.kvs[0]) if response.kvs else None
+        return self._codec.kv(response.kvs[0]) if response.kvs else None
 
     async def get_prefix(self, prefix: str) -> tuple[list[p.KeyValue], int]:
         response = await self._call(
@@ -297,8 +195,7 @@ class EtcdStore:
             lambda: self._client.get_prefix_response(self._key(prefix)),
             retry=True,
         )
-        kvs = sorted((self._kv(kv) for kv in response.kvs), key=lambda kv: kv.key)
-        return kvs, int(response.header.revision)
+        return self._codec.sorted_kvs(response), int(response.header.revision)
 
     async def get_range(
         self,
@@ -309,23 +206,13 @@ class EtcdStore:
         limit: int = 0,
         descending: bool = False,
     ) -> tuple[list[p.KeyValue], int, int]:
-        start = self._key(prefix + after) + b"\0" if after else self._key(prefix)
-        end = (
-            self._key(prefix + before) if before else etcd_utils.prefix_range_end(self._key(prefix))
-        )
-        request = etcdrpc.RangeRequest(
-            key=start,
-            range_end=end,
-            limit=limit,
-            sort_order=(
-                etcdrpc.RangeRequest.DESCEND if descending else etcdrpc.RangeRequest.ASCEND
-            ),
-            sort_target=etcdrpc.RangeRequest.KEY,
+        request = self._codec.range_request(
+            prefix, after=after, before=before, limit=limit, descending=descending
         )
         response = await self._call(
             f"get range {prefix}", lambda: _raw(self._client, "Range", request), retry=True
         )
-        kvs = [self._kv(kv) for kv in response.kvs]
+        kvs = [self._codec.kv(kv) for kv in response.kvs]
         return kvs, int(response.header.revision), int(response.count)
 
     async def compact(self, revision: int) -> None:
@@ -353,55 +240,15 @@ class EtcdStore:
 
     # -- transactions -------------------------------------------------------------------
 
-    def _compare(self, compare: p.Compare) -> Any:
-        target, field = _TARGETS[compare.target]
-        message = etcdrpc.Compare(
-            key=self._key(compare.key), target=target, result=_RESULTS[compare.op]
-        )
-        if compare.target is p.Target.VALUE:
-            if not isinstance(compare.value, bytes):
-                raise TypeError(f"compare on VALUE of {compare.key} needs bytes")
-        elif isinstance(compare.value, bytes) or not isinstance(compare.value, int):
-            raise TypeError(f"compare on {compare.target.name} of {compare.key} needs an int")
-        setattr(message, field, compare.value)
-        return message
-
-    def _request(self, op: p.TxnOp) -> Any:
-        key = self._key(op.key)
-        if isinstance(op, p.Put):
-            put = etcdrpc.PutRequest(key=key, value=op.value, lease=op.lease)
-            return etcdrpc.RequestOp(request_put=put)
-        range_end = etcd_utils.prefix_range_end(key) if op.prefix else b""
-        if isinstance(op, p.Delete):
-            delete = etcdrpc.DeleteRangeRequest(key=key, range_end=range_end)
-            return etcdrpc.RequestOp(request_delete_range=delete)
-        get = etcdrpc.RangeRequest(key=key, range_end=range_end)
-        return etcdrpc.RequestOp(request_range=get)
-
     async def txn(
         self,
         compares: Sequence[p.Compare],
         success: Sequence[p.TxnOp],
         failure: Sequence[p.TxnOp] = (),
     ) -> p.TxnResult:
-        request = etcdrpc.TxnRequest(
-            compare=[self._compare(c) for c in compares],
-            success=[self._request(op) for op in success],
-            failure=[self._request(op) for op in failure],
-        )
+        request = self._codec.txn_request(compares, success, failure)
         response = await self._call("txn", lambda: _raw_txn(self._client, request))
-        results: list[tuple[p.KeyValue, ...]] = []
-        for op_response in response.responses:
-            if op_response.WhichOneof("response") == "response_range":
-                kvs = (self._kv(kv) for kv in op_response.response_range.kvs)
-                results.append(tuple(sorted(kvs, key=lambda kv: kv.key)))
-            else:
-                results.append(())
-        return p.TxnResult(
-            succeeded=bool(response.succeeded),
-            revision=int(response.header.revision),
-            responses=tuple(results),
-        )
+        return self._codec.txn_result(response)
 
     # -- leases -------------------------------------------------------------------------
 
@@ -474,7 +321,7 @@ class EtcdStore:
             events.append(
                 p.WatchEvent(
                     type=p.EventType.DELETE if deleted else p.EventType.PUT,
-                    key=bytes(event.key).decode()[len(self._root) :],
+                    key=self._codec.unkey(event.key),
                     value=b"" if deleted else bytes(event.value),
                     mod_revision=int(event.mod_revision),
                     create_revision=0 if deleted else int(event.create_revision),

@@ -21,69 +21,69 @@ from broker.store.etcd import EtcdStore
 pytestmark = pytest.mark.etcd
 
 
-async def test_lease_calls_pass_a_blocked_pool(etcd_store: EtcdStore) -> None:
-    lease = await etcd_store.grant_lease(5)
+async def test_lease_calls_pass_a_blocked_pool(threaded_etcd_store: EtcdStore) -> None:
+    lease = await threaded_etcd_store.grant_lease(5)
     gate = threading.Event()
-    pool = etcd_store._pool  # the main pool, parked below: white-box on purpose
+    pool = threaded_etcd_store._pool  # the main pool, parked below: white-box on purpose
     parked = [pool.submit(gate.wait, 30) for _ in range(pool._max_workers)]
     try:
-        read = asyncio.create_task(etcd_store.get("lane/probe"))
-        ttl = await asyncio.wait_for(etcd_store.refresh_lease(lease.id), 10)
+        read = asyncio.create_task(threaded_etcd_store.get("lane/probe"))
+        ttl = await asyncio.wait_for(threaded_etcd_store.refresh_lease(lease.id), 10)
         assert ttl > 0
-        other = await asyncio.wait_for(etcd_store.grant_lease(5), 10)
-        await asyncio.wait_for(etcd_store.revoke_lease(other.id), 10)
+        other = await asyncio.wait_for(threaded_etcd_store.grant_lease(5), 10)
+        await asyncio.wait_for(threaded_etcd_store.revoke_lease(other.id), 10)
         await asyncio.sleep(0.2)
         assert not read.done(), "the read should still be queued behind the parked pool"
     finally:
         gate.set()
     assert await asyncio.wait_for(read, 10) is None
     assert all(f.result() for f in parked)
-    await etcd_store.revoke_lease(lease.id)
+    await threaded_etcd_store.revoke_lease(lease.id)
 
 
-async def test_a_lagging_loop_keeps_its_lease(etcd_store: EtcdStore) -> None:
+async def test_a_lagging_loop_keeps_its_lease(threaded_etcd_store: EtcdStore) -> None:
     """The loop stalls for longer than the TTL (a connect storm's backlog); the lease, and
     the key on it, survive because the keeper thread refreshed it meanwhile."""
-    lease = await etcd_store.grant_lease(2)
-    await etcd_store.put("lane/held", b"x", lease=lease.id)
-    assert await etcd_store.refresh_lease(lease.id) > 0  # from now on it is kept
+    lease = await threaded_etcd_store.grant_lease(2)
+    await threaded_etcd_store.put("lane/held", b"x", lease=lease.id)
+    assert await threaded_etcd_store.refresh_lease(lease.id) > 0  # from now on it is kept
     time.sleep(3.0)  # noqa: ASYNC251 -- stalling the loop for 1.5 TTLs is the point
-    ttl = await asyncio.wait_for(etcd_store.refresh_lease(lease.id), 10)
+    ttl = await asyncio.wait_for(threaded_etcd_store.refresh_lease(lease.id), 10)
     assert 1 <= ttl <= 2
-    kv = await etcd_store.get("lane/held")
+    kv = await threaded_etcd_store.get("lane/held")
     assert kv is not None and kv.lease == lease.id
-    await etcd_store.revoke_lease(lease.id)
-    assert await etcd_store.get("lane/held") is None
+    await threaded_etcd_store.revoke_lease(lease.id)
+    assert await threaded_etcd_store.get("lane/held") is None
     with pytest.raises(errors.LeaseExpired):
-        await etcd_store.refresh_lease(lease.id)
+        await threaded_etcd_store.refresh_lease(lease.id)
 
 
-async def test_a_lease_nobody_asks_about_runs_out(etcd_store: EtcdStore) -> None:
+async def test_a_lease_nobody_asks_about_runs_out(threaded_etcd_store: EtcdStore) -> None:
     """A wedged process stops asking: the keeper must let the lease expire."""
-    lease = await etcd_store.grant_lease(2)
-    await etcd_store.put("lane/wedged", b"x", lease=lease.id)
-    assert await etcd_store.refresh_lease(lease.id) > 0
+    lease = await threaded_etcd_store.grant_lease(2)
+    await threaded_etcd_store.put("lane/wedged", b"x", lease=lease.id)
+    assert await threaded_etcd_store.refresh_lease(lease.id) > 0
     # 2 TTLs of demand + 1 TTL to expire + margin, without a single ask
     await asyncio.sleep(2 * 2 + 2 + 2.5)
-    assert await etcd_store.get("lane/wedged") is None
+    assert await threaded_etcd_store.get("lane/wedged") is None
     with pytest.raises(errors.LeaseExpired):
-        await etcd_store.refresh_lease(lease.id)
+        await threaded_etcd_store.refresh_lease(lease.id)
 
 
 async def test_a_kept_lease_is_answered_without_waiting_for_any_thread(
-    etcd_store: EtcdStore,
+    threaded_etcd_store: EtcdStore,
 ) -> None:
     """Once kept, a refresh is answered from the keeper's last success at once: even
     with the lease lane itself parked, the caller's deadline cannot be missed."""
-    lease = await etcd_store.grant_lease(5)
-    assert await etcd_store.refresh_lease(lease.id) > 0
+    lease = await threaded_etcd_store.grant_lease(5)
+    assert await threaded_etcd_store.refresh_lease(lease.id) > 0
     gate = threading.Event()
-    lane = etcd_store._lease_pool  # white-box on purpose, as above
+    lane = threaded_etcd_store._lease_pool  # white-box on purpose, as above
     parked = [lane.submit(gate.wait, 30) for _ in range(lane._max_workers)]
     try:
-        ttl = await asyncio.wait_for(etcd_store.refresh_lease(lease.id), 1.0)
+        ttl = await asyncio.wait_for(threaded_etcd_store.refresh_lease(lease.id), 1.0)
         assert 1 <= ttl <= 5
     finally:
         gate.set()
     assert all(f.result() for f in parked)
-    await etcd_store.revoke_lease(lease.id)
+    await threaded_etcd_store.revoke_lease(lease.id)

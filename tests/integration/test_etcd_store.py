@@ -1,4 +1,4 @@
-"""EtcdStore against real etcd where it matters: TLS, failover, etcd down and back.
+"""Both etcd clients against real etcd where it matters: TLS, failover, etcd down and back.
 
 Time bounds are generous safety bounds (a noisy 2-core machine), never performance
 claims: "did not hang" means "answered within the timeout plus a wide margin".
@@ -16,8 +16,9 @@ import pytest
 from tests.support import etcd as etcd_support
 
 from broker import errors
+from broker.settings import EtcdSettings
 from broker.store import protocol as p
-from broker.store.etcd import EtcdStore
+from broker.store.client import CLIENTS, EtcdClient
 
 pytestmark = pytest.mark.etcd
 
@@ -48,12 +49,24 @@ def etcd_cluster() -> Iterator[etcd_support.Cluster]:
     cluster.cleanup()
 
 
-@pytest.fixture
-async def stores() -> AsyncIterator[list[EtcdStore]]:
-    """Stores a test opens; all closed at the end."""
-    opened: list[EtcdStore] = []
-    yield opened
-    for store in opened:
+class Opener:
+    """Opens stores with one client (each test runs once per client); closes them all."""
+
+    def __init__(self, client: str) -> None:
+        self.client = client
+        self.opened: list[EtcdClient] = []
+
+    def __call__(self, settings: EtcdSettings) -> EtcdClient:
+        store = CLIENTS[self.client].from_settings(settings)
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture(params=sorted(CLIENTS))
+async def stores(request: pytest.FixtureRequest) -> AsyncIterator[Opener]:
+    opener = Opener(request.param)
+    yield opener
+    for store in opener.opened:
         await store.close()
 
 
@@ -81,10 +94,9 @@ async def timed_unavailable(call: Callable[[], Awaitable[object]]) -> float:
 
 
 async def test_tls_with_client_certificate(
-    tls_etcd: etcd_support.Cluster, stores: list[EtcdStore]
+    tls_etcd: etcd_support.Cluster, stores: Opener
 ) -> None:
-    store = EtcdStore.from_settings(tls_etcd.settings(root="/tls/"))
-    stores.append(store)
+    store = stores(tls_etcd.settings(root="/tls/"))
     revision = await store.put("sites/a", b"edge")
     watch = store.watch_prefix("sites/", start_revision=revision)
     try:
@@ -100,20 +112,18 @@ async def test_tls_with_client_certificate(
 
 
 async def test_tls_without_client_certificate_is_refused(
-    tls_etcd: etcd_support.Cluster, stores: list[EtcdStore]
+    tls_etcd: etcd_support.Cluster, stores: Opener
 ) -> None:
     settings = tls_etcd.settings(root="/tls/", client_cert=False, timeout=TIMEOUT)
-    store = EtcdStore.from_settings(settings)
-    stores.append(store)
+    store = stores(settings)
     assert await timed_unavailable(lambda: store.get("sites/a")) < TIMEOUT + SLACK
 
 
 async def test_plain_text_client_cannot_talk_to_tls_etcd(
-    tls_etcd: etcd_support.Cluster, stores: list[EtcdStore]
+    tls_etcd: etcd_support.Cluster, stores: Opener
 ) -> None:
     settings = etcd_support.Cluster(tls_etcd.workdir, tls_etcd.members).settings(timeout=TIMEOUT)
-    store = EtcdStore.from_settings(settings)
-    stores.append(store)
+    store = stores(settings)
     assert await timed_unavailable(lambda: store.put("k", b"v")) < TIMEOUT + SLACK
 
 
@@ -121,10 +131,9 @@ async def test_plain_text_client_cannot_talk_to_tls_etcd(
 
 
 async def test_failover_when_the_member_in_use_is_killed(
-    etcd_cluster: etcd_support.Cluster, stores: list[EtcdStore]
+    etcd_cluster: etcd_support.Cluster, stores: Opener
 ) -> None:
-    store = EtcdStore.from_settings(etcd_cluster.settings(root="/fo/", timeout=TIMEOUT))
-    stores.append(store)
+    store = stores(etcd_cluster.settings(root="/fo/", timeout=TIMEOUT))
     written = await store.put("sites/a", b"1")
     used = store.endpoint_in_use
     watch = store.watch_prefix("sites/", start_revision=written + 1)
@@ -159,10 +168,9 @@ async def test_failover_when_the_member_in_use_is_killed(
 
 
 async def test_etcd_down_is_store_unavailable_then_back_with_nothing_lost(
-    own_etcd: etcd_support.Cluster, stores: list[EtcdStore]
+    own_etcd: etcd_support.Cluster, stores: Opener
 ) -> None:
-    store = EtcdStore.from_settings(own_etcd.settings(root="/down/", timeout=TIMEOUT))
-    stores.append(store)
+    store = stores(own_etcd.settings(root="/down/", timeout=TIMEOUT))
     written = await store.put("sites/a", b"kept")
     watch = store.watch_prefix("sites/", start_revision=written + 1)
     watching = asyncio.ensure_future(anext(watch))
@@ -196,10 +204,9 @@ async def test_etcd_down_is_store_unavailable_then_back_with_nothing_lost(
 
 
 async def test_a_frozen_etcd_times_out_instead_of_hanging(
-    own_etcd: etcd_support.Cluster, stores: list[EtcdStore]
+    own_etcd: etcd_support.Cluster, stores: Opener
 ) -> None:
-    store = EtcdStore.from_settings(own_etcd.settings(root="/frozen/", timeout=TIMEOUT))
-    stores.append(store)
+    store = stores(own_etcd.settings(root="/frozen/", timeout=TIMEOUT))
     await store.put("k", b"v")
     own_etcd.members[0].signal(signal.SIGSTOP)
     try:

@@ -10,6 +10,7 @@ import pytest
 
 from broker.store import follow
 from broker.store.etcd import EtcdStore
+from broker.store.etcdaio import AsyncEtcdStore
 from broker.store.memory import MemoryStore
 from broker.store.protocol import EventType, KeyValue, Store, WatchEvent
 from tests.support.watches import BreakingWatches
@@ -114,7 +115,7 @@ async def test_a_broken_watch_relists_and_nothing_is_lost_or_repeated(store: Sto
 
 
 async def compact(store: Store, revision: int) -> None:
-    assert isinstance(store, MemoryStore | EtcdStore)
+    assert isinstance(store, MemoryStore | EtcdStore | AsyncEtcdStore)
     await store.compact(revision)
 
 

@@ -3,19 +3,22 @@
 ``etcd_server`` is one real etcd member for the whole session; ``etcd_store`` gives each
 test its own root prefix on it, so tests never see each other's keys, through the client
 the settings choose by default (``etcd.client``). ``store`` runs a test against the
-in-memory fake and etcd through each client, threaded and asyncio (the Store contract). Tests that touch
-etcd carry ``pytest.mark.etcd`` (added here too, for tests that use the fixtures).
+in-memory fake and etcd through each client, threaded and asyncio (the Store contract).
+Tests that touch etcd carry ``pytest.mark.etcd`` (added here too, for tests that use the fixtures).
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from tests.support import etcd as etcd_support
 
-from broker.store.client import EtcdClient, open_store
+from broker.settings import EtcdSettings
+from broker.store.client import CLIENTS, EtcdClient
 from broker.store.etcd import EtcdStore
 from broker.store.etcdaio import AsyncEtcdStore
 from broker.store.memory import MemoryStore
@@ -47,32 +50,41 @@ def etcd_root() -> str:
     return f"/meridian-test/{uuid.uuid4().hex[:12]}/"
 
 
+@contextlib.asynccontextmanager
+async def _opened(
+    kind: type[EtcdClient], server: etcd_support.Cluster, root: str
+) -> AsyncIterator[EtcdClient]:
+    store = kind.from_settings(server.settings(root=root))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 @pytest.fixture
 async def etcd_store(
     etcd_server: etcd_support.Cluster, etcd_root: str
 ) -> AsyncIterator[EtcdClient]:
     """etcd through the client the settings choose by default."""
-    store = open_store(etcd_server.settings(root=etcd_root))
-    yield store
-    await store.close()
+    async with _opened(CLIENTS[EtcdSettings().client], etcd_server, etcd_root) as store:
+        yield store
 
 
-@pytest.fixture
-async def threaded_etcd_store(
-    etcd_server: etcd_support.Cluster, etcd_root: str
-) -> AsyncIterator[EtcdStore]:
-    store = EtcdStore.from_settings(etcd_server.settings(root=etcd_root))
-    yield store
-    await store.close()
+def _client_fixture(kind: type[EtcdClient]) -> Any:
+    """A fixture giving each test a store of ``kind`` under its own root."""
+
+    @pytest.fixture
+    async def fixture(
+        etcd_server: etcd_support.Cluster, etcd_root: str
+    ) -> AsyncIterator[EtcdClient]:
+        async with _opened(kind, etcd_server, etcd_root) as store:
+            yield store
+
+    return fixture
 
 
-@pytest.fixture
-async def async_etcd_store(
-    etcd_server: etcd_support.Cluster, etcd_root: str
-) -> AsyncIterator[AsyncEtcdStore]:
-    store = AsyncEtcdStore.from_settings(etcd_server.settings(root=etcd_root))
-    yield store
-    await store.close()
+threaded_etcd_store = _client_fixture(EtcdStore)
+async_etcd_store = _client_fixture(AsyncEtcdStore)
 
 
 @pytest.fixture

@@ -39,7 +39,6 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
-import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -260,28 +259,19 @@ class EtcdStore:
 
     def _refresh_now(self, lease_id: int) -> int:
         """One keepalive, on the calling (keeper) thread: the TTL, or ``keepalive.Gone``."""
-        try:
-            # refresh_lease() is a generator in this client: drain it
-            responses = list(self._client.refresh_lease(lease_id))
-        except Exception as exc:
-            error = translate(exc, f"refresh lease {lease_id:x}")
-            if isinstance(error, errors.LeaseExpired):
-                raise keepalive.Gone(str(error)) from exc
-            raise error from exc
-        ttl = int(responses[0].TTL) if responses else 0
-        if ttl <= 0:
-            raise keepalive.Gone(f"lease {lease_id:x} is gone (expired or revoked)")
-        return ttl
+
+        def ask() -> int:
+            try:
+                # refresh_lease() is a generator in this client: drain it
+                responses = list(self._client.refresh_lease(lease_id))
+            except Exception as exc:
+                raise translate(exc, f"refresh lease {lease_id:x}") from exc
+            return int(responses[0].TTL) if responses else 0
+
+        return keepalive.refresh_now(lease_id, ask)
 
     async def refresh_lease(self, lease_id: int) -> int:
-        try:
-            cached = self._keeper.cached(lease_id)
-        except keepalive.Gone as exc:
-            raise errors.LeaseExpired(str(exc)) from exc
-        if cached is not None:
-            return cached
-        sent = time.monotonic()
-        try:
+        async def ask() -> int:
             # refresh_lease() is a generator in this client: drain it on the lane thread
             responses = await self._call(
                 f"refresh lease {lease_id:x}",
@@ -289,15 +279,9 @@ class EtcdStore:
                 retry=True,
                 lease=True,
             )
-        except errors.LeaseExpired:
-            self._keeper.forget(lease_id)
-            raise
-        ttl = int(responses[0].TTL) if responses else 0
-        if ttl <= 0:
-            self._keeper.forget(lease_id)
-            raise errors.LeaseExpired(f"lease {lease_id:x} is gone (expired or revoked)")
-        self._keeper.keep(lease_id, ttl, sent)
-        return ttl
+            return int(responses[0].TTL) if responses else 0
+
+        return await keepalive.refresh(self._keeper, lease_id, ask)
 
     async def revoke_lease(self, lease_id: int) -> None:
         """Revoke the lease (deleting its keys); a lease already gone is not an error."""
@@ -315,19 +299,10 @@ class EtcdStore:
     # -- watches ------------------------------------------------------------------------
 
     def _events(self, response: Any) -> list[p.WatchEvent]:
-        events = []
-        for event in response.events:
-            deleted = isinstance(event, etcd_events.DeleteEvent)
-            events.append(
-                p.WatchEvent(
-                    type=p.EventType.DELETE if deleted else p.EventType.PUT,
-                    key=self._codec.unkey(event.key),
-                    value=b"" if deleted else bytes(event.value),
-                    mod_revision=int(event.mod_revision),
-                    create_revision=0 if deleted else int(event.create_revision),
-                )
-            )
-        return events
+        return [
+            self._codec.event(isinstance(event, etcd_events.DeleteEvent), event)
+            for event in response.events
+        ]
 
     async def watch_prefix(
         self, prefix: str, *, start_revision: int | None = None

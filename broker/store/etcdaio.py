@@ -1,8 +1,8 @@
 """The real ``Store`` on the event loop: etcd v3 over grpc.aio, no thread hop per call.
 
-Invariant 1 (etcd is the only state) rests on this module as on ``etcd`` (the threaded
-client, still selectable with ``etcd.client = "threaded"``): every piece of broker state
-goes through it, under one root prefix, and nothing here caches.
+Selected with ``etcd.client = "async"`` (the threaded ``etcd`` client is the default).
+Invariant 1 (etcd is the only state) rests on this module as on ``etcd``: every piece of
+broker state goes through it, under one root prefix, and nothing here caches.
 
 How it is built, and why:
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -170,14 +169,10 @@ class AsyncEtcdStore:
         return self._codec.sorted_kvs(response), int(response.header.revision)
 
     async def get_range(
-        self,
-        prefix: str,
-        *,
-        after: str = "",
-        before: str = "",
-        limit: int = 0,
+        self, prefix: str, *, after: str = "", before: str = "", limit: int = 0,
         descending: bool = False,
     ) -> tuple[list[p.KeyValue], int, int]:
+        """See ``Store.get_range``."""
         request = self._codec.range_request(
             prefix, after=after, before=before, limit=limit, descending=descending
         )
@@ -208,11 +203,10 @@ class AsyncEtcdStore:
         return int(response.deleted)
 
     async def txn(
-        self,
-        compares: Sequence[p.Compare],
-        success: Sequence[p.TxnOp],
+        self, compares: Sequence[p.Compare], success: Sequence[p.TxnOp],
         failure: Sequence[p.TxnOp] = (),
     ) -> p.TxnResult:
+        """See ``Store.txn``."""
         request = self._codec.txn_request(compares, success, failure)
         timeout = self._settings.timeout
         response = await self._call("txn", lambda s: s.kv.Txn(request, timeout=timeout))
@@ -241,8 +235,8 @@ class AsyncEtcdStore:
             raise errors.StoreUnavailable(f"refresh lease {lease_id:x}: the stream ended")
         return int(response.TTL)
 
-    def _refresh_now(self, lease_id: int) -> int:
-        """One keepalive, on the calling (keeper) thread: the TTL, or ``keepalive.Gone``."""
+    def _sync_lease_stub(self) -> Any:
+        """The keeper thread's LeaseStub on the endpoint in use (a synchronous channel)."""
         index = self._current
         channel = self._sync.get(index)
         if channel is None:
@@ -252,43 +246,32 @@ class AsyncEtcdStore:
             else:
                 channel = grpc.insecure_channel(target, options=options)
             self._sync[index] = channel
-        stub = rpc_pb2_grpc.LeaseStub(channel)
-        request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
-        try:
-            responses = stub.LeaseKeepAlive(iter([request]), timeout=self._settings.timeout)
-            ttl = int(next(responses).TTL)
-            responses.cancel()
-        except Exception as exc:
-            error = translate(exc, f"refresh lease {lease_id:x}")
-            if isinstance(error, errors.LeaseExpired):
-                raise keepalive.Gone(str(error)) from exc
-            raise error from exc
-        if ttl <= 0:
-            raise keepalive.Gone(f"lease {lease_id:x} is gone (expired or revoked)")
-        return ttl
+        return rpc_pb2_grpc.LeaseStub(channel)
+
+    def _refresh_now(self, lease_id: int) -> int:
+        """One keepalive, on the calling (keeper) thread: the TTL, or ``keepalive.Gone``."""
+
+        def ask() -> int:
+            request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
+            try:
+                responses = self._sync_lease_stub().LeaseKeepAlive(
+                    iter([request]), timeout=self._settings.timeout
+                )
+                ttl = int(next(responses).TTL)
+                responses.cancel()
+            except Exception as exc:
+                raise translate(exc, f"refresh lease {lease_id:x}") from exc
+            return ttl
+
+        return keepalive.refresh_now(lease_id, ask)
 
     async def refresh_lease(self, lease_id: int) -> int:
-        try:
-            cached = self._keeper.cached(lease_id)
-        except keepalive.Gone as exc:
-            raise errors.LeaseExpired(str(exc)) from exc
-        if cached is not None:
-            return cached
-        sent = time.monotonic()
-        try:
-            ttl = await self._call(
-                f"refresh lease {lease_id:x}",
-                lambda s: self._keepalive_once(s, lease_id),
-                retry=True,
-            )
-        except errors.LeaseExpired:
-            self._keeper.forget(lease_id)
-            raise
-        if ttl <= 0:
-            self._keeper.forget(lease_id)
-            raise errors.LeaseExpired(f"lease {lease_id:x} is gone (expired or revoked)")
-        self._keeper.keep(lease_id, ttl, sent)
-        return ttl
+        what = f"refresh lease {lease_id:x}"
+        return await keepalive.refresh(
+            self._keeper,
+            lease_id,
+            lambda: self._call(what, lambda s: self._keepalive_once(s, lease_id), retry=True),
+        )
 
     async def revoke_lease(self, lease_id: int) -> None:
         """Revoke the lease (deleting its keys); a lease already gone is not an error."""
@@ -307,19 +290,7 @@ class AsyncEtcdStore:
     # -- watches ------------------------------------------------------------------------
 
     def _events(self, response: Any) -> list[p.WatchEvent]:
-        events = []
-        for event in response.events:
-            deleted = event.type == _DELETE
-            events.append(
-                p.WatchEvent(
-                    type=p.EventType.DELETE if deleted else p.EventType.PUT,
-                    key=self._codec.unkey(event.kv.key),
-                    value=b"" if deleted else bytes(event.kv.value),
-                    mod_revision=int(event.kv.mod_revision),
-                    create_revision=0 if deleted else int(event.kv.create_revision),
-                )
-            )
-        return events
+        return [self._codec.event(e.type == _DELETE, e.kv) for e in response.events]
 
     async def _open_watch(self, prefix: str, start_revision: int | None) -> Any:
         """A Watch stream on the endpoint in use, created (etcd said so) or raising."""
@@ -357,12 +328,8 @@ class AsyncEtcdStore:
     async def watch_prefix(
         self, prefix: str, *, start_revision: int | None = None
     ) -> AsyncGenerator[p.WatchEvent, None]:
-        """Events under ``prefix``; see ``Store.watch_prefix``.
-
-        The etcd watch is created when iteration starts (the first ``__anext__``), so
-        "from now" means from then; pass ``start_revision`` (a read's revision + 1) to
-        miss nothing.
-        """
+        """See ``Store.watch_prefix``; as in ``EtcdStore``, the watch starts when the
+        iteration does."""
         call = await self._open_watch(prefix, start_revision)
         token = next(self._watch_tokens)
         self._watches[token] = call

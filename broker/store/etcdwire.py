@@ -240,5 +240,15 @@ class Codec:
             responses=tuple(results),
         )
 
+    def event(self, deleted: bool, kv: Any) -> p.WatchEvent:
+        """A watch event from ``kv`` (anything with key, value and revisions)."""
+        return p.WatchEvent(
+            type=p.EventType.DELETE if deleted else p.EventType.PUT,
+            key=self.unkey(kv.key),
+            value=b"" if deleted else bytes(kv.value),
+            mod_revision=int(kv.mod_revision),
+            create_revision=0 if deleted else int(kv.create_revision),
+        )
+
     def sorted_kvs(self, response: Any) -> list[p.KeyValue]:
         return sorted((self.kv(kv) for kv in response.kvs), key=lambda kv: kv.key)

@@ -27,7 +27,9 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+from broker import errors
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +175,37 @@ class Keeper:
             kept = self._leases.get(lease_id)
             if kept is not None:
                 change(kept)
+
+
+async def refresh(keeper: Keeper, lease_id: int, ask: Callable[[], Awaitable[int]]) -> int:
+    """A store's ``refresh_lease``: the keeper's answer when it vouches for one; else
+    ``ask`` etcd (it returns the TTL, 0 for a lease that is gone) and keep the lease."""
+    try:
+        cached = keeper.cached(lease_id)
+    except Gone as exc:
+        raise errors.LeaseExpired(str(exc)) from exc
+    if cached is not None:
+        return cached
+    sent = time.monotonic()
+    try:
+        ttl = await ask()
+    except errors.LeaseExpired:
+        keeper.forget(lease_id)
+        raise
+    if ttl <= 0:
+        keeper.forget(lease_id)
+        raise errors.LeaseExpired(f"lease {lease_id:x} is gone (expired or revoked)")
+    keeper.keep(lease_id, ttl, sent)
+    return ttl
+
+
+def refresh_now(lease_id: int, ask: Callable[[], int]) -> int:
+    """One keepalive on the keeper's thread: ``ask`` (raising broker errors) gives the
+    TTL; a lease that is gone raises ``Gone``."""
+    try:
+        ttl = ask()
+    except errors.LeaseExpired as exc:
+        raise Gone(str(exc)) from exc
+    if ttl <= 0:
+        raise Gone(f"lease {lease_id:x} is gone (expired or revoked)")
+    return ttl

@@ -11,7 +11,10 @@ is 1,000 agents on one replica at 5 s; issue 16's large run is ``--agents 10000
    (``tests.perf.rawstream server``: Hello → Welcome, every heartbeat acked, nothing
    else; the same TLS and gRPC options as the gateway);
 2. Meridian -- the agents dial the broker replicas (with etcd): liveness in the memory
-   of the replica holding the stream, the leader judging health, the API served.
+   of the replica holding the stream, the leader judging health, the API served. This
+   phase runs once per etcd client (``etcd.client``: threaded, then async; each on a
+   fresh etcd, ``fanin_clients``); the main table and the headline are the default
+   client's, a second table puts the clients side by side.
 
 Connecting, twice if need be:
 
@@ -55,7 +58,7 @@ from typing import Any
 from broker import settings as broker_settings
 from broker.devfed.federation import Federation, toml
 from broker.settings import EtcdSettings
-from tests.perf import fanin_headline, fleet, harness, profiling
+from tests.perf import fanin_clients, fanin_headline, fleet, harness, profiling
 from tests.perf.harness import say
 
 
@@ -527,8 +530,11 @@ def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
     issue_s = fleet.issue(fed, sites)
     say(f"{len(sites)} site certificates issued in {issue_s:.1f} s")
     raw = raw_phase(fed, sites, state, args)
-    mer = meridian_phase(fed, sites, state, args, report)
-    summarize(report, [raw, mer], args, issue_s)
+    by_client = fanin_clients.each_client(
+        fed, lambda: meridian_phase(fed, sites, state, args, report)
+    )
+    summarize(report, [raw, by_client[EtcdSettings().client]], args, issue_s)
+    fanin_clients.compare(report, raw, by_client, args.agents)
 
 
 def main() -> None:

@@ -9,6 +9,9 @@ Run: ``python -m tests.perf.placement [--quick] [--sites 1000] [--hosts 50] ...`
 2. the decision plus its fenced etcd commit (claims, placement and every desired object
    in one transaction) on a real etcd started for the run, beside the baseline: a raw
    etcd compare-and-put transaction (and one of the commit's shape), the floor of (2);
+   (2) and its baselines run once per etcd client (``threaded``, ``async``: see
+   ``broker.store.client``), side by side on the same etcd; the top-level figures are the
+   default client's;
 3. the user's path (``placement_api``): a live local federation of ``--sites`` sim sites
    (real etcd, one broker, sim agents over mTLS), ``POST /v1/vnfs?dry_run=true`` of the
    mix at concurrency 1 and 8 with keep-alive clients;
@@ -37,8 +40,9 @@ from broker.models import vnf as model
 from broker.placement import commit, render
 from broker.placement.plan import Planner
 from broker.placement.snapshot import Snapshot
+from broker.settings import EtcdSettings
 from broker.store import keys
-from broker.store.etcd import EtcdStore
+from broker.store.client import CLIENTS, EtcdClient
 from broker.store.protocol import Compare, Op, Put, Target
 from tests.perf import harness, placement_api
 from tests.support import etcd as etcd_support
@@ -104,7 +108,9 @@ def decisions(snap: Snapshot, descs: list[model.Descriptor], n: int) -> dict[str
     }
 
 
-async def with_commit(store: EtcdStore, descs: list[model.Descriptor], n: int) -> dict[str, Any]:
+async def with_commit(
+    store: EtcdClient, descs: list[model.Descriptor], n: int, tag: str = "c"
+) -> dict[str, Any]:
     await store.put(keys.LEADER, b"bench")
     leader = await store.get(keys.LEADER)
     assert leader is not None
@@ -115,14 +121,14 @@ async def with_commit(store: EtcdStore, descs: list[model.Descriptor], n: int) -
     times: list[float] = []
     conflicts = 0
     for i in range(n):
-        desc = descs[i % len(descs)]
+        desc, name = descs[i % len(descs)], f"{tag}{i}"
         t0 = time.perf_counter()
         for _ in range(10):
-            result = planner.plan(snap, desc, f"c{i}")
+            result = planner.plan(snap, desc, name)
             if not result.feasible:
                 break
-            ops = [o.put() for o in render.objects(f"c{i}", desc, result.assignments)]
-            ops.append(Put(keys.placement(f"c{i}"), b"{}"))
+            ops = [o.put() for o in render.objects(name, desc, result.assignments)]
+            ops.append(Put(keys.placement(name), b"{}"))
             if (await commit.commit(store, fence, snap, result, ops)).landed:
                 break
             conflicts += 1
@@ -150,7 +156,7 @@ def commit_shape(descs: list[model.Descriptor]) -> tuple[int, int]:
     return puts // len(descs), size // len(descs)
 
 
-async def raw_etcd(store: EtcdStore, n: int, puts: int = 1, size: int = 512) -> dict[str, Any]:
+async def raw_etcd(store: EtcdClient, n: int, puts: int = 1, size: int = 512) -> dict[str, Any]:
     """``n`` compare-and-put txns of ``puts`` keys holding ``size`` bytes in all."""
     times: list[float] = []
     rev = 0
@@ -184,22 +190,43 @@ async def etcd_part(
     commits: int,
 ) -> dict[str, Any]:
     cluster = etcd_support.start_single()
+    settings = cluster.settings(root="/meridian-bench/")
     try:
-        store = EtcdStore.from_settings(cluster.settings(root="/meridian-bench/"))
+        store = CLIENTS[settings.client].from_settings(settings)
         try:
             t0 = time.perf_counter()
             await P.seed_store(store, sites, latency)
             seeded = time.perf_counter() - t0
-            raw = await raw_etcd(store, commits)
-            puts, size = commit_shape(descs)
-            same = await raw_etcd(store, commits, puts, size)
-            same.update(puts=puts, bytes=size)
-            placed = await with_commit(store, descs, commits)
-            return {"seed_s": seeded, "raw": raw, "raw_same": same, "commit": placed}
         finally:
             await store.close()
+        puts, size = commit_shape(descs)
+        clients = {  # threaded, then async, on the same seeded etcd
+            name: await client_part(settings, name, descs, commits, puts, size)
+            for name in sorted(CLIENTS, reverse=True)
+        }
+        return {"seed_s": seeded, **clients[settings.client], "clients": clients}
     finally:
         cluster.cleanup()
+
+
+async def client_part(
+    settings: EtcdSettings,
+    client: str,
+    descs: list[model.Descriptor],
+    commits: int,
+    puts: int,
+    size: int,
+) -> dict[str, Any]:
+    """(2) and its baselines through one etcd client."""
+    store = CLIENTS[client].from_settings(settings)
+    try:
+        raw = await raw_etcd(store, commits)
+        same = await raw_etcd(store, commits, puts, size)
+        same.update(puts=puts, bytes=size)
+        placed = await with_commit(store, descs, commits, tag=f"{client}-")
+        return {"raw": raw, "raw_same": same, "commit": placed}
+    finally:
+        await store.close()
 
 
 def row(name: str, figures: dict[str, Any]) -> str:
@@ -259,11 +286,15 @@ def report(
     decided, placed = part["decision"], part["commit"]
     raw, same = part["raw"], part["raw_same"]
     pair = api["peer"]
-    rows = [
-        ("decision incl. claims applied (in memory)", decided),
-        ("decision + fenced etcd commit", placed),
-        ("baseline: raw etcd compare-and-put txn", raw),
-        (f"baseline: raw txn of {same['puts']} puts, {same['bytes']} B", same),
+    rows = [("decision incl. claims applied (in memory)", decided)]
+    for client, got in part["clients"].items():
+        rows += [
+            (f"{client}: decision + fenced etcd commit", got["commit"]),
+            (f"{client}: baseline: raw etcd compare-and-put txn", got["raw"]),
+            (f"{client}: baseline: raw txn of {same['puts']} puts, {same['bytes']} B",
+             got["raw_same"]),
+        ]
+    rows += [
         (f"API dry run, {args.live_sites} live sites, concurrency 1", api["api_c1"]),
         (f"API dry run, {args.live_sites} live sites, concurrency 8", api["api_c8"]),
         (f"like for like: Meridian dry run, {pair['hosts']} hosts", pair["meridian"]),
@@ -281,7 +312,17 @@ def report(
     ratio = placed["per_s"] / raw["per_s"]
     rep.note(
         f"infeasible decisions: {decided['infeasible']} of {decided['n']}; commit conflicts: "
-        f"{placed['conflicts']}; commit rate / raw etcd txn rate: {ratio:.2f}"
+        f"{placed['conflicts']}; commit rate / raw etcd txn rate: {ratio:.2f} "
+        f"({EtcdSettings().client} client, the default)"
+    )
+    by_client = {
+        client: got["commit"]["per_s"] for client, got in part["clients"].items()
+    }
+    async_vs_threaded = harness.ratio(by_client["async"], by_client["threaded"])
+    rep.note(
+        "commit rate by client: "
+        + ", ".join(f"{c} {r:.0f}/s" for c, r in by_client.items())
+        + f"; async / threaded = {async_vs_threaded}"
     )
     rep.note(
         f"like for like, keep-alive HTTP, concurrency 1, {pair['hosts']} hosts of "
@@ -306,6 +347,9 @@ def report(
             "meridian_vs_placement": pair["meridian_vs_placement"],
             "commit_vs_raw_etcd": ratio,
             "commit_vs_raw_same_shape": placed["per_s"] / same["per_s"],
+            "etcd_client": EtcdSettings().client,
+            "commit_per_s_by_client": by_client,
+            "commit_async_vs_threaded": async_vs_threaded,
             "in_process": part,
             "api": api,
             "args": vars(args),

@@ -10,7 +10,11 @@ For concurrency 1, 8 and 64, on one hot tenant and spread over 1,000 tenants, it
   concurrency with one transaction per operation and no contention at all;
 - **raw hot-key CAS**: the same, but every thread on ONE key, counting successful swaps —
   what a naive one-CAS-per-reservation ledger gets on a hot tenant (a retry storm);
-- **quota**: ``Ledger.reserve`` through ``EtcdStore`` (asyncio tasks), with group commit.
+- **quota**: ``Ledger.reserve`` (asyncio tasks, group commit) through each etcd client
+  side by side -- ``threaded`` (cslab-etcd3 on a thread pool) and ``async`` (grpc.aio on
+  the event loop, ``broker.store.etcdaio``) -- with the latency of each reservation
+  (nearest-rank p50/p99). The top-level figures are the default client's
+  (``EtcdSettings.client``); ``clients`` holds both, ``async_vs_threaded`` their ratio.
 
 Then a tight-limit phase per concurrency checks zero oversubscription on etcd itself:
 64 requesters race for a limit of 100 instances; exactly 100 holds may exist.
@@ -44,13 +48,15 @@ import etcd3
 from broker.quotas.ledgerstore import StoreLedger
 from broker.settings import EtcdSettings
 from broker.store import keys
-from broker.store.etcd import EtcdStore
+from broker.store.client import CLIENTS
 from quota import errors
 from quota.ledger import Ledger
 from quota.models import MAX_LIMIT, TenantId, TenantQuota
+from tests.perf import harness
 from tests.support import etcd as etcd_support
 
 CONCURRENCY = (1, 8, 64)
+DEFAULT = EtcdSettings().client
 SPREAD_TENANTS = 1_000
 
 
@@ -100,23 +106,31 @@ def raw_cas(endpoint: str, threads: int, seconds: float, mode: str) -> float:
     return sum(done) / elapsed
 
 
+def open_store(endpoint: str, root: str, client: str) -> Any:
+    settings = EtcdSettings(endpoints=(endpoint,), root=root, threads=8, client=client)
+    return CLIENTS[client].from_settings(settings)
+
+
 async def quota_rate(
-    endpoint: str, tasks: int, seconds: float, spread: bool, root: str
-) -> tuple[float, dict[str, int]]:
-    store = EtcdStore.from_settings(EtcdSettings(endpoints=(endpoint,), root=root, threads=8))
+    endpoint: str, tasks: int, seconds: float, spread: bool, root: str, client: str
+) -> tuple[float, dict[str, int], list[float]]:
+    store = open_store(endpoint, root, client)
     ledger = Ledger(StoreLedger(store))
     tenants = [TenantId(f"t{n:04d}") for n in range(SPREAD_TENANTS if spread else 1)]
     for tenant in tenants[:1] if not spread else []:
         await ledger.set_quota(tenant, TenantQuota(limits={"instances": MAX_LIMIT}))
     counts = [0] * tasks
+    latencies: list[float] = []  # ms, every granted reservation
     stop = asyncio.Event()
 
     async def requester(i: int) -> None:
         rng = random.Random(i)
         while not stop.is_set():
             tenant = rng.choice(tenants)
+            asked = time.perf_counter()
             try:
                 await ledger.reserve(tenant, {"ports": 1} if spread else {"instances": 1}, 60)
+                latencies.append((time.perf_counter() - asked) * 1000)
                 counts[i] += 1
             except errors.QuotaExceeded:  # a spread tenant's default ports quota filled up
                 pass
@@ -131,13 +145,12 @@ async def quota_rate(
     stats = dict(ledger.stats)
     await ledger.close()
     await store.close()
-    return sum(counts) / elapsed, stats
+    return sum(counts) / elapsed, stats, latencies
 
 
-async def oversubscription(endpoint: str, tasks: int, root: str) -> dict[str, int]:
+async def oversubscription(endpoint: str, tasks: int, root: str, client: str) -> dict[str, int]:
     """``tasks`` requesters race for 100 instances; count what etcd holds afterwards."""
-    stores = [EtcdStore.from_settings(EtcdSettings(endpoints=(endpoint,), root=root))
-              for _ in range(2)]
+    stores = [open_store(endpoint, root, client) for _ in range(2)]
     ledgers = [Ledger(StoreLedger(s)) for s in stores]
     tenant = TenantId("tight")
     await ledgers[0].set_quota(tenant, TenantQuota(limits={"instances": 100}))
@@ -179,20 +192,19 @@ def main() -> None:
             for c in CONCURRENCY:
                 raw = raw_cas(endpoint, c, args.seconds, "own" if shape == "hot" else "spread")
                 shared = raw_cas(endpoint, c, args.seconds, "shared") if shape == "hot" else None
-                root = f"/bench/quota/{shape}/{c}/{random.random()}/"
-                rate, stats = asyncio.run(
-                    quota_rate(endpoint, c, args.seconds, shape == "spread", root)
-                )
-                check = asyncio.run(
-                    oversubscription(endpoint, c, f"/bench/tight/{shape}/{c}/{random.random()}/")
-                )
+                clients = {
+                    client: by_client(endpoint, client, shape, c, args.seconds, raw)
+                    for client in sorted(CLIENTS, reverse=True)  # threaded, then async
+                }
+                chosen = clients[DEFAULT]
                 rows.append({
                     "shape": shape, "concurrency": c, "raw_cas_per_s": round(raw),
                     "raw_hot_key_cas_per_s": None if shared is None else round(shared),
-                    "quota_per_s": round(rate), "ratio": round(rate / raw, 2),
-                    "per_txn": round(stats.get("requests", 0) / max(1, stats.get("txns", 1)), 1),
-                    "oversubscribed": check["oversubscribed"],
-                    "tight_granted": check["granted"], "tight_held": check["held_in_etcd"],
+                    "client": DEFAULT, **{k: chosen[k] for k in FIGURES},
+                    "clients": clients,
+                    "async_vs_threaded": harness.ratio(
+                        clients["async"]["quota_per_s"], clients["threaded"]["quota_per_s"]
+                    ),
                 })
                 print_row(rows[-1])
     finally:
@@ -202,7 +214,8 @@ def main() -> None:
     print()
     for shape, row in like.items():
         print(f"like for like ({shape}, concurrency 1, one reservation per etcd txn on both "
-              f"sides): quota {row['quota_per_s']}/s vs raw CAS {row['raw_cas_per_s']}/s = "
+              f"sides): quota ({DEFAULT} client) {row['quota_per_s']}/s vs raw CAS "
+              f"{row['raw_cas_per_s']}/s = "
               f"{row['ratio']} (the ledger's overhead per reservation: {row['overhead_x']}x)")
     for shape, by_c in batched.items():
         rates = ", ".join(f"c={c}: {r['quota_per_s']}/s at {r['per_txn']} req/txn"
@@ -211,9 +224,37 @@ def main() -> None:
     print(f"load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end")
     print(json.dumps({"benchmark": "quota", "seconds": args.seconds, "rows": rows,
                       "like_for_like_c1": like, "batched_admission": batched,
+                      "client": DEFAULT,
                       "min_ratio": min(r["ratio"] for r in rows),
-                      "oversubscribed": sum(r["oversubscribed"] for r in rows),
+                      "async_vs_threaded": {f"{r['shape']}_c{r['concurrency']}":
+                                            r["async_vs_threaded"] for r in rows},
+                      "oversubscribed": sum(f["oversubscribed"] for r in rows
+                                            for f in r["clients"].values()),
                       "loadavg_start": load_start, "loadavg_end": load_end}))
+
+
+FIGURES = ("quota_per_s", "ratio", "per_txn", "p50_ms", "p99_ms", "oversubscribed",
+           "tight_granted", "tight_held")
+
+
+def by_client(
+    endpoint: str, client: str, shape: str, c: int, seconds: float, raw: float
+) -> dict[str, Any]:
+    """One client's quota figures at concurrency ``c`` (and its tight-limit check)."""
+    root = f"/bench/quota/{client}/{shape}/{c}/{random.random()}/"
+    rate, stats, latencies = asyncio.run(
+        quota_rate(endpoint, c, seconds, shape == "spread", root, client)
+    )
+    tight_root = f"/bench/tight/{client}/{shape}/{c}/{random.random()}/"
+    check = asyncio.run(oversubscription(endpoint, c, tight_root, client))
+    lat = harness.summary(latencies, 2)
+    return {
+        "quota_per_s": round(rate), "ratio": round(rate / raw, 2),
+        "per_txn": round(stats.get("requests", 0) / max(1, stats.get("txns", 1)), 1),
+        "p50_ms": lat.get("p50"), "p99_ms": lat.get("p99"),
+        "oversubscribed": check["oversubscribed"],
+        "tight_granted": check["granted"], "tight_held": check["held_in_etcd"],
+    }
 
 
 def labelled(
@@ -237,18 +278,23 @@ def labelled(
     return like, batched
 
 
-HEADER = (f"{'shape':<7}{'conc':>5}{'raw CAS/s':>11}{'raw hot-key/s':>15}{'quota/s':>10}"
-          f"{'ratio':>7}{'req/txn':>9}{'tight: granted/held/limit':>27}  figure")
+HEADER = (f"{'shape':<7}{'conc':>5}{'raw CAS/s':>11}{'raw hot-key/s':>15}  "
+          f"{'client':<9}{'quota/s':>8}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'req/txn':>9}"
+          f"{'tight: granted/held/limit':>27}  figure")
 
 
 def print_row(row: dict[str, Any]) -> None:
     if row["shape"] == "hot" and row["concurrency"] == CONCURRENCY[0]:
         print(HEADER)
     hot = "-" if row["raw_hot_key_cas_per_s"] is None else str(row["raw_hot_key_cas_per_s"])
-    tight = f"{row['tight_granted']}/{row['tight_held']}/100"
-    print(f"{row['shape']:<7}{row['concurrency']:>5}{row['raw_cas_per_s']:>11}{hot:>15}"
-          f"{row['quota_per_s']:>10}{row['ratio']:>7}{row['per_txn']:>9}{tight:>27}  "
-          f"{'like for like' if row['concurrency'] == 1 else 'batched admission'}", flush=True)
+    figure = "like for like" if row["concurrency"] == 1 else "batched admission"
+    for n, (client, f) in enumerate(row["clients"].items()):
+        lead = (f"{row['shape']:<7}{row['concurrency']:>5}{row['raw_cas_per_s']:>11}{hot:>15}"
+                if n == 0 else " " * 38)
+        tight = f"{f['tight_granted']}/{f['tight_held']}/100"
+        print(f"{lead}  {client:<9}{f['quota_per_s']:>8}{f['ratio']:>7}{f['p50_ms']!s:>8}"
+              f"{f['p99_ms']!s:>8}{f['per_txn']:>9}{tight:>27}  {figure}", flush=True)
+    print(f"{'':38}  async / threaded = {row['async_vs_threaded']}", flush=True)
 
 
 if __name__ == "__main__":

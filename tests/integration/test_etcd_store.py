@@ -208,7 +208,7 @@ async def test_a_frozen_etcd_times_out_instead_of_hanging(
 ) -> None:
     store = stores(own_etcd.settings(root="/frozen/", timeout=TIMEOUT))
     await store.put("k", b"v")
-    own_etcd.members[0].signal(signal.SIGSTOP)
+    own_etcd.members[0].freeze()
     try:
         elapsed = await timed_unavailable(lambda: store.get("k"))
         assert TIMEOUT * 0.5 < elapsed < TIMEOUT + SLACK

@@ -84,6 +84,15 @@ def make_tls(directory: Path) -> TlsFiles:
     return files
 
 
+def _stopped(task: Path) -> bool:
+    """Whether a thread (``/proc/<pid>/task/<tid>``) is stopped (state T) or gone."""
+    try:
+        stat = (task / "stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
 @dataclass
 class Member:
     name: str
@@ -111,6 +120,18 @@ class Member:
     def signal(self, signum: int) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signum)
+
+    def freeze(self, timeout: float = 10.0) -> None:
+        """SIGSTOP, and wait until every thread of the member is stopped: the signal only
+        marks them, and a thread between syscalls may still answer a request or two."""
+        assert self.process is not None
+        self.signal(signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        deadline = time.monotonic() + timeout
+        while not all(_stopped(task) for task in tasks.iterdir()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcd member {self.name} did not stop within {timeout} s")
+            time.sleep(0.005)
 
     def kill(self) -> None:
         """kill -9, and reap."""

@@ -1,7 +1,9 @@
 """Transfer grants: the broker's signed permission for one site to read one image from
 another site directly, until an expiry.
 
-A grant names ``image``, ``source``, ``destination`` and ``expires_ms`` (Unix ms); the
+A grant names ``image``, ``source``, ``destination`` and ``expires_ms`` (Unix ms) — and,
+for swarming, the digest of the image's piece list (``pieces``, as the catalog records
+it: ``replication.pieces.Manifest.digest``); the
 token is ``base64url(payload) "." base64url(Ed25519 signature of payload)``, the payload a
 canonical JSON object. The broker signs (``sign``) when it orders a copy over a direct
 path; the serving agent checks (``refusal``) before it reads a byte.
@@ -44,14 +46,17 @@ class Grant:
     source: str
     destination: str
     expires_ms: int
+    pieces: str = ""  # swarming: the digest of the piece list the transfer may serve
 
     def payload(self) -> bytes:
-        body = {
+        body: dict[str, object] = {
             "image": self.image,
             "source": self.source,
             "destination": self.destination,
             "expires_ms": self.expires_ms,
         }
+        if self.pieces:
+            body["pieces"] = self.pieces
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -86,7 +91,13 @@ def _decode(token: str, key: Ed25519PublicKey) -> Grant | str:
         return "the transfer grant's signature is not the broker's"
     try:
         d = json.loads(payload)
-        return Grant(str(d["image"]), str(d["source"]), str(d["destination"]), int(d["expires_ms"]))
+        return Grant(
+            str(d["image"]),
+            str(d["source"]),
+            str(d["destination"]),
+            int(d["expires_ms"]),
+            str(d.get("pieces", "")),
+        )
     except (ValueError, KeyError, TypeError) as exc:
         return f"the transfer grant is malformed: {exc}"
 
@@ -99,6 +110,7 @@ def refusal(
     source: str,
     caller: str,
     now_ms: int,
+    pieces: str = "",
 ) -> str | None:
     """Why ``caller`` may not read ``image`` from ``source`` under ``token`` (``None``: it may)."""
     grant = _decode(token, key)
@@ -110,6 +122,9 @@ def refusal(
         return f"the transfer grant names source {grant.source}, not {source}"
     if grant.image != image:
         return f"the transfer grant is for image {grant.image}, not {image}"
+    if grant.pieces != pieces:
+        named, asked = grant.pieces or "(none)", pieces or "(none)"
+        return f"the transfer grant is for piece list {named}, not {asked}"
     if grant.expires_ms <= now_ms:
         return f"the transfer grant expired {now_ms - grant.expires_ms} ms ago"
     return None

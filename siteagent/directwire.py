@@ -27,10 +27,11 @@ from cryptography import x509
 from meridian.v1 import image_pb2 as ipb
 from meridian.v1 import image_pb2_grpc as ipb_grpc
 
-from replication import access, errors, grant, transfer
+from replication import access, errors, grant, pieces, transfer
 from replication.catalog import ImageId
+from replication.pieces import PieceFile
 from replication.throttle import Throttle
-from replication.transfer import ByteSource
+from replication.transfer import ByteSource, Chunk
 from siteagent import errors as agent_errors
 from siteagent.settings import AgentSettings
 
@@ -40,7 +41,6 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 8 << 20),
     ("grpc.max_send_message_length", 8 << 20),
 ]
-
 
 
 class Holding(ByteSource, Protocol):
@@ -65,6 +65,26 @@ def caller_site(pem: bytes) -> str | None:
     return parts[2]
 
 
+async def _upto(chunks: AsyncIterator[Chunk], end: int) -> AsyncIterator[Chunk]:
+    """``chunks`` cut at byte ``end`` (a piece's end); ``end`` at the offset: no cut."""
+    async for c in chunks:
+        if end > c.offset and c.offset + len(c.data) >= end:
+            yield Chunk.of(c.offset, c.data[: end - c.offset])
+            return
+        yield c
+
+
+async def _piece(file: PieceFile, offset: int, length: int, size: int) -> AsyncIterator[Chunk]:
+    """One verified piece of a copy still arriving, in ``size`` chunks (``SourceFailed``
+    if it is not held)."""
+    i = file.manifest.piece_at(offset, length)
+    if i is None:
+        raise errors.SourceFailed(f"[{offset}, +{length}) is not a piece of {file.image.id}")
+    data = memoryview(await file.read(i))
+    for at in range(0, len(data), size):
+        yield await transfer.hashed(offset + at, bytes(data[at : at + size]))
+
+
 class DirectServer(ipb_grpc.ImageTransferServicer):
     """Serves ``site``'s verified images to callers holding a grant for them."""
 
@@ -76,8 +96,10 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
         *,
         throttle: Throttle | None = None,
         clock: Callable[[], float] = time.time,
+        swarms: dict[ImageId, PieceFile] | None = None,
     ) -> None:
         self.site = site
+        self.swarms = swarms if swarms is not None else {}  # copies arriving in pieces
         self.store = store
         self.key = key
         self.throttle = throttle  # the site's upload cap, shared with the relay uploads
@@ -90,39 +112,76 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
         log.warning("direct pull refused: %s", why)
         await context.abort(code, why)
 
-    async def Pull(
-        self, request: ipb.PullRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[ipb.ImageChunk]:
+    async def _authorized(
+        self, context: Any, image: str, source: str, token: str, pieces: str
+    ) -> bool:
+        """The grant check every call passes before the store reads a byte (else aborted)."""
         pems = context.auth_context().get("x509_pem_cert")
         caller = caller_site(pems[0]) if pems else None
         if caller is None:
             await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "no site certificate")
-            return
+            return False
         why = grant.refusal(
-            request.grant,
+            token,
             self.key,
-            image=request.image_id,
+            image=image,
             source=self.site,
             caller=caller,
             now_ms=int(self.clock() * 1000),
+            pieces=pieces,
         )
-        if why is None and request.source_site != self.site:
-            why = f"this is site {self.site}, not {request.source_site}"
+        if why is None and source != self.site:
+            why = f"this is site {self.site}, not {source}"
         if why is not None:
             await self._refuse(context, grpc.StatusCode.PERMISSION_DENIED, why)
+            return False
+        return True
+
+    def _swarm(self, image: ImageId, pieces: str) -> PieceFile | None:
+        """The copy of ``image`` arriving here in pieces of the list ``pieces`` names."""
+        file = self.swarms.get(image)
+        return file if file is not None and file.manifest.digest() == pieces else None
+
+    async def Have(self, request: ipb.HaveRequest, context: Any) -> ipb.HaveReply:
+        image = ImageId(request.image_id)
+        ok = await self._authorized(
+            context, image, request.source_site, request.grant, request.pieces
+        )
+        if not ok:
+            return ipb.HaveReply()
+        if request.count > pieces.MAX_PIECES:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "too many pieces")
+            return ipb.HaveReply()
+        if await self.store.holds(image):
+            return ipb.HaveReply(bitmap=pieces.bitmap(range(request.count), request.count))
+        file = self._swarm(image, request.pieces)
+        held = file.held if file is not None else set()
+        return ipb.HaveReply(bitmap=pieces.bitmap(held, request.count))
+
+    async def Pull(
+        self, request: ipb.PullRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[ipb.ImageChunk]:
+        image = ImageId(request.image_id)
+        ok = await self._authorized(
+            context, image, request.source_site, request.grant, request.pieces
+        )
+        if not ok:
             return
         size = access.bounded_chunk(request.chunk_size, transfer.DEFAULT_CHUNK)
         if isinstance(size, str):
             await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, size)
             return
-        image = ImageId(request.image_id)
-        if not await self.store.holds(image):
+        if await self.store.holds(image):
+            chunks = self.store.chunks(image, request.offset, size)
+        elif (file := self._swarm(image, request.pieces)) is not None:
+            chunks = _piece(file, request.offset, request.length, size)
+        else:
             await self._refuse(
                 context, grpc.StatusCode.FAILED_PRECONDITION, f"no verified copy of {image}"
             )
             return
         try:
-            async for c in transfer.prefetch(self.store.chunks(image, request.offset, size)):
+            async for c in transfer.prefetch(_upto(chunks, request.offset + request.length)):
                 if self.throttle is not None:
                     await self.throttle.take(len(c.data))
                 self.served_bytes += len(c.data)
@@ -131,7 +190,6 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             return
         yield ipb.ImageChunk(last=True)
-
 
     async def Serve(self, request: Any, context: Any) -> AsyncIterator[ipb.ServeRequest]:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a site serves Pull only")
@@ -154,7 +212,6 @@ def server(
     ipb_grpc.add_ImageTransferServicer_to_server(service, srv)
     port = srv.add_secure_port(listen, credentials)
     return srv, port
-
 
 
 def from_settings(

@@ -274,6 +274,10 @@ class Relay(ipb_grpc.ImageTransferServicer):
             return True
         return False
 
+    async def Have(self, request: ipb.HaveRequest, context: Any) -> ipb.HaveReply:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "pieces are asked of sites")
+        return ipb.HaveReply()
+
     async def Replicate(
         self,
         request_iterator: AsyncIterator[ipb.ImageReport],

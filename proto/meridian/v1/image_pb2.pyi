@@ -157,12 +157,18 @@ class PullRequest(_message.Message):
     OFFSET_FIELD_NUMBER: _builtins.int
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
     GRANT_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    PIECES_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     source_site: _builtins.str
     offset: _builtins.int
     chunk_size: _builtins.int
     grant: _builtins.str
     """direct pulls only: the broker-signed transfer grant"""
+    length: _builtins.int
+    """0 = to the end; else the bytes of one piece from offset"""
+    pieces: _builtins.str
+    """swarming: the piece list's digest the grant names"""
     def __init__(
         self,
         *,
@@ -171,14 +177,70 @@ class PullRequest(_message.Message):
         offset: _builtins.int = ...,
         chunk_size: _builtins.int = ...,
         grant: _builtins.str = ...,
+        length: _builtins.int = ...,
+        pieces: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "grant", b"grant", "image_id", b"image_id", "offset", b"offset", "source_site", b"source_site"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "grant", b"grant", "image_id", b"image_id", "length", b"length", "offset", b"offset", "pieces", b"pieces", "source_site", b"source_site"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PullRequest: _TypeAlias = PullRequest  # noqa: Y015
+
+@_typing.final
+class HaveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_SITE_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
+    PIECES_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    source_site: _builtins.str
+    grant: _builtins.str
+    """the broker-signed transfer grant, naming the piece list"""
+    pieces: _builtins.str
+    """the piece list's digest (replication.pieces.Manifest.digest)"""
+    count: _builtins.int
+    """how many pieces the image has"""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        source_site: _builtins.str = ...,
+        grant: _builtins.str = ...,
+        pieces: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "grant", b"grant", "image_id", b"image_id", "pieces", b"pieces", "source_site", b"source_site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HaveRequest: _TypeAlias = HaveRequest  # noqa: Y015
+
+@_typing.final
+class HaveReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BITMAP_FIELD_NUMBER: _builtins.int
+    bitmap: _builtins.bytes
+    """bit i (byte i/8, bit i%8) set: piece i is held, verified"""
+    def __init__(
+        self,
+        *,
+        bitmap: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bitmap", b"bitmap"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HaveReply: _TypeAlias = HaveReply  # noqa: Y015
 
 @_typing.final
 class CopyOrder(_message.Message):

@@ -54,6 +54,11 @@ class ImageTransferStub:
                 request_serializer=meridian_dot_v1_dot_image__pb2.ImageReport.SerializeToString,
                 response_deserializer=meridian_dot_v1_dot_image__pb2.CopyOrder.FromString,
                 _registered_method=True)
+        self.Have = channel.unary_unary(
+                '/meridian.v1.ImageTransfer/Have',
+                request_serializer=meridian_dot_v1_dot_image__pb2.HaveRequest.SerializeToString,
+                response_deserializer=meridian_dot_v1_dot_image__pb2.HaveReply.FromString,
+                _registered_method=True)
 
 
 class ImageTransferServicer:
@@ -88,6 +93,13 @@ class ImageTransferServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Have(self, request, context):
+        """swarming, on a site's direct address: which verified pieces of an image it holds
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageTransferServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +122,11 @@ def add_ImageTransferServicer_to_server(servicer, server):
                     servicer.Replicate,
                     request_deserializer=meridian_dot_v1_dot_image__pb2.ImageReport.FromString,
                     response_serializer=meridian_dot_v1_dot_image__pb2.CopyOrder.SerializeToString,
+            ),
+            'Have': grpc.unary_unary_rpc_method_handler(
+                    servicer.Have,
+                    request_deserializer=meridian_dot_v1_dot_image__pb2.HaveRequest.FromString,
+                    response_serializer=meridian_dot_v1_dot_image__pb2.HaveReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +237,33 @@ class ImageTransfer:
             '/meridian.v1.ImageTransfer/Replicate',
             meridian_dot_v1_dot_image__pb2.ImageReport.SerializeToString,
             meridian_dot_v1_dot_image__pb2.CopyOrder.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Have(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meridian.v1.ImageTransfer/Have',
+            meridian_dot_v1_dot_image__pb2.HaveRequest.SerializeToString,
+            meridian_dot_v1_dot_image__pb2.HaveReply.FromString,
             options,
             channel_credentials,
             insecure,

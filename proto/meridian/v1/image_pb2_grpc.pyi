@@ -69,6 +69,8 @@ class ImageTransferStub:
     """1.2: a destination agent's standing call: the broker streams copy orders, the agent
     streams progress and audits.
     """
+    Have: _grpc.UnaryUnaryMultiCallable[_image_pb2.HaveRequest, _image_pb2.HaveReply]
+    """swarming, on a site's direct address: which verified pieces of an image it holds"""
 
 @_typing.type_check_only
 class ImageTransferAsyncStub(ImageTransferStub):
@@ -83,6 +85,8 @@ class ImageTransferAsyncStub(ImageTransferStub):
     """1.2: a destination agent's standing call: the broker streams copy orders, the agent
     streams progress and audits.
     """
+    Have: _aio.UnaryUnaryMultiCallable[_image_pb2.HaveRequest, _image_pb2.HaveReply]  # type: ignore[assignment]
+    """swarming, on a site's direct address: which verified pieces of an image it holds"""
 
 class ImageTransferServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -118,5 +122,13 @@ class ImageTransferServicer(metaclass=_abc_1.ABCMeta):
         """1.2: a destination agent's standing call: the broker streams copy orders, the agent
         streams progress and audits.
         """
+
+    @_abc_1.abstractmethod
+    def Have(
+        self,
+        request: _image_pb2.HaveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.HaveReply, _abc.Awaitable[_image_pb2.HaveReply]]:
+        """swarming, on a site's direct address: which verified pieces of an image it holds"""
 
 def add_ImageTransferServicer_to_server(servicer: ImageTransferServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,231 @@
+"""Content-addressed pieces of an image, and the file that receives them in any order.
+
+A ``Manifest`` splits an image into ``piece_size`` pieces (the last one shorter) and names
+each by its sha256; its own digest (``Manifest.digest``: sha256 of the canonical encoding)
+is what the catalog records and what a swarm transfer grant names, so a destination
+trusts a piece list only when it is the one the broker signed.
+
+``PieceFile`` is a destination's image being received piece by piece (``<id>.swarm`` in
+the site's image directory, the verified-piece bitmap beside it in ``<id>.have``):
+``write`` checks a piece against the manifest before a byte lands, and ``finish``
+re-hashes the whole file (sha256 and Glance's multihash) against the catalog before it
+renames it to ``<id>.img``. Invariants: only pieces whose sha256 matches the manifest are
+ever marked held, served (``read``) or counted; a ``<id>.img`` appears only after the
+whole-image match (invariant 8); a restart keeps exactly the pieces that re-verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from replication import errors
+from replication.catalog import Image
+
+DEFAULT_PIECE = 4 << 20
+MAX_PIECES = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """``size`` bytes in ``piece_size`` pieces; ``digests[i]`` is piece i's sha256."""
+
+    size: int
+    piece_size: int
+    digests: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if self.piece_size <= 0:
+            raise errors.InvalidImage("piece_size", "must be > 0")
+        want = -(-self.size // self.piece_size)
+        if len(self.digests) != want:
+            raise errors.InvalidImage("pieces", f"{len(self.digests)} digests, {want} pieces")
+        if want > MAX_PIECES:
+            raise errors.InvalidImage("pieces", f"more than {MAX_PIECES} pieces")
+        if any(len(d) != 32 for d in self.digests):
+            raise errors.InvalidImage("pieces", "a piece digest is not 32 bytes")
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    def span(self, i: int) -> tuple[int, int]:
+        """(offset, length) of piece ``i``."""
+        at = i * self.piece_size
+        return at, min(self.piece_size, self.size - at)
+
+    def piece_at(self, offset: int, length: int) -> int | None:
+        """The piece that is exactly ``[offset, offset+length)``, if any."""
+        i, rest = divmod(offset, self.piece_size)
+        if rest or not 0 <= i < len(self) or self.span(i)[1] != length:
+            return None
+        return i
+
+    def intact(self, i: int, data: bytes) -> bool:
+        return len(data) == self.span(i)[1] and hashlib.sha256(data).digest() == self.digests[i]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "piece_size": self.piece_size,
+            "pieces": [d.hex() for d in self.digests],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        try:
+            digests = tuple(bytes.fromhex(str(h)) for h in d["pieces"])
+            return cls(int(d["size"]), int(d["piece_size"]), digests)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise errors.InvalidImage("pieces", f"malformed piece list: {exc}") from exc
+
+    def digest(self) -> str:
+        """sha256 (hex) of the canonical encoding: what the catalog and a grant name."""
+        body = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+def manifest_of(data: bytes, piece_size: int = DEFAULT_PIECE) -> Manifest:
+    digests = tuple(
+        hashlib.sha256(data[at : at + piece_size]).digest()
+        for at in range(0, len(data), piece_size)
+    )
+    return Manifest(len(data), piece_size, digests)
+
+
+def manifest_of_file(path: Path, piece_size: int = DEFAULT_PIECE) -> Manifest:
+    """The manifest of a file, read a piece at a time (run it on a worker thread)."""
+    digests, size = [], 0
+    with path.open("rb") as f:
+        while block := f.read(piece_size):
+            digests.append(hashlib.sha256(block).digest())
+            size += len(block)
+    return Manifest(size, piece_size, tuple(digests))
+
+
+def bitmap(held: Iterable[int], count: int) -> bytes:
+    out = bytearray(-(-count // 8))
+    for i in held:
+        out[i // 8] |= 1 << (i % 8)
+    return bytes(out)
+
+
+def from_bitmap(data: bytes, count: int) -> set[int]:
+    return {i for i in range(min(count, len(data) * 8)) if data[i // 8] >> (i % 8) & 1}
+
+
+class PieceFile:
+    """One image being received in pieces under ``root``; serves what it verified."""
+
+    def __init__(self, root: Path, image: Image, manifest: Manifest) -> None:
+        if manifest.size != image.size:
+            raise errors.InvalidImage("pieces", f"cover {manifest.size} bytes, not {image.size}")
+        self.image, self.manifest = image, manifest
+        self.path = root / f"{image.id}.swarm"
+        self.bits = root / f"{image.id}.have"
+        self.done = root / f"{image.id}.img"
+        self.held: set[int] = set()
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Create the file, or keep the pieces of an earlier attempt that still verify."""
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        if not self.path.exists():
+            with self.path.open("wb") as f:
+                f.truncate(self.manifest.size)
+            self.bits.unlink(missing_ok=True)
+            return
+        marked = (
+            from_bitmap(self.bits.read_bytes(), len(self.manifest)) if self.bits.exists() else set()
+        )
+        with self.path.open("rb") as f:
+            for i in sorted(marked):
+                at, n = self.manifest.span(i)
+                f.seek(at)
+                if self.manifest.intact(i, f.read(n)):
+                    self.held.add(i)
+
+    def missing(self) -> set[int]:
+        return set(range(len(self.manifest))) - self.held
+
+    async def write(self, i: int, data: bytes) -> None:
+        """Store piece ``i`` if it matches the manifest, else ``ChunkCorrupt`` and nothing
+        is written."""
+        if not 0 <= i < len(self.manifest):
+            raise errors.InvalidImage("piece", f"{i} is not a piece of {self.image.id}")
+        at, _ = self.manifest.span(i)
+        if not await asyncio.to_thread(self.manifest.intact, i, data):
+            raise errors.ChunkCorrupt(at)
+
+        def put() -> None:
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, data, at)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        async with self._lock:
+            if i in self.held:
+                return
+            try:
+                await asyncio.to_thread(put)
+            except OSError as exc:
+                raise errors.SinkRejected(f"cannot write {self.image.id}: {exc.strerror}") from exc
+            self.held.add(i)
+            self.bits.write_bytes(bitmap(self.held, len(self.manifest)))
+
+    async def read(self, i: int) -> bytes:
+        """A verified piece (``SourceFailed`` for one not held)."""
+        if i not in self.held:
+            raise errors.SourceFailed(f"piece {i} of {self.image.id} is not held here")
+        at, n = self.manifest.span(i)
+
+        def get() -> bytes:
+            with self.path.open("rb") as f:
+                f.seek(at)
+                return f.read(n)
+
+        return await asyncio.to_thread(get)
+
+    async def finish(self) -> None:
+        """Whole-image check against the catalog, then ``<id>.img``; a mismatch discards
+        everything (``ImageMismatch``)."""
+        if self.missing():
+            raise errors.ImageMismatch(
+                self.image.id, f"{len(self.manifest)} pieces", f"{len(self.held)}"
+            )
+        algo = self.image.os_hash_algo
+
+        def sums() -> tuple[str, str]:
+            sha, multi = hashlib.sha256(), hashlib.new(algo)
+            with self.path.open("rb") as f:
+                while block := f.read(1 << 20):
+                    sha.update(block)
+                    if self.image.os_hash_value:
+                        multi.update(block)
+            return sha.hexdigest(), multi.hexdigest()
+
+        sha, multi = await asyncio.to_thread(sums)
+        wrong = ""
+        if sha != self.image.sha256:
+            wrong = f"sha256 {sha}"
+        elif self.image.os_hash_value and multi != self.image.os_hash_value:
+            wrong = f"{algo} {multi}"
+        if wrong:
+            await self.discard()
+            raise errors.ImageMismatch(self.image.id, "the catalog's digests", wrong)
+        os.replace(self.path, self.done)
+        self.bits.unlink(missing_ok=True)
+
+    async def discard(self) -> None:
+        self.held.clear()
+        self.path.unlink(missing_ok=True)
+        self.bits.unlink(missing_ok=True)

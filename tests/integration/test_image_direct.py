@@ -143,7 +143,7 @@ async def test_a_granted_copy_goes_site_to_site_and_nothing_else_is_served(
 
     sink = await copy_direct(federation, "site-002", address, token(), img)
     assert sink.get(img.id) == DATA
-    assert federation.relay.peak_buffered == 0, "the relay carried nothing"
+    assert federation.relay.carried_bytes == 0, "the relay carried nothing"
 
 
 def edited(tok: str) -> str:
@@ -207,7 +207,7 @@ async def test_the_agent_copies_directly_when_the_order_names_an_address(
     reports = await agent_copy(federation, tmp_path, order(address, token()))
     assert {r.path for r in reports} == {"direct"}
     assert service.served_bytes == len(DATA)
-    assert federation.relay.peak_buffered == 0
+    assert federation.relay.carried_bytes == 0
 
 
 async def test_a_source_behind_nat_or_unreachable_falls_back_to_the_relay(
@@ -220,7 +220,8 @@ async def test_a_source_behind_nat_or_unreachable_falls_back_to_the_relay(
     reports = await agent_copy(federation, tmp_path / "dead", order(f"127.0.0.1:{dead}", token()))
     assert reports[-1].path == "relay"
     assert service.served_bytes == 0
-    assert federation.relay.peak_buffered > 0, "the relay carried the bytes"
+    # both copies, every byte (how many were queued at once is timing: not asserted)
+    assert federation.relay.carried_bytes >= 2 * len(DATA), "the relay carried the bytes"
 
 
 def test_serving_directly_needs_the_grant_key_and_a_certificate(tmp_path: Path) -> None:

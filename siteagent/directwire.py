@@ -97,8 +97,17 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
         throttle: Throttle | None = None,
         clock: Callable[[], float] = time.time,
         swarms: dict[ImageId, PieceFile] | None = None,
+        max_pieces: int = 4,
     ) -> None:
         self.site = site
+        # pieces served at once; beyond, a swarm's peer is told to ask elsewhere (choked):
+        # a source then seeds distinct pieces that the destinations trade among themselves
+        self.max_pieces = max_pieces
+        self.pieces_out = 0
+        # seeding evenly: per piece list of an image held whole, how many pieces it has and
+        # how often each went out; a piece sent more often than the least sent one is
+        # refused (ask a peer), so the source's link carries distinct pieces first
+        self.seeded: dict[tuple[str, str], tuple[int, dict[int, int]]] = {}
         self.swarms = swarms if swarms is not None else {}  # copies arriving in pieces
         self.store = store
         self.key = key
@@ -153,10 +162,23 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
             await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "too many pieces")
             return ipb.HaveReply()
         if await self.store.holds(image):
+            self.seeded.setdefault((image, request.pieces), (request.count, {}))
             return ipb.HaveReply(bitmap=pieces.bitmap(range(request.count), request.count))
         file = self._swarm(image, request.pieces)
         held = file.held if file is not None else set()
         return ipb.HaveReply(bitmap=pieces.bitmap(held, request.count))
+
+    def _choked(self, request: ipb.PullRequest) -> str | None:
+        """Why this piece request should go to another holder (``None``: serve it)."""
+        if self.pieces_out >= self.max_pieces:
+            return f"{self.site} is serving {self.pieces_out} pieces: ask another holder"
+        count, sent = self.seeded.get((request.image_id, request.pieces), (0, {}))
+        least = min(sent.values()) if count and len(sent) >= count else 0
+        if sent.get(request.offset, 0) > least:
+            return f"{self.site} sent this piece more than others: ask another holder"
+        if count:
+            sent[request.offset] = sent.get(request.offset, 0) + 1
+        return None
 
     async def Pull(
         self, request: ipb.PullRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -180,6 +202,12 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
                 context, grpc.StatusCode.FAILED_PRECONDITION, f"no verified copy of {image}"
             )
             return
+        piece = 1 if request.length else 0
+        busy = self._choked(request) if piece else None
+        if busy is not None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, busy)
+            return
+        self.pieces_out += piece
         try:
             async for c in transfer.prefetch(_upto(chunks, request.offset + request.length)):
                 if self.throttle is not None:
@@ -189,6 +217,8 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
         except errors.ReplicationError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             return
+        finally:
+            self.pieces_out -= piece
         yield ipb.ImageChunk(last=True)
 
     async def Serve(self, request: Any, context: Any) -> AsyncIterator[ipb.ServeRequest]:

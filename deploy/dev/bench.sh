@@ -31,7 +31,7 @@ case "$which" in
         exit 0
         ;;
     all) ;;
-    harness | rawelection | rawstream | swarm | placement_api | placement_peer | fleet | profiling | fanin_headline | fanin_clients | __init__)
+    harness | rawelection | rawstream | swarm | imageswarm | placement_api | placement_peer | fleet | profiling | fanin_headline | fanin_clients | __init__)
         echo "$which is a helper of the benchmarks, not a benchmark" >&2
         exit 2
         ;;

@@ -20,8 +20,12 @@ it, per destination, ``broker_bytes_per_dest``, target ~0); (1b) the ``--fanout-
 image pulled directly with src's upload capped at ``--link-cap-mib-s`` (``link_cap_mib_s``
 and the rate achieved, ``shaped_direct_mib_s``: the shaping holds);
 (2) ``--fanout-mib`` from src to 16 sites with relay rounds vs one transfer of the same
-size (target <= 2x); (3) the broker's peak RSS across both (must stay bounded). Prints a
-table; the last line is one JSON object with every figure.
+size through the relay (``relay16_over_one``, unshaped); (2b) the same image **swarmed**
+by 16 sites (a fourth process, ``tests.perf.imageswarm``: each site its own direct mTLS
+server and its own link shaped to ``--link-cap-mib-s`` each way, src's upload too) vs one
+site pulling it alone over one shaped link with the same code (``swarm16_over_one``,
+target <= 2x); (3) the broker's peak RSS across all (must stay bounded). Prints a table;
+the last line is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from replication import grant
 from siteagent import directwire
 from siteagent.imagewire import DirectSource, ImageServer, PullSource
 from replication.throttle import Throttle
+from tests.perf import imageswarm
 from tests.support.etcd import free_ports
 from tests.support.gateway import TRUST_DOMAIN, agent_credentials, make_pki
 
@@ -210,7 +215,7 @@ async def direct_servers(
     )
     out = []
     for port, throttle in ((ports[0], None), (ports[1], Throttle(cap, burst=1 << 20))):
-        service = directwire.DirectServer("src", source, key, throttle=throttle)
+        service = directwire.DirectServer("src", source, key, throttle=throttle, max_pieces=2)
         srv, _ = directwire.server(service, f"127.0.0.1:{port}", creds)
         await srv.start()
         out.append(srv)
@@ -355,12 +360,15 @@ class Proc:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=1024)
-    ap.add_argument("--fanout-mib", type=int, default=32)
+    ap.add_argument("--fanout-mib", type=int, default=64)
     ap.add_argument("--chunk-kib", type=int, default=1024)
-    ap.add_argument("--link-cap-mib-s", type=float, default=25.0)
+    # low enough that 17 shaped links in two processes leave the 2 cores idle part time
+    ap.add_argument("--link-cap-mib-s", type=float, default=6.0)
+    ap.add_argument("--piece-kib", type=int, default=1024)
+    ap.add_argument("--src-address", default="")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 64 MiB, 8 MiB fan-out")
     ap.add_argument("--direct-ports", default="")
-    ap.add_argument("--role", choices=["broker", "src", "dst"])
+    ap.add_argument("--role", choices=["broker", "src", "dst", "swarm"])
     ap.add_argument("--pki")
     ap.add_argument("--broker")
     ap.add_argument("--port", type=int, default=0)
@@ -380,13 +388,25 @@ def main() -> None:
     if a.role == "dst":
         asyncio.run(role_dst(Layout(Path(a.pki)), a.broker, a.port, chunk))
         return
+    if a.role == "swarm":
+        cap, piece = a.link_cap_mib_s * (1 << 20), a.piece_kib << 10
+        asyncio.run(imageswarm.role_swarm(Layout(Path(a.pki)), a.src_address, small, cap, piece))
+        return
     orchestrate(a, size, chunk, small)
 
 
 def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        make_pki(Path(tmp), ["src", "dst", "one", *FANOUT], serving=["src"])
+        sites = ["src", "dst", "one", *FANOUT, *imageswarm.SITES]
+        make_pki(Path(tmp), sites, serving=["src", *imageswarm.SITES])
         key = grant.Ed25519PrivateKey.generate()  # the broker's grant key
+        (Path(tmp) / "grant.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         (Path(tmp) / "grant.pub").write_bytes(
             key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -407,6 +427,8 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
             str(a.chunk_kib),
             "--link-cap-mib-s",
             str(a.link_cap_mib_s),
+            "--piece-kib",
+            str(a.piece_kib),
         ]
         b = Proc(["--role", "broker", "--port", str(bport), *common])
         b.read("ready")
@@ -414,6 +436,8 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         s.read("ready")
         d = Proc(["--role", "dst", "--port", str(rport), *common])
         d.read("ready")
+        w = Proc(["--role", "swarm", "--src-address", f"127.0.0.1:{sport}", *common])
+        w.read("ready")
         try:
             big = catalog.Image(
                 id=BIG,
@@ -451,10 +475,14 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
             one_s = d.read("one")["seconds"]
             d.send(op="fanout", image=sml.to_dict())
             fan = d.read("fanout")
+            w.send(op="one", image=sml.to_dict())
+            swarm_one = w.read("one")
+            w.send(op="swarm", image=sml.to_dict())
+            swarm16 = w.read("swarm")
             b.send(op="rss")
             rss_all = b.read("rss")
         finally:
-            for p in (d, s, b):
+            for p in (w, d, s, b):
                 p.close()
     mib = size / (1 << 20)
     problems = []
@@ -462,6 +490,10 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         problems.append(f"the raw stream delivered {raw_bytes} of {size} bytes")
     if fan["failed"]:
         problems.append(f"fan-out hops failed: {fan['failed']}")
+    for run in (swarm_one, swarm16):
+        if run["failed"]:
+            problems.append(f"swarm destinations failed: {run['failed']}")
+    swarm_ok = not swarm_one["failed"] and not swarm16["failed"]
     if carried_direct:
         problems.append(f"the broker relayed {carried_direct} bytes of a direct transfer")
     # the cap lets one 1 MiB burst through at once: allow it on top of the rate
@@ -485,7 +517,11 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         "relay_bytes_per_dest": rss_single["carried"],
         "link_cap_mib_s": a.link_cap_mib_s,
         "shaped_direct_mib_s": a.fanout_mib / shaped_s,
-        "swarm16_over_one": None,
+        "swarm16_over_one": swarm16["seconds"] / swarm_one["seconds"] if swarm_ok else None,
+        "swarm_one_s": swarm_one["seconds"],
+        "swarm16_s": swarm16["seconds"],
+        "swarm16_pieces_from_source": swarm16["from_source"],
+        "pieces_per_image": -(-(a.fanout_mib << 10) // a.piece_kib),
         "relay16_over_one": fan["seconds"] / one_s if fan_ok else None,
         "fanout_mib": a.fanout_mib,
         "one_s": one_s,

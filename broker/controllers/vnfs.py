@@ -40,7 +40,7 @@ from broker.placement import commit, feasible, render
 from broker.quotas.headroom import REFUSED, Headroom, SiteUsage, Unlimited
 from broker.placement.plan import Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Live, Snapshot
-from broker.controllers import batches, deadlines, keyed
+from broker.controllers import batches, deadlines, imageorders, keyed
 from broker.failover import replace
 from broker.settings import StitchingSettings
 from broker.stitching.ledger import Ledger
@@ -221,6 +221,7 @@ class VnfController:
         vlans: dict[str, int] | None = None,
     ) -> tuple[bool, KeyValue | None]:
         objs = render.objects(record.id, desc, result.assignments, vlans)
+        needs = await imageorders.missing(self.store, desc, result.assignments)
         now = self.clock()
         members = tuple(
             model.MemberStatus(
@@ -232,7 +233,7 @@ class VnfController:
         placed = dataclasses.replace(
             record,
             state=model.VnfState.PLACED,
-            reason="",
+            reason=imageorders.waiting(needs),
             members=members,
             attempts=attempt + 1,
             updated_ms=now_ms(),
@@ -264,6 +265,7 @@ class VnfController:
             extra_reads=[Get(kv.key)],
         )
         if outcome.landed:
+            await imageorders.order(self.store, self.fence, record.id, needs)
             for a in result.assignments:
                 self._servers[(a.site, render.server_name(record.id, a.member.name))] = record.id
             log.info("vnf %s placed on %s", record.id, ", ".join(result.sites()))

@@ -34,10 +34,19 @@ __all__ = [
     "load_private",
     "load_public",
     "refusal",
+    "server_name",
     "sign",
 ]
 
 MAX_TOKEN = 2048
+SERVER_SUFFIX = "site.meridian"
+
+
+def server_name(site: str) -> str:
+    """The DNS name a site's serving certificate carries for its own id: a destination
+    dialing a source's direct address expects it (``grpc.ssl_target_name_override``), so
+    whatever answers there must hold that site's certificate, not any other site's."""
+    return f"{site}.{SERVER_SUFFIX}"
 
 
 @dataclass(frozen=True, slots=True)

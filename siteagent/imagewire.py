@@ -31,7 +31,7 @@ import grpc
 from meridian.v1 import image_pb2 as ipb
 from meridian.v1 import image_pb2_grpc as ipb_grpc
 
-from replication import access, catalog, errors, transfer
+from replication import access, catalog, errors, grant, transfer
 from replication.catalog import ImageId, SiteId
 from replication.dirstore import DirBytes
 from replication.throttle import Throttle, Throttled
@@ -333,12 +333,15 @@ class ImageAgent:
         """The source's own address under the order's grant, where the broker gave one."""
         if not order.source_address or not order.grant or self.credentials is None:
             return None
-        channel = self._peers.get(order.source_address)
+        key = f"{order.source_site}@{order.source_address}"
+        channel = self._peers.get(key)
         if channel is None:
+            # the TLS handshake checks that the answer holds the source site's certificate
+            name = ("grpc.ssl_target_name_override", grant.server_name(order.source_site))
             channel = grpc.aio.secure_channel(
-                order.source_address, self.credentials, options=CHANNEL_OPTIONS
+                order.source_address, self.credentials, options=[*CHANNEL_OPTIONS, name]
             )
-            self._peers[order.source_address] = channel
+            self._peers[key] = channel
         return DirectSource(channel, order.source_site, order.grant)
 
     async def audit(self) -> ipb.ImageReport:

@@ -28,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from broker import errors
 from broker.pki import identity, layout
 from broker.pki.layout import CERT_MODE, KEY_MODE, Layout
+from replication import grant
 
 CA_DAYS = 3650
 LEAF_DAYS = 365
@@ -115,6 +116,8 @@ class Authority:
         _check_label(site_id, "site id")
         uri = identity.site_uri(self.trust_domain, site_id)
         sans: list[x509.GeneralName] = [] if serves is None else _host_names(serves)
+        if serves is not None:  # a destination checks it dialed this site (replication.grant)
+            sans.append(x509.DNSName(grant.server_name(site_id)))
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
         if serves is not None:
             usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)

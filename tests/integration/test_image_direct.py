@@ -293,3 +293,35 @@ async def test_the_broker_orders_a_direct_copy_and_show_says_so(tmp_path: Path) 
                 await channel.close(grace=None)
             await server.stop(grace=None)
             follower.cancel()
+
+
+async def test_an_address_answered_by_another_sites_certificate_is_not_pulled_from(
+    tmp_path: Path,
+) -> None:
+    """The destination checks whom it dialed: a server at the order's address holding
+    site-003's (valid, serving) certificate is not site-001, whatever it claims — the copy
+    goes through the relay and the impostor serves nothing."""
+    async with imagerelay.federation(
+        tmp_path, SITES, serving=["site-001", "site-003"]
+    ) as federation:
+        source = SiteDir(tmp_path / "site-001")
+        (source.root / "img-vnf.img").write_bytes(DATA)
+        await federation.start_site("site-001", serve=source)
+        for site in SITES[1:]:
+            await federation.start_site(site)
+        pki = Layout(federation.pki_dir)
+        impostor = directwire.DirectServer("site-001", source, KEY.public_key())
+        creds = grpc.ssl_server_credentials(
+            [(pki.site_key("site-003").read_bytes(), pki.site_cert("site-003").read_bytes())],
+            root_certificates=pki.ca_cert.read_bytes(),
+            require_client_auth=True,
+        )
+        (port,) = free_ports(1)
+        server, _ = directwire.server(impostor, f"127.0.0.1:{port}", creds)
+        await server.start()
+        try:
+            reports = await agent_copy(federation, tmp_path, order(f"127.0.0.1:{port}", token()))
+        finally:
+            await server.stop(grace=None)
+        assert reports[-1].path == "relay"
+        assert impostor.served_bytes == 0

@@ -32,7 +32,7 @@ from siteagent import directwire
 from siteagent.imagewire import CHANNEL_OPTIONS, DirectSource, ImageAgent, SiteDir
 from tests.support import imagerelay
 from tests.support.etcd import free_ports
-from tests.support.gateway import agent_credentials
+from tests.support.gateway import agent_credentials, site_server_credentials
 
 pytestmark = [pytest.mark.grpc]
 
@@ -71,14 +71,11 @@ def token(
 
 
 async def direct_server(
-    pki: Layout, store: directwire.Holding
+    pki: Layout, store: directwire.Holding, certificate: str = "site-001"
 ) -> tuple[grpc.aio.Server, directwire.DirectServer, str]:
+    """site-001's direct server, presenting ``certificate``'s site certificate."""
     service = directwire.DirectServer("site-001", store, KEY.public_key())
-    creds = grpc.ssl_server_credentials(
-        [(pki.site_key("site-001").read_bytes(), pki.site_cert("site-001").read_bytes())],
-        root_certificates=pki.ca_cert.read_bytes(),
-        require_client_auth=True,
-    )
+    creds = site_server_credentials(pki, certificate)
     (port,) = free_ports(1)
     server, _ = directwire.server(service, f"127.0.0.1:{port}", creds)
     await server.start()
@@ -310,17 +307,9 @@ async def test_an_address_answered_by_another_sites_certificate_is_not_pulled_fr
         for site in SITES[1:]:
             await federation.start_site(site)
         pki = Layout(federation.pki_dir)
-        impostor = directwire.DirectServer("site-001", source, KEY.public_key())
-        creds = grpc.ssl_server_credentials(
-            [(pki.site_key("site-003").read_bytes(), pki.site_cert("site-003").read_bytes())],
-            root_certificates=pki.ca_cert.read_bytes(),
-            require_client_auth=True,
-        )
-        (port,) = free_ports(1)
-        server, _ = directwire.server(impostor, f"127.0.0.1:{port}", creds)
-        await server.start()
+        server, impostor, address = await direct_server(pki, source, certificate="site-003")
         try:
-            reports = await agent_copy(federation, tmp_path, order(f"127.0.0.1:{port}", token()))
+            reports = await agent_copy(federation, tmp_path, order(address, token()))
         finally:
             await server.stop(grace=None)
         assert reports[-1].path == "relay"

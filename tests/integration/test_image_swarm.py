@@ -34,7 +34,7 @@ from siteagent import directwire, swarmwire
 from siteagent.directwire import CHANNEL_OPTIONS
 from siteagent.imagewire import SiteDir
 from tests.support.etcd import free_ports
-from tests.support.gateway import agent_credentials, make_pki
+from tests.support.gateway import agent_credentials, make_pki, site_server_credentials
 
 pytestmark = [pytest.mark.grpc]
 
@@ -117,11 +117,7 @@ async def start_site(pki: Layout, root: Path, name: str, upload: float | None) -
     service = directwire.DirectServer(
         name, store, KEY.public_key(), throttle=throttle, swarms=swarms
     )
-    creds = grpc.ssl_server_credentials(
-        [(pki.site_key(name).read_bytes(), pki.site_cert(name).read_bytes())],
-        root_certificates=pki.ca_cert.read_bytes(),
-        require_client_auth=True,
-    )
+    creds = site_server_credentials(pki, name)
     (port,) = free_ports(1)
     server, _ = directwire.server(service, f"127.0.0.1:{port}", creds)
     await server.start()

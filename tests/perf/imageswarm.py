@@ -35,7 +35,7 @@ from siteagent import directwire, swarmwire
 from siteagent.directwire import CHANNEL_OPTIONS
 from siteagent.imagewire import SiteDir
 from tests.support.etcd import free_ports
-from tests.support.gateway import agent_credentials
+from tests.support.gateway import agent_credentials, site_server_credentials
 
 SITES = [f"s{i:02d}" for i in range(16)]
 
@@ -73,11 +73,7 @@ async def serve(pki: Layout, site: Site, key: grant.Ed25519PublicKey) -> grpc.ai
     service = directwire.DirectServer(
         site.name, site.store, key, throttle=site.up, swarms=site.swarms
     )
-    creds = grpc.ssl_server_credentials(
-        [(pki.site_key(site.name).read_bytes(), pki.site_cert(site.name).read_bytes())],
-        root_certificates=pki.ca_cert.read_bytes(),
-        require_client_auth=True,
-    )
+    creds = site_server_credentials(pki, site.name)
     (port,) = free_ports(1)
     server, _ = directwire.server(service, f"127.0.0.1:{port}", creds)
     await server.start()

@@ -63,7 +63,7 @@ from siteagent.imagewire import DirectSource, ImageServer, PullSource
 from replication.throttle import Throttle
 from tests.perf import imageswarm
 from tests.support.etcd import free_ports
-from tests.support.gateway import TRUST_DOMAIN, agent_credentials, make_pki
+from tests.support.gateway import TRUST_DOMAIN, agent_credentials, make_pki, site_server_credentials
 
 OPTIONS = [
     ("grpc.max_receive_message_length", 8 << 20),
@@ -208,11 +208,7 @@ async def direct_servers(
 ) -> list[grpc.aio.Server]:
     """src's direct image servers: unshaped on ``--port``, upload-capped on ``--port`` + 1."""
     key = grant.load_public((pki.root / "grant.pub").read_bytes())
-    creds = grpc.ssl_server_credentials(
-        [(pki.site_key("src").read_bytes(), pki.site_cert("src").read_bytes())],
-        root_certificates=pki.ca_cert.read_bytes(),
-        require_client_auth=True,
-    )
+    creds = site_server_credentials(pki, "src")
     out = []
     for port, throttle in ((ports[0], None), (ports[1], Throttle(cap, burst=1 << 20))):
         service = directwire.DirectServer("src", source, key, throttle=throttle, max_pieces=2)

@@ -68,6 +68,15 @@ def agent_credentials(pki: Layout, site: str | None) -> grpc.ChannelCredentials:
     )
 
 
+def site_server_credentials(pki: Layout, site: str) -> grpc.ServerCredentials:
+    """A site's direct image server (its serving certificate; client certificates required)."""
+    return grpc.ssl_server_credentials(
+        [(pki.site_key(site).read_bytes(), pki.site_cert(site).read_bytes())],
+        root_certificates=pki.ca_cert.read_bytes(),
+        require_client_auth=True,
+    )
+
+
 async def register(store: Store, *sites: str) -> None:
     for site in sites:
         await store.put(keys.site(site), codec.encode(SiteSpec(id=site, region="r1")))

@@ -34,6 +34,7 @@ from meridian.v1 import image_pb2_grpc as ipb_grpc
 from replication import access, catalog, errors, grant, transfer
 from replication.catalog import ImageId, SiteId
 from replication.dirstore import DirBytes
+from replication import throttle
 from replication.throttle import Throttle, Throttled
 from replication.transfer import ByteSink, ByteSource, Channel, Chunk, passthrough
 from siteagent import directwire
@@ -415,6 +416,14 @@ class ImageAgent:
             send("failed", reason=f"{type(exc).__name__}: {exc}", temporary=temporary)
 
 
+def link_cap(rate: float, windows: Sequence[str]) -> Throttle | None:
+    """One direction's cap: ``rate`` bytes/s (0: none) and the time-of-day windows."""
+    if rate <= 0 and not windows:
+        return None
+    parsed = [throttle.parse_window(w) for w in windows]
+    return Throttle(rate if rate > 0 else float("inf"), windows=parsed)
+
+
 async def run_agent(settings: AgentSettings, credentials: grpc.ChannelCredentials) -> None:
     """The site's image service on every broker replica, from its settings."""
     options = [*CHANNEL_OPTIONS, ("grpc.keepalive_time_ms", 10_000)]
@@ -428,8 +437,8 @@ async def run_agent(settings: AgentSettings, credentials: grpc.ChannelCredential
         from siteagent import glancestore  # openstacksdk only where a site has OpenStack
 
         store = glance = glancestore.GlanceImages(settings.openstack.cloud, Path(cfg.dir))
-    throttle = Throttle(cfg.upload_rate) if cfg.upload_rate > 0 else None
-    download = Throttle(cfg.download_rate) if cfg.download_rate > 0 else None
+    throttle = link_cap(cfg.upload_rate, cfg.upload_windows)
+    download = link_cap(cfg.download_rate, cfg.download_windows)
     direct = directwire.from_settings(settings, store, throttle)
     agent = ImageAgent(
         channels,

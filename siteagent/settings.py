@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
+from replication import throttle
 from siteagent import errors
 
 
@@ -134,6 +135,13 @@ class ImageSettings:
     """This site's cap on bytes/s served to other sites, shared by all uploads; 0 = none."""
     download_rate: Annotated[float, pydantic.Field(ge=0)] = 0.0
     """This site's cap on bytes/s received from other sites, shared by all copies; 0 = none."""
+    upload_windows: tuple[Annotated[str, pydantic.AfterValidator(throttle.check_window)], ...] = ()
+    """Caps by time of day on what this site serves, ``"HH:MM-HH:MM=<bytes/s>"`` (UTC,
+    e.g. ``"08:00-20:00=10485760"``); inside a window it replaces ``upload_rate``."""
+    download_windows: tuple[
+        Annotated[str, pydantic.AfterValidator(throttle.check_window)], ...
+    ] = ()
+    """The same for what this site receives (replaces ``download_rate`` inside a window)."""
     direct_listen: str = ""
     """host:port where this site serves its verified images to other sites directly
     (mTLS; its certificate must be issued to serve). Empty: behind NAT, relay only."""

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from replication import errors
-from replication.throttle import Throttle
+from replication.throttle import Throttle, check_window, parse_window
 
 
 class Clock:
@@ -76,3 +76,54 @@ async def test_a_download_cap_paces_what_a_site_receives_from_every_source() -> 
     got += [ch async for ch in Throttled(b, t).chunks(ImageId("y"), 0, 100)]
     assert b"".join(ch.data for ch in got) == b"a" * 300 + b"b" * 200
     assert c.t == pytest.approx(4.0)  # 500 bytes at 100/s, the first 100 from the burst
+
+
+@pytest.mark.parametrize(
+    ("text", "minute", "rate"),
+    [
+        ("22:00-06:00=50", 23 * 60, 50.0),  # wraps past midnight
+        ("22:00-06:00=50", 5 * 60 + 59, 50.0),
+        ("22:00-06:00=50", 6 * 60, 1000.0),  # the end is outside: the base rate
+        ("09:30-17:00=20.5", 12 * 60, 20.5),
+        ("09:30-17:00=20.5", 9 * 60 + 29, 1000.0),
+    ],
+)
+async def test_a_time_window_sets_the_rate_in_force(text: str, minute: int, rate: float) -> None:
+    c = Clock()
+    wall = minute * 60.0 + 86_400 * 3  # some day, that minute, UTC
+    t = Throttle(
+        1000.0,
+        burst=10,
+        clock=c.now,
+        sleep=c.sleep,
+        windows=[parse_window(text)],
+        wall=lambda: wall,
+    )
+    assert t.rate_now() == rate
+    await t.take(10)
+    await t.take(10)
+    assert c.t == pytest.approx(10 / rate)
+
+
+async def test_no_base_cap_outside_the_windows() -> None:
+    c = Clock()
+    t = Throttle(
+        float("inf"),
+        clock=c.now,
+        sleep=c.sleep,
+        windows=[parse_window("00:00-01:00=5")],
+        wall=lambda: 2 * 3600.0,
+    )
+    for _ in range(100):
+        await t.take(1 << 20)
+    assert c.slept == []
+
+
+@pytest.mark.parametrize(
+    "text", ["22:00-06:00", "24:00-01:00=5", "10:00-10:00=5", "10:00-11:00=0", "10-11=5", ""]
+)
+def test_a_bad_window_is_refused_saying_how_to_write_it(text: str) -> None:
+    with pytest.raises(errors.InvalidImage, match="window"):
+        parse_window(text)
+    with pytest.raises(ValueError):
+        check_window(text)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from siteagent import errors, settings
+from siteagent import errors, imagewire, settings
 
 REQUIRED = {
     "site_id": "edge-1",
@@ -33,3 +33,20 @@ def test_bad_image_settings_name_the_field(field: str, value: float) -> None:
     with pytest.raises(errors.SettingsError) as caught:
         settings.load(None, env={}, overrides={**REQUIRED, "images": {field: value}})
     assert f"images.{field}" in str(caught.value)
+
+
+def test_time_windows_load_and_cap_by_time_of_day() -> None:
+    windows = {"upload_windows": ["08:00-20:00=1000"], "download_windows": ["22:00-06:00=5"]}
+    loaded = settings.load(None, env={}, overrides={**REQUIRED, "images": windows})
+    assert loaded.images.upload_windows == ("08:00-20:00=1000",)
+    cap = imagewire.link_cap(0.0, loaded.images.download_windows)
+    assert cap is not None and cap.rate == float("inf") and cap.windows[0].rate == 5.0
+    assert imagewire.link_cap(0.0, ()) is None
+
+
+@pytest.mark.parametrize("window", ["8:00-20:00=1000", "08:00-20:00", "08:00-08:00=5"])
+def test_a_bad_time_window_names_the_field_and_the_form(window: str) -> None:
+    with pytest.raises(errors.SettingsError) as caught:
+        settings.load(None, env={}, overrides={**REQUIRED, "images": {"upload_windows": [window]}})
+    assert "images.upload_windows" in str(caught.value)
+    assert "HH:MM-HH:MM" in str(caught.value) or "length" in str(caught.value)

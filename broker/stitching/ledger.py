@@ -287,7 +287,8 @@ class Ledger:
     async def hold_vlans(self, owner: str, wants: Mapping[str, int | None]) -> dict[str, int]:
         """The VLAN ids ``owner`` holds for ``wants`` (``<link>@<site>/<physnet>`` → the id
         asked for, or None for any free one), landed whole; what it held before and no
-        longer wants is given back in the same transaction. ``AllocationRefused`` (409)
+        longer wants is given back in the same transaction, and a key it keeps keeps its id
+        (unless another is asked for). ``AllocationRefused`` (409)
         when an asked id is held by another or outside the range, or a pool is empty."""
         async with self._lock:
             for _ in range(ATTEMPTS):
@@ -297,10 +298,12 @@ class Ledger:
                     return {}
                 if before is not None and before.fits(wants):
                     return dict(before.vlans)
+                asks = dict(wants)
                 if before is not None:
                     self._unhold_vlans(before)
+                    asks = _keeping(before.vlans, wants)
                 try:
-                    after = Segments(owner, self._pick_vlans(owner, wants))
+                    after = Segments(owner, self._pick_vlans(owner, asks))
                 except BaseException:
                     if before is not None:
                         self._hold_vlans(before)
@@ -379,6 +382,18 @@ class Ledger:
         out = {"vni": self.vni.describe(), "rt": self.rt.describe()}
         out.update({sp: p.describe() for sp, p in sorted(self.vlan.items())})
         return out
+
+
+def _keeping(held: Mapping[str, int], wants: Mapping[str, int | None]) -> dict[str, int | None]:
+    """``wants`` with each key already held asking for its id (its network exists with
+    it), unless another key of that pool asks for that id outright."""
+    asked = {(k.split("@", 1)[1], w) for k, w in wants.items() if w is not None}
+    out = dict(wants)
+    for k, w in wants.items():
+        v = held.get(k)
+        if w is None and v is not None and (k.split("@", 1)[1], v) not in asked:
+            out[k] = v
+    return out
 
 
 def _encode(alloc: Allocation) -> bytes:

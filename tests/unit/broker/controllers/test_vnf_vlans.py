@@ -8,6 +8,7 @@ import dataclasses
 import time
 from typing import Any
 
+from broker.controllers import deadlines
 from broker.controllers.vnfs import VnfController
 from broker.models import codec, objects
 from broker.models import vnf as model
@@ -94,3 +95,37 @@ async def test_allocated_when_absent_validated_when_given_released_on_delete() -
     assert [kv.key for kv in (await store.get_prefix(SEGMENTS))[0]] == [f"{SEGMENTS}fw-one"]
     again = await place(store, ctl, firewall("fw-five", untrust=150))  # 150 is free again
     assert again.state is model.VnfState.PLACED, again.reason
+
+
+async def test_a_moved_member_keeps_the_ids_it_held_and_gets_new_ones_at_its_new_site() -> None:
+    store = MemoryStore()
+    sites = P.regions(2)
+    await P.seed_store(store, sites, P.paris_latency(sites))
+    limits = deadlines.Limits(ready_timeout_ms=1_000, max_attempts=3)
+    ctl = VnfController(store, await store.put(keys.LEADER, b"me"), limits=limits)
+    ctl.snap = await ctl.live.current()
+    now = [1_000_000]
+    ctl.clock = lambda: now[0]
+    rec = await place(store, ctl, firewall("fw-move"))
+    assert rec.state is model.VnfState.PLACED, rec.reason
+
+    async def moved() -> model.MemberStatus:
+        now[0] += 1_000
+        await ctl.step("fw-move")
+        await ctl.drain()
+        kv = await store.get(keys.vnf("fw-move"))
+        assert kv is not None
+        return next(m for m in codec.decode(model.VnfRecord, kv.value).members if m.name == "fw-0")
+
+    for _ in range(2):  # each deadline moves it (another host or site, then another site)
+        before = await segments(store, "fw-move")
+        m = await moved()
+        after = await segments(store, "fw-move")
+        assert all(after[k] == v for k, v in before.items() if k in after), "an id changed"
+        assert sorted(link for (site, link) in after if site == m.site) == ["trust", "untrust"]
+        for site, link in before:  # networks already there are not revised
+            kv = await store.get(keys.desired(site, "network", f"fw-move-{link}"))
+            assert kv is not None and objects.Desired.decode(kv.value).generation == objects.FIRST
+        at_site = [(site, v) for (site, _), v in after.items()]
+        assert len(at_site) == len(set(at_site)), "one id twice at one site"
+    assert m.attempts == 3 and len({site for site, _ in after}) == 3

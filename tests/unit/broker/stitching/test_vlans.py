@@ -2,7 +2,8 @@
 sequences for several owners through two ledgers on one store (a stale in-memory view
 must conflict, never duplicate) and checks, after every step, that no id is held twice in
 a pool, that the store's held keys are exactly the records' ids, that asked ids are given
-or refused for a stated reason, and that a refusal is made exactly when nothing fits."""
+or refused for a stated reason, that a key an owner keeps keeps its id, and that a refusal
+is made exactly when nothing fits."""
 
 from __future__ import annotations
 
@@ -91,6 +92,13 @@ async def run(seq: list[tuple[str, str, dict[str, int | None], bool]]) -> None:
         assert fits(want, others), f"gave {got} for {want} beside {others}"
         assert set(got) == set(want)
         assert all(want[k] is None or got[k] == want[k] for k in want)
+        kept = before.get(owner, {})
+        asked = {(pool(k), v) for k, v in want.items() if v is not None}
+        assert all(
+            got[k] == kept[k]
+            for k in want
+            if want[k] is None and k in kept and (pool(k), kept[k]) not in asked
+        )
         assert all(LO <= v <= HI for v in got.values())
         if want or owner in before:
             assert (await state(store))[owner] == got
@@ -120,3 +128,13 @@ async def test_a_deposed_leader_holds_nothing_and_concurrent_holds_never_collide
     assert sorted(g["a@s1/phys"] for g in got) == [10, 11, 12, 13]
     with pytest.raises(errors.PoolExhausted, match="all 4 values"):
         await one.hold_vlans("v9", {"a@s1/phys": None})
+
+
+async def test_an_owner_keeps_its_ids_unless_it_asks_for_one_of_them_elsewhere() -> None:
+    store = MemoryStore()
+    ledger = Ledger(store, await store.put(keys.LEADER, b"me"), SMALL)
+    assert await ledger.hold_vlans("v0", {"a@s1/phys": None}) == {"a@s1/phys": 10}
+    more = await ledger.hold_vlans("v0", {"a@s1/phys": None, "a@s2/phys": None})
+    assert more == {"a@s1/phys": 10, "a@s2/phys": 10}  # kept, and the new site's
+    swapped = await ledger.hold_vlans("v0", {"a@s1/phys": None, "b@s1/phys": 10})
+    assert swapped == {"a@s1/phys": 11, "b@s1/phys": 10}

@@ -42,6 +42,10 @@ APPLY_ORDER: dict[str, int] = {kind: rank for rank, kind in enumerate(_ORDERED)}
 DELETE_ORDER: dict[str, int] = {kind: rank for rank, kind in enumerate(reversed(_ORDERED))}
 _KNOWN = frozenset(KINDS)
 
+HOST_STATE = "meridian:host_state"
+"""Inventory trait of a host that cannot run servers now (``down``): a sim host failed by
+the sim's control, an OpenStack host whose nova-compute service is down."""
+
 
 def is_known(kind: str) -> bool:
     """A kind the cloud drivers converge (the host kinds are not theirs)."""

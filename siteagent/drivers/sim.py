@@ -31,7 +31,7 @@ from siteagent import errors, models, sim_config
 from siteagent.drivers import base, simcontrol, specs
 from siteagent.drivers.simcapacity import Capacity, Claim, Need
 
-HOST_STATE = "meridian:host_state"
+HOST_STATE = base.HOST_STATE
 """Trait a sim host carries in the inventory while it is failed (value ``down``)."""
 _ID_NAMESPACE = uuid.UUID("6f1d3c52-9a0e-5b7e-8d43-2c1a9e6f0b11")
 Op = Literal["apply", "observe", "delete"]

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from siteagent import models
+from siteagent.drivers.base import HOST_STATE
 from siteagent.drivers.openstack import placement
 from siteagent.drivers.openstack.placement import Amount, Hypervisor, Provider
 
@@ -159,6 +160,8 @@ def host(tree: Provider, hypervisor: Hypervisor | None = None) -> models.Host | 
             hypervisor.state,
             hypervisor.status,
         )
+        if hypervisor.state == "down":  # nova-compute's service: the host's health
+            labels[HOST_STATE] = "down"
         if not numa and hypervisor.numa_cells is not None:
             labels["hypervisor_numa_cells"] = str(hypervisor.numa_cells)
     return models.Host(

@@ -3,8 +3,11 @@ server group that already exist (not there yet: a temporary error, retried).
 
 The marker is in the server's metadata. A server is never rebuilt for a new generation:
 it takes the new marker. Its status is PENDING until Nova says ACTIVE, FAILED on ERROR
-(with Nova's fault message), and reports the compute host it runs on and its role
-(``meridian:role`` in its metadata, set at create and on every new generation).
+(with Nova's fault message) or when Nova says its compute host is DOWN or UNKNOWN (the
+host's nova-compute service is down: ``host_status``), and reports the compute host it
+runs on and its role (``meridian:role`` in its metadata, set at create and on every new
+generation). A planned host (``hypervisor_hostname``) is asked of Nova at create
+(microversion 2.74's ``host``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from siteagent.drivers.openstack.cloud import Cloud, Found
 from siteagent.drivers.openstack.kind import Owned
 from siteagent.drivers.openstack_support import PREFIX as PREFIX_KEY
 from siteagent.drivers.openstack_support import Marker, find_marker
+
+
+HOST_LOST = ("DOWN", "UNKNOWN")
+"""Nova's ``host_status`` of a server whose compute host's service is not up."""
 
 
 class Servers(Owned[specs.ServerSpec]):
@@ -59,6 +66,11 @@ class Servers(Owned[specs.ServerSpec]):
         if spec.server_group is not None:
             group = cloud.require(who, "server_group", spec.server_group)
             attrs["scheduler_hints"] = {"group": group.id}
+        if spec.host is not None:
+            # the broker's planned host (Placement's provider: the compute host's node),
+            # asked of Nova as the create-time host (microversion 2.74; the scheduler
+            # still checks it, and refuses a host whose nova-compute is down)
+            attrs["host"] = spec.host
         return c.compute.create_server(**attrs)
 
     def remove(self, cloud: Cloud, name: str, found: Any) -> None:
@@ -79,6 +91,9 @@ class Servers(Owned[specs.ServerSpec]):
         if found.status == "ERROR":
             fault = found.fault or {}
             return models.ObjectState.FAILED, str(fault.get("message") or "server went to ERROR")
+        if found.host_status in HOST_LOST:  # its nova-compute service is down (2.16+)
+            where = f"compute host {found.compute_host}"
+            return models.ObjectState.FAILED, f"{where} is {found.host_status}"
         if found.status != "ACTIVE":
             return models.ObjectState.PENDING, f"server is {found.status or 'BUILD'}"
         return models.ObjectState.READY, ""

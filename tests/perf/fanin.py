@@ -50,13 +50,12 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from broker import settings as broker_settings
-from broker.devfed.federation import Federation, toml
+from broker.devfed.federation import Federation
 from broker.settings import EtcdSettings
 from tests.perf import fanin_clients, fanin_headline, fleet, harness, profiling
 from tests.perf.harness import say
@@ -122,6 +121,8 @@ def measure(
     phase.acked = sum(d["acked"] for d in after) - sum(d["acked"] for d in before)
     phase.connected = sum(d["connected"] for d in after)
     phase.reconnects = sum(d["connects"] for d in after) - sum(d["agents"] for d in after)
+    if swarms.missing:
+        phase.extra["swarms_not_answering"] = sorted(swarms.missing)
     if args.profile:
         say(f"{phase.name}: py-spy samples for {args.profile:.0f} s (after the window)")
         named = {
@@ -165,16 +166,11 @@ def raw_phase(fed: Federation, sites: list[str], state: Path, args: argparse.Nam
     try:
         phase.rss_before_kib = sum(harness.rss_kib(pid) for pid in servers.pids)
         phase.idle_cpu = idle_cpu(servers.pids)
-        configs = []
-        for site in sites:
-            # the federation's own agent settings, pointed at the bare servers
-            data = tomllib.loads(fed.agent_config(site).read_text())
-            data["session"]["brokers"] = servers.addresses
-            path = state / "raw-agents" / f"{site}.toml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            top = {k: v for k, v in data.items() if not isinstance(v, dict)}
-            path.write_text(toml({k: v for k, v in data.items() if isinstance(v, dict)}, top))
-            configs.append(path)
+        # the federation's own agent settings, pointed at the bare servers
+        configs = [
+            fleet.agent_config(fed, site, state / "raw-agents", args.session, servers.addresses)
+            for site in sites
+        ]
         say(f"baseline: {len(sites)} agents → {args.replicas} bare mTLS server(s)")
         groups = fleet.groups_of(configs, args.processes)
         swarms = fleet.Swarms("raw-swarm", groups, state, hold=True)
@@ -283,7 +279,8 @@ def meridian_phase(
         time.sleep(2)
         phase.rss_before_kib = sum(harness.rss_kib(b.pid) for b in brokers)
         phase.idle_cpu = idle_cpu([b.pid for b in brokers])
-        groups = fleet.groups_of([fed.agent_config(site) for site in sites], args.processes)
+        configs = [fleet.agent_config(fed, site, state / "agents", args.session) for site in sites]
+        groups = fleet.groups_of(configs, args.processes)
         root = broker_settings.load(fed.state / "brokers" / "broker-1.toml").etcd.root
         tracker = harness.UpTracker(harness.etcd_client(fed.etcd_settings()), root, sites)
         say(f"Meridian: {len(sites)} agents → {len(brokers)} replica(s), all at once")
@@ -448,6 +445,10 @@ def summarize(
         f"etcd KV requests in the window exclude the benchmark's own observer "
         f"({observer} Range: it watches the verdicts, so it reads only when its watch breaks)"
     )
+    for p in phases:
+        if p.extra.get("swarms_not_answering"):
+            missing = p.extra["swarms_not_answering"]
+            report.trouble.append(f"{p.name}: swarms not answering a dump: {missing}")
     profiles = [(p.name, p.extra.get("profile") or {}) for p in phases]
     profiles.append(("Meridian herd", mer.extra.get("herd_profile") or {}))
     for label, profile in profiles:
@@ -556,6 +557,14 @@ def main() -> None:
         type=float,
         default=None,
         help="silence bound in s (default: three heartbeats)",
+    )
+    parser.add_argument(
+        "--session",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an agent [session] setting for every agent of both phases, e.g. "
+        "connect_timeout=60 (default: the agents' own defaults)",
     )
     parser.add_argument(
         "--profile",

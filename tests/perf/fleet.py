@@ -13,13 +13,14 @@ import json
 import queue
 import signal
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from broker.devfed import procs
-from broker.devfed.federation import Federation
+from broker.devfed.federation import Federation, toml
 from broker.pki import authority
 from tests.perf import harness
 from tests.perf.harness import Helper
@@ -61,6 +62,7 @@ class Swarms:
             )
             self.procs.append(procs.start(proc_name, argv, state / "logs" / f"{proc_name}.log"))
         self.dumps = 0
+        self.missing: set[str] = set()  # swarms that did not answer a dump
 
     @property
     def pids(self) -> list[int]:
@@ -92,7 +94,13 @@ class Swarms:
         out = []
         for proc in self.procs:
             path = self.stats / f"{proc.name}.{self.dumps}.json"
-            harness.wait_for(path.exists, 60, f"{path.name}")
+            try:
+                harness.wait_for(lambda p=path: p.exists(), 180, f"{path.name}")
+            except TimeoutError:
+                # a swarm that died or is too starved to answer: its agents are missing
+                # from the figures, and the report says so
+                self.missing.add(proc.name)
+                continue
             out.append(json.loads(path.read_text()))
         return out
 
@@ -133,6 +141,28 @@ def register(fed: Federation, sites: list[str]) -> float:
 def groups_of(paths: list[Path], processes: int) -> list[list[Path]]:
     size = -(-len(paths) // processes)
     return [paths[i : i + size] for i in range(0, len(paths), size)]
+
+
+def agent_config(
+    fed: Federation,
+    site: str,
+    directory: Path,
+    session: list[str],
+    brokers: list[str] | None = None,
+) -> Path:
+    """The federation's own settings of ``site``'s agent, with ``session`` settings
+    (``KEY=VALUE``, the value read as TOML) and, if given, other ``brokers``."""
+    data = tomllib.loads(fed.agent_config(site).read_text())
+    for item in session:
+        key, _, value = item.partition("=")
+        data["session"][key] = tomllib.loads(f"v = {value}")["v"]
+    if brokers is not None:
+        data["session"]["brokers"] = brokers
+    path = directory / f"{site}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    path.write_text(toml({k: v for k, v in data.items() if isinstance(v, dict)}, top))
+    return path
 
 
 class RawServers:

@@ -1,0 +1,151 @@
+"""Geo-redundancy on real OpenStack (issue 10): an active-standby pair over both minicloud
+sites follows what Nova says.
+
+A federation of etcd, one broker and two agents driving minicloud site 1 and site 2 with
+the openstack driver. Checked from outside Meridian with openstacksdk:
+
+- a member's server deleted out of band in Nova is noticed: the agent re-observes it,
+  reports it gone, the VNF records ``vnf.member_lost`` and stops saying ACTIVE;
+- the agent of the site holding the active member is killed (``kill -9``): the site goes
+  DOWN and the standby's server at the other site is promoted — ``meridian:role`` is
+  ``active`` in its Nova metadata, applied by its own agent.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from siteagent.drivers.openstack_support import cloud_name, connect
+from tests.integration.openstack import test_vnf_openstack as vnf_os
+from tests.support.minicloud import CLOUD, Minicloud
+from tests.support.osfed import OpenStackFederation
+from tests.support.polling import wait_for
+
+pytestmark = [pytest.mark.openstack, pytest.mark.etcd, pytest.mark.slow]
+
+SITE1, SITE2 = "os-fo-1", "os-fo-2"
+CLOUDS = {SITE1: CLOUD, SITE2: vnf_os.CLOUD2}
+# one tenant (a Keystone project of one name) and one image held at both sites
+tenant_at_both = vnf_os.tenant_at_both
+image_at_both = vnf_os.image_at_both
+
+
+@pytest.fixture(scope="module")
+def fed(minicloud: Minicloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    fed = OpenStackFederation(
+        state=Path(tmp_path_factory.mktemp("os-fo")),
+        brokers=1,
+        clouds=CLOUDS,
+        labels={SITE1: {"cloud": "openstack"}, SITE2: {"cloud": "openstack"}},
+    )
+    try:
+        fed.up([SITE1, SITE2])
+        states = fed.wait_all_up([SITE1, SITE2], timeout=180)
+        assert all(states.get(s) == "UP" for s in (SITE1, SITE2)), states
+        yield fed
+    finally:
+        fed.down()
+
+
+def create_pair(fed: OpenStackFederation, tenant: str, image: tuple[int, str], name: str) -> str:
+    limits = {"instances": 20, "cores": 40, "ram_mb": 65536, "ports": 50}
+    resp = fed.call("PUT", f"/v1/quotas/{tenant}", json={"limits": limits})
+    assert resp.status_code == 200, resp.text
+    pair = vnf_os.descriptor(tenant, *image)
+    pair["name"], pair["vdus"] = name, pair["vdus"][:1]  # ctl: active-standby, one per site
+    resp = fed.call("POST", "/v1/vnfs", json=pair)
+    assert resp.status_code == 202, resp.text
+    vnf_id = str(resp.json()["id"])
+    try:
+        vnf = wait_for(
+            lambda: settled(fed, vnf_id, ("ACTIVE", "FAILED")), timeout=300, what=f"{vnf_id} ACTIVE"
+        )
+    except AssertionError as exc:
+        members = fed.api_get(f"/v1/vnfs/{vnf_id}")["members"]
+        raise AssertionError(f"{exc}; members: {members}") from None
+    assert vnf["state"] == "ACTIVE", (vnf["reason"], vnf["members"])
+    assert sorted(m["site"] for m in vnf["members"]) == [SITE1, SITE2]
+    return vnf_id
+
+
+def settled(fed: OpenStackFederation, vnf_id: str, states: tuple[str, ...]) -> Any:
+    vnf: dict[str, Any] = fed.api_get(f"/v1/vnfs/{vnf_id}")
+    return vnf if vnf["state"] in states else None
+
+
+def nova_server(site: str, vnf_id: str, member: str) -> Any:
+    admin = connect(cloud=CLOUDS[site])
+    try:
+        name = cloud_name(site, f"{vnf_id}-{member}")
+        found = [s for s in admin.compute.servers(all_projects=True) if s.name == name]
+        return admin.compute.get_server(found[0].id) if found else None
+    finally:
+        admin.close()
+
+
+def events(fed: OpenStackFederation, vnf_id: str, kind: str) -> list[dict[str, Any]]:
+    found = fed.api_get(f"/v1/events?subject={vnf_id}&limit=100")["events"]
+    return [e for e in found if e["kind"] == kind]
+
+
+def test_a_server_deleted_out_of_band_in_nova_is_noticed(
+    fed: OpenStackFederation, tenant_at_both: str, image_at_both: tuple[int, str]
+) -> None:
+    vnf_id = create_pair(fed, tenant_at_both, image_at_both, "vlost")
+    vnf = fed.api_get(f"/v1/vnfs/{vnf_id}")
+    standby = next(m for m in vnf["members"] if m["role"] == "standby")
+    server = nova_server(standby["site"], vnf_id, standby["name"])
+    assert server is not None and server.metadata.get("meridian:role") == "standby"
+    admin = connect(cloud=CLOUDS[standby["site"]])
+    try:
+        admin.compute.delete_server(server.id)
+    finally:
+        admin.close()
+    lost = wait_for(
+        lambda: events(fed, vnf_id, "vnf.member_lost") or None,
+        timeout=120,
+        what=f"{standby['name']} noticed lost",
+    )
+    assert standby["name"] in lost[0]["message"], lost
+    after = fed.api_get(f"/v1/vnfs/{vnf_id}")
+    assert after["state"] != "ACTIVE", after
+    assert fed.call("DELETE", f"/v1/vnfs/{vnf_id}").status_code == 202
+
+
+def test_killing_the_active_sites_agent_promotes_the_standby_in_nova(
+    fed: OpenStackFederation, tenant_at_both: str, image_at_both: tuple[int, str]
+) -> None:
+    vnf_id = create_pair(fed, tenant_at_both, image_at_both, "vpair")
+    roles = {m["site"]: m for m in fed.api_get(f"/v1/vnfs/{vnf_id}")["members"]}
+    if roles[SITE1]["role"] != "active":  # switch over first: site 1 holds the active
+        resp = fed.call("POST", f"/v1/vnfs/{vnf_id}/failover", json={"to_site": SITE1})
+        assert resp.status_code == 202, resp.text
+
+        def switched() -> Any:
+            vnf = settled(fed, vnf_id, ("ACTIVE",))
+            if vnf is None:
+                return None
+            at = {m["site"]: m["role"] for m in vnf["members"]}
+            return vnf if at[SITE1] == "active" else None
+
+        wait_for(switched, timeout=120, what=f"{vnf_id} active at {SITE1}")
+    standby = {m["site"]: m for m in fed.api_get(f"/v1/vnfs/{vnf_id}")["members"]}[SITE2]
+    fed.kill(f"agent-{SITE1}", signal.SIGKILL)
+
+    def promoted() -> Any:
+        vnf = settled(fed, vnf_id, ("DEGRADED", "ACTIVE", "HEALING"))
+        if vnf is None:
+            return None
+        at = {m["site"]: m["role"] for m in vnf["members"]}
+        return vnf if at[SITE2] == "active" else None
+
+    wait_for(promoted, timeout=120, what=f"{vnf_id} promoted at {SITE2}")
+    server = nova_server(SITE2, vnf_id, standby["name"])
+    assert server is not None and server.status == "ACTIVE"
+    assert server.metadata.get("meridian:role") == "active", server.metadata
+    assert events(fed, vnf_id, "vnf.failover_completed"), "promotion reported applied"

@@ -277,7 +277,8 @@ class _WhatIf:
         name = action.key.rsplit("@", 1)[0]
         need = model.need_of(p.desc, p.desc.vdu(vdu))
         ref = f"{p.record.id}/{name}"
-        short = self._quota(p.record.tenant, need)
+        charge = model.member_deltas(p.desc).get(name, {})
+        short = self._quota(p.record.tenant, charge)
         decision = (
             rp.Decision(None, kind=rp.QUOTA, reason=f"quota: {short}")
             if short
@@ -296,7 +297,7 @@ class _WhatIf:
         claim = decision.claim
         self.snap.sites[decision.site].hold(claim)
         self.held.append((decision.site, claim))
-        self._take_quota(p.record.tenant, need)
+        self._take_quota(p.record.tenant, charge)
         out.replacements.append(
             {
                 "member": name,
@@ -308,23 +309,24 @@ class _WhatIf:
         )
         return rp.Peer(vdu, decision.site, claim.host)
 
-    def _quota(self, tenant: str, need: model.Need) -> str:
-        """Why the tenant's free quota cannot hold one more member ("" when it can): the
-        lost member's usage is given back only once it is deleted, after its replacement."""
+    def _quota(self, tenant: str, charge: Mapping[str, int]) -> str:
+        """Why the tenant's free quota (per quota class, ``model.member_deltas``'s) cannot
+        hold one more member ("" when it can): the lost member's usage is given back only
+        once it is deleted, after its replacement."""
         if not self.quota_bound:
             return ""
         free = self.quota.get(tenant, {})
         lacking = [
             f"{cls_} needs {n}, {free.get(cls_, 0)} free"
-            for cls_, n in _classes(need).items()
+            for cls_, n in charge.items()
             if cls_ in free and free[cls_] < n
         ]
         return "; ".join(lacking)
 
-    def _take_quota(self, tenant: str, need: model.Need) -> None:
+    def _take_quota(self, tenant: str, charge: Mapping[str, int]) -> None:
         free = self.quota.get(tenant)
         if free is not None:
-            for cls_, n in _classes(need).items():
+            for cls_, n in charge.items():
                 if cls_ in free:
                     free[cls_] -= n
 

@@ -43,6 +43,7 @@ from broker.models.site import Health, SiteHealth
 from broker.placement.snapshot import Snapshot
 from broker.store import keys
 from broker.store.protocol import Put
+from quota import admission, models
 
 router = APIRouter(tags=["drills"])
 
@@ -72,6 +73,19 @@ class DrillIn(BaseModel):
     """Live only: stay failed over at least this long (to test the service meanwhile)."""
 
 
+async def _quota_free(
+    state: deps.ApiState, placed: list[whatif.Placed]
+) -> dict[str, dict[str, int]]:
+    """Each placed VNF's tenant: what its quota has left per class (unlimited classes
+    are left out), so a what-if's replacements are bound by quota as restore is."""
+    out: dict[str, dict[str, int]] = {}
+    for tenant in sorted({p.record.tenant for p in placed}):
+        view = await state.quotas.ledger.view(models.tenant_id(tenant))
+        lines = admission.report(view.limits, view.account, view.holds.values())
+        out[tenant] = {line.resource: line.left for line in lines if line.left is not None}
+    return out
+
+
 async def _placed(state: deps.ApiState, who: Principal) -> list[whatif.Placed]:
     """The followed VNFs the caller may see, with their parsed descriptors."""
     kvs, _ = await state.store.get_prefix(keys.VNFS)
@@ -93,9 +107,9 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
     if body.hold_s >= body.max_duration_s:
         raise errors.InvalidInput("hold_s", "must be shorter than max_duration_s")
     snap = await Snapshot.load(state.store)
-    result = whatif.run(
-        snap, await _placed(state, who), scope, state.settings, tenants=body.tenants
-    )
+    placed = await _placed(state, who)
+    free = await _quota_free(state, placed)
+    result = whatif.run(snap, placed, scope, state.settings, tenants=body.tenants, quota_free=free)
     drill_id = f"drill-{uuid.uuid4().hex[:12]}"
     doc: dict[str, Any] = {
         "id": drill_id,
@@ -234,7 +248,10 @@ async def survivability_report(
     request: Request, state: deps.State, who: deps.SiteReader
 ) -> dict[str, Any]:
     snap = await Snapshot.load(state.store)
-    out = survivability.report(snap, await _placed(state, who), state.settings)
+    placed = await _placed(state, who)
+    out = survivability.report(
+        snap, placed, state.settings, quota_free=await _quota_free(state, placed)
+    )
     out["snapshot_revision"] = snap.revision
     if who.has_any(deps.FEDERATION_WIDE):  # a project's partial view never sets them
         _export(request, out)

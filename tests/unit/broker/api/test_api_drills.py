@@ -158,3 +158,19 @@ async def test_a_live_report_as_json_and_html(
     assert other.json()["vnfs"] == [], "another project's VNF"
     listed = (await api.get("/v1/drills", headers=ADMIN)).json()["drills"]
     assert listed[0]["rto_p99_s"] == 1.5
+
+
+async def test_whatif_is_bound_by_the_tenants_quota(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    await world(memstore)
+    put = await api.put("/v1/quotas/acme-nfv", json={"limits": {"pinned_cores": 1}}, headers=ADMIN)
+    assert put.status_code == 200, put.text
+    resp = await api.post(
+        "/v1/drills", json={"mode": "whatif", "scope": {"sites": ["s1"]}}, headers=OPERATOR
+    )
+    [vnf] = resp.json()["result"]["vnfs"]
+    [why] = vnf["cannot_restore"]
+    assert why["kind"] == "quota" and "pinned_cores needs" in why["reason"], why
+    rows = (await api.get("/v1/reports/survivability", headers=ADMIN)).json()["scopes"]
+    assert VNF in next(r for r in rows if r["scope"] == "s1")["stay_degraded"]

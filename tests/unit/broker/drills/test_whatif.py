@@ -111,12 +111,12 @@ def test_not_absorbable_capacity_reports_the_shortfall_per_class() -> None:
 def test_quota_bound() -> None:
     snap = world(3)
     p = placed_fw(snap)
-    quota = {p.record.tenant: {"pcpus": 3}}
+    quota = {p.record.tenant: {"pinned_cores": 3}}
     [why] = one(
         run(snap, p, whatif.Scope(sites=(active_site(p),)), quota_free=quota)
     ).cannot_restore
-    assert why["kind"] == rp.QUOTA and "pcpus needs 4, 3 free" in why["reason"]
-    enough = {p.record.tenant: {"pcpus": 4}}
+    assert why["kind"] == rp.QUOTA and "pinned_cores needs 4, 3 free" in why["reason"]
+    enough = {p.record.tenant: {"pinned_cores": 4}}
     assert one(run(snap, p, whatif.Scope(sites=(active_site(p),)), quota_free=enough)).replacements
 
 

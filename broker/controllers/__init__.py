@@ -15,5 +15,6 @@ from broker.controllers import (  # noqa: F401
     retention,
     sitehealth,
     stitching,
+    survivability,
     vnfs,
 )

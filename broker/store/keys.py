@@ -33,6 +33,7 @@ FAILOVER_ASKED = "failover-asked/"
 DRILLS = "drills/"  # drills (issue 11): the API writes plans, the drill controller runs them
 DRILL_CUTS = "drill-cuts/"
 DRILL_ASKED = "drill-asked/"
+SURVIVABILITY = "reports/survivability"  # the leader's last N+1 report (issue 11), fenced
 IDEMPOTENCY = "idempotency/"  # create requests' Idempotency-Keys (leased; broker.api.idempotency)
 
 

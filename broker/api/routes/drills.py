@@ -11,9 +11,10 @@ what-if as its estimate; the leader's drill controller (``broker.controllers.dri
 runs it. An abort is stored under ``drill-asked/<id>`` for that controller (asking twice,
 or after the end, changes nothing). A federation-wide report also sets the gauges
 ``meridian_survivable{scope_kind,scope}`` and ``meridian_survivability_shortfall``
-(recomputed when the report is asked for; the leader does not recompute it on change
-yet). Creating or aborting a drill needs operator or admin; reading needs any role, and a
-caller that is not federation-wide sees only its own project's VNFs.
+(from the report the leader recomputes on change, ``broker.controllers.survivability``;
+computed for the request until it has stored one). Creating or aborting a drill needs
+operator or admin; reading needs any role, and a caller that is not federation-wide sees
+only its own project's VNFs.
 
 Invariant 14: the API writes ``drills/<id>`` and ``drill-asked/<id>`` and nothing else —
 nothing under ``desired/``, no claims, nothing in the quota ledger.
@@ -34,16 +35,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from broker import errors
 from broker.api import deps
 from broker.api.auth import Principal, Role
-from broker.api.routes.common import decode_stored
-from broker.controllers.failover import FOLLOWED
-from broker.drills import live, report, survivability, whatif
+from broker.drills import inputs, live, report, survivability, whatif
 from broker.models import codec
-from broker.models import vnf as model
 from broker.models.site import Health, SiteHealth
 from broker.placement.snapshot import Snapshot
 from broker.store import keys
 from broker.store.protocol import Put
-from quota import admission, models
 
 router = APIRouter(tags=["drills"])
 
@@ -73,30 +70,11 @@ class DrillIn(BaseModel):
     """Live only: stay failed over at least this long (to test the service meanwhile)."""
 
 
-async def _quota_free(
-    state: deps.ApiState, placed: list[whatif.Placed]
-) -> dict[str, dict[str, int]]:
-    """Each placed VNF's tenant: what its quota has left per class (unlimited classes
-    are left out), so a what-if's replacements are bound by quota as restore is."""
-    out: dict[str, dict[str, int]] = {}
-    for tenant in sorted({p.record.tenant for p in placed}):
-        view = await state.quotas.ledger.view(models.tenant_id(tenant))
-        lines = admission.report(view.limits, view.account, view.holds.values())
-        out[tenant] = {line.resource: line.left for line in lines if line.left is not None}
-    return out
-
-
 async def _placed(state: deps.ApiState, who: Principal) -> list[whatif.Placed]:
-    """The followed VNFs the caller may see, with their parsed descriptors."""
-    kvs, _ = await state.store.get_prefix(keys.VNFS)
-    out = []
-    for kv in kvs:
-        rec = decode_stored(model.VnfRecord, kv)
-        if rec.deleted or rec.state not in FOLLOWED:
-            continue
-        if who.has_any(deps.FEDERATION_WIDE) or rec.tenant == who.project_id:
-            out.append(whatif.Placed(rec, model.parse(rec.descriptor)))
-    return out
+    """The followed VNFs the caller may see."""
+    if who.has_any(deps.FEDERATION_WIDE):
+        return await inputs.placed(state.store)
+    return await inputs.placed(state.store, lambda rec: rec.tenant == who.project_id)
 
 
 @router.post("/v1/drills", status_code=201)
@@ -108,7 +86,7 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
         raise errors.InvalidInput("hold_s", "must be shorter than max_duration_s")
     snap = await Snapshot.load(state.store)
     placed = await _placed(state, who)
-    free = await _quota_free(state, placed)
+    free = await inputs.quota_free(state.store, placed)
     result = whatif.run(snap, placed, scope, state.settings, tenants=body.tenants, quota_free=free)
     drill_id = f"drill-{uuid.uuid4().hex[:12]}"
     doc: dict[str, Any] = {
@@ -247,13 +225,19 @@ async def abort(drill_id: str, state: deps.State, who: Planner_) -> JSONResponse
 async def survivability_report(
     request: Request, state: deps.State, who: deps.SiteReader
 ) -> dict[str, Any]:
-    snap = await Snapshot.load(state.store)
-    placed = await _placed(state, who)
-    out = survivability.report(
-        snap, placed, state.settings, quota_free=await _quota_free(state, placed)
-    )
-    out["snapshot_revision"] = snap.revision
-    if who.has_any(deps.FEDERATION_WIDE):  # a project's partial view never sets them
+    """The leader's last report (recomputed on change) for a federation-wide caller;
+    computed for the request when none is stored yet, or for a project's own VNFs."""
+    wide = who.has_any(deps.FEDERATION_WIDE)
+    kv = await state.store.get(keys.SURVIVABILITY) if wide else None
+    if kv is not None:
+        out: dict[str, Any] = json.loads(kv.value)
+    else:
+        snap = await Snapshot.load(state.store)
+        placed = await _placed(state, who)
+        free = await inputs.quota_free(state.store, placed)
+        out = survivability.report(snap, placed, state.settings, quota_free=free)
+        out["snapshot_revision"] = snap.revision
+    if wide:  # a project's partial view never sets them
         _export(request, out)
     return out
 

@@ -174,3 +174,15 @@ async def test_whatif_is_bound_by_the_tenants_quota(
     assert why["kind"] == "quota" and "pinned_cores needs" in why["reason"], why
     rows = (await api.get("/v1/reports/survivability", headers=ADMIN)).json()["scopes"]
     assert VNF in next(r for r in rows if r["scope"] == "s1")["stay_degraded"]
+
+
+async def test_survivability_answers_from_the_leaders_report(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    await world(memstore)
+    report = {"scopes": [], "survivable": True, "not_survivable": [], "vnfs": 0, "took_s": 1}
+    await memstore.put(keys.SURVIVABILITY, json.dumps(report).encode())
+    got = (await api.get("/v1/reports/survivability", headers=ADMIN)).json()
+    assert got == report, "the stored report, not a computation"
+    mine = (await api.get("/v1/reports/survivability", headers=MEMBER)).json()
+    assert mine["scopes"], "a project's own view is computed for it"

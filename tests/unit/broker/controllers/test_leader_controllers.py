@@ -70,7 +70,7 @@ def test_every_controller_is_registered_once() -> None:
     names = sorted(e.name for e in registry.leader())
     assert names == [
         "drills", "event retention", "failover", "image replication", "quota sync", "site health",
-        "stitching", "vnf placement",
+        "stitching", "survivability", "vnf placement",
     ]
     with pytest.raises(errors.AlreadyExists):
         registry.controller("site health")(lambda ctx: Idle())

@@ -246,6 +246,9 @@ class FailoverController:
     ) -> Iterator[machine.Event]:
         """What the sites' health, a live drill's cut (``_cut``) and the observed servers
         say, as machine events."""
+        if cut and any(self.health.get(m.site) is Health.DOWN for m in mach.members):
+            cut = frozenset()  # a real loss outranks a drill: its cut members serve again
+            yield from (machine.Rejoin(m.key) for m in mach.members if _drilled(m))
         for m in mach.members:
             st = seen.get(m.key)
             if self.health.get(m.site) is Health.DOWN:
@@ -322,6 +325,11 @@ class FailoverController:
             elif isinstance(action, machine.Release):
                 log.info("vnf %s: %s deleted (usage give-back not built yet)", vnf_id, action.key)
         return [Put(key, obj.encode()) for key, obj in desired.items()] + ops
+
+
+def _drilled(m: machine.Member) -> bool:
+    """Lost to a drill's cut (not to anything real)."""
+    return m.lost_reason.startswith("drill:")
 
 
 def _cut(mach: machine.Vnf, m: machine.Member, cut: frozenset[str]) -> Iterator[machine.Event]:

@@ -34,7 +34,19 @@ from tests.support.polling import wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ENDED = ("COMPLETED", "ABORTED", "FAILED")
-ROOM = dict.fromkeys(["cores", "pinned_cores", "ram_mb", "hugepages_mb", "sriov_vfs"], 10**6)
+ROOM = dict.fromkeys(
+    [
+        "instances",
+        "ports",
+        "gigabytes",
+        "cores",
+        "pinned_cores",
+        "ram_mb",
+        "hugepages_mb",
+        "sriov_vfs",
+    ],
+    10**6,
+)
 
 
 def post(fed: Federation, path: str, body: Any) -> dict[str, Any]:
@@ -124,10 +136,17 @@ def dual_active(history: list[tuple[str, objects.Status]], vnfs: list[str]) -> l
     return bad
 
 
+def serving(fed: Federation, n: int) -> dict[str, dict[str, Any]]:
+    """At least ``n`` ACTIVE vFirewall pairs (created when missing): id → record."""
+    assert call(fed, "PUT", "/v1/quotas/acme-nfv", json={"limits": ROOM}).status_code == 200
+    have = [v["id"] for v in fed.api_get("/v1/vnfs")["vnfs"] if v["state"] == "ACTIVE"]
+    have += [create(fed, "vfirewall") for _ in range(n - len(have))]
+    return {v: active(fed, v) for v in have}
+
+
 def test_live_drill_promotes_measures_and_fails_back(federation: Federation) -> None:
-    assert call(federation, "PUT", "/v1/quotas/acme-nfv", json={"limits": ROOM}).status_code == 200
-    vnfs = [create(federation, "vfirewall") for _ in range(4)]
-    before = {v: active(federation, v) for v in vnfs}
+    before = serving(federation, 6)
+    vnfs = list(before)
     at = collections.Counter(
         s for r in before.values() for s, role in roles(r).items() if role == "active"
     )
@@ -180,8 +199,8 @@ def test_live_drill_promotes_measures_and_fails_back(federation: Federation) -> 
 
 
 def test_leader_killed_mid_drill_resumes_or_aborts_cleanly(federation: Federation) -> None:
-    vnfs = [v["id"] for v in federation.api_get("/v1/vnfs")["vnfs"]]
-    before = {v: federation.api_get(f"/v1/vnfs/{v}") for v in vnfs}
+    before = serving(federation, 2)
+    vnfs = list(before)
     site = next(s for r in before.values() for s, role in roles(r).items() if role == "active")
     drilled = [v for v, r in before.items() if site in roles(r)]
     start = asyncio.run(revision(federation))
@@ -217,9 +236,7 @@ def test_leader_killed_mid_drill_resumes_or_aborts_cleanly(federation: Federatio
 
 
 def test_a_real_site_loss_during_a_drill_aborts_it(federation: Federation) -> None:
-    vnfs = [v["id"] for v in federation.api_get("/v1/vnfs")["vnfs"]]
-    vnf = vnfs[0]
-    rec = federation.api_get(f"/v1/vnfs/{vnf}")
+    vnf, rec = next(iter(serving(federation, 1).items()))
     cut = next(s for s, role in roles(rec).items() if role == "active")
     other = next(s for s, role in roles(rec).items() if role == "standby")
     body = {"mode": "live", "scope": {"sites": [cut]}, "vnfs": [vnf], "max_duration_s": 120}
@@ -235,4 +252,9 @@ def test_a_real_site_loss_during_a_drill_aborts_it(federation: Federation) -> No
         now: dict[str, Any] = federation.api_get(f"/v1/vnfs/{vnf}")
         return now if roles(now).get(cut) == "active" and now["state"] != "FAILING_OVER" else None
 
-    wait_for(served, timeout=60, what=f"{vnf} active at {cut} again")
+    try:
+        wait_for(served, timeout=60, what=f"{vnf} active at {cut} again")
+    except AssertionError:
+        now = federation.api_get(f"/v1/vnfs/{vnf}")
+        kinds = [(e["kind"], e["message"]) for e in events_of(federation, vnf)]
+        raise AssertionError(f"{now['state']} {now['reason']} {roles(now)} {kinds}") from None

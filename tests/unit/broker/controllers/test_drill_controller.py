@@ -174,3 +174,26 @@ async def test_the_controller_follows_health(memory_store: MemoryStore) -> None:
     dr = drills.DrillController(memory_store, 1, BrokerSettings())
     dr._on_health(keys.health("s9"), codec.encode(SiteHealth("s9", Health.DOWN, 0)))
     assert dr.health["s9"] is Health.DOWN
+
+
+async def test_a_real_loss_outranks_the_cut_in_the_failover_controller(
+    memory_store: MemoryStore, pair: tuple[drills.DrillController, failover.FailoverController]
+) -> None:
+    """The promoted standby's site really goes DOWN before the drill lifts its cut: the
+    cut member serves again at once (the VNF never FAILS for a simulated loss)."""
+    dr, fo = pair
+    await plan(memory_store)
+    await dr.step(DRILL)
+    await fo.step(VNF)
+    await report(memory_store, "s1", "fw-0", 2, "standby")
+    await fo.step(VNF)
+    await report(memory_store, "s2", "fw-1", 2, "active")
+    await fo.step(VNF)
+    await fo.step(VNF)
+    assert {m.name: m.role for m in (await record(memory_store)).members}["fw-1"] == "active"
+    fo.health["s2"] = Health.DOWN
+    await fo.step(VNF)  # the cut is still there: the drill has not seen the loss yet
+    rec = await record(memory_store)
+    assert rec.state.value != "FAILED", rec.reason
+    assert {m.name: m.role for m in rec.members} == {"fw-0": "active", "fw-1": "standby"}
+    assert role(await desired(memory_store, "s1", "fw-0")) == "active"

@@ -55,7 +55,9 @@ class SiteHealthController:
         self.intended: dict[str, Health] = {}
         """Verdicts decided: written, or queued in ``pending``."""
         self.pending: list[tuple[str, Health, str]] = []
-        self.last_seen: dict[str, float] = {}
+        self.unheard: dict[str, float] = {}
+        """Sites judged UP by an earlier leader with no status record seen yet, and since
+        when: the only sites the sweep times (a walk over these, not over every site)."""
         self.live: set[str] = set()  # sites with a status record
         self._writing = asyncio.Lock()
         self._last_ms = 0  # event times strictly increase: a site's events sort in order
@@ -96,7 +98,7 @@ class SiteHealthController:
             site = keys.name_in(keys.SITESTATUS, item.key)
             if isinstance(item, KeyValue) or item.type is EventType.PUT:
                 self.live.add(site)
-                self.last_seen[site] = self.clock()
+                self.unheard.pop(site, None)
                 self._judge(site, item.value, listed=isinstance(item, KeyValue))
             else:
                 self._gone(site)
@@ -132,7 +134,7 @@ class SiteHealthController:
         self.intended = dict(self.health)
         self.pending = []
         self.live = set()
-        self.last_seen = {site: now for site in self.health}
+        self.unheard = {site: now for site, state in self.health.items() if state is Health.UP}
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -148,11 +150,12 @@ class SiteHealthController:
         """
         bound = self.settings.health.down_after
         now = self.clock()
-        for site, seen in list(self.last_seen.items()):
-            if self.intended.get(site) is not Health.UP or site in self.live:
-                continue
+        for site, seen in list(self.unheard.items()):
             silent = now - seen
-            if silent > bound:
+            if silent <= bound:
+                continue
+            del self.unheard[site]
+            if self.intended.get(site) is Health.UP and site not in self.live:
                 self._decide(site, Health.DOWN, f"no live session for {silent:.1f}s")
         await self.flush()
 

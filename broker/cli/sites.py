@@ -164,3 +164,41 @@ def delete(
     with client.errors_exit():
         client.connect(api_url, token).delete(f"/v1/sites/{site_id}")
     output.out.print(f"deleted site [bold]{site_id}[/bold]")
+
+
+def _drain(site_id: str, verb: str, fmt: output.Format, url: str | None, tok: str | None) -> None:
+    with client.errors_exit():
+        answer = client.connect(url, tok).post(f"/v1/sites/{site_id}/{verb}", {})
+    if fmt is output.Format.json:
+        output.print_json(answer)
+        return
+    output.out.print(f"{verb} of site [bold]{site_id}[/bold] asked")
+    row = {**answer, "vnfs": len(answer.get("vnfs", []))}
+    output.render(
+        [row],
+        fmt,
+        columns=["site", "draining", "was_draining", "vnfs"],
+        headers={"was_draining": "WAS DRAINING", "vnfs": "VNFS AT SITE"},
+    )
+
+
+@app.command()
+def drain(
+    site_id: Annotated[str, typer.Argument(metavar="SITE", help="The site id.")],
+    output_format: output.OutputOpt = output.Format.table,
+    api_url: client.ApiUrl = None,
+    token: client.Token = None,
+) -> None:
+    """Planned maintenance (admin): switch every VNF off the site, one at a time."""
+    _drain(site_id, "drain", output_format, api_url, token)
+
+
+@app.command()
+def undrain(
+    site_id: Annotated[str, typer.Argument(metavar="SITE", help="The site id.")],
+    output_format: output.OutputOpt = output.Format.table,
+    api_url: client.ApiUrl = None,
+    token: client.Token = None,
+) -> None:
+    """End a drain (admin); members already moved stay where they are."""
+    _drain(site_id, "undrain", output_format, api_url, token)

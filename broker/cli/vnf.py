@@ -151,6 +151,24 @@ def failover(
     output.out.print(f"failing over VNF [bold]{vnf_id}[/bold]{where}")
 
 
+@app.command()
+def heal(
+    vnf_id: IdArg,
+    output_format: output.OutputOpt = output.Format.table,
+    api_url: client.ApiUrl = None,
+    token: client.Token = None,
+) -> None:
+    """Restore a VNF's redundancy now: re-place its lost members (also after refusals)."""
+    with client.errors_exit():
+        answer = client.connect(api_url, token).post(f"/v1/vnfs/{vnf_id}/heal", {})
+    if output_format is output.Format.json:
+        output.print_json(answer)
+        return
+    output.out.print(f"healing VNF [bold]{vnf_id}[/bold]")
+    rows = [{"member": m, "replacement": "asked"} for m in answer.get("members", [])]
+    output.render(rows, output_format, columns=["member", "replacement"])
+
+
 @app.command("latency-set")
 def latency_set(file: FileOpt, api_url: client.ApiUrl = None, token: client.Token = None) -> None:
     """Register the site latency matrix (``entries: [{a, b, ms}]``; admin)."""

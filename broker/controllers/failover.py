@@ -8,16 +8,20 @@ sites' health, the members' observed servers and an operator's switchover asked 
 (``broker.failover.machine``), and writes everything in ONE fenced transaction compared
 on the record's and the machines' revisions: role changes as new generations of the
 servers' desired objects (the lost active's demotion included, so its site resumes with
-it), tombstones, the events, the machines and the record (state, reason, roles). A leader
-killed between steps loses nothing: the next one reads the machines back.
+it), tombstones, the events, the machines and the record (state, reason, members, roles).
+A leader killed between steps loses nothing: the next one reads the machines back.
 
-Not built yet (issue 10): re-placing a lost member (``restore``) — a replacement asked for
-is answered ``PlaceFailed`` saying so, and the VNF stays DEGRADED with that reason; the
-re-placement limits (``failover.limits``) are not applied for the same reason; giving
-back a deleted member's quota usage.
+Restoring redundancy (``restore: auto``): the replacements the machines ask for go to the
+``replacing.Replacer`` (limits, priority, placement, quota reservation). When a replacement
+reports READY the step books its quota usage at its site (commits its reservation) and
+frees its slot; its lost predecessor is then tombstoned; when that member's site confirms
+the deletion — or the operator forgets the site (``sites/<id>`` deleted) — the step gives
+its usage back and drops its claim and its placement entries. A site being drained
+(``drains/<site>``, from the API) is emptied one VNF at a time (``drain.Drains``).
 
 Invariant: every write is fenced and compared on what the step read, so two steps of one
-VNF (or a deposed leader) never both land.
+VNF (or a deposed leader) never both land; a lost member's usage is given back only after
+its deletion is confirmed, and a replacement's is booked only once it is READY.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from broker.controllers import registry
+from broker.controllers import registry, replacing, restoring
+from broker.controllers.drain import Drains
 from broker import errors
 from broker.election.fencing import fenced_txn
 from broker.failover import machine, policy
@@ -38,6 +43,8 @@ from broker.models import codec, event, objects
 from broker.models import vnf as model
 from broker.models.site import Health, SiteHealth
 from broker.placement import render
+from broker.placement.snapshot import Live
+from broker.quotas.headroom import Headroom, Unlimited
 from broker.settings import BrokerSettings
 from broker.store import follow, keys
 from broker.store.protocol import Compare, Delete, Get, Op, Put, Store, Target
@@ -55,7 +62,6 @@ FOLLOWED = frozenset(
 TICK_S = 0.5
 """How often VNFs with a loss in grace or a deadline running are stepped without news."""
 PARALLEL = 16
-NOT_BUILT = "re-placing a lost member is not built yet (issue 10 restore); heal by hand"
 
 
 def now_ms() -> int:
@@ -63,9 +69,27 @@ def now_ms() -> int:
 
 
 class FailoverController:
-    def __init__(self, store: Store, fence: int, settings: BrokerSettings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        fence: int,
+        settings: BrokerSettings,
+        *,
+        headroom: Headroom | None = None,
+        snapshot: Live | None = None,
+    ) -> None:
         self.store, self.fence, self.settings = store, fence, settings
+        self.headroom: Headroom = headroom or Unlimited()
+        self._own_live = snapshot is None
+        self.live = snapshot or Live(store)
+        self.replacer = replacing.Replacer(
+            store, fence, settings, self.headroom, self.live, self._mark
+        )
+        self.drains = Drains(self._mark)
+        self.replacer.avoid = lambda: self.drains.sites
         self.health: dict[str, Health] = {}
+        self.forgotten: set[str] = set()
+        """Sites the operator forgot (``sites/<id>`` deleted): their members are gone."""
         self._at_site: dict[str, set[str]] = {}
         self._servers: dict[tuple[str, str], str] = {}
         self._busy: set[str] = set()
@@ -74,13 +98,18 @@ class FailoverController:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
+            if self._own_live:
+                tg.create_task(self.live.run())
             tg.create_task(self._follow(keys.HEALTH, self._on_health))
+            tg.create_task(self._follow(keys.SITES, self._on_site))
             tg.create_task(self._follow(keys.VNFS, self._on_vnf))
             tg.create_task(self._follow(keys.OBSERVED, self._on_observed))
             tg.create_task(self._follow(keys.FAILOVER_ASKED, self._on_asked))
             tg.create_task(self._follow(keys.DRILL_CUTS, self._on_asked))
+            tg.create_task(self._follow(keys.DRAINS, self._on_drain))
             tg.create_task(self._tick())
             tg.create_task(self._work())
+            tg.create_task(self.replacer.run())
 
     # -- what to look at -------------------------------------------------------------
 
@@ -92,11 +121,23 @@ class FailoverController:
         self._dirty.add(vnf_id)
         self._wake.set()
 
+    def _mark_site(self, site: str) -> None:
+        for vnf_id in self._at_site.get(site, ()):
+            self._mark(vnf_id)
+
     def _on_health(self, key: str, value: bytes) -> None:
         site = keys.name_in(keys.HEALTH, key)
         self.health[site] = codec.decode(SiteHealth, value).state if value else Health.UNKNOWN
-        for vnf_id in self._at_site.get(site, ()):
-            self._mark(vnf_id)
+        self._mark_site(site)
+
+    def _on_site(self, key: str, value: bytes) -> None:
+        site = keys.name_in(keys.SITES, key)
+        (self.forgotten.discard if value else self.forgotten.add)(site)
+        self._mark_site(site)
+
+    def _on_drain(self, key: str, value: bytes) -> None:
+        site = keys.name_in(keys.DRAINS, key)
+        self.drains.set(site, bool(value))
 
     def _on_vnf(self, key: str, value: bytes) -> None:
         if not value:  # the record is gone: its machines go too
@@ -130,6 +171,7 @@ class FailoverController:
             await asyncio.sleep(TICK_S)
             for vnf_id in list(self._busy):
                 self._mark(vnf_id)
+            self.drains.tick()
 
     async def _work(self) -> None:
         while True:
@@ -142,7 +184,7 @@ class FailoverController:
     async def _guarded(self, vnf_id: str) -> None:
         try:
             await self.step(vnf_id)
-        except (errors.Conflict, errors.StoreUnavailable) as exc:
+        except (errors.Conflict, errors.StoreUnavailable, restoring.TEMPORARY) as exc:
             log.info("failover %s: %s; again", vnf_id, exc)
             self._mark(vnf_id)
 
@@ -156,18 +198,19 @@ class FailoverController:
                 Get(keys.failover(vnf_id)),
                 Get(keys.failover_asked(vnf_id)),
                 Get(keys.drill_cut(vnf_id)),
+                Get(keys.placement(vnf_id)),
             ],
         )
-        rec_kv, fo_kv, ask_kv, cut_kv = (r[0] if r else None for r in found.responses)
+        rec_kv, fo_kv, ask_kv, cut_kv, pl_kv = (r[0] if r else None for r in found.responses)
         if rec_kv is None:
-            self._busy.discard(vnf_id)
+            self._forget(vnf_id)
             if fo_kv is not None or ask_kv is not None:
                 gone = [Delete(kv.key) for kv in (fo_kv, ask_kv) if kv is not None]
                 await fenced_txn(self.store, self.fence, gone)
             return
         rec = codec.decode(model.VnfRecord, rec_kv.value)
         if rec.deleted or rec.state not in FOLLOWED:
-            self._busy.discard(vnf_id)
+            self._forget(vnf_id)
             return
         self.index(rec)
         desc = model.parse(rec.descriptor)
@@ -175,23 +218,23 @@ class FailoverController:
         seen = await self._observed(vnf_id, before)
         asked = json.loads(ask_kv.value) if ask_kv is not None else None
         cut = frozenset(json.loads(cut_kv.value)["sites"]) if cut_kv is not None else frozenset()
-        after, actions = self._run(before, seen, now_ms(), asked, cut)
+        drain = self.drains.asked(vnf_id)
+        after, actions = self._run(before, seen, now_ms(), asked, cut, drain)
         state = policy.vnf_phase([m.phase for m in after.values()])
         reason = "; ".join(f"{vdu}: {m.reason}" for vdu, m in after.items() if m.reason)
-        roles = {m.key: m.role for mach in after.values() for m in mach.members}
-        members = tuple(
-            dataclasses.replace(m, role=roles.get(f"{m.name}@{m.site}", m.role))
-            for m in rec.members
-        )
-        update = dataclasses.replace(rec, state=state, reason=reason, members=members)
+        book = restoring.Booking(self.store, self.fence, self.headroom, self.live)
+        update, pl_ops = await book.settle(rec, desc, before, after, actions, pl_kv)
+        update = dataclasses.replace(update, state=state, reason=reason)
         busy = state is not model.VnfState.ACTIVE or any(
             m.lost_ms is not None for mach in after.values() for m in mach.members
         )
         (self._busy.add if busy else self._busy.discard)(vnf_id)
+        self.drains.seen(vnf_id, after)
         if after == before and update == rec and fo_kv is not None and ask_kv is None:
+            self._ask_replacements(vnf_id, after)
             return
-        ops: list[Put | Delete] = [*await self._ops(vnf_id, actions)]
-        checks = []
+        ops: list[Put | Delete] = [*await self._ops(vnf_id, actions), *pl_ops]
+        checks = [*book.checks]
         if ask_kv is not None:  # consumed in the same transaction: asked once, done once
             ops.append(Delete(ask_kv.key))
             checks.append(Compare(ask_kv.key, Target.MOD, Op.EQUAL, ask_kv.mod_revision))
@@ -205,9 +248,25 @@ class FailoverController:
                 keys.failover(vnf_id), Target.MOD, Op.EQUAL, fo_kv.mod_revision if fo_kv else 0
             ),
         ]
-        await fenced_txn(self.store, self.fence, ops, checks)
+        landed = await fenced_txn(self.store, self.fence, ops, checks)
+        book.landed(landed.revision)
+        self.drains.took(vnf_id, drain)
+        for key in book.finished:
+            self.replacer.finish(vnf_id, key)
+        self._ask_replacements(vnf_id, after)
         if state is not rec.state:
             log.info("vnf %s: %s -> %s %s", vnf_id, rec.state.value, state.value, reason)
+
+    def _forget(self, vnf_id: str) -> None:
+        self._busy.discard(vnf_id)
+        self.drains.seen(vnf_id, {})
+
+    def _ask_replacements(self, vnf_id: str, machines: dict[str, machine.Vnf]) -> None:
+        """Hand every replacement the machines want to the replacer (idempotent)."""
+        for mach in machines.values():
+            for m in mach.members:
+                if m.replace_wanted:
+                    self.replacer.ask(vnf_id, m.key, mach.priority, m.lost_ms or now_ms())
 
     def _run(
         self,
@@ -216,6 +275,7 @@ class FailoverController:
         now: int,
         asked: dict[str, Any] | None = None,
         cut: frozenset[str] = frozenset(),
+        drain: str = "",
     ) -> tuple[dict[str, machine.Vnf], list[tuple[str, machine.Action]]]:
         out: dict[str, machine.Vnf] = {}
         actions: list[tuple[str, machine.Action]] = []
@@ -223,21 +283,15 @@ class FailoverController:
             events: list[machine.Event] = [*self._events(mach, seen, cut), machine.Tick()]
             if asked is not None:  # a drill's failback: its cut members rejoin first
                 events += [machine.Rejoin(k) for k in asked.get("rejoin", ()) if "@" in k]
-            switch = asked is not None and asked.get("switch", True)
-            if switch and asked and mach.policy.model in ("active-standby", "n+k"):
-                events.append(machine.Failover(str(asked.get("to_site", ""))))
-            while events:
+            events += _operator_events(mach, asked, drain)
+            for ev in events:
                 try:
-                    result = machine.step(mach, events.pop(0), now)
+                    result = machine.step(mach, ev, now)
                 except machine.Refused as exc:  # the VNF changed since the API checked
-                    log.warning("vnf %s: switchover asked for is refused: %s", mach.id, exc)
+                    log.warning("vnf %s: %s is refused: %s", mach.id, type(ev).__name__, exc)
                     continue
                 mach = result.vnf
-                for action in result.actions:
-                    if isinstance(action, machine.Replace):
-                        events.append(machine.PlaceFailed(action.key, NOT_BUILT))
-                    else:
-                        actions.append((vdu, action))
+                actions += [(vdu, a) for a in result.actions if not isinstance(a, machine.Replace)]
             out[vdu] = mach
         return out, actions
 
@@ -251,6 +305,12 @@ class FailoverController:
             yield from (machine.Rejoin(m.key) for m in mach.members if _drilled(m))
         for m in mach.members:
             st = seen.get(m.key)
+            if m.site in self.forgotten:
+                if m.condemned:
+                    yield machine.Deleted(m.key)
+                elif m.lost_ms is None:
+                    yield machine.Lost(m.key, f"site {m.site} was forgotten")
+                continue
             if self.health.get(m.site) is Health.DOWN:
                 if m.lost_ms is None and not m.condemned:
                     yield machine.Lost(m.key, f"site {m.site} is DOWN")
@@ -322,8 +382,6 @@ class FailoverController:
                     action.type.value, vnf_id, f"{vdu}: {action.reason}", at_ms=action.at_ms
                 )
                 ops.append(Put(keys.event(ev.id), codec.encode(ev)))
-            elif isinstance(action, machine.Release):
-                log.info("vnf %s: %s deleted (usage give-back not built yet)", vnf_id, action.key)
         return [Put(key, obj.encode()) for key, obj in desired.items()] + ops
 
 
@@ -350,6 +408,27 @@ def _cut(mach: machine.Vnf, m: machine.Member, cut: frozenset[str]) -> Iterator[
     yield machine.Lost(m.key, f"drill: site {m.site} cut")
 
 
+def _operator_events(
+    mach: machine.Vnf, asked: dict[str, Any] | None, drain: str
+) -> list[machine.Event]:
+    """The operator's asks that apply to this VDU's machine."""
+    out: list[machine.Event] = []
+    standby = mach.policy.model in ("active-standby", "n+k")
+    if asked is not None:
+        if asked.get("action") == "heal":
+            if any(
+                m.condemned and not m.replace_wanted and not m.replaced_by for m in mach.members
+            ):
+                out.append(machine.Heal())
+        elif standby and asked and asked.get("switch", True):
+            out.append(machine.Failover(str(asked.get("to_site", ""))))
+    if drain and any(m.site == drain and not m.condemned for m in mach.members):
+        out.append(machine.Drain(drain))
+    return out
+
+
 @registry.controller("failover")
 def _start(ctx: registry.Context) -> FailoverController:
-    return FailoverController(ctx.store, ctx.fence, ctx.settings)
+    return FailoverController(
+        ctx.store, ctx.fence, ctx.settings, headroom=ctx.headroom, snapshot=ctx.snapshot
+    )

@@ -40,7 +40,7 @@ from broker.placement import commit, feasible, render
 from broker.quotas.headroom import REFUSED, Headroom, SiteUsage, Unlimited
 from broker.placement.plan import Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Live, Snapshot
-from broker.controllers import batches, deadlines, imageorders, keyed
+from broker.controllers import batches, deadlines, imageorders, keyed, replacing
 from broker.failover import replace
 from broker.settings import StitchingSettings
 from broker.stitching.ledger import Ledger
@@ -460,6 +460,8 @@ class VnfController:
         seen = await self._observed(record.members, record.id)
         if any(obs is not None and obs.state is not objects.State.DELETED for obs in seen):
             return  # agents are still deleting; observed events bring us back
+        for held in replacing.pending(record).values():  # replacements never READY
+            await self.headroom.release(held)
         if record.reservation:
             # given back before the record goes: a retry gives back again, idempotently
             if record.extra.get(COMMITTED):
@@ -488,10 +490,14 @@ class VnfController:
 def usage(
     snap: Snapshot, record: model.VnfRecord, desc: model.Descriptor
 ) -> dict[str, SiteUsage]:
-    """What the VNF's members charge to the quota, per site they are placed at."""
+    """What the VNF's members charge to the quota, per site they are placed at (a
+    failover replacement not READY yet charges nothing: its usage is not booked)."""
     per_member = model.member_deltas(desc)
     at: dict[str, dict[str, int]] = {}
+    building = replacing.pending(record)
     for m in record.members:
+        if f"{m.name}@{m.site}" in building:
+            continue
         amounts = at.setdefault(m.site, {})
         for cls, n in per_member.get(m.name, {}).items():
             amounts[cls] = amounts.get(cls, 0) + n

@@ -35,6 +35,7 @@ DRILL_CUTS = "drill-cuts/"
 DRILL_ASKED = "drill-asked/"
 SURVIVABILITY = "reports/survivability"  # the leader's last N+1 report (issue 11), fenced
 IDEMPOTENCY = "idempotency/"  # create requests' Idempotency-Keys (leased; broker.api.idempotency)
+DRAINS = "drains/"
 
 
 def site(site_id: str) -> str:
@@ -97,6 +98,11 @@ def failover(vnf_id: str) -> str:
 def failover_asked(vnf_id: str) -> str:
     """An operator's switchover asked for a VNF (the API writes; the controller consumes)."""
     return f"{FAILOVER_ASKED}{vnf_id}"
+
+
+def drain(site_id: str) -> str:
+    """A site being drained for maintenance (the API writes and removes; failover reads)."""
+    return f"{DRAINS}{site_id}"
 
 
 def drill(drill_id: str) -> str:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import httpx
 
+from broker.failover import machine, policy
+from broker.models import codec
+from broker.models import vnf as model
+from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore
 from tests.unit.broker.api.apitest_support import ADMIN, MEMBER, NOROLE
@@ -39,3 +43,47 @@ async def test_refusals_write_nothing(api: httpx.AsyncClient, memstore: MemorySt
     resp = await api.post(f"/v1/vnfs/{VNF}/failover", json={}, headers=NOROLE)
     assert resp.status_code == 403
     assert await asked(memstore) is None
+
+
+async def test_heal_is_refused_with_nothing_to_heal_then_asked(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    await seed(memstore)
+    resp = await api.post(f"/v1/vnfs/{VNF}/heal", headers=ADMIN)
+    assert resp.status_code == 422, resp.text
+    assert "nothing to heal" in resp.json()["detail"]
+    assert await asked(memstore) is None
+    resp = await api.post(f"/v1/vnfs/{VNF}/heal", headers=MEMBER)
+    assert resp.status_code == 403, "another project's VNF"
+
+    # a lost member whose replacement was refused: heal asks for it again
+    kv = await memstore.get(keys.vnf(VNF))
+    assert kv is not None
+    rec = codec.decode(model.VnfRecord, kv.value)
+    fw = policy.machines(rec, model.parse(rec.descriptor), BrokerSettings())["fw"]
+    fw = machine.step(fw, machine.Lost("fw-0@s1", "site s1 is DOWN"), 1).vnf
+    fw = machine.step(fw, machine.PlaceFailed("fw-0@s1", "no site takes it"), 2).vnf
+    await memstore.put(keys.failover(VNF), policy.dump({"fw": fw}))
+    resp = await api.post(f"/v1/vnfs/{VNF}/heal", headers=ADMIN)
+    assert resp.status_code == 202, resp.text
+    assert resp.json() == {"id": VNF, "asked": "heal", "members": ["fw-0"]}
+    stored = await asked(memstore)
+    assert stored is not None and b'"action": "heal"' in stored
+
+
+async def test_drain_and_undrain_a_site(api: httpx.AsyncClient, memstore: MemoryStore) -> None:
+    await seed(memstore)
+    resp = await api.post("/v1/sites/s1/drain", headers=ADMIN)
+    assert resp.status_code == 404, "an unregistered site"
+    await memstore.put(keys.site("s1"), b'{"id": "s1", "region": "r1"}')
+    resp = await api.post("/v1/sites/s1/drain", headers=MEMBER)
+    assert resp.status_code == 403, "admin only"
+    assert await memstore.get(keys.drain("s1")) is None
+    resp = await api.post("/v1/sites/s1/drain", headers=ADMIN)
+    assert resp.status_code == 202, resp.text
+    assert resp.json() == {"site": "s1", "draining": True, "was_draining": False, "vnfs": [VNF]}
+    assert await memstore.get(keys.drain("s1")) is not None
+    resp = await api.post("/v1/sites/s1/undrain", headers=ADMIN)
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["was_draining"] is True and resp.json()["draining"] is False
+    assert await memstore.get(keys.drain("s1")) is None

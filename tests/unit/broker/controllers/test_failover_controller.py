@@ -100,12 +100,8 @@ async def test_site_down_promotes_the_standby_as_fenced_desired_state(
     rec = await record(memory_store)
     assert rec.state is model.VnfState.FAILING_OVER
     assert {m.name: m.role for m in rec.members} == {"fw-0": "standby", "fw-1": "active"}
-    # restore is not built: the replacement asked for is refused, and recorded so
-    assert await kinds(memory_store) == [
-        "vnf.member_lost",
-        "vnf.failover_started",
-        "vnf.degraded",
-    ]
+    assert await kinds(memory_store) == ["vnf.member_lost", "vnf.failover_started"]
+    assert ctl.replacer.recoveries.queued() == 1, "its replacement is asked for"
 
     await report(memory_store, "s2", "fw-1", 1, "standby")  # the old generation: not yet
     await ctl.step(VNF)
@@ -114,9 +110,9 @@ async def test_site_down_promotes_the_standby_as_fenced_desired_state(
     await report(memory_store, "s2", "fw-1", 2, "active")
     await ctl.step(VNF)
     rec = await record(memory_store)
-    assert rec.state is model.VnfState.DEGRADED, "restore is not built: degraded, saying so"
-    assert failover.NOT_BUILT in rec.reason
-    assert (await kinds(memory_store))[-2:] == ["vnf.failover_completed", "vnf.degraded"]
+    assert rec.state is model.VnfState.HEALING, rec.reason
+    assert "restoring fw-0" in rec.reason
+    assert (await kinds(memory_store))[-2:] == ["vnf.failover_started", "vnf.failover_completed"]
 
     ctl.health["s1"] = Health.UP  # the lost site is back: nothing is promoted twice
     await report(memory_store, "s1", "fw-0", 2, "standby")
@@ -151,7 +147,7 @@ async def test_the_next_leader_resumes_from_the_stored_machines(
         await report(memory_store, "s2", "fw-1", 2, "active")
         await ctl.step(VNF)  # the deposed leader writes nothing
     await nxt.step(VNF)
-    assert (await record(memory_store)).state is model.VnfState.DEGRADED
+    assert (await record(memory_store)).state is model.VnfState.HEALING
     assert (await desired(memory_store, "s2", "fw-1")).generation == 2, "promoted once"
     assert (await kinds(memory_store)).count("vnf.failover_started") == 1
 

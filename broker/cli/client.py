@@ -11,6 +11,7 @@ code 1 — never a traceback.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import ssl
 import tomllib
@@ -189,3 +190,13 @@ def errors_exit() -> Iterator[None]:
         yield
     except ApiError as exc:
         fail(str(exc))
+
+
+def act(path: str, as_json: bool, api_url: str | None, token: str | None) -> Any:
+    """POST an operator action at ``path``; its answer, or None once printed as JSON."""
+    with errors_exit():
+        answer = connect(api_url, token).post(path, {})
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2, sort_keys=True))
+        return None
+    return answer

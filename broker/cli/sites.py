@@ -166,11 +166,12 @@ def delete(
     output.out.print(f"deleted site [bold]{site_id}[/bold]")
 
 
+SiteArg = Annotated[str, typer.Argument(metavar="SITE", help="The site id.")]
+
+
 def _drain(site_id: str, verb: str, fmt: output.Format, url: str | None, tok: str | None) -> None:
-    with client.errors_exit():
-        answer = client.connect(url, tok).post(f"/v1/sites/{site_id}/{verb}", {})
-    if fmt is output.Format.json:
-        output.print_json(answer)
+    answer = client.act(f"/v1/sites/{site_id}/{verb}", fmt is output.Format.json, url, tok)
+    if answer is None:
         return
     output.out.print(f"{verb} of site [bold]{site_id}[/bold] asked")
     row = {**answer, "vnfs": len(answer.get("vnfs", []))}
@@ -184,7 +185,7 @@ def _drain(site_id: str, verb: str, fmt: output.Format, url: str | None, tok: st
 
 @app.command()
 def drain(
-    site_id: Annotated[str, typer.Argument(metavar="SITE", help="The site id.")],
+    site_id: SiteArg,
     output_format: output.OutputOpt = output.Format.table,
     api_url: client.ApiUrl = None,
     token: client.Token = None,
@@ -195,7 +196,7 @@ def drain(
 
 @app.command()
 def undrain(
-    site_id: Annotated[str, typer.Argument(metavar="SITE", help="The site id.")],
+    site_id: SiteArg,
     output_format: output.OutputOpt = output.Format.table,
     api_url: client.ApiUrl = None,
     token: client.Token = None,

@@ -159,10 +159,9 @@ def heal(
     token: client.Token = None,
 ) -> None:
     """Restore a VNF's redundancy now: re-place its lost members (also after refusals)."""
-    with client.errors_exit():
-        answer = client.connect(api_url, token).post(f"/v1/vnfs/{vnf_id}/heal", {})
-    if output_format is output.Format.json:
-        output.print_json(answer)
+    json_out = output_format is output.Format.json
+    answer = client.act(f"/v1/vnfs/{vnf_id}/heal", json_out, api_url, token)
+    if answer is None:
         return
     output.out.print(f"healing VNF [bold]{vnf_id}[/bold]")
     rows = [{"member": m, "replacement": "asked"} for m in answer.get("members", [])]

@@ -1,27 +1,35 @@
-"""Site failover: the site holding active members is lost; how soon is every standby active?
+"""Site failover: the site holding the most actives is lost; how soon is every standby
+active, and every VNF's redundancy restored?
 
-A federation of ``--sites`` sim sites (default 100) holds ``--vnfs`` active-standby VNFs
-(default 1,000; one shared vCPU per member, anti-affinity by site). Two sites run in
-their own agent processes, so they can be lost alone (the rest run in swarms): one is
-killed with ``kill -9`` (closed stream), the other frozen with SIGSTOP (silent loss). For
-each loss, measured from the loss (t0, this machine's clock, as the broker's):
+A federation of ``--sites`` sim sites (default 100, each agent in its own process, so any
+one site can be lost alone) holds ``--vnfs`` active-standby VNFs (default 1,000; one
+shared vCPU per member, anti-affinity by site), under a tenant quota with little room
+above what they use. Once everything is ACTIVE, the site holding the most active members
+is killed with ``kill -9`` (closed stream); when every affected VNF is restored the site is
+started again (its stale members are fenced and deleted), and then the site holding the
+most actives at that point is frozen with SIGSTOP (silent loss). For each loss, measured
+from the loss (t0, this machine's clock, as the broker's):
 
 - detection (the baseline, the floor): ``at_ms`` of the site's own ``site.down`` event;
-- promotion: per affected VNF (its active member was at the lost site), the ``updated_ms``
-  of its record when it leaves FAILING_OVER — written only once the standby's agent has
-  reported the promoted role — p50/p99/max;
-- dual-active: VNFs with more than one member reporting ``active`` at sites that are UP.
+- promotion: per VNF whose active was at the lost site, the ``vnf.failover_completed``
+  event (written once the standby's agent reported the promoted role) — p50/p99/max;
+- restore: per VNF with any member at the lost site, the ``vnf.healed`` event (its
+  replacement at a third site READY) — p50/p99/max;
+- from etcd's history over both losses: the peak of re-placements under way at once
+  (records with a replacement not READY yet), dual-active (members of one VNF reporting
+  active at once, a report counting until its site is DOWN) and quota oversubscription
+  (the ledger replayed revision by revision against the tenant's limits).
 
-Not measured because not built yet: restoring redundancy (``restore_p99_s`` and
-``restore_max_s`` are null), peak concurrent re-placements and quota oversubscription
-during restore (null). Targets: promoted p99 ≤ 1.5 s after a kill, ≤ 5 s after a silent
-loss; 0 dual-active.
+Targets: promoted p99 ≤ 1.5 s after a kill, ≤ 5 s after a silent loss; every redundancy
+restored within 60 s; 0 dual-active; 0 oversubscriptions.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
+from collections import Counter
 import signal
 import time
 from pathlib import Path
@@ -29,12 +37,20 @@ from typing import Any
 
 import httpx
 
+from broker.controllers import replacing
 from broker.devfed.federation import Federation
+from broker.models import codec
+from broker.models import vnf as vnf_model
+from broker.store import keys
+from broker.store.etcd import EtcdStore
 from tests.perf import harness
+from tests.support import failover_history as fh
+from tests.support import quota_history as qh
 from tests.perf.harness import say
 
 TARGET_KILL_S = 1.5
 TARGET_SILENT_S = 5.0
+TARGET_RESTORE_S = 60.0
 SHA = "c9384a0e2f94dd04971fc3ce683fad6fc6c92e874931181640d0e3cbb06b7693"
 
 
@@ -59,6 +75,12 @@ def descriptor(i: int) -> dict[str, Any]:
     }
 
 
+ROOM = 100
+"""Quota room above what the VNFs use (instances and cores): enough for the replacements
+of one lost site while the lost members' usage is still booked."""
+WAIT_S = 180.0
+
+
 class Bench:
     def __init__(self, fed: Federation) -> None:
         self.fed = fed
@@ -71,7 +93,8 @@ class Bench:
         )
 
     def create_all(self, count: int, workers: int) -> list[str]:
-        room = dict.fromkeys(["cores", "ram_mb", "instances", "ports"], 10**7)
+        tight = dict.fromkeys(["cores", "instances"], 2 * count + ROOM)
+        room = {**tight, **dict.fromkeys(["ram_mb", "ports"], 10**7)}
         resp = self.call("PUT", "/v1/quotas/bench", json={"limits": room})
         assert resp.status_code == 200, resp.text
 
@@ -86,125 +109,196 @@ class Bench:
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             return list(pool.map(one, range(count)))
 
-    def states(self) -> dict[str, str]:
-        rows = self.call("GET", "/v1/vnfs").json()["vnfs"]
-        return {r["id"]: r["state"] for r in rows}
+    def vnfs(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.call("GET", "/v1/vnfs").json()["vnfs"]
+        return rows
 
-    def show(self, vnf_id: str) -> dict[str, Any]:
-        return self.call("GET", f"/v1/vnfs/{vnf_id}").json()  # type: ignore[no-any-return]
+    def events(self, kind: str, since_ms: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            page = f"&since={after}" if after else f"&since_ms={since_ms}"
+            found = self.fed.api_get(f"/v1/events?kind={kind}&limit=1000{page}", timeout=10.0)
+            out += found["events"]
+            if len(found["events"]) < 1000:
+                return out
+            after = found["events"][-1]["id"]
+
+    def first(self, kind: str, since_ms: int, subjects: set[str]) -> dict[str, float]:
+        """Subject → seconds from ``since_ms`` to its first ``kind`` event."""
+        out: dict[str, float] = {}
+        for e in self.events(kind, since_ms):
+            if e["subject"] in subjects and e["subject"] not in out:
+                out[e["subject"]] = (e["at_ms"] - since_ms) / 1000
+        return out
 
     def down_at_ms(self, site: str, since_ms: int) -> int | None:
         events = self.fed.api_get(f"/v1/events?subject={site}&limit=50", timeout=5.0)["events"]
         downs = [e["at_ms"] for e in events if e["kind"] == "site.down" and e["at_ms"] >= since_ms]
         return min(downs) if downs else None
 
-    def trial(self, site: str, sig: signal.Signals, affected: list[str]) -> dict[str, Any]:
+    def trial(self, sig: signal.Signals, avoid: set[str]) -> dict[str, Any]:
+        rows = self.vnfs()
+        by_site = actives_by_site(rows)
+        site = max((s for s in by_site if s not in avoid), key=lambda s: len(by_site[s]))
+        actives = set(by_site[site])
+        members = {r["id"] for r in rows for m in r["members"] if m["site"] == site}
+        say(f"{sig.name} of {site}: {len(actives)} actives, {len(members)} VNFs with a member")
         t0 = harness.now_ms()
         self.fed.kill(f"agent-{site}", sig)
         promoted: dict[str, float] = {}
-        deadline = time.monotonic() + 120
-        while len(promoted) < len(affected) and time.monotonic() < deadline:
-            states = self.states()
-            for vnf_id in affected:
-                if vnf_id not in promoted and states.get(vnf_id) == "DEGRADED":
-                    promoted[vnf_id] = (self.show(vnf_id)["updated_ms"] - t0) / 1000
-            time.sleep(0.2)
+        healed: dict[str, float] = {}
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            promoted = self.first("vnf.failover_completed", t0, actives)
+            healed = self.first("vnf.healed", t0, members)
+            if len(promoted) == len(actives) and len(healed) == len(members):
+                break
+            time.sleep(1.0)
         down = self.down_at_ms(site, t0)
         return {
             "site": site,
             "signal": sig.name,
-            "affected": len(affected),
+            "affected": len(actives),
             "promoted": len(promoted),
             "promote_s": sorted(promoted.values()),
+            "members_lost": len(members),
+            "restored": len(healed),
+            "restore_s": sorted(healed.values()),
             "detect_s": None if down is None else (down - t0) / 1000,
         }
 
-    def dual_active(self, vnfs: list[str], down: set[str]) -> int:
-        dual = 0
-        for vnf_id in vnfs:
-            members = self.show(vnf_id)["members"]
-            active = [m for m in members if m["site"] not in down and m["role"] == "active"]
-            dual += len(active) > 1
-        return dual
+    def fenced(self, site: str) -> None:
+        """Wait until no VNF lists a member at ``site`` (its stale members deleted)."""
+        harness.wait_for(
+            lambda: True
+            if all(m["site"] != site for r in self.vnfs() for m in r["members"])
+            else None,
+            WAIT_S,
+            f"stale members at {site} deleted",
+            every=1.0,
+        )
 
 
-def actives_by_site(bench: Bench, vnfs: list[str]) -> dict[str, list[str]]:
+def actives_by_site(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for vnf_id in vnfs:
-        for m in bench.show(vnf_id)["members"]:
-            if m["role"] == "active":
-                out.setdefault(m["site"], []).append(vnf_id)
+    for row in rows:
+        for m in row["members"]:
+            if m["role"] == "active" and m.get("state") == "READY":
+                out.setdefault(m["site"], []).append(row["id"])
     return out
+
+
+async def from_history(fed: Federation, quota: Any) -> dict[str, Any]:
+    """Peak re-placements under way, dual-active VNFs and quota oversubscriptions, from
+    etcd's history since the quota state ``quota`` was read."""
+    limits, ledgers, holds, start = quota
+    store = EtcdStore.from_settings(fed.etcd_settings())
+    try:
+        end = await store.put(keys.QUOTA + "zz-end", b"")
+        records = await fh.history(store, keys.VNFS, start, end)
+        observed = await fh.history(store, keys.OBSERVED, start, end)
+        health = await fh.history(store, keys.HEALTH, start, end)
+        _, over = await qh.replay(
+            store, start + 1, end, limits, ledgers, holds, Counter(), strict=False
+        )
+    finally:
+        await store.close()
+    building: dict[str, int] = {}
+    peak = 0
+    for ev in records:
+        rec = codec.decode(vnf_model.VnfRecord, ev.value) if ev.value else None
+        building[ev.key] = len(replacing.pending(rec)) if rec is not None else 0
+        peak = max(peak, sum(building.values()))
+    peaks, _ = fh.peak_actives([*observed, *health])
+    return {
+        "peak_replacements": peak,
+        "dual_active": sum(1 for n in peaks.values() if n > 1),
+        "oversubscribed": over,
+    }
 
 
 def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
     sites = [f"site-{i:03d}" for i in range(1, args.sites + 1)]
-    victims, rest = sites[:2], sites[2:]
     fed = Federation(state=state / "fed", brokers=3)
     bench = Bench(fed)
     try:
-        say(f"federation: etcd, 3 replicas, {args.sites} sim sites (2 in their own process)")
-        fed.up(victims, per_process=1)
-        fed.issue_sites(rest)
-        fed.register_sites(rest)
-        fed.start_agents(rest, per_process=args.per_process)
-        fed.write_records()
+        say(f"federation: etcd, 3 replicas, {args.sites} sim sites, one process each")
+        fed.up(sites, per_process=1)
         up = fed.wait_all_up(sites, timeout=300)
         assert all(up.get(s) == "UP" for s in sites), up
         started = time.monotonic()
         vnfs = bench.create_all(args.vnfs, args.workers)
         harness.wait_for(
-            lambda: True if all(s == "ACTIVE" for s in bench.states().values()) else None,
+            lambda: True if all(r["state"] == "ACTIVE" for r in bench.vnfs()) else None,
             args.settle_timeout,
             f"{len(vnfs)} VNFs ACTIVE",
             every=1.0,
         )
         say(f"{len(vnfs)} VNFs ACTIVE in {time.monotonic() - started:.0f} s")
-        by_site = actives_by_site(bench, vnfs)
-        most = max(by_site.items(), key=lambda kv: len(kv[1]))
-        kill = bench.trial(victims[0], signal.SIGKILL, by_site.get(victims[0], []))
-        say(f"kill -9 of {victims[0]}: {kill['promoted']}/{kill['affected']} promoted")
-        silent = bench.trial(victims[1], signal.SIGSTOP, by_site.get(victims[1], []))
-        say(f"SIGSTOP of {victims[1]}: {silent['promoted']}/{silent['affected']} promoted")
-        dual = bench.dual_active(vnfs, set(victims))
-        fed.kill(f"agent-{victims[1]}", signal.SIGCONT)
-        summarize(report, kill, silent, dual, most[0], len(most[1]))
+        quota = asyncio.run(quota_now(fed))
+        kill = bench.trial(signal.SIGKILL, set())
+        say(f"kill -9: {kill['promoted']}/{kill['affected']} promoted, "
+            f"{kill['restored']}/{kill['members_lost']} restored; the site returns")
+        fed.start_agents([kill["site"]])
+        bench.fenced(kill["site"])
+        silent = bench.trial(signal.SIGSTOP, {kill["site"]})
+        say(f"SIGSTOP: {silent['promoted']}/{silent['affected']} promoted, "
+            f"{silent['restored']}/{silent['members_lost']} restored; the site resumes")
+        fed.kill(f"agent-{silent['site']}", signal.SIGCONT)
+        bench.fenced(silent["site"])
+        history = asyncio.run(from_history(fed, quota))
+        summarize(report, kill, silent, history)
     finally:
         fed.down()
 
 
+async def quota_now(fed: Federation) -> Any:
+    store = EtcdStore.from_settings(fed.etcd_settings())
+    try:
+        return await qh.state_at(store)
+    finally:
+        await store.close()
+
+
 def summarize(
-    report: harness.Report,
-    kill: dict[str, Any],
-    silent: dict[str, Any],
-    dual: int,
-    most_site: str,
-    most: int,
+    report: harness.Report, kill: dict[str, Any], silent: dict[str, Any], history: dict[str, Any]
 ) -> None:
     rows = []
     for t in (kill, silent):
-        s = harness.summary(t["promote_s"], digits=3)
-        rows.append([t["signal"], t["site"], t["affected"], t["promoted"], t["detect_s"],
-                     s.get("p50"), s.get("p99"), s.get("max")])
+        p = harness.summary(t["promote_s"], digits=3)
+        r = harness.summary(t["restore_s"], digits=3)
+        rows.append([t["signal"], t["site"], t["affected"], t["detect_s"], p.get("p50"),
+                     p.get("p99"), p.get("max"), t["members_lost"], r.get("p50"), r.get("p99"),
+                     r.get("max")])
     report.table(
-        "Site loss → standby reported active (s after the loss; baseline: the site.down event)",
-        ["loss", "site", "affected VNFs", "promoted", "site.down (floor)", "p50", "p99", "max"],
+        "Site with the most actives lost (s after the loss; baseline: its site.down event)",
+        ["loss", "site", "actives", "site.down (floor)", "promoted p50", "p99", "max",
+         "VNFs to restore", "restored p50", "p99", "last"],
         rows,
     )
     pk = harness.summary(kill["promote_s"], digits=3).get("p99")
     ps = harness.summary(silent["promote_s"], digits=3).get("p99")
-    report.note(f"most actives at one site: {most} at {most_site} (the lost sites are fixed "
-                "in advance so they can run alone; their counts are in the table)")
+    restore = kill["restore_s"] + silent["restore_s"]
+    rp99 = harness.summary(restore, digits=3).get("p99")
+    rmax = max(restore) if restore else None
     report.note(f"promoted p99 after kill -9 {pk} s (target ≤ {TARGET_KILL_S}) → "
                 f"{harness.verdict(pk, TARGET_KILL_S)}; after SIGSTOP {ps} s (target ≤ "
                 f"{TARGET_SILENT_S}) → {harness.verdict(ps, TARGET_SILENT_S)}")
-    report.note(f"dual-active VNFs (members at UP sites both active): {dual}")
-    report.note("restore (re-placement at a third site) is not built: restore figures are null")
+    report.note(f"redundancy restored p99 {rp99} s, last {rmax} s (target: all ≤ "
+                f"{TARGET_RESTORE_S}) → {harness.verdict(rmax, TARGET_RESTORE_S)}")
+    report.note(f"peak re-placements under way at once: {history['peak_replacements']}; "
+                f"dual-active VNFs: {history['dual_active']}; quota oversubscriptions: "
+                f"{len(history['oversubscribed'])} (etcd history replayed)")
     for t in (kill, silent):
         if t["promoted"] < t["affected"]:
             report.trouble.append(f"{t['signal']}: {t['affected'] - t['promoted']} not promoted")
-    if dual:
-        report.trouble.append(f"{dual} dual-active VNFs")
+        if t["restored"] < t["members_lost"]:
+            report.trouble.append(
+                f"{t['signal']}: {t['members_lost'] - t['restored']} not restored")
+    if history["dual_active"]:
+        report.trouble.append(f"{history['dual_active']} dual-active VNFs")
+    report.trouble += history["oversubscribed"][:5]
     report.figures.update({
         "promote_kill_p99_s": pk,
         "promote_kill_p50_s": harness.summary(kill["promote_s"], digits=3).get("p50"),
@@ -212,13 +306,15 @@ def summarize(
         "promote_silent_p50_s": harness.summary(silent["promote_s"], digits=3).get("p50"),
         "detect_kill_s": kill["detect_s"],
         "detect_silent_p99_s": silent["detect_s"],
-        "restore_p99_s": None,
-        "restore_max_s": None,
-        "peak_concurrent_replacements": None,
-        "dual_active": dual,
-        "oversubscribed": None,
+        "restore_p50_s": harness.summary(restore, digits=3).get("p50"),
+        "restore_p99_s": rp99,
+        "restore_max_s": rmax,
+        "peak_concurrent_replacements": history["peak_replacements"],
+        "dual_active": history["dual_active"],
+        "oversubscribed": len(history["oversubscribed"]),
         "affected": {"kill": kill["affected"], "silent": silent["affected"]},
-        "most_actives_at_one_site": most,
+        "restored": {"kill": kill["restored"], "silent": silent["restored"]},
+        "lost_sites": [kill["site"], silent["site"]],
     })
 
 
@@ -228,7 +324,6 @@ def main() -> None:
     )
     parser.add_argument("--sites", type=int, default=100, help="sim sites (default 100)")
     parser.add_argument("--vnfs", type=int, default=1000, help="active-standby VNFs (1,000)")
-    parser.add_argument("--per-process", type=int, default=25, help="sites per swarm process")
     parser.add_argument("--workers", type=int, default=8, help="concurrent POST /v1/vnfs")
     parser.add_argument("--settle-timeout", type=float, default=400.0,
                         help="seconds for every VNF to go ACTIVE (default 400)")

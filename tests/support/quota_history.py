@@ -83,25 +83,39 @@ async def requester(
             tally.outcomes["abandoned"] += 1
 
 
-def _limits(quota: TenantQuota) -> dict[str, int]:
-    return {**DEFAULTS, **quota.limits}
-
-
-async def check_history(
-    store: p.Store, start: int, end: int, tally: Tally
-) -> dict[str, Any]:
-    """Replay ``quota/`` from ``start`` through ``end``; assert invariant 7 at every revision."""
-    limits: dict[str, dict[str, int]] = {}
-    ledgers: dict[str, Account] = {}
-    holds: dict[str, dict[str, int]] = {}  # hold key -> deltas
-    committed_at: Counter[str] = Counter()  # rid -> times a committed record was written
+async def replay(
+    store: p.Store,
+    start: int,
+    end: int,
+    limits: dict[str, dict[str, int]],
+    ledgers: dict[str, Account],
+    holds: dict[str, dict[str, int]],
+    committed_at: Counter[str],
+    *,
+    strict: bool = True,
+) -> tuple[int, list[str]]:
+    """Replay ``quota/`` from ``start`` through ``end`` onto the state given (tenant limits,
+    accounts, holds by key as they stood before ``start``), asserting at every revision
+    that no tenant is over a limit and that every account change is the commits that
+    landed with it. Returns how many revisions were replayed and, unless ``strict`` (which
+    raises at the first), every revision that broke one of those."""
     revisions = 0
+    broken: list[str] = []
+
+    def apply(events: list[p.WatchEvent]) -> None:
+        try:
+            _apply(events, limits, ledgers, holds, committed_at)
+        except AssertionError as exc:
+            if strict:
+                raise
+            broken.append(str(exc))
+
     batch: list[p.WatchEvent] = []
     watch = store.watch_prefix(keys.QUOTA, start_revision=start)
     try:
         async for ev in watch:
             if batch and ev.mod_revision != batch[0].mod_revision:
-                _apply(batch, limits, ledgers, holds, committed_at)
+                apply(batch)
                 revisions += 1
             if not batch or ev.mod_revision != batch[0].mod_revision:
                 batch = []
@@ -110,8 +124,43 @@ async def check_history(
                 break
     finally:
         await watch.aclose()  # type: ignore[attr-defined]
-    _apply(batch, limits, ledgers, holds, committed_at)
-    revisions += 1
+    apply(batch)
+    return revisions + 1, broken
+
+
+async def state_at(
+    store: p.Store,
+) -> tuple[dict[str, dict[str, int]], dict[str, Account], dict[str, dict[str, int]], int]:
+    """Limits, accounts and holds as they stand now, and the revision they were read at."""
+    kvs, revision = await store.get_prefix(keys.QUOTA)
+    limits: dict[str, dict[str, int]] = {}
+    ledgers: dict[str, Account] = {}
+    holds: dict[str, dict[str, int]] = {}
+    for kv in kvs:
+        rel = kv.key[len(keys.QUOTA) :]
+        family, _, rest = rel.partition("/")
+        tenant = rest.split("/", 1)[0]
+        if family == "limits":
+            limits[tenant] = _limits(TenantQuota.parse(json.loads(kv.value)))
+        elif family == "ledger":
+            ledgers[tenant] = Account.parse(json.loads(kv.value))
+        elif family == "holds":
+            holds[rel] = json.loads(kv.value)["deltas"]
+    return limits, ledgers, holds, revision
+
+
+def _limits(quota: TenantQuota) -> dict[str, int]:
+    return {**DEFAULTS, **quota.limits}
+
+
+async def check_history(
+    store: p.Store, start: int, end: int, tally: Tally
+) -> dict[str, Any]:
+    """Replay ``quota/`` from ``start`` through ``end``; assert invariant 7 at every revision."""
+    ledgers: dict[str, Account] = {}
+    holds: dict[str, dict[str, int]] = {}  # hold key -> deltas
+    committed_at: Counter[str] = Counter()  # rid -> times a committed record was written
+    revisions, _ = await replay(store, start, end, {}, ledgers, holds, committed_at)
     seen = Counter(rid for _, rid, _ in tally.committed)
     assert all(n == 1 for n in seen.values()), "a client saw one commit twice"
     doubled = [rid for rid, n in committed_at.items() if n != 1]

@@ -20,6 +20,7 @@ from broker.quotas.headroom import SiteUsage, Unlimited
 from broker.settings import BrokerSettings, FailoverSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore
+from replication import catalog
 from tests.support import placement as world
 from tests.unit.broker.controllers.test_failover_controller import (
     VNF,
@@ -199,3 +200,32 @@ async def test_a_drain_moves_the_site_off_and_switches_over_first(
     )
     ctl._on_drain(keys.drain("s1"), b"")
     assert ctl.drains.moving("s1") == ""
+
+
+async def test_a_catalogue_image_is_ordered_at_the_target_and_waited_for(
+    memory_store: MemoryStore, ctl: failover.FailoverController
+) -> None:
+    kv = await memory_store.get(keys.vnf(VNF))
+    assert kv is not None
+    rec = codec.decode(model.VnfRecord, kv.value)
+    desc = {**rec.descriptor, "sw_images": []}
+    desc["vdus"] = [{**desc["vdus"][0], "sw_image": "vfw-cat"}]
+    await memory_store.put(keys.vnf(VNF), codec.encode(dataclasses.replace(rec, descriptor=desc)))
+    image = catalog.Image(catalog.ImageId("vfw-cat"), "vfw", 1024, "a" * 64, catalog.SiteId("s2"))
+    await memory_store.put(keys.image("vfw-cat"), catalog.Entry(image, targets=()).encode())
+    await down(memory_store, ctl, "s1")
+    await ctl.step(VNF)
+    await report(memory_store, "s2", "fw-1", 2, "active")
+    assert await replace_next(ctl) is True, "the image is not at s3 yet: wait"
+    entry_kv = await memory_store.get(keys.image("vfw-cat"))
+    assert entry_kv is not None
+    entry = catalog.Entry.decode(entry_kv.value)
+    assert entry.targets == ("s3",) and entry.generation == 2, "ordered at the target"
+    assert ("fw-0", "s3") not in {(m.name, m.site) for m in (await record(memory_store)).members}
+
+    active = catalog.Replica(catalog.ImageId("vfw-cat"), catalog.SiteId("s3"), catalog.State.ACTIVE)
+    await memory_store.put(keys.image_replica("vfw-cat", "s3"), catalog.encode_replica(active))
+    ctl.replacer.recoveries.finish(VNF, "fw-0@s1")
+    ctl.replacer.ask(VNF, "fw-0@s1", 0, 0)
+    assert await replace_next(ctl) is False
+    assert ("fw-0", "s3") in {(m.name, m.site) for m in (await record(memory_store)).members}

@@ -62,6 +62,8 @@ FOLLOWED = frozenset(
 TICK_S = 0.5
 """How often VNFs with a loss in grace or a deadline running are stepped without news."""
 PARALLEL = 16
+DRILL_CUT = "a live drill's cut: its member still runs and rejoins at failback"
+"""Why a member lost to a drill's cut is not re-placed (its replacement would delete it)."""
 
 
 def now_ms() -> int:
@@ -291,7 +293,11 @@ class FailoverController:
                     log.warning("vnf %s: %s is refused: %s", mach.id, type(ev).__name__, exc)
                     continue
                 mach = result.vnf
-                actions += [(vdu, a) for a in result.actions if not isinstance(a, machine.Replace)]
+                for a in result.actions:
+                    if not isinstance(a, machine.Replace):
+                        actions.append((vdu, a))
+                    elif a.key.rsplit("@", 1)[1] in cut:  # the member still runs
+                        events.append(machine.PlaceFailed(a.key, DRILL_CUT))
             out[vdu] = mach
         return out, actions
 

@@ -261,6 +261,7 @@ class FailoverController:
 
     def _forget(self, vnf_id: str) -> None:
         self._busy.discard(vnf_id)
+        self.replacer.recoveries.forget(vnf_id)
         self.drains.seen(vnf_id, {})
 
     def _ask_replacements(self, vnf_id: str, machines: dict[str, machine.Vnf]) -> None:

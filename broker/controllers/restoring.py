@@ -89,11 +89,7 @@ class Booking:
                 ready.setdefault(m.site, {})[f"{rec.id}/{m.name}"] = int(time.time() * 1000)
         for site, marks in ready.items():
             await commit.mark_ready(self.store, self.fence, self.snap, site, marks)
-        self.finished = [
-            k
-            for k, m in {**old, **new}.items()
-            if m.replaced_by and new.get(m.replaced_by, machine.Member("", "")).ready
-        ]
+        self.finished = [k for k, m in {**old, **new}.items() if _settled(m, new)]
         doc: dict[str, Any] | None = json.loads(placement.value) if placement else None
         dropped: dict[str, set[str]] = {}
         for _, action in actions:
@@ -127,6 +123,14 @@ class Booking:
         """The step's transaction landed at ``revision``: the snapshot takes its claims."""
         for put in self._claims:
             self.snap.apply(put.key, put.value, revision)
+
+
+def _settled(m: machine.Member, members: dict[str, machine.Member]) -> bool:
+    """Whether ``m``'s replacement no longer builds: READY, itself lost, or gone."""
+    if not m.replaced_by:
+        return False
+    new = members.get(m.replaced_by)
+    return new is None or new.ready or bool(new.condemned)
 
 
 def _members(

@@ -54,6 +54,12 @@ class Recoveries:
     def cancel(self, vnf: str, member: str) -> None:
         self._queued.discard((vnf, member))
 
+    def forget(self, vnf: str) -> None:
+        """The VNF is gone or no longer followed: drop its requests, free its slots."""
+        for key in [k for k in (*self._queued, *self._running) if k[0] == vnf]:
+            self.cancel(*key)
+            self.finish(*key)
+
     def next(self) -> Request | None:
         """The most urgent queued request, if a federation-wide slot is free."""
         while self._queue and len(self._running) < self.total:

@@ -109,27 +109,23 @@ class Bench:
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             return list(pool.map(one, range(count)))
 
-    def vnfs(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.call("GET", "/v1/vnfs").json()["vnfs"]
-        return rows
+    def records(self) -> list[vnf_model.VnfRecord]:
+        """Every VNF record, read from etcd (the list API gives no members)."""
+        return asyncio.run(records(self.fed))
 
     def events(self, kind: str, since_ms: int) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        after = ""
-        while True:
-            page = f"&since={after}" if after else f"&since_ms={since_ms}"
-            found = self.fed.api_get(f"/v1/events?kind={kind}&limit=1000{page}", timeout=10.0)
-            out += found["events"]
-            if len(found["events"]) < 1000:
-                return out
-            after = found["events"][-1]["id"]
+        path = f"/v1/events?kind={kind}&since_ms={since_ms}&limit=1000"
+        found: list[dict[str, Any]] = self.fed.api_get(path, timeout=10.0)["events"]
+        assert len(found) < 1000, f"more than 1,000 {kind} events: page them"
+        return found
 
     def first(self, kind: str, since_ms: int, subjects: set[str]) -> dict[str, float]:
         """Subject → seconds from ``since_ms`` to its first ``kind`` event."""
         out: dict[str, float] = {}
         for e in self.events(kind, since_ms):
-            if e["subject"] in subjects and e["subject"] not in out:
-                out[e["subject"]] = (e["at_ms"] - since_ms) / 1000
+            if e["subject"] in subjects:
+                took = (e["at_ms"] - since_ms) / 1000
+                out[e["subject"]] = min(took, out.get(e["subject"], took))
         return out
 
     def down_at_ms(self, site: str, since_ms: int) -> int | None:
@@ -138,11 +134,11 @@ class Bench:
         return min(downs) if downs else None
 
     def trial(self, sig: signal.Signals, avoid: set[str]) -> dict[str, Any]:
-        rows = self.vnfs()
+        rows = self.records()
         by_site = actives_by_site(rows)
         site = max((s for s in by_site if s not in avoid), key=lambda s: len(by_site[s]))
         actives = set(by_site[site])
-        members = {r["id"] for r in rows for m in r["members"] if m["site"] == site}
+        members = {r.id for r in rows for m in r.members if m.site == site}
         say(f"{sig.name} of {site}: {len(actives)} actives, {len(members)} VNFs with a member")
         t0 = harness.now_ms()
         self.fed.kill(f"agent-{site}", sig)
@@ -172,7 +168,7 @@ class Bench:
         """Wait until no VNF lists a member at ``site`` (its stale members deleted)."""
         harness.wait_for(
             lambda: True
-            if all(m["site"] != site for r in self.vnfs() for m in r["members"])
+            if all(m.site != site for r in self.records() for m in r.members)
             else None,
             WAIT_S,
             f"stale members at {site} deleted",
@@ -180,13 +176,22 @@ class Bench:
         )
 
 
-def actives_by_site(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+def actives_by_site(rows: list[vnf_model.VnfRecord]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for row in rows:
-        for m in row["members"]:
-            if m["role"] == "active" and m.get("state") == "READY":
-                out.setdefault(m["site"], []).append(row["id"])
+        for m in row.members:
+            if m.role == "active" and m.state == "READY":
+                out.setdefault(m.site, []).append(row.id)
     return out
+
+
+async def records(fed: Federation) -> list[vnf_model.VnfRecord]:
+    store = EtcdStore.from_settings(fed.etcd_settings())
+    try:
+        kvs, _ = await store.get_prefix(keys.VNFS)
+        return [codec.decode(vnf_model.VnfRecord, kv.value) for kv in kvs]
+    finally:
+        await store.close()
 
 
 async def from_history(fed: Federation, quota: Any) -> dict[str, Any]:
@@ -230,7 +235,7 @@ def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
         started = time.monotonic()
         vnfs = bench.create_all(args.vnfs, args.workers)
         harness.wait_for(
-            lambda: True if all(r["state"] == "ACTIVE" for r in bench.vnfs()) else None,
+            lambda: True if all(r.state == "ACTIVE" for r in bench.records()) else None,
             args.settle_timeout,
             f"{len(vnfs)} VNFs ACTIVE",
             every=1.0,

@@ -101,3 +101,16 @@ def test_bad_failover_policy_names_the_field() -> None:
     data["vdus"][0]["redundancy"]["failover"] = {"grace_s": -1}
     with pytest.raises(errors.InvalidInput, match="grace_s"):
         model.parse(data)
+
+
+def test_forget_drops_a_vnfs_requests_and_frees_its_slots() -> None:
+    rec = Recoveries(total=2, per_site=1)
+    rec.ask(Request("v1", "a@s1"))
+    rec.ask(Request("v1", "b@s1"))
+    rec.ask(Request("v2", "c@s1"))
+    first = rec.next()
+    assert first is not None and rec.target(first.vnf, first.member, "s2")
+    rec.forget("v1")
+    assert rec.running() == 0 and rec.at_site("s2") == 0
+    left = rec.next()
+    assert left is not None and left.vnf == "v2" and rec.next() is None

@@ -38,11 +38,13 @@ from broker.election.fencing import fenced_txn
 from broker.failover import limits, machine, policy, replace
 from broker.models import codec, objects
 from broker.models import vnf as model
+from broker.controllers import batches
 from broker.placement import commit, feasible, render
 from broker.placement.plan import Assignment, Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Live, Snapshot
 from broker.quotas.headroom import REFUSED, Headroom
 from broker.settings import BrokerSettings
+from broker.stitching.ledger import Ledger
 from broker.store import keys
 from broker.store.protocol import Compare, Get, KeyValue, Op, Put, Store, Target
 from quota import errors as quota_errors
@@ -104,6 +106,8 @@ class Replacer:
         self.on_done = on_done
         """Called with a VNF id after its machines changed here (its step follows)."""
         self.planner = planner or Planner()
+        self.vlans = Ledger(store, fence, settings.stitching)
+        """The VLAN ids of the VNFs' links at the sites their members run at."""
         fo = settings.failover
         self.recoveries = limits.Recoveries(fo.max_replacements, fo.max_per_site)
         self.avoid: Callable[[], Collection[str]] = frozenset
@@ -280,7 +284,12 @@ class Replacer:
         role = old.replace_role or machine.STANDBY
         who = next(m for m in model.members(desc) if m.name == old.name)
         assignment = Assignment(dataclasses.replace(who, role=role), site, claim, 0.0)
-        objs = render.objects(rec.id, desc, [assignment])
+        # the VLAN ids of the new site's links too (the other members', kept)
+        now_at = batches.assignments(snap, desc, rec)
+        if now_at is None:  # without every claim, holding would give some VLAN ids back
+            raise errors.Conflict(f"vnf {rec.id}: the snapshot lacks a member's claim")
+        vlans = await self.vlans.hold_vlans(rec.id, render.vlan_wants(desc, [*now_at, assignment]))
+        objs = render.objects(rec.id, desc, [assignment], vlans)
         puts = await self._objects(objs)
         new_key = f"{old.name}@{site}"
         status = model.MemberStatus(old.name, found.vdu, role, site, claim.host, claim.cell)

@@ -100,17 +100,9 @@ async def revision(fed: Federation) -> int:
         await store.close()
 
 
-async def quota_now(fed: Federation) -> Any:
-    store = EtcdStore.from_settings(fed.etcd_settings())
-    try:
-        return await qh.state_at(store)
-    finally:
-        await store.close()
-
-
 def cores_used(fed: Federation, tenant: str) -> int:
     """The tenant's committed cores, as its ledger in etcd says (no replica's cache)."""
-    ledgers = asyncio.run(quota_now(fed))[1]
+    ledgers = asyncio.run(qh.quota_now(fed))[1]
     return ledgers[tenant].used("cores") if tenant in ledgers else 0
 
 
@@ -158,7 +150,7 @@ async def check_history(
 def test_a_lost_site_fails_over_restores_and_is_fenced_when_back(
     federation: Federation, sig: signal.Signals
 ) -> None:
-    quota = asyncio.run(quota_now(federation))
+    quota = asyncio.run(qh.quota_now(federation))
     start = quota[3]
     tenant = f"fo-{sig.name.lower()}"
     quota_room(federation, tenant, 3 * MEMBER_CORES)  # the pair and one replacement, no more

@@ -241,7 +241,7 @@ def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
             every=1.0,
         )
         say(f"{len(vnfs)} VNFs ACTIVE in {time.monotonic() - started:.0f} s")
-        quota = asyncio.run(quota_now(fed))
+        quota = asyncio.run(qh.quota_now(fed))
         kill = bench.trial(signal.SIGKILL, set())
         say(f"kill -9: {kill['promoted']}/{kill['affected']} promoted, "
             f"{kill['restored']}/{kill['members_lost']} restored; the site returns")
@@ -256,14 +256,6 @@ def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
         summarize(report, kill, silent, history)
     finally:
         fed.down()
-
-
-async def quota_now(fed: Federation) -> Any:
-    store = EtcdStore.from_settings(fed.etcd_settings())
-    try:
-        return await qh.state_at(store)
-    finally:
-        await store.close()
 
 
 def summarize(

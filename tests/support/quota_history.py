@@ -17,7 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.devfed.federation import Federation
 from broker.store import keys
+from broker.store.etcd import EtcdStore
 from broker.store import protocol as p
 from quota.models import DEFAULTS, RESOURCE_CLASSES, Account, TenantQuota
 
@@ -147,6 +149,17 @@ async def state_at(
         elif family == "holds":
             holds[rel] = json.loads(kv.value)["deltas"]
     return limits, ledgers, holds, revision
+
+
+async def quota_now(
+    fed: Federation,
+) -> tuple[dict[str, dict[str, int]], dict[str, Account], dict[str, dict[str, int]], int]:
+    """``state_at`` of the federation's etcd."""
+    store = EtcdStore.from_settings(fed.etcd_settings())
+    try:
+        return await state_at(store)
+    finally:
+        await store.close()
 
 
 def _limits(quota: TenantQuota) -> dict[str, int]:

@@ -20,6 +20,7 @@ from broker.quotas.headroom import SiteUsage, Unlimited
 from broker.settings import BrokerSettings, FailoverSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore
+from broker.store.protocol import Put
 from replication import catalog
 from tests.support import placement as world
 from tests.unit.broker.controllers.test_failover_controller import (
@@ -61,6 +62,7 @@ async def ledger() -> Ledger:
 async def ctl(memory_store: MemoryStore, ledger: Ledger) -> failover.FailoverController:
     await world.seed_store(memory_store, SITES)
     await seed(memory_store)
+    await claim_members(memory_store)
     kv = await memory_store.get(keys.vnf(VNF))
     assert kv is not None
     rec = codec.decode(model.VnfRecord, kv.value)
@@ -69,6 +71,17 @@ async def ctl(memory_store: MemoryStore, ledger: Ledger) -> failover.FailoverCon
     return failover.FailoverController(
         memory_store, await lead(memory_store), BrokerSettings(), headroom=ledger
     )
+
+
+async def claim_members(store: MemoryStore) -> None:
+    """The seeded members' claims, as the VNF controller's placement wrote them."""
+    for site, member in (("s1", "fw-0"), ("s2", "fw-1")):
+        ref = f"{VNF}/{member}"
+        await store.put(*_put(cl.put(site, {ref: cl.Claim(ref, f"{site}-cmp-000", 0)})))
+
+
+def _put(put: Put) -> tuple[str, bytes]:
+    return put.key, put.value
 
 
 async def down(store: MemoryStore, ctl: failover.FailoverController, site: str) -> None:
@@ -129,6 +142,8 @@ async def test_a_lost_member_is_restored_at_a_third_site(
     assert {(a["member"], a["site"]) for a in doc["assignments"]} == {("fw-0", "s3")}
     assert ["s1", "server", f"{VNF}-fw-0"] not in doc["objects"]
     assert "vnf.healed" in await kinds(memory_store)
+    old_claims = await memory_store.get(keys.claims("s1"))
+    assert old_claims is not None and "v1/fw-0" not in cl.decode(old_claims.value), "claim gone"
     await ctl.step(VNF)
     assert len(ledger.given) == 1, "given back once"
 
@@ -161,6 +176,7 @@ async def test_a_full_target_site_holds_the_replacement_back(
 ) -> None:
     await world.seed_store(memory_store, SITES)
     await seed(memory_store)
+    await claim_members(memory_store)
     settings = dataclasses.replace(BrokerSettings(), failover=FailoverSettings(max_per_site=1))
     ctl = failover.FailoverController(
         memory_store, await lead(memory_store), settings, headroom=ledger

@@ -180,6 +180,8 @@ class Replacer:
             await self._step(found, machine.PlaceFailed(found.old.key, f"quota: {exc}"))
             self.finish(req.vnf, req.member)
             return False
+        # not landed: the next try reserves under the same key (the same hold) when it
+        # chooses the same site; a hold for a site not chosen again lapses with its lease
         landed = await self._commit(snap, found, desc, decision.claim, site, reservation)
         if landed:
             log.info("vnf %s: %s re-placed at %s", req.vnf, found.old.key, site)

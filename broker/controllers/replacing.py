@@ -7,8 +7,9 @@ under way federation-wide and ``failover.max_per_site`` per target site). One
 replacement: ``replace.decide`` on the leader's placement snapshot (the Planner's own
 checkers and scorers, the creator's scope, anti-affinity and latency against the members
 that remain, the sites and hosts the machine avoids, drained sites); a catalogue image
-absent at the chosen site is ordered there (the replication controller's own ordering:
-the site joins the image's targets) and waited for; the tenant's quota for the one member
+named directly and absent at the chosen site is ordered there (the site joins the image's
+targets) and waited for, a declared ``sw_image`` the site lacks is ordered once the
+replacement lands, as placement orders it (``imageorders``); the tenant's quota for the one member
 is reserved; then ONE fenced transaction — compared on the VNF record, the machines and
 the chosen site's inventory and claims — writes the claim, the member's desired objects
 (the shared ones only where the site has none live), the placement document, the record
@@ -38,7 +39,7 @@ from broker.election.fencing import fenced_txn
 from broker.failover import limits, machine, policy, replace
 from broker.models import codec, objects
 from broker.models import vnf as model
-from broker.controllers import batches
+from broker.controllers import batches, imageorders
 from broker.placement import commit, feasible, render
 from broker.placement.plan import Assignment, Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Live, Snapshot
@@ -313,7 +314,10 @@ class Replacer:
             Compare(found.rec_kv.key, Target.MOD, Op.EQUAL, found.rec_kv.mod_revision),
             Compare(found.fo_kv.key, Target.MOD, Op.EQUAL, found.fo_kv.mod_revision),
         ]
+        needs = await imageorders.missing(self.store, desc, [assignment])
         outcome = await commit.commit(self.store, self.fence, snap, result, ops, compares=checks)
+        if outcome.landed:  # a declared sw_image the site lacks: ordered as placement does
+            await imageorders.order(self.store, self.fence, rec.id, needs)
         return outcome.landed
 
     async def _objects(self, objs: list[render.Desired]) -> list[Put]:

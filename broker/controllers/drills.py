@@ -8,7 +8,9 @@ the cut, the sites' health; for a ``PLANNED`` drill the VNFs in scope, their rol
 what their cut members had converged — advances the machine, and writes the drill, its
 cuts (``drill-cuts/<vnf>``), its lifts (the cut deleted and ``failover-asked/<vnf>``
 asking the failover controller to rejoin the members and switch the active role back),
-its events and its report in ONE fenced transaction compared on the drill's revision.
+its events and its report in ONE fenced transaction compared on the drill's revision;
+a finished drill's measured RTO p99 is kept under ``reports/rto`` for the what-if's
+estimates.
 
 The failover controller does the failover (invariant 14): this controller only cuts,
 watches and asks. A leader killed between two steps leaves the drill as stored; the next
@@ -126,6 +128,10 @@ class DrillController:
             new["report"] = report.build(after, [*evs, *notes], after.at_measure)
         ops = [Put(keys.drill(drill_id), json.dumps(new).encode()), *self._ops(after, intents)]
         ops += [Put(keys.event(e.id), codec.encode(e)) for e in notes]
+        p99 = new.get("report", {}).get("totals", {}).get("rto_p99_s")
+        if after.state in live.TERMINAL and p99 is not None:  # what-ifs estimate from it
+            measured = {"promote_s": p99, "drill": drill_id, "at_ms": now}
+            ops.append(Put(keys.RTO_MEASURED, json.dumps(measured).encode()))
         check = Compare(doc_kv.key, Target.MOD, Op.EQUAL, doc_kv.mod_revision)
         await fenced_txn(self.store, self.fence, ops, [check])
         if after.state != d.state:

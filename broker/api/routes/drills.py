@@ -87,7 +87,12 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
     snap = await Snapshot.load(state.store)
     placed = await _placed(state, who)
     free = await inputs.quota_free(state.store, placed)
-    result = whatif.run(snap, placed, scope, state.settings, tenants=body.tenants, quota_free=free)
+    measured = await state.store.get(keys.RTO_MEASURED)
+    kept = {"promote_s": float(json.loads(measured.value)["promote_s"])} if measured else {}
+    rto = whatif.Rto.from_settings(state.settings, kept)
+    result = whatif.run(
+        snap, placed, scope, state.settings, tenants=body.tenants, quota_free=free, rto=rto
+    )
     drill_id = f"drill-{uuid.uuid4().hex[:12]}"
     doc: dict[str, Any] = {
         "id": drill_id,

@@ -186,3 +186,14 @@ async def test_survivability_answers_from_the_leaders_report(
     assert got == report, "the stored report, not a computation"
     mine = (await api.get("/v1/reports/survivability", headers=MEMBER)).json()
     assert mine["scopes"], "a project's own view is computed for it"
+
+
+async def test_whatif_estimates_from_the_last_measured_drill(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    await world(memstore)
+    body = {"mode": "whatif", "scope": {"sites": ["s1"]}}
+    [before] = (await api.post("/v1/drills", json=body, headers=OPERATOR)).json()["result"]["vnfs"]
+    await memstore.put(keys.RTO_MEASURED, json.dumps({"promote_s": 0.25}).encode())
+    [after] = (await api.post("/v1/drills", json=body, headers=OPERATOR)).json()["result"]["vnfs"]
+    assert after["rto_s"] == round(before["rto_s"] - 2.0 + 0.25, 3), (before, after)

@@ -126,6 +126,8 @@ async def test_a_live_drill_promotes_measures_and_fails_back(
     assert doc["state"] == live.COMPLETED, doc["reason"]
     assert doc["report"]["vnfs"][0]["failback"] == "original roles restored"
     assert doc["report"]["totals"]["failed_back"] == 1
+    kept = json.loads((await memory_store.get(keys.RTO_MEASURED)).value)  # type: ignore[union-attr]
+    assert kept["promote_s"] == doc["report"]["totals"]["rto_p99_s"] and kept["drill"] == DRILL
 
 
 async def test_a_real_site_loss_aborts_and_lifts_the_cut(

@@ -532,7 +532,7 @@ def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
     say(f"{len(sites)} site certificates issued in {issue_s:.1f} s")
     raw = raw_phase(fed, sites, state, args)
     by_client = fanin_clients.each_client(
-        fed, lambda: meridian_phase(fed, sites, state, args, report)
+        fed, args, lambda where: meridian_phase(fed, sites, where, args, report)
     )
     summarize(report, [raw, by_client[EtcdSettings().client]], args, issue_s)
     fanin_clients.compare(report, raw, by_client, args.agents)

@@ -7,9 +7,11 @@ data directory so no phase inherits another's sites, sessions or verdicts.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from broker.devfed.federation import Federation
@@ -31,16 +33,24 @@ class PhaseLike(Protocol):
     def rss_per_site_kib(self, agents: int) -> float: ...
 
 
-def each_client(fed: Federation, phase: Callable[[], Any]) -> dict[str, Any]:
-    """``phase()`` once per client (threaded, then async), each on a fresh etcd."""
+def each_client(
+    fed: Federation, args: argparse.Namespace, phase: Callable[[Path], Any]
+) -> dict[str, Any]:
+    """``phase(state)`` once per client (threaded, then async), each on a fresh etcd and
+    in a state directory of its own (``args.state`` too): the swarms' ready files of one
+    phase must not start the next phase's swarms before they are built."""
     by_client: dict[str, Any] = {}
+    shared = args.state
     for client in sorted(CLIENTS, reverse=True):
         shutil.rmtree(fed.state / "etcd", ignore_errors=True)
         os.environ[CLIENT_ENV] = client
+        args.state = shared / f"meridian-{client}"
+        args.state.mkdir(parents=True, exist_ok=True)
         try:
-            by_client[client] = phase()
+            by_client[client] = phase(args.state)
         finally:
             os.environ.pop(CLIENT_ENV, None)
+            args.state = shared
     return by_client
 
 

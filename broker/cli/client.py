@@ -118,9 +118,15 @@ class Api:
         self._own = self._http is None
 
     def request(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(headers or {})}
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
         url = f"{self.config.api_url}{path}"
@@ -160,8 +166,8 @@ class Api:
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
 
-    def post(self, path: str, body: Any) -> Any:
-        return self.request("POST", path, json=body)
+    def post(self, path: str, body: Any, *, headers: dict[str, str] | None = None) -> Any:
+        return self.request("POST", path, json=body, headers=headers)
 
     def put(self, path: str, body: Any) -> Any:
         return self.request("PUT", path, json=body)

@@ -2,10 +2,13 @@
 
 The descriptor file is sent as it is (YAML or JSON); the broker validates it and answers
 with the field to fix. ``--dry-run`` prints the plan the broker would make, writing nothing.
+A create is sent under an ``Idempotency-Key`` (``--idempotency-key``, or a fresh one): the
+same key and file again is the same VNF, never a second one.
 """
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +46,14 @@ def _assignments(plan: dict[str, Any]) -> None:
 def create(
     file: FileOpt,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; write nothing.")] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Send the create under this key: a retry with the same key and file is the "
+            "same VNF, not a second one (default: a fresh key per run).",
+        ),
+    ] = None,
     output_format: output.OutputOpt = output.Format.table,
     api_url: client.ApiUrl = None,
     token: client.Token = None,
@@ -50,8 +61,9 @@ def create(
     """Ask the broker to place a VNF described by ``--file``."""
     body = load_file(file)
     path = "/v1/vnfs?dry_run=true" if dry_run else "/v1/vnfs"
+    headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
     with client.errors_exit():
-        answer = client.connect(api_url, token).post(path, body)
+        answer = client.connect(api_url, token).post(path, body, headers=headers)
     if output_format is output.Format.json:
         output.print_json(answer)
     elif dry_run:

@@ -121,22 +121,30 @@ async def test_a_record_saying_silent_goes_down_once_and_back_up(setup) -> None:
 async def test_an_up_site_without_a_record_goes_down_after_the_grace(
     memory_store: MemoryStore,
 ) -> None:
+    """Only the sites without a record are timed (``unheard``), each judged once: a
+    site whose record is there costs the sweep nothing."""
     store = memory_store
-    await store.put(keys.site("a"), codec.encode(SiteSpec(id="a", region="r")))
-    up = SiteHealth(site="a", state=Health.UP, since_ms=1, decided_by="old")
-    await store.put(keys.health("a"), codec.encode(up))  # the last leader's verdict
+    for site in ("a", "b"):
+        await store.put(keys.site(site), codec.encode(SiteSpec(id=site, region="r")))
+        up = SiteHealth(site=site, state=Health.UP, since_ms=1, decided_by="old")
+        await store.put(keys.health(site), codec.encode(up))  # the last leader's verdict
+    status = SiteStatus("b", "r1", "s-b", "1.2", "test", 1, 1)
+    await store.put(keys.sitestatus("b"), codec.encode(status))
     fence, clock = await lead(store), Clock()
     settings = BrokerSettings(name="b1", health=HealthSettings(down_after=3.0, sweep_interval=3600))
     ctl = SiteHealthController(store, settings, fence, clock=clock)
     task = asyncio.create_task(ctl.run())
     try:
         await settle()
+        assert set(ctl.unheard) == {"a"} and ctl.live == {"b"}
         await ctl.sweep()
         assert (await verdict(store, "a")).state is Health.UP  # type: ignore[union-attr]
         clock.now += 3.1
         await ctl.sweep()
         v = await verdict(store, "a")
         assert v is not None and v.state is Health.DOWN and "no live session" in v.reason
+        assert not ctl.unheard
+        assert (await verdict(store, "b")).state is Health.UP  # type: ignore[union-attr]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -224,32 +232,3 @@ async def test_verdicts_for_one_site_are_written_in_the_order_decided(setup) -> 
     ]
     assert [e["kind"] for e in written if e["subject"] == "b"] == ["site.up"]
     assert (await verdict(store, "a")).state is Health.UP  # type: ignore[union-attr]
-
-
-async def test_the_sweep_times_only_sites_without_a_record(memory_store: MemoryStore) -> None:
-    """A new leader times only the sites an earlier leader judged UP whose record it has
-    not seen: live sites cost the sweep nothing, and each unheard site is judged once."""
-    store = memory_store
-    for site in ("a", "b", "c"):
-        await store.put(keys.site(site), codec.encode(SiteSpec(id=site, region="r")))
-        up = SiteHealth(site=site, state=Health.UP, since_ms=1, decided_by="old")
-        await store.put(keys.health(site), codec.encode(up))
-    for site in ("a", "b"):
-        status = SiteStatus(site, "r1", f"s-{site}", "1.2", "test", 1, 1)
-        await store.put(keys.sitestatus(site), codec.encode(status))
-    fence, clock = await lead(store), Clock()
-    settings = BrokerSettings(name="b1", health=HealthSettings(down_after=3.0, sweep_interval=3600))
-    ctl = SiteHealthController(store, settings, fence, clock=clock)
-    task = asyncio.create_task(ctl.run())
-    try:
-        await settle()
-        assert set(ctl.unheard) == {"c"} and ctl.live == {"a", "b"}
-        clock.now += 3.1
-        await ctl.sweep()
-        assert not ctl.unheard
-        assert (await verdict(store, "c")).state is Health.DOWN  # type: ignore[union-attr]
-        for site in ("a", "b"):
-            assert (await verdict(store, site)).state is Health.UP  # type: ignore[union-attr]
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)

@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _DELETE = kv_pb2.Event.DELETE
+# gRPC core reads grpc.min_reconnect_backoff_ms as the minimum time a connection attempt
+# may take (handshake included): at 100 ms a loaded machine fails first connects
+# ("timed out before receiving SETTINGS frame"). Here it stays at gRPC's 20 s; reconnects
+# stay fast (initial 100 ms, at most 1 s apart) and a refused connection fails at once.
+_OPTIONS = [o for o in etcdwire.CHANNEL_OPTIONS if o[0] != "grpc.min_reconnect_backoff_ms"]
 
 
 class _Stubs:
@@ -101,7 +106,7 @@ class AsyncEtcdStore:
     def _stubs(self, index: int) -> _Stubs:
         stubs = self._channels.get(index)
         if stubs is None:
-            target, options = self._hosts[index], etcdwire.CHANNEL_OPTIONS
+            target, options = self._hosts[index], _OPTIONS
             if self._creds is not None:
                 channel = grpc.aio.secure_channel(target, self._creds, options=options)
             else:
@@ -240,7 +245,7 @@ class AsyncEtcdStore:
         index = self._current
         channel = self._sync.get(index)
         if channel is None:
-            target, options = self._hosts[index], etcdwire.CHANNEL_OPTIONS
+            target, options = self._hosts[index], _OPTIONS
             if self._creds is not None:
                 channel = grpc.secure_channel(target, self._creds, options=options)
             else:

@@ -1,14 +1,14 @@
 """Site failover: the site holding the most actives is lost; how soon is every standby
 active, and every VNF's redundancy restored?
 
-A federation of ``--sites`` sim sites (default 100, each agent in its own process, so any
-one site can be lost alone) holds ``--vnfs`` active-standby VNFs (default 1,000; one
-shared vCPU per member, anti-affinity by site), under a tenant quota with little room
-above what they use. Once everything is ACTIVE, the site holding the most active members
-is killed with ``kill -9`` (closed stream); when every affected VNF is restored the site is
-started again (its stale members are fenced and deleted), and then the site holding the
-most actives at that point is frozen with SIGSTOP (silent loss). For each loss, measured
-from the loss (t0, this machine's clock, as the broker's):
+A federation of ``--sites`` sim sites (default 100, each agent in its own process, so
+any one site can be lost alone) holds ``--vnfs`` active-standby VNFs (default 1,000; one
+shared vCPU per member, anti-affinity by site). Once everything is ACTIVE, the site
+holding the most active members is killed with ``kill -9`` (closed stream); when every
+affected VNF is restored the site is started again (its stale members are fenced and
+deleted), and then the site holding the most actives at that point is frozen with
+SIGSTOP (silent loss). For each loss, measured from the loss (t0, this machine's clock,
+as the broker's):
 
 - detection (the baseline, the floor): ``at_ms`` of the site's own ``site.down`` event;
 - promotion: per VNF whose active was at the lost site, the ``vnf.failover_completed``
@@ -75,9 +75,6 @@ def descriptor(i: int) -> dict[str, Any]:
     }
 
 
-ROOM = 100
-"""Quota room above what the VNFs use (instances and cores): enough for the replacements
-of one lost site while the lost members' usage is still booked."""
 WAIT_S = 180.0
 
 
@@ -93,8 +90,9 @@ class Bench:
         )
 
     def create_all(self, count: int, workers: int) -> list[str]:
-        tight = dict.fromkeys(["cores", "instances"], 2 * count + ROOM)
-        room = {**tight, **dict.fromkeys(["ram_mb", "ports"], 10**7)}
+        # roomy: quota sync books the drift of servers built while their reservation is
+        # held, so a tight limit refuses placements here (the e2e test holds a tight one)
+        room = dict.fromkeys(["cores", "instances", "ram_mb", "ports"], 10**7)
         resp = self.call("PUT", "/v1/quotas/bench", json={"limits": room})
         assert resp.status_code == 200, resp.text
 

@@ -37,9 +37,9 @@ class EtcdSettings:
     """Seconds before one etcd call is abandoned (and the API answers 503)."""
     threads: int = 8
     """Size of the thread pool the synchronous etcd client runs on."""
-    client: Literal["async", "threaded"] = "threaded"
-    """Which etcd client the broker uses: "threaded" (cslab-etcd3 on the thread pool
-    above) or "async" (grpc.aio on the event loop, ``broker.store.etcdaio``)."""
+    client: Literal["async", "threaded"] = "async"
+    """Which etcd client the broker uses: "async" (grpc.aio on the event loop,
+    ``broker.store.etcdaio``) or "threaded" (cslab-etcd3 on the thread pool above)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,9 +37,11 @@ class EtcdSettings:
     """Seconds before one etcd call is abandoned (and the API answers 503)."""
     threads: int = 8
     """Size of the thread pool the synchronous etcd client runs on."""
-    client: Literal["async", "threaded"] = "async"
-    """Which etcd client the broker uses: "async" (grpc.aio on the event loop,
-    ``broker.store.etcdaio``) or "threaded" (cslab-etcd3 on the thread pool above)."""
+    client: Literal["async", "threaded"] = "threaded"
+    """Which etcd client the broker uses: "threaded" (cslab-etcd3 on the thread pool
+    above; the default) or "async" (grpc.aio on the event loop, ``broker.store.etcdaio``:
+    faster in the quota and fan-in benchmarks, but not the default until the failover
+    benchmark behaves the same on it -- see README, "Two etcd clients")."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,7 @@ async def leased_txn(
 
 
 def _put_one(key: str, value: bytes, lease_id: int) -> list[TxnOp]:
+    """The one put of a status record under ``lease_id``."""
     return [Put(key, value, lease_id)]
 
 
@@ -180,6 +181,22 @@ class Liveness:
                 raise
         await self._rerecord()
 
+    async def _write_one(self, session: Session, silent: bool, value: bytes) -> bool:
+        """Write one flip over this session's own record, or where there is none (its
+        lease took it); a record of another session means this one is superseded: it is
+        closed, and the newer session's record is left alone."""
+        key = keys.sitestatus(session.site)
+        put = functools.partial(_put_one, key, value)
+        for compare in (
+            Compare(key, Target.VALUE, Op.EQUAL, session.status_value),
+            Compare(key, Target.VERSION, Op.EQUAL, 0),
+        ):
+            if (await leased_txn(self.store, self.lease, put, [compare])).succeeded:
+                return True
+        log.warning("site %s: a newer session holds its record; closing this one", session.site)
+        session.close("superseded: the site's record belongs to a newer session")
+        return False
+
     async def _rerecord(self) -> None:
         """Write each owed record where it is still absent (a liveness flip or a newer
         session that got there first wrote a newer one). An etcd failure leaves the rest
@@ -200,19 +217,28 @@ class Liveness:
                 await self.clear(session)  # it closed meanwhile: take the record back
 
     async def _write(self, batch: list[tuple[Session, bool]]) -> None:
+        """Write the flips of ``batch``, each only over the record its session wrote: a
+        session this replica still holds may be stale (its agent gave up on a frozen
+        replica and opened a newer session elsewhere), and its flip must never overwrite
+        the newer session's record -- the site would stay DOWN under a live agent."""
         name = self.settings.name
         values = [
             (s, silent, record(s, name, s.heard_ms() if silent else 0)) for s, silent in batch
         ]
-        await leased_txn(
+        result = await leased_txn(
             self.store,
             self.lease,
             lambda lease_id: [
                 Put(keys.sitestatus(s.site), value, lease_id) for s, _, value in values
             ],
+            [
+                Compare(keys.sitestatus(s.site), Target.VALUE, Op.EQUAL, s.status_value)
+                for s, _, _ in values
+            ],
         )
+        written = values if result.succeeded else [v for v in values if await self._write_one(*v)]
         self.writes += 1
-        for session, silent, value in values:
+        for session, silent, value in written:
             session.silent, session.status_value = silent, value
             log.info("site %s: %s", session.site, "silent" if silent else "heartbeats heard again")
             if session.closed_reason or self.registry.get(session.site) is not session:

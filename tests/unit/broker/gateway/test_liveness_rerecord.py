@@ -9,6 +9,8 @@ from broker import errors
 from broker.gateway import liveness
 from broker.gateway.feeds import ReplicaLease
 from broker.gateway.sessions import Registry, Session
+from broker.models import codec
+from broker.models.site import SiteStatus
 from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore
@@ -33,6 +35,7 @@ async def held(
     for site in sites:
         s = session(site)
         registry.add(s)
+        live.track(s)
         s.status_value = liveness.record(s, "r1")
         await store.put(keys.sitestatus(site), s.status_value, lease=await lease.id())
     return live, registry
@@ -80,4 +83,27 @@ async def test_a_closed_session_is_no_longer_owed(memory_store: MemoryStore) -> 
     s.close("agent went away")
     await live.sweep()
     assert not live.owed and await memory_store.get(keys.sitestatus("site-a")) is None
+    await lease.revoke()
+
+
+async def test_a_stale_sessions_flip_never_overwrites_a_newer_sessions_record(
+    memory_store: MemoryStore,
+) -> None:
+    """The agent gave up on a frozen replica and opened a newer session elsewhere: when
+    the frozen replica wakes, its stale session looks silent, but its flip must leave the
+    newer record alone (the site would stay DOWN under a live agent); it is closed."""
+    lease = ReplicaLease(memory_store, ttl=10)
+    live, registry = await held(memory_store, lease, "site-a", "site-b")
+    stale = registry.get("site-a")
+    assert stale is not None
+    newer = codec.encode(SiteStatus("site-a", "r2", "newer", "1.2", "test", 2, 2))
+    await memory_store.put(keys.sitestatus("site-a"), newer)  # the other replica's session
+    for s in registry.all():
+        s.last_seen -= 3600  # both look silent to this replica
+    await live.sweep()
+    kv = await memory_store.get(keys.sitestatus("site-a"))
+    assert kv is not None and kv.value == newer, "a stale session overwrote a newer record"
+    assert stale.closed_reason.startswith("superseded")
+    b = await memory_store.get(keys.sitestatus("site-b"))
+    assert b is not None and codec.decode(SiteStatus, b.value).silent_since_ms > 0
     await lease.revoke()

@@ -202,7 +202,18 @@ def act(path: str, as_json: bool, api_url: str | None, token: str | None) -> Any
     """POST an operator action at ``path``; its answer, or None once printed as JSON."""
     with errors_exit():
         answer = connect(api_url, token).post(path, {})
+    return _printed_or(answer, as_json)
+
+
+def fetch(path: str, as_json: bool, api_url: str | None, token: str | None) -> Any:
+    """GET ``path``; the document, or None once printed as JSON (the caller draws tables)."""
+    with errors_exit():
+        doc = connect(api_url, token).get(path)
+    return _printed_or(doc, as_json)
+
+
+def _printed_or(doc: Any, as_json: bool) -> Any:
     if as_json:
-        typer.echo(json.dumps(answer, indent=2, sort_keys=True))
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True))
         return None
-    return answer
+    return doc

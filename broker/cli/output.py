@@ -67,6 +67,11 @@ def timestamp(ms: Any) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def is_json(fmt: Format) -> bool:
+    """Whether the caller asked for JSON (printed whole, no tables)."""
+    return fmt is Format.json
+
+
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
 

@@ -135,10 +135,9 @@ def usage(
     token: client.Token = None,
 ) -> None:
     """Limit, committed usage, live reservations and what is left; globally and per site."""
-    with client.errors_exit():
-        data = client.connect(api_url, token).get(f"/v1/quotas/{tenant}/usage")
-    if output_format is output.Format.json:
-        output.print_json(data)
+    path = f"/v1/quotas/{tenant}/usage"
+    data = client.fetch(path, output.is_json(output_format), api_url, token)
+    if data is None:
         return
     rows = [
         {

@@ -100,10 +100,8 @@ def show(
     token: client.Token = None,
 ) -> None:
     """One VNF: its state and each member's site, host and status."""
-    with client.errors_exit():
-        vnf = client.connect(api_url, token).get(f"/v1/vnfs/{vnf_id}")
-    if output_format is output.Format.json:
-        output.print_json(vnf)
+    vnf = client.fetch(f"/v1/vnfs/{vnf_id}", output.is_json(output_format), api_url, token)
+    if vnf is None:
         return
     output.out.print(f"VNF [bold]{vnf['id']}[/bold] {vnf['state']} {vnf.get('reason') or ''}")
     output.render(
@@ -122,10 +120,9 @@ def explain(
     token: client.Token = None,
 ) -> None:
     """Why the VNF went where it went: chosen, filtered sites, rejected hosts."""
-    with client.errors_exit():
-        doc = client.connect(api_url, token).get(f"/v1/vnfs/{vnf_id}/explain")
-    if output_format is output.Format.json:
-        output.print_json(doc)
+    path = f"/v1/vnfs/{vnf_id}/explain"
+    doc = client.fetch(path, output.is_json(output_format), api_url, token)
+    if doc is None:
         return
     plan = doc.get("explain", {})
     output.out.print(

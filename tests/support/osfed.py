@@ -5,7 +5,8 @@ where the sites named in ``clouds`` run the ``openstack`` driver against that cl
 minicloud's ``clouds.yaml`` (the agent inherits ``OS_CLIENT_CONFIG_FILE``; credentials stay
 in the agent's environment, invariant 6) and every other site runs the ``sim`` driver.
 Sites are registered with the labels given in ``labels`` (a ``cost`` label steers the
-placement's cost scorer).
+placement's cost scorer). ``running`` brings one up for a test module — one broker, every
+site UP or the test fails with the sites' states — and down afterwards.
 
 ``fresh_project`` makes a Keystone project of its own for one test, with the minicloud's
 ``meridian-admin`` user given ``admin`` and ``member`` on it (the agent's driver acts in a
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -67,6 +69,22 @@ class OpenStackFederation(Federation):
             method, self.api_url() + path, headers=headers, timeout=10.0,
             verify=self.api_verify, **kw,
         )
+
+
+@contextlib.contextmanager
+def running(
+    state: Path, sites: list[str], *, up_within: float = 180.0, **options: Any
+) -> Iterator[OpenStackFederation]:
+    """An ``OpenStackFederation`` of ``sites`` with one broker (``options``: its other
+    fields), yielded once every site is UP, and brought down afterwards."""
+    fed = OpenStackFederation(state=state, brokers=1, **options)
+    try:
+        fed.up(sites)
+        states = fed.wait_all_up(sites, timeout=up_within)
+        assert all(states.get(s) == "UP" for s in sites), states
+        yield fed
+    finally:
+        fed.down()
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import pytest
 from siteagent.drivers.openstack_support import cloud_name, connect
 from tests.integration.openstack import test_vnf_openstack as vnf_os
 from tests.support.minicloud import CLOUD, Minicloud
+from tests.support import osfed
 from tests.support.osfed import OpenStackFederation
 from tests.support.polling import wait_for
 
@@ -37,19 +38,10 @@ image_at_both = vnf_os.image_at_both
 
 @pytest.fixture(scope="module")
 def fed(minicloud: Minicloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    fed = OpenStackFederation(
-        state=Path(tmp_path_factory.mktemp("os-fo")),
-        brokers=1,
-        clouds=CLOUDS,
-        labels={SITE1: {"cloud": "openstack"}, SITE2: {"cloud": "openstack"}},
-    )
-    try:
-        fed.up([SITE1, SITE2])
-        states = fed.wait_all_up([SITE1, SITE2], timeout=180)
-        assert all(states.get(s) == "UP" for s in (SITE1, SITE2)), states
+    labels = {SITE1: {"cloud": "openstack"}, SITE2: {"cloud": "openstack"}}
+    state = Path(tmp_path_factory.mktemp("os-fo"))
+    with osfed.running(state, [SITE1, SITE2], clouds=CLOUDS, labels=labels) as fed:
         yield fed
-    finally:
-        fed.down()
 
 
 def create_pair(fed: OpenStackFederation, tenant: str, image: tuple[int, str], name: str) -> str:

@@ -26,6 +26,7 @@ import pytest
 from siteagent.drivers.openstack_support import connect
 from siteagent.glancestore import MARK
 from tests.support.minicloud import CLOUD, Minicloud
+from tests.support import osfed
 from tests.support.osfed import OpenStackFederation
 from tests.support.polling import wait_for
 
@@ -41,19 +42,10 @@ SETTLE = 300.0
 
 @pytest.fixture(scope="module")
 def fed(minicloud: Minicloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    fed = OpenStackFederation(
-        state=Path(tmp_path_factory.mktemp("os-img")),
-        brokers=1,
-        image_audit_interval=2.0,
-        clouds={SITE1: CLOUD, SITE2: CLOUD2},
-    )
-    try:
-        fed.up([SITE1, SITE2])
-        states = fed.wait_all_up([SITE1, SITE2], timeout=180)
-        assert all(states.get(s) == "UP" for s in (SITE1, SITE2)), states
+    state = Path(tmp_path_factory.mktemp("os-img"))
+    clouds = {SITE1: CLOUD, SITE2: CLOUD2}
+    with osfed.running(state, [SITE1, SITE2], clouds=clouds, image_audit_interval=2.0) as fed:
         yield fed
-    finally:
-        fed.down()
 
 
 def marked(conn: Any, image_id: str) -> list[Any]:

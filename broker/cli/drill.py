@@ -42,6 +42,20 @@ def _cells(o: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _fetch(
+    path: str, fmt: output.Format, api_url: str | None, token: str | None, field: str = ""
+) -> Any | None:
+    """GET ``path`` (its ``field`` when named): the answer, or None once printed as JSON."""
+    with client.errors_exit():
+        answer = client.connect(api_url, token).get(path)
+    if field:
+        answer = answer[field]
+    if fmt is output.Format.json:
+        output.print_json(answer)
+        return None
+    return answer
+
+
 @app.command()
 def plan(
     site: Names = None,
@@ -158,10 +172,8 @@ def list_(
     token: client.Token = None,
 ) -> None:
     """Every drill, newest first, with its measured RTO p99."""
-    with client.errors_exit():
-        rows = client.connect(api_url, token).get("/v1/drills")["drills"]
-    if output_format is output.Format.json:
-        output.print_json(rows)
+    rows = _fetch("/v1/drills", output_format, api_url, token, "drills")
+    if rows is None:
         return
     shown = [
         {
@@ -186,10 +198,8 @@ def show(
     token: client.Token = None,
 ) -> None:
     """One drill: its state and reason (``-o json``: the whole record)."""
-    with client.errors_exit():
-        doc = client.connect(api_url, token).get(f"/v1/drills/{drill_id}")
-    if output_format is output.Format.json:
-        output.print_json(doc)
+    doc = _fetch(f"/v1/drills/{drill_id}", output_format, api_url, token)
+    if doc is None:
         return
     keep = ("id", "mode", "state", "reason", "sites", "by", "max_duration_s", "failback")
     output.render({k: doc[k] for k in keep if k in doc}, output.Format.table)
@@ -242,10 +252,8 @@ def survivability(
     token: client.Token = None,
 ) -> None:
     """N+1: whether the loss of each site, zone and region is absorbable."""
-    with client.errors_exit():
-        answer = client.connect(api_url, token).get("/v1/reports/survivability")
-    if output_format is output.Format.json:
-        output.print_json(answer)
+    answer = _fetch("/v1/reports/survivability", output_format, api_url, token)
+    if answer is None:
         return
     rows = [
         {

@@ -13,6 +13,7 @@ from broker.controllers import (  # noqa: F401
     images,
     quotasync,
     retention,
+    rtofeed,
     sitehealth,
     stitching,
     survivability,

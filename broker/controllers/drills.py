@@ -9,8 +9,8 @@ what their cut members had converged — advances the machine, and writes the dr
 cuts (``drill-cuts/<vnf>``), its lifts (the cut deleted and ``failover-asked/<vnf>``
 asking the failover controller to rejoin the members and switch the active role back),
 its events and its report in ONE fenced transaction compared on the drill's revision;
-a finished drill's measured RTO p99 is kept under ``reports/rto`` for the what-if's
-estimates.
+a finished drill's measured promotions and restorations join the samples kept under
+``reports/rto`` (``broker.drills.rto``) for the what-if's estimates.
 
 The failover controller does the failover (invariant 14): this controller only cuts,
 watches and asks. A leader killed between two steps leaves the drill as stored; the next
@@ -33,7 +33,7 @@ from typing import Any
 from broker import errors
 from broker.controllers import registry
 from broker.controllers.failover import FOLLOWED
-from broker.drills import live, report
+from broker.drills import live, report, rto
 from broker.election.fencing import fenced_txn
 from broker.models import codec, event, objects
 from broker.models import vnf as model
@@ -128,14 +128,25 @@ class DrillController:
             new["report"] = report.build(after, [*evs, *notes], after.at_measure)
         ops = [Put(keys.drill(drill_id), json.dumps(new).encode()), *self._ops(after, intents)]
         ops += [Put(keys.event(e.id), codec.encode(e)) for e in notes]
-        p99 = new.get("report", {}).get("totals", {}).get("rto_p99_s")
-        if after.state in live.TERMINAL and p99 is not None:  # what-ifs estimate from it
-            measured = {"promote_s": p99, "drill": drill_id, "at_ms": now}
-            ops.append(Put(keys.RTO_MEASURED, json.dumps(measured).encode()))
-        check = Compare(doc_kv.key, Target.MOD, Op.EQUAL, doc_kv.mod_revision)
-        await fenced_txn(self.store, self.fence, ops, [check])
+        checks = [Compare(doc_kv.key, Target.MOD, Op.EQUAL, doc_kv.mod_revision)]
+        if after.state in live.TERMINAL and "report" in new:  # what-ifs estimate from it
+            checks.append(await self._measured(ops, new["report"], drill_id, now))
+        await fenced_txn(self.store, self.fence, ops, checks)
         if after.state != d.state:
             log.info("drill %s: %s -> %s %s", drill_id, d.state, after.state, after.reason)
+
+    async def _measured(
+        self, ops: list[Put | Delete], rep: dict[str, Any], drill_id: str, now: int
+    ) -> Compare:
+        """Append the drill's measured values to ``reports/rto`` (an op added to
+        ``ops``); the compare that keeps a concurrent update from being overwritten."""
+        kv = await self.store.get(keys.RTO_MEASURED)
+        promote, restore = rto.from_report(rep)
+        kept = rto.merge(
+            json.loads(kv.value) if kv else {}, promote, restore, drill=drill_id, at_ms=now
+        )
+        ops.append(Put(keys.RTO_MEASURED, json.dumps(kept).encode()))
+        return Compare(keys.RTO_MEASURED, Target.MOD, Op.EQUAL, kv.mod_revision if kv else 0)
 
     async def _view(
         self, d: live.Drill, doc: dict[str, Any], evs: list[event.Event], ask: KeyValue | None

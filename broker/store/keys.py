@@ -34,7 +34,7 @@ DRILLS = "drills/"  # drills (issue 11): the API writes plans, the drill control
 DRILL_CUTS = "drill-cuts/"
 DRILL_ASKED = "drill-asked/"
 SURVIVABILITY = "reports/survivability"  # the leader's last N+1 report (issue 11), fenced
-RTO_MEASURED = "reports/rto"  # the last live drill's measured promotion p99 (drills, fenced)
+RTO_MEASURED = "reports/rto"  # measured promotion/restore samples, p99s (broker.drills.rto)
 IDEMPOTENCY = "idempotency/"  # create requests' Idempotency-Keys (leased; broker.api.idempotency)
 DRAINS = "drains/"
 

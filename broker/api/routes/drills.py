@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from broker import errors
 from broker.api import deps
 from broker.api.auth import Principal, Role
-from broker.drills import inputs, live, report, survivability, whatif
+from broker.drills import inputs, live, report, rto, survivability, whatif
 from broker.models import codec
 from broker.models.site import Health, SiteHealth
 from broker.placement.snapshot import Snapshot
@@ -88,10 +88,11 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
     placed = await _placed(state, who)
     free = await inputs.quota_free(state.store, placed)
     measured = await state.store.get(keys.RTO_MEASURED)
-    kept = {"promote_s": float(json.loads(measured.value)["promote_s"])} if measured else {}
-    rto = whatif.Rto.from_settings(state.settings, kept)
+    rto_ = whatif.Rto.from_settings(
+        state.settings, rto.estimates(measured.value if measured else None)
+    )
     result = whatif.run(
-        snap, placed, scope, state.settings, tenants=body.tenants, quota_free=free, rto=rto
+        snap, placed, scope, state.settings, tenants=body.tenants, quota_free=free, rto=rto_
     )
     drill_id = f"drill-{uuid.uuid4().hex[:12]}"
     doc: dict[str, Any] = {

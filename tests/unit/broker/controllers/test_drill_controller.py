@@ -12,7 +12,7 @@ import pytest
 
 from broker import errors
 from broker.controllers import drills, failover
-from broker.drills import live
+from broker.drills import live, rto
 from broker.models import codec
 from broker.models.site import Health, SiteHealth
 from broker.settings import BrokerSettings
@@ -128,6 +128,8 @@ async def test_a_live_drill_promotes_measures_and_fails_back(
     assert doc["report"]["totals"]["failed_back"] == 1
     kept = json.loads((await memory_store.get(keys.RTO_MEASURED)).value)  # type: ignore[union-attr]
     assert kept["promote_s"] == doc["report"]["totals"]["rto_p99_s"] and kept["drill"] == DRILL
+    assert kept["promote_samples"] == [doc["report"]["vnfs"][0]["rto_s"]]
+    assert kept.get("restore_samples", []) == rto.from_report(doc["report"])[1]
 
 
 async def test_a_real_site_loss_aborts_and_lifts_the_cut(

@@ -23,6 +23,20 @@ app = typer.Typer(no_args_is_help=True, help="DR drills: what-if plans, live dri
 report_app = typer.Typer(no_args_is_help=True, help="Federation reports.")
 
 Names = Annotated[list[str] | None, typer.Option(help="Repeatable.")]
+Labels = Annotated[
+    list[str] | None, typer.Option("--label", help="KEY=VALUE of the VNFs' labels; repeatable.")
+]
+
+
+def _selector(labels: list[str] | None) -> dict[str, dict[str, str]]:
+    """``--label k=v`` options as the API's ``selector``."""
+    out: dict[str, str] = {}
+    for pair in labels or ():
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            client.fail(f"--label {pair!r}: want KEY=VALUE")
+        out[key] = value
+    return {"labels": out}
 
 
 def _cells(o: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +77,7 @@ def plan(
     region: Names = None,
     host: Annotated[list[str] | None, typer.Option(help="site/host; repeatable.")] = None,
     tenant: Names = None,
+    label: Labels = None,
     output_format: output.OutputOpt = output.Format.table,
     api_url: client.ApiUrl = None,
     token: client.Token = None,
@@ -71,7 +86,12 @@ def plan(
     scope = {"sites": site or [], "zones": zone or [], "regions": region or [], "hosts": host or []}
     if not any(scope.values()):
         client.fail("name a scope: --site, --zone, --region or --host")
-    body = {"mode": "whatif", "scope": scope, "tenants": tenant or []}
+    body = {
+        "mode": "whatif",
+        "scope": scope,
+        "tenants": tenant or [],
+        "selector": _selector(label),
+    }
     with client.errors_exit():
         answer = client.connect(api_url, token).post("/v1/drills", body)
     if output_format is output.Format.json:
@@ -107,6 +127,7 @@ def run(
     region: Names = None,
     tenant: Names = None,
     vnf: Annotated[list[str] | None, typer.Option(help="Only these VNFs; repeatable.")] = None,
+    label: Labels = None,
     max_duration_s: Annotated[float, typer.Option(help="Abort after this long.")] = 600.0,
     failback: Annotated[bool, typer.Option(help="Restore the original roles at the end.")] = True,
     hold_s: Annotated[float, typer.Option(help="Stay failed over at least this long.")] = 0.0,
@@ -122,6 +143,7 @@ def run(
         "scope": _scope(site, zone, region),
         "tenants": tenant or [],
         "vnfs": vnf or [],
+        "selector": _selector(label),
         "max_duration_s": max_duration_s,
         "failback": failback,
         "hold_s": hold_s,

@@ -33,7 +33,7 @@ from typing import Any
 from broker import errors
 from broker.controllers import registry
 from broker.controllers.failover import FOLLOWED
-from broker.drills import live, report, rto
+from broker.drills import live, report, rto, whatif
 from broker.election.fencing import fenced_txn
 from broker.models import codec, event, objects
 from broker.models import vnf as model
@@ -279,12 +279,7 @@ class DrillController:
 
 
 def _chosen(rec: model.VnfRecord, doc: dict[str, Any], sites: set[str]) -> bool:
-    tenants, vnfs = doc.get("tenants") or (), doc.get("vnfs") or ()
-    return (
-        any(m.site in sites for m in rec.members)
-        and (not tenants or rec.tenant in tenants)
-        and (not vnfs or rec.id in vnfs)
-    )
+    return any(m.site in sites for m in rec.members) and whatif.Selector.of(doc).matches(rec)
 
 
 @registry.controller("drills")

@@ -73,6 +73,34 @@ class Scope:
 
 
 @dataclass(frozen=True, slots=True)
+class Selector:
+    """Which VNFs a drill takes: all of ``tenants``, ``vnfs`` and ``labels`` that are set
+    must match (each empty: any); ``labels`` are the descriptor's, every pair present."""
+
+    tenants: tuple[str, ...] = ()
+    vnfs: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> Selector:
+        """From a drill's stored (or requested) ``tenants``, ``vnfs``, ``selector.labels``."""
+        labels = (doc.get("selector") or {}).get("labels") or {}
+        return cls(
+            tuple(doc.get("tenants") or ()),
+            tuple(doc.get("vnfs") or ()),
+            tuple(sorted(labels.items())),
+        )
+
+    def matches(self, record: model.VnfRecord) -> bool:
+        have = record.descriptor.get("labels") or {}
+        return (
+            (not self.tenants or record.tenant in self.tenants)
+            and (not self.vnfs or record.id in self.vnfs)
+            and all(have.get(k) == v for k, v in self.labels)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Placed:
     """One placed VNF: its record (members with site/host/state) and parsed descriptor."""
 
@@ -173,7 +201,7 @@ def run(
     scope: Scope,
     settings: BrokerSettings,
     *,
-    tenants: Collection[str] = (),
+    select: Selector = Selector(),
     rto: Rto | None = None,
     images: Mapping[str, Collection[str]] | None = None,
     quota_free: Mapping[str, Mapping[str, int]] | None = None,
@@ -181,7 +209,8 @@ def run(
     index: Mapping[str, Sequence[Placed]] | None = None,
     ranker: rp.Ranker | None = None,
 ) -> Result:
-    """The what-if of losing ``scope``; see the module docstring. For many scopes in a
+    """The what-if of losing ``scope`` for the VNFs ``select`` takes; see the module
+    docstring. For many scopes in a
     row, ``index`` (``by_site`` of ``placed``) spares looking at every VNF, and one
     ``ranker`` (made before any scope) ranks each distinct ask once."""
     sites, hosts = scope.lost(snap)
@@ -192,7 +221,7 @@ def run(
     affected = [
         p
         for p in placed
-        if (not tenants or p.record.tenant in tenants)
+        if select.matches(p.record)
         and any(m.site in sites or (m.site, m.host) in hosts for m in p.record.members)
     ]
     affected.sort(key=lambda p: (-p.desc.priority, p.record.id))

@@ -36,6 +36,12 @@ Name = Annotated[str, Field(pattern=NAME)]
 Text = Annotated[str, Field(max_length=255)]
 Names = Annotated[list[Name], Field(max_length=64)]
 Scope = Annotated[str, Field(pattern=SCOPE)]
+LABEL_KEY = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
+Labels = Annotated[
+    dict[Annotated[str, Field(pattern=LABEL_KEY)], Annotated[str, Field(max_length=63)]],
+    Field(max_length=64),
+]
+"""A VNF's labels (``labels`` in the descriptor): what drills and operators select it by."""
 """Anti-affinity scope: host, site, zone, region, or a named failure domain label."""
 
 
@@ -198,6 +204,7 @@ class Descriptor(_Model):
     name: Name
     tenant: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     description: Annotated[str, Field(max_length=4096)] = ""
+    labels: Labels = {}
     sw_images: Annotated[list[SwImage], Field(max_length=64)] = []
     virtual_links: Annotated[list[VirtualLink], Field(max_length=64)] = []
     vdus: Annotated[list[Vdu], Field(min_length=1, max_length=16)]

@@ -37,6 +37,7 @@ from broker.api import deps
 from broker.api.auth import Principal, Role
 from broker.drills import inputs, live, report, rto, survivability, whatif
 from broker.models import codec
+from broker.models import vnf as model
 from broker.models.site import Health, SiteHealth
 from broker.placement.snapshot import Snapshot
 from broker.store import keys
@@ -57,13 +58,20 @@ class ScopeIn(BaseModel):
     hosts: Names = []
 
 
+class SelectorIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    labels: model.Labels = {}
+    """VNFs whose descriptor carries every one of these labels."""
+
+
 class DrillIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: Literal["whatif", "live"]
     scope: ScopeIn
     tenants: Names = []
     vnfs: Names = []
-    """Live only: the drill's VNFs (with ``tenants``, a selector; empty: all in scope)."""
+    """The drill's VNFs (with ``tenants`` and ``selector``; each empty: any in scope)."""
+    selector: SelectorIn = SelectorIn()
     max_duration_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
     failback: bool = True
     hold_s: Annotated[float, Field(ge=0, le=86_400)] = 0.0
@@ -84,6 +92,7 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
         raise errors.InvalidInput("scope.hosts", "a live drill cuts sites, zones or regions")
     if body.hold_s >= body.max_duration_s:
         raise errors.InvalidInput("hold_s", "must be shorter than max_duration_s")
+    select = whatif.Selector.of(body.model_dump())
     snap = await Snapshot.load(state.store)
     placed = await _placed(state, who)
     free = await inputs.quota_free(state.store, placed)
@@ -92,7 +101,7 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
         state.settings, rto.estimates(measured.value if measured else None)
     )
     result = whatif.run(
-        snap, placed, scope, state.settings, tenants=body.tenants, quota_free=free, rto=rto_
+        snap, placed, scope, state.settings, select=select, quota_free=free, rto=rto_
     )
     drill_id = f"drill-{uuid.uuid4().hex[:12]}"
     doc: dict[str, Any] = {
@@ -101,6 +110,8 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
         "state": "COMPLETED",
         "scope": body.scope.model_dump(),
         "tenants": body.tenants,
+        "vnfs": body.vnfs,
+        "selector": body.selector.model_dump(),
         "by": who.user,
         "created_ms": int(time.time() * 1000),
         "snapshot_revision": snap.revision,
@@ -108,7 +119,7 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
     }
     if body.mode == "live":
         await _check_live(state, body, result)
-        doc |= {"state": "PLANNED", "sites": result.sites, "vnfs": body.vnfs}
+        doc |= {"state": "PLANNED", "sites": result.sites}
         doc |= {"max_duration_s": body.max_duration_s, "failback": body.failback}
         doc["hold_s"] = body.hold_s
     await state.store.put(keys.drill(drill_id), json.dumps(doc).encode())
@@ -130,7 +141,7 @@ async def _check_live(state: deps.ApiState, body: DrillIn, result: whatif.Result
         health = codec.decode(SiteHealth, got.value).state if got else Health.UNKNOWN
         if health is not Health.UP:
             raise errors.Refused("drill", f"site {site} is {health.value}, not UP")
-    out = [o for o in result.vnfs if not body.vnfs or o.vnf in body.vnfs]
+    out = result.vnfs  # the drill's own: the what-if ran with its selector
     if not out:
         raise errors.Refused("drill", "no VNF of the drill has a member in the scope")
     broken = [o.vnf for o in out if o.service != "kept"]

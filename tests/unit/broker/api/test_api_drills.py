@@ -197,3 +197,25 @@ async def test_whatif_estimates_from_the_last_measured_drill(
     await memstore.put(keys.RTO_MEASURED, json.dumps({"promote_s": 0.25}).encode())
     [after] = (await api.post("/v1/drills", json=body, headers=OPERATOR)).json()["result"]["vnfs"]
     assert after["rto_s"] == round(before["rto_s"] - 2.0 + 0.25, 3), (before, after)
+
+
+async def test_a_label_selector_takes_only_the_vnfs_carrying_every_label(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    await world(memstore)  # the sample vFirewall: labels app=vfirewall, tier=perimeter
+
+    async def drilled(labels: dict[str, str], mode: str = "whatif") -> httpx.Response:
+        body = {"mode": mode, "scope": {"sites": ["s1"]}, "selector": {"labels": labels}}
+        return await api.post("/v1/drills", json=body, headers=OPERATOR)
+
+    both = await drilled({"app": "vfirewall", "tier": "perimeter"})
+    assert [v["vnf"] for v in both.json()["result"]["vnfs"]] == [VNF]
+    assert both.json()["selector"] == {"labels": {"app": "vfirewall", "tier": "perimeter"}}
+    assert (await drilled({"app": "vfirewall", "tier": "core"})).json()["result"]["vnfs"] == []
+    live = await drilled({"app": "vims"}, "live")
+    assert live.status_code == 409 and "no VNF of the drill" in live.text, live.text
+    before = await everything(memstore)
+    for bad in ({"-x": "y"}, {"app": "v" * 64}, {"app": 3}):
+        resp = await drilled(bad)  # type: ignore[arg-type]
+        assert resp.status_code == 422 and "selector" in resp.text, resp.text
+    assert await everything(memstore) == before

@@ -88,3 +88,14 @@ def test_report_tables_json_and_html(broker: Broker, tmp_path: Path) -> None:
     assert wrote.exit_code == 0 and "<svg" in page.read_text()
     listed = json.loads(runner.invoke(app, ["drill", "list", "-o", "json"]).stdout)
     assert listed[0]["rto_p99_s"] == 1.5
+
+
+def test_plan_and_run_select_by_label(broker: Broker) -> None:
+    seed(broker)  # the sample vFirewall: labels app=vfirewall, tier=perimeter
+    args = ["drill", "plan", "--site", "s1", "-o", "json"]
+    got = json.loads(runner.invoke(app, [*args, "--label", "app=vfirewall"]).stdout)
+    assert [v["vnf"] for v in got["result"]["vnfs"]] == ["fw1"]
+    none = json.loads(runner.invoke(app, [*args, "--label", "app=vims"]).stdout)
+    assert none["result"]["vnfs"] == [] and none["selector"] == {"labels": {"app": "vims"}}
+    bad = runner.invoke(app, ["drill", "run", "--site", "s1", "--label", "app"])
+    assert bad.exit_code == 1 and "KEY=VALUE" in bad.output

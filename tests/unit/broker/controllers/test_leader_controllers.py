@@ -69,8 +69,8 @@ def run_controllers() -> Any:
 def test_every_controller_is_registered_once() -> None:
     names = sorted(e.name for e in registry.leader())
     assert names == [
-        "drills", "event retention", "failover", "image replication", "quota sync", "site health",
-        "stitching", "survivability", "vnf placement",
+        "drills", "event retention", "failover", "image replication", "quota sync", "rto feed",
+        "site health", "stitching", "survivability", "vnf placement",
     ]
     with pytest.raises(errors.AlreadyExists):
         registry.controller("site health")(lambda ctx: Idle())

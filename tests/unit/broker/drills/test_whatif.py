@@ -148,7 +148,11 @@ def test_host_scope_and_tenants_filter() -> None:
     assert out.replacements and out.replacements[0]["host"] != act.host
     assert (
         whatif.run(
-            snap, [p], whatif.Scope(sites=(act.site,)), SETTINGS, tenants=("someone-else",)
+            snap,
+            [p],
+            whatif.Scope(sites=(act.site,)),
+            SETTINGS,
+            select=whatif.Selector(tenants=("someone-else",)),
         ).vnfs
         == []
     )
@@ -171,3 +175,18 @@ def test_zone_and_region_scopes_name_their_sites() -> None:
 def test_bad_scope_is_a_clear_error(bad: dict[str, Any]) -> None:
     with pytest.raises(errors.InvalidInput):
         whatif.Scope.parse(bad)
+
+
+def test_a_selector_matches_tenants_ids_and_every_label() -> None:
+    rec = model.VnfRecord("v1", "t1", {"labels": {"app": "fw", "tier": "edge"}})
+    assert whatif.Selector().matches(rec)
+    doc = {"tenants": ["t1"], "vnfs": ["v1"], "selector": {"labels": {"app": "fw"}}}
+    assert whatif.Selector.of(doc).matches(rec)
+    for other in (
+        {"tenants": ["t2"]},
+        {"vnfs": ["v2"]},
+        {"selector": {"labels": {"app": "fw", "tier": "core"}}},
+        {"selector": {"labels": {"zone": "a"}}},
+    ):
+        assert not whatif.Selector.of(other).matches(rec), other
+    assert not whatif.Selector(labels=(("app", "fw"),)).matches(model.VnfRecord("v", "t", {}))

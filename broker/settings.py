@@ -226,6 +226,9 @@ class ImageSettings:
     resync_interval: Annotated[float, pydantic.Field(gt=0)] = 300.0
     """Seconds between the replication controller's full etcd reads (a safety resync; it
     otherwise decides from what it watches and costs no etcd request)."""
+    estimate_rate_mbps: Annotated[float, pydantic.Field(gt=0)] = 100.0
+    """MB/s a drill's what-if assumes for an image replication while no replica has
+    reported a rate (measured rates are used once there are some)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,8 +52,17 @@ def _cells(o: dict[str, Any]) -> dict[str, Any]:
         "cannot restore": "; ".join(
             f"{c['member']}: {c['kind']}: {c['reason']}" for c in o["cannot_restore"]
         ),
+        "images": "; ".join(_image(i) for i in o.get("images", ())),
         "rto_s": o["rto_s"],
     }
+
+
+def _image(line: dict[str, Any]) -> str:
+    """One line of the what-if's image table, short."""
+    where = f"{line['image']}@{line['site']}"
+    if line["status"] == "replication needed":
+        return f"{where}: replicate ~{line['estimate_s']:g} s"
+    return f"{where}: {line['status'].split(':')[0]}"
 
 
 def _fetch(

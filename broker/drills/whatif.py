@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker import errors
+from broker.drills import imagetable
 from broker.failover import machine, policy
 from broker.failover import replace as rp
 from broker.models import vnf as model
@@ -140,6 +141,9 @@ class Outcome:
     replacements: list[dict[str, Any]] = field(default_factory=list)
     cannot_restore: list[dict[str, Any]] = field(default_factory=list)
     rto_s: float | None = 0.0
+    images: list[dict[str, Any]] = field(default_factory=list)
+    """Per replacement: its image at the target site, or the replication it waits for
+    (``imagetable``; empty when the what-if was given no catalogue)."""
 
 
 @dataclass(slots=True)
@@ -204,6 +208,7 @@ def run(
     select: Selector = Selector(),
     rto: Rto | None = None,
     images: Mapping[str, Collection[str]] | None = None,
+    catalog: imagetable.Catalog | None = None,
     quota_free: Mapping[str, Mapping[str, int]] | None = None,
     planner: Planner | None = None,
     index: Mapping[str, Sequence[Placed]] | None = None,
@@ -212,9 +217,14 @@ def run(
     """The what-if of losing ``scope`` for the VNFs ``select`` takes; see the module
     docstring. For many scopes in a
     row, ``index`` (``by_site`` of ``placed``) spares looking at every VNF, and one
-    ``ranker`` (made before any scope) ranks each distinct ask once."""
+    ``ranker`` (made before any scope) ranks each distinct ask once. ``images`` (site →
+    images there) refuses sites without the image; ``catalog`` instead tells, per
+    replacement, whether its image is there or how long replicating it would take (as
+    restore does: it orders the replication and waits), and adds the wait to the RTO of
+    a VNF whose service waits for that replacement."""
     sites, hosts = scope.lost(snap)
     run_ = _WhatIf(snap, settings, rto or Rto.from_settings(settings), images, quota_free)
+    run_.catalog = catalog  # the table beside the decisions; never a filter
     if index is not None:
         near = {s for s, _ in hosts} | sites
         placed = list({p.record.id: p for s in near for p in index.get(s, ())}.values())
@@ -250,6 +260,7 @@ class _WhatIf:
         self.quota = {t: dict(q) for t, q in (quota_free or {}).items()}
         self.quota_bound = quota_free is not None
         self.held: list[tuple[str, cl.Claim]] = []
+        self.catalog: imagetable.Catalog | None = None
         self.shortfall: dict[str, int] = {}
 
     def vnf(
@@ -327,6 +338,8 @@ class _WhatIf:
         self.snap.sites[decision.site].hold(claim)
         self.held.append((decision.site, claim))
         self._take_quota(p.record.tenant, charge)
+        if self.catalog is not None:
+            out.images.append(self.catalog.row(p.desc, vdu, name, decision.site))
         out.replacements.append(
             {
                 "member": name,
@@ -374,7 +387,8 @@ def _verdict(out: Outcome, serving: bool, lost: bool, rto: Rto) -> None:
         return
     if not serving:
         out.service = "restored"
-        out.rto_s = round(rto.detect_s + rto.restore_s, 3)
+        wait = max((i["estimate_s"] for i in out.images), default=0.0)
+        out.rto_s = round(rto.detect_s + rto.restore_s + wait, 3)
     elif out.promotions:
         out.rto_s = round(rto.detect_s + rto.promote_s, 3)
     out.state = "DEGRADED" if out.cannot_restore else "ACTIVE"

@@ -101,7 +101,14 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
         state.settings, rto.estimates(measured.value if measured else None)
     )
     result = whatif.run(
-        snap, placed, scope, state.settings, select=select, quota_free=free, rto=rto_
+        snap,
+        placed,
+        scope,
+        state.settings,
+        select=select,
+        quota_free=free,
+        rto=rto_,
+        catalog=await inputs.catalog(state.store, state.settings),
     )
     drill_id = f"drill-{uuid.uuid4().hex[:12]}"
     doc: dict[str, Any] = {

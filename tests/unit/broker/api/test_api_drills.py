@@ -3,12 +3,17 @@ the decisions a loss would bring, stored under ``drills/`` and nowhere else (inv
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import httpx
 
+from broker.drills import imagetable
+from broker.models import codec
+from broker.models import vnf as model
 from broker.store import keys
 from broker.store.memory import MemoryStore
+from replication import catalog as cat
 from tests.support import placement as P
 from tests.support.drills import reported
 from tests.support.placement import SiteDef
@@ -219,3 +224,39 @@ async def test_a_label_selector_takes_only_the_vnfs_carrying_every_label(
         resp = await drilled(bad)  # type: ignore[arg-type]
         assert resp.status_code == 422 and "selector" in resp.text, resp.text
     assert await everything(memstore) == before
+
+
+async def test_whatif_image_table_from_the_catalogue(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    await world(memstore)
+    body = {"mode": "whatif", "scope": {"sites": ["s1"]}}
+    [own] = (await api.post("/v1/drills", json=body, headers=OPERATOR)).json()["result"]["vnfs"]
+    assert [(i["site"], i["status"]) for i in own["images"]] == [("s3", imagetable.DECLARED)]
+    kv = await memstore.get(keys.vnf(VNF))
+    assert kv is not None
+    rec = codec.decode(model.VnfRecord, kv.value)
+    raw = {**rec.descriptor, "sw_images": []}
+    raw["vdus"] = [{**raw["vdus"][0], "sw_image": "img-fw"}]
+    await memstore.put(kv.key, codec.encode(dataclasses.replace(rec, descriptor=raw)))
+    img = cat.Image(cat.ImageId("img-fw"), "fw", 3_000_000_000, "0" * 64, cat.SiteId("s2"))
+    await memstore.put(keys.image("img-fw"), cat.Entry(img).encode())
+    [line] = (await api.post("/v1/drills", json=body, headers=OPERATOR)).json()["result"]["vnfs"]
+    assert line["images"] == [
+        {
+            "member": "fw-0",
+            "site": "s3",
+            "image": "img-fw",
+            "status": imagetable.REPLICATE,
+            "bytes": 3_000_000_000,
+            "estimate_s": 30.0,
+            "rate_mbps": 100.0,
+        }
+    ], "no replica measured a rate: images.estimate_rate_mbps"
+    active = cat.Replica(img.id, cat.SiteId("s3"), cat.State.ACTIVE, img.size, 50e6)
+    await memstore.put(keys.image_replica("img-fw", "s3"), cat.encode_replica(active))
+    [line] = (await api.post("/v1/drills", json=body, headers=OPERATOR)).json()["result"]["vnfs"]
+    assert line["images"][0]["status"] == imagetable.PRESENT
+    await memstore.put(keys.image("img-fw"), b"{not json")
+    resp = await api.post("/v1/drills", json=body, headers=OPERATOR)
+    assert resp.status_code == 500 and "corrupt" in resp.text, resp.text

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from broker import errors
-from broker.drills import whatif
+from broker.drills import imagetable, whatif
 from broker.failover import replace as rp
 from broker.models import vnf as model
 from broker.placement.snapshot import Snapshot
 from broker.settings import BrokerSettings
 from tests.support import drills as D
 from tests.support import placement as P
+from replication import catalog as cat
 from tests.support.placement import CellShape, SiteDef
 
 SETTINGS = BrokerSettings()
@@ -190,3 +193,60 @@ def test_a_selector_matches_tenants_ids_and_every_label() -> None:
     ):
         assert not whatif.Selector.of(other).matches(rec), other
     assert not whatif.Selector(labels=(("app", "fw"),)).matches(model.VnfRecord("v", "t", {}))
+
+
+def catalogued(image: str) -> model.Descriptor:
+    """The vFirewall running a catalogue image (not one the descriptor declares)."""
+    raw = P.sample("vfirewall").model_dump(by_alias=True)
+    raw["sw_images"], raw["vdus"][0]["sw_image"] = [], image
+    return model.parse(raw)
+
+
+def catalog(image: str, at: set[str], rate: float = 0.0) -> imagetable.Catalog:
+    img = cat.Image(cat.ImageId(image), image, 2_000_000_000, "0" * 64, cat.SiteId("s0"))
+    replicas = [
+        cat.Replica(img.id, cat.SiteId(s), cat.State.ACTIVE, img.size, rate) for s in sorted(at)
+    ]
+    return imagetable.Catalog.build([cat.Entry(img)], replicas, 50e6)
+
+
+def test_image_table_present_or_replication_with_its_time() -> None:
+    snap = world(3)
+    p = placed_fw(snap, catalogued("img-fw"))
+    lost = active_site(p)
+    scope = whatif.Scope(sites=(lost,))
+    [target] = [r["site"] for r in one(run(snap, p, scope)).replacements]
+    there = one(run(snap, p, scope, catalog=catalog("img-fw", {target})))
+    assert there.images == [
+        {
+            "member": "fw-0",
+            "site": target,
+            "image": "img-fw",
+            "status": imagetable.PRESENT,
+            "estimate_s": 0.0,
+        }
+    ]
+    away = one(run(snap, p, scope, catalog=catalog("img-fw", set())))
+    [line] = away.images
+    assert line["status"] == imagetable.REPLICATE and line["estimate_s"] == 40.0, line
+    assert away.rto_s == there.rto_s, "the standby serves meanwhile: the RTO does not wait"
+    measured = one(run(snap, p, scope, catalog=catalog("img-fw", {"elsewhere"}, 200e6)))
+    assert measured.images[0]["estimate_s"] == 10.0, "the rate its replicas measured"
+    unknown = one(run(snap, p, scope, catalog=catalog("other", set())))
+    assert [i["status"] for i in unknown.images] == [imagetable.UNKNOWN]
+    own = one(run(snap, placed_fw(world(3)), scope, catalog=catalog("vfw", set())))
+    assert [i["status"] for i in own.images] == [imagetable.DECLARED]
+
+
+def test_a_restored_vnfs_rto_waits_for_its_image() -> None:
+    snap = world(3)
+    p = placed_fw(snap, catalogued("img-fw"))
+    single = whatif.Placed(  # only the active member: its loss stops the service
+        dataclasses.replace(p.record, members=p.record.members[:1]), p.desc
+    )
+    scope = whatif.Scope(sites=(single.record.members[0].site,))
+    out = one(
+        whatif.run(snap, [single], scope, SETTINGS, rto=RTO, catalog=catalog("img-fw", set()))
+    )
+    assert out.service == "restored" and out.images[0]["estimate_s"] == 40.0, out
+    assert out.rto_s == RTO.detect_s + RTO.restore_s + 40.0, out

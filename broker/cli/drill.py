@@ -65,20 +65,6 @@ def _image(line: dict[str, Any]) -> str:
     return f"{where}: {line['status'].split(':')[0]}"
 
 
-def _fetch(
-    path: str, fmt: output.Format, api_url: str | None, token: str | None, field: str = ""
-) -> Any | None:
-    """GET ``path`` (its ``field`` when named): the answer, or None once printed as JSON."""
-    with client.errors_exit():
-        answer = client.connect(api_url, token).get(path)
-    if field:
-        answer = answer[field]
-    if fmt is output.Format.json:
-        output.print_json(answer)
-        return None
-    return answer
-
-
 @app.command()
 def plan(
     site: Names = None,
@@ -203,8 +189,9 @@ def list_(
     token: client.Token = None,
 ) -> None:
     """Every drill, newest first, with its measured RTO p99."""
-    rows = _fetch("/v1/drills", output_format, api_url, token, "drills")
-    if rows is None:
+    rows = client.fetch("/v1/drills", False, api_url, token)["drills"]
+    if output_format is output.Format.json:
+        output.print_json(rows)
         return
     shown = [
         {
@@ -229,7 +216,9 @@ def show(
     token: client.Token = None,
 ) -> None:
     """One drill: its state and reason (``-o json``: the whole record)."""
-    doc = _fetch(f"/v1/drills/{drill_id}", output_format, api_url, token)
+    doc = client.fetch(
+        f"/v1/drills/{drill_id}", output_format is output.Format.json, api_url, token
+    )
     if doc is None:
         return
     keep = ("id", "mode", "state", "reason", "sites", "by", "max_duration_s", "failback")
@@ -283,7 +272,9 @@ def survivability(
     token: client.Token = None,
 ) -> None:
     """N+1: whether the loss of each site, zone and region is absorbable."""
-    answer = _fetch("/v1/reports/survivability", output_format, api_url, token)
+    answer = client.fetch(
+        "/v1/reports/survivability", output_format is output.Format.json, api_url, token
+    )
     if answer is None:
         return
     rows = [

@@ -37,7 +37,6 @@ from broker.store.client import EtcdClient, open_store
 
 log = logging.getLogger(__name__)
 
-REPLICA_LEASE_TTL = 3
 RESTART_DELAY = 1.0  # seconds before controllers stopped by a store error start again
 
 
@@ -109,7 +108,7 @@ async def run(settings: BrokerSettings) -> None:
     api_auth.check_bind(settings.api.listen, settings.api.auth)
     store = open_store(settings.etcd)
     registry = Registry()
-    lease = ReplicaLease(store, REPLICA_LEASE_TTL)
+    lease = ReplicaLease(store, settings.gateway.lease_ttl)
     revocations = Revocations(store, registry)
     gateway = Gateway(store, settings, registry, lease, revocations)
     signer = grant_signer(settings.images.grant_key_file)

@@ -77,6 +77,10 @@ class GatewaySettings:
     next free slots of a queue that starts this far ahead and drains at the rate this
     replica measurably opens streams (gateway/admission.py), each delay jittered within
     its slot, so they come back spread over the time the replica needs for them."""
+    lease_ttl: Annotated[int, pydantic.Field(ge=2, le=60)] = 3
+    """Seconds of this replica's lease, which holds its live-session records
+    (``sitestatus``): a replica that dies takes them with it after this long. Kept alive
+    on a thread of its own (``store/keepalive.py``), so a busy event loop does not lose it."""
     busy_retry_after_max: Annotated[float, pydantic.Field(gt=0)] = 120.0
     """Longest delay, in seconds, a busy refusal asks for (a refusal whose slot would lie
     further is told between half this and this, and queued when it comes back)."""
@@ -122,8 +126,11 @@ class ApiSettings:
 
 @dataclass(frozen=True, slots=True)
 class ElectionSettings:
-    lease_ttl: int = 2
-    """Seconds of the leader lease (etcd raises anything shorter to its minimum)."""
+    lease_ttl: Annotated[int, pydantic.Field(ge=2, le=60)] = 2
+    """Seconds of the leader lease: a dead leader is replaced about this long after it
+    died (etcd raises anything shorter than 2 to its minimum). Its keepalive runs on a
+    thread of its own (``store/keepalive.py``): an event loop blocked for seconds (a
+    connect storm) keeps its term; etcd not answering for a TTL ends it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,16 @@ for anything, as long as that answer is trustworthy:
 - it is the remaining TTL as of the keeper's last *successful* refresh (measured from
   when that refresh was sent), so a caller computing ``now + remaining`` never
   overestimates the lease;
-- any failure since (etcd unreachable, the lease gone) withdraws the cached answer: the
-  caller goes to etcd itself and sees the failure as before;
-- demand-driven: a lease the loop has not asked about for ``DEMAND_TTLS`` TTLs is
-  dropped, so a wedged process stops keeping its leases and they expire as they must.
+- a failed attempt (etcd slow or unreachable for a moment) does not withdraw it: the
+  lease cannot run out before that last success's deadline, so the answer stays true
+  while at least ``MIN_CACHED`` of it is left; the keeper retries meanwhile, and only
+  when that margin is gone does the caller go to etcd itself and see the failure;
+- a lease found gone (expired, revoked) is reported gone at once;
+- demand-driven: a lease the loop has not asked about for ``demand_s`` seconds (at
+  least ``DEMAND_TTLS`` TTLs; ``DEMAND_SECONDS`` by default) is dropped, so a wedged
+  process stops keeping its leases and they expire as they must -- but a loop that was
+  merely blocked for a few seconds (a connect storm's TLS handshakes, a slow
+  snapshot) finds its leases, and with them a leader term, still there.
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ from broker import errors
 
 log = logging.getLogger(__name__)
 
-DEMAND_TTLS = 2.0  # keep a lease while the loop asked within this many TTLs
+DEMAND_TTLS = 2.0  # keep a lease while the loop asked within this many TTLs (at least)
+DEMAND_SECONDS = 10.0
+"""Keep a lease while the loop asked within this many seconds: longer than any stall a
+busy replica's loop shows under a herd (seconds), shorter than a wedged one."""
 MIN_CACHED = 1.0  # answer from the cache only with at least this much TTL left (s)
 IDLE_WAIT = 0.05  # the thread's longest sleep between checks (s)
 
@@ -47,7 +56,7 @@ class _Kept:
     ttl: float  # the lease's full TTL as etcd last reported it
     asked: float  # when the loop last asked
     sent: float  # when the last successful refresh was sent
-    ok: bool = True  # False after a failed attempt, until the next success
+    failures: int = 0  # failed attempts since the last success (diagnostics)
     gone: bool = False
     next_at: float = 0.0
 
@@ -60,10 +69,15 @@ class Keeper:
     """
 
     def __init__(
-        self, refresh: Callable[[int], int], *, clock: Callable[[], float] = time.monotonic
+        self,
+        refresh: Callable[[int], int],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        demand_s: float = DEMAND_SECONDS,
     ) -> None:
         self._refresh = refresh
         self._clock = clock
+        self._demand_s = demand_s
         self._leases: dict[int, _Kept] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -86,7 +100,7 @@ class Keeper:
                 del self._leases[lease_id]
                 raise Gone(f"lease {lease_id:x} is gone (expired or revoked)")
             remaining = kept.sent + kept.ttl - now
-            if not kept.ok or remaining < MIN_CACHED:
+            if remaining < MIN_CACHED:
                 return None
             return int(remaining)
 
@@ -128,7 +142,7 @@ class Keeper:
             if kept is None or kept.gone or self._stop.is_set():
                 self._threads.pop(lease_id, None)
                 return None
-            if now - kept.asked > DEMAND_TTLS * kept.ttl:
+            if now - kept.asked > max(DEMAND_TTLS * kept.ttl, self._demand_s):
                 log.info("lease %x no longer asked for: keepalive stopped", lease_id)
                 del self._leases[lease_id]
                 self._threads.pop(lease_id, None)
@@ -153,18 +167,18 @@ class Keeper:
         except Gone:
             self._settle(lease_id, lambda kept: setattr(kept, "gone", True))
             return
-        except Exception as exc:  # a failed attempt: withdraw the cache, retry soon
+        except Exception as exc:  # a failed attempt: retry soon (the last success stands)
             log.info("background keepalive of lease %x failed: %s", lease_id, exc)
 
             def failed(kept: _Kept) -> None:
-                kept.ok = False
+                kept.failures += 1
                 kept.next_at = sent + min(0.2, ttl / 6)
 
             self._settle(lease_id, failed)
             return
 
         def succeeded(kept: _Kept) -> None:
-            kept.ok, kept.sent, kept.ttl = True, sent, float(answered)
+            kept.failures, kept.sent, kept.ttl = 0, sent, float(answered)
             kept.next_at = sent + answered / 3
 
         self.refreshes += 1

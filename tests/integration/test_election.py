@@ -307,3 +307,23 @@ async def test_a_paused_leader_is_replaced_and_its_writes_never_land(
             process.send_signal(signal.SIGCONT)
             process.kill()
             await process.wait()
+
+
+@pytest.mark.parametrize("stall", [3.0, 5.0])
+async def test_a_stalled_event_loop_keeps_its_leadership(
+    replicas: Replicas, stall: float
+) -> None:
+    """A connect storm can block the replica's loop for longer than the lease's TTL; the
+    lease is kept on a thread of its own, so the term (fence, leader key) survives it and
+    no follower takes over meanwhile."""
+    leader = replicas.start("busy")
+    await eventually(lambda: leader.is_leader)
+    term = await leader.wait_leading()
+    follower = replicas.start("waiting")
+    await asyncio.sleep(1.0)  # the follower watches the key; the leader refreshed by now
+    time.sleep(stall)  # noqa: ASYNC251 -- a loop blocked for 1.5-2.5 TTLs is the point
+    await asyncio.sleep(3 * SETTINGS.lease_ttl)  # let both notice whatever happened
+    assert leader.is_leader and leader.fence == term.fence and not term.lost.is_set()
+    assert not follower.is_leader
+    kv = await replicas.stores[0].get(keys.LEADER)
+    assert kv is not None and kv.value == b"busy" and kv.create_revision == term.fence

@@ -79,14 +79,19 @@ def test_cached_never_overstates_the_remaining_ttl(etcd: Etcd) -> None:
         keeper.stop()
 
 
-def test_a_failed_attempt_withdraws_the_cache_until_a_success(
+def test_a_failed_attempt_keeps_the_last_success_until_its_margin_is_gone(
     keeper: Keeper, etcd: Etcd
 ) -> None:
     etcd.ttl = 3
-    keeper.keep(7, ttl=3, sent=time.monotonic())
-    assert keeper.cached(7) is not None
+    sent = time.monotonic()
+    keeper.keep(7, ttl=3, sent=sent)
     etcd.down = True
-    until(lambda: keeper.cached(7) is None, within=5)  # first background attempt at ~1 s
+    until(lambda: len(etcd.calls) >= 1, within=5)  # the first background attempt failed
+    if time.monotonic() < sent + 3 - keepalive.MIN_CACHED - 0.2:
+        got = keeper.cached(7)  # the lease cannot have run out: still vouched for
+        assert got is not None and time.monotonic() + got <= sent + 3
+    until(lambda: keeper.cached(7) is None, within=5)  # less than MIN_CACHED left
+    assert time.monotonic() >= sent + 3 - keepalive.MIN_CACHED
     etcd.down = False
     until(lambda: keeper.cached(7) is not None, within=5)
 
@@ -106,16 +111,34 @@ def test_a_lease_found_gone_is_reported_gone(keeper: Keeper, etcd: Etcd) -> None
     assert keeper.cached(7) is None  # reported once, then forgotten
 
 
-def test_unasked_leases_are_dropped_so_a_wedged_process_loses_them(
-    keeper: Keeper, etcd: Etcd
-) -> None:
-    keeper.keep(7, ttl=1, sent=time.monotonic())
-    time.sleep(keepalive.DEMAND_TTLS * 1 + 0.8)  # nobody asks
-    calls = len(etcd.calls)
-    assert calls >= 1
-    time.sleep(1.0)
-    assert len(etcd.calls) == calls, "a lease nobody asks about must not be kept"
-    assert keeper.cached(7) is None
+def test_unasked_leases_are_dropped_so_a_wedged_process_loses_them(etcd: Etcd) -> None:
+    keeper = Keeper(etcd.refresh, demand_s=0.0)  # the TTL-based floor alone
+    try:
+        keeper.keep(7, ttl=1, sent=time.monotonic())
+        time.sleep(keepalive.DEMAND_TTLS * 1 + 0.8)  # nobody asks
+        calls = len(etcd.calls)
+        assert calls >= 1
+        time.sleep(1.0)
+        assert len(etcd.calls) == calls, "a lease nobody asks about must not be kept"
+        assert keeper.cached(7) is None
+    finally:
+        keeper.stop()
+
+
+def test_a_loop_blocked_for_seconds_still_finds_its_lease_kept(etcd: Etcd) -> None:
+    """Many TTLs without an ask (a loop blocked by a connect storm) within ``demand_s``:
+    the lease is still kept; beyond it, dropped."""
+    etcd.ttl = 2
+    keeper = Keeper(etcd.refresh, demand_s=5.0)
+    try:
+        keeper.keep(7, ttl=2, sent=time.monotonic())
+        time.sleep(4.5)  # more than DEMAND_TTLS TTLs unasked, less than demand_s
+        assert keeper.cached(7) is not None
+        assert len(etcd.calls) >= 5
+        time.sleep(5.5)
+        assert keeper.cached(7) is None
+    finally:
+        keeper.stop()
 
 
 def test_forget_and_stop_end_the_keeping(keeper: Keeper, etcd: Etcd) -> None:
@@ -126,3 +149,16 @@ def test_forget_and_stop_end_the_keeping(keeper: Keeper, etcd: Etcd) -> None:
     keeper.keep(8, ttl=1, sent=time.monotonic())  # after stop: ignored
     time.sleep(0.6)
     assert 8 not in etcd.calls
+
+
+def test_lease_ttls_are_settings_and_bad_ones_are_refused_by_path() -> None:
+    from broker import errors, settings
+
+    loaded = settings.load(
+        env={"MERIDIAN_ELECTION__LEASE_TTL": "4", "MERIDIAN_GATEWAY__LEASE_TTL": "6"}
+    )
+    assert (loaded.election.lease_ttl, loaded.gateway.lease_ttl) == (4, 6)
+    with pytest.raises(errors.SettingsError) as caught:
+        settings.load(env={"MERIDIAN_ELECTION__LEASE_TTL": "1", "MERIDIAN_GATEWAY__LEASE_TTL": "x"})
+    text = "\n".join(caught.value.problems)
+    assert "election.lease_ttl" in text and "gateway.lease_ttl" in text

@@ -66,6 +66,10 @@ class GatewaySettings:
     """Largest message accepted on an agent stream; larger ones close the stream."""
     hello_timeout: float = 10.0
     """Seconds an agent has to send Hello after connecting."""
+    handshake_timeout: Annotated[float, pydantic.Field(gt=0)] = 30.0
+    """Seconds a connection may take to finish its TLS handshake before it is dropped
+    (unauthenticated until then). Above the agents' own ``connect_timeout`` (15 s), so
+    a handshake queued behind a connect storm is not dropped while its agent waits."""
     max_opening_streams: Annotated[int, pydantic.Field(ge=1)] = 32
     """Streams this replica opens at once (from the stream's arrival until its Welcome and
     desired snapshot are sent). Beyond it a stream is refused at once with

@@ -11,7 +11,11 @@ An unknown site or an unavailable (or busy) broker is retried after the delay th
 names, stretched by up to ``JITTER`` of itself so agents refused together come back
 apart. Reaching Welcome has a generous bound (``connect_timeout``, also jittered): under
 a connect storm a slow TLS handshake is normal, and abandoning it only makes the storm
-come back.
+come back. A timeout is the only sign a saturated broker gives, so it is read as a busy
+refusal with no delay named: while attempts keep running out of time, each next bound
+doubles (up to ``connect_timeout_max``) and so does the cap of the full-jitter delay
+before it (past ``backoff_max``, up to ``timeout_backoff_max``) -- a herd that timed out
+together comes back spread over minutes, not as the same herd five seconds later.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from meridian.v1 import agent_pb2_grpc as pb_grpc
 from siteagent import errors, wire
 from siteagent.drivers.base import Driver
 from siteagent.reconciler import Reconciler
-from siteagent.settings import AgentSettings
+from siteagent.settings import AgentSettings, SessionSettings
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,25 @@ def retry_after(exc: grpc.aio.AioRpcError) -> float | None:
     return None
 
 
+def backoff(cfg: SessionSettings, failures: int, timeouts: int) -> float:
+    """Seconds before the next attempt after ``failures`` failures in a row, the last
+    ``timeouts`` of them timeouts: full jitter up to a cap doubled per failure, capped
+    at ``backoff_max`` -- and, while attempts time out, beyond it up to
+    ``timeout_backoff_max``."""
+    cap = min(cfg.backoff_max, cfg.backoff_initial * 2 ** min(failures, 16))
+    if timeouts:
+        stretched = cfg.backoff_max * 2 ** min(timeouts - 1, 16)
+        cap = max(cap, min(cfg.timeout_backoff_max, stretched))
+    return random.uniform(min(cfg.backoff_initial / 2, cap), cap)
+
+
+def connect_bound(cfg: SessionSettings, timeouts: int) -> float:
+    """Seconds the next attempt may take to reach Welcome: ``connect_timeout`` doubled
+    per timeout in a row, up to ``connect_timeout_max``, stretched by up to ``JITTER``."""
+    base = min(cfg.connect_timeout_max, cfg.connect_timeout * 2 ** min(timeouts, 16))
+    return float(base * random.uniform(1.0, 1.0 + JITTER))
+
+
 class Session:
     def __init__(
         self,
@@ -108,6 +131,7 @@ class Session:
         brokers = settings.session.brokers
         # spread agents over replicas deterministically, then walk the list on failure
         self._next = zlib.crc32(settings.site_id.encode()) % len(brokers)
+        self._silent = 0  # attempts in a row that ran out of time
 
     async def run(self) -> None:
         """Stay connected until cancelled; raises ``Refused`` on a permanent refusal."""
@@ -116,6 +140,7 @@ class Session:
         while True:
             broker = cfg.brokers[self._next % len(cfg.brokers)]
             delay: float | None = None
+            welcomed = self.stats.welcomed
             try:
                 await self._stream(broker)
                 failures = 0
@@ -123,6 +148,7 @@ class Session:
                 if refused.permanent:
                     raise
                 self.stats.refused += 1
+                self._silent = 0  # it answered: not saturated
                 if refused.retry_after is not None:
                     delay = refused.retry_after * random.uniform(1.0, 1.0 + JITTER)
                 log.warning("%s refused the stream: %s", broker, refused)
@@ -134,6 +160,7 @@ class Session:
                 log.warning("stream to %s ended: %s %s", broker, exc.code().name, exc.details())
             except TimeoutError:
                 self.stats.timeouts += 1
+                self._silent += 1
                 log.warning("stream to %s: no Welcome in time", broker)
             except (errors.StreamLost, asyncio.InvalidStateError) as exc:
                 # InvalidStateError: grpc's word for a write on a stream that already ended
@@ -144,11 +171,12 @@ class Session:
                     raise
                 log.warning("cannot open a stream to %s: %s", broker, exc)
             self.stats.connected.clear()
+            if self.stats.welcomed != welcomed:
+                failures, self._silent = 0, 0  # the stream had opened: start afresh
             failures += 1
             self._next += 1
             if delay is None:
-                cap = min(cfg.backoff_max, cfg.backoff_initial * 2 ** min(failures, 16))
-                delay = random.uniform(cfg.backoff_initial / 2, cap)
+                delay = backoff(cfg, failures, self._silent)
             await asyncio.sleep(delay)
 
     def inventory_changed(self) -> None:
@@ -177,7 +205,7 @@ class Session:
         cfg = self.settings.session
         self.stats.connects += 1
         options = [("grpc.keepalive_time_ms", 10_000), ("grpc.use_local_subchannel_pool", 1)]
-        bound = cfg.connect_timeout * random.uniform(1.0, 1.0 + JITTER)
+        bound = connect_bound(cfg, self._silent)
         hello = await self._hello()  # the site's own inventory: not the broker's time
         async with grpc.aio.secure_channel(broker, self._credentials, options=options) as channel:
             call = pb_grpc.AgentGatewayStub(channel).Connect()

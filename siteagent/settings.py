@@ -45,10 +45,20 @@ class SessionSettings:
     attempt abandoned after its TLS handshake is work the broker did for nothing. The
     price: a replica that accepts connections but is frozen holds the agent this long
     before it moves on to the next one."""
+    connect_timeout_max: Annotated[float, pydantic.Field(gt=0)] = 120.0
+    """Longest bound on reaching Welcome. Each attempt in a row that ran out of time
+    doubles the next one's bound (from ``connect_timeout``) up to this: a broker that
+    cannot even finish the handshakes in time is saturated, and giving up sooner would
+    only make it handshake again."""
     backoff_initial: float = 0.1
     """First reconnect delay in seconds; doubled per failure, with full jitter."""
     backoff_max: float = 5.0
-    """Longest reconnect delay in seconds."""
+    """Longest reconnect delay in seconds (after a failure the broker answered or the
+    network refused at once)."""
+    timeout_backoff_max: Annotated[float, pydantic.Field(gt=0)] = 60.0
+    """Longest reconnect delay in seconds after attempts that ran out of time: a timeout
+    is a busy broker that could not say so, so the delay keeps doubling past
+    ``backoff_max`` (full jitter) while the timeouts go on, and a herd spreads out."""
     missed_acks: int = 3
     """Heartbeat intervals without an ack before the stream is given up as dead."""
 
@@ -230,6 +240,11 @@ def load(
         raise errors.SettingsError(problems) from exc
     if not settings.site_id:
         problems.append("site_id: required (the site this agent speaks for)")
+    if settings.session.connect_timeout_max < settings.session.connect_timeout:
+        problems.append(
+            "session.connect_timeout_max: must be at least session.connect_timeout "
+            f"({settings.session.connect_timeout})"
+        )
     if not settings.session.brokers:
         problems.append("session.brokers: at least one broker host:port")
     for name in ("ca_file", "cert_file", "key_file"):

@@ -48,6 +48,10 @@ def build(
             ("grpc.keepalive_timeout_ms", 5_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # a connection that has not finished its TLS handshake (no certificate
+            # checked yet) is dropped after this: nobody unauthenticated holds a socket
+            # and a handshake slot for long (invariant 11)
+            ("grpc.server_handshake_timeout_ms", int(settings.gateway.handshake_timeout * 1000)),
         ]
     )
     if gateway is not None:

@@ -351,3 +351,25 @@ async def test_etcd_down_refuses_with_retry_and_keeps_statuses(
             assert (await asyncio.wait_for(call.read(), 5)).heartbeat_ack.seq == 2
             kv = await etcd_store.get(keys.observed("site-a", "server", "vm1"))
             assert kv is not None and json.loads(kv.value)["observed_generation"] == 3
+
+
+async def test_a_connection_that_never_handshakes_is_dropped(
+    etcd_store: EtcdStore, pki: gw.Layout
+) -> None:
+    """A TCP connection that never starts TLS (no certificate checked yet) holds the
+    replica's socket only ``gateway.handshake_timeout`` (invariant 11); a real agent
+    still gets in meanwhile."""
+    async with gw.running_gateway(etcd_store, pki, handshake_timeout=1.0) as running:
+        host, _, port = running.address.rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(15):
+                assert await reader.read(1024) == b""  # closed by the server, nothing said
+            waited = asyncio.get_running_loop().time() - started
+            assert 0.5 <= waited < 10, waited
+        finally:
+            writer.close()
+        await gw.register(etcd_store, "site-a")
+        reply, _, _ = await first_reply(running, "site-a", gw.hello("site-a"))
+        assert reply is not None and reply.WhichOneof("body") == "welcome"

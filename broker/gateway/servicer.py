@@ -117,13 +117,15 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             return
         try:
             try:
-                session, hello = await self._open(context)
+                # the Hello (the site's whole inventory) is not kept for the stream's life:
+                # only the generations it carried
+                session, observed = await self._open(context)
             except Refused as refused:
                 ticket.done(opened=False)
                 await self._refuse(context, refused)
                 return
             try:
-                await self._serve(context, session, hello, ticket)
+                await self._serve(context, session, observed, ticket)
             finally:
                 self.registry.remove(session)
                 self.liveness.forget(session)
@@ -177,7 +179,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
 
     async def _open(
         self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage]
-    ) -> tuple[Session, pb.Hello]:
+    ) -> tuple[Session, dict[str, int]]:
         try:
             site, serial = self._identify(context)
         except Refused:
@@ -229,7 +231,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         self.registry.add(session)
         self.liveness.track(session)
         log.info("site %s: connected (protocol %s, session %s)", site, agreed, session.session_id)
-        return session, hello
+        return session, dict(hello.observed)
 
     async def _refuse(
         self,
@@ -265,7 +267,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         self,
         context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage],
         session: Session,
-        hello: pb.Hello,
+        observed: dict[str, int],
         ticket: Ticket,
     ) -> None:
         interval_ms = int(self.settings.gateway.heartbeat_interval * 1000)
@@ -280,7 +282,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                 )
             )
         )
-        session.sent_generations.update(dict(hello.observed))
+        session.sent_generations.update(observed)
         reader = asyncio.create_task(self._read(context, session), name=f"read-{session.site}")
         try:
             await self._send_snapshot(session)

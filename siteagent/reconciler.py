@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 REOBSERVED = frozenset({"server"})
 """Kinds re-observed after they converged: what can be lost at a site behind our back."""
 GONE = "gone: no longer at the site (deleted or lost out of band)"
+GONE_OUTPUT = "gone"
+"""The output (``"true"``) that says a FAILED object is gone from the site, not broken at
+it: the broker may build it at the same site again (a new generation re-creates it)."""
 HOLD_S = 5.0
 """After a reconnect, how long a server's status claiming the active role is held back,
 waiting for the broker's desired state (which may demote it: never report a stale active)."""
@@ -239,7 +242,7 @@ class Reconciler:
                     obj.generation,
                     models.ObjectState.FAILED,
                     GONE,
-                    outputs=last.outputs,
+                    outputs={**last.outputs, GONE_OUTPUT: "true"},
                 )
             status = dataclasses.replace(status, observed_generation=obj.generation)
             if status.state is models.ObjectState.FAILED:

@@ -217,7 +217,7 @@ class FailoverController:
         self.index(rec)
         desc = model.parse(rec.descriptor)
         before = policy.load(fo_kv.value) if fo_kv else policy.machines(rec, desc, self.settings)
-        seen = await self._observed(vnf_id, before)
+        seen = await self._observed(rec, before)
         asked = json.loads(ask_kv.value) if ask_kv is not None else None
         cut = frozenset(json.loads(cut_kv.value)["sites"]) if cut_kv is not None else frozenset()
         drain = self.drains.asked(vnf_id)
@@ -328,7 +328,7 @@ class FailoverController:
                 continue
             if st.state is objects.State.FAILED and not st.temporary:
                 if m.lost_ms is None and not m.condemned:
-                    yield machine.Lost(m.key, st.message or "server failed")
+                    yield machine.Lost(m.key, st.message or "server failed", gone=st.gone)
             elif st.state is objects.State.READY:
                 if m.lost_ms is not None and not m.condemned and m.site not in cut:
                     yield machine.Back(m.key)
@@ -339,21 +339,25 @@ class FailoverController:
                 yield machine.Deleted(m.key)
 
     async def _observed(
-        self, vnf_id: str, machines: dict[str, machine.Vnf]
+        self, rec: model.VnfRecord, machines: dict[str, machine.Vnf]
     ) -> dict[str, objects.Status]:
+        """The members' servers' statuses; one of a generation older than the member's
+        placement is of its server's earlier life (gone, rebuilt since): left out."""
         members = [m for mach in machines.values() for m in mach.members]
         gets = [
-            Get(keys.observed(m.site, render.SERVER, render.server_name(vnf_id, m.name)))
+            Get(keys.observed(m.site, render.SERVER, render.server_name(rec.id, m.name)))
             for m in members
         ]
         if not gets:
             return {}
         found = await self.store.txn([], gets)
-        return {
+        placed = {f"{m.name}@{m.site}": m.generation for m in rec.members}
+        seen = {
             m.key: objects.Status.decode(r[0].value)
             for m, r in zip(members, found.responses, strict=True)
             if r
         }
+        return {k: st for k, st in seen.items() if st.observed_generation >= placed.get(k, 0)}
 
     async def _ops(self, vnf_id: str, actions: list[tuple[str, machine.Action]]) -> list[Put]:
         """The writes that carry out ``actions``: roles, tombstones, events."""

@@ -10,7 +10,9 @@ that remain, the sites and hosts the machine avoids, drained sites); a catalogue
 named directly and absent at the chosen site is ordered there (the site joins the image's
 targets) and waited for, a declared ``sw_image`` the site lacks is ordered once the
 replacement lands, as placement orders it (``imageorders``); the tenant's quota for the one member
-is reserved; then ONE fenced transaction — compared on the VNF record, the machines and
+is reserved (not for a member rebuilt at its own site — a server gone from a site that
+serves: it keeps the usage or the reservation it held, and its server's new generation
+re-creates it); then ONE fenced transaction — compared on the VNF record, the machines and
 the chosen site's inventory and claims — writes the claim, the member's desired objects
 (the shared ones only where the site has none live), the placement document, the record
 (the new member, its reservation under ``extra``) and the machines stepped with
@@ -172,15 +174,17 @@ class Replacer:
         image = desc.vdu(found.vdu).sw_image
         if not await self._image_at(desc, image, site):
             return True
-        deltas = model.member_deltas(desc).get(found.old.name, {})
-        try:
-            reservation = await self.headroom.reserve(
-                found.rec.tenant, deltas, key=reservation_key(req.vnf, found.old, site)
-            )
-        except REFUSED as exc:
-            await self._step(found, machine.PlaceFailed(found.old.key, f"quota: {exc}"))
-            self.finish(req.vnf, req.member)
-            return False
+        reservation = ""  # rebuilt at its own site: it keeps what the lost member held
+        if site != found.old.site:
+            deltas = model.member_deltas(desc).get(found.old.name, {})
+            try:
+                reservation = await self.headroom.reserve(
+                    found.rec.tenant, deltas, key=reservation_key(req.vnf, found.old, site)
+                )
+            except REFUSED as exc:
+                await self._step(found, machine.PlaceFailed(found.old.key, f"quota: {exc}"))
+                self.finish(req.vnf, req.member)
+                return False
         # not landed: the next try reserves under the same key (the same hold) when it
         # chooses the same site; a hold for a site not chosen again lapses with its lease
         landed = await self._commit(snap, found, desc, decision.claim, site, reservation)
@@ -280,6 +284,8 @@ class Replacer:
         site: str,
         reservation: str,
     ) -> bool:
+        """Land the replacement; ``reservation`` is "" for one rebuilt at the lost
+        member's own site (its usage stays booked, or its reservation pending)."""
         rec, old = found.rec, found.old
         machines = dict(found.machines)
         placed = machine.Placed(old.key, site, claim.host)
@@ -293,11 +299,13 @@ class Replacer:
             raise errors.Conflict(f"vnf {rec.id}: the snapshot lacks a member's claim")
         vlans = await self.vlans.hold_vlans(rec.id, render.vlan_wants(desc, [*now_at, assignment]))
         objs = render.objects(rec.id, desc, [assignment], vlans)
-        puts = await self._objects(objs)
+        puts, generation = await self._objects(objs)
         new_key = f"{old.name}@{site}"
-        status = model.MemberStatus(old.name, found.vdu, role, site, claim.host, claim.cell)
+        status = model.MemberStatus(
+            old.name, found.vdu, role, site, claim.host, claim.cell, generation=generation
+        )
         members = tuple(m for m in rec.members if f"{m.name}@{m.site}" != new_key)
-        extra = {**rec.extra, REPLACING + new_key: reservation}
+        extra = {**rec.extra, REPLACING + new_key: reservation} if reservation else rec.extra
         update = dataclasses.replace(
             rec, members=(*members, status), extra=extra, updated_ms=now_ms()
         )
@@ -320,19 +328,24 @@ class Replacer:
             await imageorders.order(self.store, self.fence, rec.id, needs)
         return outcome.landed
 
-    async def _objects(self, objs: list[render.Desired]) -> list[Put]:
+    async def _objects(self, objs: list[render.Desired]) -> tuple[list[Put], int]:
         """The member's objects: each one new, or the next generation of a tombstone;
-        a shared object the site already holds live is left as it is."""
+        a shared object the site already holds live is left as it is (the server is
+        always written: a new generation rebuilds one gone from its site). And the
+        generation of its server."""
         got = await self.store.txn([], [Get(o.key) for o in objs])
-        puts = []
+        puts, generation = [], objects.FIRST
         for o, found in zip(objs, got.responses, strict=True):
             if not found:
                 puts.append(o.put())
                 continue
             stored = objects.Desired.decode(found[0].value)
             if stored.deleted or o.kind == render.SERVER:
-                puts.append(Put(o.key, stored.revise(o.spec).encode()))
-        return puts
+                revised = stored.revise(o.spec)
+                puts.append(Put(o.key, revised.encode()))
+                if o.kind == render.SERVER:
+                    generation = revised.generation
+        return puts, generation
 
 
 def _placement_with(

@@ -5,7 +5,9 @@ claims' terms, before the step's transaction is written:
 
 - a replacement that reports READY gets its usage booked at its site (its reservation,
   kept under the record's ``extra`` while it builds, is committed) and its claim marked
-  ready; its lost predecessor's replacement slot is freed (``finished``);
+  ready; its lost predecessor's replacement slot is freed (``finished``); a member rebuilt
+  at its own site (same key) had its usage booked already: its claim is marked ready and
+  its slot freed;
 - a ``Release`` (the member's site confirmed its deletion, or the operator forgot the
   site) gives the member's usage back at its old site (a committed negative reservation,
   unique per member and placement) — or releases the reservation of a replacement that
@@ -78,18 +80,19 @@ class Booking:
         old = {m.key: m for mach in before.values() for m in mach.members}
         new = {m.key: m for mach in after.values() for m in mach.members}
         ready: dict[str, dict[str, int]] = {}
-        if any(isinstance(a, machine.Release) for _, a in actions) or any(
-            key in pend and m.ready for key, m in new.items()
-        ):
+        built = [k for k, m in new.items() if _built(k, m, old, pend)]
+        if built or any(isinstance(a, machine.Release) for _, a in actions):
             self.snap = await self.live.current()
-        for key, m in new.items():
-            if key in pend and m.ready and not m.condemned:
+        for key in built:
+            m = new[key]
+            if key in pend:
                 await self.headroom.commit(pend[key], self.usage(desc, m))
                 del extra[replacing.REPLACING + key]
-                ready.setdefault(m.site, {})[f"{rec.id}/{m.name}"] = int(time.time() * 1000)
+            ready.setdefault(m.site, {})[f"{rec.id}/{m.name}"] = int(time.time() * 1000)
         for site, marks in ready.items():
             await commit.mark_ready(self.store, self.fence, self.snap, site, marks)
         self.finished = [k for k, m in {**old, **new}.items() if _settled(m, new)]
+        self.finished += built  # one rebuilt at its own site holds its slot under its own key
         doc: dict[str, Any] | None = json.loads(placement.value) if placement else None
         dropped: dict[str, set[str]] = {}
         for _, action in actions:
@@ -123,6 +126,17 @@ class Booking:
         """The step's transaction landed at ``revision``: the snapshot takes its claims."""
         for put in self._claims:
             self.snap.apply(put.key, put.value, revision)
+
+
+def _built(
+    key: str, m: machine.Member, before: dict[str, machine.Member], pend: dict[str, str]
+) -> bool:
+    """Whether ``m`` is a replacement that turned READY in this step: a new member whose
+    reservation is pending, or one rebuilt at its own site (not READY before)."""
+    if not m.ready or m.condemned:
+        return False
+    was = before.get(key)
+    return key in pend or (was is not None and not was.ready and m.placed_ms > 0)
 
 
 def _settled(m: machine.Member, members: dict[str, machine.Member]) -> bool:

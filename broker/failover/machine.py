@@ -129,7 +129,7 @@ def _lost(run: _Run, event: Lost) -> None:
     m = run.members.get(event.key)
     if m is None or m.condemned or m.lost_ms is not None:
         return  # unknown, already acted on (a flap), or its grace already runs
-    run.put(dataclasses.replace(m, lost_ms=run.now, lost_reason=event.reason))
+    run.put(dataclasses.replace(m, lost_ms=run.now, lost_reason=event.reason, gone=event.gone))
 
 
 def _rejoin(run: _Run, key: str) -> None:
@@ -140,7 +140,13 @@ def _rejoin(run: _Run, key: str) -> None:
         return
     run.put(
         dataclasses.replace(
-            m, condemned="", lost_ms=None, lost_reason="", replace_wanted=False, refused=""
+            m,
+            condemned="",
+            lost_ms=None,
+            lost_reason="",
+            gone=False,
+            replace_wanted=False,
+            refused="",
         )
     )
 
@@ -149,7 +155,7 @@ def _back(run: _Run, key: str) -> None:
     m = run.members.get(key)
     if m is None or m.condemned:
         return  # a condemned member stays condemned: one loss, one failover
-    run.put(dataclasses.replace(m, lost_ms=None, lost_reason=""))
+    run.put(dataclasses.replace(m, lost_ms=None, lost_reason="", gone=False))
 
 
 def _expire(run: _Run) -> None:
@@ -193,10 +199,14 @@ def _has_standby_model(run: _Run) -> bool:
 
 
 def _want_replacement(run: _Run, m: Member, role: str, *, manual: bool = False) -> None:
+    """Ask for ``m``'s replacement away from its site and host — except a server gone
+    from a site and host that still serve, which may be built there again (``_placed``:
+    the same member, a new generation of its server)."""
     if run.vnf.policy.restore != "auto" and not manual:
         return
-    avoid_sites = tuple(sorted({*m.avoid_sites, m.site}))
-    avoid_hosts = tuple(sorted({*m.avoid_hosts, m.host} - {""}))
+    rebuild = m.gone and m.condemned.startswith("lost")  # (a drain moves it off all the same)
+    avoid_sites = tuple(sorted({*m.avoid_sites, *(() if rebuild else (m.site,))}))
+    avoid_hosts = tuple(sorted({*m.avoid_hosts, *(() if rebuild else (m.host,))} - {""}))
     m = dataclasses.replace(
         m,
         replace_wanted=True,

@@ -61,6 +61,9 @@ class Member:
     lost_ms: int | None = None
     """When its loss was first seen; ``None`` while it is not lost."""
     lost_reason: str = ""
+    gone: bool = False
+    """Its loss is of its server alone, gone from a site that serves (deleted out of
+    band): its replacement may be built at that same site again."""
     condemned: str = ""
     """Why it is to go (lost, timeout, drain, failed); empty for a live member."""
     replace_wanted: bool = False
@@ -115,6 +118,8 @@ class Lost:
 
     key: str
     reason: str
+    gone: bool = False
+    """Only the server is gone, from a site that serves (see ``Member.gone``)."""
 
 
 @dataclass(frozen=True, slots=True)

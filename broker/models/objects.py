@@ -81,6 +81,11 @@ class State(enum.StrEnum):
     """A state this broker does not know."""
 
 
+GONE_OUTPUT = "gone"
+"""A FAILED status's output (``"true"``) saying the object is gone from its site (deleted
+out of band), not broken there: the agent builds it again for a new generation."""
+
+
 @dataclass(frozen=True, slots=True)
 class Status(Stored):
     """What an agent observed of one object (the gateway writes it from the wire's
@@ -96,7 +101,7 @@ class Status(Stored):
     """FAILED only: the agent retries on its own; a permanent failure waits for a new
     generation."""
     outputs: Mapping[str, str] = field(default_factory=dict)
-    """What the broker needs back, such as OpenStack ids and the host."""
+    """What the broker needs back, such as OpenStack ids and the host (``GONE_OUTPUT``)."""
     at_ms: int = 0
     """When the gateway received it (the broker's clock)."""
 
@@ -108,6 +113,10 @@ class Status(Stored):
         if self.state is State.FAILED and self.temporary:
             return State.PENDING
         return self.state
+
+    @property
+    def gone(self) -> bool:
+        return self.state is State.FAILED and self.outputs.get(GONE_OUTPUT) == "true"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,10 @@ sites follows what Nova says.
 A federation of etcd, one broker and two agents driving minicloud site 1 and site 2 with
 the openstack driver. Checked from outside Meridian with openstacksdk:
 
-- a member's server deleted out of band in Nova is noticed: the agent re-observes it,
-  reports it gone, the VNF records ``vnf.member_lost`` and stops saying ACTIVE;
+- a member's server deleted out of band in Nova is healed: the agent re-observes it and
+  reports it gone, the VNF records ``vnf.member_lost``, a replacement standby is built (a
+  new Nova server, ACTIVE, ``meridian:role`` ``standby``) while the active serves on, and
+  the VNF records ``vnf.healed`` and is ACTIVE again;
 - the agent of the site holding the active member is killed (``kill -9``): the site goes
   DOWN and the standby's server at the other site is promoted — ``meridian:role`` is
   ``active`` in its Nova metadata, applied by its own agent.
@@ -85,11 +87,12 @@ def events(fed: OpenStackFederation, vnf_id: str, kind: str) -> list[dict[str, A
     return [e for e in found if e["kind"] == kind]
 
 
-def test_a_server_deleted_out_of_band_in_nova_is_noticed(
+def test_a_server_deleted_out_of_band_in_nova_is_healed(
     fed: OpenStackFederation, tenant_at_both: str, image_at_both: tuple[int, str]
 ) -> None:
     vnf_id = create_pair(fed, tenant_at_both, image_at_both, "vlost")
     vnf = fed.api_get(f"/v1/vnfs/{vnf_id}")
+    active = next(m for m in vnf["members"] if m["role"] == "active")
     standby = next(m for m in vnf["members"] if m["role"] == "standby")
     server = nova_server(standby["site"], vnf_id, standby["name"])
     assert server is not None and server.metadata.get("meridian:role") == "standby"
@@ -104,8 +107,26 @@ def test_a_server_deleted_out_of_band_in_nova_is_noticed(
         what=f"{standby['name']} noticed lost",
     )
     assert standby["name"] in lost[0]["message"], lost
-    after = fed.api_get(f"/v1/vnfs/{vnf_id}")
-    assert after["state"] != "ACTIVE", after
+
+    healed = wait_for(
+        lambda: events(fed, vnf_id, "vnf.healed") or None,
+        timeout=300,
+        what=f"{vnf_id} healed: {fed.api_get(f'/v1/vnfs/{vnf_id}')}",
+    )
+    assert healed[0]["at_ms"] >= lost[0]["at_ms"], (lost, healed)
+    after = wait_for(lambda: settled(fed, vnf_id, ("ACTIVE",)), timeout=60, what="ACTIVE")
+    members = {m["role"]: m for m in after["members"]}
+    assert len(after["members"]) == 2 and set(members) == {"active", "standby"}, after
+    assert {m["state"] for m in after["members"]} == {"READY"}, after["members"]
+    assert members["active"]["site"] == active["site"]  # the active served throughout
+    again = members["standby"]  # rebuilt at its own site (the other holds the active)
+    assert again["site"] == standby["site"], after["members"]
+    new = nova_server(again["site"], vnf_id, again["name"])
+    assert new is not None and new.id != server.id, "a new server replaces the deleted one"
+    assert new.status == "ACTIVE", new.status
+    assert new.metadata.get("meridian:role") == "standby", new.metadata
+    still = nova_server(active["site"], vnf_id, active["name"])
+    assert still is not None and still.metadata.get("meridian:role") == "active"
     assert fed.call("DELETE", f"/v1/vnfs/{vnf_id}").status_code == 202
 
 

@@ -245,3 +245,44 @@ async def test_a_catalogue_image_is_ordered_at_the_target_and_waited_for(
     ctl.replacer.ask(VNF, "fw-0@s1", 0, 0)
     assert await replace_next(ctl) is False
     assert ("fw-0", "s3") in {(m.name, m.site) for m in (await record(memory_store)).members}
+
+
+async def test_a_server_gone_from_a_serving_site_is_rebuilt_there(
+    memory_store: MemoryStore, ctl: failover.FailoverController, ledger: Ledger
+) -> None:
+    await down(memory_store, ctl, "s3")  # s1 holds the active: s2 alone may take fw-1
+    gone = objects.Status(
+        "server", f"{VNF}-fw-1", 1, objects.State.FAILED, "gone", outputs={"gone": "true"}
+    )
+    await memory_store.put(keys.observed("s2", "server", f"{VNF}-fw-1"), gone.encode())
+    await ctl.step(VNF)
+    assert "vnf.member_lost" in await kinds(memory_store)
+    assert await replace_next(ctl) is False
+    rec = await record(memory_store)
+    m = next(m for m in rec.members if m.name == "fw-1")
+    assert (m.site, m.role, m.state, m.generation) == ("s2", "standby", "PENDING", 2)
+    assert not replacing.pending(rec), "it keeps the usage the lost member booked"
+    server = await desired(memory_store, "s2", "fw-1")
+    assert server.generation == 2 and not server.deleted, "a new generation re-creates it"
+    assert server.spec["metadata"]["meridian:role"] == "standby"
+    assert ctl.replacer.recoveries.running() == 1
+
+    await ctl.step(VNF)  # the old generation's FAILED status is not the rebuilt one's
+    rec = await record(memory_store)
+    assert rec.state is model.VnfState.HEALING and len(rec.members) == 2, rec.reason
+    assert (await kinds(memory_store)).count("vnf.member_lost") == 1
+
+    await report(memory_store, "s2", "fw-1", 2, "standby")
+    await ctl.step(VNF)
+    rec = await record(memory_store)
+    assert rec.state is model.VnfState.ACTIVE, rec.reason
+    assert {(m.name, m.site, m.role, m.state) for m in rec.members} == {
+        ("fw-0", "s1", "active", "READY"),
+        ("fw-1", "s2", "standby", "READY"),
+    }
+    assert "vnf.healed" in await kinds(memory_store)
+    assert not ledger.committed and not ledger.given, "booked once, never given back"
+    assert ctl.replacer.recoveries.running() == 0, "its slot is free"
+    claims_kv = await memory_store.get(keys.claims("s2"))
+    assert claims_kv is not None and cl.decode(claims_kv.value)["v1/fw-1"].ready_ms > 0
+    assert not (await desired(memory_store, "s2", "fw-1")).deleted

@@ -142,6 +142,8 @@ async def test_reobservation_reports_lost_and_failed_host_servers(site: sim.SimS
         assert m.message == "host cmp-b is down" and m.observed_generation == 1
         assert n is not None and n.state is models.ObjectState.FAILED and not n.temporary
         assert n.message == reconciler.GONE and n.outputs["role"] == "standby"
+        assert n.outputs[reconciler.GONE_OUTPUT] == "true"  # gone, not broken (m)
+        assert reconciler.GONE_OUTPUT not in m.outputs
         site.fail_host("cmp-b", failed=False)
         await rec.reobserve_once()
         m = rec.status("server", "m")

@@ -23,6 +23,7 @@ from meridian.v1 import image_pb2_grpc as ipb_grpc
 from replication import errors, pieces, swarm, transfer
 from replication.catalog import Image, ImageId
 from replication.pieces import Manifest, PieceFile
+from replication.throttle import Throttle
 from siteagent.imagewire import translate
 
 
@@ -38,11 +39,16 @@ class GrantedPeer:
         *,
         chunk_size: int = transfer.DEFAULT_CHUNK,
         timeout: float = 60.0,
+        download: Throttle | None = None,
     ) -> None:
         self._stub = ipb_grpc.ImageTransferStub(channel)
         self.site, self.token = site, token
         self.digest = manifest.digest()
         self.chunk_size, self.timeout = chunk_size, timeout
+        # the destination's download cap, charged per chunk as it arrives: charged per
+        # whole piece after it arrived, the wait did not overlap the transfer and one
+        # shaped link ran at about half its cap
+        self.download = download
 
     async def have(self, image: ImageId, count: int) -> set[int]:
         request = ipb.HaveRequest(
@@ -70,6 +76,8 @@ class GrantedPeer:
             async for msg in call:
                 if msg.last:
                     return b"".join(parts)
+                if self.download is not None:
+                    await self.download.take(len(msg.data))
                 parts.append(msg.data)
             raise errors.PeerGone(f"the piece at {offset} from {self.site} was cut short")
         except grpc.aio.AioRpcError as exc:

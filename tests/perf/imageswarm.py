@@ -2,8 +2,9 @@
 
 ``python -m tests.perf.replication --role swarm ...`` runs this (``role_swarm``): sites
 ``f00``..``f15``, each with its own image directory, its own ``directwire.DirectServer``
-(mTLS, the site's certificate) and its own link shaped to ``cap`` bytes/s each way (a
-``Throttle`` on what it serves, one on what it receives). On ``{"op": "one"}`` site
+(mTLS, the site's certificate) and its own link shaped to the command's ``cap`` bytes/s
+each way (a ``Throttle`` on what it serves, one on what it receives, charged per chunk as
+it arrives). On ``{"op": "one"}`` site
 ``s00`` alone pulls the image from the source's shaped direct address (one transfer over
 one shaped link: the baseline); on ``{"op": "swarm"}`` all 16 swarm it from the source
 and from each other (``siteagent.swarmwire.receive``) under grants this process signs as
@@ -40,21 +41,6 @@ from tests.support.gateway import agent_credentials, site_server_credentials
 SITES = [f"s{i:02d}" for i in range(16)]
 
 
-class Capped:
-    """A peer read through the destination's download cap."""
-
-    def __init__(self, peer: swarmwire.GrantedPeer, cap: Throttle) -> None:
-        self.peer, self.cap, self.site = peer, cap, peer.site
-
-    async def have(self, image: ImageId, count: int) -> set[int]:
-        return await self.peer.have(image, count)
-
-    async def piece(self, image: ImageId, offset: int, length: int) -> bytes:
-        data = await self.peer.piece(image, offset, length)
-        await self.cap.take(len(data))  # bytes received: a choked request costs none
-        return data
-
-
 class Site:
     def __init__(self, name: str, root: Path, cap: float) -> None:
         self.name = name
@@ -64,9 +50,12 @@ class Site:
         self.up = Throttle(cap, burst=1 << 20)
         self.address = ""
 
-    def clear(self) -> None:
+    def clear(self, cap: float) -> None:
+        """An empty image directory; the link shaped to ``cap`` bytes/s each way."""
         shutil.rmtree(self.store.root)
         self.store.root.mkdir()
+        for bucket in (self.down, self.up):
+            bucket.rate = cap
 
 
 async def serve(pki: Layout, site: Site, key: grant.Ed25519PublicKey) -> grpc.aio.Server:
@@ -88,14 +77,14 @@ class Broker:
         self.pki, self.key, self.manifest = pki, key, manifest
         self.channels: list[grpc.aio.Channel] = []
 
-    def peer(self, me: Site, source: str, address: str, image: ImageId) -> Capped:
+    def peer(self, me: Site, source: str, address: str, image: ImageId) -> swarmwire.GrantedPeer:
         expires = int((time.time() + 3600) * 1000)
         g = grant.Grant(image, source, me.name, expires, self.manifest.digest())
         creds = agent_credentials(self.pki, me.name)
         channel = grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS)
         self.channels.append(channel)
         tok = grant.sign(g, self.key)
-        return Capped(swarmwire.GrantedPeer(channel, source, tok, self.manifest), me.down)
+        return swarmwire.GrantedPeer(channel, source, tok, self.manifest, download=me.down)
 
     async def close(self) -> None:
         for channel in self.channels:
@@ -103,17 +92,19 @@ class Broker:
         self.channels.clear()
 
 
-async def receive(broker: Broker, img: catalog.Image, me: Site, peers: list[Capped]) -> Any:
+async def receive(
+    broker: Broker, img: catalog.Image, me: Site, peers: list[swarmwire.GrantedPeer]
+) -> Any:
     return await swarmwire.receive(
         me.store.root, img, broker.manifest, peers, me.swarms, seed=me.name, refresh=0.2
     )
 
 
 async def run(
-    broker: Broker, img: catalog.Image, sites: list[Site], src: str, everyone: bool
+    broker: Broker, img: catalog.Image, sites: list[Site], src: str, everyone: bool, cap: float
 ) -> dict[str, Any]:
     for site in sites:
-        site.clear()
+        site.clear(cap)
     t = time.perf_counter()
     jobs = []
     for me in sites:
@@ -141,18 +132,19 @@ async def lines() -> AsyncIterator[dict[str, Any]]:
         yield json.loads(line)
 
 
-async def role_swarm(pki: Layout, src: str, data: bytes, cap: float, piece: int) -> None:
+async def role_swarm(pki: Layout, src: str, data: bytes, piece: int) -> None:
     key = grant.load_private((pki.root / "grant.key").read_bytes())
     manifest = pieces.manifest_of(data, piece)
     with tempfile.TemporaryDirectory() as tmp:
-        sites = [Site(name, Path(tmp), cap) for name in SITES]
+        sites = [Site(name, Path(tmp), float("inf")) for name in SITES]
         servers = [await serve(pki, s, key.public_key()) for s in sites]
         print(json.dumps({"event": "ready", "manifest": manifest.digest()}), flush=True)
         broker = Broker(pki, key, manifest)
         async for cmd in lines():
             img = catalog.Image.from_dict(cmd["image"])
             group = sites[:1] if cmd["op"] == "one" else sites
-            out = await run(broker, img, group, src, everyone=cmd["op"] == "swarm")
+            everyone = cmd["op"] == "swarm"
+            out = await run(broker, img, group, src, everyone, float(cmd["cap"]))
             print(json.dumps({"event": cmd["op"], **out}), flush=True)
         for server in servers:
             await server.stop(None)

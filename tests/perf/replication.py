@@ -16,16 +16,20 @@ Figures: (1) ``--size-mib`` from src to dst through the relay vs the raw stream 
 same chunks from src straight to dst's bare server (the limit; ratio target >= 0.8), and
 the same image pulled by dst **directly** from src's ``directwire.DirectServer`` under a
 broker-signed grant (``direct_vs_raw``, target >= 0.8; the relay's bytes carried during
-it, per destination, ``broker_bytes_per_dest``, target ~0); (1b) the ``--fanout-mib``
-image pulled directly with src's upload capped at ``--link-cap-mib-s`` (``link_cap_mib_s``
-and the rate achieved, ``shaped_direct_mib_s``: the shaping holds);
-(2) ``--fanout-mib`` from src to 16 sites with relay rounds vs one transfer of the same
-size through the relay (``relay16_over_one``, unshaped); (2b) the same image **swarmed**
-by 16 sites (a fourth process, ``tests.perf.imageswarm``: each site its own direct mTLS
-server and its own link shaped to ``--link-cap-mib-s`` each way, src's upload too) vs one
-site pulling it alone over one shaped link with the same code (``swarm16_over_one``,
-target <= 2x); (3) the broker's peak RSS across all (must stay bounded). Prints a table;
-the last line is one JSON object with every figure.
+it, per destination, ``broker_bytes_per_dest``, target ~0). The CPU both ends spent on
+that transfer gives a cost per MiB (``cpu_s_per_mib``), and from it the link cap
+(``link_cap_mib_s``, ``choose_cap``: the swarm's 16 sites use at most half a core;
+``--link-cap-mib-s`` overrides): from then on every site's link is shaped to it, each
+way. (1b) the ``--fanout-mib`` image pulled directly over src's shaped link (the rate
+achieved, ``shaped_direct_mib_s``: the shaping holds); (2) that image fanned out to 16
+sites through the broker relay, relay rounds, every site link shaped, vs one transfer
+of it through the relay over one shaped link (``relay16_over_one``; the broker's own
+link is not shaped); (2b) the same image **swarmed** by 16 sites (a fourth process,
+``tests.perf.imageswarm``: each site its own direct mTLS server and its own shaped
+link) vs one site pulling it alone over one shaped link with the same code
+(``swarm16_over_one``, target <= 2x; the relay's bytes during the swarm count in
+``broker_bytes_per_dest``); (3) the broker's peak RSS across all (must stay bounded).
+Prints a table; the last line is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ from replication.store import MemoryBytes
 from replication import grant
 from siteagent import directwire
 from siteagent.imagewire import DirectSource, ImageServer, PullSource
-from replication.throttle import Throttle
+from replication.throttle import Throttle, Throttled
 from tests.perf import imageswarm
 from tests.support.etcd import free_ports
 from tests.support.gateway import TRUST_DOMAIN, agent_credentials, make_pki, site_server_credentials
@@ -203,14 +207,20 @@ async def role_broker(pki: Layout, port: int) -> None:
     await server.stop(0.2)
 
 
+def link() -> Throttle:
+    """One direction of a site's link: unshaped until a ``cap`` command sets its rate."""
+    return Throttle(float("inf"), burst=1 << 20)
+
+
 async def direct_servers(
-    pki: Layout, source: PatternSource, ports: list[int], cap: float
+    pki: Layout, source: PatternSource, ports: list[int], up: Throttle
 ) -> list[grpc.aio.Server]:
-    """src's direct image servers: unshaped on ``--port``, upload-capped on ``--port`` + 1."""
+    """src's direct image servers: unshaped on ``--port``, through src's link ``up`` on
+    ``--port`` + 1."""
     key = grant.load_public((pki.root / "grant.pub").read_bytes())
     creds = site_server_credentials(pki, "src")
     out = []
-    for port, throttle in ((ports[0], None), (ports[1], Throttle(cap, burst=1 << 20))):
+    for port, throttle in ((ports[0], None), (ports[1], up)):
         service = directwire.DirectServer("src", source, key, throttle=throttle, max_pieces=2)
         srv, _ = directwire.server(service, f"127.0.0.1:{port}", creds)
         await srv.start()
@@ -219,17 +229,21 @@ async def direct_servers(
 
 
 async def role_src(
-    pki: Layout, broker: str, size: int, chunk: int, small: bytes, ports: list[int], cap: float
+    pki: Layout, broker: str, size: int, chunk: int, small: bytes, ports: list[int]
 ) -> None:
     channel = grpc.aio.secure_channel(broker, agent_credentials(pki, "src"), options=OPTIONS)
     source = PatternSource(pattern(chunk), size, small)
-    server = ImageServer(channel, source)
+    up = link()  # src's uplink: shaped once the benchmark chose the cap
+    server = ImageServer(channel, source, throttle=up)
     task = asyncio.create_task(server.run())
     await server.ready.wait()
-    direct = await direct_servers(pki, source, ports, cap)
+    direct = await direct_servers(pki, source, ports, up)
     emit(event="ready")
     async for cmd in lines():
-        if cmd["op"] == "raw":
+        if cmd["op"] == "cap":
+            up.rate = float(cmd["cap"])
+            emit(event="cap")
+        elif cmd["op"] == "raw":
             async with grpc.aio.secure_channel(
                 cmd["address"],
                 grpc.ssl_channel_credentials(
@@ -264,12 +278,18 @@ async def role_dst(pki: Layout, broker: str, raw_port: int, chunk: int) -> None:
         for s in ["dst", "one", *FANOUT]
     }
     stores = {s: MemoryBytes() for s in ["one", *FANOUT]}
-    servers = [ImageServer(chans[s], stores[s]) for s in FANOUT]
+    ups, downs = {s: link() for s in FANOUT}, {s: link() for s in ["one", *FANOUT]}
+    servers = [ImageServer(chans[s], stores[s], throttle=ups[s]) for s in FANOUT]
     tasks = [asyncio.create_task(s.run()) for s in servers]
     for s in servers:
         await s.ready.wait()
     emit(event="ready")
     async for cmd in lines():
+        if cmd["op"] == "cap":  # every fan-out site's link, both ways
+            for bucket in (*ups.values(), *downs.values()):
+                bucket.rate = float(cmd["cap"])
+            emit(event="cap")
+            continue
         img = catalog.Image.from_dict(cmd["image"])
         t = time.perf_counter()
         if cmd["op"] == "pull":
@@ -285,16 +305,15 @@ async def role_dst(pki: Layout, broker: str, raw_port: int, chunk: int) -> None:
                 )
             emit(event="direct", seconds=time.perf_counter() - t)
         elif cmd["op"] == "one":
-            await transfer.copy(
-                img, PullSource(chans["one"], "src"), stores["one"], chunk_size=chunk
-            )
+            one = Throttled(PullSource(chans["one"], "src"), downs["one"])
+            await transfer.copy(img, one, stores["one"], chunk_size=chunk)
             emit(event="one", seconds=time.perf_counter() - t)
         elif cmd["op"] == "fanout":
 
             async def hop(h: Any, progress: Any, img: catalog.Image = img) -> None:
                 await transfer.copy(
                     img,
-                    PullSource(chans[h.destination], h.source),
+                    Throttled(PullSource(chans[h.destination], h.source), downs[h.destination]),
                     stores[h.destination],
                     chunk_size=chunk,
                     progress=progress,
@@ -320,6 +339,21 @@ async def role_dst(pki: Layout, broker: str, raw_port: int, chunk: int) -> None:
             emit(event="rawcount", received=sink.received)
     for task in tasks:
         task.cancel()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def choose_cap(cpu_per_mib: float) -> float:
+    """The link cap (MiB/s) at which the swarm leaves the CPU idle most of the time: its
+    16 sites share one process (one core), each receiving at the cap and serving about as
+    much; each MiB costs what a direct transfer cost both ends (TLS, sha256, copies).
+    Half a core for the whole swarm, rounded down to 0.5 MiB/s, within 1..25 MiB/s."""
+    cap = 0.5 / (len(imageswarm.SITES) * max(cpu_per_mib, 1e-6))
+    return max(1.0, min(25.0, int(cap * 2) / 2))
 
 
 class Proc:
@@ -358,8 +392,8 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--fanout-mib", type=int, default=64)
     ap.add_argument("--chunk-kib", type=int, default=1024)
-    # low enough that 17 shaped links in two processes leave the 2 cores idle part time
-    ap.add_argument("--link-cap-mib-s", type=float, default=6.0)
+    # 0: computed from the CPU cost per MiB measured in the run (``choose_cap``)
+    ap.add_argument("--link-cap-mib-s", type=float, default=0.0)
     ap.add_argument("--piece-kib", type=int, default=1024)
     ap.add_argument("--src-address", default="")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 64 MiB, 8 MiB fan-out")
@@ -378,15 +412,14 @@ def main() -> None:
         return
     if a.role == "src":
         ports = [int(p) for p in a.direct_ports.split(",")]
-        cap = a.link_cap_mib_s * (1 << 20)
-        asyncio.run(role_src(Layout(Path(a.pki)), a.broker, size, chunk, small, ports, cap))
+        asyncio.run(role_src(Layout(Path(a.pki)), a.broker, size, chunk, small, ports))
         return
     if a.role == "dst":
         asyncio.run(role_dst(Layout(Path(a.pki)), a.broker, a.port, chunk))
         return
     if a.role == "swarm":
-        cap, piece = a.link_cap_mib_s * (1 << 20), a.piece_kib << 10
-        asyncio.run(imageswarm.role_swarm(Layout(Path(a.pki)), a.src_address, small, cap, piece))
+        piece = a.piece_kib << 10
+        asyncio.run(imageswarm.role_swarm(Layout(Path(a.pki)), a.src_address, small, piece))
         return
     orchestrate(a, size, chunk, small)
 
@@ -461,7 +494,15 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
             expires = int(time.time() * 1000) + 3_600_000
             token = grant.sign(grant.Grant(BIG, "src", "dst", expires), key)
             d.send(op="direct", image=big.to_dict(), address=f"127.0.0.1:{dport}", grant=token)
+            cpu = cpu_seconds(s.p.pid) + cpu_seconds(d.p.pid)
             direct_s = d.read("direct")["seconds"]
+            cpu = cpu_seconds(s.p.pid) + cpu_seconds(d.p.pid) - cpu
+            cpu_per_mib = cpu / a.size_mib
+            cap_mib = a.link_cap_mib_s or choose_cap(cpu_per_mib)
+            cap = cap_mib * (1 << 20)
+            for p in (s, d):
+                p.send(op="cap", cap=cap)
+                p.read("cap")
             b.send(op="rss")
             carried_direct = b.read("rss")["carried"] - rss_single["carried"]
             token = grant.sign(grant.Grant(SMALL, "src", "dst", expires), key)
@@ -471,12 +512,15 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
             one_s = d.read("one")["seconds"]
             d.send(op="fanout", image=sml.to_dict())
             fan = d.read("fanout")
-            w.send(op="one", image=sml.to_dict())
+            w.send(op="one", image=sml.to_dict(), cap=cap)
             swarm_one = w.read("one")
-            w.send(op="swarm", image=sml.to_dict())
+            b.send(op="rss")
+            carried = b.read("rss")["carried"]
+            w.send(op="swarm", image=sml.to_dict(), cap=cap)
             swarm16 = w.read("swarm")
             b.send(op="rss")
             rss_all = b.read("rss")
+            carried_swarm = rss_all["carried"] - carried
         finally:
             for p in (w, d, s, b):
                 p.close()
@@ -490,10 +534,13 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         if run["failed"]:
             problems.append(f"swarm destinations failed: {run['failed']}")
     swarm_ok = not swarm_one["failed"] and not swarm16["failed"]
-    if carried_direct:
-        problems.append(f"the broker relayed {carried_direct} bytes of a direct transfer")
+    if carried_direct or carried_swarm:
+        problems.append(
+            f"the broker relayed {carried_direct} bytes of a direct transfer and "
+            f"{carried_swarm} of a swarm"
+        )
     # the cap lets one 1 MiB burst through at once: allow it on top of the rate
-    shaped_limit = a.link_cap_mib_s * (1 + 1 / max(a.fanout_mib - 1, 1)) * 1.05
+    shaped_limit = cap_mib * (1 + 1 / max(a.fanout_mib - 1, 1)) * 1.05
     if a.fanout_mib / shaped_s > shaped_limit:
         problems.append(f"the shaped link ran at {a.fanout_mib / shaped_s:.1f} MiB/s")
     fan_ok = not fan["failed"]
@@ -509,9 +556,10 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         "direct_s": direct_s,
         "direct_mib_s": mib / direct_s,
         "direct_vs_raw": raw_s / direct_s,
-        "broker_bytes_per_dest": carried_direct,
+        "broker_bytes_per_dest": max(carried_direct, carried_swarm / len(imageswarm.SITES)),
         "relay_bytes_per_dest": rss_single["carried"],
-        "link_cap_mib_s": a.link_cap_mib_s,
+        "cpu_s_per_mib": cpu_per_mib,
+        "link_cap_mib_s": cap_mib,
         "shaped_direct_mib_s": a.fanout_mib / shaped_s,
         "swarm16_over_one": swarm16["seconds"] / swarm_one["seconds"] if swarm_ok else None,
         "swarm_one_s": swarm_one["seconds"],
@@ -520,10 +568,9 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         "pieces_per_image": -(-(a.fanout_mib << 10) // a.piece_kib),
         "relay16_over_one": fan["seconds"] / one_s if fan_ok else None,
         "fanout_mib": a.fanout_mib,
-        "one_s": one_s,
-        "fanout16_s": fan["seconds"] if fan_ok else None,
+        "relay_one_shaped_s": one_s,
+        "relay16_shaped_s": fan["seconds"] if fan_ok else None,
         "fanout_rounds": fan["rounds"],
-        "fanout_over_one": fan["seconds"] / one_s if fan_ok else None,
         "fanout_failed": fan["failed"],
         "broker_peak_rss_mib_after_single": rss_single["peak_mib"],
         "broker_peak_rss_mib_after_fanout": rss_all["peak_mib"],

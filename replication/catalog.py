@@ -137,6 +137,7 @@ class Replica:
     sha256: str = ""  # the digest the site last reported for the bytes it holds
     repairs: int = 0  # times drift (missing, wrong checksum) re-queued an active replica
     generation: int = 0  # the catalog record's generation this replica was queued for
+    swarm: bool = False  # the current attempt fetches pieces from the swarm (the tracker's)
 
     @property
     def ticket(self) -> int:
@@ -158,8 +159,10 @@ class Replica:
             priority=self.priority if priority is None else priority,
         )
 
-    def start(self, source: str = "") -> Replica:
-        return self._to(State.TRANSFERRING, attempts=self.attempts + 1, source=source)
+    def start(self, source: str = "", *, swarm: bool = False) -> Replica:
+        return self._to(
+            State.TRANSFERRING, attempts=self.attempts + 1, source=source, swarm=swarm
+        )
 
     def progress(self, offset: int, rate: float) -> Replica:
         return self._to(State.TRANSFERRING, offset=offset, rate=rate)
@@ -187,6 +190,7 @@ class Replica:
             "sha256": self.sha256,
             "repairs": self.repairs,
             "generation": self.generation,
+            "swarm": self.swarm,
         }
 
     @classmethod
@@ -205,6 +209,7 @@ class Replica:
                 sha256=str(d.get("sha256", "")),
                 repairs=int(d.get("repairs", 0)),
                 generation=int(d.get("generation", 0)),
+                swarm=bool(d.get("swarm", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise errors.InvalidImage("replica", f"malformed entry: {exc}") from exc

@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from replication import errors
-from replication.catalog import Image
+from replication.catalog import Image, ImageId
+from replication.transfer import ByteSource
 
 DEFAULT_PIECE = 4 << 20
 MAX_PIECES = 1 << 16
+MAX_RECORDED = 4096  # pieces of a list the catalog records: 256 KiB of hex, inside etcd's limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,35 @@ def manifest_of_file(path: Path, piece_size: int = DEFAULT_PIECE) -> Manifest:
             digests.append(hashlib.sha256(block).digest())
             size += len(block)
     return Manifest(size, piece_size, tuple(digests))
+
+
+def piece_size_for(size: int, base: int = DEFAULT_PIECE) -> int:
+    """The piece size a site lists an image in: ``base``, or whole MiB large enough that
+    the list stays within ``MAX_RECORDED`` pieces (a 16 GiB image: 4 MiB pieces)."""
+    least = -(-size // MAX_RECORDED)
+    return max(base, -(-least // (1 << 20)) << 20)
+
+
+async def manifest_of_source(
+    source: ByteSource, image: ImageId, size: int, base: int = DEFAULT_PIECE
+) -> Manifest:
+    """The manifest of ``image`` as ``source`` serves it, in ``piece_size_for`` pieces
+    (read once; the chunks need not fall on piece boundaries)."""
+    piece = piece_size_for(size, base)
+    digests: list[bytes] = []
+    h, filled, total = hashlib.sha256(), 0, 0
+    async for c in source.chunks(image, 0, min(piece, 1 << 20)):
+        data = memoryview(c.data)
+        while data:
+            take = data[: piece - filled]
+            h.update(take)
+            filled, total, data = filled + len(take), total + len(take), data[len(take) :]
+            if filled == piece:
+                digests.append(h.digest())
+                h, filled = hashlib.sha256(), 0
+    if filled:
+        digests.append(h.digest())
+    return Manifest(total, piece, tuple(digests))
 
 
 def bitmap(held: Iterable[int], count: int) -> bytes:

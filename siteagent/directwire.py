@@ -43,6 +43,26 @@ CHANNEL_OPTIONS = [
 ]
 
 
+_GONE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+)
+
+
+def translate(exc: grpc.aio.AioRpcError) -> errors.ReplicationError:
+    """The one boundary for a peer's or the relay's grpc errors: a dropped call is
+    ``PeerGone`` (temporary: resume from the verified bytes), anything else
+    ``SourceFailed``."""
+    code = exc.code()
+    detail = exc.details() or code.name
+    if code in _GONE:
+        return errors.PeerGone(detail)
+    return errors.SourceFailed(detail)
+
+
 class Holding(ByteSource, Protocol):
     async def holds(self, image: ImageId) -> bool:
         """Whether a committed (verified) copy of ``image`` is here."""
@@ -245,7 +265,10 @@ def server(
 
 
 def from_settings(
-    settings: AgentSettings, store: Holding, throttle: Throttle | None
+    settings: AgentSettings,
+    store: Holding,
+    throttle: Throttle | None,
+    swarms: dict[ImageId, PieceFile] | None = None,
 ) -> grpc.aio.Server | None:
     """The site's direct image server on ``images.direct_listen`` (``None``: not set — the
     site is behind NAT, or does not serve directly); ``SettingsError`` when incomplete."""
@@ -259,5 +282,5 @@ def from_settings(
     except (OSError, errors.ReplicationError) as exc:
         raise agent_errors.SettingsError([f"images.direct_listen needs {exc}"]) from exc
     creds = grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=True)
-    service = DirectServer(settings.site_id, store, key, throttle=throttle)
+    service = DirectServer(settings.site_id, store, key, throttle=throttle, swarms=swarms)
     return server(service, cfg.direct_listen, creds)[0]

@@ -2,7 +2,8 @@
 
 ``GlanceImages`` is a ``replication.transfer.ByteSource`` and ``ByteSink`` plus the audit
 calls ``imagewire.ImageAgent`` makes (``holds``, ``listing``, ``digest``, ``remove``,
-``expect``). It sees only Meridian-marked images: active Glance images whose property
+``expect``, ``adopt``: a swarmed image, verified whole in the staging directory). It sees
+only Meridian-marked images: active Glance images whose property
 ``meridian_image_id`` names a catalog image (an operator marks a source image that way
 before registering it; replicas are created with it).
 
@@ -196,6 +197,16 @@ class GlanceImages:
         and sends the whole staged file again; a failed attempt's image is deleted.
         """
         await self.staging.commit(image)  # <id>.img: the whole, catalog-verified bytes
+        await self._upload_staged(image)
+
+    async def adopt(self, image: catalog.Image) -> None:
+        """A swarmed image: the whole ``<id>.img`` the swarm verified (sha256 and multihash,
+        ``pieces.PieceFile.finish``) in the staging directory goes into Glance, checked
+        again as it is uploaded and against Glance's ``os_hash_value``."""
+        self._expected[image.id] = image
+        await self._upload_staged(image.id)
+
+    async def _upload_staged(self, image: ImageId) -> None:
         staged = self.staging.root / f"{image}.img"
         entry = self._expected.get(image)
         try:

@@ -20,6 +20,7 @@ after ``transfer.copy`` verified the whole image against the order's digests.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from pathlib import Path
@@ -31,14 +32,15 @@ import grpc
 from meridian.v1 import image_pb2 as ipb
 from meridian.v1 import image_pb2_grpc as ipb_grpc
 
-from replication import access, catalog, errors, grant, transfer
+from replication import access, catalog, errors, grant, pieces, transfer
 from replication.catalog import ImageId, SiteId
 from replication.dirstore import DirBytes
+from replication.pieces import PieceFile
 from replication import throttle
 from replication.throttle import Throttle, Throttled
 from replication.transfer import ByteSink, ByteSource, Channel, Chunk, passthrough
-from siteagent import directwire
-from siteagent.directwire import CHANNEL_OPTIONS
+from siteagent import directwire, swarmwire
+from siteagent.directwire import CHANNEL_OPTIONS, translate
 from siteagent.settings import AgentSettings
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,11 @@ class ImageStore(ByteSource, ByteSink, Protocol):
         """The catalog entry the next copy into this store will carry."""
         ...
 
+    async def adopt(self, image: catalog.Image) -> None:
+        """A swarmed image, verified whole as ``<id>.img`` in the agent's image directory
+        (``pieces.PieceFile.finish``), becomes the committed copy."""
+        ...
+
 
 class SiteDir(DirBytes):
     """A sim site's image directory as an ``ImageStore``."""
@@ -81,22 +88,10 @@ class SiteDir(DirBytes):
     async def expect(self, image: catalog.Image) -> None:
         return None
 
-
-_GONE = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.INTERNAL,
-)
-
-
-def translate(exc: grpc.aio.AioRpcError) -> errors.ReplicationError:
-    code = exc.code()
-    detail = exc.details() or code.name
-    if code in _GONE:
-        return errors.PeerGone(detail)
-    return errors.SourceFailed(detail)
+    async def adopt(self, image: catalog.Image) -> None:
+        """The swarm finished into this directory: ``<id>.img`` is already committed."""
+        if not self.has(image.id):
+            raise errors.SinkRejected(f"the swarmed {image.id} is not in {self.root}")
 
 
 class ImageServer:
@@ -240,8 +235,19 @@ class ImageAgent:
         credentials: grpc.ChannelCredentials | None = None,
         direct_address: str = "",
         download: Throttle | None = None,
+        site: str = "",
+        pieces_dir: Path | None = None,
+        swarms: dict[ImageId, PieceFile] | None = None,
+        piece_size: int = pieces.DEFAULT_PIECE,
     ) -> None:
+        self.piece_size = piece_size  # of the piece lists this site reports
         self.download = download  # the site's cap on bytes/s received, shared by all copies
+        self.site = site
+        # swarming: where pieces arrive, and the copies arriving (what the site's
+        # DirectServer serves pieces of while they arrive); None: this site cannot swarm
+        self.pieces_dir = pieces_dir
+        self.swarms = swarms if swarms is not None else {}
+        self._lists: dict[tuple[ImageId, str], str] = {}  # (image, sha256) -> piece list
         self.channels = list(channels)
         self.credentials = credentials  # for direct pulls from other sites ("" = relay only)
         self.direct_address = direct_address  # where this site serves directly, reported
@@ -334,21 +340,88 @@ class ImageAgent:
         """The source's own address under the order's grant, where the broker gave one."""
         if not order.source_address or not order.grant or self.credentials is None:
             return None
-        key = f"{order.source_site}@{order.source_address}"
+        channel = self._channel(order.source_site, order.source_address, self.credentials)
+        return DirectSource(channel, order.source_site, order.grant)
+
+    def _channel(
+        self, site: str, address: str, credentials: grpc.ChannelCredentials
+    ) -> grpc.aio.Channel:
+        """One channel per peer address; the TLS handshake checks that the answer holds
+        ``site``'s serving certificate, not any other site's."""
+        key = f"{site}@{address}"
         channel = self._peers.get(key)
         if channel is None:
-            # the TLS handshake checks that the answer holds the source site's certificate
-            name = ("grpc.ssl_target_name_override", grant.server_name(order.source_site))
+            name = ("grpc.ssl_target_name_override", grant.server_name(site))
             channel = grpc.aio.secure_channel(
-                order.source_address, self.credentials, options=[*CHANNEL_OPTIONS, name]
+                address, credentials, options=[*CHANNEL_OPTIONS, name]
             )
             self._peers[key] = channel
-        return DirectSource(channel, order.source_site, order.grant)
+        return channel
+
+    async def _swarm(
+        self, image: catalog.Image, order: ipb.CopyOrder, progress: transfer.Progress
+    ) -> None:
+        """Fetch ``image`` in pieces from the peers the order names (each under its own
+        grant), serving the pieces verified meanwhile; then the store adopts it."""
+        if self.pieces_dir is None or self.credentials is None:
+            raise errors.SourceFailed(f"{self.site or 'this site'} cannot swarm: no image dir")
+        try:
+            manifest = pieces.Manifest.from_dict(json.loads(order.pieces))
+        except ValueError as exc:
+            raise errors.InvalidImage("pieces", f"the order's piece list: {exc}") from exc
+        peers = [
+            swarmwire.GrantedPeer(
+                self._channel(p.site, p.address, self.credentials),
+                p.site,
+                p.grant,
+                manifest,
+                chunk_size=order.chunk_size or self.chunk_size,
+                download=self.download,
+            )
+            for p in order.peers
+            if p.address
+        ]
+
+        async def corrupt(peer: str, why: str) -> None:
+            log.warning("image %s: peer %s excluded: %s", image.id, peer, why)
+
+        out = await swarmwire.receive(
+            self.pieces_dir,
+            image,
+            manifest,
+            peers,
+            self.swarms,
+            seed=self.site,
+            report=corrupt,
+            progress=progress,
+        )
+        log.info("image %s swarmed in %.1fs: %s", image.id, out.seconds, out.pieces_from)
+        await self.store.adopt(image)
+
+    async def _piece_lists(self, held: list[tuple[ImageId, str, int]]) -> list[ipb.PieceList]:
+        """The piece list of every image held (computed once per image and digest)."""
+        out = []
+        for image, sha, size in held:
+            listed = self._lists.get((image, sha))
+            if listed is None:
+                try:
+                    manifest = await pieces.manifest_of_source(
+                        self.store, image, size, self.piece_size
+                    )
+                except errors.ReplicationError:
+                    continue
+                if len(manifest) > pieces.MAX_RECORDED or manifest.size != size:
+                    continue
+                listed = json.dumps(manifest.to_dict(), sort_keys=True, separators=(",", ":"))
+                self._lists[(image, sha)] = listed
+            out.append(ipb.PieceList(image_id=image, sha256=sha, pieces=listed))
+        return out
 
     async def audit(self) -> ipb.ImageReport:
         """Every image held, with its sha256 re-computed from the bytes (drift audit)."""
         self._busy = {i for i, c in self._copies.items() if not c.task.done()}
         report = ipb.ImageReport(audit=True, direct_address=self.direct_address)
+        held = []
         for image in await self.store.listing():
             try:
                 sha, size = await self.store.digest(image)
@@ -357,6 +430,9 @@ class ImageAgent:
             report.replicas.append(
                 ipb.ReplicaReport(image_id=image, state="active", sha256=sha, size=size)
             )
+            held.append((image, sha, size))
+        if self.pieces_dir is not None:  # a site that swarms lists its images' pieces
+            report.piece_lists.extend(await self._piece_lists(held))
         for image in sorted(self._busy):  # copies that ran during the audit: not judged
             report.replicas.append(ipb.ReplicaReport(image_id=image, state="busy"))
         return report
@@ -391,7 +467,8 @@ class ImageAgent:
             live = outbox if outbox in self._live or not self._live else self._live[0]
             live.put_nowait(ipb.ImageReport(replicas=[report]))
 
-        via = {"path": "direct" if self._direct(order) is not None else "relay"}
+        path = "swarm" if order.swarm else "direct" if self._direct(order) else "relay"
+        via = {"path": path}
 
         async def progress(offset: int, rate: float) -> None:
             send("transferring", offset=offset, rate=rate, path=via["path"])
@@ -407,8 +484,13 @@ class ImageAgent:
             await self.store.expect(image)
             started = time.monotonic()
             resume = await self.store.verified_offset(image.id)
-            log.info("image %s: copying from %s at byte %d", image.id, order.source_site, resume)
-            await self._pull(image, order, channel, progress, via)
+            if order.swarm:
+                log.info("image %s: swarming from %d peers", image.id, len(order.peers))
+                await self._swarm(image, order, progress)
+            else:
+                source = order.source_site
+                log.info("image %s: copying from %s at byte %d", image.id, source, resume)
+                await self._pull(image, order, channel, progress, via)
             log.info("image %s copied in %.1fs", image.id, time.monotonic() - started)
             send("active", offset=image.size, sha256=image.sha256, size=image.size, **via)
         except errors.ReplicationError as exc:
@@ -439,15 +521,20 @@ async def run_agent(settings: AgentSettings, credentials: grpc.ChannelCredential
         store = glance = glancestore.GlanceImages(settings.openstack.cloud, Path(cfg.dir))
     throttle = link_cap(cfg.upload_rate, cfg.upload_windows)
     download = link_cap(cfg.download_rate, cfg.download_windows)
-    direct = directwire.from_settings(settings, store, throttle)
+    swarms: dict[ImageId, PieceFile] = {}  # served by the direct server while arriving
+    direct = directwire.from_settings(settings, store, throttle, swarms)
     agent = ImageAgent(
         channels,
         store,
         audit_interval=cfg.audit_interval,
         throttle=throttle,
-        credentials=credentials,
+        credentials=credentials if cfg.dial_peers else None,
         direct_address=cfg.direct_address or cfg.direct_listen,
         download=download,
+        site=settings.site_id,
+        pieces_dir=Path(cfg.dir) if cfg.dial_peers else None,
+        swarms=swarms,
+        piece_size=cfg.piece_size,
     )
     try:
         if direct is not None:

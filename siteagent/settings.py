@@ -159,6 +159,12 @@ class ImageSettings:
     """The address other sites dial for ``direct_listen`` (empty: ``direct_listen``)."""
     grant_public_key_file: str = ""
     """The broker's transfer-grant public key (PEM), required with ``direct_listen``."""
+    piece_size: Annotated[int, pydantic.Field(ge=1 << 16, le=1 << 26)] = 4 << 20
+    """Bytes per piece of the piece lists this site reports for the images it is the source
+    of (swarming; larger where a list would pass ``replication.pieces.MAX_RECORDED``)."""
+    dial_peers: bool = True
+    """False: this site reaches no other site, only the brokers (egress to them alone):
+    it never swarms nor pulls directly, every copy to it goes through the relay."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@
 ``receive`` runs ``replication.swarm.fetch`` into a ``PieceFile`` in the site's image
 directory, registered in ``swarms`` (what this site's ``DirectServer`` serves from) while
 it arrives, so the site re-serves each piece it verified. This is the boundary where grpc
-errors become ``replication.errors`` (``imagewire.translate``).
+errors become ``replication.errors`` (``directwire.translate``).
 
 Invariant: a piece counts only once ``PieceFile.write`` matched it against the manifest,
 whoever sent it; the image is committed only by ``PieceFile.finish``.
@@ -24,7 +24,7 @@ from replication import errors, pieces, swarm, transfer
 from replication.catalog import Image, ImageId
 from replication.pieces import Manifest, PieceFile
 from replication.throttle import Throttle
-from siteagent.imagewire import translate
+from siteagent.directwire import translate
 
 
 class GrantedPeer:

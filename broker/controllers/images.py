@@ -18,7 +18,15 @@ state costs etcd nothing; every ``resync`` seconds a pass reads etcd afresh inst
   sha256, ``failed`` with the agent's reason; temporary failures and stalls re-queue, up
   to ``max_attempts``);
 - drift: an ``active`` replica that a later audit shows missing or with another sha256
-  is re-queued (``repairs`` counts it) and an ``image.drift`` event says why.
+  is re-queued (``repairs`` counts it) and an ``image.drift`` event says why;
+- the tracker (``replication.tracker``): once the source is active, the piece list its
+  agent reported (``observed/<source>/imagepieces/<id>``, for the catalog's sha256 and
+  size) is recorded in the catalog (``imagepieces/<id>``, fenced); from then on a queued
+  destination that serves directly is started as a **swarm** copy (``Replica.swarm``,
+  not bound by ``cap``: holders choke their own uploads), the gateway ordering it with
+  the piece list and a grant per peer; a destination behind NAT copies as before. For
+  its first ``PIECES_WAIT`` seconds, an image whose source serves directly has no copy
+  started to a destination that could swarm: its piece list is on its way.
 
 Invariant 3: every write is one fenced transaction (the replica and its event); a
 deposed leader's writes never land. Invariant 8 is the agent's (it verifies before
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -42,10 +51,13 @@ from broker.election.fencing import fenced_txn
 from broker.models import codec, event, objects
 from broker.store import follow, keys
 from broker.store.protocol import Put, Store
-from replication import catalog, policy
+from replication import catalog, pieces, policy, tracker
+from replication import errors as rerrors
 from replication.catalog import Entry, Replica, SiteId, State
 
 log = logging.getLogger(__name__)
+
+PIECES_WAIT = 20.0  # seconds destinations that could swarm wait for the source's piece list
 
 
 Report = objects.CopyReport
@@ -83,11 +95,9 @@ def decide(
     def put(r: Replica, ev: tuple[str, str] | None = None) -> None:
         before = now.get(r.site)
         if before is not None and before.state is State.TRANSFERRING:
-            running[before.source] = running.get(before.source, 0) - 1
-            running[""] = running.get("", 0) - 1
+            count(running, before, -1)
         if r.state is State.TRANSFERRING:
-            running[r.source] = running.get(r.source, 0) + 1
-            running[""] = running.get("", 0) + 1
+            count(running, r, +1)
         now[r.site] = r
         out[r.site] = Change(r, ev if ev is not None else out.get(r.site, Change(r)).event)
 
@@ -133,6 +143,14 @@ def decide(
     return list(out.values())
 
 
+def count(running: dict[str, int], r: Replica, n: int) -> None:
+    """A copy starts (+1) or ends (-1): federation-wide, and for its source unless it
+    swarms (a swarm's holders choke their own uploads: ``cap`` is for one-source copies)."""
+    running[""] = running.get("", 0) + n
+    if not r.swarm:
+        running[r.source] = running.get(r.source, 0) + n
+
+
 def _follow(
     r: Replica,
     img: catalog.Image,
@@ -176,6 +194,15 @@ def _schedule(
     running: dict[str, int],
     put: Callable[..., None],
 ) -> None:
+    if img.id in world.awaiting and world.addresses.get(r.site) and r.site != img.source_site:
+        return  # the source's piece list is on its way: swarm rather than copy one by one
+    if img.id in world.pieces and r.site != img.source_site:
+        seeds = tracker.seeds(now, world.addresses, world.connected)
+        if tracker.swarms(r.site, world.addresses, seeds):
+            if running.get("", 0) < limits.concurrency:
+                seed = min(seeds, key=lambda s: (running.get(s, 0), s))
+                put(r.start(source=seed, swarm=True))
+            return
     holders = [
         s
         for s, h in now.items()
@@ -208,6 +235,21 @@ def _schedule(
     put(r.start(source=free[0]))  # the reason (why it was re-queued) stays until active
 
 
+def piece_list(entry: Entry, report: objects.PieceReport | None) -> bytes | None:
+    """The piece list to record for ``entry`` from its source's report (canonical JSON),
+    or None when the report is absent or not for the catalog's bytes."""
+    img = entry.image
+    if report is None or report.sha256 != img.sha256:
+        return None
+    try:
+        manifest = pieces.Manifest.from_dict(json.loads(report.pieces))
+    except (ValueError, rerrors.ReplicationError):
+        return None
+    if manifest.size != img.size or len(manifest) > pieces.MAX_RECORDED:
+        return None
+    return json.dumps(manifest.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+
 class ImageController:
     """``interval``: seconds between passes from memory when nothing changes (stalls are
     judged by time); ``resync``: seconds between passes from a fresh etcd read."""
@@ -230,6 +272,8 @@ class ImageController:
         self.view = imageview.View()
         self._kick = asyncio.Event()
         self._seen: dict[tuple[str, str], tuple[tuple[object, ...], float]] = {}
+        self._asked: dict[str, int] = {}  # image -> the revision of the report last read
+        self._since: dict[str, float] = {}  # image -> first seen without a piece list
 
     async def run(self) -> None:
         """Reconcile until cancelled (the replica stops leading)."""
@@ -288,15 +332,51 @@ class ImageController:
         for per_image in w.replicas.values():
             for r, _ in per_image.values():
                 if r.state is State.TRANSFERRING:
-                    running[r.source] = running.get(r.source, 0) + 1
-                    running[""] = running.get("", 0) + 1
-        changed = 0
+                    count(running, r, +1)
+        changed = await self._record_pieces(w)
         for image_id, entry in sorted(w.entries.items()):
             replicas = w.replicas.get(image_id, {})
             for change in decide(entry, replicas, w, self.limits, self._stalled, running):
                 await self._write(change)
                 changed += 1
         return changed
+
+    async def _record_pieces(self, w: World) -> int:
+        """Record the piece list of each image whose source is active and has none yet
+        (its source's report read from etcd once per report: steady state reads nothing)."""
+        recorded = 0
+        for image_id, entry in sorted(w.entries.items()):
+            if image_id in w.pieces:
+                self._since.pop(image_id, None)
+                continue
+            since = self._since.setdefault(image_id, self.clock())
+            if w.addresses.get(entry.image.source_site) and self.clock() - since < PIECES_WAIT:
+                w.awaiting.add(image_id)
+            source = w.replicas.get(image_id, {}).get(entry.image.source_site)
+            if source is None or source[0].state is not State.ACTIVE:
+                continue
+            reported = w.piece_reports.get(image_id)
+            if reported is None or reported[0] != entry.image.source_site:
+                continue
+            if self._asked.get(image_id) == reported[1]:
+                continue  # this report was read and is not the catalog's
+            self._asked[image_id] = reported[1]
+            kv = await self.store.get(keys.piece_report(entry.image.source_site, image_id))
+            try:
+                report = objects.IMAGE_PIECES.decode(kv.value) if kv is not None else None
+            except errors.InvalidInput:
+                report = None
+            raw = piece_list(entry, report)
+            if raw is None:
+                continue
+            put = Put(keys.image_pieces(image_id), raw)
+            result = await fenced_txn(self.store, self.fence, [put])
+            self.view.recorded(image_id, raw, result.revision)
+            w.pieces[image_id] = pieces.Manifest.from_dict(json.loads(raw)).digest()
+            w.awaiting.discard(image_id)
+            log.info("image %s: piece list recorded (swarming)", image_id)
+            recorded += 1
+        return recorded
 
     async def _write(self, change: Change) -> None:
         r = change.replica

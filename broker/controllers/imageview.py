@@ -2,8 +2,13 @@
 states (``images/``), the registered sites (``sites/``), the connected ones
 (``sitestatus/``) and the agents' copy reports and audits (``observed/``).
 
+It also holds which images have a recorded piece list (``imagepieces/``, by digest
+only: the lists themselves stay in etcd), where the last piece list a source reported
+for each image is (its site and revision) and where each connected site serves directly
+(from its audit): what the tracker decides swarms from.
+
 The controller feeds it every listed key and watch event of ``follow.follow`` on those
-four prefixes (``take``) and each ``Listed`` mark (``listed``), so a pass decides from
+prefixes (``take``) and each ``Listed`` mark (``listed``), so a pass decides from
 memory and costs no etcd request; the same decoding serves a one-off read (``load``).
 
 Invariant: after every prefix has been listed, the view holds exactly what etcd held at
@@ -14,6 +19,7 @@ and an older event for that key never replaces it.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +29,7 @@ from broker.models import codec, objects
 from broker.models.site import SiteSpec
 from broker.store import follow, keys
 from broker.store.protocol import KeyValue, Store, WatchEvent
-from replication import catalog, policy
+from replication import catalog, pieces, policy
 from replication import errors as rerrors
 from replication.catalog import Entry, Replica, SiteId
 
@@ -37,6 +43,7 @@ class Audit:
     held: Mapping[str, tuple[str, int]]
     busy: frozenset[str]
     revision: int
+    direct_address: str = ""
 
 
 @dataclass(slots=True)
@@ -49,9 +56,18 @@ class World:
     connected: frozenset[str] = frozenset()
     reports: dict[tuple[str, str], objects.CopyReport] = field(default_factory=dict)
     audits: dict[str, Audit] = field(default_factory=dict)
+    pieces: dict[str, str] = field(default_factory=dict)  # image -> its piece list's digest
+    awaiting: set[str] = field(default_factory=set)  # images whose piece list should come
+    piece_reports: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """image -> (site, revision) of the last piece list a site reported for it."""
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """Where each connected site serves directly (absent: behind NAT)."""
+        return {s: a.direct_address for s, a in self.audits.items() if a.direct_address}
 
 
-PREFIXES = (keys.IMAGES, keys.SITES, keys.SITESTATUS, keys.OBSERVED)
+PREFIXES = (keys.IMAGES, keys.SITES, keys.SITESTATUS, keys.OBSERVED, keys.IMAGE_PIECES)
 
 
 class View:
@@ -64,6 +80,8 @@ class View:
         self.connected: set[str] = set()
         self.reports: dict[tuple[str, str], objects.CopyReport] = {}
         self.audits: dict[str, Audit] = {}
+        self.pieces: dict[str, str] = {}
+        self.piece_reports: dict[str, tuple[str, int]] = {}
         self.listed: set[str] = set()
         self._held: dict[str, set[str]] = {p: set() for p in PREFIXES}
 
@@ -96,7 +114,13 @@ class View:
             connected=frozenset(self.connected),
             reports={k: r for k, r in self.reports.items() if k[1] in self.connected},
             audits={s: a for s, a in self.audits.items() if s in self.connected},
+            pieces=dict(self.pieces),
+            piece_reports=dict(self.piece_reports),
         )
+
+    def recorded(self, image: str, raw: bytes, revision: int) -> None:
+        """The controller recorded ``image``'s piece list at ``revision``."""
+        self._apply(keys.image_pieces(image), raw, revision)
 
     def _apply(self, key: str, value: bytes, revision: int) -> bool:
         prefix = next((p for p in PREFIXES if key.startswith(p)), None)
@@ -110,7 +134,12 @@ class View:
         try:
             if prefix == keys.IMAGES:
                 return self._image(key, value, revision)
-            if prefix == keys.SITES:
+            if prefix == keys.IMAGE_PIECES:
+                image = key.removeprefix(keys.IMAGE_PIECES)
+                self.pieces.pop(image, None)
+                if value:
+                    self.pieces[image] = pieces.Manifest.from_dict(json.loads(value)).digest()
+            elif prefix == keys.SITES:
                 self._site(keys.name_in(keys.SITES, key), value)
             elif prefix == keys.SITESTATUS:
                 site = keys.name_in(keys.SITESTATUS, key)
@@ -152,21 +181,29 @@ class View:
             if value:
                 self.reports[(name, site)] = objects.IMAGE_COPY.decode(value)
             return True
+        if kind == objects.IMAGE_PIECES.name:  # only where it is: the list stays in etcd
+            self.piece_reports.pop(name, None)
+            if value:
+                self.piece_reports[name] = (site, revision)
+            return True
         if kind == objects.IMAGE_AUDIT.name and key == keys.image_audit(site):
             self.audits.pop(site, None)
             if value:
                 found = objects.IMAGE_AUDIT.decode(value)
                 held = {i: (h.sha256, h.size) for i, h in found.held.items()}
-                self.audits[site] = Audit(held, frozenset(found.busy), revision)
+                self.audits[site] = Audit(
+                    held, frozenset(found.busy), revision, found.direct_address
+                )
             return True
         return False
 
 
 async def load(store: Store) -> World:
-    """Read the world from etcd once: three prefixes, then each connected site's reports
-    and audit (the controller's safety resync, and passes run without followers)."""
+    """Read the world from etcd once: four prefixes, then each connected site's reports
+    and audit, and the piece list reported for each image that has none recorded (the
+    controller's safety resync, and passes run without followers)."""
     view = View()
-    for prefix in (keys.IMAGES, keys.SITES, keys.SITESTATUS):
+    for prefix in (keys.IMAGES, keys.SITES, keys.SITESTATUS, keys.IMAGE_PIECES):
         kvs, _ = await store.get_prefix(prefix)
         for kv in kvs:
             view.take(kv)
@@ -177,4 +214,9 @@ async def load(store: Store) -> World:
         audit = await store.get(keys.image_audit(site))
         if audit is not None:
             view.take(audit)
+    for image_id, entry in sorted(view.entries.items()):  # only images still without a list
+        if image_id not in view.pieces:
+            found = await store.get(keys.piece_report(entry.image.source_site, image_id))
+            if found is not None:
+                view.take(found)
     return view.world()

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker import errors
 from broker.devfed import procs
@@ -90,6 +92,11 @@ class Federation:
     """Seconds between a sim agent's audits of the images it holds."""
     agent_sections: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
     """More settings sections for one site's agent (by site id), e.g. its ``datapath``."""
+    serving: tuple[str, ...] = ()
+    """Sites whose certificates may also serve (direct image transfers and swarming on
+    127.0.0.1); with any, the brokers sign transfer grants (``grant_key``)."""
+    image_settings: dict[str, dict[str, object]] = field(default_factory=dict)
+    """More ``images`` settings for one site's agent (by site id), e.g. its link caps."""
     api_tls: bool = True
     """The brokers serve their API over HTTPS with their own certificates (verified
     against the federation CA: ``api_verify``); False is plain HTTP, for tests only."""
@@ -177,6 +184,8 @@ class Federation:
         for name in self.broker_names():
             for kind in ("api", "grpc"):
                 self.ports.setdefault(f"{name}.{kind}", procs.free_port())
+        if self.serving:
+            self._grant_keys()
 
     def add_openstack(self, cloud: Minicloud) -> list[str]:
         """Drive ``cloud``'s sites with openstack agents; returns their site ids."""
@@ -188,7 +197,31 @@ class Federation:
         ca = authority.load(self.pki.root)
         for site in sites:
             if not self.pki.site_cert(site).exists():
-                ca.issue_site(site)
+                ca.issue_site(site, serves=[] if site in self.serving else None)
+
+    @property
+    def grant_key(self) -> Path:
+        """The brokers' transfer-grant key (``grant_pub``: its public half, for agents)."""
+        return self.state / "pki" / "grant.key"
+
+    @property
+    def grant_pub(self) -> Path:
+        return self.state / "pki" / "grant.pub"
+
+    def _grant_keys(self) -> None:
+        if self.grant_key.exists():
+            return
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write_private(self.grant_key, pem.decode())
+        pub = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.grant_pub.write_bytes(pub)
 
     # -- processes ---------------------------------------------------------------------
 
@@ -281,6 +314,11 @@ class Federation:
                         "dev_token_file": str(self.token_file),
                     },
                     "health": {"down_after": self.down_after},
+                    **(
+                        {"images": {"grant_key_file": str(self.grant_key)}}
+                        if self.serving
+                        else {}
+                    ),
                 },
                 {"name": name},
             )
@@ -332,6 +370,11 @@ class Federation:
             "dir": str(self.images_dir(site)),
             "audit_interval": self.image_audit_interval,
         }
+        if site in self.serving:  # serves its images to other sites on its own port
+            port = self.ports.setdefault(f"{site}.direct", procs.free_port())
+            images["direct_listen"] = f"127.0.0.1:{port}"
+            images["grant_public_key_file"] = str(self.grant_pub)
+        images.update(self.image_settings.get(site, {}))
         if site in self.openstack:
             return {"openstack": {"cloud": self.openstack[site].cloud}, "images": images}
         sim = {"hosts": 4, "cells": 2, "seed": sum(site.encode())}

@@ -15,6 +15,15 @@ a copy from it is ordered with that address and a transfer grant signed by ``sig
 site. Without a signer or an address (a site behind NAT) the order names the relay. The
 choice is per pair, and the agent reports which path it took.
 
+Swarms (the broker as tracker, ``replication.tracker``): a replica the controller started
+as a swarm copy is ordered with the catalog's piece list (``imagepieces/<id>``) and its
+peers — the holders and the other destinations that serve directly, at most
+``tracker.MAX_PEERS`` — each with a grant for that pair naming the piece list; the
+destination then fetches pieces from them, never through this broker. The piece lists
+the image's source site reports in its audits are written to
+``observed/<site>/imagepieces/<id>`` (``objects.IMAGE_PIECES``), where the controller
+takes the catalog's from.
+
 Invariant: this module decides nothing — it only carries orders the fenced controller
 wrote and observations the agents made (invariant 1: a replica keeps caches, not truth).
 """
@@ -22,9 +31,11 @@ wrote and observations the agents made (invariant 1: a replica keeps caches, not
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from meridian.v1 import image_pb2 as ipb
 
@@ -32,7 +43,7 @@ from broker import errors
 from broker.models import objects
 from broker.store import follow, keys
 from broker.store.protocol import Store
-from replication import catalog, grant
+from replication import catalog, grant, pieces, tracker
 from replication import errors as rerrors
 from replication.catalog import Entry, Replica, State
 
@@ -63,6 +74,7 @@ class ImageOrders:
         self.signer = signer
         self.grant_ttl = grant_ttl
         self._direct: dict[str, str] = {}  # site -> where it serves directly, from its audits
+        self._pieces: dict[str, tuple[str, str]] = {}  # image -> (piece list, its digest)
         self._entries: dict[str, Entry] = {}
         self._replicas: dict[tuple[str, str], Replica] = {}
         self._outboxes: dict[str, asyncio.Queue[ipb.CopyOrder]] = {}
@@ -100,6 +112,14 @@ class ImageOrders:
             )
             # every audit is written: its revision is what the controller judges drift by
             await self._put(keys.image_audit(site), audit.encode(), always=True)
+            for listed in msg.piece_lists:  # only a source's list is the catalog's to take
+                entry = self._entries.get(listed.image_id)
+                if entry is None or entry.image.source_site != site:
+                    continue
+                if listed.sha256 != entry.image.sha256:
+                    continue
+                value = objects.PieceReport(listed.sha256, listed.pieces).encode()
+                await self._put(keys.piece_report(site, listed.image_id), value)
             return
         for r in msg.replicas:
             copy = objects.CopyReport(
@@ -116,6 +136,32 @@ class ImageOrders:
     # -- following the catalog -------------------------------------------------------------
 
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._follow_pieces())
+            group.create_task(self._follow_images())
+
+    async def _follow_pieces(self) -> None:
+        async for item in follow.follow(self.store, keys.IMAGE_PIECES):
+            if isinstance(item, follow.Listed):
+                gone = {keys.image_pieces(i) for i in self._pieces}
+                for key in follow.forgotten(item, gone):
+                    self._pieces.pop(key.removeprefix(keys.IMAGE_PIECES), None)
+                continue
+            key, value = follow.change(item)
+            image = key.removeprefix(keys.IMAGE_PIECES)
+            self._pieces.pop(image, None)
+            if value:
+                try:
+                    manifest = pieces.Manifest.from_dict(json.loads(value))
+                except (ValueError, rerrors.ReplicationError) as exc:
+                    log.error("image orders: %s is corrupt: %s", key, exc)
+                    continue
+                self._pieces[image] = (value.decode(), manifest.digest())
+            for (img, site), _ in list(self._replicas.items()):
+                if img == image:
+                    self._maybe_send(img, site)
+
+    async def _follow_images(self) -> None:
         async for item in follow.follow(self.store, keys.IMAGES):
             if isinstance(item, follow.Listed):
                 gone = {keys.image(i) for i in self._entries}
@@ -153,6 +199,9 @@ class ImageOrders:
             return
         if self._sent.get((image, site), 0) >= replica.ticket:
             return
+        swarm = self._swarm(image, site) if replica.swarm else {}
+        if replica.swarm and not swarm:
+            return  # ordered once the piece list is here
         self._sent[(image, site)] = replica.ticket
         img = entry.image
         outbox.put_nowait(
@@ -167,10 +216,26 @@ class ImageOrders:
                 attempt=replica.ticket,
                 chunk_size=self.chunk_size,
                 **self._path(img.id, replica.source, site),
+                **swarm,
             )
         )
 
-    def _path(self, image: str, source: str, destination: str) -> dict[str, str]:
+    def _swarm(self, image: str, destination: str) -> dict[str, Any]:
+        """A swarm copy's piece list and peers, each with a grant for the pair (``{}``:
+        the piece list is not known here yet, or no signer)."""
+        listed = self._pieces.get(image)
+        if listed is None or self.signer is None:
+            return {}
+        members = {catalog.SiteId(s): r for (i, s), r in self._replicas.items() if i == image}
+        expires = int((time.time() + self.grant_ttl) * 1000)
+        peers = []
+        for peer in tracker.peers(catalog.SiteId(destination), members, self._direct):
+            g = grant.Grant(image, peer, destination, expires, listed[1])
+            token = grant.sign(g, self.signer)
+            peers.append(ipb.SwarmPeer(site=peer, address=self._direct[peer], grant=token))
+        return {"swarm": True, "pieces": listed[0], "peers": peers}
+
+    def _path(self, image: str, source: str, destination: str) -> dict[str, Any]:
         """The source's address and a grant for this pair, when it can be reached directly."""
         address = self._direct.get(source, "")
         if self.signer is None or not address:

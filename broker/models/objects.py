@@ -155,6 +155,16 @@ class ImageAudit(Stored):
 
 
 @dataclass(frozen=True, slots=True)
+class PieceReport(Stored):
+    """An image's piece list as its source site computed it from the bytes it holds."""
+
+    sha256: str
+    """The whole image the list describes (it is recorded only for the catalog's)."""
+    pieces: str
+    """``replication.pieces.Manifest.to_dict`` as JSON."""
+
+
+@dataclass(frozen=True, slots=True)
 class Kind(Generic[T]):
     """A registered key space ``<space>/<site>/<name>/...`` and the type of its values."""
 
@@ -231,6 +241,8 @@ IMAGE_COPY = register(Space.OBSERVED, "imagecopy", CopyReport, "gateway.imagefee
 """``observed/<site>/imagecopy/<image id>``: a copy attempt's progress (not a VNF's image)."""
 IMAGE_AUDIT = register(Space.OBSERVED, "imageaudit", ImageAudit, "gateway.imagefeed")
 """``observed/<site>/imageaudit/held``: the site's last complete image audit."""
+IMAGE_PIECES = register(Space.OBSERVED, "imagepieces", PieceReport, "gateway.imagefeed")
+"""``observed/<site>/imagepieces/<image id>``: the piece list the image's source reported."""
 
 
 def first(spec: Mapping[str, Any]) -> Desired:

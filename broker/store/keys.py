@@ -26,6 +26,7 @@ PLACEMENTS = "placements/"
 CLAIMS = "claims/"
 LATENCY = "latency"
 IMAGES = "images/"
+IMAGE_PIECES = "imagepieces/"  # an image's recorded piece list (replication controller, fenced)
 IPAM = "ipam/"  # global pools of stitched networks; layout: broker.stitching.ledger
 NETWORKS = "networks/"
 FAILOVER = "failover/"
@@ -158,6 +159,17 @@ def split_image_key(key: str) -> tuple[str, str]:
     rest = key[len(IMAGES) :]
     image_id, _, tail = rest.partition("/")
     return image_id, tail.removeprefix("replicas/") if tail else ""
+
+
+def image_pieces(image_id: str) -> str:
+    """The catalog's piece list of an image, recorded from its source's report (fenced):
+    what swarm orders carry and grants name (``replication.pieces.Manifest.digest``)."""
+    return f"{IMAGE_PIECES}{image_id}"
+
+
+def piece_report(site_id: str, image_id: str) -> str:
+    """The piece list a site computed from the bytes it holds (gateway writes)."""
+    return observed(site_id, objects.IMAGE_PIECES.name, image_id)
 
 
 def image_copy(site_id: str, image_id: str) -> str:

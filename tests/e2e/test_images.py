@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from broker.cli import image as image_cmd
 from broker.devfed.federation import Federation
+from tests.support.federation import image_body as body
 from tests.support.federation import running_federation
 from tests.support.polling import wait_for
 
@@ -55,19 +56,6 @@ def place(fed: Federation, site: str, image_id: str, data: bytes) -> None:
     d = fed.images_dir(site)
     d.mkdir(parents=True, exist_ok=True)
     (d / f"{image_id}.img").write_bytes(data)
-
-
-def body(image_id: str, data: bytes, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": image_id,
-        "name": "cirros",
-        "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "os_hash_algo": "sha512",
-        "os_hash_value": hashlib.sha512(data).hexdigest(),
-        "source_site": "site-001",
-        **extra,
-    }
 
 
 def replicas(fed: Federation, image_id: str) -> dict[str, dict[str, Any]]:

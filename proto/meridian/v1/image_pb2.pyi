@@ -257,6 +257,9 @@ class CopyOrder(_message.Message):
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
     SOURCE_ADDRESS_FIELD_NUMBER: _builtins.int
     GRANT_FIELD_NUMBER: _builtins.int
+    SWARM_FIELD_NUMBER: _builtins.int
+    PIECES_FIELD_NUMBER: _builtins.int
+    PEERS_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     name: _builtins.str
     size: _builtins.int
@@ -274,6 +277,14 @@ class CopyOrder(_message.Message):
     """"" = through the broker relay; else host:port of the source"""
     grant: _builtins.str
     """with source_address: the transfer grant to present there"""
+    swarm: _builtins.bool
+    """fetch in pieces from every peer below (the broker tracks)"""
+    pieces: _builtins.str
+    """swarm: the catalog's piece list (JSON, Manifest.to_dict)"""
+    @_builtins.property
+    def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___SwarmPeer]:
+        """swarm: who may serve pieces, each with its own grant"""
+
     def __init__(
         self,
         *,
@@ -288,14 +299,71 @@ class CopyOrder(_message.Message):
         chunk_size: _builtins.int = ...,
         source_address: _builtins.str = ...,
         grant: _builtins.str = ...,
+        swarm: _builtins.bool = ...,
+        pieces: _builtins.str = ...,
+        peers: _abc.Iterable[Global___SwarmPeer] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "chunk_size", b"chunk_size", "grant", b"grant", "image_id", b"image_id", "name", b"name", "os_hash_algo", b"os_hash_algo", "os_hash_value", b"os_hash_value", "sha256", b"sha256", "size", b"size", "source_address", b"source_address", "source_site", b"source_site"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "chunk_size", b"chunk_size", "grant", b"grant", "image_id", b"image_id", "name", b"name", "os_hash_algo", b"os_hash_algo", "os_hash_value", b"os_hash_value", "peers", b"peers", "pieces", b"pieces", "sha256", b"sha256", "size", b"size", "source_address", b"source_address", "source_site", b"source_site", "swarm", b"swarm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CopyOrder: _TypeAlias = CopyOrder  # noqa: Y015
+
+@_typing.final
+class SwarmPeer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
+    site: _builtins.str
+    address: _builtins.str
+    """host:port where it serves directly"""
+    grant: _builtins.str
+    """the broker's grant for this pair and piece list"""
+    def __init__(
+        self,
+        *,
+        site: _builtins.str = ...,
+        address: _builtins.str = ...,
+        grant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "grant", b"grant", "site", b"site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwarmPeer: _TypeAlias = SwarmPeer  # noqa: Y015
+
+@_typing.final
+class PieceList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    PIECES_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    sha256: _builtins.str
+    """the whole image the list describes"""
+    pieces: _builtins.str
+    """Manifest.to_dict as JSON"""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        pieces: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "pieces", b"pieces", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PieceList: _TypeAlias = PieceList  # noqa: Y015
 
 @_typing.final
 class ReplicaReport(_message.Message):
@@ -329,7 +397,7 @@ class ReplicaReport(_message.Message):
     size: _builtins.int
     """in an audit: the bytes held"""
     path: _builtins.str
-    """how the attempt copies: "direct" or "relay" """
+    """how the attempt copies: "direct", "swarm" or "relay" """
     def __init__(
         self,
         *,
@@ -359,22 +427,28 @@ class ImageReport(_message.Message):
     REPLICAS_FIELD_NUMBER: _builtins.int
     AUDIT_FIELD_NUMBER: _builtins.int
     DIRECT_ADDRESS_FIELD_NUMBER: _builtins.int
+    PIECE_LISTS_FIELD_NUMBER: _builtins.int
     audit: _builtins.bool
     """a complete listing: an image not in it is missing at the site"""
     direct_address: _builtins.str
     """host:port where this site serves images directly ("" = none)"""
     @_builtins.property
     def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaReport]: ...
+    @_builtins.property
+    def piece_lists(self) -> _containers.RepeatedCompositeFieldContainer[Global___PieceList]:
+        """in an audit: piece lists of images held (swarming)"""
+
     def __init__(
         self,
         *,
         replicas: _abc.Iterable[Global___ReplicaReport] | None = ...,
         audit: _builtins.bool = ...,
         direct_address: _builtins.str = ...,
+        piece_lists: _abc.Iterable[Global___PieceList] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "direct_address", b"direct_address", "replicas", b"replicas"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "direct_address", b"direct_address", "piece_lists", b"piece_lists", "replicas", b"replicas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,12 +10,12 @@ import math
 import pytest
 
 from broker import errors
-from broker.controllers.images import ImageController, Limits
+from broker.controllers.images import PIECES_WAIT, ImageController, Limits
 from broker.models import codec
 from broker.models.site import SiteSpec
 from broker.store import keys
 from broker.store.memory import MemoryStore
-from replication import catalog
+from replication import catalog, pieces
 from replication.catalog import Entry, Image, ImageId, Replica, SiteId
 
 DATA = b"meridian" * 1000
@@ -286,8 +286,14 @@ async def test_a_vnf_image_status_is_not_a_replica_report(caplog: pytest.LogCapt
     report (it was, and every pass logged it as corrupt)."""
     store, ctl = await settled_source(["a"])
     vnf_image = {  # what the gateway stores for an agent's ObjectStatus of kind "image"
-        "kind": "image", "name": "vnf1-vfw", "observed_generation": 1, "state": "READY",
-        "message": "", "temporary": False, "outputs": {"id": "x"}, "at_ms": 1,
+        "kind": "image",
+        "name": "vnf1-vfw",
+        "observed_generation": 1,
+        "state": "READY",
+        "message": "",
+        "temporary": False,
+        "outputs": {"id": "x"},
+        "at_ms": 1,
     }
     await store.put(keys.observed("a", "image", "vnf1-vfw"), json.dumps(vnf_image).encode())
     await store.put(keys.observed("a", "image", "img"), json.dumps(vnf_image).encode())
@@ -300,3 +306,81 @@ async def test_a_vnf_image_status_is_not_a_replica_report(caplog: pytest.LogCapt
     await report(store, "a", 1, "transferring", offset=4000, rate=1e6)
     await ctl.reconcile()
     assert (await replicas(store))["a"].offset == 4000
+
+
+async def site_audit(store: MemoryStore, site: str, address: str, held: bool = False) -> None:
+    body = {
+        "held": {"img": {"sha256": SHA, "size": len(DATA)}} if held else {},
+        "direct_address": address,
+    }
+    await store.put(keys.image_audit(site), json.dumps(body).encode())
+
+
+async def piece_report(store: MemoryStore, sha: str = SHA, data: bytes = DATA) -> None:
+    listed = json.dumps(pieces.manifest_of(data, 1024).to_dict())
+    await store.put(
+        keys.piece_report("src", "img"), json.dumps({"sha256": sha, "pieces": listed}).encode()
+    )
+
+
+async def swarm_world() -> tuple[MemoryStore, ImageController, Clock]:
+    store, fence = await federation(["src", "a", "b", "nat"])
+    await register(store, ("a", "b", "nat"))
+    clock = Clock()
+    ctl = ImageController(store, fence, limits=Limits(cap=1), clock=clock)
+    await ctl.reconcile()
+    for site in ("a", "b"):
+        await site_audit(store, site, f"{site}:7500")
+    await site_audit(store, "nat", "")
+    return store, ctl, clock
+
+
+async def test_the_source_piece_list_is_recorded_and_sites_serving_directly_swarm() -> None:
+    """The tracker: the source's piece list for the catalog's bytes recorded (fenced);
+    every destination that serves directly starts a swarm copy at once (the per-source cap
+    is for one-source copies), the one behind NAT a one-source copy."""
+    store, ctl, _ = await swarm_world()
+    await piece_report(store)
+    await site_audit(store, "src", "src:7500", held=True)
+    await ctl.reconcile()  # the source active; swarmers wait for its piece list
+    assert {s: r.state.value for s, r in (await replicas(store)).items()}["a"] == "queued"
+    await ctl.reconcile()
+    kv = await store.get(keys.image_pieces("img"))
+    assert kv is not None
+    assert pieces.Manifest.from_dict(json.loads(kv.value)) == pieces.manifest_of(DATA, 1024)
+    reps = await replicas(store)
+    assert {s: (r.state.value, r.swarm) for s, r in reps.items()} == {
+        "src": ("active", False),
+        "a": ("transferring", True),
+        "b": ("transferring", True),
+        "nat": ("transferring", False),
+    }
+    assert reps["a"].source == reps["b"].source == reps["nat"].source == "src"
+
+
+@pytest.mark.parametrize("wrong", ["sha", "size"])
+async def test_a_piece_list_for_other_bytes_is_never_recorded_and_swarmers_stop_waiting(
+    wrong: str,
+) -> None:
+    """A report for other bytes is not the catalog's; destinations that could swarm wait
+    for a piece list only ``PIECES_WAIT`` seconds, then copy from one source."""
+    store, ctl, clock = await swarm_world()
+    if wrong == "sha":
+        await piece_report(store, sha="0" * 64)
+    else:
+        await piece_report(store, data=DATA + b"!")
+    await site_audit(store, "src", "src:7500", held=True)
+    await ctl.reconcile()
+    assert await store.get(keys.image_pieces("img")) is None
+    states_now = {s: r.state.value for s, r in (await replicas(store)).items()}
+    assert (states_now["a"], states_now["b"], states_now["nat"]) == (
+        "queued",
+        "queued",
+        "transferring",
+    )
+    clock.now += PIECES_WAIT + 1
+    await ctl.reconcile()
+    await ctl.reconcile()
+    reps = await replicas(store)
+    assert not any(r.swarm for r in reps.values())
+    assert await store.get(keys.image_pieces("img")) is None

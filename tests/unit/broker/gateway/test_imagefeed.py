@@ -138,3 +138,70 @@ def test_an_unreadable_grant_key_is_a_settings_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="grant_key_file"):
         grant_signer(str(tmp_path / "missing.pem"))
     assert grant_signer("") is None
+
+
+async def test_a_swarm_copy_is_ordered_with_the_piece_list_and_a_grant_per_peer() -> None:
+    """The tracker's order: the catalog's piece list, every peer that serves directly
+    (the holder, the other destinations; never a site behind NAT, never itself), each with
+    a grant for that pair naming the piece list; a source's piece list for the catalog's
+    bytes is written where the controller reads it, another site's or other bytes' not."""
+    from replication import grant, pieces
+
+    key = grant.Ed25519PrivateKey.generate()
+    store = MemoryStore()
+    orders = ImageOrders(store, signer=key, grant_ttl=60)
+    task = asyncio.create_task(orders.run())
+    manifest = pieces.manifest_of(b"x", 1 << 20)
+    listed = json.dumps(manifest.to_dict())
+    try:
+        await store.put(keys.image("img"), Entry(IMG).encode())
+        await until(lambda: "img" in orders._entries, "the entry followed")
+        for site in ("src", "a", "b"):
+            await orders.report(
+                site,
+                ipb.ImageReport(
+                    audit=True,
+                    direct_address=f"{site}:7500",
+                    piece_lists=[ipb.PieceList(image_id="img", sha256=SHA, pieces=listed)],
+                ),
+            )
+        await orders.report(
+            "nat",
+            ipb.ImageReport(
+                audit=True,
+                piece_lists=[ipb.PieceList(image_id="img", sha256="0" * 64, pieces=listed)],
+            ),
+        )
+        kv = await store.get(keys.piece_report("src", "img"))
+        assert kv is not None and json.loads(kv.value)["sha256"] == SHA
+        assert await store.get(keys.piece_report("a", "img")) is None, "not the source"
+        assert await store.get(keys.piece_report("nat", "img")) is None
+        a = orders.attach("a")
+        held = Replica(IMG.id, SiteId("src")).queue().start(source="src").verify().activate(1)
+        await put_replica(store, held)
+        await put_replica(store, Replica(IMG.id, SiteId("nat")).queue())
+        await put_replica(store, Replica(IMG.id, SiteId("b")).queue())
+        await put_replica(
+            store, Replica(IMG.id, SiteId("a")).queue().start(source="src", swarm=True)
+        )
+        await asyncio.sleep(0.05)
+        assert a.empty(), "no order before the catalog's piece list"
+        await store.put(keys.image_pieces("img"), listed.encode())
+        await until(lambda: a.qsize() == 1, "the swarm order")
+        order = a.get_nowait()
+        assert order.swarm and pieces.Manifest.from_dict(json.loads(order.pieces)) == manifest
+        assert {(p.site, p.address) for p in order.peers} == {("src", "src:7500"), ("b", "b:7500")}
+        now = int(time.time() * 1000)
+        for p in order.peers:
+            ok = grant.refusal(
+                p.grant,
+                key.public_key(),
+                image="img",
+                source=p.site,
+                caller="a",
+                now_ms=now,
+                pieces=manifest.digest(),
+            )
+            assert ok is None, ok
+    finally:
+        task.cancel()

@@ -11,6 +11,12 @@ servers' desired objects (the lost active's demotion included, so its site resum
 it), tombstones, the events, the machines and the record (state, reason, members, roles).
 A leader killed between steps loses nothing: the next one reads the machines back.
 
+Priority lane (``lane.Lane``): when a site goes DOWN, each VNF whose active member was
+there holds the lane until its promotion is reported (its phase leaves FAILING_OVER).
+Those VNFs are stepped by a worker of their own, never queued behind other steps; every
+other step (restores, drains, deadlines, replacements READY) waits while the lane is held,
+and so does the replacer before each re-placement.
+
 Restoring redundancy (``restore: auto``): the replacements the machines ask for go to the
 ``replacing.Replacer`` (limits, priority, placement, quota reservation). When a replacement
 reports READY the step books its quota usage at its site (commits its reservation) and
@@ -36,6 +42,7 @@ from typing import Any
 
 from broker.controllers import registry, replacing, restoring
 from broker.controllers.drain import Drains
+from broker.controllers.lane import Lane
 from broker import errors
 from broker.election.fencing import fenced_txn
 from broker.failover import machine, policy
@@ -62,6 +69,9 @@ FOLLOWED = frozenset(
 TICK_S = 0.5
 """How often VNFs with a loss in grace or a deadline running are stepped without news."""
 PARALLEL = 16
+"""Steps of the background lane under way at once."""
+URGENT_PARALLEL = 32
+"""Steps of VNFs promoting (the priority lane) under way at once."""
 DRILL_CUT = "a live drill's cut: its member still runs and rejoins at failback"
 """Why a member lost to a drill's cut is not re-placed (its replacement would delete it)."""
 
@@ -79,13 +89,15 @@ class FailoverController:
         *,
         headroom: Headroom | None = None,
         snapshot: Live | None = None,
+        lane: Lane | None = None,
     ) -> None:
         self.store, self.fence, self.settings = store, fence, settings
         self.headroom: Headroom = headroom or Unlimited()
         self._own_live = snapshot is None
         self.live = snapshot or Live(store)
+        self.lane = lane or Lane()
         self.replacer = replacing.Replacer(
-            store, fence, settings, self.headroom, self.live, self._mark
+            store, fence, settings, self.headroom, self.live, self._mark, lane=self.lane
         )
         self.drains = Drains(self._mark)
         self.replacer.avoid = lambda: self.drains.sites
@@ -93,10 +105,16 @@ class FailoverController:
         self.forgotten: set[str] = set()
         """Sites the operator forgot (``sites/<id>`` deleted): their members are gone."""
         self._at_site: dict[str, set[str]] = {}
+        self._active_at: dict[str, set[str]] = {}
+        """Site → the VNFs whose member there was wanted active when last indexed."""
         self._servers: dict[tuple[str, str], str] = {}
         self._busy: set[str] = set()
         self._dirty: set[str] = set()
+        self._stepping: set[str] = set()
+        """VNFs with a step under way (a VNF is never stepped twice at once)."""
         self._wake = asyncio.Event()
+        self._wake_urgent = asyncio.Event()
+        self._clear_waiter: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -110,7 +128,8 @@ class FailoverController:
             tg.create_task(self._follow(keys.DRILL_CUTS, self._on_asked))
             tg.create_task(self._follow(keys.DRAINS, self._on_drain))
             tg.create_task(self._tick())
-            tg.create_task(self._work())
+            tg.create_task(self._work(urgent=True))
+            tg.create_task(self._work(urgent=False))
             tg.create_task(self.replacer.run())
 
     # -- what to look at -------------------------------------------------------------
@@ -122,6 +141,8 @@ class FailoverController:
     def _mark(self, vnf_id: str) -> None:
         self._dirty.add(vnf_id)
         self._wake.set()
+        if self.lane.holds(promotion_key(vnf_id)):
+            self._wake_urgent.set()
 
     def _mark_site(self, site: str) -> None:
         for vnf_id in self._at_site.get(site, ()):
@@ -130,6 +151,9 @@ class FailoverController:
     def _on_health(self, key: str, value: bytes) -> None:
         site = keys.name_in(keys.HEALTH, key)
         self.health[site] = codec.decode(SiteHealth, value).state if value else Health.UNKNOWN
+        if self.health[site] is Health.DOWN:  # their promotions go first
+            for vnf_id in self._active_at.get(site, ()):
+                self.lane.hold(promotion_key(vnf_id))
         self._mark_site(site)
 
     def _on_site(self, key: str, value: bytes) -> None:
@@ -154,6 +178,8 @@ class FailoverController:
     def index(self, rec: model.VnfRecord) -> None:
         for m in rec.members:
             self._at_site.setdefault(m.site, set()).add(rec.id)
+            active = self._active_at.setdefault(m.site, set())
+            (active.add if m.role == machine.ACTIVE else active.discard)(rec.id)
             self._servers[(m.site, render.server_name(rec.id, m.name))] = rec.id
 
     def _on_asked(self, key: str, value: bytes) -> None:
@@ -175,13 +201,48 @@ class FailoverController:
                 self._mark(vnf_id)
             self.drains.tick()
 
-    async def _work(self) -> None:
+    async def _work(self, *, urgent: bool) -> None:
+        """Step marked VNFs: the urgent worker those holding the lane (promotions), the
+        other worker the rest, and only while the lane is clear."""
+        wake = self._wake_urgent if urgent else self._wake
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._dirty = list(self._dirty), set()
-            for i in range(0, len(batch), PARALLEL):
-                await asyncio.gather(*(self._guarded(v) for v in batch[i : i + PARALLEL]))
+            await wake.wait()
+            wake.clear()
+            while batch := self._take(urgent):
+                self._stepping.update(batch)
+                try:
+                    await asyncio.gather(*(self._guarded(v) for v in batch))
+                finally:
+                    self._stepping.difference_update(batch)
+                if self._dirty:  # marked again while being stepped: the other worker too
+                    self._wake.set()
+                    self._wake_urgent.set()
+                if not urgent:
+                    await self.lane.clear()
+
+    def _take(self, urgent: bool) -> list[str]:
+        """The next VNFs to step for the urgent worker or the other one."""
+        held = self.lane.holds
+        ready = [v for v in self._dirty if v not in self._stepping]
+        if urgent:
+            batch = [v for v in ready if held(promotion_key(v))][:URGENT_PARALLEL]
+        elif self.lane.pending():
+            batch = []  # the lane's clearing wakes this worker (``_wait_clear``)
+            self._wait_clear()
+        else:
+            batch = ready[:PARALLEL]
+        self._dirty.difference_update(batch)
+        return batch
+
+    def _wait_clear(self) -> None:
+        """Wake the background worker once the lane is clear."""
+
+        async def wait() -> None:
+            await self.lane.clear()
+            self._wake.set()
+
+        if self._clear_waiter is None or self._clear_waiter.done():
+            self._clear_waiter = asyncio.get_running_loop().create_task(wait())
 
     async def _guarded(self, vnf_id: str) -> None:
         try:
@@ -231,6 +292,8 @@ class FailoverController:
             m.lost_ms is not None for mach in after.values() for m in mach.members
         )
         (self._busy.add if busy else self._busy.discard)(vnf_id)
+        if state is not model.VnfState.FAILING_OVER:
+            self.lane.release(promotion_key(vnf_id))
         self.drains.seen(vnf_id, after)
         if after == before and update == rec and fo_kv is not None and ask_kv is None:
             self._ask_replacements(vnf_id, after)
@@ -261,6 +324,7 @@ class FailoverController:
 
     def _forget(self, vnf_id: str) -> None:
         self._busy.discard(vnf_id)
+        self.lane.release(promotion_key(vnf_id))
         self.replacer.recoveries.forget(vnf_id)
         self.drains.seen(vnf_id, {})
 
@@ -396,6 +460,12 @@ class FailoverController:
         return [Put(key, obj.encode()) for key, obj in desired.items()] + ops
 
 
+def promotion_key(vnf_id: str) -> str:
+    """The lane key of a VNF whose active member's site went DOWN, held until its
+    promotion is reported."""
+    return f"promote:{vnf_id}"
+
+
 def _drilled(m: machine.Member) -> bool:
     """Lost to a drill's cut (not to anything real)."""
     return m.lost_reason.startswith("drill:")
@@ -441,5 +511,10 @@ def _operator_events(
 @registry.controller("failover")
 def _start(ctx: registry.Context) -> FailoverController:
     return FailoverController(
-        ctx.store, ctx.fence, ctx.settings, headroom=ctx.headroom, snapshot=ctx.snapshot
+        ctx.store,
+        ctx.fence,
+        ctx.settings,
+        headroom=ctx.headroom,
+        snapshot=ctx.snapshot,
+        lane=ctx.lane,
     )

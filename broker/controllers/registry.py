@@ -13,10 +13,11 @@ features cannot start the same loop twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from broker import errors
+from broker.controllers.lane import Lane
 from broker.settings import BrokerSettings
 from broker.store.protocol import Store
 
@@ -41,6 +42,8 @@ class Context:
     headroom: Headroom
     snapshot: Live | None = None
     quota_metrics: QuotaMetrics | None = None
+    lane: Lane = field(default_factory=Lane)
+    """The term's priority lane: DOWN verdicts and promotions ahead of the rest."""
 
 
 Factory = Callable[[Context], Runnable]

@@ -21,6 +21,9 @@ the chosen site's inventory and claims — writes the claim, the member's desire
 The slot stays taken until the replacement is READY (the failover controller's step calls
 ``finish``) — "under way" means building, not deciding.
 
+Priority lane (``lane.Lane``): a re-placement starts, reads, and commits only while the
+lane is clear, so no DOWN verdict or promotion ever waits behind one.
+
 Invariants: no desired object is written before the member's quota is reserved
 (invariant 7); a replacement is written at most once per ask (the transaction compares the
 machines the decision was made on); a site that is down, drained or full is never chosen.
@@ -42,6 +45,7 @@ from broker.failover import limits, machine, policy, replace
 from broker.models import codec, objects
 from broker.models import vnf as model
 from broker.controllers import batches, imageorders
+from broker.controllers.lane import Lane
 from broker.placement import commit, feasible, render
 from broker.placement.plan import Assignment, Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Live, Snapshot
@@ -104,8 +108,10 @@ class Replacer:
         on_done: Callable[[str], None],
         *,
         planner: Planner | None = None,
+        lane: Lane | None = None,
     ) -> None:
         self.store, self.fence, self.headroom, self.live = store, fence, headroom, live
+        self.lane = lane or Lane()
         self.on_done = on_done
         """Called with a VNF id after its machines changed here (its step follows)."""
         self.planner = planner or Planner()
@@ -132,7 +138,10 @@ class Replacer:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                while (req := self.recoveries.next()) is not None:
+                while True:
+                    await self.lane.clear()
+                    if (req := self.recoveries.next()) is None:
+                        break
                     tg.create_task(self._one(req))
 
     async def _one(self, req: limits.Request) -> None:
@@ -155,6 +164,7 @@ class Replacer:
 
     async def carry_out(self, req: limits.Request) -> bool:
         """Carry out ``req`` once; True when it is to be tried again later."""
+        await self.lane.clear()
         found = await self._read(req.vnf, req.member)
         if found is None:
             self.finish(req.vnf, req.member)
@@ -187,6 +197,7 @@ class Replacer:
                 return False
         # not landed: the next try reserves under the same key (the same hold) when it
         # chooses the same site; a hold for a site not chosen again lapses with its lease
+        await self.lane.clear()
         landed = await self._commit(snap, found, desc, decision.claim, site, reservation)
         if landed:
             log.info("vnf %s: %s re-placed at %s", req.vnf, found.old.key, site)

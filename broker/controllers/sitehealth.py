@@ -12,7 +12,9 @@ Each verdict and its event are written in one fenced transaction (invariant 3). 
 never waits for writing: heartbeats are timed as they arrive, verdicts queue and are
 written in batches (a thousand agents reconnecting at once would otherwise back the watch
 up behind a thousand transactions, and the sweep would judge silence from stale times).
-Verdicts for one site are written in the order they were decided.
+Verdicts for one site are written in the order they were decided. A DOWN verdict holds
+the leader's priority lane (``lane.Lane``) until it is written: re-placements and other
+background work wait for it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from collections.abc import Callable
 
 from broker.controllers import registry
+from broker.controllers.lane import Lane
 from broker import errors
 from broker.election import fencing
 from broker.models import codec, event
@@ -45,8 +48,10 @@ class SiteHealthController:
         fence: int,
         *,
         clock: Callable[[], float] = time.monotonic,
+        lane: Lane | None = None,
     ) -> None:
         self.store = store
+        self.lane = lane or Lane()
         self.settings = settings
         self.fence = fence
         self.clock = clock
@@ -164,6 +169,8 @@ class SiteHealthController:
         if self.intended.get(site, Health.UNKNOWN) is state:
             return
         self.intended[site] = state
+        if state is Health.DOWN:
+            self.lane.hold(verdict_key(site))
         self.pending.append((site, state, reason))
         self._decided.set()
 
@@ -216,9 +223,15 @@ class SiteHealthController:
         await fencing.fenced_txn(self.store, self.fence, ops)
         for site, state, reason in batch:
             self.health[site] = state
+            self.lane.release(verdict_key(site))
             log.info("site %s: %s (%s)", site, state.value, reason)
+
+
+def verdict_key(site: str) -> str:
+    """The lane key of ``site``'s DOWN verdict, held until it is written."""
+    return f"verdict:{site}"
 
 
 @registry.controller("site health")
 def _start(ctx: registry.Context) -> SiteHealthController:
-    return SiteHealthController(ctx.store, ctx.settings, ctx.fence)
+    return SiteHealthController(ctx.store, ctx.settings, ctx.fence, lane=ctx.lane)

@@ -10,6 +10,9 @@ snapshot is this round's own copy, so the event loop and the lease refresh keep 
 and stores it under ``reports/survivability`` (fenced). ``GET /v1/reports/survivability``
 answers from it, so the request stays fast.
 
+A round starts only while the leader's priority lane is clear (``lane.Lane``): the report
+never competes with a DOWN verdict or a promotion for the loop, the GIL or etcd.
+
 Invariant: the stored report is one computation on one snapshot (its
 ``snapshot_revision``), written only by the current leader.
 """
@@ -23,6 +26,7 @@ import time
 
 from broker import errors
 from broker.controllers import registry
+from broker.controllers.lane import Lane
 from broker.drills import inputs, survivability
 from broker.election.fencing import fenced_txn
 from broker.placement.snapshot import Snapshot
@@ -38,8 +42,11 @@ WATCHED = (keys.SITES, keys.HEALTH, keys.INVENTORY, keys.CLAIMS, keys.VNFS, keys
 
 
 class SurvivabilityController:
-    def __init__(self, store: Store, fence: int, settings: BrokerSettings) -> None:
+    def __init__(
+        self, store: Store, fence: int, settings: BrokerSettings, lane: Lane | None = None
+    ) -> None:
         self.store, self.fence, self.settings = store, fence, settings
+        self.lane = lane or Lane()
         self.changed = asyncio.Event()
         self.took_s = 0.0
 
@@ -57,6 +64,7 @@ class SurvivabilityController:
         while True:
             await self.changed.wait()
             await asyncio.sleep(max(DEBOUNCE_S, SPACING * self.took_s))
+            await self.lane.clear()
             self.changed.clear()
             try:
                 await self.compute()
@@ -86,4 +94,4 @@ class SurvivabilityController:
 
 @registry.controller("survivability")
 def _start(ctx: registry.Context) -> SurvivabilityController:
-    return SurvivabilityController(ctx.store, ctx.fence, ctx.settings)
+    return SurvivabilityController(ctx.store, ctx.fence, ctx.settings, ctx.lane)

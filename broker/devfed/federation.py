@@ -28,6 +28,7 @@ import ssl
 import sys
 import time
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -377,8 +378,14 @@ class Federation:
         images.update(self.image_settings.get(site, {}))
         if site in self.openstack:
             return {"openstack": {"cloud": self.openstack[site].cloud}, "images": images}
-        sim = {"hosts": 4, "cells": 2, "seed": sum(site.encode())}
-        return {"sim": {**sim, "control_file": str(self.sim_control(site))}, "images": images}
+        sim = {**self.sim_shape(site), "control_file": str(self.sim_control(site))}
+        return {"sim": sim, "images": images}
+
+    @staticmethod
+    def sim_shape(site: str) -> dict[str, int]:
+        """The generated inventory a sim site's agent gets (``hosts``, ``cells``, ``seed``
+        of the sim's ``generated`` site): a benchmark can tell the biggest sites in advance."""
+        return {"hosts": 4, "cells": 2, "seed": sum(site.encode())}
 
     def sim_control(self, site: str) -> Path:
         """A sim site's control file (``siteagent.drivers.simcontrol``): write it to fail
@@ -395,11 +402,15 @@ class Federation:
             return None
         return {"OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml)}
 
-    def start_agents(self, sites: list[str], *, per_process: int = 1) -> list[procs.Proc]:
+    def start_agents(
+        self, sites: list[str], *, per_process: int = 1, alone: Collection[str] = ()
+    ) -> list[procs.Proc]:
+        """Agents for ``sites``, ``per_process`` sim agents to a process; the sites of
+        ``alone`` get a process each (``agent-<site>``: one of them can be lost alone)."""
         started = []
-        sim = [s for s in sites if s not in self.openstack]
+        sim = [s for s in sites if s not in self.openstack and s not in alone]
         # an openstack agent runs alone: its driver holds connections and worker threads
-        groups = [[s] for s in sites if s in self.openstack]
+        groups = [[s] for s in sites if s in self.openstack or s in alone]
         groups += [sim[i : i + per_process] for i in range(0, len(sim), per_process)]
         for group in groups:
             configs = [str(self.agent_config(s)) for s in group]
@@ -431,7 +442,9 @@ class Federation:
 
     # -- whole federation --------------------------------------------------------------
 
-    def up(self, sites: list[str], *, per_process: int | None = None) -> None:
+    def up(
+        self, sites: list[str], *, per_process: int | None = None, alone: Collection[str] = ()
+    ) -> None:
         self.prepare()
         self.issue_sites(sites)
         self.start_etcd()
@@ -443,7 +456,7 @@ class Federation:
         self.register_sites(sites)
         if per_process is None:
             per_process = 1 if len(sites) <= 10 else SWARM_SIZE
-        self.start_agents(sites, per_process=per_process)
+        self.start_agents(sites, per_process=per_process, alone=alone)
         self.write_records()
 
     def write_records(self) -> None:

@@ -70,6 +70,14 @@ def summarize(collapsed: str, top: int = 12) -> dict[str, Any]:
 
 def sample(pids: dict[str, int], seconds: float, directory: Path) -> dict[str, dict[str, Any]]:
     """Sample every process of ``pids`` at once for ``seconds``; their summaries by name."""
+    return collect(start(pids, seconds, directory), seconds)
+
+
+Sampling = dict[str, tuple["subprocess.Popen[bytes]", Path]]
+
+
+def start(pids: dict[str, int], seconds: float, directory: Path) -> Sampling:
+    """Start sampling every process of ``pids`` for ``seconds`` (``collect`` the result)."""
     if not available():
         raise RuntimeError("py-spy not found: bash deploy/dev/bootstrap.sh installs it (dev)")
     directory.mkdir(parents=True, exist_ok=True)
@@ -96,6 +104,11 @@ def sample(pids: dict[str, int], seconds: float, directory: Path) -> dict[str, d
             subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
             out,
         )
+    return running
+
+
+def collect(running: Sampling, seconds: float) -> dict[str, dict[str, Any]]:
+    """Wait for the samplers ``start`` began; each process's summary by name."""
     found = {}
     for name, (proc, out) in running.items():
         _, err = proc.communicate(timeout=seconds + 60)

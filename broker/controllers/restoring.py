@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from broker.controllers import replacing
 from broker.failover import machine
@@ -43,7 +43,18 @@ TEMPORARY = quota_errors.QuotaError
 commit and give-back are of what was already admitted)."""
 
 
-def gone_id(tenant: str, vnf_id: str, m: machine.Member) -> str:
+class Placed(Protocol):
+    """A member placed somewhere (a machine's member, a record's member status)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def site(self) -> str: ...
+    @property
+    def placed_ms(self) -> int: ...
+
+
+def gone_id(tenant: str, vnf_id: str, m: Placed) -> str:
     """The give-back of member ``m``'s usage: one id per member and placement."""
     return f"{tenant}/{PREFIX}{vnf_id}.{m.name}.{m.site}.{m.placed_ms}.gone"
 

@@ -40,7 +40,7 @@ from broker.placement import commit, feasible, render
 from broker.quotas.headroom import REFUSED, Headroom, SiteUsage, Unlimited
 from broker.placement.plan import Planner, PlanResult, assignment_json
 from broker.placement.snapshot import Live, Snapshot
-from broker.controllers import batches, deadlines, imageorders, keyed, replacing
+from broker.controllers import batches, deadlines, imageorders, keyed, replacing, restoring
 from broker.failover import replace
 from broker.settings import StitchingSettings
 from broker.stitching.ledger import Ledger
@@ -458,8 +458,16 @@ class VnfController:
             await self._tombstone_batch(kv, record, placed, drop_record=drop_record)
             return
         seen = await self._observed(record.members, record.id)
-        if any(obs is not None and obs.state is not objects.State.DELETED for obs in seen):
+        waiting = [
+            m
+            for m, obs in zip(record.members, seen, strict=True)
+            if obs is not None and obs.state is not objects.State.DELETED and self._known(m.site)
+        ]
+        if any(self._up(m.site) for m in waiting):
             return  # agents are still deleting; observed events bring us back
+        if waiting:  # only sites that are down hold members still: settle the others
+            await self._settle_deleted(kv, record, placement, waiting)
+            return
         for held in replacing.pending(record).values():  # replacements never READY
             await self.headroom.release(held)
         if record.reservation:
@@ -485,6 +493,63 @@ class VnfController:
             return
         self._descs.pop(record.id, None)
         log.info("vnf %s torn down", record.id)
+
+    def _known(self, site: str) -> bool:
+        """Registered: a site the operator forgot (``sites/<id>`` deleted) confirms nothing
+        again, so its members count as deleted (the give-back rule)."""
+        view = self.snap.sites.get(site)
+        return view is not None and view.spec is not None
+
+    def _up(self, site: str) -> bool:
+        view = self.snap.sites.get(site)
+        return view is not None and view.health == "UP"
+
+    async def _settle_deleted(
+        self,
+        kv: KeyValue,
+        record: model.VnfRecord,
+        placement: dict[str, Any],
+        waiting: list[model.MemberStatus],
+    ) -> None:
+        """Members remain only at sites that are down: give back the usage and drop the
+        claims of every member whose deletion is confirmed (or whose site was forgotten)
+        and keep the record, DELETING, with the waiting ones alone. Theirs is given back
+        when their site confirms the deletion (it resumes with the tombstones) or is
+        forgotten; until then their claims and usage stay held."""
+        done = [m for m in record.members if m not in waiting]
+        if not done:
+            return
+        desc, pend = self.descriptor(record), replacing.pending(record)
+        extra = dict(record.extra)
+        for m in done:
+            key = f"{m.name}@{m.site}"
+            if key in pend:  # a replacement never READY: its reservation goes
+                await self.headroom.release(pend[key])
+                extra.pop(replacing.REPLACING + key, None)
+            elif record.reservation and record.extra.get(COMMITTED):
+                gone = restoring.gone_id(record.tenant, record.id, m)
+                await self.headroom.uncommit(gone, _member_usage(self.snap, record, desc, m))
+            placement = replacing.placement_without(placement, record.id, m.name, m.site)
+        kept = dataclasses.replace(record, members=tuple(waiting), extra=extra)
+        doc = json.dumps(placement, separators=(",", ":")).encode()
+        ops = [
+            Put(kv.key, codec.encode(dataclasses.replace(kept, updated_ms=now_ms()))),
+            Put(keys.placement(record.id), doc),
+        ]
+        sites = {m.site for m in done} - {m.site for m in waiting}
+        check = [Compare(kv.key, Target.MOD, Op.EQUAL, kv.mod_revision)]
+        if not await commit.release(self.store, self.fence, self.snap, record.id, sites, ops,
+                                    compares=check):
+            self.kick(record.id)
+            return
+        log.info("vnf %s: deleted but for %s (their sites are down)", record.id,
+                 ", ".join(f"{m.name}@{m.site}" for m in waiting))
+
+
+def _member_usage(
+    snap: Snapshot, record: model.VnfRecord, desc: model.Descriptor, m: model.MemberStatus
+) -> dict[str, SiteUsage]:
+    return usage(snap, dataclasses.replace(record, members=(m,), extra={}), desc)
 
 
 def usage(

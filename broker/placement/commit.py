@@ -13,7 +13,7 @@ pass their compares; a VNF is placed whole or not at all (one transaction).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from broker.election.fencing import fenced_txn
@@ -77,15 +77,17 @@ async def release(
     fence: int,
     snap: Snapshot,
     vnf_id: str,
-    sites: Sequence[str],
+    sites: Collection[str],
     ops: Sequence[TxnOp] = (),
+    *,
+    compares: Sequence[Compare] = (),
 ) -> bool:
     """Drop every claim of ``vnf_id`` at ``sites`` (and run ``ops``) in one fenced txn.
 
-    Compares each claims key's revision as the snapshot knows it; False when one moved
-    (the snapshot has caught up from the failure branch: call again).
+    Compares each claims key's revision as the snapshot knows it (and ``compares``); False
+    when one moved (the snapshot has caught up from the failure branch: call again).
     """
-    checks: list[Compare] = []
+    checks: list[Compare] = list(compares)
     writes: list[TxnOp] = []
     reads: list[Get] = []
     for site_id in sorted(set(sites)):

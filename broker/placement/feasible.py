@@ -60,6 +60,19 @@ class SiteUpChecker:
         return f"site is {site.health}, not UP"
 
 
+class DrainChecker:
+    """A site being drained for maintenance (``drains/<site>``) takes no new member: new
+    VNFs, re-placements and moves all go elsewhere until it is undrained."""
+
+    name = "drained"
+
+    def feasible(self, snap: Snapshot, ask: Ask) -> BoolArray:
+        return ~snap.drained
+
+    def reason(self, snap: Snapshot, ask: Ask, site: SiteView) -> str:
+        return f"site is being drained for maintenance (drains/{site.id}); undrain it first"
+
+
 class SelectorChecker:
     name = "selectors"
 
@@ -276,6 +289,7 @@ def for_request(
 def default_checkers() -> list[Checker]:
     return [
         SiteUpChecker(),
+        DrainChecker(),
         SelectorChecker(),
         LatencyChecker(),
         CoresChecker(),

@@ -2,10 +2,11 @@
 
 Decisions read only this snapshot, so a decision costs microseconds per site, not an etcd
 round trip. It is a cache (invariant 1): ``load`` lists ``sites/``, ``health/``,
-``inventory/``, ``claims/`` and ``latency`` at one revision; ``follow`` keeps it current
-from watches, re-listing when a watch breaks. Each key remembers the ``mod_revision`` it
-was read at, and the commit compares exactly those revisions, so a decision made on a
-stale snapshot can never land — it conflicts, the snapshot catches up, and it retries.
+``inventory/``, ``claims/``, ``drains/`` and ``latency`` at one revision; ``follow``
+keeps it current from watches, re-listing when a watch breaks. Each key remembers the
+``mod_revision`` it was read at, and the commit compares exactly those revisions, so a
+decision made on a stale snapshot can never land — it conflicts, the snapshot catches
+up, and it retries.
 
 Free capacity = reported inventory − claims the inventory has not absorbed yet. Per-site
 summaries (the best single cell per resource) sit in numpy columns so site-level checks
@@ -41,7 +42,7 @@ CPU_ALLOCATION_RATIO = 4.0
 older agent): Nova's default. Hosts carry the ratio their site applies."""
 LIST_BATCH = 64
 """Inventories per listing transaction (each up to ~40 KiB; etcd answers up to 4 MiB)."""
-PREFIXES = (keys.SITES, keys.HEALTH, keys.INVENTORY, keys.CLAIMS, keys.LATENCY)
+PREFIXES = (keys.SITES, keys.HEALTH, keys.INVENTORY, keys.CLAIMS, keys.DRAINS, keys.LATENCY)
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -55,6 +56,7 @@ class SiteView:
         "claims_rev",
         "cost",
         "cpus_total",
+        "drained",
         "health",
         "host_by_name",
         "hosts",
@@ -72,6 +74,8 @@ class SiteView:
         self.idx = idx
         self.spec: SiteSpec | None = None
         self.health = "UNKNOWN"
+        self.drained = False
+        """Being drained for maintenance (``drains/<site>``): no new member goes here."""
         self.inventory: Inventory | None = None
         self.inv_rev = 0
         self.claims: dict[str, cl.Claim] = {}
@@ -169,6 +173,7 @@ class Snapshot:
         self._regions: dict[str, int] = {}
         self.dirty = True
         self.up: BoolArray = np.zeros(0, dtype=bool)
+        self.drained: BoolArray = np.zeros(0, dtype=bool)
         self.region: IntArray = np.zeros(0, dtype=np.int64)
         self.pcpus: IntArray = np.zeros(0, dtype=np.int64)
         self.vcpus: IntArray = np.zeros(0, dtype=np.int64)
@@ -273,6 +278,8 @@ class Snapshot:
             self.dirty = True
         elif prefix == keys.HEALTH:
             site.health = str(codec.decode(SiteHealth, value).state) if value else "UNKNOWN"
+        elif prefix == keys.DRAINS:
+            site.drained = value is not None
         elif prefix == keys.INVENTORY:
             site.inventory = codec.decode(Inventory, value) if value is not None else None
             site.inv_rev = rev if value is not None else 0
@@ -310,6 +317,7 @@ class Snapshot:
         """(Re)build every column; rows are then kept current by ``refresh_row``."""
         n = len(self.order)
         self.up = np.zeros(n, dtype=bool)
+        self.drained = np.zeros(n, dtype=bool)
         self.region = np.zeros(n, dtype=np.int64)
         self.pcpus, self.vcpus, self.mem = (np.zeros(n, dtype=np.int64) for _ in range(3))
         self.util, self.cost = np.zeros(n), np.ones(n)
@@ -325,6 +333,7 @@ class Snapshot:
         i = site.idx
         spec = site.spec
         self.up[i] = site.health == "UP" and spec is not None and site.inventory is not None
+        self.drained[i] = site.drained
         self.region[i] = self._regions.setdefault(spec.region, len(self._regions)) if spec else -1
         self.util[i] = site.util
         self.cost[i] = site.cost

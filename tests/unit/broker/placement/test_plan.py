@@ -11,6 +11,7 @@ from broker import errors
 from broker.models import vnf
 from broker.placement import admission, feasible
 from broker.placement.plan import Planner
+from broker.store import keys
 from tests.support import placement as P
 from tests.support.placement import CellShape, SiteDef
 
@@ -121,6 +122,30 @@ def test_infeasible_plan_carries_every_reason() -> None:
     assert reasons["down"].startswith("site-up")
     assert reasons["tiny"].startswith("numa-cores")
     assert explained["vdus"]["fw"]["dropped_by"] == {"site-up": 1, "numa-cores": 1}
+
+
+def test_a_drained_site_takes_no_new_member_and_the_refusal_names_the_drain() -> None:
+    """``drains/<site>`` (issue 10): new placements avoid the site; when nothing else fits,
+    the refusal names the drain; once undrained the site is used again."""
+    sites = [SiteDef("a", "r1"), SiteDef("b", "r2"), SiteDef("c", "r3")]
+    snap = P.world(sites)
+    snap.apply(keys.drain("b"), b'{"at_ms": 1}', 100)
+    result = Planner().plan(snap, P.sample("vfirewall"), "x")  # an active-standby pair
+    assert result.feasible, result.reason
+    assert {a.site for a in result.assignments} == {"a", "c"}
+
+    snap.apply(keys.drain("c"), b'{"at_ms": 2}', 101)
+    result = Planner().plan(snap, P.sample("vfirewall"), "x")
+    assert not result.feasible and "dropped: 2 by drained" in result.reason
+    reasons = {f["site"]: f["reason"] for f in result.explain(snap)["vdus"]["fw"]["filtered"]}
+    assert reasons["b"] == (
+        "drained: site is being drained for maintenance (drains/b); undrain it first"
+    )
+    assert "drains/c" in reasons["c"]
+
+    snap.apply(keys.drain("b"), None, 102)  # undrained
+    result = Planner().plan(snap, P.sample("vfirewall"), "x")
+    assert result.feasible and {a.site for a in result.assignments} == {"a", "b"}
 
 
 def test_quota_shortfall_is_data() -> None:

@@ -80,22 +80,29 @@ async def active() -> tuple[MemoryStore, VnfController, Ledger]:
     return store, ctl, ledger
 
 
-async def test_a_member_at_a_down_site_is_settled_when_it_confirms_or_is_forgotten(
-    active: tuple[MemoryStore, VnfController, Ledger],
-) -> None:
-    store, ctl, ledger = active
+async def delete_with_one_site_down(
+    store: MemoryStore, ctl: VnfController
+) -> tuple[model.VnfRecord, model.MemberStatus, model.MemberStatus]:
+    """The active member's site goes DOWN, the VNF is deleted, the other site deletes its
+    member; returns the record before, the member at the DOWN site and the other one."""
     rec = await record(store)
     assert rec is not None
     lost, kept = rec.members
-    down = SiteHealth(lost.site, Health.DOWN, 1)
-    await store.put(keys.health(lost.site), codec.encode(down))
+    await store.put(keys.health(lost.site), codec.encode(SiteHealth(lost.site, Health.DOWN, 1)))
     ctl.snap = await Snapshot.load(store)
     await store.put(keys.vnf(VNF), codec.encode(dataclasses.replace(rec, deleted=True)))
     await steps(ctl, 2)  # every object tombstoned, the DOWN site's too
     assert (await record(store)) is not None
     await status(store, kept, objects.State.DELETED)  # the reachable site deletes
     await steps(ctl)
+    return rec, lost, kept
 
+
+async def test_a_member_at_a_down_site_is_settled_when_it_confirms_or_is_forgotten(
+    active: tuple[MemoryStore, VnfController, Ledger],
+) -> None:
+    store, ctl, ledger = active
+    rec, lost, kept = await delete_with_one_site_down(store, ctl)
     rec = await record(store)
     assert rec is not None, "the DOWN site's member is not confirmed deleted yet"
     assert rec.state is model.VnfState.DELETING
@@ -125,15 +132,7 @@ async def test_the_down_site_confirming_the_deletion_settles_the_rest(
     active: tuple[MemoryStore, VnfController, Ledger],
 ) -> None:
     store, ctl, ledger = active
-    rec = await record(store)
-    assert rec is not None
-    lost, kept = rec.members
-    await store.put(keys.health(lost.site), codec.encode(SiteHealth(lost.site, Health.DOWN, 1)))
-    ctl.snap = await Snapshot.load(store)
-    await store.put(keys.vnf(VNF), codec.encode(dataclasses.replace(rec, deleted=True)))
-    await steps(ctl, 2)
-    await status(store, kept, objects.State.DELETED)
-    await steps(ctl)
+    rec, lost, kept = await delete_with_one_site_down(store, ctl)
     assert await record(store) is not None
 
     await store.put(keys.health(lost.site), codec.encode(SiteHealth(lost.site, Health.UP, 2)))

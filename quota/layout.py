@@ -87,9 +87,6 @@ class TenantView:
     done: dict[str, Settled] = field(default_factory=dict)  # settled records looked up
     looked: set[str] = field(default_factory=set)  # ids whose settled record was read
 
-    def expired_hint(self, now_ms: int) -> bool:
-        return any(0 < h.expires_ms < now_ms for h in self.holds.values())
-
 
 def tenant_reads(tenant: str, done_ids: Iterable[str] = ()) -> list[kv.Read]:
     """What a tenant's view is built from (``view_from`` expects this order)."""

@@ -12,7 +12,12 @@ no sweeper to run or fence. Leases are shared: one per (ttl, window of ttl/10 s)
 replica, so a hold lives between ``ttl`` and ``ttl * 1.1`` seconds (at least 1 s more)
 and a lease grant costs nothing per reservation. Expiry only ever removes holds, so it
 never needs to touch ``seq``; a replica that still counts an expired hold refuses too
-much, never too little, and re-reads before refusing when a hold is past its hint.
+much, never too little.
+
+Refusals: a refusal writes nothing, so nothing would make a replica re-read a limit
+another replica raised (or a hold that expired, or usage given back). A reservation is
+therefore refused only on a view read in the same attempt: a refusal from the cache
+re-reads the tenant once and plans again.
 
 Hot tenants: each replica group-commits. Requests queue; a flusher takes every queued
 request of tenants not already in flight (up to the 128-op limit), applies admission to

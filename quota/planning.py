@@ -127,8 +127,11 @@ class TenantPlan:
                 site=r.site or "", region=r.region,
             )
         except errors.QuotaExceeded:
-            if not self.reloaded and self.view.expired_hint(self.now_ms):
-                self.reload = True  # an expired hold may be what blocks: look again
+            if not self.reloaded:
+                # Refuse only on what the store holds now: a refusal writes nothing, so
+                # nothing else makes this replica re-read a limit another replica raised
+                # (or a hold that expired, or usage quota sync gave back).
+                self.reload = True
                 return
             raise
         lease, end_ms = self.leases[r.ttl]

@@ -200,3 +200,22 @@ async def test_bad_ttl(ledger: Ledger, ttl: int) -> None:
     with pytest.raises(errors.InvalidQuota) as caught:
         await ledger.reserve(T, {"cores": 1}, ttl)
     assert caught.value.field == "ttl"
+
+
+async def test_a_limit_raised_on_another_replica_is_seen_before_refusing(
+    ledger: Ledger, mem: MemoryStore
+) -> None:
+    """A refusal writes nothing, so nothing else would make this replica re-read: it
+    reads the tenant again once before it refuses."""
+    other = Ledger(StoreLedger(mem))
+    await ledger.reserve(T, {"cores": 10}, 30)  # this replica's cache: cores at the limit
+    with pytest.raises(errors.QuotaExceeded):
+        await ledger.reserve(T, {"cores": 1}, 30)
+    await other.set_quota(T, TenantQuota(limits={"cores": 20, "instances": 3}))
+    loads = ledger.stats["loads"]
+    await ledger.reserve(T, {"cores": 5}, 30)  # the raised limit, not the cached one
+    assert ledger.stats["loads"] == loads + 1
+    with pytest.raises(errors.QuotaExceeded) as caught:  # refused on what etcd holds
+        await ledger.reserve(T, {"cores": 6}, 30)
+    assert caught.value.left == 5
+    await other.close()

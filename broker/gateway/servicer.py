@@ -12,8 +12,10 @@ its usage is written only when it differs from the last one. Every refusal is se
 message and as the gRPC status (with ``retry_after_ms`` also as the
 ``meridian-retry-after-ms`` trailer), is counted, and writes nothing. Failing to reach
 etcd never ends a stream: statuses wait in memory and are written when etcd answers
-again. Nor does losing the replica lease: a new one is taken and the live-session records
-are written again.
+again -- by the stream's ``statuswriter.StatusWriter``, behind the reader, which never
+waits for etcd (a heartbeat is heard however many statuses came before it). Nor does
+losing the replica lease: a new one is taken and the live-session records are written
+again.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from meridian.v1 import agent_pb2 as pb
 from meridian.v1 import agent_pb2_grpc as pb_grpc
 
 from broker import errors
-from broker.gateway import convert, datapathevents, liveness, openings, version
+from broker.gateway import convert, datapathevents, liveness, openings, statuswriter, version
 from broker.gateway.admission import Admission, Ticket
 from broker.gateway import feeds
 from broker.gateway.feeds import ReplicaLease, Revocations
@@ -283,7 +285,11 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             )
         )
         session.sent_generations.update(observed)
-        reader = asyncio.create_task(self._read(context, session), name=f"read-{session.site}")
+        writer = statuswriter.StatusWriter(self.store)
+        reader = asyncio.create_task(
+            self._read(context, session, writer), name=f"read-{session.site}"
+        )
+        writing = asyncio.create_task(writer.run(), name=f"write-{session.site}")
         try:
             await self._send_snapshot(session)
             ticket.done(opened=True)
@@ -295,6 +301,8 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                 await asyncio.wait({reader}, timeout=FAREWELL_WAIT)
         finally:
             reader.cancel()
+            writing.cancel()
+            await writer.close()
         if session.closed_reason and not context.done():
             await context.abort(grpc.StatusCode.UNAVAILABLE, session.closed_reason)
 
@@ -309,9 +317,13 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             feeds.push(session, kv.key, kind, name, kv.value)
 
     async def _read(
-        self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage], session: Session
+        self,
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.BrokerMessage],
+        session: Session,
+        writer: statuswriter.StatusWriter,
     ) -> None:
-        pending: dict[str, bytes] = {}
+        """Read the agent's messages; what they report goes to ``writer`` (this loop never
+        waits for etcd, so a heartbeat is heard however many statuses came first)."""
         try:
             while True:
                 msg = await context.read()
@@ -322,17 +334,15 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                     continue  # closing (a revoked certificate): read, never act on it
                 body = msg.WhichOneof("body")
                 if body == "heartbeat":
-                    await self._heartbeat(session, msg.heartbeat, pending)
+                    self._heartbeat(session, msg.heartbeat, writer)
                 elif body == "status":
-                    await self._status(session, msg.status, pending)
-                    await self._flush(pending)
+                    await self._status(session, msg.status, writer)
                 elif body == "inventory":
                     inventory = convert.inventory_from_wire(session.site, msg.inventory)
                     value = codec.encode(inventory)
                     if digest(value) != session.inventory_digest:  # written only on change
                         session.inventory_digest = digest(value)
-                        pending[keys.inventory(session.site)] = value
-                    await self._flush(pending)
+                        writer.add(keys.inventory(session.site), value)
                 else:
                     session.close(f"protocol violation: unexpected {body or 'empty'} message")
                     return
@@ -342,7 +352,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             session.close(f"stream broke: {exc}")
 
     async def _status(
-        self, session: Session, st: pb.ObjectStatus, pending: dict[str, bytes]
+        self, session: Session, st: pb.ObjectStatus, writer: statuswriter.StatusWriter
     ) -> None:
         """Queue an object status for ``observed/``: only agent object kinds, so an agent
         can never write into another feature's key space (invariant 13). Its event (if
@@ -358,13 +368,13 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         key = keys.observed(session.site, st.kind, st.name)
         event = datapathevents.event_for(session.site, st)
         if event is not None and not await datapathevents.already_told(
-            self.store, key, st, pending
+            self.store, key, st, writer.pending
         ):
-            pending[keys.event(event.id)] = codec.encode(event)
-        pending[key] = convert.status_from_wire(st, now_ms()).encode()
+            writer.add(keys.event(event.id), codec.encode(event))
+        writer.add(key, convert.status_from_wire(st, now_ms()).encode())
 
-    async def _heartbeat(
-        self, session: Session, hb: pb.Heartbeat, pending: dict[str, bytes]
+    def _heartbeat(
+        self, session: Session, hb: pb.Heartbeat, writer: statuswriter.StatusWriter
     ) -> None:
         self.liveness.heard(session, hb.seq)
         if hb.HasField("usage"):
@@ -374,23 +384,11 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                 session.usage_wire = wire
                 usage = json.dumps(convert.usage_from_wire(hb.usage), sort_keys=True).encode()
                 if digest(usage) != session.usage_digest:
-                    pending[keys.usage(session.site)] = usage
+                    writer.add(keys.usage(session.site), usage)
                     session.usage_digest = digest(usage)
-        if pending:  # a changed usage, or statuses still waiting for etcd
-            await self._flush(pending)
+        if writer.pending:  # statuses still waiting (for etcd): try again now
+            writer.wake.set()
         session.outbound.put_nowait(pb.BrokerMessage(heartbeat_ack=pb.HeartbeatAck(seq=hb.seq)))
-
-    async def _flush(self, pending: dict[str, bytes]) -> None:
-        """Write waiting statuses; on an etcd failure keep them for the next try."""
-        if not pending:
-            return
-        ops = [Put(key, value) for key, value in pending.items()]
-        try:
-            await self.store.txn([], ops)
-        except errors.StoreUnavailable:
-            log.warning("%d status updates wait for etcd", len(pending))
-            return
-        pending.clear()
 
     async def _write_status(self, session: Session, extra: list[Put]) -> None:
         """The session's opening record (and ``extra``) under the replica's lease, in

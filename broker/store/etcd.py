@@ -189,12 +189,12 @@ class EtcdStore:
         return self._codec.kv(response.kvs[0]) if response.kvs else None
 
     async def get_prefix(self, prefix: str) -> tuple[list[p.KeyValue], int]:
-        response = await self._call(
-            f"get prefix {prefix}",
-            lambda: self._client.get_prefix_response(self._key(prefix)),
-            retry=True,
-        )
-        return self._codec.sorted_kvs(response), int(response.header.revision)
+        async def fetch(request: Any) -> Any:
+            return await self._call(
+                f"get prefix {prefix}", lambda: _raw(self._client, "Range", request), retry=True
+            )
+
+        return await self._codec.list_prefix(prefix, fetch)
 
     async def get_range(
         self,

@@ -167,11 +167,8 @@ class AsyncEtcdStore:
         return self._codec.kv(response.kvs[0]) if response.kvs else None
 
     async def get_prefix(self, prefix: str) -> tuple[list[p.KeyValue], int]:
-        request = etcdrpc.RangeRequest(
-            key=self._codec.key(prefix), range_end=self._codec.prefix_end(prefix)
-        )
-        response = await self._range(f"get prefix {prefix}", request)
-        return self._codec.sorted_kvs(response), int(response.header.revision)
+        what = f"get prefix {prefix}"
+        return await self._codec.list_prefix(prefix, lambda r: self._range(what, r))
 
     async def get_range(
         self, prefix: str, *, after: str = "", before: str = "", limit: int = 0,

@@ -22,6 +22,7 @@ from broker.models.site import SiteStatus
 from broker.pki import authority
 from broker.store import keys
 from broker.store.etcd import EtcdStore
+from broker.store.protocol import KeyValue
 from tests.support import gateway as gw
 
 pytestmark = [pytest.mark.etcd, pytest.mark.grpc]
@@ -349,8 +350,9 @@ async def test_etcd_down_refuses_with_retry_and_keeps_statuses(
             flaky.down = False
             await call.write(pb.AgentMessage(heartbeat=pb.Heartbeat(seq=2)))
             assert (await asyncio.wait_for(call.read(), 5)).heartbeat_ack.seq == 2
-            kv = await etcd_store.get(keys.observed("site-a", "server", "vm1"))
-            assert kv is not None and json.loads(kv.value)["observed_generation"] == 3
+            # written behind the stream's reader (the heartbeat woke its writer)
+            kv = await observed_soon(etcd_store, "vm1")
+            assert json.loads(kv.value)["observed_generation"] == 3
 
 
 async def test_a_connection_that_never_handshakes_is_dropped(
@@ -373,3 +375,52 @@ async def test_a_connection_that_never_handshakes_is_dropped(
         await gw.register(etcd_store, "site-a")
         reply, _, _ = await first_reply(running, "site-a", gw.hello("site-a"))
         assert reply is not None and reply.WhichOneof("body") == "welcome"
+
+
+async def observed_soon(store: EtcdStore, name: str) -> KeyValue:
+    """The observed status of server ``name`` at site-a, once it is written (10 s)."""
+    for _ in range(200):
+        kv = await store.get(keys.observed("site-a", "server", name))
+        if kv is not None:
+            return kv
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the status of {name} was never written")
+
+
+class SlowStore(FlakyStore):
+    """A loaded etcd: every transaction takes ``delay`` seconds."""
+
+    def __init__(self, inner: EtcdStore, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+
+    async def txn(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(self.delay)
+        return await self.inner.txn(*args, **kwargs)
+
+
+async def test_a_burst_of_statuses_never_delays_a_heartbeat(
+    etcd_store: EtcdStore, pki: gw.Layout
+) -> None:
+    """A site back with hundreds of objects reports them all at once; its heartbeat
+    behind them is heard at once (not after one etcd transaction per status: 300 x 20 ms
+    here, longer than health.down_after on a loaded machine), and every status lands."""
+    await gw.register(etcd_store, "site-a")
+    slow = SlowStore(etcd_store, 0.02)
+    async with gw.running_gateway(slow, pki) as running:  # type: ignore[arg-type]
+        creds = gw.agent_credentials(pki, "site-a")
+        async with gw.raw_stream(running.address, creds) as call:
+            await call.write(gw.hello("site-a"))
+            assert (await call.read()).WhichOneof("body") == "welcome"
+            for i in range(300):
+                status = pb.ObjectStatus(
+                    kind="server", name=f"vm{i}", observed_generation=1,
+                    state=pb.OBJECT_STATE_READY,
+                )
+                await call.write(pb.AgentMessage(status=status))
+            await call.write(pb.AgentMessage(heartbeat=pb.Heartbeat(seq=1)))
+            started = asyncio.get_running_loop().time()
+            assert (await asyncio.wait_for(call.read(), 5)).heartbeat_ack.seq == 1
+            assert asyncio.get_running_loop().time() - started < 2.0
+            for i in range(300):
+                await observed_soon(etcd_store, f"vm{i}")

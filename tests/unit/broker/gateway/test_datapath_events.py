@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from meridian.v1 import agent_pb2 as pb
 
-from broker.gateway import datapathevents
+from broker.gateway import datapathevents, statuswriter
 from broker.gateway.sessions import Session
 from broker.models import codec
 from broker.models import event as events
@@ -48,13 +48,14 @@ def session(n: int) -> Session:
 
 
 async def told(store: MemoryStore, reports: list[tuple[int, pb.ObjectStatus]]) -> list[str]:
-    """The gateway fed each (session number, status) and flushed after each, as its
-    stream reader does; the events it wrote, oldest first."""
+    """The gateway fed each (session number, status), its stream's writer writing each
+    before the next (each report on a stream of its own); the events it wrote, oldest
+    first."""
     gateway = gateway_on(store)
     for n, st in reports:
-        pending: dict[str, bytes] = {}
-        await gateway._status(session(n), st, pending)
-        await gateway._flush(pending)
+        writer = statuswriter.StatusWriter(store)
+        await gateway._status(session(n), st, writer)
+        assert await writer.write_once() and not writer.pending
     found, _ = await store.get_prefix(keys.EVENTS)
     return [codec.decode(events.Event, kv.value).message for kv in found]
 
@@ -85,7 +86,7 @@ async def test_a_replayed_status_writes_its_event_once(memory_store: MemoryStore
 async def test_a_status_still_waiting_for_etcd_counts_as_told(memory_store: MemoryStore) -> None:
     gateway = gateway_on(memory_store)
     failed = status(state=pb.OBJECT_STATE_FAILED, message="too many VFs")
-    pending: dict[str, bytes] = {}
-    await gateway._status(session(1), failed, pending)
-    await gateway._status(session(2), failed, pending)
-    assert sum(key.startswith(keys.EVENTS) for key in pending) == 1
+    writer = statuswriter.StatusWriter(memory_store)
+    await gateway._status(session(1), failed, writer)
+    await gateway._status(session(2), failed, writer)
+    assert sum(key.startswith(keys.EVENTS) for key in writer.pending) == 1

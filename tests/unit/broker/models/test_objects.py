@@ -7,7 +7,7 @@ import pytest
 from meridian.v1 import agent_pb2 as pb
 
 from broker import errors
-from broker.gateway import convert
+from broker.gateway import convert, statuswriter
 from broker.gateway.sessions import Session
 from broker.models import objects
 from broker.store import keys
@@ -62,13 +62,13 @@ async def test_an_agent_cannot_report_into_another_features_key_space(
 ) -> None:
     gateway = gateway_on(memory_store)
     session = Session("s1", "sid", 1, "1.0", "test", 0)
-    pending: dict[str, bytes] = {}
+    writer = statuswriter.StatusWriter(memory_store)
     for kind, name in (("imagecopy", "img"), ("imageaudit", "held"), ("nonsense", "x"),
                        ("server", "a/b")):
-        await gateway._status(session, pb.ObjectStatus(kind=kind, name=name), pending)
-    assert pending == {}
-    await gateway._status(session, pb.ObjectStatus(kind="server", name="vm"), pending)
-    assert list(pending) == [keys.observed("s1", "server", "vm")]
+        await gateway._status(session, pb.ObjectStatus(kind=kind, name=name), writer)
+    assert writer.pending == {}
+    await gateway._status(session, pb.ObjectStatus(kind="server", name="vm"), writer)
+    assert list(writer.pending) == [keys.observed("s1", "server", "vm")]
 
 
 def test_split_object_and_name_in() -> None:

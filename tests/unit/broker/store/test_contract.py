@@ -105,6 +105,24 @@ async def test_range_pages_bounds_order_and_count(store: Store) -> None:
     assert (await store.get_range("nothing/", limit=1))[2] == 0
 
 
+async def test_a_listing_larger_than_one_grpc_message_is_read_whole(store: Store) -> None:
+    """observed/ of 1,000 VNFs is ~5.5 MB: a new leader listing it got RESOURCE_EXHAUSTED
+    (gRPC's 4 MiB message bound) and re-listed forever. A listing is read in pages, all
+    at the revision of the first, so it is still one consistent snapshot."""
+    value = b"x" * (128 * 1024)
+    written = [await store.put(f"big/{i:03d}", value) for i in range(48)]  # 6 MiB in all
+    before = await store.put("big/zz-last", b"")
+    kvs, revision = await store.get_prefix("big/")
+    assert [kv.key for kv in kvs] == [*(f"big/{i:03d}" for i in range(48)), "big/zz-last"]
+    assert all(kv.value == value for kv in kvs[:48]) and revision >= before
+    watch = store.watch_prefix("big/", start_revision=written[0])
+    try:  # a watch catching up over more than 4 MiB of events gets them all too
+        events = await take(watch, 49)
+    finally:
+        await aclose(watch)
+    assert [e.key for e in events][-1] == "big/zz-last"
+
+
 # -- transactions -------------------------------------------------------------------------
 
 # Key "k" is created at revision C with b"m", then updated at revision M (version 2).

@@ -1,0 +1,50 @@
+"""A stream's StatusWriter: what the reader queued lands, in transactions etcd takes,
+and nothing leaves the queue before it is written."""
+
+from __future__ import annotations
+
+import asyncio
+
+from broker.gateway import statuswriter
+from broker.store.memory import MemoryStore
+
+
+async def test_a_backlog_beyond_one_transaction_is_written_in_batches(
+    memory_store: MemoryStore,
+) -> None:
+    writer = statuswriter.StatusWriter(memory_store)
+    memory_store.set_unavailable()
+    for i in range(300):  # more than etcd's 128 operations per transaction
+        writer.add(f"observed/s/server/vm{i:03d}", b"v1")
+    assert not await writer.write_once()  # etcd unreachable: everything stays queued
+    assert len(writer.pending) == 300
+    memory_store.set_unavailable(False)
+    task = asyncio.create_task(writer.run())
+    try:
+        for _ in range(500):
+            if not writer.pending:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert not writer.pending
+    found, _ = await memory_store.get_prefix("observed/s/server/")
+    assert len(found) == 300 and writer.txns == 3
+
+
+async def test_a_status_replaced_while_written_stays_queued(memory_store: MemoryStore) -> None:
+    writer = statuswriter.StatusWriter(memory_store)
+    writer.add("observed/s/server/vm", b"old")
+    real_txn = memory_store.txn
+
+    async def txn(*args, **kwargs):  # type: ignore[no-untyped-def]
+        writer.add("observed/s/server/vm", b"new")  # the reader goes on meanwhile
+        return await real_txn(*args, **kwargs)
+
+    memory_store.txn = txn  # type: ignore[method-assign]
+    assert await writer.write_once()
+    assert writer.pending == {"observed/s/server/vm": b"new"}
+    memory_store.txn = real_txn  # type: ignore[method-assign]
+    await writer.close()
+    kv = await memory_store.get("observed/s/server/vm")
+    assert kv is not None and kv.value == b"new" and not writer.pending

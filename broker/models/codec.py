@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import pydantic
@@ -18,8 +19,30 @@ T = TypeVar("T")
 
 
 def encode(value: Any) -> bytes:
-    """A dataclass instance as compact JSON bytes."""
-    return json.dumps(dataclasses.asdict(value), separators=(",", ":"), sort_keys=True).encode()
+    """A dataclass instance as compact JSON bytes (keys sorted).
+
+    The same bytes as ``json.dumps(dataclasses.asdict(value), ...)``, without the deep
+    copy ``asdict`` makes of every leaf: the encoder asks ``_fields`` for each dataclass
+    (or non-dict mapping) it meets and walks the rest itself. A placement commit encodes
+    ~30 desired objects; ``asdict`` was 45% of its CPU.
+    """
+    return json.dumps(value, default=_fields, separators=(",", ":"), sort_keys=True).encode()
+
+
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _fields(value: Any) -> dict[Any, Any]:
+    """What ``json`` cannot encode itself: a dataclass as its fields, a mapping as a dict."""
+    kind = type(value)
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+            if isinstance(value, Mapping):
+                return dict(value)
+            raise TypeError(f"{kind.__name__} is not JSON serializable")
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(value))
+    return {name: getattr(value, name) for name in names}
 
 
 _adapters: dict[type[Any], pydantic.TypeAdapter[Any]] = {}

@@ -68,9 +68,25 @@ class Claim:
         )
 
 
+_FRAGMENTS: dict[Claim, str] = {}
+"""Each claim's JSON, kept: a site's claims value is rewritten whole by every commit that
+touches the site, so without it a commit re-encodes every claim the site holds."""
+_FRAGMENTS_MAX = 100_000
+
+
+def _fragment(claim: Claim) -> str:
+    found = _FRAGMENTS.get(claim)
+    if found is None:
+        if len(_FRAGMENTS) >= _FRAGMENTS_MAX:
+            _FRAGMENTS.clear()
+        found = _FRAGMENTS[claim] = json.dumps(claim.to_json(), separators=(",", ":"))
+    return found
+
+
 def encode(claims: dict[str, Claim]) -> bytes:
-    body = {m: c.to_json() for m, c in sorted(claims.items())}
-    return json.dumps({"claims": body}, separators=(",", ":")).encode()
+    """``{"claims": {member: claim, ...}}`` (members sorted), compact JSON."""
+    body = ",".join(f"{json.dumps(m)}:{_fragment(c)}" for m, c in sorted(claims.items()))
+    return ('{"claims":{' + body + "}}").encode()
 
 
 def put(site_id: str, claims: dict[str, Claim]) -> Put:

@@ -9,8 +9,10 @@ The recipe, on the ``Store`` only (no etcd election service, so the fake behaves
    (``fencing.fenced_txn``);
 3. losers watch the key from the txn revision on and campaign again the moment it is
    deleted (a clean resign, a revoked or an expired lease);
-4. a leader steps down at once when a refresh fails or cannot finish before the lease
-   could have run out, or when it sees its key deleted or overwritten;
+4. a leader steps down at once when a refresh fails or finds the lease gone, or when it
+   sees its key deleted or overwritten. The refresh runs on a thread of the store's own
+   (``store/keepalive.py``), so a loop blocked for seconds keeps its term; a loop that
+   wakes past its own reckoning of the lease's deadline asks etcd before it gives up;
 5. leaving (``run`` cancelled) resigns: delete the key (only if it is still ours) and
    revoke the lease, so a follower takes over in milliseconds instead of a TTL.
 
@@ -199,17 +201,29 @@ class Campaign:
             await self._release(lease, fence)
 
     async def _keep_alive(self, lease: p.Lease, granted_at: float, lost: asyncio.Event) -> None:
-        """Refresh every ttl/3; set ``lost`` on the first failure or a missed deadline."""
+        """Refresh every ttl/3; set ``lost`` when the lease is gone or cannot be refreshed.
+
+        A refresh that finds this loop past its own reckoning of the lease's deadline (the
+        loop was blocked: a connect storm; or the store was slow) asks etcd once more
+        before giving the term up: the store keeps the lease on a thread of its own, so
+        it very likely still lives, and etcd's answer is what counts. Meanwhile nothing
+        is unsafe -- a deposed leader's writes are fenced out (invariant 3)."""
         loop = asyncio.get_running_loop()
-        deadline = granted_at + lease.ttl  # the lease cannot outlive this
+        deadline = granted_at + lease.ttl  # the lease cannot outlive this (as far as we know)
         while True:
             await asyncio.sleep(lease.ttl / 3)
             sent = loop.time()
             try:
-                async with asyncio.timeout_at(deadline):  # not wait_for: see EtcdStore._call
-                    ttl = await self._store.refresh_lease(lease.id)
+                try:
+                    async with asyncio.timeout_at(deadline):  # not wait_for: see EtcdStore._call
+                        ttl = await self._store.refresh_lease(lease.id)
+                except TimeoutError:
+                    log.info("%s: lease %x past our deadline; asking etcd", self._name, lease.id)
+                    sent = loop.time()
+                    async with asyncio.timeout(lease.ttl):
+                        ttl = await self._store.refresh_lease(lease.id)
             except (TimeoutError, errors.BrokerError) as exc:
-                why = str(exc) or "no answer before the lease's deadline"
+                why = str(exc) or "etcd did not answer within a TTL"
                 log.warning("%s: lease %x not refreshed: %s", self._name, lease.id, why)
                 lost.set()
                 self._step_down("lease not refreshed")

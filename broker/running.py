@@ -124,8 +124,8 @@ async def run(settings: BrokerSettings) -> None:
     authenticator = api_auth.from_settings(settings)
     # one quota seam per replica: the API and the leader's placements share its ledger
     quotas = quota_seam.build(store, settings)
-    # one placement snapshot per replica, kept current from a watch: the API's dry-runs
-    # and explanations and (while leading) the VNF controller read it
+    # one placement snapshot per replica, kept current from a watch once first read: the
+    # API's dry-runs and explanations and (while leading) the VNF controller read it
     snapshot = Live(store)
     app = api_app.create_app(
         store, settings, replica=settings.name, auth=authenticator, quotas=quotas,
@@ -165,7 +165,6 @@ async def run(settings: BrokerSettings) -> None:
         "desired feed": DesiredFeed(store, registry).run(),
         "liveness": gateway.liveness.run(),
         "image orders": orders.run(),
-        "placement snapshot": snapshot.run(),
         **{
             entry.name: entry.factory(
                 registered.Context(store, settings, 0, quotas.headroom, snapshot, quota_metrics)

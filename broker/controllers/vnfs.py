@@ -81,7 +81,7 @@ class VnfController:
         self.planner = planner or Planner()
         self._own_live = snapshot is None
         self.live = snapshot or Live(store)
-        """The replica's placement snapshot (``running.py`` follows it; else ``run`` does)."""
+        """The replica's placement snapshot (followed from its first read; else ``run`` does)."""
         self.snap = self.live.snap
         self._descs: dict[str, model.Descriptor] = {}
         """VNF id → its descriptor, parsed once (a record's descriptor never changes)."""

@@ -426,10 +426,13 @@ def codec_json(value: bytes) -> dict[str, Any]:
 class Live:
     """The replica's snapshot, kept current by ``Snapshot.follow``.
 
-    ``running.py`` owns one per replica (``run`` is a root task); the API's dry-runs and
-    explanations and the leader's VNF controller read it through ``current``, never a
-    cold ``Snapshot.load`` per request. Without an owner (a test's app), the first
-    ``current`` starts the follow itself.
+    ``running.py`` owns one per replica; the API's dry-runs and explanations and the
+    leader's VNF controller read it through ``current``, never a cold ``Snapshot.load``
+    per request. It is followed from the first ``current`` on (or from ``run``), not
+    from the replica's start: every site's inventory costs each replica that holds it
+    ~23 KiB per site (measured, ``tests/perf/session_memory.py``), which a follower
+    that never plans need not pay. A follow that died is started again by the next
+    ``current``.
     """
 
     def __init__(self, store: Store) -> None:
@@ -443,7 +446,7 @@ class Live:
 
     async def current(self) -> Snapshot:
         """The snapshot, once every prefix has been listed."""
-        if self._task is None:
+        if self._task is None or (self._task.done() and not self.snap.ready.is_set()):
             self._task = asyncio.get_running_loop().create_task(self.snap.follow(self.store))
         if not self.snap.ready.is_set():
             ready = asyncio.ensure_future(self.snap.ready.wait())

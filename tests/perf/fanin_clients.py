@@ -36,12 +36,14 @@ class PhaseLike(Protocol):
 def each_client(
     fed: Federation, args: argparse.Namespace, phase: Callable[[Path], Any]
 ) -> dict[str, Any]:
-    """``phase(state)`` once per client (threaded, then async), each on a fresh etcd and
+    """``phase(state)`` once per client (threaded, then async; ``args.clients`` if set),
+    each on a fresh etcd and
     in a state directory of its own (``args.state`` too): the swarms' ready files of one
     phase must not start the next phase's swarms before they are built."""
     by_client: dict[str, Any] = {}
     shared = args.state
-    for client in sorted(CLIENTS, reverse=True):
+    chosen = getattr(args, "clients", None) or sorted(CLIENTS, reverse=True)
+    for client in chosen:
         shutil.rmtree(fed.state / "etcd", ignore_errors=True)
         os.environ[CLIENT_ENV] = client
         args.state = shared / f"meridian-{client}"

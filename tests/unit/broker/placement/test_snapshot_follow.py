@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-from broker.placement.snapshot import Snapshot
+import pytest
+
+from broker import errors
+from broker.placement.snapshot import Live, Snapshot
 from broker.store import follow
+from broker.store.memory import MemoryStore
 from broker.store.protocol import Store
 from tests.support.placement import SiteDef, seed_store, site_keys
 from tests.support.watches import BreakingWatches
@@ -47,3 +51,26 @@ async def test_the_snapshot_follows_through_broken_watches(store: Store) -> None
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert breaking.breaks >= 1
+
+
+async def test_a_replica_holds_nothing_until_the_snapshot_is_first_read(
+    memory_store: MemoryStore,
+) -> None:
+    """A follower that never plans never pays every site's inventory in memory; the first
+    read follows from then on, and a follow that died is started again by the next."""
+    await seed_store(memory_store, [SiteDef("a", "r1")])
+    live = Live(memory_store)
+    await asyncio.sleep(0.05)
+    assert live.snap.sites == {} and not live.snap.ready.is_set()
+    memory_store.set_unavailable()
+    dead = asyncio.create_task(live.current())
+    await asyncio.sleep(0.1)
+    assert live._task is not None
+    live._task.cancel()  # the follow died (white-box: no store error ends it on its own)
+    with pytest.raises(errors.BrokerError, match="stopped"):
+        await asyncio.wait_for(dead, 5)
+    memory_store.set_unavailable(False)
+    snap = await asyncio.wait_for(live.current(), 10)
+    assert snap.sites["a"].inventory is not None
+    assert live._task is not None
+    live._task.cancel()

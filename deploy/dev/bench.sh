@@ -8,6 +8,7 @@
 #   deploy/dev/bench.sh detection [--idle-seconds 600]   agent kill -9 → DOWN; false DOWNs
 #   deploy/dev/bench.sh site_failover [--quick]          site lost → standbys promoted (1,000 VNFs)
 #   deploy/dev/bench.sh fanin     [--agents 10000 --replicas 3 --heartbeat 30]   fan-in, cold herd
+#   deploy/dev/bench.sh session_memory [--agents 1000]  where a held stream's memory goes
 #   deploy/dev/bench.sh stitching [--quick]              tunnel vs raw veth, verify, allocator (root)
 #   deploy/dev/bench.sh placement [--quick]              decisions, API dry runs, vs Placement
 #   deploy/dev/bench.sh survivability [--quick]          N+1 report, one-site what-if (1,000 sites)
@@ -22,16 +23,16 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
 
 # every benchmark of tests/perf (the rest there are their helpers)
-BENCHMARKS=(failover detection fanin stitching placement quota replication site_apply datapath site_failover survivability)
+BENCHMARKS=(failover detection fanin session_memory stitching placement quota replication site_apply datapath site_failover survivability)
 which=${1:-all}
 [ $# -gt 0 ] && shift
 case "$which" in
     -h | --help | help)
-        sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     all) ;;
-    harness | rawelection | rawstream | swarm | imageswarm | placement_api | placement_peer | fleet | profiling | fanin_headline | fanin_clients | __init__)
+    harness | rawelection | rawstream | swarm | traced_broker | imageswarm | placement_api | placement_peer | fleet | profiling | fanin_headline | fanin_clients | __init__)
         echo "$which is a helper of the benchmarks, not a benchmark" >&2
         exit 2
         ;;

@@ -39,6 +39,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -252,10 +253,13 @@ class EtcdStore:
     # -- leases -------------------------------------------------------------------------
 
     async def grant_lease(self, ttl: int) -> p.Lease:
-        lease = await self._call(
+        sent = time.monotonic()
+        granted = await self._call(
             "grant lease", lambda: self._client.lease(ttl), retry=True, lease=True
         )
-        return p.Lease(id=int(lease.id), ttl=int(lease.ttl))
+        lease = p.Lease(id=int(granted.id), ttl=int(granted.ttl))
+        self._keeper.keep(lease.id, lease.ttl, sent)  # kept from birth: see keepalive.py
+        return lease
 
     def _refresh_now(self, lease_id: int) -> int:
         """One keepalive, on the calling (keeper) thread: the TTL, or ``keepalive.Gone``."""

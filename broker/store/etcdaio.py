@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -219,12 +220,15 @@ class AsyncEtcdStore:
     async def grant_lease(self, ttl: int) -> p.Lease:
         request = etcdrpc.LeaseGrantRequest(TTL=ttl)
         timeout = self._settings.timeout
+        sent = time.monotonic()
         response = await self._call(
             "grant lease", lambda s: s.lease.LeaseGrant(request, timeout=timeout), retry=True
         )
         if response.error:
             raise errors.StoreUnavailable(f"grant lease: etcd answered {response.error}")
-        return p.Lease(id=int(response.ID), ttl=int(response.TTL))
+        lease = p.Lease(id=int(response.ID), ttl=int(response.TTL))
+        self._keeper.keep(lease.id, lease.ttl, sent)  # kept from birth: see keepalive.py
+        return lease
 
     async def _keepalive_once(self, stubs: _Stubs, lease_id: int) -> int:
         call = stubs.lease.LeaseKeepAlive(timeout=self._settings.timeout)

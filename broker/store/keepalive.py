@@ -7,8 +7,10 @@ work queued -- and the lease (and with it a leader term, or every live-session r
 runs out although etcd was fine all along. etcd's own Go client avoids this the same way:
 keepalives run beside the application, not inside it.
 
-``Keeper`` refreshes each lease the loop has asked about, every third of its TTL, on a
-daemon thread of that lease's own (a slow answer for one lease never delays another).
+``Keeper`` refreshes each lease from the moment it is granted (a loop busy enough to
+miss a TTL may well miss the first refresh too) and while the loop keeps asking about
+it, every third of its TTL, on a daemon thread of that lease's own (a slow answer for
+one lease never delays another).
 The loop's ``refresh_lease`` then answers from the keeper's last success without waiting
 for anything, as long as that answer is trustworthy:
 

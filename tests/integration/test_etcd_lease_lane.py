@@ -16,7 +16,9 @@ import time
 import pytest
 
 from broker import errors
+from broker.store import keepalive
 from broker.store.etcd import EtcdStore
+from broker.store.etcdaio import AsyncEtcdStore
 
 pytestmark = pytest.mark.etcd
 
@@ -63,8 +65,8 @@ async def test_a_lease_nobody_asks_about_runs_out(threaded_etcd_store: EtcdStore
     lease = await threaded_etcd_store.grant_lease(2)
     await threaded_etcd_store.put("lane/wedged", b"x", lease=lease.id)
     assert await threaded_etcd_store.refresh_lease(lease.id) > 0
-    # 2 TTLs of demand + 1 TTL to expire + margin, without a single ask
-    await asyncio.sleep(2 * 2 + 2 + 2.5)
+    # the demand window + 1 TTL to expire + margin, without a single ask
+    await asyncio.sleep(keepalive.DEMAND_SECONDS + 2 + 2.5)
     assert await threaded_etcd_store.get("lane/wedged") is None
     with pytest.raises(errors.LeaseExpired):
         await threaded_etcd_store.refresh_lease(lease.id)
@@ -87,3 +89,23 @@ async def test_a_kept_lease_is_answered_without_waiting_for_any_thread(
         gate.set()
     assert all(f.result() for f in parked)
     await threaded_etcd_store.revoke_lease(lease.id)
+
+
+async def kept_from_its_grant(store: EtcdStore | AsyncEtcdStore) -> None:
+    """The loop stalls right after the grant, before it ever refreshed (a replica lease
+    taken by the first stream of a connect storm): the lease, and the key on it, survive."""
+    lease = await store.grant_lease(2)
+    await store.put("lane/born", b"x", lease=lease.id)
+    time.sleep(3.5)  # noqa: ASYNC251 -- a loop blocked for 1.75 TTLs before any refresh
+    kv = await store.get("lane/born")
+    assert kv is not None and kv.lease == lease.id
+    assert await asyncio.wait_for(store.refresh_lease(lease.id), 10) > 0
+    await store.revoke_lease(lease.id)
+
+
+async def test_a_lease_is_kept_from_its_grant(threaded_etcd_store: EtcdStore) -> None:
+    await kept_from_its_grant(threaded_etcd_store)
+
+
+async def test_a_lease_is_kept_from_its_grant_async(async_etcd_store: AsyncEtcdStore) -> None:
+    await kept_from_its_grant(async_etcd_store)

@@ -70,7 +70,7 @@ class GatewaySettings:
     """Seconds a connection may take to finish its TLS handshake before it is dropped
     (unauthenticated until then). Above the agents' own ``connect_timeout`` (15 s), so
     a handshake queued behind a connect storm is not dropped while its agent waits."""
-    max_opening_streams: Annotated[int, pydantic.Field(ge=1)] = 32
+    max_opening_streams: Annotated[int, pydantic.Field(ge=1)] = 128
     """Streams this replica opens at once (from the stream's arrival until its Welcome and
     desired snapshot are sent). Beyond it a stream is refused at once with
     REFUSAL_UNAVAILABLE and a jittered ``retry_after_ms``, so a connect storm (every

@@ -3,8 +3,8 @@
 Order of a stream: admission (at most ``gateway.max_opening_streams`` open at once; the
 rest have their Hello read and are refused as busy with a jittered ``retry_after_ms``) →
 identify the peer by its certificate → read Hello (bounded wait) → negotiate the version
-→ check the site is registered → record the live session and the inventory (batched with
-the other streams opening at the same moment: one etcd txn per batch) → Welcome →
+→ check the site is registered → record the live session and the inventory (one etcd
+txn per batch of streams opening together, ``groupcommit.py``) → Welcome →
 the desired snapshot (the admission place is freed here) → then heartbeats and statuses
 up, desired objects down, until either side ends. A heartbeat is noted in memory and
 acked; it writes nothing (``liveness.py`` judges silence here and writes only flips), and
@@ -36,7 +36,7 @@ from meridian.v1 import agent_pb2 as pb
 from meridian.v1 import agent_pb2_grpc as pb_grpc
 
 from broker import errors
-from broker.gateway import convert, datapathevents, liveness, openings, statuswriter, version
+from broker.gateway import convert, datapathevents, groupcommit, liveness, statuswriter, version
 from broker.gateway.admission import Admission, Ticket
 from broker.gateway import feeds
 from broker.gateway.feeds import ReplicaLease, Revocations
@@ -101,7 +101,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         self.admission = Admission(
             gw.max_opening_streams, gw.busy_retry_after, gw.busy_retry_after_max
         )
-        self.openings = openings.Openings(store, lease)
+        self.commits = groupcommit.GroupCommit(store, lease)
         self.liveness = liveness.Liveness(store, settings, registry, lease, self._clear_status)
         lease.on_renewed(self.liveness.owe_records)
 
@@ -392,10 +392,10 @@ class Gateway(pb_grpc.AgentGatewayServicer):
 
     async def _write_status(self, session: Session, extra: list[Put]) -> None:
         """The session's opening record (and ``extra``) under the replica's lease, in
-        one batch with the other streams opening now (``openings.py``)."""
+        one batch with the other streams opening now (``groupcommit.py``)."""
         value = liveness.record(session, self.settings.name)
         key = keys.sitestatus(session.site)
-        await self.openings.write(
+        await self.commits.write(
             [key, *(put.key for put in extra)], lambda lease_id: [Put(key, value, lease_id), *extra]
         )
         session.status_value = value

@@ -2,23 +2,25 @@
 
 Each stream that opens writes its site's live-session record (``sitestatus``, under the
 replica's lease) and its inventory. One transaction per opening made a cold herd of
-10,000 agents 10,000 transactions in the first minute, each a round trip on the etcd
-pool that the openings queue behind. ``Openings`` gathers the records of the streams
+10,000 agents 10,000 transactions in its first minute, each a round trip on the etcd
+pool that the openings queue behind. ``GroupCommit`` gathers the writes of the streams
 opening at the same moment and writes them together: one transaction is in flight at a
 time; whatever arrives meanwhile goes in the next one, up to ``max_ops`` operations
-(etcd takes 128 per transaction). Alone, an opening is written at once, as before; under
-a herd, the batches grow by themselves to what etcd's round trip lets through.
+(etcd takes 128 per transaction). Alone, a write goes out at once, as before; under a
+herd, the batches grow by themselves to what etcd's round trip lets through. (What a
+stream reports later -- usage, statuses -- goes through its own ``statuswriter``.)
 
-Invariants: a caller returns only once its own records are written (or with the error
-that stopped them: every opening of a failed batch is refused, nothing is half-written,
-since a transaction lands whole or not at all); a key appears at most once per
-transaction (a site that reconnects within one batch is written in the next); an
-opening abandoned before its batch went out is never written.
+Invariants: a caller returns only once its own puts are written (or with the error that
+stopped them: every write of a failed batch fails, nothing is half-written, since a
+transaction lands whole or not at all); a key appears at most once per transaction (a
+site that reconnects within one batch is written in the next); a write abandoned before
+its batch went out is never written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
@@ -34,14 +36,14 @@ MAX_OPS = liveness.BATCH
 
 
 @dataclasses.dataclass(eq=False, slots=True)
-class _Opening:
+class _Write:
     ops: Callable[[int], Sequence[Put]]  # the records, given the lease id
     keys: frozenset[str]
     done: asyncio.Future[None]
 
 
-class Openings:
-    """Writes opening records in batches under the replica's lease."""
+class GroupCommit:
+    """Writes puts in batches, under the replica's lease where they ask for it."""
 
     def __init__(self, store: Store, lease: ReplicaLease, *, max_ops: int = MAX_OPS) -> None:
         if max_ops < 1:
@@ -49,38 +51,38 @@ class Openings:
         self.store = store
         self.lease = lease
         self.max_ops = max_ops
-        self._queue: list[_Opening] = []
+        self._queue: collections.deque[_Write] = collections.deque()
         self._writer: asyncio.Task[None] | None = None
         self.txns = 0  # transactions written (tests, benchmarks)
-        self.written = 0  # openings written
+        self.written = 0  # writes done
 
     async def write(self, keys: Sequence[str], ops: Callable[[int], Sequence[Put]]) -> None:
-        """Write ``ops(lease_id)`` (puts of ``keys``) in the next batch; return once written.
+        """Put ``ops(lease_id)`` (of ``keys``) in the next batch; return once written.
 
         Raises what stopped the batch (``StoreUnavailable``, ``LeaseExpired``)."""
-        opening = _Opening(ops, frozenset(keys), asyncio.get_running_loop().create_future())
-        self._queue.append(opening)
+        item = _Write(ops, frozenset(keys), asyncio.get_running_loop().create_future())
+        self._queue.append(item)
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain(), name="opening records")
-        await opening.done
+            self._writer = asyncio.create_task(self._drain(), name="gateway group commit")
+        await item.done
 
-    def _next_batch(self) -> list[_Opening]:
+    def _next_batch(self) -> list[_Write]:
         """The longest run from the front of the queue that fits one transaction and
-        names no key twice; abandoned openings are dropped on the way."""
-        batch: list[_Opening] = []
+        names no key twice; abandoned writes are dropped on the way."""
+        batch: list[_Write] = []
         seen: set[str] = set()
         size = 0
         while self._queue:
-            opening = self._queue[0]
-            if opening.done.done():  # its stream went away before the batch went out
-                self._queue.pop(0)
+            item = self._queue[0]
+            if item.done.done():  # its stream went away before the batch went out
+                self._queue.popleft()
                 continue
-            width = len(opening.keys)
-            if batch and (size + width > self.max_ops or seen & opening.keys):
+            width = len(item.keys)
+            if batch and (size + width > self.max_ops or seen & item.keys):
                 break
-            self._queue.pop(0)
-            batch.append(opening)
-            seen |= opening.keys
+            self._queue.popleft()
+            batch.append(item)
+            seen |= item.keys
             size += width
         return batch
 
@@ -92,18 +94,18 @@ class Openings:
                     self.lease,
                     lambda lease_id: [op for o in batch for op in o.ops(lease_id)],
                 )
-            except Exception as exc:  # every opening of the batch hears why
-                for opening in batch:
-                    if not opening.done.done():
-                        opening.done.set_exception(exc)
+            except Exception as exc:  # every item of the batch hears why
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(exc)
                 continue
             except asyncio.CancelledError:
-                for opening in [*batch, *self._queue]:
-                    opening.done.cancel()
+                for item in [*batch, *self._queue]:
+                    item.done.cancel()
                 self._queue.clear()
                 raise
             self.txns += 1
             self.written += len(batch)
-            for opening in batch:
-                if not opening.done.done():
-                    opening.done.set_result(None)
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_result(None)

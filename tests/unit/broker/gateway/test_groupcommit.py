@@ -10,7 +10,7 @@ import pytest
 
 from broker import errors
 from broker.gateway.feeds import ReplicaLease
-from broker.gateway.openings import Openings
+from broker.gateway.groupcommit import GroupCommit
 from broker.store.memory import MemoryStore
 from broker.store.protocol import Put
 
@@ -39,9 +39,9 @@ def opening(site: str, value: bytes = b"on") -> tuple[list[str], Callable[[int],
 
 async def test_a_herd_is_written_in_few_transactions() -> None:
     store = Counting()
-    openings = Openings(store, ReplicaLease(store, ttl=3), max_ops=120)
-    await asyncio.gather(*(openings.write(*opening(f"s{i}")) for i in range(600)))
-    assert openings.written == 600
+    commits = GroupCommit(store, ReplicaLease(store, ttl=3), max_ops=120)
+    await asyncio.gather(*(commits.write(*opening(f"s{i}")) for i in range(600)))
+    assert commits.written == 600
     assert len(store.sizes) <= 12 and max(store.sizes) <= 120
     kvs, _ = await store.get_prefix("sitestatus/")
     assert len(kvs) == 600 and all(kv.lease for kv in kvs)  # under the replica's lease
@@ -49,18 +49,18 @@ async def test_a_herd_is_written_in_few_transactions() -> None:
 
 async def test_one_opening_alone_is_written_at_once() -> None:
     store = Counting()
-    openings = Openings(store, ReplicaLease(store, ttl=3))
-    await asyncio.wait_for(openings.write(*opening("solo")), 1.0)
+    commits = GroupCommit(store, ReplicaLease(store, ttl=3))
+    await asyncio.wait_for(commits.write(*opening("solo")), 1.0)
     assert store.sizes == [2]
 
 
 async def test_a_site_twice_in_a_herd_goes_in_two_transactions_newest_last() -> None:
     store = Counting()
-    openings = Openings(store, ReplicaLease(store, ttl=3))
+    commits = GroupCommit(store, ReplicaLease(store, ttl=3))
     await asyncio.gather(
-        openings.write(*opening("a", b"old")),
-        openings.write(*opening("b")),
-        openings.write(*opening("a", b"new")),
+        commits.write(*opening("a", b"old")),
+        commits.write(*opening("b")),
+        commits.write(*opening("a", b"new")),
     )
     kv = await store.get("sitestatus/a")
     assert kv is not None and kv.value == b"new"
@@ -70,29 +70,29 @@ async def test_a_failed_batch_refuses_each_of_its_openings_and_writes_none() -> 
     store = Counting()
     lease = ReplicaLease(store, ttl=3)
     await lease.id()
-    openings = Openings(store, lease)
+    commits = GroupCommit(store, lease)
     store.set_unavailable()
     results = await asyncio.gather(
-        *(openings.write(*opening(f"s{i}")) for i in range(5)),
+        *(commits.write(*opening(f"s{i}")) for i in range(5)),
         return_exceptions=True,
     )
     assert all(isinstance(r, errors.StoreUnavailable) for r in results)
     store.set_unavailable(False)
     assert (await store.get_prefix("sitestatus/"))[0] == []
-    await openings.write(*opening("later"))  # and it goes on
+    await commits.write(*opening("later"))  # and it goes on
     assert await store.get("sitestatus/later") is not None
 
 
 async def test_an_opening_abandoned_before_its_batch_is_never_written() -> None:
     store = Counting()
-    openings = Openings(store, ReplicaLease(store, ttl=3))
-    first = asyncio.create_task(openings.write(*opening("first")))
+    commits = GroupCommit(store, ReplicaLease(store, ttl=3))
+    first = asyncio.create_task(commits.write(*opening("first")))
     await asyncio.sleep(0)  # first's batch is in flight
-    gone = asyncio.create_task(openings.write(*opening("gone")))
+    gone = asyncio.create_task(commits.write(*opening("gone")))
     await asyncio.sleep(0)
     gone.cancel()
     await first
-    await openings.write(*opening("after"))
+    await commits.write(*opening("after"))
     assert await store.get("sitestatus/gone") is None
     assert await store.get("sitestatus/after") is not None
 
@@ -100,4 +100,4 @@ async def test_an_opening_abandoned_before_its_batch_is_never_written() -> None:
 def test_a_batch_must_hold_something() -> None:
     store = MemoryStore()
     with pytest.raises(ValueError, match="max_ops"):
-        Openings(store, ReplicaLease(store, ttl=3), max_ops=0)
+        GroupCommit(store, ReplicaLease(store, ttl=3), max_ops=0)

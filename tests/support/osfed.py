@@ -6,7 +6,9 @@ minicloud's ``clouds.yaml`` (the agent inherits ``OS_CLIENT_CONFIG_FILE``; crede
 in the agent's environment, invariant 6) and every other site runs the ``sim`` driver.
 Sites are registered with the labels given in ``labels`` (a ``cost`` label steers the
 placement's cost scorer). ``running`` brings one up for a test module — one broker, every
-site UP or the test fails with the sites' states — and down afterwards.
+site UP or the test fails with the sites' states — and down afterwards. ``create_active``,
+``active_at``, ``vnf_in``, ``events`` and ``nova_server`` are what the geo-redundancy tests
+ask of it and of the sites' Novas (a member's server, as the site's admin sees it).
 
 ``fresh_project`` makes a Keystone project of its own for one test, with the minicloud's
 ``meridian-admin`` user given ``admin`` and ``member`` on it (the agent's driver acts in a
@@ -29,7 +31,16 @@ import httpx
 from broker import errors
 from broker.devfed.federation import Federation
 from broker.devfed.minicloud import OpenStackSite
-from siteagent.drivers.openstack_support import connect, connect_as_project
+from siteagent.drivers.openstack_support import cloud_name, connect, connect_as_project
+from tests.support.polling import wait_for
+
+ROOMY = {"instances": 20, "cores": 40, "ram_mb": 65536, "ports": 50}
+"""A tenant's limits that never stand in a geo-redundancy test's way."""
+CALM_DOWN_AFTER = 10.0
+"""``down_after`` for the geo-redundancy tests: with two OpenStack sites on 2 loaded cores
+a heartbeat is seen 3 s late now and then (sites flapped DOWN for 0.3 s several times a
+minute at load 10), and a flap at the wrong moment fails over, refuses a replacement or
+aborts a drill. Those tests lose sites by ``kill -9`` (a closed stream: DOWN at once)."""
 
 
 @dataclass
@@ -85,6 +96,65 @@ def running(
         yield fed
     finally:
         fed.down()
+
+
+def vnf_in(fed: OpenStackFederation, vnf_id: str, states: tuple[str, ...]) -> Any:
+    """The VNF as the API shows it when it is in one of ``states``, else None."""
+    vnf: dict[str, Any] = fed.api_get(f"/v1/vnfs/{vnf_id}")
+    return vnf if vnf["state"] in states else None
+
+
+def create_active(fed: OpenStackFederation, desc: dict[str, Any]) -> dict[str, Any]:
+    """``desc`` created through the API (its tenant given ``ROOMY`` limits); the VNF once
+    ACTIVE — the test fails with its members when it is not within 300 s."""
+    resp = fed.call("PUT", f"/v1/quotas/{desc['tenant']}", json={"limits": ROOMY})
+    assert resp.status_code == 200, resp.text
+    resp = fed.call("POST", "/v1/vnfs", json=desc)
+    assert resp.status_code == 202, resp.text
+    vnf_id = str(resp.json()["id"])
+    try:
+        vnf = wait_for(
+            lambda: vnf_in(fed, vnf_id, ("ACTIVE", "FAILED")), timeout=300, what=f"{vnf_id} ACTIVE"
+        )
+    except AssertionError as exc:
+        members = fed.api_get(f"/v1/vnfs/{vnf_id}")["members"]
+        raise AssertionError(f"{exc}; members: {members}") from None
+    assert vnf["state"] == "ACTIVE", (vnf["reason"], vnf["members"])
+    out: dict[str, Any] = vnf
+    return out
+
+
+def active_at(fed: OpenStackFederation, vnf_id: str, site: str) -> dict[str, Any]:
+    """The VNF once ACTIVE with its active member at ``site``: switched over there first
+    (``POST /v1/vnfs/{id}/failover``) when the active is elsewhere."""
+
+    def there() -> Any:
+        vnf = vnf_in(fed, vnf_id, ("ACTIVE",))
+        at = {m["site"]: m["role"] for m in vnf["members"]} if vnf else {}
+        return vnf if at.get(site) == "active" else None
+
+    if there() is None:
+        resp = fed.call("POST", f"/v1/vnfs/{vnf_id}/failover", json={"to_site": site})
+        assert resp.status_code == 202, resp.text
+    found: dict[str, Any] = wait_for(there, timeout=120, what=f"{vnf_id} active at {site}")
+    return found
+
+
+def events(fed: OpenStackFederation, subject: str, kind: str) -> list[dict[str, Any]]:
+    """The events of ``kind`` about ``subject``, oldest first."""
+    found = fed.api_get(f"/v1/events?subject={subject}&limit=200")["events"]
+    return [e for e in found if e["kind"] == kind]
+
+
+def nova_server(fed: OpenStackFederation, site: str, vnf_id: str, member: str) -> Any:
+    """The Nova server of ``member`` at ``site`` as the site's admin sees it (None: none)."""
+    admin = connect(cloud=fed.clouds[site])
+    try:
+        name = cloud_name(site, f"{vnf_id}-{member}")
+        found = [s for s in admin.compute.servers(all_projects=True) if s.name == name]
+        return admin.compute.get_server(found[0].id) if found else None
+    finally:
+        admin.close()
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from siteagent.drivers.openstack_support import cloud_name, connect
+from siteagent.drivers.openstack_support import connect
 from tests.integration.openstack import test_vnf_openstack as vnf_os
-from tests.support.minicloud import CLOUD, Minicloud
 from tests.support import osfed
+from tests.support.minicloud import CLOUD, Minicloud
 from tests.support.osfed import OpenStackFederation
 from tests.support.polling import wait_for
 
@@ -42,49 +42,20 @@ image_at_both = vnf_os.image_at_both
 def fed(minicloud: Minicloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     labels = {SITE1: {"cloud": "openstack"}, SITE2: {"cloud": "openstack"}}
     state = Path(tmp_path_factory.mktemp("os-fo"))
-    with osfed.running(state, [SITE1, SITE2], clouds=CLOUDS, labels=labels) as fed:
+    calm = osfed.CALM_DOWN_AFTER
+    with osfed.running(
+        state, [SITE1, SITE2], clouds=CLOUDS, labels=labels, down_after=calm
+    ) as fed:
         yield fed
 
 
 def create_pair(fed: OpenStackFederation, tenant: str, image: tuple[int, str], name: str) -> str:
-    limits = {"instances": 20, "cores": 40, "ram_mb": 65536, "ports": 50}
-    resp = fed.call("PUT", f"/v1/quotas/{tenant}", json={"limits": limits})
-    assert resp.status_code == 200, resp.text
+    """An ACTIVE active-standby pair (the ``ctl`` VDU), one member at each site."""
     pair = vnf_os.descriptor(tenant, *image)
-    pair["name"], pair["vdus"] = name, pair["vdus"][:1]  # ctl: active-standby, one per site
-    resp = fed.call("POST", "/v1/vnfs", json=pair)
-    assert resp.status_code == 202, resp.text
-    vnf_id = str(resp.json()["id"])
-    try:
-        vnf = wait_for(
-            lambda: settled(fed, vnf_id, ("ACTIVE", "FAILED")), timeout=300, what=f"{vnf_id} ACTIVE"
-        )
-    except AssertionError as exc:
-        members = fed.api_get(f"/v1/vnfs/{vnf_id}")["members"]
-        raise AssertionError(f"{exc}; members: {members}") from None
-    assert vnf["state"] == "ACTIVE", (vnf["reason"], vnf["members"])
-    assert sorted(m["site"] for m in vnf["members"]) == [SITE1, SITE2]
-    return vnf_id
-
-
-def settled(fed: OpenStackFederation, vnf_id: str, states: tuple[str, ...]) -> Any:
-    vnf: dict[str, Any] = fed.api_get(f"/v1/vnfs/{vnf_id}")
-    return vnf if vnf["state"] in states else None
-
-
-def nova_server(site: str, vnf_id: str, member: str) -> Any:
-    admin = connect(cloud=CLOUDS[site])
-    try:
-        name = cloud_name(site, f"{vnf_id}-{member}")
-        found = [s for s in admin.compute.servers(all_projects=True) if s.name == name]
-        return admin.compute.get_server(found[0].id) if found else None
-    finally:
-        admin.close()
-
-
-def events(fed: OpenStackFederation, vnf_id: str, kind: str) -> list[dict[str, Any]]:
-    found = fed.api_get(f"/v1/events?subject={vnf_id}&limit=100")["events"]
-    return [e for e in found if e["kind"] == kind]
+    pair["name"], pair["vdus"] = name, pair["vdus"][:1]
+    vnf = osfed.create_active(fed, pair)
+    assert sorted(m["site"] for m in vnf["members"]) == [SITE1, SITE2], vnf["members"]
+    return str(vnf["id"])
 
 
 def test_a_server_deleted_out_of_band_in_nova_is_healed(
@@ -94,7 +65,7 @@ def test_a_server_deleted_out_of_band_in_nova_is_healed(
     vnf = fed.api_get(f"/v1/vnfs/{vnf_id}")
     active = next(m for m in vnf["members"] if m["role"] == "active")
     standby = next(m for m in vnf["members"] if m["role"] == "standby")
-    server = nova_server(standby["site"], vnf_id, standby["name"])
+    server = osfed.nova_server(fed, standby["site"], vnf_id, standby["name"])
     assert server is not None and server.metadata.get("meridian:role") == "standby"
     admin = connect(cloud=CLOUDS[standby["site"]])
     try:
@@ -102,30 +73,30 @@ def test_a_server_deleted_out_of_band_in_nova_is_healed(
     finally:
         admin.close()
     lost = wait_for(
-        lambda: events(fed, vnf_id, "vnf.member_lost") or None,
+        lambda: osfed.events(fed, vnf_id, "vnf.member_lost") or None,
         timeout=120,
         what=f"{standby['name']} noticed lost",
     )
     assert standby["name"] in lost[0]["message"], lost
 
     healed = wait_for(
-        lambda: events(fed, vnf_id, "vnf.healed") or None,
+        lambda: osfed.events(fed, vnf_id, "vnf.healed") or None,
         timeout=300,
         what=f"{vnf_id} healed: {fed.api_get(f'/v1/vnfs/{vnf_id}')}",
     )
     assert healed[0]["at_ms"] >= lost[0]["at_ms"], (lost, healed)
-    after = wait_for(lambda: settled(fed, vnf_id, ("ACTIVE",)), timeout=60, what="ACTIVE")
+    after = wait_for(lambda: osfed.vnf_in(fed, vnf_id, ("ACTIVE",)), timeout=60, what="ACTIVE")
     members = {m["role"]: m for m in after["members"]}
     assert len(after["members"]) == 2 and set(members) == {"active", "standby"}, after
     assert {m["state"] for m in after["members"]} == {"READY"}, after["members"]
     assert members["active"]["site"] == active["site"]  # the active served throughout
     again = members["standby"]  # rebuilt at its own site (the other holds the active)
     assert again["site"] == standby["site"], after["members"]
-    new = nova_server(again["site"], vnf_id, again["name"])
+    new = osfed.nova_server(fed, again["site"], vnf_id, again["name"])
     assert new is not None and new.id != server.id, "a new server replaces the deleted one"
     assert new.status == "ACTIVE", new.status
     assert new.metadata.get("meridian:role") == "standby", new.metadata
-    still = nova_server(active["site"], vnf_id, active["name"])
+    still = osfed.nova_server(fed, active["site"], vnf_id, active["name"])
     assert still is not None and still.metadata.get("meridian:role") == "active"
     assert fed.call("DELETE", f"/v1/vnfs/{vnf_id}").status_code == 202
 
@@ -134,31 +105,19 @@ def test_killing_the_active_sites_agent_promotes_the_standby_in_nova(
     fed: OpenStackFederation, tenant_at_both: str, image_at_both: tuple[int, str]
 ) -> None:
     vnf_id = create_pair(fed, tenant_at_both, image_at_both, "vpair")
-    roles = {m["site"]: m for m in fed.api_get(f"/v1/vnfs/{vnf_id}")["members"]}
-    if roles[SITE1]["role"] != "active":  # switch over first: site 1 holds the active
-        resp = fed.call("POST", f"/v1/vnfs/{vnf_id}/failover", json={"to_site": SITE1})
-        assert resp.status_code == 202, resp.text
-
-        def switched() -> Any:
-            vnf = settled(fed, vnf_id, ("ACTIVE",))
-            if vnf is None:
-                return None
-            at = {m["site"]: m["role"] for m in vnf["members"]}
-            return vnf if at[SITE1] == "active" else None
-
-        wait_for(switched, timeout=120, what=f"{vnf_id} active at {SITE1}")
+    osfed.active_at(fed, vnf_id, SITE1)  # site 1 holds the active
     standby = {m["site"]: m for m in fed.api_get(f"/v1/vnfs/{vnf_id}")["members"]}[SITE2]
     fed.kill(f"agent-{SITE1}", signal.SIGKILL)
 
     def promoted() -> Any:
-        vnf = settled(fed, vnf_id, ("DEGRADED", "ACTIVE", "HEALING"))
+        vnf = osfed.vnf_in(fed, vnf_id, ("DEGRADED", "ACTIVE", "HEALING"))
         if vnf is None:
             return None
         at = {m["site"]: m["role"] for m in vnf["members"]}
         return vnf if at[SITE2] == "active" else None
 
     wait_for(promoted, timeout=120, what=f"{vnf_id} promoted at {SITE2}")
-    server = nova_server(SITE2, vnf_id, standby["name"])
+    server = osfed.nova_server(fed, SITE2, vnf_id, standby["name"])
     assert server is not None and server.status == "ACTIVE"
     assert server.metadata.get("meridian:role") == "active", server.metadata
-    assert events(fed, vnf_id, "vnf.failover_completed"), "promotion reported applied"
+    assert osfed.events(fed, vnf_id, "vnf.failover_completed"), "promotion reported applied"

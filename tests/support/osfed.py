@@ -32,7 +32,10 @@ from broker import errors
 from broker.devfed.federation import Federation
 from broker.devfed.minicloud import OpenStackSite
 from siteagent.drivers.openstack_support import cloud_name, connect, connect_as_project
+from tests.support.minicloud import CLOUD
 from tests.support.polling import wait_for
+
+CLOUD2 = "minicloud-site2"
 
 ROOMY = {"instances": 20, "cores": 40, "ram_mb": 65536, "ports": 50}
 """A tenant's limits that never stand in a geo-redundancy test's way."""
@@ -155,6 +158,15 @@ def nova_server(fed: OpenStackFederation, site: str, vnf_id: str, member: str) -
         return admin.compute.get_server(found[0].id) if found else None
     finally:
         admin.close()
+
+
+def geo(state: Path, one: str, two: str) -> contextlib.AbstractContextManager[Any]:
+    """``running`` for the geo-redundancy tests: site ``one`` on minicloud site 1, ``two``
+    on site 2, both labelled ``cloud=openstack``, silent sites DOWN after
+    ``CALM_DOWN_AFTER``."""
+    clouds = {one: CLOUD, two: CLOUD2}
+    labels = {site: {"cloud": "openstack"} for site in clouds}
+    return running(state, [one, two], clouds=clouds, labels=labels, down_after=CALM_DOWN_AFTER)
 
 
 @dataclass(frozen=True)

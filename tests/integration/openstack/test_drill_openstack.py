@@ -28,7 +28,7 @@ import pytest
 
 from tests.integration.openstack import test_vnf_openstack as vnf_os
 from tests.support import osfed
-from tests.support.minicloud import CLOUD, Minicloud
+from tests.support.minicloud import Minicloud
 from tests.support.osfed import OpenStackFederation
 from tests.support.polling import wait_for
 
@@ -44,13 +44,7 @@ image_at_both = vnf_os.image_at_both
 
 @pytest.fixture(scope="module")
 def fed(minicloud: Minicloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    clouds = {SITE1: CLOUD, SITE2: vnf_os.CLOUD2}
-    labels = {SITE1: {"cloud": "openstack"}, SITE2: {"cloud": "openstack"}}
-    state = Path(tmp_path_factory.mktemp("os-dr"))
-    calm = osfed.CALM_DOWN_AFTER
-    with osfed.running(
-        state, [SITE1, SITE2], clouds=clouds, labels=labels, down_after=calm
-    ) as fed:
+    with osfed.geo(Path(tmp_path_factory.mktemp("os-dr")), SITE1, SITE2) as fed:
         yield fed
 
 

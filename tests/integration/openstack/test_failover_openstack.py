@@ -25,14 +25,13 @@ import pytest
 from siteagent.drivers.openstack_support import connect
 from tests.integration.openstack import test_vnf_openstack as vnf_os
 from tests.support import osfed
-from tests.support.minicloud import CLOUD, Minicloud
+from tests.support.minicloud import Minicloud
 from tests.support.osfed import OpenStackFederation
 from tests.support.polling import wait_for
 
 pytestmark = [pytest.mark.openstack, pytest.mark.etcd, pytest.mark.slow]
 
 SITE1, SITE2 = "os-fo-1", "os-fo-2"
-CLOUDS = {SITE1: CLOUD, SITE2: vnf_os.CLOUD2}
 # one tenant (a Keystone project of one name) and one image held at both sites
 tenant_at_both = vnf_os.tenant_at_both
 image_at_both = vnf_os.image_at_both
@@ -40,12 +39,7 @@ image_at_both = vnf_os.image_at_both
 
 @pytest.fixture(scope="module")
 def fed(minicloud: Minicloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    labels = {SITE1: {"cloud": "openstack"}, SITE2: {"cloud": "openstack"}}
-    state = Path(tmp_path_factory.mktemp("os-fo"))
-    calm = osfed.CALM_DOWN_AFTER
-    with osfed.running(
-        state, [SITE1, SITE2], clouds=CLOUDS, labels=labels, down_after=calm
-    ) as fed:
+    with osfed.geo(Path(tmp_path_factory.mktemp("os-fo")), SITE1, SITE2) as fed:
         yield fed
 
 
@@ -67,7 +61,7 @@ def test_a_server_deleted_out_of_band_in_nova_is_healed(
     standby = next(m for m in vnf["members"] if m["role"] == "standby")
     server = osfed.nova_server(fed, standby["site"], vnf_id, standby["name"])
     assert server is not None and server.metadata.get("meridian:role") == "standby"
-    admin = connect(cloud=CLOUDS[standby["site"]])
+    admin = connect(cloud=fed.clouds[standby["site"]])
     try:
         admin.compute.delete_server(server.id)
     finally:

@@ -40,8 +40,8 @@ class EtcdSettings:
     client: Literal["async", "threaded"] = "threaded"
     """Which etcd client the broker uses: "threaded" (cslab-etcd3 on the thread pool
     above; the default) or "async" (grpc.aio on the event loop, ``broker.store.etcdaio``:
-    faster in the quota and fan-in benchmarks, but not the default until the failover
-    benchmark behaves the same on it -- see README, "Two etcd clients")."""
+    a 5x faster fan-in herd; not the default until the e2e suite and the full-size
+    failover benchmark pass on it again -- see docs/design-seams.md)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """The real ``Store`` on the event loop: etcd v3 over grpc.aio, no thread hop per call.
 
-The default ``etcd.client`` ("async"); the threaded ``etcd`` client stays selectable.
+Selected by ``etcd.client = "async"``; the threaded ``etcd`` client is the default
+(docs/design-seams.md says why, and when that changes).
 Invariant 1 (etcd is the only state) rests on this module as on ``etcd``: every piece of
 broker state goes through it, under one root prefix, and nothing here caches.
 

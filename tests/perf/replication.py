@@ -18,8 +18,9 @@ the same image pulled by dst **directly** from src's ``directwire.DirectServer``
 broker-signed grant (``direct_vs_raw``, target >= 0.8; the relay's bytes carried during
 it, per destination, ``broker_bytes_per_dest``, target ~0). The CPU both ends spent on
 that transfer gives a cost per MiB (``cpu_s_per_mib``), and from it the link cap
-(``link_cap_mib_s``, ``choose_cap``: the swarm's 16 sites use at most half a core;
-``--link-cap-mib-s`` overrides): from then on every site's link is shaped to it, each
+(``link_cap_mib_s``, ``choose_cap``: the swarm's 16 sites use at most half a core, by
+CPU cost and by the rate the machine gave the direct transfer in this run, whichever is
+lower; ``--link-cap-mib-s`` overrides): from then on every site's link is shaped to it, each
 way. (1b) the ``--fanout-mib`` image pulled directly over src's shaped link (the rate
 achieved, ``shaped_direct_mib_s``: the shaping holds); (2) that image fanned out to 16
 sites through the broker relay, relay rounds, every site link shaped, vs one transfer
@@ -347,13 +348,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def choose_cap(cpu_per_mib: float) -> float:
-    """The link cap (MiB/s) at which the swarm leaves the CPU idle most of the time: its
-    16 sites share one process (one core), each receiving at the cap and serving about as
-    much; each MiB costs what a direct transfer cost both ends (TLS, sha256, copies).
-    Half a core for the whole swarm, rounded down to 0.5 MiB/s, within 1..25 MiB/s."""
-    cap = 0.5 / (len(imageswarm.SITES) * max(cpu_per_mib, 1e-6))
-    return max(1.0, min(25.0, int(cap * 2) / 2))
+def choose_cap(cpu_per_mib: float, direct_mib_s: float) -> tuple[float, float, float]:
+    """The link cap (MiB/s) at which the swarm leaves the CPU idle half the time, and the
+    two limits it is the lower of. The swarm's 16 sites share one process, each receiving
+    at the cap and serving about as much, so it does both ends' work of 16 caps: (1) by
+    CPU cost, each MiB costs what the direct transfer cost both ends (TLS, sha256,
+    copies): half a core is 0.5 / (16 x cost); (2) by what the machine gave in this run
+    (others share it): the direct transfer's two processes moved ``direct_mib_s``, one
+    process doing both ends about half that: half of it is direct / 2 / 2 / 16. Rounded
+    down to 0.25 MiB/s, within 1..25 MiB/s."""
+    by_cpu = 0.5 / (len(imageswarm.SITES) * max(cpu_per_mib, 1e-6))
+    by_wall = direct_mib_s / 4 / len(imageswarm.SITES)
+    cap = max(1.0, min(25.0, int(min(by_cpu, by_wall) * 4) / 4))
+    return cap, by_cpu, by_wall
 
 
 class Proc:
@@ -498,7 +505,8 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
             direct_s = d.read("direct")["seconds"]
             cpu = cpu_seconds(s.p.pid) + cpu_seconds(d.p.pid) - cpu
             cpu_per_mib = cpu / a.size_mib
-            cap_mib = a.link_cap_mib_s or choose_cap(cpu_per_mib)
+            cap_mib, by_cpu, by_wall = choose_cap(cpu_per_mib, a.size_mib / direct_s)
+            cap_mib = a.link_cap_mib_s or cap_mib
             cap = cap_mib * (1 << 20)
             for p in (s, d):
                 p.send(op="cap", cap=cap)
@@ -559,6 +567,8 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         "broker_bytes_per_dest": max(carried_direct, carried_swarm / len(imageswarm.SITES)),
         "relay_bytes_per_dest": rss_single["carried"],
         "cpu_s_per_mib": cpu_per_mib,
+        "cap_by_cpu_mib_s": by_cpu,
+        "cap_by_wall_mib_s": by_wall,
         "link_cap_mib_s": cap_mib,
         "shaped_direct_mib_s": a.fanout_mib / shaped_s,
         "swarm16_over_one": swarm16["seconds"] / swarm_one["seconds"] if swarm_ok else None,

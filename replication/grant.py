@@ -31,6 +31,7 @@ __all__ = [
     "Ed25519PrivateKey",
     "Ed25519PublicKey",
     "Grant",
+    "Verifier",
     "load_private",
     "load_public",
     "refusal",
@@ -125,6 +126,39 @@ def refusal(
     grant = _decode(token, key)
     if isinstance(grant, str):
         return grant
+    return _mismatch(grant, image=image, source=source, caller=caller, now_ms=now_ms, pieces=pieces)
+
+
+class Verifier:
+    """``refusal`` with each token's signature checked once: a swarm asks a peer for its
+    pieces and haves many times under one grant, and an Ed25519 verification per call
+    cost the serving site more CPU than the bytes. Only tokens whose signature verified
+    are remembered (at most ``size``; then forgotten all at once); every field, and the
+    expiry, is still checked on every call."""
+
+    def __init__(self, key: Ed25519PublicKey, size: int = 4096) -> None:
+        self.key, self.size = key, size
+        self._verified: dict[str, Grant] = {}
+
+    def refusal(
+        self, token: str, *, image: str, source: str, caller: str, now_ms: int, pieces: str = ""
+    ) -> str | None:
+        grant = self._verified.get(token)
+        if grant is None:
+            decoded = _decode(token, self.key)
+            if isinstance(decoded, str):
+                return decoded
+            if len(self._verified) >= self.size:
+                self._verified.clear()
+            self._verified[token] = grant = decoded
+        return _mismatch(
+            grant, image=image, source=source, caller=caller, now_ms=now_ms, pieces=pieces
+        )
+
+
+def _mismatch(
+    grant: Grant, *, image: str, source: str, caller: str, now_ms: int, pieces: str
+) -> str | None:
     if grant.destination != caller:
         return f"the transfer grant is for site {grant.destination}, not {caller}"
     if grant.source != source:

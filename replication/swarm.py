@@ -70,7 +70,14 @@ class _Swarm:
         self.out = Outcome(file.image.id, 0.0)
 
     async def refresh(self) -> None:
-        live = [s for s in self.peers if s not in self.out.excluded]
+        # a peer known to hold every piece is not asked again (it only gains pieces):
+        # each ask is a call the peer answers, the most frequent one of a swarm
+        whole = len(self.manifest)
+        live = [
+            s
+            for s in self.peers
+            if s not in self.out.excluded and len(self.haves.get(s, ())) < whole
+        ]
 
         async def ask(site: str) -> None:
             try:

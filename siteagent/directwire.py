@@ -131,6 +131,7 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
         self.swarms = swarms if swarms is not None else {}  # copies arriving in pieces
         self.store = store
         self.key = key
+        self.grants = grant.Verifier(key)  # each grant's signature checked once
         self.throttle = throttle  # the site's upload cap, shared with the relay uploads
         self.clock = clock
         self.served_bytes = 0
@@ -150,9 +151,8 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
         if caller is None:
             await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "no site certificate")
             return False
-        why = grant.refusal(
+        why = self.grants.refusal(
             token,
-            self.key,
             image=image,
             source=self.site,
             caller=caller,

@@ -96,7 +96,7 @@ async def receive(
     broker: Broker, img: catalog.Image, me: Site, peers: list[swarmwire.GrantedPeer]
 ) -> Any:
     return await swarmwire.receive(
-        me.store.root, img, broker.manifest, peers, me.swarms, seed=me.name, refresh=0.2
+        me.store.root, img, broker.manifest, peers, me.swarms, seed=me.name
     )
 
 

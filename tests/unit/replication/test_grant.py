@@ -63,3 +63,31 @@ def test_keys_load_from_pem_and_anything_else_is_a_clear_error() -> None:
         grant.load_private(b"junk")
     with pytest.raises(errors.InvalidImage, match="unreadable"):
         grant.load_public(b"junk")
+
+
+def test_a_verifier_checks_each_signature_once_and_every_field_every_time() -> None:
+    """A swarm asks again and again under one grant: the signature is verified once; the
+    fields and the expiry on every call; a forged token is never remembered."""
+    key = grant.Ed25519PrivateKey.generate()
+
+    class Counting:
+        calls = 0
+
+        def verify(self, signature: bytes, data: bytes) -> None:
+            Counting.calls += 1
+            key.public_key().verify(signature, data)
+
+    verifier = grant.Verifier(Counting(), size=2)  # type: ignore[arg-type]
+    token = grant.sign(grant.Grant("img", "src", "dst", 10_000, "d" * 64), key)
+    ask = {"image": "img", "source": "src", "caller": "dst", "pieces": "d" * 64}
+    for now in (1, 2, 3):
+        assert verifier.refusal(token, now_ms=now, **ask) is None
+    assert Counting.calls == 1
+    wrong = verifier.refusal(token, now_ms=4, **{**ask, "caller": "x"})
+    assert wrong is not None and "for site dst, not x" in wrong
+    assert "expired" in (verifier.refusal(token, now_ms=20_000, **ask) or "")
+    body, _, sig = token.partition(".")
+    forged = f"{body}.{sig[::-1]}"
+    for _ in range(2):
+        assert verifier.refusal(forged, now_ms=5, **ask) is not None
+    assert Counting.calls == 3, "a refused token is checked again each time"

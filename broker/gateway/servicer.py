@@ -67,6 +67,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _owner(session: Session) -> Compare:
+    """Holds while the site's ``sitestatus`` record is still the one ``session`` wrote."""
+    return Compare(keys.sitestatus(session.site), Target.VALUE, Op.EQUAL, session.status_value)
+
+
 def digest(value: bytes) -> bytes:
     """What a session keeps of a value it wrote, to tell a change: 16 bytes, not the value."""
     return hashlib.blake2b(value, digest_size=16).digest()
@@ -302,7 +307,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         finally:
             reader.cancel()
             writing.cancel()
-            await writer.close()
+            await writer.close(_owner(session))
         if session.closed_reason and not context.done():
             await context.abort(grpc.StatusCode.UNAVAILABLE, session.closed_reason)
 

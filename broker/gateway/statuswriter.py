@@ -14,6 +14,12 @@ and it reconnected to do the same again, never UP, its stale members never delet
 Nothing reported is lost while the stream lives: a status leaves ``pending`` only once a
 transaction holding that very value landed; etcd unreachable keeps it (and a newer status
 of the same object replaces it) until etcd answers again.
+
+A closing stream never overwrites a newer session's reports: its last statuses are written
+only while the site's ``sitestatus`` record is still this session's (``close(guard=...)``,
+one compare in the same transaction). An agent that reconnected elsewhere reports every
+status again there, so what a superseded stream drops is not lost; its events (each under
+its own key) are written whatever the record says.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import itertools
 import logging
 
 from broker import errors
-from broker.store.protocol import Put, Store
+from broker.store import keys
+from broker.store.protocol import Compare, Put, Store
 
 log = logging.getLogger(__name__)
 
@@ -56,25 +63,37 @@ class StatusWriter:
                 if not await self.write_once():
                     await asyncio.sleep(RETRY_S)
 
-    async def write_once(self) -> bool:
-        """One transaction of what is pending; False when etcd did not take it."""
+    async def write_once(self, guard: Compare | None = None) -> bool:
+        """One transaction of what is pending (if ``guard`` holds); False when etcd did
+        not take it. A failed guard drops everything but the events."""
         batch = dict(itertools.islice(self.pending.items(), BATCH))
         try:
-            await self.store.txn([], [Put(key, value) for key, value in batch.items()])
+            result = await self.store.txn(
+                [guard] if guard else [], [Put(key, value) for key, value in batch.items()]
+            )
         except errors.StoreUnavailable as exc:
             log.warning("%d status updates wait for etcd: %s", len(self.pending), exc)
             return False
+        if not result.succeeded:
+            stale = [k for k in self.pending if not k.startswith(keys.EVENTS)]
+            log.info("%d status updates dropped: a newer session reports for the site "
+                     "now", len(stale))
+            for key in stale:
+                del self.pending[key]
+            return bool(self.pending) and await self.write_once()
         self.txns += 1
         for key, value in batch.items():
             if self.pending.get(key) is value:  # not replaced by a newer one meanwhile
                 del self.pending[key]
         return True
 
-    async def close(self) -> None:
-        """The stream ended: write what is still pending, for at most ``FINAL_S``."""
+    async def close(self, guard: Compare | None = None) -> None:
+        """The stream ended: write what is still pending, for at most ``FINAL_S``, each
+        transaction only while ``guard`` (the session still owns the site's record)
+        holds."""
         try:
             async with asyncio.timeout(FINAL_S):
-                while self.pending and await self.write_once():
+                while self.pending and await self.write_once(guard):
                     pass
         except TimeoutError:
             pass

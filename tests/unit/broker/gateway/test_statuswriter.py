@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from broker.gateway import statuswriter
+from broker.store import keys
 from broker.store.memory import MemoryStore
+from broker.store.protocol import Compare, Op, Put, Target
 
 
 async def test_a_backlog_beyond_one_transaction_is_written_in_batches(
@@ -48,3 +50,32 @@ async def test_a_status_replaced_while_written_stays_queued(memory_store: Memory
     await writer.close()
     kv = await memory_store.get("observed/s/server/vm")
     assert kv is not None and kv.value == b"new" and not writer.pending
+
+
+async def test_a_superseded_stream_keeps_its_events_and_drops_its_stale_statuses(
+    memory_store: MemoryStore,
+) -> None:
+    site_record = keys.sitestatus("s")
+    await memory_store.txn([], [Put(site_record, b"session-2")])  # a newer session's record
+    await memory_store.txn([], [Put("observed/s/server/vm", b"new")])  # what it reported
+    writer = statuswriter.StatusWriter(memory_store)
+    writer.add("observed/s/server/vm", b"old")
+    writer.add(keys.event("e1"), b"event")
+    await writer.close(Compare(site_record, Target.VALUE, Op.EQUAL, b"session-1"))
+    kv = await memory_store.get("observed/s/server/vm")
+    assert kv is not None and kv.value == b"new"  # never overwritten by the stale stream
+    event = await memory_store.get(keys.event("e1"))
+    assert event is not None and event.value == b"event"
+    assert not writer.pending
+
+
+async def test_a_closing_stream_that_still_owns_its_site_writes_everything(
+    memory_store: MemoryStore,
+) -> None:
+    site_record = keys.sitestatus("s")
+    await memory_store.txn([], [Put(site_record, b"session-1")])
+    writer = statuswriter.StatusWriter(memory_store)
+    writer.add("observed/s/server/vm", b"last")
+    await writer.close(Compare(site_record, Target.VALUE, Op.EQUAL, b"session-1"))
+    kv = await memory_store.get("observed/s/server/vm")
+    assert kv is not None and kv.value == b"last"

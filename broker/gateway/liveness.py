@@ -83,6 +83,20 @@ async def leased_txn(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _batches(flips: list[tuple[Session, bool]]) -> list[list[tuple[Session, bool]]]:
+    """``flips`` in batches of at most ``BATCH``, no site twice in one: etcd refuses a
+    transaction that puts one key twice, and two sessions of one site can flip in the same
+    sweep (a stale one not closed yet, and the agent's newer one)."""
+    out: list[list[tuple[Session, bool]]] = []
+    batch: list[tuple[Session, bool]] = []
+    for flip in flips:
+        if len(batch) == BATCH or any(s.site == flip[0].site for s, _ in batch):
+            out.append(batch)
+            batch = []
+        batch.append(flip)
+    return [*out, batch] if batch else out
+
+
 def _put_one(key: str, value: bytes, lease_id: int) -> list[TxnOp]:
     """The one put of a status record under ``lease_id``."""
     return [Put(key, value, lease_id)]
@@ -171,13 +185,13 @@ class Liveness:
         return out
 
     async def sweep(self) -> None:
-        flips = self.flips()
-        for start in range(0, len(flips), BATCH):
+        batches = _batches(self.flips())
+        for i, batch in enumerate(batches):
             try:
-                await self._write(flips[start : start + BATCH])
+                await self._write(batch)
             except BaseException:
                 # the silent are found again by the next walk; the returned must be kept
-                self._returned.extend(s for s, silent in flips[start:] if not silent)
+                self._returned.extend(s for b in batches[i:] for s, silent in b if not silent)
                 raise
         await self._rerecord()
 

@@ -107,3 +107,26 @@ async def test_a_stale_sessions_flip_never_overwrites_a_newer_sessions_record(
     b = await memory_store.get(keys.sitestatus("site-b"))
     assert b is not None and codec.decode(SiteStatus, b.value).silent_since_ms > 0
     await lease.revoke()
+
+
+async def test_two_sessions_of_one_site_flip_in_one_sweep(memory_store: MemoryStore) -> None:
+    """A stale session not closed yet and the agent's newer one on the same replica, both
+    silent: one sweep writes both flips without putting the site's key twice in one
+    transaction (etcd refuses that, and the liveness task used to die of it)."""
+    lease = ReplicaLease(memory_store, ttl=10)
+    live, registry = await held(memory_store, lease, "site-a", "site-b")
+    stale = registry.get("site-a")
+    assert stale is not None
+    newer = session("site-a")
+    newer.session_id = "sess-site-a-2"
+    live.track(newer)
+    newer.status_value = liveness.record(newer, "r1")
+    for s in (stale, newer, registry.get("site-b")):
+        assert s is not None
+        s.last_seen -= 3600
+    await live.sweep()  # no InvalidInput: no key twice in one transaction
+    kv = await memory_store.get(keys.sitestatus("site-a"))
+    assert kv is not None and codec.decode(SiteStatus, kv.value).silent_since_ms > 0
+    # the session whose record it is wrote its flip; the other one is closed, not written
+    assert stale.silent and newer.closed_reason.startswith("superseded")
+    await lease.revoke()

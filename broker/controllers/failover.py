@@ -13,7 +13,8 @@ A leader killed between steps loses nothing: the next one reads the machines bac
 
 Priority lane (``lane.Lane``): when a site goes DOWN, each VNF whose active member was
 there holds the lane until its promotion is reported (its phase leaves FAILING_OVER).
-Those VNFs are stepped by a worker of their own, never queued behind other steps; every
+Those VNFs are stepped by a worker of their own, never queued behind other steps, their
+etcd calls on the store's urgent lane (``store.urgency``); every
 other step (restores, drains, deadlines, replacements READY) waits while the lane is held,
 and so does the replacer before each re-placement.
 
@@ -33,6 +34,7 @@ its deletion is confirmed, and a replacement's is booked only once it is READY.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -53,7 +55,7 @@ from broker.placement import render
 from broker.placement.snapshot import Live
 from broker.quotas.headroom import Headroom, Unlimited
 from broker.settings import BrokerSettings
-from broker.store import follow, keys
+from broker.store import follow, keys, urgency
 from broker.store.protocol import Compare, Delete, Get, Op, Put, Store, Target
 
 log = logging.getLogger(__name__)
@@ -211,7 +213,9 @@ class FailoverController:
             while batch := self._take(urgent):
                 self._stepping.update(batch)
                 try:
-                    await asyncio.gather(*(self._guarded(v) for v in batch))
+                    # the urgent steps' etcd calls skip the store's queue too
+                    with urgency.urgent() if urgent else contextlib.nullcontext():
+                        await asyncio.gather(*(self._guarded(v) for v in batch))
                 finally:
                     self._stepping.difference_update(batch)
                 if self._dirty:  # marked again while being stepped: the other worker too

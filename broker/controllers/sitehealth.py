@@ -14,12 +14,13 @@ written in batches (a thousand agents reconnecting at once would otherwise back 
 up behind a thousand transactions, and the sweep would judge silence from stale times).
 Verdicts for one site are written in the order they were decided. A DOWN verdict holds
 the leader's priority lane (``lane.Lane``) until it is written: re-placements and other
-background work wait for it.
+background work wait for it, and its write takes the store's urgent lane.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from broker.election import fencing
 from broker.models import codec, event
 from broker.models.site import Health, SiteHealth, SiteStatus
 from broker.settings import BrokerSettings
-from broker.store import follow, keys
+from broker.store import follow, keys, urgency
 from broker.store.protocol import EventType, KeyValue, Put, Store
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,9 @@ class SiteHealthController:
                 Put(keys.health(site), codec.encode(verdict)),
                 Put(keys.event(ev.id), codec.encode(ev)),
             ]
-        await fencing.fenced_txn(self.store, self.fence, ops)
+        down = any(state is Health.DOWN for _, state, _ in batch)
+        with urgency.urgent() if down else contextlib.nullcontext():
+            await fencing.fenced_txn(self.store, self.fence, ops)
         for site, state, reason in batch:
             self.health[site] = state
             self.lane.release(verdict_key(site))

@@ -44,7 +44,7 @@ from broker.gateway.sessions import Registry, Session
 from broker.models import codec, objects
 from broker.pki import identity
 from broker.settings import BrokerSettings
-from broker.store import keys
+from broker.store import keys, urgency
 from broker.store.protocol import Compare, Delete, Op, Put, Store, Target
 
 log = logging.getLogger(__name__)
@@ -411,9 +411,10 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             return
         key = keys.sitestatus(session.site)
         try:
-            await self.store.txn(
-                [Compare(key, Target.VALUE, Op.EQUAL, session.status_value)], [Delete(key)]
-            )
+            with urgency.urgent():  # the leader judges the site DOWN on this delete
+                await self.store.txn(
+                    [Compare(key, Target.VALUE, Op.EQUAL, session.status_value)], [Delete(key)]
+                )
         except errors.StoreUnavailable:
             log.warning(
                 "site %s: status not cleared (etcd unreachable; its lease will)", session.site

@@ -8,6 +8,9 @@ How it is built, and why:
 - The client is synchronous, so every call runs on a small dedicated thread pool
   (``EtcdSettings.threads``) and the event loop never blocks. Every RPC carries the
   settings timeout as its gRPC deadline, and the await is bounded too, so no call hangs.
+- Urgent calls (``urgency.urgent()``: a DOWN verdict, a promotion, a lost stream's
+  record) have a lane of their own too, ``URGENT_THREADS`` threads: restores and the
+  controllers' reads filling the main pool's queue never delay them.
 - Lease calls (grant, refresh, revoke) have a lane of their own: ``LEASE_THREADS``
   threads nothing else uses. A connect storm can fill the main pool's queue for seconds;
   an election or replica-lease keepalive queued behind it would miss its lease's TTL
@@ -48,7 +51,7 @@ import etcd3.events as etcd_events
 
 from broker import errors
 from broker.settings import EtcdSettings
-from broker.store import etcdwire, keepalive
+from broker.store import etcdwire, keepalive, urgency
 from broker.store import protocol as p
 from broker.store.etcdwire import grpc_status, translate
 
@@ -57,6 +60,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LEASE_THREADS = 2  # the election's keepalive and the replica lease's, side by side
+URGENT_THREADS = 4  # a DOWN verdict's and the promotions' calls (``urgency``)
 
 
 def _raw_txn(client: Any, request: Any) -> Any:
@@ -124,6 +128,9 @@ class EtcdStore:
         self._lease_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=LEASE_THREADS, thread_name_prefix="meridian-etcd-lease"
         )
+        self._urgent_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=URGENT_THREADS, thread_name_prefix="meridian-etcd-urgent"
+        )
         self._keeper = keepalive.Keeper(self._refresh_now)
         self._closed = False
         self._watch_tokens = itertools.count(1)
@@ -158,6 +165,8 @@ class EtcdStore:
             raise errors.StoreUnavailable(f"{what}: the store is closed", retry_after=0.0)
         loop = asyncio.get_running_loop()
         pool = self._lease_pool if lease else self._pool
+        if not lease and urgency.URGENT.get():
+            pool = self._urgent_pool
         attempts = len(self._settings.endpoints) if retry else 1
         for attempt in range(attempts):
             try:
@@ -383,6 +392,7 @@ class EtcdStore:
             log.debug("closing the etcd client: %s", exc)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._lease_pool.shutdown(wait=False, cancel_futures=True)
+        self._urgent_pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Broken:

@@ -12,7 +12,7 @@ from broker.failover import limits
 from broker.models import codec
 from broker.models.site import Health, SiteHealth
 from broker.settings import BrokerSettings
-from broker.store import keys
+from broker.store import keys, urgency
 from broker.store.memory import MemoryStore
 from tests.unit.broker.controllers.test_failover_controller import (
     VNF,
@@ -117,8 +117,11 @@ async def test_a_promotion_is_not_behind_a_batch_of_other_steps(
     real_step = ctl.step
     order: list[str] = []
 
+    lanes: dict[str, list[bool]] = {}
+
     async def step(vnf_id: str) -> None:
         order.append(vnf_id)
+        lanes.setdefault(vnf_id, []).append(urgency.URGENT.get())  # the store's urgent lane
         if vnf_id == VNF:
             await real_step(vnf_id)
         else:
@@ -131,6 +134,7 @@ async def test_a_promotion_is_not_behind_a_batch_of_other_steps(
     try:
         await asyncio.sleep(0.1)  # the VNF's first step (its machines written)
         order.clear()
+        lanes.clear()
         for vnf_id in others:
             ctl._mark(vnf_id)
         await asyncio.sleep(0.01)  # the first background batch is under way
@@ -155,6 +159,8 @@ async def test_a_promotion_is_not_behind_a_batch_of_other_steps(
             await asyncio.sleep(0.01)
         assert not lane.holds(failover.promotion_key(VNF))
         assert all(v in order for v in others), "the rest resumes once it is done"
+        assert lanes[VNF][0] is True, "the promotion's etcd calls take the urgent lane"
+        assert not any(any(lanes[v]) for v in others)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

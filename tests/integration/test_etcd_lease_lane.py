@@ -10,8 +10,10 @@ while an ordinary read waits its turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -111,25 +113,30 @@ async def test_a_lease_is_kept_from_its_grant_async(async_etcd_store: AsyncEtcdS
     await kept_from_its_grant(async_etcd_store)
 
 
+@contextlib.contextmanager
+def parked(store: EtcdStore) -> Iterator[None]:
+    """Every thread of the store's main pool parked until the block ends (white-box)."""
+    gate = threading.Event()
+    futures = [store._pool.submit(gate.wait, 30) for _ in range(store._pool._max_workers)]
+    try:
+        yield
+    finally:
+        gate.set()
+    assert all(f.result() for f in futures)
+
+
 async def test_urgent_calls_pass_a_blocked_pool(threaded_etcd_store: EtcdStore) -> None:
     """A DOWN verdict's or a promotion's calls (``urgency.urgent``) go through at once
     while the main pool is parked; the same call outside the block waits its turn, and
     tasks started inside the block carry the flag."""
-    gate = threading.Event()
-    pool = threaded_etcd_store._pool  # white-box on purpose, as above
-    parked = [pool.submit(gate.wait, 30) for _ in range(pool._max_workers)]
-    try:
-        read = asyncio.create_task(threaded_etcd_store.get("lane/probe"))
+    store = threaded_etcd_store
+    with parked(store):
+        read = asyncio.create_task(store.get("lane/probe"))
         with urgency.urgent():
-            await asyncio.wait_for(threaded_etcd_store.put("lane/urgent", b"down"), 10)
-            both = asyncio.gather(
-                threaded_etcd_store.get("lane/urgent"), threaded_etcd_store.get("lane/probe")
-            )
+            await asyncio.wait_for(store.put("lane/urgent", b"down"), 10)
+            both = asyncio.gather(store.get("lane/urgent"), store.get("lane/probe"))
         found, absent = await asyncio.wait_for(both, 10)
         assert found is not None and found.value == b"down" and absent is None
         await asyncio.sleep(0.2)
         assert not read.done(), "the ordinary read should still be queued"
-    finally:
-        gate.set()
     assert await asyncio.wait_for(read, 10) is None
-    assert all(f.result() for f in parked)

@@ -159,6 +159,9 @@ class VnfSettings:
     """A placed member not READY within this is re-placed (its host, then its site avoided)."""
     max_attempts: Annotated[int, pydantic.Field(ge=1)] = 3
     """Placements of one member before it is given up (the VNF keeps serving, DEGRADED)."""
+    restore_retry_s: Annotated[float, pydantic.Field(gt=0)] = 30.0
+    """A replacement refused (no capacity, a site briefly DOWN) is asked for again after
+    this, for as long as the member stays lost (``restore: auto``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,15 +159,29 @@ def _back(run: _Run, key: str) -> None:
 
 
 def _expire(run: _Run) -> None:
-    """Act on losses whose grace ran out, and on replacements past their ready deadline."""
+    """Act on losses whose grace ran out, on replacements past their ready deadline, and
+    on refused replacements whose retry time came (a brief DOWN blip, freed capacity)."""
     pol = run.vnf.policy
     for m in list(run.members.values()):
         if m.condemned:
+            if _retry_due(run, m):
+                _want_replacement(run, m, m.replace_role or m.role)
             continue
         if m.lost_ms is not None and run.now - m.lost_ms >= pol.grace_ms:
             _condemn(run, m, f"lost: {m.lost_reason}")
         elif not m.ready and m.placed_ms and run.now - m.placed_ms >= pol.ready_timeout_ms:
             _timed_out(run, m)
+
+
+def _retry_due(run: _Run, m: Member) -> bool:
+    """A refused replacement still wanted (as ``heal`` judges it; a member given up after
+    its attempts waits for the operator's heal), its retry time come."""
+    return (
+        bool(m.refused)
+        and m.condemned != "failed"
+        and not (m.replace_wanted or m.replaced_by)
+        and run.now - m.refused_ms >= run.vnf.policy.retry_ms
+    )
 
 
 def _ensure_active(run: _Run) -> None:
@@ -297,7 +311,8 @@ def _place_failed(run: _Run, event: PlaceFailed) -> None:
     old = run.members.get(event.for_key)
     if old is None or not old.replace_wanted:
         return
-    run.put(dataclasses.replace(old, replace_wanted=False, refused=event.reason))
+    refused = dataclasses.replace(old, replace_wanted=False, refused=event.reason)
+    run.put(dataclasses.replace(refused, refused_ms=run.now))
     run.record(Ev.DEGRADED, f"no replacement for {old.name}: {event.reason}")
 
 

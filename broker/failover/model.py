@@ -44,6 +44,8 @@ class Policy:
     grace_ms: int = 0
     ready_timeout_ms: int = 120_000
     max_attempts: int = 3
+    retry_ms: int = 30_000
+    """A refused replacement is asked for again after this (capacity may be back)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,8 @@ class Member:
     replace_role: str = ""
     refused: str = ""
     """Why its last replacement could not be placed."""
+    refused_ms: int = 0
+    """When it was refused: ``restore: auto`` asks again ``policy.retry_ms`` later."""
     released: bool = False
     """Its usage was given back (its site was forgotten) before its replacement was READY."""
     replaced_by: str = ""

@@ -38,6 +38,7 @@ def policy_of(vdu: model.Vdu, settings: BrokerSettings) -> machine.Policy:
         grace_ms=int(red.failover.grace_s * 1000),
         ready_timeout_ms=int(settings.vnf.ready_timeout_s * 1000),
         max_attempts=settings.vnf.max_attempts,
+        retry_ms=int(settings.vnf.restore_retry_s * 1000),
     )
 
 

@@ -317,6 +317,30 @@ def test_no_feasible_replacement_degrades_and_heal_retries() -> None:
     assert len(of(acts, fsm.Replace)) == 1
 
 
+def test_a_refused_replacement_is_asked_for_again_after_the_retry_time() -> None:
+    vnf, _ = drive(pair(retry_ms=30_000), (0, fsm.Lost("fw-1@s2", "down")))
+    vnf, acts = drive(vnf, (10, fsm.PlaceFailed("fw-1@s2", "site s3 DOWN for a moment")))
+    assert vnf.phase is Phase.DEGRADED and not of(acts, fsm.Replace)
+    vnf, acts = drive(vnf, (30_009, fsm.Tick()))
+    assert not of(acts, fsm.Replace), "not before its retry time"
+    vnf, acts = drive(vnf, (30_010, fsm.Tick()))
+    assert of(acts, fsm.Replace) == [fsm.Replace("fw-1@s2", STANDBY, ("s2",), ("h2",))]
+    assert vnf.member("fw-1@s2").replace_wanted and not vnf.member("fw-1@s2").refused
+    vnf, acts = drive(vnf, (30_020, fsm.Tick()))
+    assert not of(acts, fsm.Replace), "asked once: the replacement is under way"
+    vnf, acts = drive(vnf, (30_030, fsm.PlaceFailed("fw-1@s2", "no site fits")))
+    vnf, acts = drive(vnf, (60_029, fsm.Tick()))
+    assert not of(acts, fsm.Replace), "the clock starts again at each refusal"
+
+
+def test_a_refused_replacement_under_manual_restore_waits_for_heal() -> None:
+    vnf, _ = drive(pair(restore="manual", retry_ms=10), (0, fsm.Lost("fw-1@s2", "down")))
+    vnf, _ = drive(vnf, (10, fsm.Heal()))
+    vnf, _ = drive(vnf, (20, fsm.PlaceFailed("fw-1@s2", "no site fits")))
+    _, acts = drive(vnf, (10_000, fsm.Tick()))
+    assert not of(acts, fsm.Replace)
+
+
 def test_forgotten_site_releases_usage_but_keeps_waiting_for_the_replacement() -> None:
     vnf, _ = drive(pair(), (0, fsm.Lost("fw-1@s2", "down")))
     vnf, acts = drive(vnf, (10, fsm.Deleted("fw-1@s2")))

@@ -18,6 +18,7 @@ import collections
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,15 @@ RATE = 100  # samples per second
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
+def py_spy() -> str | None:
+    """py-spy on PATH, else beside this interpreter (``.venv/bin/python -m ...`` run
+    without the venv on PATH lost a 10,000-agent run to "not found")."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
 def available() -> bool:
-    return shutil.which("py-spy") is not None
+    return py_spy() is not None
 
 
 def frame_name(frame: str) -> str:
@@ -85,7 +93,7 @@ def start(pids: dict[str, int], seconds: float, directory: Path) -> Sampling:
     for name, pid in pids.items():
         out = directory / f"{name}.collapsed"
         argv = [
-            "py-spy",
+            py_spy() or "py-spy",
             "record",
             "--pid",
             str(pid),

@@ -8,7 +8,12 @@ the cut, the sites' health; for a ``PLANNED`` drill the VNFs in scope, their rol
 what their cut members had converged — advances the machine, and writes the drill, its
 cuts (``drill-cuts/<vnf>``), its lifts (the cut deleted and ``failover-asked/<vnf>``
 asking the failover controller to rejoin the members and switch the active role back),
-its events and its report in ONE fenced transaction compared on the drill's revision;
+its events and its report in ONE fenced transaction compared on the drill's revision —
+as many cuts and lifts as fit (``TXN_OPS``); the others wait in the record (``pending``)
+and follow in fenced transactions, each compared on the record and taking its batch off
+the list in the same write, before the drill is stepped again (so a drill of hundreds of
+VNFs needs no single transaction of them all, and a leader killed between batches leaves
+the next one exactly the batches still to write);
 a finished drill's measured promotions and restorations join the samples kept under
 ``reports/rto`` (``broker.drills.rto``) for the what-if's estimates.
 
@@ -46,8 +51,12 @@ from broker.store.protocol import Compare, Delete, Get, KeyValue, Op, Put, Store
 log = logging.getLogger(__name__)
 
 TICK_S = 0.25
-MAX_VNFS = 50
-"""A live drill's VNFs at most: its lifts must fit one transaction (etcd: 128 ops)."""
+MAX_VNFS = 1000
+"""A live drill's VNFs at most: its record (targets, report) must fit one etcd value."""
+TXN_OPS = 120
+"""Operations one drill transaction carries at most (etcd's default limit is 128)."""
+PENDING = "pending"
+"""The drill record's cuts and lifts still to write, in order (``_batched``)."""
 
 
 def now_ms() -> int:
@@ -75,7 +84,9 @@ class DrillController:
     def _on_drill(self, key: str, value: bytes) -> None:
         drill_id = keys.name_in(keys.DRILLS, key)
         doc = json.loads(value) if value else {}
-        if doc.get("mode") == "live" and doc.get("state") in live.ACTIVE_STATES:
+        if doc.get("mode") == "live" and (
+            doc.get("state") in live.ACTIVE_STATES or doc.get(PENDING)
+        ):
             self.unfinished.add(drill_id)
             self._wake.set()
         else:
@@ -110,6 +121,9 @@ class DrillController:
             self.unfinished.discard(drill_id)
             return
         doc: dict[str, Any] = json.loads(doc_kv.value)
+        if doc.get(PENDING):  # the last step's cuts and lifts first, whatever its state
+            await self._write_pending(doc_kv, doc)
+            return
         if doc.get("mode") != "live" or doc.get("state") not in live.ACTIVE_STATES:
             self.unfinished.discard(drill_id)
             return
@@ -126,14 +140,26 @@ class DrillController:
         ]
         if after.state != d.state or after.measured_ms != d.measured_ms:
             new["report"] = report.build(after, [*evs, *notes], after.at_measure)
-        ops = [Put(keys.drill(drill_id), json.dumps(new).encode()), *self._ops(after, intents)]
-        ops += [Put(keys.event(e.id), codec.encode(e)) for e in notes]
+        ops: list[Put | Delete] = [Put(keys.event(e.id), codec.encode(e)) for e in notes]
         checks = [Compare(doc_kv.key, Target.MOD, Op.EQUAL, doc_kv.mod_revision)]
         if after.state in live.TERMINAL and "report" in new:  # what-ifs estimate from it
             checks.append(await self._measured(ops, new["report"], drill_id, now))
+        writes = [_encode(i) for i in intents if isinstance(i, live.Cut | live.Lift)]
+        now_, new[PENDING] = _batched(writes, TXN_OPS - 1 - len(ops))
+        ops += [Put(keys.drill(drill_id), json.dumps(new).encode()), *self._ops(d.id, now_)]
         await fenced_txn(self.store, self.fence, ops, checks)
         if after.state != d.state:
             log.info("drill %s: %s -> %s %s", drill_id, d.state, after.state, after.reason)
+
+    async def _write_pending(self, doc_kv: KeyValue, doc: dict[str, Any]) -> None:
+        """The next batch of the drill's pending cuts and lifts, with the rest left in the
+        record, compared on the record as read: each batch lands once, none is lost."""
+        now_, rest = _batched(doc[PENDING], TXN_OPS - 1)
+        new = {**doc, PENDING: rest}
+        ops = [Put(doc_kv.key, json.dumps(new).encode()), *self._ops(doc["id"], now_)]
+        check = Compare(doc_kv.key, Target.MOD, Op.EQUAL, doc_kv.mod_revision)
+        await fenced_txn(self.store, self.fence, ops, [check])
+        log.info("drill %s: %d cuts/lifts written, %d left", doc["id"], len(now_), len(rest))
 
     async def _measured(
         self, ops: list[Put | Delete], rep: dict[str, Any], drill_id: str, now: int
@@ -258,24 +284,46 @@ class DrillController:
 
     # -- the writes ------------------------------------------------------------------
 
-    def _ops(self, d: live.Drill, intents: list[live.Intent]) -> list[Put | Delete]:
+    def _ops(self, drill_id: str, writes: list[dict[str, Any]]) -> list[Put | Delete]:
+        """The etcd writes of encoded cuts and lifts (``_encode``)."""
         ops: list[Put | Delete] = []
-        now = now_ms()
-        for it in intents:
-            if isinstance(it, live.Cut):
-                cut = {"drill": d.id, "sites": list(it.sites), "at_ms": d.started_ms}
-                ops.append(Put(keys.drill_cut(it.vnf), json.dumps(cut).encode()))
-            elif isinstance(it, live.Lift):
+        for w in writes:
+            if w["op"] == "cut":
+                cut = {"drill": drill_id, "sites": w["sites"], "at_ms": w["at_ms"]}
+                ops.append(Put(keys.drill_cut(w["vnf"]), json.dumps(cut).encode()))
+            else:
                 ask = {
-                    "rejoin": list(it.rejoin),
-                    "to_site": it.to_site,
-                    "switch": bool(it.to_site),
-                    "by": f"drill {d.id}",
-                    "at_ms": now,
+                    "rejoin": w["rejoin"],
+                    "to_site": w["to_site"],
+                    "switch": bool(w["to_site"]),
+                    "by": f"drill {drill_id}",
+                    "at_ms": w["at_ms"],
                 }
-                ops.append(Delete(keys.drill_cut(it.vnf)))
-                ops.append(Put(keys.failover_asked(it.vnf), json.dumps(ask).encode()))
+                ops.append(Delete(keys.drill_cut(w["vnf"])))
+                ops.append(Put(keys.failover_asked(w["vnf"]), json.dumps(ask).encode()))
         return ops
+
+
+def _encode(it: live.Cut | live.Lift) -> dict[str, Any]:
+    """A cut or lift as the drill record keeps it until written (stamped now)."""
+    if isinstance(it, live.Cut):
+        return {"op": "cut", "vnf": it.vnf, "sites": list(it.sites), "at_ms": now_ms()}
+    rejoin, to = list(it.rejoin), it.to_site
+    return {"op": "lift", "vnf": it.vnf, "rejoin": rejoin, "to_site": to, "at_ms": now_ms()}
+
+
+def _batched(
+    writes: list[dict[str, Any]], room: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The first ``writes`` that fit ``room`` operations (a cut is one, a lift two), and
+    the rest."""
+    used, n = 0, 0
+    for w in writes:
+        cost = 1 if w["op"] == "cut" else 2
+        if used + cost > room:
+            break
+        used, n = used + cost, n + 1
+    return writes[:n], writes[n:]
 
 
 def _chosen(rec: model.VnfRecord, doc: dict[str, Any], sites: set[str]) -> bool:

@@ -10,12 +10,14 @@ the VNFs are left to normal failover) or ``FAILED`` (refused at the start, with 
 
 ``advance(drill, view, now_ms)`` returns the next drill and the intents to carry out
 (``Cut``, ``Lift``, ``Note``); the controller (``broker.controllers.drills``) writes them
-with the drill in one fenced transaction, so a leader killed between steps leaves a drill
-the next leader resumes exactly where it stood. Nothing here decides a failover: the
+with the drill in one fenced transaction (many cuts or lifts: in fenced batches after
+it), so a leader killed between steps leaves a drill the next leader resumes exactly
+where it stood. Nothing here decides a failover: the
 failover controller's machines do, on the cut (invariant 14).
 
 Invariants: a drill's cuts exist only while it is ``RUNNING`` or ``FAILING_BACK`` (every
-path into a terminal state lifts what is left); at most one VNF is failing back at a time;
+path into a terminal state lifts what is left — the controller writes many in batches,
+before the drill's next step); at most one VNF is failing back at a time;
 a terminal drill never changes again (abort is idempotent).
 """
 

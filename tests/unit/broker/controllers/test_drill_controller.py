@@ -5,6 +5,7 @@ back; a deposed leader's drill step never lands; a real DOWN aborts (issue 11)."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -201,3 +202,61 @@ async def test_a_real_loss_outranks_the_cut_in_the_failover_controller(
     assert rec.state.value != "FAILED", rec.reason
     assert {m.name: m.role for m in rec.members} == {"fw-0": "active", "fw-1": "standby"}
     assert role(await desired(memory_store, "s1", "fw-0")) == "active"
+
+
+async def test_many_vnfs_cut_and_lift_in_batches_resumed_by_the_next_leader(
+    memory_store: MemoryStore,
+) -> None:
+    """130 VNFs: neither their cuts nor their lifts fit one transaction. A leader killed
+    between batches: the next one writes exactly the batches left — every cut and every
+    lift once, none lost."""
+    await seed(memory_store)
+    rec = await record(memory_store)
+    many = [f"v{i:03d}" for i in range(130)]
+    for vnf in many:
+        await memory_store.put(keys.vnf(vnf), codec.encode(dataclasses.replace(rec, id=vnf)))
+    await memory_store.delete(keys.vnf(VNF))
+    await plan(memory_store, failback=False)
+
+    async def leader() -> drills.DrillController:
+        dr = drills.DrillController(memory_store, await lead(memory_store), BrokerSettings())
+        dr.health = {"s1": Health.UP, "s2": Health.UP}
+        dr.unfinished.add(DRILL)
+        return dr
+
+    async def written(prefix: str) -> dict[str, int]:
+        kvs, _ = await memory_store.get_prefix(prefix)
+        return {kv.key: kv.version for kv in kvs}
+
+    first = await leader()
+    await first.step(DRILL)
+    doc = await stored(memory_store)
+    assert doc["state"] == live.RUNNING and len(doc["targets"]) == 130
+    cut = await written(keys.DRILL_CUTS)
+    assert 0 < len(cut) < 130 and len(cut) + len(doc["pending"]) == 130
+    second = await leader()  # the first is killed between batches
+    with pytest.raises(errors.FencedOut):
+        await first.step(DRILL)
+    while (await stored(memory_store)).get("pending"):
+        await second.step(DRILL)
+    assert await written(keys.DRILL_CUTS) == {keys.drill_cut(v): 1 for v in many}
+
+    await memory_store.put(keys.drill_asked(DRILL), b'{"by": "ops"}')
+    await second.step(DRILL)  # aborted without failback: 130 lifts, two operations each
+    doc = await stored(memory_store)
+    assert doc["state"] == live.ABORTED and 0 < len(doc["pending"]) < 130
+    lifted = 130 - len(doc["pending"])
+    assert len(await written(keys.DRILL_CUTS)) == 130 - lifted
+    second._on_drill(keys.drill(DRILL), json.dumps(doc).encode())
+    assert DRILL in second.unfinished, "a terminal drill with lifts left is still followed"
+    third = await leader()
+    await third.step(DRILL)  # one more batch, then the third is killed too
+    fourth = await leader()
+    while (await stored(memory_store)).get("pending"):
+        await fourth.step(DRILL)
+    assert await written(keys.DRILL_CUTS) == {}
+    assert await written(keys.FAILOVER_ASKED) == {keys.failover_asked(v): 1 for v in many}
+    done = await stored(memory_store)
+    assert done["state"] == live.ABORTED and done["pending"] == []
+    fourth._on_drill(keys.drill(DRILL), json.dumps(done).encode())
+    assert DRILL not in fourth.unfinished

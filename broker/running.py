@@ -26,6 +26,7 @@ from broker.gateway import server as gateway_server
 from broker.gateway.feeds import DesiredFeed, ReplicaLease, Revocations
 from broker.gateway.imageaccess import CatalogAccess
 from broker.gateway.imagefeed import ImageOrders, grant_signer
+from broker.gateway.quarantine import Quarantines
 from broker.gateway.relay import Relay
 from broker.gateway.servicer import Gateway
 from broker.gateway.sessions import Registry
@@ -110,7 +111,8 @@ async def run(settings: BrokerSettings) -> None:
     registry = Registry()
     lease = ReplicaLease(store, settings.gateway.lease_ttl)
     revocations = Revocations(store, registry)
-    gateway = Gateway(store, settings, registry, lease, revocations)
+    quarantines = Quarantines(store, registry)  # sites a live drill isolates
+    gateway = Gateway(store, settings, registry, lease, revocations, quarantines)
     signer = grant_signer(settings.images.grant_key_file)
     orders = ImageOrders(store, signer=signer, grant_ttl=settings.images.grant_ttl)
     relay = Relay(
@@ -162,6 +164,7 @@ async def run(settings: BrokerSettings) -> None:
     roots: dict[str, Coroutine[Any, Any, None]] = {
         "replica lease": lease.run(),
         "revocations": revocations.run(),
+        "drill quarantines": quarantines.run(),
         "desired feed": DesiredFeed(store, registry).run(),
         "liveness": gateway.liveness.run(),
         "image orders": orders.run(),

@@ -126,6 +126,10 @@ def run(
     max_duration_s: Annotated[float, typer.Option(help="Abort after this long.")] = 600.0,
     failback: Annotated[bool, typer.Option(help="Restore the original roles at the end.")] = True,
     hold_s: Annotated[float, typer.Option(help="Stay failed over at least this long.")] = 0.0,
+    isolate_site: Annotated[
+        bool,
+        typer.Option(help="Quarantine the scope's sites whole (their agents refused)."),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Follow the drill until it ends.")] = True,
     output_format: output.OutputOpt = output.Format.table,
     api_url: client.ApiUrl = None,
@@ -142,6 +146,7 @@ def run(
         "max_duration_s": max_duration_s,
         "failback": failback,
         "hold_s": hold_s,
+        "isolate": "site" if isolate_site else "none",
     }
     with client.errors_exit():
         api = client.connect(api_url, token)

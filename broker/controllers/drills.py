@@ -144,7 +144,7 @@ class DrillController:
         checks = [Compare(doc_kv.key, Target.MOD, Op.EQUAL, doc_kv.mod_revision)]
         if after.state in live.TERMINAL and "report" in new:  # what-ifs estimate from it
             checks.append(await self._measured(ops, new["report"], drill_id, now))
-        writes = [_encode(i) for i in intents if isinstance(i, live.Cut | live.Lift)]
+        writes = [w for i in intents for w in _encode(i)]
         now_, new[PENDING] = _batched(writes, TXN_OPS - 1 - len(ops))
         ops += [Put(keys.drill(drill_id), json.dumps(new).encode()), *self._ops(d.id, now_)]
         await fenced_txn(self.store, self.fence, ops, checks)
@@ -181,7 +181,7 @@ class DrillController:
         if d.state == live.PLANNED:
             return await self._plan(d, doc, asked)
         records = await self._records(t.vnf for t in d.targets)
-        lost = {e.subject for e in evs if e.kind == report.LOST and "drill" in e.message}
+        lost = {e.subject for e in evs if e.kind == report.LOST and _drill_loss(d, e.message)}
         vnfs = {
             r.id: live.VnfView(
                 r.state.value,
@@ -192,8 +192,11 @@ class DrillController:
             for r in records
         }
         sites = set(d.sites) | {m.site for r in records for m in r.members}
+        if d.isolate:  # the drill's own quarantine takes its sites DOWN: not a real loss
+            sites -= set(d.sites)
         down = sorted(s for s in sites if self.health.get(s) is Health.DOWN)
-        return live.View(vnfs, down, asked)
+        back = all(self.health.get(s) is Health.UP for s in d.sites) if d.isolate else True
+        return live.View(vnfs, down, asked, back=back)
 
     async def _records(self, ids: Iterable[str]) -> list[model.VnfRecord]:
         gets = [Get(keys.vnf(v)) for v in ids]
@@ -246,6 +249,16 @@ class DrillController:
         whole = sorted(r.id for r in chosen if all(m.site in sites for m in r.members))
         if whole:
             return f"every member of {', '.join(whole[:5])} is in the scope: it would lose service"
+        if d.isolate:
+            out = {r.id for r in records} - {r.id for r in chosen}
+            hit = sorted(
+                r.id for r in records if r.id in out and all(m.site in sites for m in r.members)
+            )
+            if hit:
+                return (
+                    f"isolate: site would take {', '.join(hit[:5])} out of service, and "
+                    "it is not in the drill"
+                )
         return ""
 
     async def _target(
@@ -285,10 +298,15 @@ class DrillController:
     # -- the writes ------------------------------------------------------------------
 
     def _ops(self, drill_id: str, writes: list[dict[str, Any]]) -> list[Put | Delete]:
-        """The etcd writes of encoded cuts and lifts (``_encode``)."""
+        """The etcd writes of encoded cuts, lifts and quarantines (``_encode``)."""
         ops: list[Put | Delete] = []
         for w in writes:
-            if w["op"] == "cut":
+            if w["op"] == "quarantine":
+                held = {"drill": drill_id, "at_ms": w["at_ms"]}
+                ops.append(Put(keys.drill_quarantine(w["site"]), json.dumps(held).encode()))
+            elif w["op"] == "release":
+                ops.append(Delete(keys.drill_quarantine(w["site"])))
+            elif w["op"] == "cut":
                 cut = {"drill": drill_id, "sites": w["sites"], "at_ms": w["at_ms"]}
                 ops.append(Put(keys.drill_cut(w["vnf"]), json.dumps(cut).encode()))
             else:
@@ -304,12 +322,25 @@ class DrillController:
         return ops
 
 
-def _encode(it: live.Cut | live.Lift) -> dict[str, Any]:
-    """A cut or lift as the drill record keeps it until written (stamped now)."""
+def _encode(it: live.Intent) -> list[dict[str, Any]]:
+    """An intent's writes as the drill record keeps them until written (stamped now)."""
+    at = now_ms()
     if isinstance(it, live.Cut):
-        return {"op": "cut", "vnf": it.vnf, "sites": list(it.sites), "at_ms": now_ms()}
-    rejoin, to = list(it.rejoin), it.to_site
-    return {"op": "lift", "vnf": it.vnf, "rejoin": rejoin, "to_site": to, "at_ms": now_ms()}
+        return [{"op": "cut", "vnf": it.vnf, "sites": list(it.sites), "at_ms": at}]
+    if isinstance(it, live.Lift):
+        rejoin, to = list(it.rejoin), it.to_site
+        return [{"op": "lift", "vnf": it.vnf, "rejoin": rejoin, "to_site": to, "at_ms": at}]
+    if isinstance(it, live.Quarantine | live.Release):
+        op = "quarantine" if isinstance(it, live.Quarantine) else "release"
+        return [{"op": op, "site": site, "at_ms": at} for site in it.sites]
+    return []
+
+
+def _drill_loss(d: live.Drill, message: str) -> bool:
+    """A ``vnf.member_lost`` the drill caused: its cut, or its quarantine's site DOWN."""
+    return "drill" in message or (
+        d.isolate and any(f"site {s} is DOWN" in message for s in d.sites)
+    )
 
 
 def _batched(
@@ -319,7 +350,7 @@ def _batched(
     the rest."""
     used, n = 0, 0
     for w in writes:
-        cost = 1 if w["op"] == "cut" else 2
+        cost = 2 if w["op"] == "lift" else 1
         if used + cost > room:
             break
         used, n = used + cost, n + 1

@@ -17,7 +17,10 @@ failover controller's machines do, on the cut (invariant 14).
 
 Invariants: a drill's cuts exist only while it is ``RUNNING`` or ``FAILING_BACK`` (every
 path into a terminal state lifts what is left — the controller writes many in batches,
-before the drill's next step); at most one VNF is failing back at a time;
+before the drill's next step); an isolating drill's quarantines (``Quarantine``: whole
+sites closed at the gateways) exist only from its cut until failback begins or it ends
+(``Release`` on every such path), and failback lifts no cut before those sites are UP
+again; at most one VNF is failing back at a time;
 a terminal drill never changes again (abort is idempotent).
 """
 
@@ -63,6 +66,9 @@ class Drill:
     failback: bool
     hold_s: float = 0.0
     """Stay cut at least this long after the cut (time to test the failed-over service)."""
+    isolate: bool = False
+    """``isolate: site``: the drill's sites are quarantined whole (their streams closed
+    and refused) from the cut until failback begins or the drill ends."""
     state: str = PLANNED
     reason: str = ""
     created_ms: int = 0
@@ -109,6 +115,8 @@ class View:
     """Why a PLANNED drill may not start ("" when it may)."""
     candidates: Sequence[Target] = ()
     """A PLANNED drill's targets (chosen by the controller from the records)."""
+    back: bool = True
+    """The quarantined sites are UP again (always, for a drill that isolates nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +136,20 @@ class Lift:
 
 
 @dataclass(frozen=True, slots=True)
+class Quarantine:
+    """Isolate ``sites`` whole: gateways close and refuse their streams."""
+
+    sites: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """End the quarantine of ``sites`` (their agents reconnect)."""
+
+    sites: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Note:
     """An event for the log (subject: the drill)."""
 
@@ -135,7 +157,7 @@ class Note:
     message: str
 
 
-Intent = Cut | Lift | Note
+Intent = Cut | Lift | Quarantine | Release | Note
 
 
 def advance(d: Drill, view: View, now: int) -> tuple[Drill, list[Intent]]:
@@ -159,6 +181,8 @@ def _start(d: Drill, view: View, now: int) -> tuple[Drill, list[Intent]]:
         Note("drill.started", f"cut {', '.join(d.sites)} for {len(targets)} VNFs")
     ]
     intents += [Cut(t.vnf, tuple(sorted({k.split("@")[1] for k in t.cut}))) for t in targets]
+    if d.isolate:
+        intents.append(Quarantine(d.sites))
     return d, intents
 
 
@@ -198,7 +222,7 @@ def _finish_measuring(d: Drill, abort: str) -> tuple[Drill, list[Intent]]:
         return _end(d, state, abort or "measured; no failback asked", now, _lift_all(d, _vnfs(d)))
     d = dataclasses.replace(d, state=FAILING_BACK, queue=_vnfs(d))
     note = Note("drill.failing_back", abort or "every drill VNF settled; failing back")
-    return d, [note]
+    return d, [note, *_release(d)]
 
 
 def _failing_back(d: Drill, view: View, now: int) -> tuple[Drill, list[Intent]]:
@@ -224,6 +248,11 @@ def _failing_back(d: Drill, view: View, now: int) -> tuple[Drill, list[Intent]]:
     if not d.queue:
         state = ABORTED if d.aborting else COMPLETED
         return _end(d, state, d.aborting or "failed back", now, intents)
+    if not view.back:  # the quarantined sites first: a member there rejoins once it is UP
+        if now - d.measured_ms < FAILBACK_TIMEOUT_MS:
+            return d, intents
+        why = "the quarantined sites did not come back UP in time"
+        return _end(d, ABORTED, why, now, [*intents, *_lift_all(d, d.queue)])
     t = d.target(d.queue[0])
     d = dataclasses.replace(d, current=t.vnf, current_ms=now, queue=d.queue[1:])
     return d, [*intents, Lift(t.vnf, t.cut, t.active_cut)]
@@ -251,6 +280,10 @@ def _lift_all(d: Drill, vnfs: Sequence[str]) -> list[Intent]:
     return [Lift(v, d.target(v).cut) for v in vnfs]
 
 
+def _release(d: Drill) -> list[Intent]:
+    return [Release(d.sites)] if d.isolate else []
+
+
 def _real_loss(view: View) -> str:
     return f"real site loss during the drill: {', '.join(sorted(view.down))} DOWN; normal failover"
 
@@ -261,7 +294,7 @@ def _end(
     d = dataclasses.replace(
         d, state=state, reason=reason, ended_ms=now, queue=(), current="", aborting=""
     )
-    return d, [*intents, Note(f"drill.{state.lower()}", reason)]
+    return d, [*intents, *_release(d), Note(f"drill.{state.lower()}", reason)]
 
 
 # -- stored form ----------------------------------------------------------------------

@@ -37,9 +37,11 @@ from meridian.v1 import agent_pb2_grpc as pb_grpc
 
 from broker import errors
 from broker.gateway import convert, datapathevents, groupcommit, liveness, statuswriter, version
+from broker.gateway import quarantine
 from broker.gateway.admission import Admission, Ticket
 from broker.gateway import feeds
 from broker.gateway.feeds import ReplicaLease, Revocations
+from broker.gateway.quarantine import Quarantines
 from broker.gateway.sessions import Registry, Session
 from broker.models import codec, objects
 from broker.pki import identity
@@ -95,12 +97,14 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         registry: Registry,
         lease: ReplicaLease,
         revocations: Revocations,
+        quarantines: Quarantines | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.registry = registry
         self.lease = lease
         self.revocations = revocations
+        self.quarantines = quarantines
         self.refusals: dict[str, int] = {}
         gw = settings.gateway
         self.admission = Admission(
@@ -210,6 +214,9 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                 f"certificate names site {site!r} but Hello claims {hello.site_id!r}: "
                 "a site may speak only for itself",
             )
+        why = self.quarantines.reason(site) if self.quarantines is not None else ""
+        if why:
+            raise Refused(pb.REFUSAL_UNAVAILABLE, why, quarantine.RETRY_AFTER_MS)
         try:
             spec = await self.store.get(keys.site(site))
         except errors.StoreUnavailable as exc:

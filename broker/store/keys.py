@@ -34,6 +34,7 @@ FAILOVER_ASKED = "failover-asked/"
 DRILLS = "drills/"  # drills (issue 11): the API writes plans, the drill controller runs them
 DRILL_CUTS = "drill-cuts/"
 DRILL_ASKED = "drill-asked/"
+DRILL_QUARANTINE = "drill-quarantine/"  # sites a live drill isolates (drills; gateways refuse)
 SURVIVABILITY = "reports/survivability"  # the leader's last N+1 report (issue 11), fenced
 RTO_MEASURED = "reports/rto"  # measured promotion/restore samples, p99s (broker.drills.rto)
 IDEMPOTENCY = "idempotency/"  # create requests' Idempotency-Keys (leased; broker.api.idempotency)
@@ -122,6 +123,13 @@ def drill_cut(vnf_id: str) -> str:
     """A live drill's cut of a VNF: the sites whose members failover treats as lost
     (the drill controller writes and lifts it, fenced; the failover controller reads it)."""
     return f"{DRILL_CUTS}{vnf_id}"
+
+
+def drill_quarantine(site_id: str) -> str:
+    """A live drill's quarantine of a whole site (``isolate: site``): every gateway
+    replica closes and refuses the site's stream while it exists (the drill controller
+    writes and deletes it, fenced)."""
+    return f"{DRILL_QUARANTINE}{site_id}"
 
 
 def drill_asked(drill_id: str) -> str:

@@ -258,3 +258,47 @@ def test_a_real_site_loss_during_a_drill_aborts_it(federation: Federation) -> No
         now = federation.api_get(f"/v1/vnfs/{vnf}")
         kinds = [(e["kind"], e["message"]) for e in events_of(federation, vnf)]
         raise AssertionError(f"{now['state']} {now['reason']} {roles(now)} {kinds}") from None
+
+
+def test_isolate_site_quarantines_the_agent_then_fails_back(federation: Federation) -> None:
+    """``isolate: site``: the gateways close and refuse the site's stream for the drill
+    (the agent logs why), the site goes DOWN and its VNFs fail over; at the end the
+    quarantine is lifted, the site comes back UP and the original roles return."""
+    before = serving(federation, 2)
+    at = collections.Counter(
+        s for r in before.values() for s, role in roles(r).items() if role == "active"
+    )
+    site = at.most_common(1)[0][0]
+    drilled = sorted(v for v, r in before.items() if site in roles(r))
+    log = federation.running[f"agent-{site}"].log
+    seen = len(log.read_text(errors="replace"))
+    body = {
+        "mode": "live",
+        "scope": {"sites": [site]},
+        "isolate": "site",
+        "hold_s": 3,
+        "max_duration_s": 150,
+    }
+    doc = post(federation, "/v1/drills", body)
+    assert doc["isolate"] is True
+    drill_state(federation, doc["id"], ("RUNNING", *ENDED))
+
+    def refused() -> str | None:
+        text = log.read_text(errors="replace")[seen:]
+        return text if f"quarantined by live drill {doc['id']}" in text else None
+
+    wait_for(refused, timeout=60, what=f"agent-{site} told it is quarantined")
+    end = drill_state(federation, doc["id"], ENDED)
+    assert end["state"] == "COMPLETED", end["reason"]
+    assert asyncio.run(etcd(federation, keys.DRILL_QUARANTINE)) == [], "quarantine lifted"
+    assert asyncio.run(etcd(federation, keys.DRILL_CUTS)) == []
+    flips = [e["kind"] for e in events_of(federation, site) if e["at_ms"] >= end["started_ms"]]
+    assert "site.down" in flips and flips[-1] == "site.up", flips
+    assert federation.api_get(f"/v1/sites/{site}")["health"]["state"] == "UP"
+    rep = federation.api_get(f"/v1/drills/{doc['id']}/report")
+    assert sorted(r["vnf"] for r in rep["vnfs"]) == drilled
+    for row in rep["vnfs"]:
+        assert row["failback"] == "original roles restored", row
+    for vnf in drilled:
+        now = federation.api_get(f"/v1/vnfs/{vnf}")
+        assert now["state"] == "ACTIVE" and roles(now) == roles(before[vnf]), now

@@ -76,6 +76,10 @@ class DrillIn(BaseModel):
     failback: bool = True
     hold_s: Annotated[float, Field(ge=0, le=86_400)] = 0.0
     """Live only: stay failed over at least this long (to test the service meanwhile)."""
+    isolate: Literal["none", "site"] = "none"
+    """Live only: ``site`` quarantines the scope's sites whole (their agents' streams
+    closed and refused) for the drill — for a lab or a drill region: allowed only when
+    no VNF outside the drill would lose service."""
 
 
 async def _placed(state: deps.ApiState, who: Principal) -> list[whatif.Placed]:
@@ -126,9 +130,11 @@ async def create(body: DrillIn, state: deps.State, who: Planner_) -> JSONRespons
     }
     if body.mode == "live":
         await _check_live(state, body, result)
+        if body.isolate == "site":
+            _check_isolate(whatif.run(snap, placed, scope, state.settings, quota_free=free), result)
         doc |= {"state": "PLANNED", "sites": result.sites}
         doc |= {"max_duration_s": body.max_duration_s, "failback": body.failback}
-        doc["hold_s"] = body.hold_s
+        doc |= {"hold_s": body.hold_s, "isolate": body.isolate == "site"}
     await state.store.put(keys.drill(drill_id), json.dumps(doc).encode())
     return JSONResponse(doc, status_code=201)
 
@@ -157,6 +163,19 @@ async def _check_live(state: deps.ApiState, body: DrillIn, result: whatif.Result
             "drill",
             f"the what-if shows {', '.join(broken[:5])} losing service: no standby "
             "outside the scope",
+        )
+
+
+def _check_isolate(whole: whatif.Result, drill: whatif.Result) -> None:
+    """Refuse quarantining whole sites when the what-if of losing them (every VNF, the
+    drill's or not) shows a VNF outside the drill losing service."""
+    mine = {o.vnf for o in drill.vnfs}
+    hit = [o.vnf for o in whole.vnfs if o.vnf not in mine and o.service != "kept"]
+    if hit:
+        raise errors.Refused(
+            "isolate",
+            f"quarantining {', '.join(whole.sites)} would take {', '.join(hit[:5])} out of "
+            "service and it is not in the drill: select it too, or drill without isolate",
         )
 
 

@@ -260,3 +260,27 @@ async def test_whatif_image_table_from_the_catalogue(
     await memstore.put(keys.image("img-fw"), b"{not json")
     resp = await api.post("/v1/drills", json=body, headers=OPERATOR)
     assert resp.status_code == 500 and "corrupt" in resp.text, resp.text
+
+
+async def test_isolate_site_refused_when_a_vnf_outside_the_drill_would_lose_service(
+    api: httpx.AsyncClient, memstore: MemoryStore
+) -> None:
+    await world(memstore)
+    kv = await memstore.get(keys.vnf(VNF))
+    assert kv is not None
+    rec = codec.decode(model.VnfRecord, kv.value)
+    alone = dataclasses.replace(rec, id="v-alone", members=rec.members[:1])  # only at s1
+    await memstore.put(keys.vnf(alone.id), codec.encode(alone))
+    body = {"mode": "live", "scope": {"sites": ["s1"]}, "vnfs": [VNF], "isolate": "site"}
+    before = await everything(memstore)
+    resp = await api.post("/v1/drills", json=body, headers=OPERATOR)
+    assert resp.status_code == 409 and "v-alone" in resp.text, resp.text
+    assert await everything(memstore) == before
+    bad = await api.post("/v1/drills", json={**body, "isolate": "region"}, headers=OPERATOR)
+    assert bad.status_code == 422, bad.text
+    resp = await api.post("/v1/drills", json={**body, "isolate": "none"}, headers=OPERATOR)
+    assert resp.status_code == 201 and resp.json()["isolate"] is False, resp.text
+    await memstore.delete(keys.drill(resp.json()["id"]))
+    await memstore.delete(keys.vnf(alone.id))
+    resp = await api.post("/v1/drills", json=body, headers=OPERATOR)
+    assert resp.status_code == 201 and resp.json()["isolate"] is True, resp.text

@@ -260,3 +260,45 @@ async def test_many_vnfs_cut_and_lift_in_batches_resumed_by_the_next_leader(
     assert done["state"] == live.ABORTED and done["pending"] == []
     fourth._on_drill(keys.drill(DRILL), json.dumps(done).encode())
     assert DRILL not in fourth.unfinished
+
+
+async def isolating(store: MemoryStore, **extra: Any) -> None:
+    await plan(store)
+    doc = await stored(store)
+    await store.put(keys.drill(DRILL), json.dumps({**doc, "isolate": True, **extra}).encode())
+
+
+async def test_isolate_quarantines_its_sites_whose_down_is_no_real_loss(
+    memory_store: MemoryStore, pair: tuple[drills.DrillController, failover.FailoverController]
+) -> None:
+    dr, _ = pair
+    await isolating(memory_store)
+    await dr.step(DRILL)
+    assert (await stored(memory_store))["state"] == live.RUNNING
+    held = await memory_store.get(keys.drill_quarantine("s1"))
+    assert held is not None and json.loads(held.value)["drill"] == DRILL
+    assert await memory_store.get(keys.drill_cut(VNF)) is not None
+    dr.health["s1"] = Health.DOWN  # the quarantine's own doing
+    await dr.step(DRILL)
+    assert (await stored(memory_store))["state"] == live.RUNNING
+    dr.health["s2"] = Health.DOWN  # a real loss
+    await dr.step(DRILL)
+    doc = await stored(memory_store)
+    assert doc["state"] == live.ABORTED and "s2" in doc["reason"] and "s1" not in doc["reason"]
+    assert await memory_store.get(keys.drill_quarantine("s1")) is None, "released at the end"
+    assert await memory_store.get(keys.drill_cut(VNF)) is None
+
+
+async def test_isolate_refused_when_a_vnf_outside_the_drill_would_lose_service(
+    memory_store: MemoryStore, pair: tuple[drills.DrillController, failover.FailoverController]
+) -> None:
+    dr, _ = pair
+    rec = await record(memory_store)
+    alone = dataclasses.replace(rec, id="v-alone", members=rec.members[:1])  # only at s1
+    await memory_store.put(keys.vnf(alone.id), codec.encode(alone))
+    await isolating(memory_store, vnfs=[VNF])
+    await dr.step(DRILL)
+    doc = await stored(memory_store)
+    assert doc["state"] == live.FAILED and "v-alone" in doc["reason"], doc["reason"]
+    assert await memory_store.get(keys.drill_quarantine("s1")) is None
+    assert await memory_store.get(keys.drill_cut(VNF)) is None

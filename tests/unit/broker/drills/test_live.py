@@ -4,6 +4,7 @@ idempotence once terminal, and the stored form read back."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -155,3 +156,41 @@ def test_hold_keeps_the_drill_failed_over_that_long() -> None:
     settled = {"a": seen("DEGRADED", SWAPPED)}
     assert live.advance(d, live.View(settled), 5999) == (d, [])
     assert live.advance(d, live.View(settled), 6000)[0].state == live.FAILING_BACK
+
+
+def isolating(max_s: float = 60) -> tuple[live.Drill, list[live.Intent]]:
+    d = dataclasses.replace(drill(True, max_s), isolate=True)
+    return live.advance(d, live.View({}, candidates=[target("a")]), 1000)
+
+
+def test_isolate_quarantines_at_the_cut_and_releases_before_failing_back() -> None:
+    d, intents = isolating()
+    assert d.state == live.RUNNING and live.Quarantine(("s1",)) in intents
+    settled = {"a": seen("DEGRADED", SWAPPED)}
+    d, intents = live.advance(d, live.View(settled), 2000)
+    assert d.state == live.FAILING_BACK and live.Release(("s1",)) in intents
+    assert not [i for i in intents if isinstance(i, live.Lift)]
+    # the quarantined site is not UP yet: no cut is lifted (its member could not rejoin)
+    assert live.advance(d, live.View(settled, back=False), 2100) == (d, [])
+    d, intents = live.advance(d, live.View(settled), 2200)
+    assert [i for i in intents if isinstance(i, live.Lift)] == [live.Lift("a", ("fw-0@s1",), "s1")]
+    d, intents = live.advance(d, live.View({"a": seen("ACTIVE", ORIG)}), 2300)
+    assert d.state == live.COMPLETED and live.Release(("s1",)) in intents
+
+
+def test_isolate_released_on_every_end() -> None:
+    d, intents = live.advance(
+        dataclasses.replace(drill(), isolate=True), live.View({}, refusal="no"), 5
+    )
+    assert d.state == live.FAILED and live.Release(("s1",)) in intents, "released all the same"
+    d, _ = isolating()
+    d, intents = live.advance(d, live.View({}, down=["s2"]), 1500)
+    assert d.state == live.ABORTED and live.Release(("s1",)) in intents
+    d, _ = isolating()
+    d, _ = live.advance(d, live.View({"a": seen("DEGRADED", SWAPPED)}), 2000)
+    late = 2000 + live.FAILBACK_TIMEOUT_MS
+    d, intents = live.advance(d, live.View({}, back=False), late)
+    assert d.state == live.ABORTED and "did not come back UP" in d.reason
+    assert live.Lift("a", ("fw-0@s1",)) in intents and live.Release(("s1",)) in intents
+    _, intents = live.advance(drill(), live.View({}, refusal="no"), 5)
+    assert not [i for i in intents if isinstance(i, live.Release | live.Quarantine)]

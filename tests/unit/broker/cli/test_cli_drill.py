@@ -99,3 +99,12 @@ def test_plan_and_run_select_by_label(broker: Broker) -> None:
     assert none["result"]["vnfs"] == [] and none["selector"] == {"labels": {"app": "vims"}}
     bad = runner.invoke(app, ["drill", "run", "--site", "s1", "--label", "app"])
     assert bad.exit_code == 1 and "KEY=VALUE" in bad.output
+
+
+def test_run_isolating_the_site(broker: Broker) -> None:
+    seed(broker)
+    args = ["drill", "run", "--site", "s1", "--isolate-site", "--label", "tier=perimeter"]
+    started = runner.invoke(app, [*args, "--no-wait", "-o", "json"])
+    assert started.exit_code == 0, started.output
+    doc = json.loads(started.stdout)
+    assert doc["isolate"] is True and doc["selector"] == {"labels": {"tier": "perimeter"}}

@@ -8,6 +8,8 @@ the cut, the sites' health; for a ``PLANNED`` drill the VNFs in scope, their rol
 what their cut members had converged — advances the machine, and writes the drill, its
 cuts (``drill-cuts/<vnf>``), its lifts (the cut deleted and ``failover-asked/<vnf>``
 asking the failover controller to rejoin the members and switch the active role back),
+an isolating drill's quarantines (``drill-quarantine/<site>``, written with the cuts,
+deleted when failback begins or the drill ends; the gateways refuse those sites),
 its events and its report in ONE fenced transaction compared on the drill's revision —
 as many cuts and lifts as fit (``TXN_OPS``); the others wait in the record (``pending``)
 and follow in fenced transactions, each compared on the record and taking its batch off
@@ -18,9 +20,11 @@ a finished drill's measured promotions and restorations join the samples kept un
 ``reports/rto`` (``broker.drills.rto``) for the what-if's estimates.
 
 The failover controller does the failover (invariant 14): this controller only cuts,
-watches and asks. A leader killed between two steps leaves the drill as stored; the next
-leader's controller lists ``drills/`` and resumes it (or ends it: ``max_duration_s`` is
-counted from the cut, across leaders).
+quarantines, watches and asks. A quarantined site's DOWN is the drill's own doing, not a
+real loss: its members' ``site ... is DOWN`` losses count as the drill's. A leader
+killed between two steps leaves the drill as stored; the next leader's controller lists
+``drills/`` and resumes it (or ends it: ``max_duration_s`` is counted from the cut,
+across leaders).
 
 Invariant: every write is fenced and compared on the drill as read, so a deposed leader
 or a concurrent step never lands a drill step twice.

@@ -27,6 +27,7 @@ from broker.drills.report import percentile
 from broker.models import objects
 from broker.store import keys
 from broker.store.etcd import EtcdStore
+from tests.e2e.conftest import SITES
 from tests.e2e.test_failover import revision, roles
 from tests.e2e.test_vnf import active, call, create
 from tests.support.polling import wait_for
@@ -265,11 +266,18 @@ def test_isolate_site_quarantines_the_agent_then_fails_back(federation: Federati
     (the agent logs why), the site goes DOWN and its VNFs fail over; at the end the
     quarantine is lifted, the site comes back UP and the original roles return."""
     before = serving(federation, 2)
-    at = collections.Counter(
-        s for r in before.values() for s, role in roles(r).items() if role == "active"
-    )
-    site = at.most_common(1)[0][0]
-    drilled = sorted(v for v, r in before.items() if site in roles(r))
+    up = {s for s in SITES if federation.api_get(f"/v1/sites/{s}")["health"]["state"] == "UP"}
+
+    def whole(site: str) -> list[str] | None:
+        """The VNFs at ``site`` when they all live on UP sites only (a site an earlier
+        test killed for good would make their loss real) and one is active there."""
+        at = [v for v, r in before.items() if site in roles(r)]
+        if not at or any(set(roles(before[v])) - up for v in at):
+            return None
+        return sorted(at) if any(roles(before[v])[site] == "active" for v in at) else None
+
+    site = next(s for s in sorted(up) if whole(s))
+    drilled = whole(site)
     log = federation.running[f"agent-{site}"].log
     seen = len(log.read_text(errors="replace"))
     body = {

@@ -272,8 +272,8 @@ def test_isolate_site_quarantines_the_agent_then_fails_back(federation: Federati
         """The VNFs at ``site`` when they all live on UP sites only (a site an earlier
         test killed for good would make their loss real) and one is active there."""
         at = [v for v, r in before.items() if site in roles(r)]
-        if not at or any(set(roles(before[v])) - up for v in at):
-            return None
+        if not at or any({m["site"] for m in before[v]["members"]} - up for v in at):
+            return None  # a member on a site that is not UP, even one being replaced
         return sorted(at) if any(roles(before[v])[site] == "active" for v in at) else None
 
     site = next(s for s in sorted(up) if whole(s))

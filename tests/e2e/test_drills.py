@@ -242,48 +242,31 @@ def test_leader_killed_mid_drill_resumes_or_aborts_cleanly(federation: Federatio
         federation.start_broker(leader)
 
 
-def test_a_real_site_loss_during_a_drill_aborts_it(federation: Federation) -> None:
-    vnf, rec = next(iter(serving(federation, 1).items()))
-    cut = next(s for s, role in roles(rec).items() if role == "active")
-    other = next(s for s, role in roles(rec).items() if role == "standby")
-    body = {"mode": "live", "scope": {"sites": [cut]}, "vnfs": [vnf], "max_duration_s": 120}
-    doc = post(federation, "/v1/drills", body)
-    drill_state(federation, doc["id"], ("RUNNING", *ENDED))
-    federation.kill(f"agent-{other}", signal.SIGKILL)  # the standby's site is really lost
-    end = drill_state(federation, doc["id"], ENDED)
-    assert end["state"] == "ABORTED" and "real site loss" in end["reason"], end["reason"]
-    assert other in end["reason"]
-    assert asyncio.run(etcd(federation, keys.DRILL_CUTS)) == []
-
-    def served() -> dict[str, Any] | None:  # normal failover: the cut member serves again
-        now: dict[str, Any] = federation.api_get(f"/v1/vnfs/{vnf}")
-        return now if roles(now).get(cut) == "active" and now["state"] != "FAILING_OVER" else None
-
-    try:
-        wait_for(served, timeout=60, what=f"{vnf} active at {cut} again")
-    except AssertionError:
-        now = federation.api_get(f"/v1/vnfs/{vnf}")
-        kinds = [(e["kind"], e["message"]) for e in events_of(federation, vnf)]
-        raise AssertionError(f"{now['state']} {now['reason']} {roles(now)} {kinds}") from None
-
-
 def test_isolate_site_quarantines_the_agent_then_fails_back(federation: Federation) -> None:
     """``isolate: site``: the gateways close and refuse the site's stream for the drill
     (the agent logs why), the site goes DOWN and its VNFs fail over; at the end the
     quarantine is lifted, the site comes back UP and the original roles return."""
-    before = serving(federation, 2)
     up = {s for s in SITES if federation.api_get(f"/v1/sites/{s}")["health"]["state"] == "UP"}
 
-    def whole(site: str) -> list[str] | None:
-        """The VNFs at ``site`` when they all live on UP sites only (a site an earlier
-        test killed for good would make their loss real) and one is active there."""
-        at = [v for v, r in before.items() if site in roles(r)]
-        if not at or any({m["site"] for m in before[v]["members"]} - up for v in at):
-            return None  # a member on a site that is not UP, even one being replaced
-        return sorted(at) if any(roles(before[v])[site] == "active" for v in at) else None
+    def settled() -> tuple[dict[str, dict[str, Any]], str, list[str]] | None:
+        """A site whose VNFs all have every member READY on UP sites (an earlier test's
+        real loss may still be repaired: such a VNF's loss here would be real), one of
+        them active there: the records, the site, its VNFs."""
+        ids = [v["id"] for v in federation.api_get("/v1/vnfs")["vnfs"]]
+        recs = {v: federation.api_get(f"/v1/vnfs/{v}") for v in ids}
+        for site in sorted(up):
+            at = [v for v, r in recs.items() if site in {m["site"] for m in r["members"]}]
+            ok = at and all(
+                recs[v]["state"] == "ACTIVE"
+                and all(m["site"] in up and m["state"] == "READY" for m in recs[v]["members"])
+                for v in at
+            )
+            if ok and any(roles(recs[v]).get(site) == "active" for v in at):
+                return recs, site, sorted(at)
+        return None
 
-    site = next(s for s in sorted(up) if whole(s))
-    drilled = whole(site)
+    serving(federation, 2)
+    before, site, drilled = wait_for(settled, timeout=120, what="a settled site to isolate")
     log = federation.running[f"agent-{site}"].log
     seen = len(log.read_text(errors="replace"))
     body = {
@@ -316,3 +299,28 @@ def test_isolate_site_quarantines_the_agent_then_fails_back(federation: Federati
     for vnf in drilled:
         now = federation.api_get(f"/v1/vnfs/{vnf}")
         assert now["state"] == "ACTIVE" and roles(now) == roles(before[vnf]), now
+
+
+def test_a_real_site_loss_during_a_drill_aborts_it(federation: Federation) -> None:
+    vnf, rec = next(iter(serving(federation, 1).items()))
+    cut = next(s for s, role in roles(rec).items() if role == "active")
+    other = next(s for s, role in roles(rec).items() if role == "standby")
+    body = {"mode": "live", "scope": {"sites": [cut]}, "vnfs": [vnf], "max_duration_s": 120}
+    doc = post(federation, "/v1/drills", body)
+    drill_state(federation, doc["id"], ("RUNNING", *ENDED))
+    federation.kill(f"agent-{other}", signal.SIGKILL)  # the standby's site is really lost
+    end = drill_state(federation, doc["id"], ENDED)
+    assert end["state"] == "ABORTED" and "real site loss" in end["reason"], end["reason"]
+    assert other in end["reason"]
+    assert asyncio.run(etcd(federation, keys.DRILL_CUTS)) == []
+
+    def served() -> dict[str, Any] | None:  # normal failover: the cut member serves again
+        now: dict[str, Any] = federation.api_get(f"/v1/vnfs/{vnf}")
+        return now if roles(now).get(cut) == "active" and now["state"] != "FAILING_OVER" else None
+
+    try:
+        wait_for(served, timeout=60, what=f"{vnf} active at {cut} again")
+    except AssertionError:
+        now = federation.api_get(f"/v1/vnfs/{vnf}")
+        kinds = [(e["kind"], e["message"]) for e in events_of(federation, vnf)]
+        raise AssertionError(f"{now['state']} {now['reason']} {roles(now)} {kinds}") from None

@@ -8,7 +8,8 @@ rebuilt from disk (once) when a copy resumes after a restart.
 
 Invariants: a ``.img`` file appears only through ``commit`` (after the whole-image check
 in ``transfer.copy``) — or is put there by the site itself, as Glance would hold it; only
-per-chunk-verified bytes are appended to a ``.part`` file; an image id that is not a plain
+per-chunk-verified bytes are appended to a ``.part`` file (each byte hashed once on the
+receiving path: ``replication.fold.Received``); an image id that is not a plain
 name (``/``, ``..``) is refused before it touches a path.
 """
 
@@ -20,23 +21,15 @@ import os
 import re
 import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from replication import errors
 from replication.catalog import ImageId
+from replication.fold import Received
 from replication.transfer import Chunk
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _READ = 1 << 20
-
-
-@dataclass
-class _Partial:
-    size: int = 0
-    sha256: Any = field(default_factory=hashlib.sha256)
-    sha512: Any = field(default_factory=hashlib.sha512)
 
 
 def file_digest(path: Path, algo: str = "sha256") -> tuple[str, int]:
@@ -57,7 +50,7 @@ class DirBytes:
         self.root = root
         self.capacity = capacity
         root.mkdir(parents=True, exist_ok=True)
-        self._partial: dict[ImageId, _Partial] = {}
+        self._partial: dict[ImageId, Received] = {}
 
     def _path(self, image: ImageId, suffix: str) -> Path:
         if not _NAME.fullmatch(image):
@@ -85,7 +78,11 @@ class DirBytes:
         await self.discard(image)
 
     # ByteSource
-    async def chunks(self, image: ImageId, offset: int, chunk_size: int) -> AsyncIterator[Chunk]:
+    async def chunks(
+        self, image: ImageId, offset: int, chunk_size: int, *, digests: bool = True
+    ) -> AsyncIterator[Chunk]:
+        """Chunks of a committed image, each with its sha256 unless ``digests`` is false
+        (a direct source sending prefix digests: ``transfer.prefixed``)."""
         path = self._path(image, ".img")
         try:
             f = await asyncio.to_thread(path.open, "rb")
@@ -96,7 +93,9 @@ class DirBytes:
 
         def read(at: int) -> Chunk | None:  # read and hash on the worker thread
             data = f.read(chunk_size)
-            return Chunk.of(at, data) if data else None
+            if not data:
+                return None
+            return Chunk.of(at, data) if digests else Chunk(at, data, b"")
 
         try:
             f.seek(offset)
@@ -107,20 +106,18 @@ class DirBytes:
             f.close()
 
     # ByteSink
-    async def _load(self, image: ImageId) -> _Partial:
+    async def _load(self, image: ImageId) -> Received:
         p = self._partial.get(image)
         if p is not None:
             return p
-        p = _Partial()
+        p = Received("sha512")
         path = self._path(image, ".part")
         if path.exists():  # a copy interrupted by a restart: re-hash what it verified
 
             def rehash() -> None:
                 with path.open("rb") as f:
                     while block := f.read(_READ):
-                        p.sha256.update(block)
-                        p.sha512.update(block)
-                        p.size += len(block)
+                        p.rebuild(block)
 
             await asyncio.to_thread(rehash)
         self._partial[image] = p
@@ -144,26 +141,24 @@ class DirBytes:
             raise errors.PeerGone(f"chunk at {chunk.offset}, verified up to {p.size}")
         path = self._path(image, ".part")
 
-        def append() -> bool:  # verify, append and hash on the worker thread
-            if not chunk.intact():
-                return False
-            with path.open("ab") as f:
-                f.write(chunk.data)
-            p.sha256.update(chunk.data)
-            p.sha512.update(chunk.data)
-            return True
+        def append() -> object:  # check and append on the worker thread
+            checked = p.check(chunk)
+            if checked is not None:
+                with path.open("ab") as f:
+                    f.write(chunk.data)
+            return checked
 
+        await p.ready(chunk)
         try:
-            if not await asyncio.to_thread(append):
-                raise errors.ChunkCorrupt(chunk.offset)
+            checked = await asyncio.to_thread(append)
         except OSError as exc:
             raise errors.SinkRejected(f"cannot write {image}: {exc.strerror}") from exc
-        p.size += len(chunk.data)
+        if checked is None:
+            raise errors.ChunkCorrupt(chunk.offset)
+        await p.keep(chunk, checked)  # the whole-image digests, folded behind
 
     async def digests(self, image: ImageId, algo: str) -> tuple[str, str]:
-        p = await self._load(image)
-        other = p.sha512 if algo == "sha512" else p.sha256
-        return p.sha256.hexdigest(), other.hexdigest()
+        return await (await self._load(image)).hexdigests(algo)
 
     async def commit(self, image: ImageId) -> None:
         self._path(image, ".part").touch()  # an empty image has no appended chunk

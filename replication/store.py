@@ -1,8 +1,9 @@
 """An in-memory byte store that is both a ``ByteSource`` and a ``ByteSink``.
 
-Used by the sim driver and the tests. It keeps, per image, the verified prefix and a
-running sha256 of it, so a resumed copy never re-hashes what it already verified; a
-capacity makes ``CacheFull`` reachable and ``reject`` makes a sink refuse uploads.
+Used by the sim driver and the tests. It keeps, per image, the verified prefix and the
+running digests of it (``replication.fold.Received``), so a resumed copy never re-hashes
+what it already verified; a capacity makes ``CacheFull`` reachable and ``reject`` makes
+a sink refuse uploads.
 A store that is still receiving an image serves its verified prefix to others and
 follows it as it grows (relay fan-out); if its copy is discarded, readers get
 ``SourceFailed``. Invariant: ``has`` (a usable image) is true only after ``commit``,
@@ -12,21 +13,19 @@ and only per-chunk-verified bytes are ever relayed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from replication import errors, transfer
 from replication.catalog import ImageId
+from replication.fold import Received
 from replication.transfer import Chunk
 
 
 @dataclass
 class _Partial:
     data: bytearray = field(default_factory=bytearray)
-    sha256: Any = field(default_factory=hashlib.sha256)
-    sha512: Any = field(default_factory=hashlib.sha512)
+    received: Received = field(default_factory=lambda: Received("sha512"))
     size: int = -1  # expected size, from reserve
 
 
@@ -74,9 +73,12 @@ class MemoryBytes:
         return 0 if p is None else len(p.data)
 
     # ByteSource
-    async def chunks(self, image: ImageId, offset: int, chunk_size: int) -> AsyncIterator[Chunk]:
+    async def chunks(
+        self, image: ImageId, offset: int, chunk_size: int, *, digests: bool = True
+    ) -> AsyncIterator[Chunk]:
+        """Chunks, each with its sha256 unless ``digests`` is false (``transfer.prefixed``)."""
         if image not in self._images and image in self._partial:
-            async for c in self._follow(image, offset, chunk_size):
+            async for c in self._follow(image, offset, chunk_size, digests):
                 offset = c.offset + len(c.data)
                 yield c
             if image not in self._images:
@@ -86,9 +88,12 @@ class MemoryBytes:
         data = self._images[image]
         view = memoryview(data)
         for at in range(offset, len(data), chunk_size):
-            yield await transfer.hashed(at, bytes(view[at : at + chunk_size]))
+            block = bytes(view[at : at + chunk_size])
+            yield await transfer.hashed(at, block) if digests else Chunk(at, block, b"")
 
-    async def _follow(self, image: ImageId, offset: int, chunk_size: int) -> AsyncIterator[Chunk]:
+    async def _follow(
+        self, image: ImageId, offset: int, chunk_size: int, digests: bool
+    ) -> AsyncIterator[Chunk]:
         """The verified prefix of an image still arriving, until it is committed."""
         cond = self._cond()
         while True:
@@ -99,7 +104,8 @@ class MemoryBytes:
                 raise errors.SourceFailed(f"the relay's copy of {image} was discarded")
             if offset < len(p.data):
                 end = min(offset + chunk_size, len(p.data))
-                yield await transfer.hashed(offset, bytes(p.data[offset:end]))
+                block = bytes(p.data[offset:end])
+                yield await transfer.hashed(offset, block) if digests else Chunk(offset, block, b"")
                 offset = end
                 continue
             if 0 <= p.size <= offset:
@@ -130,7 +136,7 @@ class MemoryBytes:
         p = self._partial.setdefault(image, _Partial())
         if chunk.offset != len(p.data):
             raise errors.PeerGone(f"chunk at {chunk.offset}, verified up to {len(p.data)}")
-        await transfer.absorb(chunk, p.sha256, p.sha512)
+        await p.received.absorb(chunk)
         if self._partial.get(image) is not p:
             raise errors.PeerGone(f"the copy of {image} was discarded meanwhile")
         p.data += chunk.data
@@ -140,8 +146,7 @@ class MemoryBytes:
         p = self._partial.get(image)
         if p is None:
             raise errors.UnknownImage(image)
-        other = p.sha512 if algo == "sha512" else p.sha256
-        return p.sha256.hexdigest(), other.hexdigest()
+        return await p.received.hexdigests(algo)
 
     async def commit(self, image: ImageId) -> None:
         p = self._partial.pop(image)

@@ -2,11 +2,14 @@
 
 Every chunk travels with its own sha256; the sink checks it before writing and refuses a
 corrupt chunk (``ChunkCorrupt``), after which the copy resumes from the sink's last
-verified offset. Hashing runs on worker threads (``hashed``, ``absorb``: hashlib releases
-the GIL), and ``copy`` writes chunk N while the wire receives chunk N+1, so the event loop
-only moves bytes. When all bytes are in, the sink's whole-image sha256 (and Glance's
-multihash where the catalog has one) is compared with the catalog; only a match is
-committed. Invariant 8: ``ByteSink.commit`` is called only after that match, and a
+verified offset. Hashing runs on worker threads (``hashed``, ``prefixed``: hashlib
+releases the GIL), and ``copy`` writes chunk N while the wire receives chunk N+1, so the
+event loop only moves bytes. A direct source sends **prefix digests** (``prefixed``: each
+chunk's sha256 is of the image from byte 0 to the chunk's end), so the sink's one pass
+over the bytes both checks each chunk and computes the whole-image sha256
+(``replication.fold.Received``). When all bytes are in, the sink's whole-image sha256 (and
+Glance's multihash where the catalog has one) is compared with the catalog; only a match
+is committed. Invariant 8: ``ByteSink.commit`` is called only after that match, and a
 mismatch discards the bytes.
 
 The byte stores and the wire sit behind the Protocols below; ``Channel`` is the seam a
@@ -20,7 +23,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from replication import errors
 from replication.catalog import Image, ImageId
@@ -31,11 +34,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """``data`` starting at ``offset``; ``sha256`` is the sender's digest of ``data``."""
+    """``data`` starting at ``offset``; ``sha256`` is the sender's digest of ``data`` — or,
+    with ``prefix``, of the image's bytes ``[0, offset + len(data))``."""
 
     offset: int
     data: bytes
     sha256: bytes
+    prefix: bool = False
 
     @classmethod
     def of(cls, offset: int, data: bytes) -> Chunk:
@@ -50,20 +55,22 @@ async def hashed(offset: int, data: bytes) -> Chunk:
     return await asyncio.to_thread(Chunk.of, offset, data)
 
 
-def fold(chunk: Chunk, running: tuple[Any, ...]) -> bool:
-    """Whether ``chunk`` is intact; only then is it folded into the ``running`` hashes."""
-    if not chunk.intact():
-        return False
-    for h in running:
-        h.update(chunk.data)
-    return True
+async def prefixed(chunks: AsyncIterator[Chunk], offset: int) -> AsyncIterator[Chunk]:
+    """``chunks`` of an image read from byte 0 (their own sha256 unused), as chunks from
+    ``offset`` carrying prefix digests: the running sha256 of everything read, taken on a
+    worker thread (one pass over the bytes, the bytes before ``offset`` included)."""
+    running = hashlib.sha256()
 
+    def step(data: bytes) -> bytes:
+        running.update(data)
+        return running.copy().digest()
 
-async def absorb(chunk: Chunk, *running: Any) -> None:
-    """Check ``chunk`` and fold it into the running hashes on a worker thread, or raise
-    ``ChunkCorrupt`` with nothing folded."""
-    if not await asyncio.to_thread(fold, chunk, running):
-        raise errors.ChunkCorrupt(chunk.offset)
+    async for c in chunks:
+        digest = await asyncio.to_thread(step, c.data)
+        if c.offset + len(c.data) <= offset:
+            continue
+        cut = max(0, offset - c.offset)
+        yield Chunk(c.offset + cut, c.data[cut:] if cut else c.data, digest, prefix=True)
 
 
 async def prefetch(items: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -91,7 +98,7 @@ class ByteSource(Protocol):
     """Where an image's bytes are read from (a site's Glance, the sim store, a relay)."""
 
     def chunks(self, image: ImageId, offset: int, chunk_size: int) -> AsyncIterator[Chunk]:
-        """Chunks from ``offset`` to the end of the image, in order."""
+        """Chunks from ``offset`` to the end of the image, in order, each with its sha256."""
         ...
 
 

@@ -11,7 +11,10 @@ Invariant: before the store reads a byte, the request's grant must be the broker
 signature over this image, this site as source and the caller as destination, unexpired
 (``replication.grant.refusal``), and the chunk size within ``access.MAX_CHUNK``; only
 committed (verified) images are served — a copy still arriving is refused here. Each
-chunk carries the sha256 of the bytes read, so the destination verifies as with the relay.
+chunk carries the sha256 of the bytes read, so the destination verifies as with the relay
+— for a whole image asked with ``prefix_digests``, the sha256 of the image up to the
+chunk's end (``transfer.prefixed``: the destination's one pass over the bytes checks each
+chunk and computes the whole-image digest).
 """
 
 from __future__ import annotations
@@ -66,6 +69,12 @@ def translate(exc: grpc.aio.AioRpcError) -> errors.ReplicationError:
 class Holding(ByteSource, Protocol):
     async def holds(self, image: ImageId) -> bool:
         """Whether a committed (verified) copy of ``image`` is here."""
+        ...
+
+    def chunks(
+        self, image: ImageId, offset: int, chunk_size: int, *, digests: bool = True
+    ) -> AsyncIterator[Chunk]:
+        """Chunks from ``offset``, each with its sha256 unless ``digests`` is false."""
         ...
 
 
@@ -213,7 +222,11 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
         if isinstance(size, str):
             await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, size)
             return
-        if await self.store.holds(image):
+        if await self.store.holds(image) and request.prefix_digests and not request.length:
+            # read from byte 0, each byte hashed once into the running digest
+            whole = self.store.chunks(image, 0, size, digests=False)
+            chunks = transfer.prefixed(whole, request.offset)
+        elif await self.store.holds(image):
             chunks = self.store.chunks(image, request.offset, size)
         elif (file := self._swarm(image, request.pieces)) is not None:
             chunks = _piece(file, request.offset, request.length, size)
@@ -233,7 +246,7 @@ class DirectServer(ipb_grpc.ImageTransferServicer):
                 if self.throttle is not None:
                     await self.throttle.take(len(c.data))
                 self.served_bytes += len(c.data)
-                yield ipb.ImageChunk(offset=c.offset, data=c.data, sha256=c.sha256)
+                yield ipb.ImageChunk(offset=c.offset, data=c.data, sha256=c.sha256, prefix=c.prefix)
         except errors.ReplicationError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             return

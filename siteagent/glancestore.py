@@ -143,7 +143,11 @@ class GlanceImages:
 
     # -- ByteSource -------------------------------------------------------------------------
 
-    async def chunks(self, image: ImageId, offset: int, chunk_size: int) -> AsyncIterator[Chunk]:
+    async def chunks(
+        self, image: ImageId, offset: int, chunk_size: int, *, digests: bool = True
+    ) -> AsyncIterator[Chunk]:
+        """Chunks, each with its sha256 unless ``digests`` is false (``transfer.prefixed``)."""
+
         def open_stream() -> tuple[Any, int]:
             found = self._one(image)
             if offset >= (found.size or 0):
@@ -168,7 +172,7 @@ class GlanceImages:
                 data = await self._call(f"reading {image}", next, pieces, b"")
                 if not data:
                     return
-                yield await transfer.hashed(offset, data)
+                yield await transfer.hashed(offset, data) if digests else Chunk(offset, data, b"")
                 offset += len(data)
         finally:
             response.close()

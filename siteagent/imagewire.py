@@ -50,6 +50,12 @@ class ImageStore(ByteSource, ByteSink, Protocol):
     """A site's image store: the sim's ``SiteDir`` or an openstack site's Glance
     (``glancestore.GlanceImages``)."""
 
+    def chunks(
+        self, image: ImageId, offset: int, chunk_size: int, *, digests: bool = True
+    ) -> AsyncIterator[Chunk]:
+        """Chunks from ``offset``, each with its sha256 unless ``digests`` is false."""
+        ...
+
     async def holds(self, image: ImageId) -> bool:
         """Whether a committed copy of ``image`` is here."""
         ...
@@ -160,7 +166,8 @@ class ImageServer:
 
 
 class PullSource:
-    """Reads ``source_site``'s copy of an image through the broker relay."""
+    """Reads ``source_site``'s copy of an image through the broker relay (each chunk with
+    its own sha256, or a prefix digest where the source sends one: ``ImageChunk.prefix``)."""
 
     def __init__(self, channel: grpc.aio.Channel, source_site: str) -> None:
         self._stub = ipb_grpc.ImageTransferStub(channel)
@@ -177,7 +184,7 @@ class PullSource:
             async for msg in call:
                 if msg.last:
                     return
-                yield Chunk(msg.offset, msg.data, msg.sha256)
+                yield Chunk(msg.offset, msg.data, msg.sha256, prefix=msg.prefix)
             raise errors.PeerGone(f"the transfer from {self.source_site} was cut short")
         except grpc.aio.AioRpcError as exc:
             raise translate(exc) from exc
@@ -187,7 +194,8 @@ class PullSource:
 
 class DirectSource(PullSource):
     """Reads ``source_site``'s copy from the site's own address (``directwire``), presenting
-    the broker's transfer grant ``token``; errors translate as through the relay."""
+    the broker's transfer grant ``token`` and asking for prefix digests (the sink hashes
+    each byte once: ``replication.fold.Received``); errors translate as through the relay."""
 
     def __init__(self, channel: grpc.aio.Channel, source_site: str, token: str) -> None:
         super().__init__(channel, source_site)
@@ -196,6 +204,7 @@ class DirectSource(PullSource):
     def _request(self, image: ImageId, offset: int, chunk_size: int) -> ipb.PullRequest:
         request = super()._request(image, offset, chunk_size)
         request.grant = self.token
+        request.prefix_digests = True
         return request
 
 

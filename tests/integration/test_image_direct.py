@@ -47,9 +47,11 @@ class Counting(SiteDir):
         super().__init__(root)
         self.reads: list[str] = []
 
-    async def chunks(self, image: ImageId, offset: int, chunk_size: int) -> AsyncIterator[Chunk]:
+    async def chunks(
+        self, image: ImageId, offset: int, chunk_size: int, *, digests: bool = True
+    ) -> AsyncIterator[Chunk]:
         self.reads.append(image)
-        async for c in super().chunks(image, offset, chunk_size):
+        async for c in super().chunks(image, offset, chunk_size, digests=digests):
             yield c
 
 
@@ -141,6 +143,25 @@ async def test_a_granted_copy_goes_site_to_site_and_nothing_else_is_served(
     sink = await copy_direct(federation, "site-002", address, token(), img)
     assert sink.get(img.id) == DATA
     assert federation.relay.carried_bytes == 0, "the relay carried nothing"
+
+
+async def test_a_direct_pull_carries_prefix_digests_from_wherever_it_resumes(
+    fed: tuple[imagerelay.Federation, Counting, directwire.DirectServer, str],
+) -> None:
+    """Each chunk's sha256 is of the image up to its end, from byte 0 or from inside a
+    chunk (a resumed copy): the destination checks it in the pass that computes the
+    whole-image sha256."""
+    federation, _, _, address = fed
+    creds = agent_credentials(Layout(federation.pki_dir), "site-002")
+    async with grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS) as channel:
+        source = DirectSource(channel, "site-001", token())
+        for start in (0, 70_000):
+            got = [c async for c in source.chunks(ImageId("img-vnf"), start, 65536)]
+            assert got[0].offset == start and b"".join(c.data for c in got) == DATA[start:]
+            for c in got:
+                assert (
+                    c.prefix and c.sha256 == hashlib.sha256(DATA[: c.offset + len(c.data)]).digest()
+                )
 
 
 def edited(tok: str) -> str:

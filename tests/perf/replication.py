@@ -9,8 +9,10 @@ Three processes on loopback, all with certificates from one throwaway CA:
 - **src**: site agent ``src`` serving a generated image (a repeating random pattern, so
   1 GiB costs no memory) through ``siteagent.imagewire.ImageServer``;
 - **dst**: site agent ``dst`` (pulls with per-chunk and whole-image sha256, into a sink
-  that keeps only digests), plus 16 fan-out sites holding real bytes in memory, plus a
-  bare mTLS gRPC server that just receives ``ImageChunk`` messages (the raw stream).
+  that keeps only digests and checks as the agent's stores do, ``fold.Received``: a direct
+  pull's prefix digests in the one pass that computes the whole-image sha256), plus 16
+  fan-out sites holding real bytes in memory, plus a bare mTLS gRPC server that just
+  receives ``ImageChunk`` messages (the raw stream).
 
 Figures: (1) ``--size-mib`` from src to dst through the relay vs the raw stream of the
 same chunks from src straight to dst's bare server (the limit; ratio target >= 0.8), and
@@ -61,6 +63,7 @@ from broker.pki.layout import Layout
 from broker.settings import BrokerSettings, GatewaySettings, TlsSettings
 from replication import catalog, fanout, transfer
 from replication.catalog import ImageId, SiteId
+from replication.fold import Received
 from replication.store import MemoryBytes
 from replication import grant
 from siteagent import directwire
@@ -107,36 +110,37 @@ class PatternSource:
         self.mem.put(SMALL, small)
 
     async def chunks(
-        self, image: ImageId, offset: int, chunk_size: int
+        self, image: ImageId, offset: int, chunk_size: int, *, digests: bool = True
     ) -> AsyncIterator[transfer.Chunk]:
         if image != BIG:
-            async for c in self.mem.chunks(image, offset, chunk_size):
+            async for c in self.mem.chunks(image, offset, chunk_size, digests=digests):
                 yield c
             return
         for at in range(offset, self.total, len(self.block)):
             data = pattern_chunk(self.block, at, len(self.block), self.total)
-            yield await transfer.hashed(at, data)  # as the agent's stores read and hash
+            # as the agent's stores read and hash (not when the caller takes prefix digests)
+            yield await transfer.hashed(at, data) if digests else transfer.Chunk(at, data, b"")
 
 
 class DigestSink:
-    """Verifies and hashes what arrives; keeps no bytes."""
+    """Checks and hashes what arrives as the agent's stores do (``fold.Received``: a
+    direct source's prefix digests checked in the one pass that computes the whole-image
+    sha256); keeps no bytes."""
 
     def __init__(self) -> None:
-        self.size = 0
-        self.h = hashlib.sha256()  # as the agent's stores: checked and hashed on a thread
+        self.received = Received()
 
     async def verified_offset(self, image: ImageId) -> int:
-        return self.size
+        return self.received.size
 
     async def reserve(self, image: ImageId, size: int) -> None:
         return None
 
     async def write(self, image: ImageId, chunk: transfer.Chunk) -> None:
-        await transfer.absorb(chunk, self.h)
-        self.size += len(chunk.data)
+        await self.received.absorb(chunk)
 
     async def digests(self, image: ImageId, algo: str) -> tuple[str, str]:
-        return self.h.hexdigest(), ""
+        return await self.received.hexdigests(algo)
 
     async def commit(self, image: ImageId) -> None:
         return None

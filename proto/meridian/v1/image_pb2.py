@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17meridian/v1/image.proto\x12\x0bmeridian.v1\" \n\tServeOpen\x12\x13\n\x0bmax_streams\x18\x01 \x01(\r\"X\n\x0cServeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x12\n\nchunk_size\x18\x04 \x01(\r\"k\n\nImageChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06sha256\x18\x04 \x01(\x0c\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0c\n\x04last\x18\x06 \x01(\x08\"\x0c\n\nUploadDone\"\x87\x01\n\x0bPullRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x13\n\x0bsource_site\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x12\n\nchunk_size\x18\x04 \x01(\r\x12\r\n\x05grant\x18\x05 \x01(\t\x12\x0e\n\x06length\x18\x06 \x01(\x04\x12\x0e\n\x06pieces\x18\x07 \x01(\t\"b\n\x0bHaveRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x13\n\x0bsource_site\x18\x02 \x01(\t\x12\r\n\x05grant\x18\x03 \x01(\t\x12\x0e\n\x06pieces\x18\x04 \x01(\t\x12\r\n\x05\x63ount\x18\x05 \x01(\r\"\x1b\n\tHaveReply\x12\x0e\n\x06\x62itmap\x18\x01 \x01(\x0c\"\x9d\x02\n\tCopyOrder\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0cos_hash_algo\x18\x05 \x01(\t\x12\x15\n\ros_hash_value\x18\x06 \x01(\t\x12\x13\n\x0bsource_site\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\x12\x12\n\nchunk_size\x18\t \x01(\r\x12\x16\n\x0esource_address\x18\n \x01(\t\x12\r\n\x05grant\x18\x0b \x01(\t\x12\r\n\x05swarm\x18\x0c \x01(\x08\x12\x0e\n\x06pieces\x18\r \x01(\t\x12%\n\x05peers\x18\x0e \x03(\x0b\x32\x16.meridian.v1.SwarmPeer\"9\n\tSwarmPeer\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05grant\x18\x03 \x01(\t\"=\n\tPieceList\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0e\n\x06pieces\x18\x03 \x01(\t\"\xae\x01\n\rReplicaReport\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04rate\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x11\n\ttemporary\x18\x06 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12\x0e\n\x06sha256\x18\x08 \x01(\t\x12\x0c\n\x04size\x18\t \x01(\x04\x12\x0c\n\x04path\x18\n \x01(\t\"\x8f\x01\n\x0bImageReport\x12,\n\x08replicas\x18\x01 \x03(\x0b\x32\x1a.meridian.v1.ReplicaReport\x12\r\n\x05\x61udit\x18\x02 \x01(\x08\x12\x16\n\x0e\x64irect_address\x18\x03 \x01(\t\x12+\n\x0bpiece_lists\x18\x04 \x03(\x0b\x32\x16.meridian.v1.PieceList2\xc5\x02\n\rImageTransfer\x12<\n\x05Serve\x12\x16.meridian.v1.ServeOpen\x1a\x19.meridian.v1.ServeRequest0\x01\x12<\n\x06Upload\x12\x17.meridian.v1.ImageChunk\x1a\x17.meridian.v1.UploadDone(\x01\x12;\n\x04Pull\x12\x18.meridian.v1.PullRequest\x1a\x17.meridian.v1.ImageChunk0\x01\x12\x41\n\tReplicate\x12\x18.meridian.v1.ImageReport\x1a\x16.meridian.v1.CopyOrder(\x01\x30\x01\x12\x38\n\x04Have\x12\x18.meridian.v1.HaveRequest\x1a\x16.meridian.v1.HaveReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17meridian/v1/image.proto\x12\x0bmeridian.v1\" \n\tServeOpen\x12\x13\n\x0bmax_streams\x18\x01 \x01(\r\"X\n\x0cServeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x12\n\nchunk_size\x18\x04 \x01(\r\"{\n\nImageChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06sha256\x18\x04 \x01(\x0c\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0c\n\x04last\x18\x06 \x01(\x08\x12\x0e\n\x06prefix\x18\x07 \x01(\x08\"\x0c\n\nUploadDone\"\x9f\x01\n\x0bPullRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x13\n\x0bsource_site\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x12\n\nchunk_size\x18\x04 \x01(\r\x12\r\n\x05grant\x18\x05 \x01(\t\x12\x0e\n\x06length\x18\x06 \x01(\x04\x12\x0e\n\x06pieces\x18\x07 \x01(\t\x12\x16\n\x0eprefix_digests\x18\x08 \x01(\x08\"b\n\x0bHaveRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x13\n\x0bsource_site\x18\x02 \x01(\t\x12\r\n\x05grant\x18\x03 \x01(\t\x12\x0e\n\x06pieces\x18\x04 \x01(\t\x12\r\n\x05\x63ount\x18\x05 \x01(\r\"\x1b\n\tHaveReply\x12\x0e\n\x06\x62itmap\x18\x01 \x01(\x0c\"\x9d\x02\n\tCopyOrder\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0cos_hash_algo\x18\x05 \x01(\t\x12\x15\n\ros_hash_value\x18\x06 \x01(\t\x12\x13\n\x0bsource_site\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\x12\x12\n\nchunk_size\x18\t \x01(\r\x12\x16\n\x0esource_address\x18\n \x01(\t\x12\r\n\x05grant\x18\x0b \x01(\t\x12\r\n\x05swarm\x18\x0c \x01(\x08\x12\x0e\n\x06pieces\x18\r \x01(\t\x12%\n\x05peers\x18\x0e \x03(\x0b\x32\x16.meridian.v1.SwarmPeer\"9\n\tSwarmPeer\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05grant\x18\x03 \x01(\t\"=\n\tPieceList\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0e\n\x06pieces\x18\x03 \x01(\t\"\xae\x01\n\rReplicaReport\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04rate\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x11\n\ttemporary\x18\x06 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12\x0e\n\x06sha256\x18\x08 \x01(\t\x12\x0c\n\x04size\x18\t \x01(\x04\x12\x0c\n\x04path\x18\n \x01(\t\"\x8f\x01\n\x0bImageReport\x12,\n\x08replicas\x18\x01 \x03(\x0b\x32\x1a.meridian.v1.ReplicaReport\x12\r\n\x05\x61udit\x18\x02 \x01(\x08\x12\x16\n\x0e\x64irect_address\x18\x03 \x01(\t\x12+\n\x0bpiece_lists\x18\x04 \x03(\x0b\x32\x16.meridian.v1.PieceList2\xc5\x02\n\rImageTransfer\x12<\n\x05Serve\x12\x16.meridian.v1.ServeOpen\x1a\x19.meridian.v1.ServeRequest0\x01\x12<\n\x06Upload\x12\x17.meridian.v1.ImageChunk\x1a\x17.meridian.v1.UploadDone(\x01\x12;\n\x04Pull\x12\x18.meridian.v1.PullRequest\x1a\x17.meridian.v1.ImageChunk0\x01\x12\x41\n\tReplicate\x12\x18.meridian.v1.ImageReport\x1a\x16.meridian.v1.CopyOrder(\x01\x30\x01\x12\x38\n\x04Have\x12\x18.meridian.v1.HaveRequest\x1a\x16.meridian.v1.HaveReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,25 +36,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVEREQUEST']._serialized_start=74
   _globals['_SERVEREQUEST']._serialized_end=162
   _globals['_IMAGECHUNK']._serialized_start=164
-  _globals['_IMAGECHUNK']._serialized_end=271
-  _globals['_UPLOADDONE']._serialized_start=273
-  _globals['_UPLOADDONE']._serialized_end=285
-  _globals['_PULLREQUEST']._serialized_start=288
-  _globals['_PULLREQUEST']._serialized_end=423
-  _globals['_HAVEREQUEST']._serialized_start=425
-  _globals['_HAVEREQUEST']._serialized_end=523
-  _globals['_HAVEREPLY']._serialized_start=525
-  _globals['_HAVEREPLY']._serialized_end=552
-  _globals['_COPYORDER']._serialized_start=555
-  _globals['_COPYORDER']._serialized_end=840
-  _globals['_SWARMPEER']._serialized_start=842
-  _globals['_SWARMPEER']._serialized_end=899
-  _globals['_PIECELIST']._serialized_start=901
-  _globals['_PIECELIST']._serialized_end=962
-  _globals['_REPLICAREPORT']._serialized_start=965
-  _globals['_REPLICAREPORT']._serialized_end=1139
-  _globals['_IMAGEREPORT']._serialized_start=1142
-  _globals['_IMAGEREPORT']._serialized_end=1285
-  _globals['_IMAGETRANSFER']._serialized_start=1288
-  _globals['_IMAGETRANSFER']._serialized_end=1613
+  _globals['_IMAGECHUNK']._serialized_end=287
+  _globals['_UPLOADDONE']._serialized_start=289
+  _globals['_UPLOADDONE']._serialized_end=301
+  _globals['_PULLREQUEST']._serialized_start=304
+  _globals['_PULLREQUEST']._serialized_end=463
+  _globals['_HAVEREQUEST']._serialized_start=465
+  _globals['_HAVEREQUEST']._serialized_end=563
+  _globals['_HAVEREPLY']._serialized_start=565
+  _globals['_HAVEREPLY']._serialized_end=592
+  _globals['_COPYORDER']._serialized_start=595
+  _globals['_COPYORDER']._serialized_end=880
+  _globals['_SWARMPEER']._serialized_start=882
+  _globals['_SWARMPEER']._serialized_end=939
+  _globals['_PIECELIST']._serialized_start=941
+  _globals['_PIECELIST']._serialized_end=1002
+  _globals['_REPLICAREPORT']._serialized_start=1005
+  _globals['_REPLICAREPORT']._serialized_end=1179
+  _globals['_IMAGEREPORT']._serialized_start=1182
+  _globals['_IMAGEREPORT']._serialized_end=1325
+  _globals['_IMAGETRANSFER']._serialized_start=1328
+  _globals['_IMAGETRANSFER']._serialized_end=1653
 # @@protoc_insertion_point(module_scope)

@@ -105,6 +105,7 @@ class ImageChunk(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
+    PREFIX_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """on Upload: the ServeRequest answered"""
     offset: _builtins.int
@@ -115,6 +116,8 @@ class ImageChunk(_message.Message):
     """the source cannot serve (unknown image, read failure)"""
     last: _builtins.bool
     """the answer is complete (a call that ends without it was cut)"""
+    prefix: _builtins.bool
+    """sha256 is of the image's bytes from 0 to this chunk's end"""
     def __init__(
         self,
         *,
@@ -124,10 +127,11 @@ class ImageChunk(_message.Message):
         sha256: _builtins.bytes = ...,
         error: _builtins.str = ...,
         last: _builtins.bool = ...,
+        prefix: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "error", b"error", "last", b"last", "offset", b"offset", "request_id", b"request_id", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "error", b"error", "last", b"last", "offset", b"offset", "prefix", b"prefix", "request_id", b"request_id", "sha256", b"sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -159,6 +163,7 @@ class PullRequest(_message.Message):
     GRANT_FIELD_NUMBER: _builtins.int
     LENGTH_FIELD_NUMBER: _builtins.int
     PIECES_FIELD_NUMBER: _builtins.int
+    PREFIX_DIGESTS_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     source_site: _builtins.str
     offset: _builtins.int
@@ -169,6 +174,8 @@ class PullRequest(_message.Message):
     """0 = to the end; else the bytes of one piece from offset"""
     pieces: _builtins.str
     """swarming: the piece list's digest the grant names"""
+    prefix_digests: _builtins.bool
+    """direct whole-image pulls: send prefix digests (ImageChunk.prefix)"""
     def __init__(
         self,
         *,
@@ -179,10 +186,11 @@ class PullRequest(_message.Message):
         grant: _builtins.str = ...,
         length: _builtins.int = ...,
         pieces: _builtins.str = ...,
+        prefix_digests: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "grant", b"grant", "image_id", b"image_id", "length", b"length", "offset", b"offset", "pieces", b"pieces", "source_site", b"source_site"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "grant", b"grant", "image_id", b"image_id", "length", b"length", "offset", b"offset", "pieces", b"pieces", "prefix_digests", b"prefix_digests", "source_site", b"source_site"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

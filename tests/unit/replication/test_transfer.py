@@ -208,11 +208,3 @@ async def test_prefetch_reads_one_ahead_and_closes_the_source() -> None:
             if i == 2:
                 break
     assert got == [0, 1, 2] and produced == [0, 1, 2, 3] and closed == [True]
-
-
-async def test_absorb_folds_only_intact_chunks() -> None:
-    h = hashlib.sha256()
-    await transfer.absorb(Chunk.of(0, b"abc"), h)
-    with pytest.raises(errors.ChunkCorrupt):
-        await transfer.absorb(Chunk(3, b"def", hashlib.sha256(b"xyz").digest()), h)
-    assert h.hexdigest() == hashlib.sha256(b"abc").hexdigest()

@@ -16,22 +16,30 @@ Three processes on loopback, all with certificates from one throwaway CA:
 
 Figures: (1) ``--size-mib`` from src to dst through the relay vs the raw stream of the
 same chunks from src straight to dst's bare server (the limit; ratio target >= 0.8), and
-the same image pulled by dst **directly** from src's ``directwire.DirectServer`` under a
-broker-signed grant (``direct_vs_raw``, target >= 0.8; the relay's bytes carried during
-it, per destination, ``broker_bytes_per_dest``, target ~0). The CPU both ends spent on
-that transfer gives a cost per MiB (``cpu_s_per_mib``), and from it the link cap
-(``link_cap_mib_s``, ``choose_cap``: the swarm's 16 sites use at most half a core, by
-CPU cost and by the rate the machine gave the direct transfer in this run, whichever is
-lower; ``--link-cap-mib-s`` overrides): from then on every site's link is shaped to it, each
-way. (1b) the ``--fanout-mib`` image pulled directly over src's shaped link (the rate
-achieved, ``shaped_direct_mib_s``: the shaping holds); (2) that image fanned out to 16
-sites through the broker relay, relay rounds, every site link shaped, vs one transfer
-of it through the relay over one shaped link (``relay16_over_one``; the broker's own
-link is not shaped); (2b) the same image **swarmed** by 16 sites (a fourth process,
-``tests.perf.imageswarm``: each site its own direct mTLS server and its own shaped
-link) vs one site pulling it alone over one shaped link with the same code
-(``swarm16_over_one``, target <= 2x; the relay's bytes during the swarm count in
-``broker_bytes_per_dest``); (3) the broker's peak RSS across all (must stay bounded).
+the same image pulled by dst **directly** from src's ``directwire.DirectServer``
+(``direct_vs_raw``, target >= 0.8; the relay's bytes carried during it, per destination,
+``broker_bytes_per_dest``, target ~0) as the broker orders it: src's agent names its
+direct address in an audit on its ``Replicate`` call, the catalog records are written to
+the broker's store (an in-memory ``Store``, in place of etcd and the leader's
+replication controller), and the broker's ``ImageOrders`` -- its grant key loaded as
+``images.grant_key_file`` names it (``grant_signer``) -- sends dst a copy order with
+src's address and a grant it signs; dst copies what the order names (``image_of``,
+``DirectSource``), dialing src by its serving certificate's name, as its agent does. The
+CPU both ends spent on that transfer gives a cost per MiB (``cpu_s_per_mib``), and from
+it the link cap (``link_cap_mib_s``, ``choose_cap``: the swarm's 16 sites use at most
+half a core, by CPU cost and by the rate the machine gave the direct transfer in this
+run, whichever is lower; ``--link-cap-mib-s`` overrides): from then on every site's link
+is shaped to it, each way. (1b) the ``--fanout-mib`` image pulled directly over src's
+shaped link (the rate achieved, ``shaped_direct_mib_s``: the shaping holds); (2) that
+image fanned out to 16 sites through the broker relay, relay rounds, every site link
+shaped, vs one transfer of it through the relay over one shaped link
+(``relay16_over_one``; the broker's own link is not shaped); (2b) the same image
+**swarmed** by 16 sites (a fourth process, ``tests.perf.imageswarm``: each site its own
+direct mTLS server and its own shaped link) vs one site pulling it alone over one shaped
+link with the same code (``swarm16_over_one``, target <= 2x; the relay's bytes during
+the swarm count in ``broker_bytes_per_dest``; its grants are signed by the swarm process
+itself, with the broker's key); (3) the broker's peak RSS across all (must stay
+bounded).
 Prints a table; the last line is one JSON object with every figure.
 """
 
@@ -58,16 +66,19 @@ from meridian.v1 import image_pb2 as ipb
 from meridian.v1 import image_pb2_grpc as ipb_grpc
 
 from broker.gateway import server as gateway_server
+from broker.gateway.imagefeed import ImageOrders, grant_signer
 from broker.gateway.relay import Relay
 from broker.pki.layout import Layout
 from broker.settings import BrokerSettings, GatewaySettings, TlsSettings
+from broker.store import keys
+from broker.store.memory import MemoryStore
 from replication import catalog, fanout, transfer
 from replication.catalog import ImageId, SiteId
 from replication.fold import Received
 from replication.store import MemoryBytes
 from replication import grant
 from siteagent import directwire
-from siteagent.imagewire import DirectSource, ImageServer, PullSource
+from siteagent.imagewire import DirectSource, ImageServer, PullSource, image_of
 from replication.throttle import Throttle, Throttled
 from tests.perf import imageswarm
 from tests.support.etcd import free_ports
@@ -195,8 +206,35 @@ class Ordered:
         return None
 
 
-async def role_broker(pki: Layout, port: int) -> None:
-    relay = Relay(TRUST_DOMAIN, access=Ordered())
+async def order(store: MemoryStore, orders: ImageOrders, cmd: dict[str, Any]) -> None:
+    """What the leader's replication controller writes for one copy: the catalog record,
+    the source's verified replica and the destination's attempt from it -- once the source's
+    audit named ``address`` as where it serves directly (the gateway then orders the copy
+    with that address and a grant it signs, ``ImageOrders._path``)."""
+    img, source, destination = catalog.Image.from_dict(cmd["image"]), cmd["source"], cmd["dst"]
+    for _ in range(1000):
+        if orders._direct.get(source) == cmd["address"]:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise RuntimeError(f"{source} never reported {cmd['address']}")
+    held = catalog.Replica(img.id, SiteId(source), catalog.State.ACTIVE, sha256=img.sha256)
+    kv = await store.get(keys.image_replica(img.id, destination))
+    attempts = catalog.decode_replica(kv.value).attempts + 1 if kv is not None else 1
+    copy = catalog.Replica(
+        img.id, SiteId(destination), catalog.State.TRANSFERRING, source=source, attempts=attempts
+    )
+    await store.put(keys.image(img.id), catalog.Entry(img).encode())
+    await store.put(keys.image_replica(img.id, source), catalog.encode_replica(held))
+    await store.put(keys.image_replica(img.id, destination), catalog.encode_replica(copy))
+
+
+async def role_broker(pki: Layout, port: int, chunk: int) -> None:
+    store = MemoryStore()  # etcd's stand-in: what the leader would have written
+    # the broker's copy orders and grants, with its key as images.grant_key_file names it
+    orders = ImageOrders(store, signer=grant_signer(str(pki.root / "grant.key")), chunk_size=chunk)
+    follower = asyncio.create_task(orders.run())
+    relay = Relay(TRUST_DOMAIN, access=Ordered(), orders=orders)
     server = gateway_server.build(settings(pki, port), None, relay)
     await server.start()
     emit(event="ready")
@@ -209,6 +247,10 @@ async def role_broker(pki: Layout, port: int) -> None:
                 buffered=relay.peak_buffered,
                 carried=relay.carried_bytes,
             )
+        elif cmd["op"] == "order":
+            await order(store, orders, cmd)
+            emit(event="ordered")
+    follower.cancel()
     await server.stop(0.2)
 
 
@@ -233,6 +275,37 @@ async def direct_servers(
     return out
 
 
+class Replicating:
+    """A site's standing ``Replicate`` call on the broker (``imagewire.ImageAgent``'s): the
+    reports put in ``outbox`` go up, the copy orders the broker sends come down to
+    ``orders``."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.outbox: asyncio.Queue[ipb.ImageReport] = asyncio.Queue()
+        self.orders: asyncio.Queue[ipb.CopyOrder] = asyncio.Queue()
+        self.call = ipb_grpc.ImageTransferStub(channel).Replicate(self._reports())
+        self.task = asyncio.create_task(self._read())
+
+    async def _reports(self) -> AsyncIterator[ipb.ImageReport]:
+        while True:
+            yield await self.outbox.get()
+
+    async def _read(self) -> None:
+        async for o in self.call:
+            self.orders.put_nowait(o)
+
+    async def order(self, image: ImageId) -> ipb.CopyOrder:
+        """The next copy order for ``image``."""
+        while (o := await asyncio.wait_for(self.orders.get(), 30)).image_id != image:
+            continue
+        return o
+
+    async def close(self) -> None:
+        self.call.cancel()
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
 async def role_src(
     pki: Layout, broker: str, size: int, chunk: int, small: bytes, ports: list[int]
 ) -> None:
@@ -243,10 +316,14 @@ async def role_src(
     task = asyncio.create_task(server.run())
     await server.ready.wait()
     direct = await direct_servers(pki, source, ports, up)
+    audits = Replicating(channel)  # where src serves directly, as its agent's audits say
+    audits.outbox.put_nowait(ipb.ImageReport(audit=True, direct_address=f"127.0.0.1:{ports[0]}"))
     emit(event="ready")
     async for cmd in lines():
-        if cmd["op"] == "cap":
+        if cmd["op"] == "cap":  # from now on src serves through its shaped link
             up.rate = float(cmd["cap"])
+            address = f"127.0.0.1:{ports[1]}"
+            audits.outbox.put_nowait(ipb.ImageReport(audit=True, direct_address=address))
             emit(event="cap")
         elif cmd["op"] == "raw":
             async with grpc.aio.secure_channel(
@@ -268,6 +345,7 @@ async def role_src(
                 await ipb_grpc.ImageTransferStub(raw).Upload(msgs())
                 emit(event="raw", seconds=time.perf_counter() - t)
     task.cancel()
+    await audits.close()
     for srv in direct:
         await srv.stop(None)
 
@@ -288,6 +366,7 @@ async def role_dst(pki: Layout, broker: str, raw_port: int, chunk: int) -> None:
     tasks = [asyncio.create_task(s.run()) for s in servers]
     for s in servers:
         await s.ready.wait()
+    ordered = Replicating(chans["dst"])  # dst's copy orders, from the broker
     emit(event="ready")
     async for cmd in lines():
         if cmd["op"] == "cap":  # every fan-out site's link, both ways
@@ -302,12 +381,14 @@ async def role_dst(pki: Layout, broker: str, raw_port: int, chunk: int) -> None:
                 img, PullSource(chans["dst"], "src"), DigestSink(), chunk_size=chunk
             )
             emit(event="pull", seconds=time.perf_counter() - t)
-        elif cmd["op"] == "direct":
+        elif cmd["op"] == "direct":  # as the agent copies what the broker ordered
+            o = await ordered.order(img.id)
+            t = time.perf_counter()
             creds = agent_credentials(pki, "dst")
-            async with grpc.aio.secure_channel(cmd["address"], creds, options=OPTIONS) as ch:
-                await transfer.copy(
-                    img, DirectSource(ch, "src", cmd["grant"]), DigestSink(), chunk_size=chunk
-                )
+            name = ("grpc.ssl_target_name_override", grant.server_name(o.source_site))
+            async with grpc.aio.secure_channel(o.source_address, creds, [*OPTIONS, name]) as ch:
+                source = DirectSource(ch, o.source_site, o.grant)
+                await transfer.copy(image_of(o), source, DigestSink(), chunk_size=o.chunk_size)
             emit(event="direct", seconds=time.perf_counter() - t)
         elif cmd["op"] == "one":
             one = Throttled(PullSource(chans["one"], "src"), downs["one"])
@@ -342,6 +423,7 @@ async def role_dst(pki: Layout, broker: str, raw_port: int, chunk: int) -> None:
             )
         elif cmd["op"] == "rawcount":
             emit(event="rawcount", received=sink.received)
+    await ordered.close()
     for task in tasks:
         task.cancel()
 
@@ -419,7 +501,7 @@ def main() -> None:
     size, chunk = a.size_mib << 20, a.chunk_kib << 10
     small = random.Random(11).randbytes(a.fanout_mib << 20)
     if a.role == "broker":
-        asyncio.run(role_broker(Layout(Path(a.pki)), a.port))
+        asyncio.run(role_broker(Layout(Path(a.pki)), a.port, chunk))
         return
     if a.role == "src":
         ports = [int(p) for p in a.direct_ports.split(",")]
@@ -454,6 +536,7 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         )
         bport, rport, dport, sport = free_ports(4)
         broker = f"127.0.0.1:{bport}"
+        direct_at, shaped_at = f"127.0.0.1:{dport}", f"127.0.0.1:{sport}"
         common = [
             "--pki",
             tmp,
@@ -476,7 +559,7 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         s.read("ready")
         d = Proc(["--role", "dst", "--port", str(rport), *common])
         d.read("ready")
-        w = Proc(["--role", "swarm", "--src-address", f"127.0.0.1:{sport}", *common])
+        w = Proc(["--role", "swarm", "--src-address", shaped_at, *common])
         w.read("ready")
         try:
             big = catalog.Image(
@@ -502,9 +585,10 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
             relay_s = d.read("pull")["seconds"]
             b.send(op="rss")
             rss_single = b.read("rss")
-            expires = int(time.time() * 1000) + 3_600_000
-            token = grant.sign(grant.Grant(BIG, "src", "dst", expires), key)
-            d.send(op="direct", image=big.to_dict(), address=f"127.0.0.1:{dport}", grant=token)
+            # the broker orders the copy: src's address and a grant it signs
+            b.send(op="order", image=big.to_dict(), source="src", dst="dst", address=direct_at)
+            b.read("ordered")
+            d.send(op="direct", image=big.to_dict())
             cpu = cpu_seconds(s.p.pid) + cpu_seconds(d.p.pid)
             direct_s = d.read("direct")["seconds"]
             cpu = cpu_seconds(s.p.pid) + cpu_seconds(d.p.pid) - cpu
@@ -517,8 +601,9 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
                 p.read("cap")
             b.send(op="rss")
             carried_direct = b.read("rss")["carried"] - rss_single["carried"]
-            token = grant.sign(grant.Grant(SMALL, "src", "dst", expires), key)
-            d.send(op="direct", image=sml.to_dict(), address=f"127.0.0.1:{sport}", grant=token)
+            b.send(op="order", image=sml.to_dict(), source="src", dst="dst", address=shaped_at)
+            b.read("ordered")
+            d.send(op="direct", image=sml.to_dict())
             shaped_s = d.read("direct")["seconds"]
             d.send(op="one", image=sml.to_dict())
             one_s = d.read("one")["seconds"]
@@ -591,6 +676,7 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         "broker_peak_buffered_chunks": rss_all["buffered"],
     }
     out["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    out["grants"] = "direct: broker copy orders (ImageOrders); swarm: signed by the benchmark"
     out["problems"] = problems
     print(f"{'figure':<44}{'value':>14}")
     for k, v in out.items():

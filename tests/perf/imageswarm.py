@@ -3,13 +3,14 @@
 ``python -m tests.perf.replication --role swarm ...`` runs this (``role_swarm``): sites
 ``f00``..``f15``, each with its own image directory, its own ``directwire.DirectServer``
 (mTLS, the site's certificate) and its own link shaped to the command's ``cap`` bytes/s
-each way (a ``Throttle`` on what it serves, one on what it receives, charged per chunk as
-it arrives). On ``{"op": "one"}`` site
-``s00`` alone pulls the image from the source's shaped direct address (one transfer over
-one shaped link: the baseline); on ``{"op": "swarm"}`` all 16 swarm it from the source
-and from each other (``siteagent.swarmwire.receive``) under grants this process signs as
-the broker would. Each answer says how long it took, how many pieces came from the source
-and whether every site's bytes match the catalog.
+each way (a ``Throttle`` on what it serves, one on what it receives, charged per chunk
+as it arrives). On ``{"op": "one"}`` site ``s00`` alone pulls the image from the
+source's shaped direct address (one transfer over one shaped link: the baseline); on
+``{"op": "swarm"}`` all 16 swarm it from the source and from each other
+(``siteagent.swarmwire.receive``), each from the peers its copy order names under the
+grants the broker's ``ImageOrders`` signed (``Tracker``: the broker's order and tracker
+code, in this process, on an in-memory store). Each answer says how long it took, how
+many pieces came from the source and whether every site's bytes match the catalog.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from meridian.v1 import image_pb2 as ipb
 
+from broker.controllers.images import piece_list
+from broker.gateway.imagefeed import ImageOrders, grant_signer
+from broker.models import objects
 from broker.pki.layout import Layout
+from broker.store import keys
+from broker.store.memory import MemoryStore
 from replication import catalog, grant, pieces
-from replication.catalog import ImageId
+from replication.catalog import ImageId, Replica, SiteId, State
 from replication.pieces import Manifest, PieceFile
 from replication.throttle import Throttle
 from siteagent import directwire, swarmwire
@@ -70,21 +77,63 @@ async def serve(pki: Layout, site: Site, key: grant.Ed25519PublicKey) -> grpc.ai
     return server
 
 
-class Broker:
-    """Signs the grants and opens the channels of one swarm (what the tracker hands out)."""
+class Tracker:
+    """The broker's side of one swarm, run in this process: its ``ImageOrders`` (the grant
+    key loaded by ``grant_signer``, as ``images.grant_key_file`` names it) on an in-memory
+    store, fed what the leader's replication controller and the agents' audits would give
+    it; each site's copy order names its peers, each with a grant the broker signed
+    (``replication.tracker``), as the site's agent would receive it."""
 
-    def __init__(self, pki: Layout, key: grant.Ed25519PrivateKey, manifest: Manifest) -> None:
-        self.pki, self.key, self.manifest = pki, key, manifest
+    def __init__(self, pki: Layout, manifest: Manifest) -> None:
+        self.pki, self.manifest = pki, manifest
         self.channels: list[grpc.aio.Channel] = []
 
-    def peer(self, me: Site, source: str, address: str, image: ImageId) -> swarmwire.GrantedPeer:
-        expires = int((time.time() + 3600) * 1000)
-        g = grant.Grant(image, source, me.name, expires, self.manifest.digest())
+    async def orders(
+        self, img: catalog.Image, sites: list[Site], src: str
+    ) -> dict[str, ipb.CopyOrder]:
+        store = MemoryStore()
+        orders = ImageOrders(store, signer=grant_signer(str(self.pki.root / "grant.key")))
+        follower = asyncio.create_task(orders.run())
+        try:
+            for name, address in [("src", src), *((s.name, s.address) for s in sites)]:
+                await orders.report(name, ipb.ImageReport(audit=True, direct_address=address))
+            entry = catalog.Entry(img)
+            listed = json.dumps(self.manifest.to_dict())
+            recorded = piece_list(entry, objects.PieceReport(img.sha256, listed))
+            assert recorded is not None, "the piece list is not the catalog's image"
+            await store.put(keys.image_pieces(img.id), recorded)
+            await store.put(keys.image(img.id), entry.encode())
+            held = Replica(img.id, SiteId("src"), State.ACTIVE, sha256=img.sha256)
+            await store.put(keys.image_replica(img.id, "src"), catalog.encode_replica(held))
+            queued = {s.name: Replica(img.id, SiteId(s.name), State.QUEUED) for s in sites}
+            for name, r in queued.items():  # every destination queued, then started
+                await store.put(keys.image_replica(img.id, name), catalog.encode_replica(r))
+            for name, r in queued.items():
+                started = catalog.encode_replica(r.start("src", swarm=True))
+                await store.put(keys.image_replica(img.id, name), started)
+            for _ in range(3000):  # the sites' calls open once the broker has read it all
+                seen = orders._replicas
+                started = sum(r.state is State.TRANSFERRING for r in seen.values())
+                if len(seen) == len(sites) + 1 and started == len(sites) and orders._pieces:
+                    break
+                await asyncio.sleep(0.01)
+            boxes = {s.name: orders.attach(s.name) for s in sites}
+            return {name: await asyncio.wait_for(box.get(), 30) for name, box in boxes.items()}
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+
+    def peers(self, me: Site, order: ipb.CopyOrder) -> list[swarmwire.GrantedPeer]:
+        """The order's peers as the agent dials them (``ImageAgent._swarm``)."""
+        manifest = pieces.Manifest.from_dict(json.loads(order.pieces))
         creds = agent_credentials(self.pki, me.name)
-        channel = grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS)
-        self.channels.append(channel)
-        tok = grant.sign(g, self.key)
-        return swarmwire.GrantedPeer(channel, source, tok, self.manifest, download=me.down)
+        out = []
+        for p in order.peers:
+            name = ("grpc.ssl_target_name_override", grant.server_name(p.site))
+            channel = grpc.aio.secure_channel(p.address, creds, options=[*CHANNEL_OPTIONS, name])
+            self.channels.append(channel)
+            out.append(swarmwire.GrantedPeer(channel, p.site, p.grant, manifest, download=me.down))
+        return out
 
     async def close(self) -> None:
         for channel in self.channels:
@@ -93,28 +142,24 @@ class Broker:
 
 
 async def receive(
-    broker: Broker, img: catalog.Image, me: Site, peers: list[swarmwire.GrantedPeer]
+    tracker: Tracker, img: catalog.Image, me: Site, peers: list[swarmwire.GrantedPeer]
 ) -> Any:
     return await swarmwire.receive(
-        me.store.root, img, broker.manifest, peers, me.swarms, seed=me.name
+        me.store.root, img, tracker.manifest, peers, me.swarms, seed=me.name
     )
 
 
 async def run(
-    broker: Broker, img: catalog.Image, sites: list[Site], src: str, everyone: bool, cap: float
+    tracker: Tracker, img: catalog.Image, sites: list[Site], src: str, cap: float
 ) -> dict[str, Any]:
     for site in sites:
         site.clear(cap)
+    orders = await tracker.orders(img, sites, src)
     t = time.perf_counter()
-    jobs = []
-    for me in sites:
-        peers = [broker.peer(me, "src", src, img.id)]
-        if everyone:
-            peers += [broker.peer(me, o.name, o.address, img.id) for o in sites if o is not me]
-        jobs.append(receive(broker, img, me, peers))
+    jobs = [receive(tracker, img, me, tracker.peers(me, orders[me.name])) for me in sites]
     outs = await asyncio.gather(*jobs, return_exceptions=True)
     seconds = time.perf_counter() - t
-    await broker.close()
+    await tracker.close()
     wrong = {}
     for me, out in zip(sites, outs, strict=True):
         path = me.store.root / f"{img.id}.img"
@@ -123,7 +168,8 @@ async def run(
         elif hashlib.sha256(path.read_bytes()).hexdigest() != img.sha256:
             wrong[me.name] = "sha256 differs"
     from_src = sum(o.pieces_from.get("src", 0) for o in outs if not isinstance(o, BaseException))
-    return {"seconds": seconds, "from_source": from_src, "failed": wrong}
+    peers = max(len(o.peers) for o in orders.values())
+    return {"seconds": seconds, "from_source": from_src, "failed": wrong, "peers": peers}
 
 
 async def lines() -> AsyncIterator[dict[str, Any]]:
@@ -133,18 +179,17 @@ async def lines() -> AsyncIterator[dict[str, Any]]:
 
 
 async def role_swarm(pki: Layout, src: str, data: bytes, piece: int) -> None:
-    key = grant.load_private((pki.root / "grant.key").read_bytes())
+    key = grant.load_public((pki.root / "grant.pub").read_bytes())
     manifest = pieces.manifest_of(data, piece)
     with tempfile.TemporaryDirectory() as tmp:
         sites = [Site(name, Path(tmp), float("inf")) for name in SITES]
-        servers = [await serve(pki, s, key.public_key()) for s in sites]
+        servers = [await serve(pki, s, key) for s in sites]
         print(json.dumps({"event": "ready", "manifest": manifest.digest()}), flush=True)
-        broker = Broker(pki, key, manifest)
+        tracker = Tracker(pki, manifest)
         async for cmd in lines():
             img = catalog.Image.from_dict(cmd["image"])
             group = sites[:1] if cmd["op"] == "one" else sites
-            everyone = cmd["op"] == "swarm"
-            out = await run(broker, img, group, src, everyone, float(cmd["cap"]))
+            out = await run(tracker, img, group, src, float(cmd["cap"]))
             print(json.dumps({"event": cmd["op"], **out}), flush=True)
         for server in servers:
             await server.stop(None)

@@ -37,8 +37,9 @@ shaped, vs one transfer of it through the relay over one shaped link
 **swarmed** by 16 sites (a fourth process, ``tests.perf.imageswarm``: each site its own
 direct mTLS server and its own shaped link) vs one site pulling it alone over one shaped
 link with the same code (``swarm16_over_one``, target <= 2x; the relay's bytes during
-the swarm count in ``broker_bytes_per_dest``; its grants are signed by the swarm process
-itself, with the broker's key); (3) the broker's peak RSS across all (must stay
+the swarm count in ``broker_bytes_per_dest``; each site swarms from the peers and grants
+of the copy order the broker's ``ImageOrders`` and tracker give it, run in the swarm
+process on an in-memory store); (3) the broker's peak RSS across all (must stay
 bounded).
 Prints a table; the last line is one JSON object with every figure.
 """
@@ -664,6 +665,7 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         "swarm_one_s": swarm_one["seconds"],
         "swarm16_s": swarm16["seconds"],
         "swarm16_pieces_from_source": swarm16["from_source"],
+        "swarm16_peers_per_site": swarm16["peers"],
         "pieces_per_image": -(-(a.fanout_mib << 10) // a.piece_kib),
         "relay16_over_one": fan["seconds"] / one_s if fan_ok else None,
         "fanout_mib": a.fanout_mib,
@@ -676,7 +678,7 @@ def orchestrate(a: argparse.Namespace, size: int, chunk: int, small: bytes) -> N
         "broker_peak_buffered_chunks": rss_all["buffered"],
     }
     out["load_avg"] = [round(x, 2) for x in os.getloadavg()]
-    out["grants"] = "direct: broker copy orders (ImageOrders); swarm: signed by the benchmark"
+    out["grants"] = "broker ImageOrders: direct via Replicate, swarm in-process (tracker)"
     out["problems"] = problems
     print(f"{'figure':<44}{'value':>14}")
     for k, v in out.items():

@@ -7,11 +7,14 @@ trusts a piece list only when it is the one the broker signed.
 
 ``PieceFile`` is a destination's image being received piece by piece (``<id>.swarm`` in
 the site's image directory, the verified-piece bitmap beside it in ``<id>.have``):
-``write`` checks a piece against the manifest before a byte lands, and ``finish``
-re-hashes the whole file (sha256 and Glance's multihash) against the catalog before it
-renames it to ``<id>.img``. Invariants: only pieces whose sha256 matches the manifest are
-ever marked held, served (``read``) or counted; a ``<id>.img`` appears only after the
-whole-image match (invariant 8); a restart keeps exactly the pieces that re-verify.
+``write`` checks a piece against the manifest before a byte lands (the one hash of its
+bytes on the receiving path); the verified pieces are folded into the whole-image digests
+(sha256 and Glance's multihash) in order as the verified prefix grows, behind, on a
+thread of their own (``replication.fold.Fold``), and ``finish`` compares them with the
+catalog before it renames the file to ``<id>.img``. Invariants: only pieces whose sha256
+matches the manifest are ever marked held, served (``read``) or counted; a ``<id>.img``
+appears only after the whole-image match (invariant 8), every byte folded exactly once
+and in order; a restart keeps exactly the pieces that re-verify.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 from replication import errors
 from replication.catalog import Image, ImageId
+from replication.fold import Fold
 from replication.transfer import ByteSource
 
 DEFAULT_PIECE = 4 << 20
@@ -162,6 +166,26 @@ class PieceFile:
         self.done = root / f"{image.id}.img"
         self.held: set[int] = set()
         self._lock = asyncio.Lock()
+        self._whole, self._folded = self._fold(), 0  # pieces [0, _folded) are folded
+
+    def _fold(self) -> Fold:
+        algos = ["sha256"] + ([self.image.os_hash_algo] if self.image.os_hash_value else [])
+        return Fold(*dict.fromkeys(algos), depth=2)  # at most two pieces wait in memory
+
+    def _piece(self, i: int) -> bytes:
+        at, n = self.manifest.span(i)
+        with self.path.open("rb") as f:
+            f.seek(at)
+            return f.read(n)
+
+    async def _advance(self, i: int = -1, data: bytes = b"") -> None:
+        """Fold the held pieces that now extend the folded prefix (``data``: piece ``i``,
+        just written; others are read back)."""
+        while self._folded in self.held:
+            j = self._folded
+            block = data if j == i else await asyncio.to_thread(self._piece, j)
+            await self._whole.feed(block)
+            self._folded += 1
 
     async def open(self) -> None:
         """Create the file, or keep the pieces of an earlier attempt that still verify."""
@@ -212,6 +236,10 @@ class PieceFile:
                 raise errors.SinkRejected(f"cannot write {self.image.id}: {exc.strerror}") from exc
             self.held.add(i)
             self.bits.write_bytes(bitmap(self.held, len(self.manifest)))
+            try:
+                await self._advance(i, data)
+            except OSError as exc:
+                raise errors.SinkRejected(f"cannot read {self.image.id}: {exc.strerror}") from exc
 
     async def read(self, i: int) -> bytes:
         """A verified piece (``SourceFailed`` for one not held)."""
@@ -234,17 +262,15 @@ class PieceFile:
                 self.image.id, f"{len(self.manifest)} pieces", f"{len(self.held)}"
             )
         algo = self.image.os_hash_algo
-
-        def sums() -> tuple[str, str]:
-            sha, multi = hashlib.sha256(), hashlib.new(algo)
-            with self.path.open("rb") as f:
-                while block := f.read(1 << 20):
-                    sha.update(block)
-                    if self.image.os_hash_value:
-                        multi.update(block)
-            return sha.hexdigest(), multi.hexdigest()
-
-        sha, multi = await asyncio.to_thread(sums)
+        async with self._lock:
+            try:
+                await self._advance()  # pieces held since open and never written here
+            except OSError as exc:
+                raise errors.SinkRejected(f"cannot read {self.image.id}: {exc.strerror}") from exc
+            await self._whole.drained()
+            sha = str(self._whole.hashes["sha256"].hexdigest())
+            multi = self._whole.hashes.get(algo)
+            multi = str(multi.hexdigest()) if multi is not None else ""
         wrong = ""
         if sha != self.image.sha256:
             wrong = f"sha256 {sha}"
@@ -258,5 +284,6 @@ class PieceFile:
 
     async def discard(self) -> None:
         self.held.clear()
+        self._whole, self._folded = self._fold(), 0
         self.path.unlink(missing_ok=True)
         self.bits.unlink(missing_ok=True)

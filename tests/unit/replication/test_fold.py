@@ -173,3 +173,30 @@ async def test_pieces_that_match_their_list_but_not_the_catalog_are_never_activa
     with pytest.raises(errors.ImageMismatch):
         await file.finish()
     assert not (tmp_path / "img.img").exists() and not (tmp_path / "img.swarm").exists()
+
+
+async def test_pieces_in_any_order_and_across_a_restart_are_folded_once_in_order(
+    tmp_path: Path,
+) -> None:
+    """The whole-image digests (sha256 and the multihash) follow the verified prefix as
+    pieces land in any order; a restarted file folds the pieces it kept, read back."""
+    manifest = pieces.manifest_of(DATA, 65536)
+    order = [3, 0, 4, 1]  # then a restart, then the rest, last to first
+
+    def piece(i: int) -> bytes:
+        at, n = manifest.span(i)
+        return DATA[at : at + n]
+
+    first = pieces.PieceFile(tmp_path, image(), manifest)
+    await first.open()
+    for i in order:
+        await first.write(i, piece(i))
+    with pytest.raises(errors.ChunkCorrupt):
+        await first.write(2, piece(2)[::-1])
+    second = pieces.PieceFile(tmp_path, image(), manifest)  # the agent restarted
+    await second.open()
+    assert second.held == set(order)
+    for i in sorted(set(range(len(manifest))) - set(order), reverse=True):
+        await second.write(i, piece(i))
+    await second.finish()
+    assert (tmp_path / "img.img").read_bytes() == DATA

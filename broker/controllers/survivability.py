@@ -88,7 +88,9 @@ class SurvivabilityController:
             "took_s": round(self.took_s, 3),
         }
         await fenced_txn(
-            self.store, self.fence, [Put(keys.SURVIVABILITY, json.dumps(out).encode())]
+            self.store,
+            self.fence,
+            [Put(keys.SURVIVABILITY, json.dumps(survivability.pack(out)).encode())],
         )
 
 

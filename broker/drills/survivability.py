@@ -80,3 +80,37 @@ def report(
         "not_survivable": [f"{r['scope_kind']}:{r['scope']}" for r in rows if not r["survivable"]],
         "vnfs": len(placed),
     }
+
+
+KIND_ORDER = ("site", "zone", "region")
+
+
+def _untouched(row: Mapping[str, Any]) -> bool:
+    return bool(row["survivable"]) and not row["affected"] and not row["shortfall"]
+
+
+def pack(out: Mapping[str, Any]) -> dict[str, Any]:
+    """The report as stored: a scope whose loss touches no VNF and needs no headroom is
+    kept by name only (``untouched``, per kind). At 10,000 sites the full rows were
+    ~1.4 MB, at etcd's request limit and rewritten on every change; most scopes of a
+    large federation hold no VNF. ``unpack`` gives the report back row for row."""
+    untouched: dict[str, list[str]] = {}
+    rows = []
+    for row in out["scopes"]:
+        if _untouched(row):
+            untouched.setdefault(row["scope_kind"], []).append(row["scope"])
+        else:
+            rows.append(row)
+    return {**out, "scopes": rows, "untouched": untouched}
+
+
+def unpack(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The report ``pack`` stored, its rows in ``report``'s order (kind, then name)."""
+    untouched: Mapping[str, list[str]] = stored.get("untouched", {})
+    rows = list(stored["scopes"]) + [
+        entry(kind, name, whatif.Result([], [], [], {}))
+        for kind, names in untouched.items()
+        for name in names
+    ]
+    rows.sort(key=lambda r: (KIND_ORDER.index(r["scope_kind"]), r["scope"]))
+    return {k: v for k, v in stored.items() if k != "untouched"} | {"scopes": rows}

@@ -272,8 +272,9 @@ async def survivability_report(
     computed for the request when none is stored yet, or for a project's own VNFs."""
     wide = who.has_any(deps.FEDERATION_WIDE)
     kv = await state.store.get(keys.SURVIVABILITY) if wide else None
+    out: dict[str, Any]
     if kv is not None:
-        out: dict[str, Any] = json.loads(kv.value)
+        out = survivability.unpack(json.loads(kv.value))
     else:
         snap = await Snapshot.load(state.store)
         placed = await _placed(state, who)

@@ -11,6 +11,7 @@ import pytest
 
 from broker import errors
 from broker.controllers import survivability
+from broker.drills import survivability as survivability_report
 from broker.settings import BrokerSettings
 from broker.store import keys
 from broker.store.memory import MemoryStore
@@ -20,7 +21,7 @@ from tests.unit.broker.controllers.test_failover_controller import lead
 
 async def stored(store: MemoryStore) -> dict[str, Any] | None:
     kv = await store.get(keys.SURVIVABILITY)
-    return None if kv is None else dict(json.loads(kv.value))
+    return None if kv is None else survivability_report.unpack(json.loads(kv.value))
 
 
 async def test_recomputed_after_a_change_debounced_and_fenced(

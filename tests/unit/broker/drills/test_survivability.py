@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from broker.drills import survivability, whatif
 from broker.models import vnf as model
 from broker.settings import BrokerSettings
@@ -88,3 +90,26 @@ def test_the_report_decides_as_one_what_if_per_scope() -> None:
         alone = whatif.run(snap, placed, scope, BrokerSettings())
         row = next(r for r in out["scopes"] if (r["scope_kind"], r["scope"]) == (kind, name))
         assert row == survivability.entry(kind, name, alone)
+
+
+def test_stored_form_keeps_untouched_scopes_by_name_and_gives_the_report_back() -> None:
+    snap = P.world([SiteDef(s, "r1", zone="z1") for s in ("a", "b", "c", "d", "e")])
+    out = survivability.report(snap, [fw("v1", "a", "b")], BrokerSettings())
+    packed = survivability.pack(out)
+    kept = {f"{r['scope_kind']}:{r['scope']}" for r in packed["scopes"]}
+    assert kept == {"site:a", "site:b", "zone:r1/z1", "region:r1"}  # the scopes v1 is in
+    assert packed["untouched"] == {"site": ["c", "d", "e"]}
+    assert survivability.unpack(packed) == out
+
+
+class _NoWalk(list[Any]):
+    def __iter__(self) -> Any:
+        raise AssertionError("a site scope walked every site of the snapshot")
+
+
+def test_a_site_scope_does_not_walk_the_snapshot() -> None:
+    snap = P.world([SiteDef(s, "r1", zone="z1") for s in ("a", "b")])
+    snap.order = _NoWalk(snap.order)
+    assert whatif.Scope(sites=("a", "x")).lost(snap) == ({"a"}, set())
+    with pytest.raises(AssertionError, match="walked"):
+        whatif.Scope(regions=("r1",)).lost(snap)

@@ -15,7 +15,8 @@ lease, so the leader still sees every site it held go DOWN.
 Invariant: a ``sitestatus`` record is written when a session opens, when its liveness
 flips, and when the replica's lease is replaced -- never per heartbeat. A record the lost
 lease took is owed until it is written again: the sweep retries it while etcd is still
-coming back (heartbeats write nothing, so nothing else would bring it back).
+coming back (heartbeats write nothing, so nothing else would bring it back). Likewise a
+closed session's record whose delete etcd did not take is owed a delete.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from broker.gateway.sessions import Registry, Session
 from broker.models import codec
 from broker.models import site as sitemodel
 from broker.settings import BrokerSettings
-from broker.store import keys
-from broker.store.protocol import Compare, Op, Put, Store, Target, TxnOp, TxnResult
+from broker.store import keys, urgency
+from broker.store.protocol import Compare, Delete, Op, Put, Store, Target, TxnOp, TxnResult
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,10 @@ class Liveness:
         self.writes = 0  # transactions written (tests, benchmarks)
         self.owed: set[Session] = set()
         """Sessions whose record a replaced lease took, not written again yet."""
+        self.uncleared: dict[str, bytes] = {}
+        """Records of closed sessions whose delete etcd did not take (key → the value the
+        session wrote): deleted by the next sweeps. The replica's lease would never take
+        them while the replica lives, and the leader would keep the site UP."""
         # held sessions, least recently heard first (values unused)
         self._order: collections.OrderedDict[Session, None] = collections.OrderedDict()
         self._returned: list[Session] = []  # silent sessions heard again since the sweep
@@ -138,6 +143,11 @@ class Liveness:
         self.owed.update(s for s in self.registry.all() if s.status_value)
         log.info("%d live sessions to re-record under lease %x", len(self.owed), lease_id)
         self.wake.set()
+
+    def owe_clear(self, session: Session) -> None:
+        """A closed session's record could not be deleted: the sweeps delete it, only
+        while it is still that session's (a newer session's record is left alone)."""
+        self.uncleared[keys.sitestatus(session.site)] = session.status_value
 
     def heard(self, session: Session, seq: int) -> None:
         """A heartbeat arrived: note it; only a silent session's return costs a write."""
@@ -194,6 +204,17 @@ class Liveness:
                 self._returned.extend(s for b in batches[i:] for s, silent in b if not silent)
                 raise
         await self._rerecord()
+        await self._unclear()
+
+    async def _unclear(self) -> None:
+        """Delete each record a closed session left behind, if it is still its own. An
+        etcd failure leaves the rest for the next sweep."""
+        for key, value in list(self.uncleared.items()):
+            with urgency.urgent():  # the leader judges the site DOWN on this delete
+                await self.store.txn([Compare(key, Target.VALUE, Op.EQUAL, value)], [Delete(key)])
+            del self.uncleared[key]
+            site = keys.name_in(keys.SITESTATUS, key)
+            log.info("site %s: the closed session's status record is cleared", site)
 
     async def _write_one(self, session: Session, silent: bool, value: bytes) -> bool:
         """Write one flip over this session's own record, or where there is none (its

@@ -423,6 +423,5 @@ class Gateway(pb_grpc.AgentGatewayServicer):
                     [Compare(key, Target.VALUE, Op.EQUAL, session.status_value)], [Delete(key)]
                 )
         except errors.StoreUnavailable:
-            log.warning(
-                "site %s: status not cleared (etcd unreachable; its lease will)", session.site
-            )
+            log.warning("site %s: status not cleared yet (etcd unreachable); retried", session.site)
+            self.liveness.owe_clear(session)

@@ -130,3 +130,27 @@ async def test_two_sessions_of_one_site_flip_in_one_sweep(memory_store: MemorySt
     # the session whose record it is wrote its flip; the other one is closed, not written
     assert stale.silent and newer.closed_reason.startswith("superseded")
     await lease.revoke()
+
+
+async def test_a_closed_sessions_record_etcd_did_not_delete_is_deleted_later(
+    memory_store: MemoryStore,
+) -> None:
+    """The replica lives, so its lease never takes the record: without the retry the
+    leader would keep the site UP under no stream at all."""
+    lease = ReplicaLease(memory_store, ttl=10)
+    live, registry = await held(memory_store, lease, "site-a", "site-b")
+    a, b = sorted(registry.all(), key=lambda s: s.site)
+    live.owe_clear(a)
+    live.owe_clear(b)
+    await memory_store.put(keys.sitestatus("site-b"), b"a newer session's record")
+    memory_store.set_unavailable()
+    with pytest.raises(errors.StoreUnavailable):
+        await live.sweep()
+    assert set(live.uncleared) == {keys.sitestatus("site-a"), keys.sitestatus("site-b")}
+    memory_store.set_unavailable(False)
+    await live.sweep()
+    assert not live.uncleared
+    assert await memory_store.get(keys.sitestatus("site-a")) is None
+    kv = await memory_store.get(keys.sitestatus("site-b"))
+    assert kv is not None and kv.value == b"a newer session's record"
+    await lease.revoke()

@@ -174,7 +174,7 @@ def raw_phase(fed: Federation, sites: list[str], state: Path, args: argparse.Nam
         ]
         say(f"baseline: {len(sites)} agents → {args.replicas} bare mTLS server(s)")
         groups = fleet.groups_of(configs, args.processes)
-        swarms = fleet.Swarms("raw-swarm", groups, state, hold=True)
+        swarms = fleet.Swarms("raw-swarm", groups, state, hold=True, nice=args.agents_nice)
         t0 = swarms.go()
         phase.extra["swarm_build_s"] = swarms.built_s
         try:
@@ -244,7 +244,7 @@ def ramp(
     tracker.reset()
     say(f"Meridian: {n} agents → {args.replicas} replica(s), spread over {args.ramp:.0f} s")
     t1 = time.time()
-    swarms = fleet.Swarms("swarm-ramp", groups, args.state, ramp=args.ramp)
+    swarms = fleet.Swarms("swarm-ramp", groups, args.state, ramp=args.ramp, nice=args.agents_nice)
     all_up = tracker.wait_all_up(args.up_timeout)
     if all_up is None:
         phase.ramp_how = (
@@ -273,6 +273,8 @@ def meridian_phase(
     tracker: harness.UpTracker | None = None
     try:
         etcd = fed.start_etcd()
+        if args.etcd_nice:
+            harness.renice(etcd.pid, args.etcd_nice)
         brokers = [fed.start_broker(name) for name in fed.broker_names()]
         fed.write_records()
         phase.extra["register_s"] = round(fleet.register(fed, sites), 1)
@@ -285,7 +287,7 @@ def meridian_phase(
         root = broker_settings.load(fed.state / "brokers" / "broker-1.toml").etcd.root
         tracker = harness.UpTracker(harness.etcd_client(fed.etcd_settings()), root, sites)
         say(f"Meridian: {len(sites)} agents → {len(brokers)} replica(s), all at once")
-        swarms = fleet.Swarms("swarm", groups, state, hold=True)
+        swarms = fleet.Swarms("swarm", groups, state, hold=True, nice=args.agents_nice)
         herd_profile = profile_herd(args, {b.name: b.pid for b in brokers})
         t0 = swarms.go()
         phase.extra["swarm_build_s"] = swarms.built_s
@@ -416,6 +418,11 @@ def summarize(
         ],
         rows,
     )
+    report.note(
+        f"niceness: etcd {args.etcd_nice:+d} (it stands for an etcd cluster on machines of its "
+        f"own), agent swarms {args.agents_nice:+d} (both phases), brokers and bare servers 0"
+    )
+    report.figures["niceness"] = {"etcd": args.etcd_nice, "agents": args.agents_nice}
     report.note(
         f"{n} site certificates issued in {issue_s:.1f} s "
         f"({1000 * issue_s / n:.1f} ms each, EC P-256, 4 threads)"
@@ -615,6 +622,20 @@ def main() -> None:
         default=None,
         help="the etcd clients whose Meridian phase runs (default: both, threaded first); "
         "one client halves a large run",
+    )
+    parser.add_argument(
+        "--etcd-nice",
+        type=int,
+        default=-10,
+        help="etcd's niceness (default -10: it stands for a cluster of its own machines, "
+        "not a process sharing 2 cores with 10,000 agents; 0 to share equally)",
+    )
+    parser.add_argument(
+        "--agents-nice",
+        type=int,
+        default=0,
+        help="the swarm processes' niceness, both phases (default 0; they stand for "
+        "the sites' own machines)",
     )
     harness.common_args(parser)
     args = parser.parse_args()

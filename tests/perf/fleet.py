@@ -40,6 +40,7 @@ class Swarms:
         ramp: float = 0.0,
         *,
         hold: bool = False,
+        nice: int = 0,
     ) -> None:
         self.name = name
         self.started = time.monotonic()
@@ -58,6 +59,7 @@ class Swarms:
                 "--ramp",
                 str(ramp),
                 *(["--hold"] if hold else []),
+                *([f"--nice={nice}"] if nice else []),
                 *[f"--config={c}" for c in configs],
             )
             self.procs.append(procs.start(proc_name, argv, state / "logs" / f"{proc_name}.log"))

@@ -237,8 +237,16 @@ def spread_sites(prefix: str, count: int, replicas: int) -> list[str]:
 
 def etcd_args(settings: EtcdSettings) -> list[str]:
     """The command-line options of a helper process that reaches etcd as ``settings``."""
-    return ["--endpoint", settings.endpoints[0], "--ca", settings.ca_file,
-            "--cert", settings.cert_file, "--key-file", settings.key_file]
+    return [
+        "--endpoint",
+        settings.endpoints[0],
+        "--ca",
+        settings.ca_file,
+        "--cert",
+        settings.cert_file,
+        "--key-file",
+        settings.key_file,
+    ]
 
 
 def etcd_client(settings: EtcdSettings) -> Any:
@@ -246,8 +254,11 @@ def etcd_client(settings: EtcdSettings) -> Any:
     host, _, port = settings.endpoints[0].rpartition(":")
     tls: dict[str, str] = {}
     if settings.ca_file:
-        tls = {"ca_cert": settings.ca_file, "cert_cert": settings.cert_file,
-               "cert_key": settings.key_file}
+        tls = {
+            "ca_cert": settings.ca_file,
+            "cert_cert": settings.cert_file,
+            "cert_key": settings.key_file,
+        }
     return etcd3.client(host=host, port=int(port), timeout=5, **tls)
 
 
@@ -471,7 +482,8 @@ def common_args(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="a smoke run: fewer trials, shorter windows"
     )
     parser.add_argument(
-        "--keep-state", action="store_true",
+        "--keep-state",
+        action="store_true",
         help="keep the state directory (logs, PKI, etcd data) instead of removing it",
     )
 
@@ -556,3 +568,10 @@ def verdict(value: float | int | None, target: float) -> str:
     if value is None:
         return "no data"
     return "PASS" if value <= target else "FAIL"
+
+
+def renice(pid: int, niceness: int) -> None:
+    """Set every thread of ``pid`` to ``niceness`` (Linux schedules threads: a process's
+    niceness is its threads'; threads started later inherit it from their creator)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)

@@ -103,9 +103,7 @@ async def run(configs: list[Path], directory: Path, name: str, ramp: float, hold
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     counter = itertools.count(1)
-    loop.add_signal_handler(
-        signal.SIGUSR1, lambda: dump(sessions, directory, name, next(counter))
-    )
+    loop.add_signal_handler(signal.SIGUSR1, lambda: dump(sessions, directory, name, next(counter)))
     try:
         await stop.wait()
     finally:
@@ -125,8 +123,13 @@ def main() -> None:
     parser.add_argument(
         "--hold", action="store_true", help="build every agent, then dial only on SIGUSR2"
     )
+    parser.add_argument(
+        "--nice", type=int, default=0, help="raise this process's niceness by this much first"
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()
+    if args.nice:
+        os.nice(args.nice)  # before any thread: every thread inherits it
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -341,8 +341,13 @@ class EtcdStore:
         def on_response(response: Any) -> None:  # runs on the client's watch thread
             if response is None or isinstance(response, BaseException):
                 deliver(_Broken(response))
+                return
+            found = self._events(response)
+            stray = next((e.key for e in found if not e.key.startswith(prefix)), None)
+            if stray is not None:
+                deliver(_Broken(MisWired(f"an event of {stray!r} on the watch of {prefix!r}")))
             else:
-                deliver(self._events(response))
+                deliver(found)
 
         key = self._key(prefix)
         watch_id = await self._call(
@@ -393,6 +398,15 @@ class EtcdStore:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._lease_pool.shutdown(wait=False, cancel_futures=True)
         self._urgent_pool.shutdown(wait=False, cancel_futures=True)
+
+
+class MisWired(ConnectionError):
+    """A watch received another watch's events. The client pairs each watch it creates
+    with the next "created" answer on the shared watch stream; when one creation timed
+    out (etcd slow under load) its late answer is paired with the next creation, whose
+    callback then gets the other prefix's events (seen in a 10,000-agent herd: a
+    controller on ``health/`` got ``inventory/`` keys and stopped its replica). The watch
+    is ended as broken: its consumer lists again and watches anew, nothing lost."""
 
 
 class _Broken:

@@ -1,0 +1,70 @@
+"""The threaded client's watches against real etcd: a watch handed another watch's events
+(cslab-etcd3 pairs a late "created" answer with the next watch created) ends as broken,
+so its consumer lists again -- it never takes another prefix's keys for its own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from broker import errors
+from broker.store import follow
+from broker.store.etcd import EtcdStore
+
+pytestmark = pytest.mark.etcd
+
+
+async def test_a_watch_given_another_prefixs_events_breaks_and_the_consumer_relists(
+    threaded_etcd_store: EtcdStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = threaded_etcd_store
+    client: Any = store._client
+    create = client.add_watch_prefix_callback
+    miswired = [True]
+
+    def paired_with_the_wrong_answer(key: bytes, callback: Any, **kwargs: Any) -> Any:
+        if miswired[0]:  # the first watch: wired to inventory/ as the client's race does
+            miswired[0] = False
+            key = store._key("inventory/")
+        return create(key, callback, **kwargs)
+
+    monkeypatch.setattr(client, "add_watch_prefix_callback", paired_with_the_wrong_answer)
+    await store.put("health/site-a", b"up")
+    seen: list[Any] = []
+
+    async def consume() -> None:
+        async for item in follow.follow(store, "health/", backoff=follow.Backoff(0.05, 0.1)):
+            seen.append(item)
+            if sum(isinstance(i, follow.Listed) for i in seen) == 2:
+                return
+
+    task = asyncio.create_task(consume())
+    while not any(isinstance(i, follow.Listed) for i in seen):
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # the (mis-wired) watch is created
+    await store.put("inventory/site-a", b"not health")
+    await asyncio.wait_for(task, 20)
+    keys = [i.key for i in seen if not isinstance(i, follow.Listed)]
+    assert keys == ["health/site-a", "health/site-a"], "listed twice, never the stray key"
+
+
+async def test_the_mis_wired_watch_raises_store_unavailable(
+    threaded_etcd_store: EtcdStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = threaded_etcd_store
+    client: Any = store._client
+    create = client.add_watch_prefix_callback
+    monkeypatch.setattr(
+        client,
+        "add_watch_prefix_callback",
+        lambda key, callback, **kw: create(store._key("inventory/"), callback, **kw),
+    )
+    watch = store.watch_prefix("health/")
+    first = asyncio.ensure_future(watch.__anext__())
+    await asyncio.sleep(0.3)
+    await store.put("inventory/site-b", b"x")
+    with pytest.raises(errors.StoreUnavailable, match="inventory/site-b.*health/"):
+        await asyncio.wait_for(first, 20)
+    await watch.aclose()

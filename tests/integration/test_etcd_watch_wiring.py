@@ -33,16 +33,17 @@ async def test_a_watch_given_another_prefixs_events_breaks_and_the_consumer_reli
     monkeypatch.setattr(client, "add_watch_prefix_callback", paired_with_the_wrong_answer)
     await store.put("health/site-a", b"up")
     seen: list[Any] = []
+    listed = asyncio.Event()
 
     async def consume() -> None:
         async for item in follow.follow(store, "health/", backoff=follow.Backoff(0.05, 0.1)):
             seen.append(item)
+            listed.set()
             if sum(isinstance(i, follow.Listed) for i in seen) == 2:
                 return
 
     task = asyncio.create_task(consume())
-    while not any(isinstance(i, follow.Listed) for i in seen):
-        await asyncio.sleep(0.02)
+    await asyncio.wait_for(listed.wait(), 20)
     await asyncio.sleep(0.3)  # the (mis-wired) watch is created
     await store.put("inventory/site-a", b"not health")
     await asyncio.wait_for(task, 20)
@@ -65,6 +66,6 @@ async def test_the_mis_wired_watch_raises_store_unavailable(
     first = asyncio.ensure_future(watch.__anext__())
     await asyncio.sleep(0.3)
     await store.put("inventory/site-b", b"x")
-    with pytest.raises(errors.StoreUnavailable, match="inventory/site-b.*health/"):
+    with pytest.raises(errors.StoreUnavailable, match=r"inventory/site-b.*health/"):
         await asyncio.wait_for(first, 20)
     await watch.aclose()

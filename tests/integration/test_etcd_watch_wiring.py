@@ -16,21 +16,27 @@ from broker.store.etcd import EtcdStore
 pytestmark = pytest.mark.etcd
 
 
-async def test_a_watch_given_another_prefixs_events_breaks_and_the_consumer_relists(
-    threaded_etcd_store: EtcdStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = threaded_etcd_store
+def miswire(store: EtcdStore, monkeypatch: pytest.MonkeyPatch, *, once: bool) -> None:
+    """The next watch (``once``) or every watch created is wired to ``inventory/``, as
+    the client's race wires it."""
     client: Any = store._client
     create = client.add_watch_prefix_callback
-    miswired = [True]
+    left = [1 if once else -1]
 
     def paired_with_the_wrong_answer(key: bytes, callback: Any, **kwargs: Any) -> Any:
-        if miswired[0]:  # the first watch: wired to inventory/ as the client's race does
-            miswired[0] = False
+        if left[0]:
+            left[0] -= 1
             key = store._key("inventory/")
         return create(key, callback, **kwargs)
 
     monkeypatch.setattr(client, "add_watch_prefix_callback", paired_with_the_wrong_answer)
+
+
+async def test_a_watch_given_another_prefixs_events_breaks_and_the_consumer_relists(
+    threaded_etcd_store: EtcdStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = threaded_etcd_store
+    miswire(store, monkeypatch, once=True)
     await store.put("health/site-a", b"up")
     seen: list[Any] = []
     listed = asyncio.Event()
@@ -55,13 +61,7 @@ async def test_the_mis_wired_watch_raises_store_unavailable(
     threaded_etcd_store: EtcdStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = threaded_etcd_store
-    client: Any = store._client
-    create = client.add_watch_prefix_callback
-    monkeypatch.setattr(
-        client,
-        "add_watch_prefix_callback",
-        lambda key, callback, **kw: create(store._key("inventory/"), callback, **kw),
-    )
+    miswire(store, monkeypatch, once=False)
     watch = store.watch_prefix("health/")
     first = asyncio.ensure_future(watch.__anext__())
     await asyncio.sleep(0.3)

@@ -171,12 +171,14 @@ class QuotaSyncController:
         return revision
 
     async def _load_pushed(self) -> None:
-        """What was pushed to each site (its generation), so passes write only changes."""
+        """What was pushed to each site (its generation), so passes write only changes.
+        One paged listing of ``desired/``, not a read per site: a new leader of 10,000
+        sites sent 10,000 reads here, in the middle of a herd."""
         self.pushed = {}
-        for site in self.sites:
-            objs, _ = await self.store.get_prefix(keys.desired(site, KIND, ""))
-            for kv in objs:
-                _, _, tenant = keys.split_object(kv.key)
+        objs, _ = await self.store.get_prefix(keys.DESIRED)
+        for kv in objs:
+            site, kind, tenant = keys.split_object(kv.key)
+            if kind == KIND and site in self.sites:
                 value = objects.Desired.decode(kv.value)
                 pushed = value.spec.get("limits", {})
                 self.pushed[(site, tenant)] = (

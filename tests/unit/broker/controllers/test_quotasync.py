@@ -157,3 +157,30 @@ async def test_a_project_only_seen_in_usage_reports_keeps_the_sites_own_quota(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_new_leader_reads_what_was_pushed_in_one_listing_not_one_per_site(
+    mem: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fence = await lead(mem)
+    sites = [f"edge-{i:03d}" for i in range(200)]
+    for site in sites:
+        await mem.put(keys.site(site), codec.encode(SiteSpec(id=site, region="eu")))
+    await Ledger(StoreLedger(mem)).set_quota(T, TenantQuota(limits={"cores": 4}))
+    pushed_before = QuotaSyncController(mem, BrokerSettings(name="broker-1"), fence)
+    await pushed_before.load()
+    await pushed_before.push(T)
+    await mem.put(keys.desired("edge-001", "vnf", "other"), b"{}")  # another kind: skipped
+    listings: list[str] = []
+    get_prefix = mem.get_prefix
+
+    async def counted(prefix: str) -> Any:
+        listings.append(prefix)
+        return await get_prefix(prefix)
+
+    monkeypatch.setattr(mem, "get_prefix", counted)
+    controller = QuotaSyncController(mem, BrokerSettings(name="broker-1"), fence)
+    await controller.load()
+    assert sum(p.startswith(keys.DESIRED) for p in listings) == 1, listings
+    assert controller.pushed == pushed_before.pushed
+    assert {site for site, _ in controller.pushed} == set(sites)

@@ -14,11 +14,15 @@ transfer, so ``Received`` hashes each byte once on the transfer's path:
 - a chunk with its own sha256 (the relay) is checked against it, and its bytes are then
   folded into the whole-image sha256 **behind**, on a thread of its own (``Fold``), while
   the next chunk is received and checked;
-- the multihash (Glance's ``os_hash_value``, sha512) is always folded behind.
+- the multihash (Glance's ``os_hash_value``, sha512) is always folded behind;
+- a swarm's pieces, verified against the piece list as they land in any order, are
+  folded as the verified prefix grows: ``Fold`` is fed readers of them, which read the
+  pieces back from the file on the fold thread (``replication.pieces.PieceFile``).
 
 Invariants: a byte is folded exactly once, in order, and only after its chunk checked
 out; a digest is read only once every byte kept before it is folded (``hexdigests``
-waits); at most ``DEPTH`` chunks wait to be folded (memory stays bounded); a fold's thread
+waits); at most ``DEPTH`` chunks wait to be folded (memory stays bounded; a reader that
+fails leaves ``failed`` set, and digests that are not the bytes' are never used); a fold's thread
 ends after ``IDLE_S`` idle and starts again with the next feed, so an abandoned copy
 leaves none behind.
 """
@@ -29,6 +33,7 @@ import asyncio
 import hashlib
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from replication import errors
@@ -37,24 +42,27 @@ from replication.transfer import Chunk
 IDLE_S = 10.0
 DEPTH = 8
 
+Bytes = bytes | Callable[[], bytes]  # the bytes, or how the fold thread reads them
+
 
 class Fold:
     """Running digests (``algos``) of the bytes fed, folded in order on a thread."""
 
     def __init__(self, *algos: str, depth: int = DEPTH) -> None:
         self.hashes: dict[str, Any] = {a: hashlib.new(a) for a in algos}
-        self._queue: queue.Queue[bytes] = queue.Queue(depth)
+        self._queue: queue.Queue[Bytes] = queue.Queue(depth)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.failed = ""  # why a reader failed: the digests are then not the bytes'
 
     def update(self, data: bytes) -> None:
         """Fold ``data`` now, on the caller's thread (nothing may be queued)."""
         for h in self.hashes.values():
             h.update(data)
 
-    async def feed(self, data: bytes) -> None:
-        """Queue ``data`` to be folded after what was fed before; waits only while
-        ``depth`` feeds are queued."""
+    async def feed(self, data: Bytes) -> None:
+        """Queue ``data`` (or a reader of the bytes, called on the fold thread) to be
+        folded after what was fed before; waits only while ``depth`` feeds are queued."""
         if not self.hashes:
             return
         try:
@@ -77,7 +85,9 @@ class Fold:
                         return
                 continue
             try:
-                self.update(data)
+                self.update(data if isinstance(data, bytes) else data())
+            except OSError as exc:
+                self.failed = self.failed or f"cannot read the bytes to fold: {exc}"
             finally:
                 self._queue.task_done()
 

@@ -9,8 +9,9 @@ trusts a piece list only when it is the one the broker signed.
 the site's image directory, the verified-piece bitmap beside it in ``<id>.have``):
 ``write`` checks a piece against the manifest before a byte lands (the one hash of its
 bytes on the receiving path); the verified pieces are folded into the whole-image digests
-(sha256 and Glance's multihash) in order as the verified prefix grows, behind, on a
-thread of their own (``replication.fold.Fold``), and ``finish`` compares them with the
+(sha256 and Glance's multihash) in order as the verified prefix grows, read back and
+hashed behind, on a thread of their own (``replication.fold.Fold``: the writer never
+waits for it), and ``finish`` compares them with the
 catalog before it renames the file to ``<id>.img``. Invariants: only pieces whose sha256
 matches the manifest are ever marked held, served (``read``) or counted; a ``<id>.img``
 appears only after the whole-image match (invariant 8), every byte folded exactly once
@@ -23,7 +24,7 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,25 +167,28 @@ class PieceFile:
         self.done = root / f"{image.id}.img"
         self.held: set[int] = set()
         self._lock = asyncio.Lock()
-        self._whole, self._folded = self._fold(), 0  # pieces [0, _folded) are folded
+        self._whole, self._folded = self._fold(), 0  # pieces [0, _folded) are queued
 
     def _fold(self) -> Fold:
         algos = ["sha256"] + ([self.image.os_hash_algo] if self.image.os_hash_value else [])
-        return Fold(*dict.fromkeys(algos), depth=2)  # at most two pieces wait in memory
+        # what waits is a reader of a piece, not its bytes: a writer never waits for it
+        return Fold(*dict.fromkeys(algos), depth=len(self.manifest) + 1)
 
-    def _piece(self, i: int) -> bytes:
+    def _reader(self, i: int) -> Callable[[], bytes]:
+        """Piece ``i`` read back from the file, on the fold thread."""
         at, n = self.manifest.span(i)
-        with self.path.open("rb") as f:
-            f.seek(at)
-            return f.read(n)
 
-    async def _advance(self, i: int = -1, data: bytes = b"") -> None:
-        """Fold the held pieces that now extend the folded prefix (``data``: piece ``i``,
-        just written; others are read back)."""
+        def read() -> bytes:
+            with self.path.open("rb") as f:
+                f.seek(at)
+                return f.read(n)
+
+        return read
+
+    async def _advance(self) -> None:
+        """Queue the held pieces that now extend the folded prefix."""
         while self._folded in self.held:
-            j = self._folded
-            block = data if j == i else await asyncio.to_thread(self._piece, j)
-            await self._whole.feed(block)
+            await self._whole.feed(self._reader(self._folded))
             self._folded += 1
 
     async def open(self) -> None:
@@ -236,10 +240,7 @@ class PieceFile:
                 raise errors.SinkRejected(f"cannot write {self.image.id}: {exc.strerror}") from exc
             self.held.add(i)
             self.bits.write_bytes(bitmap(self.held, len(self.manifest)))
-            try:
-                await self._advance(i, data)
-            except OSError as exc:
-                raise errors.SinkRejected(f"cannot read {self.image.id}: {exc.strerror}") from exc
+            await self._advance()
 
     async def read(self, i: int) -> bytes:
         """A verified piece (``SourceFailed`` for one not held)."""
@@ -263,11 +264,10 @@ class PieceFile:
             )
         algo = self.image.os_hash_algo
         async with self._lock:
-            try:
-                await self._advance()  # pieces held since open and never written here
-            except OSError as exc:
-                raise errors.SinkRejected(f"cannot read {self.image.id}: {exc.strerror}") from exc
+            await self._advance()  # pieces held since open and never written here
             await self._whole.drained()
+            if self._whole.failed:
+                raise errors.SinkRejected(f"{self.image.id}: {self._whole.failed}")
             sha = str(self._whole.hashes["sha256"].hexdigest())
             multi = self._whole.hashes.get(algo)
             multi = str(multi.hexdigest()) if multi is not None else ""

@@ -200,3 +200,17 @@ async def test_pieces_in_any_order_and_across_a_restart_are_folded_once_in_order
         await second.write(i, piece(i))
     await second.finish()
     assert (tmp_path / "img.img").read_bytes() == DATA
+
+
+async def test_a_reader_that_fails_is_recorded_and_the_fold_goes_on() -> None:
+    f = Fold("sha256")
+
+    def gone() -> bytes:
+        raise FileNotFoundError("img.swarm")
+
+    await f.feed(b"a")
+    await f.feed(gone)
+    await f.feed(lambda: b"b")
+    await f.drained()
+    assert "cannot read" in f.failed
+    assert f.hashes["sha256"].hexdigest() == hashlib.sha256(b"ab").hexdigest()

@@ -29,7 +29,6 @@ from typing import Any
 import grpc
 from meridian.v1 import image_pb2 as ipb
 
-from broker.controllers.images import piece_list
 from broker.gateway.imagefeed import ImageOrders, grant_signer
 from broker.models import objects
 from broker.pki.layout import Layout
@@ -91,6 +90,10 @@ class Tracker:
     async def orders(
         self, img: catalog.Image, sites: list[Site], src: str
     ) -> dict[str, ipb.CopyOrder]:
+        # imported here: the controllers weigh ~25 MiB, which the benchmark's broker
+        # process (it imports this module) must not carry in its peak RSS
+        from broker.controllers.images import piece_list
+
         store = MemoryStore()
         orders = ImageOrders(store, signer=grant_signer(str(self.pki.root / "grant.key")))
         follower = asyncio.create_task(orders.run())

@@ -23,7 +23,7 @@ from broker.controllers import registry as registered
 from broker.controllers.quotasync import QuotaMetrics
 from broker.election.campaign import Campaign
 from broker.gateway import server as gateway_server
-from broker.gateway.feeds import DesiredFeed, ReplicaLease, Revocations
+from broker.gateway.feeds import DesiredFeed, RegisteredSites, ReplicaLease, Revocations
 from broker.gateway.imageaccess import CatalogAccess
 from broker.gateway.imagefeed import ImageOrders, grant_signer
 from broker.gateway.quarantine import Quarantines
@@ -112,7 +112,11 @@ async def run(settings: BrokerSettings) -> None:
     lease = ReplicaLease(store, settings.gateway.lease_ttl)
     revocations = Revocations(store, registry)
     quarantines = Quarantines(store, registry)  # sites a live drill isolates
-    gateway = Gateway(store, settings, registry, lease, revocations, quarantines)
+    sites = RegisteredSites(store)  # an opening stream's registration, without a read
+    desired = DesiredFeed(store, registry)
+    gateway = Gateway(
+        store, settings, registry, lease, revocations, quarantines, sites=sites, desired=desired
+    )
     signer = grant_signer(settings.images.grant_key_file)
     orders = ImageOrders(store, signer=signer, grant_ttl=settings.images.grant_ttl)
     relay = Relay(
@@ -130,7 +134,11 @@ async def run(settings: BrokerSettings) -> None:
     # API's dry-runs and explanations and (while leading) the VNF controller read it
     snapshot = Live(store)
     app = api_app.create_app(
-        store, settings, replica=settings.name, auth=authenticator, quotas=quotas,
+        store,
+        settings,
+        replica=settings.name,
+        auth=authenticator,
+        quotas=quotas,
         snapshot=snapshot,
     )
     api_metrics = getattr(app.state, "metrics_registry", None)
@@ -165,7 +173,8 @@ async def run(settings: BrokerSettings) -> None:
         "replica lease": lease.run(),
         "revocations": revocations.run(),
         "drill quarantines": quarantines.run(),
-        "desired feed": DesiredFeed(store, registry).run(),
+        "desired feed": desired.run(),
+        "registered sites": sites.run(),
         "liveness": gateway.liveness.run(),
         "image orders": orders.run(),
         **{

@@ -40,7 +40,7 @@ from broker.gateway import convert, datapathevents, groupcommit, liveness, statu
 from broker.gateway import quarantine
 from broker.gateway.admission import Admission, Ticket
 from broker.gateway import feeds
-from broker.gateway.feeds import ReplicaLease, Revocations
+from broker.gateway.feeds import DesiredFeed, RegisteredSites, ReplicaLease, Revocations
 from broker.gateway.quarantine import Quarantines
 from broker.gateway.sessions import Registry, Session
 from broker.models import codec, objects
@@ -98,8 +98,12 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         lease: ReplicaLease,
         revocations: Revocations,
         quarantines: Quarantines | None = None,
+        sites: RegisteredSites | None = None,
+        desired: DesiredFeed | None = None,
     ) -> None:
         self.store = store
+        self.sites = sites
+        self.desired = desired
         self.settings = settings
         self.registry = registry
         self.lease = lease
@@ -217,11 +221,7 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         why = self.quarantines.reason(site) if self.quarantines is not None else ""
         if why:
             raise Refused(pb.REFUSAL_UNAVAILABLE, why, quarantine.RETRY_AFTER_MS)
-        try:
-            spec = await self.store.get(keys.site(site))
-        except errors.StoreUnavailable as exc:
-            raise Refused(pb.REFUSAL_UNAVAILABLE, f"state store unreachable: {exc}", 2000) from exc
-        if spec is None:
+        if not await self._registered(site):
             raise Refused(
                 pb.REFUSAL_UNKNOWN_SITE,
                 f"site {site!r} is not registered: meridian sites register {site} --region ...",
@@ -246,6 +246,15 @@ class Gateway(pb_grpc.AgentGatewayServicer):
         self.liveness.track(session)
         log.info("site %s: connected (protocol %s, session %s)", site, agreed, session.session_id)
         return session, dict(hello.observed)
+
+    async def _registered(self, site: str) -> bool:
+        """From the followed registry when it knows the site, else from etcd."""
+        if self.sites is not None and self.sites.surely(site):
+            return True
+        try:
+            return await self.store.get(keys.site(site)) is not None
+        except errors.StoreUnavailable as exc:
+            raise Refused(pb.REFUSAL_UNAVAILABLE, f"state store unreachable: {exc}", 2000) from exc
 
     async def _refuse(
         self,
@@ -319,6 +328,8 @@ class Gateway(pb_grpc.AgentGatewayServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, session.closed_reason)
 
     async def _send_snapshot(self, session: Session) -> None:
+        if self.desired is not None and not self.desired.may_have(session.site):
+            return  # nothing desired for the site; what comes later the feed routes
         try:
             kvs, _ = await self.store.get_prefix(keys.desired(session.site))
         except errors.StoreUnavailable:

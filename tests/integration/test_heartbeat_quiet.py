@@ -36,8 +36,8 @@ STARTED = re.compile(
 )
 
 
-def kv_requests(cluster: etcd_support.Cluster) -> int:
-    """KV requests etcd has received, all kinds, from its own /metrics."""
+def kv_by_method(cluster: etcd_support.Cluster) -> dict[str, int]:
+    """KV requests etcd has received, by method, from its own /metrics."""
     endpoint = cluster.endpoints[0].split("://")[-1]
     if cluster.tls is None:
         text = httpx.get(f"http://{endpoint}/metrics", timeout=5).text
@@ -45,9 +45,15 @@ def kv_requests(cluster: etcd_support.Cluster) -> int:
         tls = cluster.tls
         with httpx.Client(verify=tls.ca_file, cert=(tls.client_cert, tls.client_key)) as http:
             text = http.get(f"https://{endpoint}/metrics", timeout=5).text
-    found = {m: float(n) for m, n in STARTED.findall(text)}
+    found = {m: int(float(n)) for m, n in STARTED.findall(text)}
     assert found, "etcd /metrics lists no KV requests: cannot count"
-    return int(sum(found.get(m, 0.0) for m in KV_METHODS))
+    return found
+
+
+def kv_requests(cluster: etcd_support.Cluster) -> int:
+    """KV requests etcd has received, all kinds."""
+    found = kv_by_method(cluster)
+    return sum(found.get(m, 0) for m in KV_METHODS)
 
 
 @pytest.fixture
@@ -150,3 +156,30 @@ async def _silent(store: EtcdStore, site: str, want: bool) -> bool:
 
 async def _gone(store: EtcdStore, site: str) -> bool:
     return await status(store, site) is None
+
+
+async def test_an_opening_reads_nothing_from_etcd_once_the_replica_follows_the_sites(
+    etcd_store: EtcdStore, etcd_server: etcd_support.Cluster, pki: gw.Layout
+) -> None:
+    """A cold herd's openings: the registration and the (empty) desired snapshot come
+    from what the replica follows; only the opening record is written."""
+    await gw.register(etcd_store, *SITES)
+    async with gw.running_gateway(etcd_store, pki) as running:
+        sites, desired = running.gateway.sites, running.gateway.desired
+        assert sites is not None and desired is not None
+
+        async def listed() -> bool:
+            return sites.listed and desired.listed
+
+        await until(listed, 10)
+        before = kv_by_method(etcd_server)
+        for site in SITES:
+            creds = gw.agent_credentials(pki, site)
+            async with gw.raw_stream(running.address, creds) as call:
+                await call.write(gw.hello(site))
+                assert (await asyncio.wait_for(call.read(), 10)).HasField("welcome")
+        after = kv_by_method(etcd_server)
+    delta = {m: after.get(m, 0) - before.get(m, 0) for m in KV_METHODS}
+    print(f"{len(SITES)} openings: etcd requests {delta}")
+    assert delta["Range"] == 0, delta
+    assert 1 <= delta["Txn"] <= 2 * len(SITES), delta  # opening records, and closings

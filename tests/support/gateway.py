@@ -14,7 +14,7 @@ from meridian.v1 import agent_pb2 as pb
 from meridian.v1 import agent_pb2_grpc as pb_grpc
 
 from broker.gateway import server as gateway_server
-from broker.gateway.feeds import DesiredFeed, ReplicaLease, Revocations
+from broker.gateway.feeds import DesiredFeed, RegisteredSites, ReplicaLease, Revocations
 from broker.gateway.servicer import Gateway
 from broker.gateway.sessions import Registry
 from broker.models import codec
@@ -40,10 +40,19 @@ def agent_tls(pki: Layout, site: str) -> AgentTls:
 
 
 def gateway_on(store: Store, settings: BrokerSettings | None = None) -> Gateway:
-    """A gateway servicer over ``store``, not serving (its feeds not started)."""
+    """A gateway servicer over ``store``, not serving (its feeds not started: until
+    ``sites`` and ``desired`` have listed, openings read etcd, as on a replica starting)."""
     registry = Registry()
     lease, revocations = ReplicaLease(store, ttl=3), Revocations(store, registry)
-    return Gateway(store, settings or BrokerSettings(), registry, lease, revocations)
+    return Gateway(
+        store,
+        settings or BrokerSettings(),
+        registry,
+        lease,
+        revocations,
+        sites=RegisteredSites(store),
+        desired=DesiredFeed(store, registry),
+    )
 
 
 def make_pki(directory: Path, sites: list[str], serving: Sequence[str] = ()) -> Layout:
@@ -123,12 +132,15 @@ async def running_gateway(
     )
     gateway = gateway_on(store, settings)
     registry, lease, revocations = gateway.registry, gateway.lease, gateway.revocations
+    desired, sites = gateway.desired, gateway.sites
+    assert desired is not None and sites is not None
     server = gateway_server.build(settings, gateway)
     await server.start()
     tasks = [
         asyncio.create_task(lease.run()),
         asyncio.create_task(revocations.run()),
-        asyncio.create_task(DesiredFeed(store, registry).run()),
+        asyncio.create_task(desired.run()),
+        asyncio.create_task(sites.run()),
         asyncio.create_task(gateway.liveness.run()),
     ]
     await asyncio.wait_for(revocations.ready.wait(), 10)

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -423,6 +424,8 @@ def summarize(
         f"own), agent swarms {args.agents_nice:+d} (both phases), brokers and bare servers 0"
     )
     report.figures["niceness"] = {"etcd": args.etcd_nice, "agents": args.agents_nice}
+    if args.broker_setting:
+        report.note(f"broker settings: {', '.join(args.broker_setting)} (the rest default)")
     report.note(
         f"{n} site certificates issued in {issue_s:.1f} s "
         f"({1000 * issue_s / n:.1f} ms each, EC P-256, 4 threads)"
@@ -526,6 +529,10 @@ def summarize(
 
 def run(args: argparse.Namespace, state: Path, report: harness.Report) -> None:
     args.state = state
+    for item in args.broker_setting:  # the broker processes inherit the environment
+        key, _, value = item.partition("=")
+        os.environ["MERIDIAN_" + key.upper().replace(".", "__")] = value
+    report.figures["broker_settings"] = args.broker_setting
     if args.down_after is None:
         args.down_after = 3 * args.heartbeat
     fed = Federation(
@@ -622,6 +629,14 @@ def main() -> None:
         default=None,
         help="the etcd clients whose Meridian phase runs (default: both, threaded first); "
         "one client halves a large run",
+    )
+    parser.add_argument(
+        "--broker-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a broker setting for every replica, e.g. gateway.lease_ttl=10 (the settings' "
+        "MERIDIAN_ environment overlay; default: the brokers' own defaults)",
     )
     parser.add_argument(
         "--etcd-nice",

@@ -42,7 +42,7 @@ from meridian.v1 import image_pb2 as ipb
 from broker import errors
 from broker.models import objects
 from broker.store import follow, keys
-from broker.store.protocol import Store
+from broker.store.protocol import KeyValue, Store
 from replication import catalog, grant, pieces, tracker
 from replication import errors as rerrors
 from replication.catalog import Entry, Replica, State
@@ -162,16 +162,22 @@ class ImageOrders:
                     self._maybe_send(img, site)
 
     async def _follow_images(self) -> None:
+        """The catalog; orders go out only once a listing is whole: a swarm order names
+        its peers from every replica record, and a listing applied key by key would
+        order the first destinations before the records after them (their peers) were
+        read -- a restarted replica ordered swarms without the source that sorts later."""
         async for item in follow.follow(self.store, keys.IMAGES):
             if isinstance(item, follow.Listed):
                 gone = {keys.image(i) for i in self._entries}
                 gone |= {keys.image_replica(i, s) for i, s in self._replicas}
                 for key in follow.forgotten(item, gone):
                     self._apply(key, b"")
+                for image, site in list(self._replicas):
+                    self._maybe_send(image, site)
             else:
-                self._apply(*follow.change(item))
+                self._apply(*follow.change(item), send=not isinstance(item, KeyValue))
 
-    def _apply(self, key: str, value: bytes) -> None:
+    def _apply(self, key: str, value: bytes, *, send: bool = True) -> None:
         image, site = keys.split_image_key(key)
         try:
             if not site:
@@ -187,7 +193,8 @@ class ImageOrders:
         except rerrors.ReplicationError as exc:
             log.error("image orders: %s is corrupt: %s", key, exc)
             return
-        self._maybe_send(image, site)
+        if send:
+            self._maybe_send(image, site)
 
     def _maybe_send(self, image: str, site: str) -> None:
         replica = self._replicas.get((image, site))

@@ -205,3 +205,32 @@ async def test_a_swarm_copy_is_ordered_with_the_piece_list_and_a_grant_per_peer(
             assert ok is None, ok
     finally:
         task.cancel()
+
+
+async def test_a_restarted_replica_orders_a_swarm_with_every_peer_in_the_catalog() -> None:
+    """The catalog is listed key by key (``img/a`` before ``img/src``): a destination
+    already attached is ordered once the whole listing is read, the source among its
+    peers -- not at its own record, before the source's was read."""
+    from replication import grant, pieces
+
+    store = MemoryStore()
+    listed = json.dumps(pieces.manifest_of(b"x", 1 << 20).to_dict())
+    await store.put(keys.image("img"), Entry(IMG).encode())
+    await store.put(keys.image_pieces("img"), listed.encode())
+    await put_replica(store, Replica(IMG.id, SiteId("a")).queue().start(source="src", swarm=True))
+    held = Replica(IMG.id, SiteId("src")).queue().start(source="src").verify().activate(1)
+    await put_replica(store, held)
+    orders = ImageOrders(store, signer=grant.Ed25519PrivateKey.generate(), grant_ttl=60)
+    for site in ("src", "a"):
+        await orders.report(site, ipb.ImageReport(audit=True, direct_address=f"{site}:7500"))
+    a = orders.attach("a")  # the agent's call arrived before the replica read the catalog
+    orders._pieces["img"] = (listed, pieces.Manifest.from_dict(json.loads(listed)).digest())
+    task = asyncio.create_task(orders.run())
+    try:
+        await until(lambda: a.qsize() >= 1, "the swarm order")
+        await asyncio.sleep(0.05)
+        order = a.get_nowait()
+        assert [p.site for p in order.peers] == ["src"], "the source is a peer"
+        assert a.empty(), "one order per attempt"
+    finally:
+        task.cancel()

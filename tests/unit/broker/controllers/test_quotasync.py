@@ -19,6 +19,7 @@ from broker.store import keys
 from broker.store.memory import MemoryStore
 from quota.ledger import Ledger
 from quota.models import TenantId, TenantQuota
+from tests.support import spy
 
 T = TenantId("tenant-q")
 
@@ -171,14 +172,7 @@ async def test_a_new_leader_reads_what_was_pushed_in_one_listing_not_one_per_sit
     await pushed_before.load()
     await pushed_before.push(T)
     await mem.put(keys.desired("edge-001", "vnf", "other"), b"{}")  # another kind: skipped
-    listings: list[str] = []
-    get_prefix = mem.get_prefix
-
-    async def counted(prefix: str) -> Any:
-        listings.append(prefix)
-        return await get_prefix(prefix)
-
-    monkeypatch.setattr(mem, "get_prefix", counted)
+    listings = spy.first_args(monkeypatch, mem, "get_prefix")
     controller = QuotaSyncController(mem, BrokerSettings(name="broker-1"), fence)
     await controller.load()
     assert sum(p.startswith(keys.DESIRED) for p in listings) == 1, listings

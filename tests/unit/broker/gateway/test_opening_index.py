@@ -13,6 +13,7 @@ from broker.gateway.sessions import Registry
 from broker.store import keys
 from broker.store.memory import MemoryStore
 from tests.support import gateway as gw
+from tests.support import spy
 
 
 async def until(check: Callable[[], bool], within: float = 5.0) -> None:
@@ -64,14 +65,7 @@ async def test_an_opening_reads_etcd_only_for_a_site_the_index_does_not_know(
     await gw.register(memory_store, "site-a")
     gateway = gw.gateway_on(memory_store)
     assert gateway.sites is not None
-    reads: list[str] = []
-    get = memory_store.get
-
-    async def counted(key: str) -> object:
-        reads.append(key)
-        return await get(key)
-
-    monkeypatch.setattr(memory_store, "get", counted)
+    reads = spy.first_args(monkeypatch, memory_store, "get")
     assert await gateway._registered("site-a") and reads == [keys.site("site-a")]
     task = asyncio.create_task(gateway.sites.run())
     try:

@@ -33,13 +33,23 @@ _READ = 1 << 20
 
 
 def file_digest(path: Path, algo: str = "sha256") -> tuple[str, int]:
-    """(hex digest, size) of a file, read a chunk at a time."""
+    """(hex digest, size) of a file, read a chunk at a time.
+
+    Raises ``ImageChanging`` when the file was written to while it was read (its size or
+    modification time moved, or more or fewer bytes were read than it had): a site
+    putting an image in place is not a source whose bytes are wrong."""
     h = hashlib.new(algo)
     size = 0
     with path.open("rb") as f:
+        before = os.fstat(f.fileno())
         while block := f.read(_READ):
             h.update(block)
             size += len(block)
+        after = os.fstat(f.fileno())
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or (
+        size != after.st_size
+    ):
+        raise errors.ImageChanging(path.stem)
     return h.hexdigest(), size
 
 

@@ -8,7 +8,8 @@ until its input changes.
 ReplicationError
 ├── Temporary                      (retry_after: seconds)
 │   ├── ChunkCorrupt               (offset) a chunk's sha256 did not match its header
-│   └── PeerGone                   the source or the sink went away mid-transfer
+│   ├── PeerGone                   the source or the sink went away mid-transfer
+│   └── ImageChanging              (image) its bytes changed while they were being read
 ├── InvalidImage                   (field, problem) bad catalog entry or selector
 ├── UnknownImage                   (image) not in the catalog
 ├── UnknownSite                    (site) not a registered site
@@ -44,6 +45,15 @@ class ChunkCorrupt(Temporary):
 
 class PeerGone(Temporary):
     """The source or the destination disconnected before the transfer finished."""
+
+
+class ImageChanging(Temporary):
+    """The image's file changed (grew, was rewritten) while its digest was being taken:
+    the digest is of no version of it, so it is not reported; audit again later."""
+
+    def __init__(self, image: str) -> None:
+        super().__init__(f"image {image} changed while it was being read; audit it again")
+        self.image = image
 
 
 class InvalidImage(ReplicationError):

@@ -434,6 +434,9 @@ class ImageAgent:
         for image in await self.store.listing():
             try:
                 sha, size = await self.store.digest(image)
+            except errors.ImageChanging:
+                self._busy.add(image)  # being put in place: judged by the next audit
+                continue
             except errors.ReplicationError:
                 continue  # removed while auditing: it is missing, and reported so
             report.replicas.append(

@@ -212,6 +212,8 @@ def _schedule(
         audit = world.audits.get(r.site)
         if audit is None or written is None or audit.revision <= written:
             return  # judge the source only by an audit taken after it was queued
+        if img.id in audit.busy:
+            return  # its bytes were changing while audited: the next audit judges
         held = audit.held.get(img.id)
         if held is not None and held[0] == img.sha256 and held[1] == img.size:
             started = r.start(source=r.site).verify()

@@ -52,10 +52,13 @@ def call(fed: Federation, method: str, path: str, **kw: Any) -> httpx.Response:
 
 
 def place(fed: Federation, site: str, image_id: str, data: bytes) -> None:
-    """Put the bytes at the site, as its Glance would hold them."""
+    """Put the bytes at the site, as its Glance would hold them: whole, at once (Glance
+    shows an image only once its upload ended; a file still being written is reported
+    busy by the audit, which the unit tests show)."""
     d = fed.images_dir(site)
     d.mkdir(parents=True, exist_ok=True)
-    (d / f"{image_id}.img").write_bytes(data)
+    (d / f"{image_id}.new").write_bytes(data)
+    (d / f"{image_id}.new").rename(d / f"{image_id}.img")
 
 
 def replicas(fed: Federation, image_id: str) -> dict[str, dict[str, Any]]:

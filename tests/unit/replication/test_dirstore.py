@@ -110,3 +110,34 @@ async def test_an_empty_image(tmp_path: Path) -> None:
     sink = DirBytes(tmp_path)
     await transfer.copy(empty, src, sink)
     assert (tmp_path / "empty.img").read_bytes() == b""
+
+
+async def test_an_image_written_to_while_audited_is_reported_as_changing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site still putting the file in place: its digest would be of no version of it."""
+    store = DirBytes(tmp_path)
+    path = tmp_path / "img-1.img"
+    path.write_bytes(DATA[:100_000])
+    real = hashlib.new
+
+    class Growing:  # the site's own writer appends the rest after the audit's first read
+        def __init__(self, algo: str) -> None:
+            self.h = real(algo)
+            self.written = False
+
+        def update(self, block: bytes) -> None:
+            if not self.written:
+                self.written = True
+                with path.open("ab") as f:
+                    f.write(DATA[100_000:])
+            self.h.update(block)
+
+        def hexdigest(self) -> str:
+            return self.h.hexdigest()
+
+    monkeypatch.setattr(hashlib, "new", Growing)
+    with pytest.raises(errors.ImageChanging, match="img-1 changed"):
+        await store.digest(IMG.id)
+    monkeypatch.undo()
+    assert await store.digest(IMG.id) == (IMG.sha256, len(DATA)), "settled: judged again"

@@ -260,6 +260,19 @@ async def test_a_source_with_wrong_bytes_fails_with_the_reason() -> None:
     assert reps["a"].state.value == "queued", "nothing to copy from: the rest waits"
 
 
+async def test_a_source_whose_bytes_changed_while_audited_is_judged_by_the_next_audit() -> None:
+    store, fence = await federation(["src", "a"])
+    await register(store, ("a",))
+    ctl = ImageController(store, fence)
+    await ctl.reconcile()
+    await audit(store, "src", {}, busy=("img",))  # the site was still writing the file
+    await ctl.reconcile()
+    assert (await replicas(store))["src"].state.value == "queued", "not judged: busy"
+    await audit(store, "src", {"img": SHA})
+    await ctl.reconcile()
+    assert (await replicas(store))["src"].state.value == "active"
+
+
 async def test_a_source_that_lost_its_copy_is_refilled_from_another_holder() -> None:
     store, ctl = await settled_source(["a"])
     await report(store, "a", 1, "active", sha256=SHA)

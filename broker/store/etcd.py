@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import logging
 import time
@@ -48,6 +49,8 @@ from typing import Any, TypeVar
 
 import etcd3
 import etcd3.events as etcd_events
+import etcd3.watch as etcd_watch
+from etcd3.etcdrpc import rpc_pb2_grpc as etcdrpc
 
 from broker import errors
 from broker.settings import EtcdSettings
@@ -61,6 +64,25 @@ T = TypeVar("T")
 
 LEASE_THREADS = 2  # the election's keepalive and the replica lease's, side by side
 URGENT_THREADS = 4  # a DOWN verdict's and the promotions' calls (``urgency``)
+WATCH_CONFIRM_S = 600.0
+"""How long the client's watcher waits for etcd to confirm a watch it creates. The
+client pairs each creation with the next "created" answer on its one watch stream; with
+its default (the call timeout) a creation that gave up left its late answer to be paired
+with the next creation, whose callback then got another prefix's events -- or, on a quiet
+prefix, none at all: a silent watch (a leader's site health stopped judging in a
+10,000-agent herd). So the watcher waits for the answer (or the stream's end), on a
+thread of its own; the caller stops waiting after the call timeout as for any call, and a
+watch confirmed after that is cancelled at once."""
+
+
+def _patient_watcher(client: Any) -> Any:
+    """The client's watcher, waiting ``WATCH_CONFIRM_S`` for each creation's answer."""
+    return etcd_watch.Watcher(
+        etcdrpc.WatchStub(client.channel),
+        timeout=WATCH_CONFIRM_S,
+        call_credentials=client.call_credentials,
+        metadata=client.metadata,
+    )
 
 
 def _raw_txn(client: Any, request: Any) -> Any:
@@ -120,6 +142,10 @@ class EtcdStore:
 
     def __init__(self, client: Any, settings: EtcdSettings) -> None:
         self._client = client
+        client.get_watcher = functools.partial(_patient_watcher, client)
+        self._watch_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="meridian-etcd-watch"
+        )  # creations are one at a time in the client anyway
         self._settings = settings
         self._codec = etcdwire.Codec(settings.root)
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -350,11 +376,12 @@ class EtcdStore:
                 deliver(found)
 
         key = self._key(prefix)
-        watch_id = await self._call(
-            f"watch {prefix}",
+        watch_id = await self._create_watch(
+            prefix,
             lambda: self._client.add_watch_prefix_callback(
                 key, on_response, start_revision=start_revision
             ),
+            abandon=lambda: open_.__setitem__(0, False),
         )
         token = next(self._watch_tokens)
         self._watches.add(token)
@@ -372,6 +399,31 @@ class EtcdStore:
             open_[0] = False
             self._watches.discard(token)
             self._cancel_watch(watch_id)
+
+    async def _create_watch(
+        self, prefix: str, create: Callable[[], Any], abandon: Callable[[], None]
+    ) -> Any:
+        """The id of the watch ``create`` makes (see ``WATCH_CONFIRM_S``): waited for
+        like any call; given up on, the watch is cancelled whenever etcd confirms it."""
+        if self._closed:
+            raise errors.StoreUnavailable(f"watch {prefix}: the store is closed", retry_after=0.0)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._watch_pool, create)
+        except RuntimeError as exc:  # the pool was shut down under us
+            raise errors.StoreUnavailable(f"watch {prefix}: the store is closed") from exc
+        try:
+            async with asyncio.timeout(self._settings.timeout + 1.0):
+                return await asyncio.shield(future)
+        except TimeoutError as exc:
+            abandon()
+            future.add_done_callback(self._cancel_late)
+            raise errors.StoreUnavailable(f"watch {prefix}: etcd timed out") from exc
+        except Exception as exc:
+            raise translate(exc, f"watch {prefix}") from exc
+
+    def _cancel_late(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._cancel_watch(future.result())
 
     def _cancel_watch(self, watch_id: Any) -> None:
         def cancel() -> None:
@@ -398,6 +450,7 @@ class EtcdStore:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._lease_pool.shutdown(wait=False, cancel_futures=True)
         self._urgent_pool.shutdown(wait=False, cancel_futures=True)
+        self._watch_pool.shutdown(wait=False, cancel_futures=True)
 
 
 class MisWired(ConnectionError):

@@ -5,6 +5,8 @@ so its consumer lists again -- it never takes another prefix's keys for its own.
 from __future__ import annotations
 
 import asyncio
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,8 +14,17 @@ import pytest
 from broker import errors
 from broker.store import follow
 from broker.store.etcd import EtcdStore
+from tests.support import etcd as etcd_support
 
 pytestmark = pytest.mark.etcd
+
+
+@pytest.fixture
+def own_etcd() -> Iterator[etcd_support.Cluster]:
+    """A member this test may freeze."""
+    cluster = etcd_support.start_single()
+    yield cluster
+    cluster.cleanup()
 
 
 def miswire(store: EtcdStore, monkeypatch: pytest.MonkeyPatch, *, once: bool) -> None:
@@ -69,3 +80,43 @@ async def test_the_mis_wired_watch_raises_store_unavailable(
     with pytest.raises(errors.StoreUnavailable, match=r"inventory/site-b.*health/"):
         await asyncio.wait_for(first, 20)
     await watch.aclose()
+
+
+async def test_a_watch_whose_creation_timed_out_never_takes_the_next_watchs_place(
+    own_etcd: etcd_support.Cluster,
+) -> None:
+    """etcd frozen: a watch's creation gives up; the next creation is asked while etcd is
+    still frozen. When etcd wakes, the late answer of the first must not be taken for the
+    second (before, the second watch got the first's events -- none, on a quiet prefix:
+    a silent watch) -- and the first watch, given up on, is cancelled."""
+    store = EtcdStore.from_settings(own_etcd.settings(root="/late/", timeout=1.0))
+    try:
+        since = await store.put("busy/before", b"1")
+        member = own_etcd.members[0]
+        member.freeze()
+        try:
+            quiet = store.watch_prefix("quiet/")
+            with pytest.raises(errors.StoreUnavailable):
+                await quiet.__anext__()
+            busy = store.watch_prefix("busy/", start_revision=since + 1)
+            first = asyncio.ensure_future(busy.__anext__())
+            await asyncio.sleep(0.3)  # the second creation is asked while etcd is frozen
+        finally:
+            member.signal(signal.SIGCONT)
+        for _ in range(100):
+            try:
+                await store.put("busy/x", b"2")
+                break
+            except errors.StoreUnavailable:
+                await asyncio.sleep(0.1)
+        event = await asyncio.wait_for(first, 20)
+        assert event.key == "busy/x"
+        watcher: Any = store._client.watcher
+        for _ in range(100):  # the abandoned watch: cancelled once etcd confirmed it
+            if len(watcher._callbacks) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert len(watcher._callbacks) == 1, watcher._callbacks
+        await busy.aclose()
+    finally:
+        await store.close()

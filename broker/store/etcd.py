@@ -404,7 +404,8 @@ class EtcdStore:
         self, prefix: str, create: Callable[[], Any], abandon: Callable[[], None]
     ) -> Any:
         """The id of the watch ``create`` makes (see ``WATCH_CONFIRM_S``): waited for
-        like any call; given up on, the watch is cancelled whenever etcd confirms it."""
+        like any call; given up on (timed out, or its consumer cancelled), the watch is
+        cancelled whenever etcd confirms it."""
         if self._closed:
             raise errors.StoreUnavailable(f"watch {prefix}: the store is closed", retry_after=0.0)
         try:
@@ -418,6 +419,10 @@ class EtcdStore:
             abandon()
             future.add_done_callback(self._cancel_late)
             raise errors.StoreUnavailable(f"watch {prefix}: etcd timed out") from exc
+        except asyncio.CancelledError:  # the consumer left while etcd had not answered
+            abandon()
+            future.add_done_callback(self._cancel_late)
+            raise
         except Exception as exc:
             raise translate(exc, f"watch {prefix}") from exc
 

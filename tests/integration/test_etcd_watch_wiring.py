@@ -120,3 +120,38 @@ async def test_a_watch_whose_creation_timed_out_never_takes_the_next_watchs_plac
         await busy.aclose()
     finally:
         await store.close()
+
+
+async def test_a_watch_left_while_etcd_had_not_confirmed_it_is_cancelled_when_it_does(
+    own_etcd: etcd_support.Cluster,
+) -> None:
+    """Its consumer is cancelled while the creation waits on a frozen etcd; once etcd
+    confirms the watch, it is cancelled -- no callback is left delivering to nobody."""
+    store = EtcdStore.from_settings(own_etcd.settings(root="/left/", timeout=5.0))
+    try:
+        await store.put("warm", b"1")  # the client's channel is up before the freeze
+        member = own_etcd.members[0]
+        member.freeze()
+        try:
+            watch = store.watch_prefix("gone/")
+            waiting = asyncio.ensure_future(watch.__anext__())
+            await asyncio.sleep(0.3)  # the creation is asked of the frozen etcd
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        finally:
+            member.signal(signal.SIGCONT)
+        kept = store.watch_prefix("kept/")
+        nxt = asyncio.ensure_future(kept.__anext__())
+        await asyncio.sleep(0.3)
+        await store.put("kept/x", b"2")
+        assert (await asyncio.wait_for(nxt, 20)).key == "kept/x"
+        watcher: Any = store._client.watcher
+        for _ in range(100):  # only "kept/" is left once etcd confirmed "gone/" too
+            if len(watcher._callbacks) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert len(watcher._callbacks) == 1, watcher._callbacks
+        await kept.aclose()
+    finally:
+        await store.close()

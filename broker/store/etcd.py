@@ -75,14 +75,34 @@ thread of its own; the caller stops waiting after the call timeout as for any ca
 watch confirmed after that is cancelled at once."""
 
 
-def _patient_watcher(client: Any) -> Any:
-    """The client's watcher, waiting ``WATCH_CONFIRM_S`` for each creation's answer."""
-    return etcd_watch.Watcher(
-        etcdrpc.WatchStub(client.channel),
-        timeout=WATCH_CONFIRM_S,
-        call_credentials=client.call_credentials,
-        metadata=client.metadata,
-    )
+class _Watcher(etcd_watch.Watcher):  # type: ignore[misc]  # the client is untyped
+    """The client's watcher, waiting ``WATCH_CONFIRM_S`` for each creation's answer, and
+    cancelling a watch only while the id is still that watch's (``cancel_own``)."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(
+            etcdrpc.WatchStub(client.channel),
+            timeout=WATCH_CONFIRM_S,
+            call_credentials=client.call_credentials,
+            metadata=client.metadata,
+        )
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True  # nothing consumes its requests any more
+        super().close()
+
+    def cancel_own(self, watch_id: int, callback: Callable[[Any], None]) -> None:
+        """Cancel ``watch_id`` if it is still ``callback``'s watch. etcd numbers watches
+        per stream: once a stream broke, the next stream reuses the ids, and a cancel
+        that ran late (the store's threads busy in a herd) silenced another prefix's new
+        watch -- a leader's site health stopped judging."""
+        with self._lock:
+            if self._callbacks.get(watch_id) is not callback:
+                return
+            del self._callbacks[watch_id]
+            if not self._closed:
+                self._cancel_no_lock(watch_id)
 
 
 def _raw_txn(client: Any, request: Any) -> Any:
@@ -142,7 +162,7 @@ class EtcdStore:
 
     def __init__(self, client: Any, settings: EtcdSettings) -> None:
         self._client = client
-        client.get_watcher = functools.partial(_patient_watcher, client)
+        client.get_watcher = functools.partial(_Watcher, client)
         self._watch_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="meridian-etcd-watch"
         )  # creations are one at a time in the client anyway
@@ -376,12 +396,16 @@ class EtcdStore:
                 deliver(found)
 
         key = self._key(prefix)
-        watch_id = await self._create_watch(
-            prefix,
-            lambda: self._client.add_watch_prefix_callback(
+
+        def create() -> tuple[Any, int]:  # on the watch thread
+            watcher = self._client.watcher
+            made = self._client.add_watch_prefix_callback(
                 key, on_response, start_revision=start_revision
-            ),
-            abandon=lambda: open_.__setitem__(0, False),
+            )
+            return watcher, made
+
+        made = await self._create_watch(
+            prefix, create, on_response, abandon=lambda: open_.__setitem__(0, False)
         )
         token = next(self._watch_tokens)
         self._watches.add(token)
@@ -398,42 +422,50 @@ class EtcdStore:
         finally:
             open_[0] = False
             self._watches.discard(token)
-            self._cancel_watch(watch_id)
+            self._cancel_watch(made, on_response)
 
     async def _create_watch(
-        self, prefix: str, create: Callable[[], Any], abandon: Callable[[], None]
-    ) -> Any:
-        """The id of the watch ``create`` makes (see ``WATCH_CONFIRM_S``): waited for
-        like any call; given up on (timed out, or its consumer cancelled), the watch is
-        cancelled whenever etcd confirms it."""
+        self,
+        prefix: str,
+        create: Callable[[], tuple[Any, int]],
+        callback: Callable[[Any], None],
+        abandon: Callable[[], None],
+    ) -> tuple[Any, int]:
+        """(watcher, id) of the watch ``create`` makes (see ``WATCH_CONFIRM_S``): waited
+        for like any call; given up on (timed out, or its consumer cancelled), the watch
+        is cancelled whenever etcd confirms it."""
         if self._closed:
             raise errors.StoreUnavailable(f"watch {prefix}: the store is closed", retry_after=0.0)
         try:
             future = asyncio.get_running_loop().run_in_executor(self._watch_pool, create)
         except RuntimeError as exc:  # the pool was shut down under us
             raise errors.StoreUnavailable(f"watch {prefix}: the store is closed") from exc
+
+        def cancel_late(done: asyncio.Future[tuple[Any, int]]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._cancel_watch(done.result(), callback)
+
         try:
             async with asyncio.timeout(self._settings.timeout + 1.0):
                 return await asyncio.shield(future)
         except TimeoutError as exc:
             abandon()
-            future.add_done_callback(self._cancel_late)
+            future.add_done_callback(cancel_late)
             raise errors.StoreUnavailable(f"watch {prefix}: etcd timed out") from exc
         except asyncio.CancelledError:  # the consumer left while etcd had not answered
             abandon()
-            future.add_done_callback(self._cancel_late)
+            future.add_done_callback(cancel_late)
             raise
         except Exception as exc:
             raise translate(exc, f"watch {prefix}") from exc
 
-    def _cancel_late(self, future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            self._cancel_watch(future.result())
+    def _cancel_watch(self, made: tuple[Any, int], callback: Callable[[Any], None]) -> None:
+        """Cancel the watch on the watcher that made it, if it is still ``callback``'s."""
+        watcher, watch_id = made
 
-    def _cancel_watch(self, watch_id: Any) -> None:
         def cancel() -> None:
             try:
-                self._client.cancel_watch(watch_id)
+                watcher.cancel_own(watch_id, callback)
             except Exception as exc:
                 log.debug("cancelling watch %s: %s", watch_id, exc)
 

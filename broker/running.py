@@ -3,12 +3,15 @@
 All root tasks share one asyncio loop and are supervised together: when any of them
 ends or fails, the replica shuts down cleanly — the leader resigns, streams close, the
 replica lease is revoked — and the log says which task ended and why. SIGTERM and
-SIGINT do the same. Nothing here holds state that etcd does not (invariant 1).
+SIGINT do the same; SIGUSR1 logs every task's stack and goes on (``dump_tasks``: where
+a replica that stopped deciding is waiting). Nothing here holds state that etcd does not
+(invariant 1).
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import signal
 from collections.abc import Coroutine, Sequence
@@ -37,6 +40,18 @@ from broker.settings import BrokerSettings
 from broker.store.client import EtcdClient, open_store
 
 log = logging.getLogger(__name__)
+
+
+def dump_tasks() -> int:
+    """Log every task of the running loop with where it waits (``kill -USR1 <pid>``,
+    as a Go program dumps its goroutines); returns how many."""
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    for task in tasks:
+        out = io.StringIO()
+        task.print_stack(limit=12, file=out)
+        log.warning("task %s:\n%s", task.get_name(), out.getvalue().rstrip())
+    log.warning("%d tasks dumped", len(tasks))
+    return len(tasks)
 
 RESTART_DELAY = 1.0  # seconds before controllers stopped by a store error start again
 
@@ -198,6 +213,7 @@ async def run(settings: BrokerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="signal")
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)

@@ -11,7 +11,6 @@ a replica that stopped deciding is waiting). Nothing here holds state that etcd 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import signal
 from collections.abc import Coroutine, Sequence
@@ -47,9 +46,11 @@ def dump_tasks() -> int:
     as a Go program dumps its goroutines); returns how many."""
     tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
     for task in tasks:
-        out = io.StringIO()
-        task.print_stack(limit=12, file=out)
-        log.warning("task %s:\n%s", task.get_name(), out.getvalue().rstrip())
+        frames = [  # not print_stack: it fails on a frame without a line number
+            f"  {f.f_code.co_filename}:{f.f_lineno or 0} in {f.f_code.co_name}"
+            for f in task.get_stack(limit=16)
+        ]
+        log.warning("task %s: %r\n%s", task.get_name(), task, "\n".join(frames))
     log.warning("%d tasks dumped", len(tasks))
     return len(tasks)
 

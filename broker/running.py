@@ -40,6 +40,8 @@ from broker.store.client import EtcdClient, open_store
 
 log = logging.getLogger(__name__)
 
+RESTART_DELAY = 1.0  # seconds before controllers stopped by a store error start again
+
 
 def dump_tasks() -> int:
     """Log every task of the running loop with where it waits (``kill -USR1 <pid>``,
@@ -53,8 +55,6 @@ def dump_tasks() -> int:
         log.warning("task %s: %r\n%s", task.get_name(), task, "\n".join(frames))
     log.warning("%d tasks dumped", len(tasks))
     return len(tasks)
-
-RESTART_DELAY = 1.0  # seconds before controllers stopped by a store error start again
 
 
 def split_listen(listen: str) -> tuple[str, int]:

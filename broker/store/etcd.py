@@ -448,14 +448,12 @@ class EtcdStore:
         try:
             async with asyncio.timeout(self._settings.timeout + 1.0):
                 return await asyncio.shield(future)
-        except TimeoutError as exc:
+        except (TimeoutError, asyncio.CancelledError) as exc:  # etcd has not answered
             abandon()
             future.add_done_callback(cancel_late)
+            if isinstance(exc, asyncio.CancelledError):  # the consumer left
+                raise
             raise errors.StoreUnavailable(f"watch {prefix}: etcd timed out") from exc
-        except asyncio.CancelledError:  # the consumer left while etcd had not answered
-            abandon()
-            future.add_done_callback(cancel_late)
-            raise
         except Exception as exc:
             raise translate(exc, f"watch {prefix}") from exc
 

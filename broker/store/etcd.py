@@ -43,6 +43,7 @@ import concurrent.futures
 import functools
 import itertools
 import logging
+import queue
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, TypeVar
@@ -87,6 +88,19 @@ class _Watcher(etcd_watch.Watcher):  # type: ignore[misc]  # the client is untyp
             metadata=client.metadata,
         )
         self._closed = False
+
+    @property
+    def _request_queue(self) -> queue.Queue[Any]:
+        return self._requests
+
+    @_request_queue.setter
+    def _request_queue(self, _bounded: Any) -> None:
+        # unbounded, whatever the client asks: its reader thread puts the stream's end
+        # marker while holding the watcher's lock, and into a full bounded queue (10
+        # requests nobody sends once the stream is gone) that put never returns -- a
+        # creation then waits for the lock forever (seen: a test process that could not
+        # exit)
+        self._requests: queue.Queue[Any] = queue.Queue()
 
     def close(self) -> None:
         self._closed = True  # nothing consumes its requests any more

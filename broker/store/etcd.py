@@ -40,18 +40,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import itertools
 import logging
-import queue
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, TypeVar
 
 import etcd3
 import etcd3.events as etcd_events
-import etcd3.watch as etcd_watch
-from etcd3.etcdrpc import rpc_pb2_grpc as etcdrpc
 
 from broker import errors
 from broker.settings import EtcdSettings
@@ -65,58 +61,6 @@ T = TypeVar("T")
 
 LEASE_THREADS = 2  # the election's keepalive and the replica lease's, side by side
 URGENT_THREADS = 4  # a DOWN verdict's and the promotions' calls (``urgency``)
-WATCH_CONFIRM_S = 600.0
-"""How long the client's watcher waits for etcd to confirm a watch it creates. The
-client pairs each creation with the next "created" answer on its one watch stream; with
-its default (the call timeout) a creation that gave up left its late answer to be paired
-with the next creation, whose callback then got another prefix's events -- or, on a quiet
-prefix, none at all: a silent watch (a leader's site health stopped judging in a
-10,000-agent herd). So the watcher waits for the answer (or the stream's end), on a
-thread of its own; the caller stops waiting after the call timeout as for any call, and a
-watch confirmed after that is cancelled at once."""
-
-
-class _Watcher(etcd_watch.Watcher):  # type: ignore[misc]  # the client is untyped
-    """The client's watcher, waiting ``WATCH_CONFIRM_S`` for each creation's answer, and
-    cancelling a watch only while the id is still that watch's (``cancel_own``)."""
-
-    def __init__(self, client: Any) -> None:
-        super().__init__(
-            etcdrpc.WatchStub(client.channel),
-            timeout=WATCH_CONFIRM_S,
-            call_credentials=client.call_credentials,
-            metadata=client.metadata,
-        )
-        self._closed = False
-
-    @property
-    def _request_queue(self) -> queue.Queue[Any]:
-        return self._requests
-
-    @_request_queue.setter
-    def _request_queue(self, _bounded: Any) -> None:
-        # unbounded, whatever the client asks: its reader thread puts the stream's end
-        # marker while holding the watcher's lock, and into a full bounded queue (10
-        # requests nobody sends once the stream is gone) that put never returns -- a
-        # creation then waits for the lock forever (seen: a test process that could not
-        # exit)
-        self._requests: queue.Queue[Any] = queue.Queue()
-
-    def close(self) -> None:
-        self._closed = True  # nothing consumes its requests any more
-        super().close()
-
-    def cancel_own(self, watch_id: int, callback: Callable[[Any], None]) -> None:
-        """Cancel ``watch_id`` if it is still ``callback``'s watch. etcd numbers watches
-        per stream: once a stream broke, the next stream reuses the ids, and a cancel
-        that ran late (the store's threads busy in a herd) silenced another prefix's new
-        watch -- a leader's site health stopped judging."""
-        with self._lock:
-            if self._callbacks.get(watch_id) is not callback:
-                return
-            del self._callbacks[watch_id]
-            if not self._closed:
-                self._cancel_no_lock(watch_id)
 
 
 def _raw_txn(client: Any, request: Any) -> Any:
@@ -176,10 +120,6 @@ class EtcdStore:
 
     def __init__(self, client: Any, settings: EtcdSettings) -> None:
         self._client = client
-        client.get_watcher = functools.partial(_Watcher, client)
-        self._watch_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="meridian-etcd-watch"
-        )  # creations are one at a time in the client anyway
         self._settings = settings
         self._codec = etcdwire.Codec(settings.root)
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -410,16 +350,11 @@ class EtcdStore:
                 deliver(found)
 
         key = self._key(prefix)
-
-        def create() -> tuple[Any, int]:  # on the watch thread
-            watcher = self._client.watcher
-            made = self._client.add_watch_prefix_callback(
+        watch_id = await self._call(
+            f"watch {prefix}",
+            lambda: self._client.add_watch_prefix_callback(
                 key, on_response, start_revision=start_revision
-            )
-            return watcher, made
-
-        made = await self._create_watch(
-            prefix, create, on_response, abandon=lambda: open_.__setitem__(0, False)
+            ),
         )
         token = next(self._watch_tokens)
         self._watches.add(token)
@@ -436,48 +371,12 @@ class EtcdStore:
         finally:
             open_[0] = False
             self._watches.discard(token)
-            self._cancel_watch(made, on_response)
+            self._cancel_watch(watch_id)
 
-    async def _create_watch(
-        self,
-        prefix: str,
-        create: Callable[[], tuple[Any, int]],
-        callback: Callable[[Any], None],
-        abandon: Callable[[], None],
-    ) -> tuple[Any, int]:
-        """(watcher, id) of the watch ``create`` makes (see ``WATCH_CONFIRM_S``): waited
-        for like any call; given up on (timed out, or its consumer cancelled), the watch
-        is cancelled whenever etcd confirms it."""
-        if self._closed:
-            raise errors.StoreUnavailable(f"watch {prefix}: the store is closed", retry_after=0.0)
-        try:
-            future = asyncio.get_running_loop().run_in_executor(self._watch_pool, create)
-        except RuntimeError as exc:  # the pool was shut down under us
-            raise errors.StoreUnavailable(f"watch {prefix}: the store is closed") from exc
-
-        def cancel_late(done: asyncio.Future[tuple[Any, int]]) -> None:
-            if not done.cancelled() and done.exception() is None:
-                self._cancel_watch(done.result(), callback)
-
-        try:
-            async with asyncio.timeout(self._settings.timeout + 1.0):
-                return await asyncio.shield(future)
-        except (TimeoutError, asyncio.CancelledError) as exc:  # etcd has not answered
-            abandon()
-            future.add_done_callback(cancel_late)
-            if isinstance(exc, asyncio.CancelledError):  # the consumer left
-                raise
-            raise errors.StoreUnavailable(f"watch {prefix}: etcd timed out") from exc
-        except Exception as exc:
-            raise translate(exc, f"watch {prefix}") from exc
-
-    def _cancel_watch(self, made: tuple[Any, int], callback: Callable[[Any], None]) -> None:
-        """Cancel the watch on the watcher that made it, if it is still ``callback``'s."""
-        watcher, watch_id = made
-
+    def _cancel_watch(self, watch_id: Any) -> None:
         def cancel() -> None:
             try:
-                watcher.cancel_own(watch_id, callback)
+                self._client.cancel_watch(watch_id)
             except Exception as exc:
                 log.debug("cancelling watch %s: %s", watch_id, exc)
 
@@ -499,7 +398,6 @@ class EtcdStore:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._lease_pool.shutdown(wait=False, cancel_futures=True)
         self._urgent_pool.shutdown(wait=False, cancel_futures=True)
-        self._watch_pool.shutdown(wait=False, cancel_futures=True)
 
 
 class MisWired(ConnectionError):

@@ -5,9 +5,6 @@ so its consumer lists again -- it never takes another prefix's keys for its own.
 from __future__ import annotations
 
 import asyncio
-import signal
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,17 +12,8 @@ import pytest
 from broker import errors
 from broker.store import follow
 from broker.store.etcd import EtcdStore
-from tests.support import etcd as etcd_support
 
 pytestmark = pytest.mark.etcd
-
-
-@pytest.fixture
-def own_etcd() -> Iterator[etcd_support.Cluster]:
-    """A member this test may freeze."""
-    cluster = etcd_support.start_single()
-    yield cluster
-    cluster.cleanup()
 
 
 def miswire(store: EtcdStore, monkeypatch: pytest.MonkeyPatch, *, once: bool) -> None:
@@ -81,113 +69,3 @@ async def test_the_mis_wired_watch_raises_store_unavailable(
     with pytest.raises(errors.StoreUnavailable, match=r"inventory/site-b.*health/"):
         await asyncio.wait_for(first, 20)
     await watch.aclose()
-
-
-async def test_a_watch_whose_creation_timed_out_never_takes_the_next_watchs_place(
-    own_etcd: etcd_support.Cluster,
-) -> None:
-    """etcd frozen: a watch's creation gives up; the next creation is asked while etcd is
-    still frozen. When etcd wakes, the late answer of the first must not be taken for the
-    second (before, the second watch got the first's events -- none, on a quiet prefix:
-    a silent watch) -- and the first watch, given up on, is cancelled."""
-    store = EtcdStore.from_settings(own_etcd.settings(root="/late/", timeout=1.0))
-    try:
-        since = await store.put("busy/before", b"1")
-        member = own_etcd.members[0]
-        member.freeze()
-        try:
-            quiet = store.watch_prefix("quiet/")
-            with pytest.raises(errors.StoreUnavailable):
-                await quiet.__anext__()
-            busy = store.watch_prefix("busy/", start_revision=since + 1)
-            first = asyncio.ensure_future(busy.__anext__())
-            await asyncio.sleep(0.3)  # the second creation is asked while etcd is frozen
-        finally:
-            member.signal(signal.SIGCONT)
-        for _ in range(100):
-            try:
-                await store.put("busy/x", b"2")
-                break
-            except errors.StoreUnavailable:
-                await asyncio.sleep(0.1)
-        event = await asyncio.wait_for(first, 20)
-        assert event.key == "busy/x"
-        watcher: Any = store._client.watcher
-        for _ in range(100):  # the abandoned watch: cancelled once etcd confirmed it
-            if len(watcher._callbacks) == 1:
-                break
-            await asyncio.sleep(0.05)
-        assert len(watcher._callbacks) == 1, watcher._callbacks
-        await busy.aclose()
-    finally:
-        await store.close()
-
-
-async def test_a_watch_left_while_etcd_had_not_confirmed_it_is_cancelled_when_it_does(
-    own_etcd: etcd_support.Cluster,
-) -> None:
-    """Its consumer is cancelled while the creation waits on a frozen etcd; once etcd
-    confirms the watch, it is cancelled -- no callback is left delivering to nobody."""
-    store = EtcdStore.from_settings(own_etcd.settings(root="/left/", timeout=5.0))
-    try:
-        await store.put("warm", b"1")  # the client's channel is up before the freeze
-        member = own_etcd.members[0]
-        member.freeze()
-        try:
-            watch = store.watch_prefix("gone/")
-            waiting = asyncio.ensure_future(watch.__anext__())
-            await asyncio.sleep(0.3)  # the creation is asked of the frozen etcd
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-        finally:
-            member.signal(signal.SIGCONT)
-        kept = store.watch_prefix("kept/")
-        nxt = asyncio.ensure_future(kept.__anext__())
-        await asyncio.sleep(0.3)
-        await store.put("kept/x", b"2")
-        assert (await asyncio.wait_for(nxt, 20)).key == "kept/x"
-        watcher: Any = store._client.watcher
-        for _ in range(100):  # only "kept/" is left once etcd confirmed "gone/" too
-            if len(watcher._callbacks) == 1:
-                break
-            await asyncio.sleep(0.05)
-        assert len(watcher._callbacks) == 1, watcher._callbacks
-        await kept.aclose()
-    finally:
-        await store.close()
-
-
-async def test_a_late_cancel_of_a_watch_from_a_broken_stream_leaves_the_new_watch_alone(
-    own_etcd: etcd_support.Cluster,
-) -> None:
-    """etcd numbers watches per stream: after the stream breaks, the next stream's first
-    watch has the same id as the first stream's. A cancel of the broken stream's watch
-    that runs after that (the store's call threads were busy: a herd) must not cancel the
-    new one -- before, it did: a silent watch (a leader's site health stopped judging in
-    a 10,000-agent herd)."""
-    store = EtcdStore.from_settings(own_etcd.settings(root="/renumbered/", timeout=2.0))
-    writer = EtcdStore.from_settings(own_etcd.settings(root="/renumbered/", timeout=2.0))
-    gate = threading.Event()
-    try:
-        old = store.watch_prefix("old/")
-        first = asyncio.ensure_future(old.__anext__())
-        await asyncio.sleep(0.3)  # the old watch is created: the first stream's first id
-        busy = [store._pool.submit(gate.wait) for _ in range(64)]  # every call thread busy
-        await asyncio.to_thread(own_etcd.stop, 0)  # the stream breaks
-        with pytest.raises(errors.StoreUnavailable):
-            await asyncio.wait_for(first, 20)  # its cancel waits behind the busy threads
-        await asyncio.to_thread(own_etcd.restart, 0)
-        new = store.watch_prefix("new/")
-        nxt = asyncio.ensure_future(new.__anext__())
-        await asyncio.sleep(0.5)  # the new watch is created: the second stream's first id
-        gate.set()
-        await asyncio.gather(*(asyncio.wrap_future(f) for f in busy))
-        await asyncio.sleep(0.5)  # the old watch's cancel has run
-        await writer.put("new/x", b"2")
-        assert (await asyncio.wait_for(nxt, 10)).key == "new/x"
-        await new.aclose()
-    finally:
-        gate.set()
-        await store.close()
-        await writer.close()

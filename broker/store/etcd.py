@@ -33,7 +33,8 @@ How it is built, and why:
   shared with the asyncio client (``etcdaio``), as are the v3 messages (``etcdwire.Codec``).
 - Watches run on the client's watch thread; its callbacks are bridged into the loop with
   ``call_soon_threadsafe`` onto an ``asyncio.Queue``. A broken watch stream ends the
-  iterator with ``StoreUnavailable``; closing the iterator cancels the etcd watch.
+  iterator with ``StoreUnavailable``; closing the iterator cancels the etcd watch --
+  that watch only: a cancel is by identity, never by an id another stream reused.
 """
 
 from __future__ import annotations
@@ -371,14 +372,26 @@ class EtcdStore:
         finally:
             open_[0] = False
             self._watches.discard(token)
-            self._cancel_watch(watch_id)
+            self._cancel_watch(watch_id, on_response)
 
-    def _cancel_watch(self, watch_id: Any) -> None:
+    def _cancel_watch(self, watch_id: int, callback: Callable[[Any], None]) -> None:
+        """Cancel ``watch_id`` while it is still ``callback``'s watch, on a call thread.
+
+        etcd numbers watches per stream: once a stream broke, the next stream reuses the
+        ids. The client's ``cancel_watch`` cancels by id alone, so a cancel that ran late
+        (the call threads busy in a herd) silenced another prefix's new watch -- a
+        leader's site health stopped judging. A watch of a stream that ended is gone
+        with it; nothing is left to cancel."""
+
         def cancel() -> None:
-            try:
-                self._client.cancel_watch(watch_id)
-            except Exception as exc:
-                log.debug("cancelling watch %s: %s", watch_id, exc)
+            watcher = self._client._stubs.get("watcher")  # a replaced one ended its watches
+            if watcher is None:
+                return
+            with watcher._lock:
+                if watcher._callbacks.get(watch_id) is not callback:
+                    return
+                del watcher._callbacks[watch_id]
+                watcher._cancel_no_lock(watch_id)
 
         try:
             self._pool.submit(cancel)

@@ -5,15 +5,26 @@ so its consumer lists again -- it never takes another prefix's keys for its own.
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from broker import errors
-from broker.store import follow
+from broker.store import follow, urgency
 from broker.store.etcd import EtcdStore
+from tests.support import etcd as etcd_support
 
 pytestmark = pytest.mark.etcd
+
+
+@pytest.fixture
+def own_etcd() -> Iterator[etcd_support.Cluster]:
+    """A member this test may stop and restart."""
+    cluster = etcd_support.start_single()
+    yield cluster
+    cluster.cleanup()
 
 
 def miswire(store: EtcdStore, monkeypatch: pytest.MonkeyPatch, *, once: bool) -> None:
@@ -69,3 +80,39 @@ async def test_the_mis_wired_watch_raises_store_unavailable(
     with pytest.raises(errors.StoreUnavailable, match=r"inventory/site-b.*health/"):
         await asyncio.wait_for(first, 20)
     await watch.aclose()
+
+
+async def test_a_late_cancel_of_a_watch_from_a_broken_stream_leaves_the_new_watch_alone(
+    own_etcd: etcd_support.Cluster,
+) -> None:
+    """etcd numbers watches per stream: after the stream breaks, the next stream's first
+    watch has the same id as the first stream's. A cancel of the broken stream's watch
+    that runs after that (the store's call threads were busy: a herd) must not cancel the
+    new one -- before, it did: a silent watch (a leader's site health stopped judging in
+    a 10,000-agent herd)."""
+    store = EtcdStore.from_settings(own_etcd.settings(root="/renumbered/", timeout=2.0))
+    writer = EtcdStore.from_settings(own_etcd.settings(root="/renumbered/", timeout=2.0))
+    gate = threading.Event()
+    try:
+        old = store.watch_prefix("old/")
+        first = asyncio.ensure_future(old.__anext__())
+        await asyncio.sleep(0.3)  # the old watch is created: the first stream's first id
+        busy = [store._pool.submit(gate.wait) for _ in range(64)]  # every call thread busy
+        await asyncio.to_thread(own_etcd.stop, 0)  # the stream breaks
+        with pytest.raises(errors.StoreUnavailable):
+            await asyncio.wait_for(first, 20)  # its cancel waits behind the busy threads
+        await asyncio.to_thread(own_etcd.restart, 0)
+        with urgency.urgent():  # made on a lane of its own, before the old cancel runs
+            new = store.watch_prefix("new/")
+            nxt = asyncio.ensure_future(new.__anext__())
+        await asyncio.sleep(0.5)  # the new watch is created: the second stream's first id
+        gate.set()
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in busy))
+        await asyncio.sleep(0.5)  # the old watch's cancel has run
+        await writer.put("new/x", b"2")
+        assert (await asyncio.wait_for(nxt, 10)).key == "new/x"
+        await new.aclose()
+    finally:
+        gate.set()
+        await store.close()
+        await writer.close()

@@ -31,7 +31,9 @@ How it is built, and why:
   once instead of after the default exponential backoff (up to two minutes).
 - Foreign exceptions become ``broker.errors`` at one boundary, ``etcdwire.translate``,
   shared with the asyncio client (``etcdaio``), as are the v3 messages (``etcdwire.Codec``).
-- Watches run on the client's watch thread; its callbacks are bridged into the loop with
+- Watches run on the client's watch thread, each creation paired with its own answer
+  (``etcdwatch``: the client's own pairing gave a creation that timed out a later
+  watch's answer); its callbacks are bridged into the loop with
   ``call_soon_threadsafe`` onto an ``asyncio.Queue``. A broken watch stream ends the
   iterator with ``StoreUnavailable``; closing the iterator cancels the etcd watch --
   that watch only: a cancel is by identity, never by an id another stream reused.
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import logging
 import time
@@ -52,7 +55,7 @@ import etcd3.events as etcd_events
 
 from broker import errors
 from broker.settings import EtcdSettings
-from broker.store import etcdwire, keepalive, urgency
+from broker.store import etcdwatch, etcdwire, keepalive, urgency
 from broker.store import protocol as p
 from broker.store.etcdwire import grpc_status, translate
 
@@ -121,6 +124,7 @@ class EtcdStore:
 
     def __init__(self, client: Any, settings: EtcdSettings) -> None:
         self._client = client
+        client.get_watcher = functools.partial(etcdwatch.watcher_of, client)
         self._settings = settings
         self._codec = etcdwire.Codec(settings.root)
         self._pool = concurrent.futures.ThreadPoolExecutor(

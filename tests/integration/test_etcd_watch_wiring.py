@@ -5,6 +5,7 @@ so its consumer lists again -- it never takes another prefix's keys for its own.
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.etcd
 
 @pytest.fixture
 def own_etcd() -> Iterator[etcd_support.Cluster]:
-    """A member this test may stop and restart."""
+    """A member this test may freeze, stop and restart."""
     cluster = etcd_support.start_single()
     yield cluster
     cluster.cleanup()
@@ -116,3 +117,39 @@ async def test_a_late_cancel_of_a_watch_from_a_broken_stream_leaves_the_new_watc
         gate.set()
         await store.close()
         await writer.close()
+
+
+async def test_a_watch_whose_creation_timed_out_never_takes_the_next_watchs_place(
+    own_etcd: etcd_support.Cluster,
+) -> None:
+    """etcd frozen: a watch's creation gives up; the next creation is asked while etcd is
+    still frozen. When etcd wakes, the late answer of the first must not be taken for the
+    second -- before, the second watch got the first's events: none, on a quiet prefix (a
+    silent watch). The first watch, given up on, is cancelled: only the second is left."""
+    store = EtcdStore.from_settings(own_etcd.settings(root="/late/", timeout=2.0))
+    try:
+        since = await store.put("busy/before", b"1")
+        member = own_etcd.members[0]
+        member.freeze()
+        try:
+            quiet = store.watch_prefix("quiet/")
+            with pytest.raises(errors.StoreUnavailable):
+                await quiet.__anext__()
+            busy = store.watch_prefix("busy/", start_revision=since + 1)
+            first = asyncio.ensure_future(busy.__anext__())
+            await asyncio.sleep(0.3)  # the second creation is asked while etcd is frozen
+        finally:
+            member.signal(signal.SIGCONT)
+        for _ in range(100):
+            try:
+                await store.put("busy/x", b"2")
+                break
+            except errors.StoreUnavailable:
+                await asyncio.sleep(0.1)
+        event = await asyncio.wait_for(first, 20)
+        assert event.key == "busy/x"
+        watcher: Any = store._client.watcher
+        assert len(watcher._callbacks) == 1, watcher._callbacks
+        await busy.aclose()
+    finally:
+        await store.close()

@@ -10,6 +10,7 @@ import math
 import pytest
 
 from broker import errors
+from broker.controllers import imageview
 from broker.controllers.images import PIECES_WAIT, ImageController, Limits
 from broker.models import codec
 from broker.models.site import SiteSpec
@@ -17,6 +18,7 @@ from broker.store import keys
 from broker.store.memory import MemoryStore
 from replication import catalog, pieces
 from replication.catalog import Entry, Image, ImageId, Replica, SiteId
+from tests.support import spy
 
 DATA = b"meridian" * 1000
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -397,3 +399,22 @@ async def test_a_piece_list_for_other_bytes_is_never_recorded_and_swarmers_stop_
     reps = await replicas(store)
     assert not any(r.swarm for r in reps.values())
     assert await store.get(keys.image_pieces("img")) is None
+
+
+async def test_a_pass_without_followers_reads_each_prefix_once_never_each_site(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The safety resync at 10,000 sites read each site's copies and audit: 20,000
+    requests. Now the followed prefixes' listings only, whatever the number of sites --
+    and what a site reported is still seen (its audit makes the source active)."""
+    sites = [f"edge-{i:03d}" for i in range(200)]
+    store, fence = await federation(["src", *sites])
+    await register(store, targets=("edge-000",))
+    await audit(store, "src", {"img": SHA})
+    listed = spy.first_args(monkeypatch, store, "get_prefix")
+    read = spy.first_args(monkeypatch, store, "get")
+    world = await ImageController(store, fence).load()
+    assert sorted(listed) == sorted(imageview.PREFIXES)
+    assert read == []
+    assert world.audits["src"].held["img"][0] == SHA
+    assert len(world.connected) == 201

@@ -379,26 +379,9 @@ class EtcdStore:
             self._cancel_watch(watch_id, on_response)
 
     def _cancel_watch(self, watch_id: int, callback: Callable[[Any], None]) -> None:
-        """Cancel ``watch_id`` while it is still ``callback``'s watch, on a call thread.
-
-        etcd numbers watches per stream: once a stream broke, the next stream reuses the
-        ids. The client's ``cancel_watch`` cancels by id alone, so a cancel that ran late
-        (the call threads busy in a herd) silenced another prefix's new watch -- a
-        leader's site health stopped judging. A watch of a stream that ended is gone
-        with it; nothing is left to cancel."""
-
-        def cancel() -> None:
-            watcher = self._client._stubs.get("watcher")  # a replaced one ended its watches
-            if watcher is None:
-                return
-            with watcher._lock:
-                if watcher._callbacks.get(watch_id) is not callback:
-                    return
-                del watcher._callbacks[watch_id]
-                watcher._cancel_no_lock(watch_id)
-
+        """Cancel the watch on a call thread, by identity (``etcdwatch.cancel``)."""
         try:
-            self._pool.submit(cancel)
+            self._pool.submit(etcdwatch.cancel, self._client, watch_id, callback)
         except RuntimeError:  # pool shut down: close() ended every watch already
             pass
 

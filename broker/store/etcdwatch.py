@@ -106,13 +106,13 @@ class PairedWatcher(etcd_watch.Watcher):  # type: ignore[misc]  # the client is 
             self._ensure_reader()  # after the wait: the stream may have ended meanwhile
             self._new_watch = asking
             self._request_queue.put(request)
-            deadline = time.monotonic() + (self.timeout or 0)
+            deadline = None if self.timeout is None else time.monotonic() + self.timeout
             try:
                 while asking.id is None and asking.err is None:
-                    left = deadline - time.monotonic()
-                    if self.timeout and left <= 0:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
                         raise etcd_errors.WatchTimedOut()
-                    self._new_watch_cond.wait(left if self.timeout else None)
+                    self._new_watch_cond.wait(left)
                 if asking.err is not None or asking.id is None:
                     raise asking.err or etcd_errors.WatchTimedOut()
                 return asking.id
@@ -151,6 +151,25 @@ class PairedWatcher(etcd_watch.Watcher):  # type: ignore[misc]  # the client is 
                 self._callbacks[response.watch_id] = asking.callback
                 asking.id = response.watch_id
             self._new_watch_cond.notify_all()
+
+
+    def cancel_own(self, watch_id: int, callback: Callable[[Any], None]) -> None:
+        """Cancel ``watch_id`` only while it is still ``callback``'s watch. etcd numbers
+        watches per stream and a new stream reuses ids it numbered itself; a cancel by
+        id alone that ran late silenced another prefix's new watch."""
+        with self._lock:
+            if self._callbacks.get(watch_id) is not callback:
+                return
+            del self._callbacks[watch_id]
+            self._cancel_no_lock(watch_id)
+
+
+def cancel(client: Any, watch_id: int, callback: Callable[[Any], None]) -> None:
+    """Cancel the watch on ``client``'s current watcher, if it is still ``callback``'s.
+    A watcher the client replaced ended its watches with its stream: nothing to do."""
+    watcher = client._stubs.get("watcher")
+    if isinstance(watcher, PairedWatcher):
+        watcher.cancel_own(watch_id, callback)
 
 
 def watcher_of(client: Any) -> PairedWatcher:

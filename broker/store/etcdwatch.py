@@ -31,6 +31,7 @@ from etcd3 import watch as etcd_watch
 from etcd3.etcdrpc import WatchStub
 
 _WATCH_ID_FIELD = 7  # WatchCreateRequest.watch_id, missing from the client's messages
+REFUSED = -1  # the watch id of etcd's answer to a creation it refused
 _ids = itertools.count(1)  # one counter for the process: an id is never reused
 _ids_lock = threading.Lock()
 
@@ -139,6 +140,12 @@ class PairedWatcher(etcd_watch.Watcher):  # type: ignore[misc]  # the client is 
             return
         with self._lock:  # a "created" answer: only its own creation takes it
             asking = self._new_watch
+            if asking is not None and response.canceled and response.watch_id == REFUSED:
+                # etcd refused a creation (its answer names no id): the one waiting, as
+                # creations go one at a time -- it fails now, not at its timeout
+                asking.err = WatchRefused(response.cancel_reason or "watch refused")
+                self._new_watch_cond.notify_all()
+                return
             if asking is None or response.watch_id != asking.wanted:
                 if not response.canceled:  # a creation given up on: nobody reads it
                     self._cancel_no_lock(response.watch_id)

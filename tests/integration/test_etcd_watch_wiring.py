@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from broker import errors
-from broker.store import follow, urgency
+from broker.store import etcdwatch, follow, urgency
 from broker.store.etcd import EtcdStore
 from tests.support import etcd as etcd_support
 
@@ -151,5 +152,29 @@ async def test_a_watch_whose_creation_timed_out_never_takes_the_next_watchs_plac
         watcher: Any = store._client.watcher
         assert len(watcher._callbacks) == 1, watcher._callbacks
         await busy.aclose()
+    finally:
+        await store.close()
+
+
+async def test_a_creation_etcd_refuses_fails_at_once_with_etcds_reason(
+    own_etcd: etcd_support.Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """etcd answers a creation it refuses with no id (-1), never the id asked for. The
+    creation waiting fails at once with etcd's reason -- before, it waited out its
+    timeout and said only "timed out" -- and the watch already made goes on."""
+    store = EtcdStore.from_settings(own_etcd.settings(root="/refused/", timeout=10.0))
+    try:
+        monkeypatch.setattr(etcdwatch, "_next_id", lambda: 7)  # every creation asks for 7
+        kept = store.watch_prefix("kept/")
+        nxt = asyncio.ensure_future(kept.__anext__())
+        await asyncio.sleep(0.3)  # "kept/" holds id 7 on the stream
+        twin = store.watch_prefix("twin/")
+        started = time.monotonic()
+        with pytest.raises(errors.StoreUnavailable, match="duplicate"):
+            await twin.__anext__()
+        assert time.monotonic() - started < 5  # etcd's answer, not the 10 s timeout
+        await store.put("kept/x", b"1")
+        assert (await asyncio.wait_for(nxt, 10)).key == "kept/x"
+        await kept.aclose()
     finally:
         await store.close()
